@@ -1,0 +1,71 @@
+// One training step of the default ViT through fedge's real trainer
+// (fedge::model::Train): batch gather, forward, cross-entropy, backward,
+// gradient clipping and AdamW. bench/train_step.py does the same steps in
+// Python with Debian's python3-torch (the same LibTorch build), so the two
+// differ only in the language that drives LibTorch.
+//
+// Prints `metric NAME VALUE` lines: step_ms (median), samples_per_s,
+// peak_rss_mib.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "model/threads.h"
+#include "model/trainer.h"
+#include "model/vit.h"
+#include <sys/resource.h>
+
+ABSL_FLAG(int64_t, batch_size, 128, "Mini-batch size.");
+ABSL_FLAG(int64_t, steps, 30, "Measured steps.");
+ABSL_FLAG(int64_t, warmup, 5, "Unmeasured steps first.");
+ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores.");
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  namespace fm = fedge::model;
+  const int threads = fm::ConfigureThreads(absl::GetFlag(FLAGS_threads));
+  const int64_t batch = absl::GetFlag(FLAGS_batch_size);
+  const int64_t warmup = absl::GetFlag(FLAGS_warmup);
+  const int64_t steps = absl::GetFlag(FLAGS_steps);
+  torch::manual_seed(0);
+
+  fm::Vit vit = *fm::CreateVit(fm::VitConfig());
+  fm::Dataset data;
+  data.inputs = torch::randn({batch * (warmup + steps), 1, 28, 28});
+  data.targets = torch::randint(0, 10, {data.inputs.size(0)}, torch::kLong);
+  data.num_classes = 10;
+
+  std::vector<double> step_ms;
+  auto last = std::chrono::steady_clock::now();
+  fm::TrainOptions options;
+  options.batch_size = batch;
+  options.progress_every = 1;
+  options.on_progress = [&](const fm::TrainProgress& p) {
+    const auto now = std::chrono::steady_clock::now();
+    if (p.step > warmup) {
+      step_ms.push_back(
+          std::chrono::duration<double, std::milli>(now - last).count());
+    }
+    last = now;
+  };
+  absl::StatusOr<fm::TrainResult> result = fm::Train(*vit, data, options);
+  if (!result.ok()) {
+    std::fprintf(stderr, "%s\n", result.status().ToString().c_str());
+    return 1;
+  }
+  std::sort(step_ms.begin(), step_ms.end());
+  const double median = step_ms[step_ms.size() / 2];
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("metric threads %d\n", threads);
+  std::printf("metric step_ms %.3f\n", median);
+  std::printf("metric samples_per_s %.1f\n", batch * 1000.0 / median);
+  std::printf("metric peak_rss_mib %.1f\n", usage.ru_maxrss / 1024.0);
+  return 0;
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/python3
+"""The default fedge ViT and one training step, in Python with Debian's
+python3-torch (the same LibTorch 1.13 build fedge links), mirroring
+bench/train_step.cc and fedge::model::Train step for step: batch gather by a
+shuffled index, learning-rate update, zero_grad, forward, cross-entropy,
+loss.item(), backward, gradient-norm clipping, AdamW with decay on matrices.
+
+Prints `metric NAME VALUE` lines like the C++ benchmark.
+Run with /usr/bin/python3 (a pyenv or venv python has no torch here).
+"""
+import argparse
+import math
+import os
+import resource
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads, head_dim):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.q_proj = nn.Linear(dim, heads * head_dim)
+        self.k_proj = nn.Linear(dim, heads * head_dim)
+        self.v_proj = nn.Linear(dim, heads * head_dim)
+        self.o_proj = nn.Linear(heads * head_dim, dim)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        out = torch.matmul(torch.softmax(scores, -1), v)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads, head_dim, hidden, eps):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.self_attn = Attention(dim, heads, head_dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.up_proj = nn.Linear(dim, hidden)
+        self.down_proj = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        h = x + self.self_attn(self.norm1(x))
+        return h + self.down_proj(F.gelu(self.up_proj(self.norm2(h))))
+
+
+class Vit(nn.Module):
+    """fedge's default VitConfig: 28x28x1, patch 7, dim 64, 4 blocks of
+    4 heads x 16 and MLP 128, 10 classes."""
+
+    def __init__(self, image=28, channels=1, patch=7, dim=64, head_dim=16,
+                 heads=4, hidden=128, layers=4, classes=10, eps=1e-6):
+        super().__init__()
+        self.c, self.p, self.grid, self.dim = channels, patch, image // patch, dim
+        self.patch_embed = nn.Linear(channels * patch * patch, dim)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, self.grid ** 2 + 1, dim) * 0.02)
+        self.layers = nn.ModuleList(
+            [Block(dim, heads, head_dim, hidden, eps) for _ in range(layers)])
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, images):
+        b, c, p, g = images.shape[0], self.c, self.p, self.grid
+        x = images.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(
+            b, g * g, c * p * p)
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(b, 1, self.dim), x], 1) + self.pos_embed
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.norm(x[:, 0]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
+    args = parser.parse_args()
+    threads = args.threads or os.cpu_count()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+    model = Vit()
+    n = args.batch_size * (args.warmup + args.steps)
+    inputs = torch.randn(n, 1, 28, 28)
+    targets = torch.randint(0, 10, (n,))
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01},
+         {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(n, generator=generator)
+    model.train()
+    times = []
+    last = time.perf_counter()
+    for step in range(args.warmup + args.steps):
+        index = order[step * args.batch_size:(step + 1) * args.batch_size]
+        x = inputs.index_select(0, index)
+        y = targets.index_select(0, index)
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.item()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        now = time.perf_counter()
+        if step >= args.warmup:
+            times.append((now - last) * 1000.0)
+        last = now
+    times.sort()
+    median = times[len(times) // 2]
+    print(f"metric threads {threads}")
+    print(f"metric step_ms {median:.3f}")
+    print(f"metric samples_per_s {args.batch_size * 1000.0 / median:.1f}")
+    print(f"metric peak_rss_mib {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0:.1f}")
+
+
+if __name__ == "__main__":
+    main()

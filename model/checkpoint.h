@@ -1,0 +1,31 @@
+// Checkpoints: a directory holding config.json and model.safetensors, the
+// layout Hugging Face uses, so LLaMA checkpoints from the Python ecosystem
+// load directly and fedge's own can be read back there.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+#include "model/model.h"
+
+namespace fedge::model {
+
+inline constexpr char kConfigFile[] = "config.json";
+inline constexpr char kWeightsFile[] = "model.safetensors";
+
+// Writes `model`'s config.json and float32 weights into `dir` (created if
+// missing), each file atomically. Errors are the file system's.
+absl::Status SaveCheckpoint(ModelImpl& model, const std::string& dir);
+
+// Builds the model described by `dir`/config.json ("fedge_vit" or "llama")
+// and loads `dir`/model.safetensors into it (bf16/f16 converted to float32).
+// NotFound if either file is missing; InvalidArgument/DataLoss for a bad
+// config or weights file, naming the file and the problem.
+absl::StatusOr<Model> LoadCheckpoint(const std::string& dir);
+
+// Builds an untrained model from a config.json text.
+absl::StatusOr<Model> CreateModelFromConfig(const std::string& config_json);
+
+}  // namespace fedge::model

@@ -1,0 +1,217 @@
+#include "model/llama.h"
+
+#include "absl/strings/str_cat.h"
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "model/json_util.h"
+
+namespace fedge::model {
+
+absl::Status LlamaConfig::Validate() const {
+  auto bad = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("llama config: ", what));
+  };
+  if (vocab_size <= 0) return bad("vocab_size must be positive");
+  if (hidden_size <= 0) return bad("hidden_size must be positive");
+  if (head_dim <= 0 || head_dim % 2 != 0) {
+    return bad("head_dim must be positive and even (rotary embeddings)");
+  }
+  if (!(rms_norm_eps > 0)) return bad("rms_norm_eps must be positive");
+  if (!(rope_theta > 0)) return bad("rope_theta must be positive");
+  if (max_position_embeddings <= 0) {
+    return bad("max_position_embeddings must be positive");
+  }
+  if (layers.empty()) return bad("no layers");
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (absl::Status s = ValidateBlockShape(layers[i], i); !s.ok()) {
+      return bad(s.message());
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string LlamaConfigToJson(const LlamaConfig& config) {
+  const BlockShape& first = config.layers.front();
+  nlohmann::json json = {
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"vocab_size", config.vocab_size},
+      {"hidden_size", config.hidden_size},
+      {"intermediate_size", first.mlp_hidden},
+      {"num_hidden_layers", config.layers.size()},
+      {"num_attention_heads", first.num_heads},
+      {"num_key_value_heads", first.num_kv_heads},
+      {"head_dim", config.head_dim},
+      {"hidden_act", "silu"},
+      {"rms_norm_eps", config.rms_norm_eps},
+      {"rope_theta", config.rope_theta},
+      {"max_position_embeddings", config.max_position_embeddings},
+      {"tie_word_embeddings", config.tie_word_embeddings},
+      {"attention_bias", false},
+      {"torch_dtype", "float32"}};
+  bool uniform = true;
+  for (const BlockShape& s : config.layers) uniform = uniform && s == first;
+  if (!uniform) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (const BlockShape& s : config.layers) {
+      layers.push_back({{"num_attention_heads", s.num_heads},
+                        {"num_key_value_heads", s.num_kv_heads},
+                        {"intermediate_size", s.mlp_hidden}});
+    }
+    json["fedge_layers"] = layers;
+  }
+  return json.dump(2);
+}
+
+absl::StatusOr<LlamaConfig> LlamaConfigFromJson(absl::string_view text) {
+  absl::StatusOr<nlohmann::json> json = ParseJsonObject(text, "llama config");
+  if (!json.ok()) return json.status();
+  JsonReader r(*json, "llama config");
+  const std::string model_type = r.String("model_type", "llama");
+  if (model_type != "llama") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("llama config: model_type \"", model_type,
+                     "\" is not supported (only \"llama\")"));
+  }
+  if (r.Has("rope_scaling")) {
+    return absl::InvalidArgumentError(
+        "llama config: rope_scaling is not supported");
+  }
+  if (r.Bool("attention_bias", false) || r.Bool("mlp_bias", false)) {
+    return absl::InvalidArgumentError(
+        "llama config: attention_bias/mlp_bias are not supported");
+  }
+  const std::string act = r.String("hidden_act", "silu");
+  if (act != "silu") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "llama config: hidden_act \"", act, "\" is not supported (only silu)"));
+  }
+  LlamaConfig c;
+  c.vocab_size = r.Int("vocab_size");
+  c.hidden_size = r.Int("hidden_size");
+  const int64_t heads = r.Int("num_attention_heads");
+  const int64_t kv_heads = r.Int("num_key_value_heads", heads);
+  const int64_t intermediate = r.Int("intermediate_size");
+  const int64_t num_layers = r.Int("num_hidden_layers");
+  c.head_dim = r.Int("head_dim", heads > 0 ? c.hidden_size / heads : 0);
+  c.rms_norm_eps = r.Double("rms_norm_eps", 1e-6);
+  c.rope_theta = r.Double("rope_theta", 10000.0);
+  c.max_position_embeddings = r.Int("max_position_embeddings", 2048);
+  c.tie_word_embeddings = r.Bool("tie_word_embeddings", false);
+  std::vector<JsonReader> layers = r.Objects("fedge_layers", /*optional=*/true);
+  if (!r.status().ok()) return r.status();
+  if (num_layers <= 0 || num_layers > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "llama config: num_hidden_layers ", num_layers, " out of range"));
+  }
+  c.layers.assign(num_layers, BlockShape{heads, kv_heads, intermediate});
+  if (!layers.empty()) {
+    if (static_cast<int64_t>(layers.size()) != num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("llama config: fedge_layers has ", layers.size(),
+                       " entries, num_hidden_layers is ", num_layers));
+    }
+    for (size_t i = 0; i < layers.size(); ++i) {
+      c.layers[i].num_heads = layers[i].Int("num_attention_heads");
+      c.layers[i].num_kv_heads = layers[i].Int("num_key_value_heads");
+      c.layers[i].mlp_hidden = layers[i].Int("intermediate_size");
+    }
+    if (!r.status().ok()) return r.status();
+  }
+  if (absl::Status s = c.Validate(); !s.ok()) return s;
+  return c;
+}
+
+LlamaBlockImpl::LlamaBlockImpl(const LlamaConfig& config,
+                               const BlockShape& shape) {
+  input_layernorm = register_module(
+      "input_layernorm", RmsNorm(config.hidden_size, config.rms_norm_eps));
+  AttentionOptions attention;
+  attention.dim = config.hidden_size;
+  attention.head_dim = config.head_dim;
+  attention.num_heads = shape.num_heads;
+  attention.num_kv_heads = shape.num_kv_heads;
+  attention.bias = false;
+  attention.causal = true;
+  self_attn = register_module("self_attn", Attention(attention));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm",
+                      RmsNorm(config.hidden_size, config.rms_norm_eps));
+  mlp = register_module("mlp", Mlp(config.hidden_size, shape.mlp_hidden,
+                                   MlpKind::kSwiGlu, /*bias=*/false));
+}
+
+at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos,
+                                   const at::Tensor& sin) {
+  at::Tensor h = x + self_attn(input_layernorm(x), cos, sin);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+LlamaBackboneImpl::LlamaBackboneImpl(const LlamaConfig& config) {
+  embed_tokens = register_module(
+      "embed_tokens",
+      torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (const BlockShape& shape : config.layers) {
+    layers->push_back(LlamaBlock(config, shape));
+  }
+  norm =
+      register_module("norm", RmsNorm(config.hidden_size, config.rms_norm_eps));
+}
+
+LlamaImpl::LlamaImpl(const LlamaConfig& config) : config_(config) {
+  model_ = register_module("model", LlamaBackbone(config));
+  {
+    torch::NoGradGuard no_grad;
+    model_->embed_tokens->weight.normal_(0.0, 0.02);
+  }
+  if (!config.tie_word_embeddings) {
+    lm_head_ = register_module(
+        "lm_head", Linear(config.hidden_size, config.vocab_size, false));
+  }
+  std::tie(rope_cos_, rope_sin_) = RotaryTables(
+      config.max_position_embeddings, config.head_dim, config.rope_theta);
+}
+
+at::Tensor LlamaImpl::forward(const at::Tensor& tokens) {
+  const int64_t seq = tokens.size(1);
+  const at::Tensor cos = rope_cos_.narrow(0, 0, seq);
+  const at::Tensor sin = rope_sin_.narrow(0, 0, seq);
+  at::Tensor x = model_->embed_tokens(tokens);
+  for (const auto& layer : *model_->layers) {
+    x = layer->as<LlamaBlockImpl>()->forward(x, cos, sin);
+  }
+  x = model_->norm(x);
+  if (lm_head_) return lm_head_(x);
+  return torch::linear(x, model_->embed_tokens->weight);
+}
+
+absl::Status LlamaImpl::ValidateInput(const at::Tensor& input) const {
+  if (!input.defined()) return absl::InvalidArgumentError("input undefined");
+  if (input.dim() != 2 || input.scalar_type() != torch::kLong) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "llama input must be int64 tokens [B, T], got ",
+        c10::toString(input.scalar_type()), " ", c10::str(input.sizes())));
+  }
+  if (input.size(1) > config_.max_position_embeddings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("llama input has ", input.size(1),
+                     " positions, max_position_embeddings is ",
+                     config_.max_position_embeddings));
+  }
+  if (input.numel() > 0 &&
+      (input.min().item<int64_t>() < 0 ||
+       input.max().item<int64_t>() >= config_.vocab_size)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "llama input has token ids outside [0, ", config_.vocab_size, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Llama> CreateLlama(const LlamaConfig& config) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  return std::make_shared<LlamaImpl>(config);
+}
+
+}  // namespace fedge::model

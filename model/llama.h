@@ -1,0 +1,98 @@
+// LLaMA-style causal decoder (RMSNorm, rotary embeddings, SwiGLU MLP,
+// optional grouped KV heads) whose parameter names and config.json match
+// Hugging Face's LlamaForCausalLM, so real small checkpoints load as they are
+// ("model.layers.N.self_attn.q_proj.weight", "model.norm.weight",
+// "lm_head.weight", ...).
+//
+// Pruned models keep the same names with smaller tensors; their per-layer
+// widths are stored in config.json under "fedge_layers", a key Hugging Face
+// ignores.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include <ATen/core/Tensor.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+
+#include "model/layers.h"
+#include "model/model.h"
+
+namespace fedge::model {
+
+struct LlamaConfig {
+  int64_t vocab_size = 256;
+  int64_t hidden_size = 128;
+  int64_t head_dim = 32;  // Hugging Face default: hidden_size / heads.
+  double rms_norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  int64_t max_position_embeddings = 512;
+  bool tie_word_embeddings = false;  // lm_head shares embed_tokens' weight.
+  std::vector<BlockShape> layers = std::vector<BlockShape>(
+      2, BlockShape{/*num_heads=*/4, /*num_kv_heads=*/4, /*mlp_hidden=*/256});
+
+  absl::Status Validate() const;
+};
+
+// Hugging Face config.json. Reading accepts the standard keys
+// (num_hidden_layers, num_attention_heads, num_key_value_heads,
+// intermediate_size, head_dim, ...) and fedge's optional "fedge_layers";
+// architectures other than LlamaForCausalLM/model_type "llama" are rejected
+// with InvalidArgument, as are rope_scaling variants we do not implement.
+std::string LlamaConfigToJson(const LlamaConfig& config);
+absl::StatusOr<LlamaConfig> LlamaConfigFromJson(absl::string_view json);
+
+class LlamaBlockImpl : public torch::nn::Module {
+ public:
+  LlamaBlockImpl(const LlamaConfig& config, const BlockShape& shape);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos,
+                     const at::Tensor& sin);
+
+  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+};
+TORCH_MODULE(LlamaBlock);
+
+// The "model." part: embed_tokens, layers, norm.
+class LlamaBackboneImpl : public torch::nn::Module {
+ public:
+  explicit LlamaBackboneImpl(const LlamaConfig& config);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RmsNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaBackbone);
+
+class LlamaImpl : public ModelImpl {
+ public:
+  // REQUIRES: config.Validate().ok(). Use CreateLlama for unchecked configs.
+  explicit LlamaImpl(const LlamaConfig& config);
+
+  // tokens: [B, T] int64 in [0, vocab), T <= max_position_embeddings.
+  // Returns logits [B, T, vocab].
+  at::Tensor forward(const at::Tensor& tokens) override;
+  Task task() const override { return Task::kLanguageModel; }
+  int64_t num_outputs() const override { return config_.vocab_size; }
+  absl::Status ValidateInput(const at::Tensor& input) const override;
+  std::string ConfigJson() const override { return LlamaConfigToJson(config_); }
+
+  const LlamaConfig& config() const { return config_; }
+
+ private:
+  LlamaConfig config_;
+  LlamaBackbone model_{nullptr};
+  Linear lm_head_{nullptr};  // Null when tie_word_embeddings.
+  at::Tensor rope_cos_;      // [max_position_embeddings, head_dim].
+  at::Tensor rope_sin_;
+};
+using Llama = std::shared_ptr<LlamaImpl>;
+
+absl::StatusOr<Llama> CreateLlama(const LlamaConfig& config);
+
+}  // namespace fedge::model

@@ -1,0 +1,63 @@
+// The interface every fedge model implements, and strict weight loading.
+//
+// A model is a LibTorch module whose parameters carry stable dotted names
+// (checkpoints, LoRA and pruning address them by name). The trainer and the
+// evaluator work on any Model through this interface.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/ordered_dict.h>
+
+namespace fedge::model {
+
+using NamedTensors = torch::OrderedDict<std::string, at::Tensor>;
+
+enum class Task {
+  kClassification,  // input -> logits [B, classes]; targets [B] int64.
+  kLanguageModel,   // tokens [B, T] -> logits [B, T, vocab]; targets [B, T].
+};
+
+class ModelImpl : public torch::nn::Module {
+ public:
+  // Callers validate with ValidateInput first; forward assumes a valid input.
+  virtual at::Tensor forward(const at::Tensor& input) = 0;
+
+  virtual Task task() const = 0;
+
+  // Number of output classes (classification) or the vocabulary size.
+  virtual int64_t num_outputs() const = 0;
+
+  // InvalidArgument naming the problem if `input` has the wrong rank, size,
+  // dtype or (for tokens) values out of range, so that bad data never
+  // reaches LibTorch.
+  virtual absl::Status ValidateInput(const at::Tensor& input) const = 0;
+
+  // The model's config in its checkpoint form (config.json).
+  virtual std::string ConfigJson() const = 0;
+};
+using Model = std::shared_ptr<ModelImpl>;
+
+// Copies `weights` into `module`'s parameters, by name. Strict: every
+// parameter must be present with the same shape, and no extra name may
+// appear. Floating-point values of another float dtype (e.g. a bf16
+// checkpoint) are converted. InvalidArgument naming the first mismatch;
+// nothing is modified unless everything matches. Rejects non-finite values
+// (NaN/Inf) with InvalidArgument.
+absl::Status LoadWeights(torch::nn::Module& module,
+                         const NamedTensors& weights);
+
+// Detached copies of all parameters, by name (a snapshot, not aliases).
+NamedTensors CopyWeights(const torch::nn::Module& module);
+
+// Number of scalar parameters; with `trainable_only`, only those with
+// requires_grad.
+int64_t CountParameters(const torch::nn::Module& module,
+                        bool trainable_only = false);
+
+}  // namespace fedge::model

@@ -1,0 +1,368 @@
+#include "model/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "model/file_io.h"
+
+namespace fedge::model {
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "safetensors data is little-endian; big-endian hosts need a "
+              "byte swap that is not implemented");
+
+struct DtypeName {
+  const char* name;
+  at::ScalarType type;
+};
+
+constexpr DtypeName kDtypes[] = {
+    {"F64", at::kDouble},    {"F32", at::kFloat}, {"F16", at::kHalf},
+    {"BF16", at::kBFloat16}, {"I64", at::kLong},  {"I32", at::kInt},
+    {"I16", at::kShort},     {"I8", at::kChar},   {"U8", at::kByte},
+    {"BOOL", at::kBool},
+};
+
+absl::StatusOr<at::ScalarType> DtypeFromName(absl::string_view name) {
+  for (const DtypeName& d : kDtypes) {
+    if (name == d.name) return d.type;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype \"", name, "\""));
+}
+
+absl::StatusOr<const char*> NameFromDtype(at::ScalarType type) {
+  for (const DtypeName& d : kDtypes) {
+    if (type == d.type) return d.name;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "dtype ", c10::toString(type), " cannot be stored in safetensors"));
+}
+
+// One tensor's entry in the header, validated against the data length.
+struct Entry {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+};
+
+struct Header {
+  std::vector<Entry> entries;  // Sorted by `begin`.
+  std::map<std::string, std::string> metadata;
+};
+
+absl::Status Invalid(absl::string_view tensor, absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("safetensors tensor \"", tensor, "\": ", what));
+}
+
+absl::StatusOr<Entry> ParseEntry(const std::string& name,
+                                 const nlohmann::json& value,
+                                 uint64_t data_size) {
+  Entry entry;
+  entry.name = name;
+  if (name.empty()) {
+    return absl::InvalidArgumentError("safetensors tensor with empty name");
+  }
+  if (!value.is_object()) return Invalid(name, "entry is not an object");
+  const auto dtype = value.find("dtype");
+  const auto shape = value.find("shape");
+  const auto offsets = value.find("data_offsets");
+  if (dtype == value.end() || !dtype->is_string()) {
+    return Invalid(name, "missing string field \"dtype\"");
+  }
+  if (shape == value.end() || !shape->is_array()) {
+    return Invalid(name, "missing array field \"shape\"");
+  }
+  if (offsets == value.end() || !offsets->is_array() || offsets->size() != 2) {
+    return Invalid(name, "\"data_offsets\" must be an array of two integers");
+  }
+  absl::StatusOr<at::ScalarType> type =
+      DtypeFromName(dtype->get_ref<const std::string&>());
+  if (!type.ok()) return Invalid(name, type.status().message());
+  entry.dtype = *type;
+
+  // numel * element size must not overflow; dims are bounded by the data
+  // length anyway, so reject anything larger early.
+  uint64_t numel = 1;
+  for (const nlohmann::json& dim : *shape) {
+    if (!dim.is_number_unsigned()) {
+      return Invalid(name, "shape entries must be non-negative integers");
+    }
+    const uint64_t d = dim.get<uint64_t>();
+    if (d > data_size && d != 0) {
+      return Invalid(name, absl::StrCat("dimension ", d,
+                                        " exceeds the data size ", data_size));
+    }
+    if (d != 0 && numel > std::numeric_limits<uint64_t>::max() / d) {
+      return Invalid(name, "shape overflows");
+    }
+    numel *= d;
+    entry.shape.push_back(static_cast<int64_t>(d));
+  }
+  for (const nlohmann::json& o : *offsets) {
+    if (!o.is_number_unsigned()) {
+      return Invalid(name, "data_offsets must be non-negative integers");
+    }
+  }
+  entry.begin = (*offsets)[0].get<uint64_t>();
+  entry.end = (*offsets)[1].get<uint64_t>();
+  if (entry.end < entry.begin) return Invalid(name, "data_offsets end < begin");
+  if (entry.end > data_size) {
+    return Invalid(name,
+                   absl::StrCat("data_offsets [", entry.begin, ", ", entry.end,
+                                ") out of range: the data "
+                                "section has ",
+                                data_size, " bytes"));
+  }
+  const uint64_t element = c10::elementSize(entry.dtype);
+  if (numel > std::numeric_limits<uint64_t>::max() / element ||
+      numel * element != entry.end - entry.begin) {
+    return Invalid(name, absl::StrCat("shape needs ", numel, " x ", element,
+                                      " bytes but data_offsets span ",
+                                      entry.end - entry.begin));
+  }
+  return entry;
+}
+
+// Parses and validates the JSON header against a data section of
+// `data_size` bytes.
+absl::StatusOr<Header> ParseHeader(absl::string_view json, uint64_t data_size) {
+  nlohmann::json root = nlohmann::json::parse(json.begin(), json.end(),
+                                              /*cb=*/nullptr,
+                                              /*allow_exceptions=*/false);
+  if (root.is_discarded()) {
+    return absl::InvalidArgumentError("safetensors header is not valid JSON");
+  }
+  if (!root.is_object()) {
+    return absl::InvalidArgumentError(
+        "safetensors header is not a JSON object");
+  }
+  Header header;
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (!it->is_object()) {
+        return absl::InvalidArgumentError(
+            "safetensors __metadata__ is not an object");
+      }
+      for (auto m = it->begin(); m != it->end(); ++m) {
+        if (!m->is_string()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("safetensors __metadata__ value \"", m.key(),
+                           "\" is not a string"));
+        }
+        header.metadata[m.key()] = m->get<std::string>();
+      }
+      continue;
+    }
+    absl::StatusOr<Entry> entry = ParseEntry(it.key(), *it, data_size);
+    if (!entry.ok()) return entry.status();
+    header.entries.push_back(*std::move(entry));
+  }
+  std::sort(header.entries.begin(), header.entries.end(),
+            [](const Entry& a, const Entry& b) {
+              return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+            });
+  for (size_t i = 1; i < header.entries.size(); ++i) {
+    const Entry& previous = header.entries[i - 1];
+    const Entry& current = header.entries[i];
+    // Empty tensors take no bytes and may share an offset.
+    if (current.begin < previous.end && current.begin != current.end) {
+      return Invalid(current.name, absl::StrCat("data overlaps tensor \"",
+                                                previous.name, "\""));
+    }
+  }
+  return header;
+}
+
+// Reads the 8-byte length prefix and checks it against `file_size`.
+absl::StatusOr<uint64_t> HeaderLength(const unsigned char prefix[8],
+                                      uint64_t file_size) {
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i) length = (length << 8) | prefix[i];
+  if (length > static_cast<uint64_t>(kMaxHeaderBytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors header of ", length,
+                     " bytes exceeds the limit of ", kMaxHeaderBytes));
+  }
+  if (length > file_size - 8) {
+    return absl::DataLossError(
+        absl::StrCat("safetensors file truncated: header says ", length,
+                     " bytes but only ", file_size - 8, " follow"));
+  }
+  return length;
+}
+
+at::Tensor EmptyTensor(const Entry& entry) {
+  return torch::empty(entry.shape, torch::TensorOptions().dtype(entry.dtype));
+}
+
+}  // namespace
+
+absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
+  if (bytes.size() < 8) {
+    return absl::DataLossError(
+        absl::StrCat("safetensors file truncated: ", bytes.size(),
+                     " bytes, shorter than the 8-byte header length"));
+  }
+  absl::StatusOr<uint64_t> length = HeaderLength(
+      reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  if (!length.ok()) return length.status();
+  const absl::string_view data = bytes.substr(8 + *length);
+  absl::StatusOr<Header> header =
+      ParseHeader(bytes.substr(8, *length), data.size());
+  if (!header.ok()) return header.status();
+
+  SafetensorsFile file;
+  file.metadata = std::move(header->metadata);
+  for (const Entry& entry : header->entries) {
+    at::Tensor tensor = EmptyTensor(entry);
+    if (entry.end > entry.begin) {
+      std::memcpy(tensor.data_ptr(), data.data() + entry.begin,
+                  entry.end - entry.begin);
+    }
+    file.tensors.insert(entry.name, std::move(tensor));
+  }
+  return file;
+}
+
+absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, "cannot open", path);
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  const off_t file_size = ::lseek(fd, 0, SEEK_END);
+  if (file_size < 0) return ErrnoToStatus(errno, "cannot seek", path);
+
+  // pread the exact range or report how the file fell short.
+  auto read_exact = [&](void* out, uint64_t size,
+                        uint64_t offset) -> absl::Status {
+    uint64_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::pread(fd, static_cast<char*>(out) + done, size - done,
+                                static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoToStatus(errno, "cannot read", path);
+      if (n == 0) {
+        return absl::DataLossError(
+            absl::StrCat("safetensors file ", path, " truncated"));
+      }
+      done += static_cast<uint64_t>(n);
+    }
+    return absl::OkStatus();
+  };
+
+  if (file_size < 8) {
+    return absl::DataLossError(
+        absl::StrCat("safetensors file ", path, " truncated: ", file_size,
+                     " bytes, shorter than the 8-byte header length"));
+  }
+  unsigned char prefix[8];
+  if (absl::Status s = read_exact(prefix, 8, 0); !s.ok()) return s;
+  absl::StatusOr<uint64_t> length =
+      HeaderLength(prefix, static_cast<uint64_t>(file_size));
+  if (!length.ok()) {
+    return absl::Status(length.status().code(),
+                        absl::StrCat(path, ": ", length.status().message()));
+  }
+  std::string json(*length, '\0');
+  if (absl::Status s = read_exact(json.data(), *length, 8); !s.ok()) return s;
+  const uint64_t data_start = 8 + *length;
+  absl::StatusOr<Header> header =
+      ParseHeader(json, static_cast<uint64_t>(file_size) - data_start);
+  if (!header.ok()) {
+    return absl::Status(header.status().code(),
+                        absl::StrCat(path, ": ", header.status().message()));
+  }
+  SafetensorsFile file;
+  file.metadata = std::move(header->metadata);
+  for (const Entry& entry : header->entries) {
+    at::Tensor tensor = EmptyTensor(entry);
+    if (absl::Status s = read_exact(tensor.data_ptr(), entry.end - entry.begin,
+                                    data_start + entry.begin);
+        !s.ok()) {
+      return s;
+    }
+    file.tensors.insert(entry.name, std::move(tensor));
+  }
+  return file;
+}
+
+absl::StatusOr<std::string> SerializeSafetensors(
+    const NamedTensors& tensors,
+    const std::map<std::string, std::string>& metadata) {
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) {
+    nlohmann::json meta = nlohmann::json::object();
+    for (const auto& [key, value] : metadata) meta[key] = value;
+    header["__metadata__"] = std::move(meta);
+  }
+  std::vector<at::Tensor> contiguous;
+  contiguous.reserve(tensors.size());
+  uint64_t offset = 0;
+  for (const auto& item : tensors) {
+    const std::string& name = item.key();
+    if (name.empty() || name == "__metadata__") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid tensor name \"", name, "\""));
+    }
+    if (header.contains(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("duplicate tensor name \"", name, "\""));
+    }
+    const at::Tensor& value = item.value();
+    if (!value.defined() || !value.device().is_cpu()) {
+      return Invalid(name, "tensor is undefined or not on the CPU");
+    }
+    absl::StatusOr<const char*> dtype = NameFromDtype(value.scalar_type());
+    if (!dtype.ok()) return Invalid(name, dtype.status().message());
+    at::Tensor c = value.detach().contiguous();
+    const uint64_t size = static_cast<uint64_t>(c.nbytes());
+    header[name] = {{"dtype", *dtype},
+                    {"shape", c.sizes().vec()},
+                    {"data_offsets", {offset, offset + size}}};
+    offset += size;
+    contiguous.push_back(std::move(c));
+  }
+  std::string json = header.dump();
+  // Pad with spaces so the data section starts 8-byte aligned, which lets
+  // readers map tensors in place.
+  json.append((8 - json.size() % 8) % 8, ' ');
+  std::string out;
+  out.reserve(8 + json.size() + offset);
+  uint64_t length = json.size();
+  for (int i = 0; i < 8; ++i) {
+    out.push_back(static_cast<char>(length & 0xff));
+    length >>= 8;
+  }
+  out += json;
+  for (const at::Tensor& c : contiguous) {
+    out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  }
+  return out;
+}
+
+absl::Status WriteSafetensors(
+    const std::string& path, const NamedTensors& tensors,
+    const std::map<std::string, std::string>& metadata) {
+  absl::StatusOr<std::string> bytes = SerializeSafetensors(tensors, metadata);
+  if (!bytes.ok()) return bytes.status();
+  return WriteFileAtomically(path, *bytes);
+}
+
+}  // namespace fedge::model

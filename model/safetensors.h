@@ -1,0 +1,67 @@
+// Reader and writer of the safetensors format (Hugging Face), the on-disk
+// form of every fedge checkpoint and exported adapter.
+//
+// Layout: an 8-byte little-endian header length N, N bytes of JSON mapping
+// each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (plus
+// an optional "__metadata__" object of string values), then the raw
+// little-endian tensor bytes. Offsets are relative to the end of the header.
+//
+// Every malformed input is rejected with an absl::Status before any byte
+// reaches LibTorch: a truncated file, a header longer than kMaxHeaderBytes,
+// invalid JSON, an unknown dtype, offsets outside the data or overlapping,
+// and a byte range that does not match the shape all give InvalidArgument
+// (DataLoss for a file shorter than its header says), naming the tensor.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include <ATen/core/Tensor.h>
+#include <torch/ordered_dict.h>
+
+namespace fedge::model {
+
+// Named tensors in file order. LibTorch's own type, as named_parameters().
+using NamedTensors = torch::OrderedDict<std::string, at::Tensor>;
+
+// Header length above which a file is rejected (the reference
+// implementation's limit), so a hostile length cannot make us allocate.
+inline constexpr int64_t kMaxHeaderBytes = 100 * 1024 * 1024;
+
+struct SafetensorsFile {
+  NamedTensors tensors;
+  std::map<std::string, std::string> metadata;  // "__metadata__", if any.
+};
+
+// Decodes a whole safetensors file held in memory. Tensors are copied out of
+// `bytes` (they own their memory). Supported dtypes: F64, F32, F16, BF16,
+// I64, I32, I16, I8, U8, BOOL; the order of `tensors` is by data offset.
+absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes);
+
+// Reads a safetensors file, reading each tensor's bytes straight into its
+// own storage (peak memory is the tensors, not twice the file).
+// NotFound if the file does not exist; otherwise as ParseSafetensors.
+absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
+
+// Encodes `tensors` (any device-CPU dtype listed above; non-contiguous
+// tensors are made contiguous) in insertion order, with `metadata`.
+// InvalidArgument for an unsupported dtype, an empty or duplicate name, or
+// the reserved name "__metadata__".
+absl::StatusOr<std::string> SerializeSafetensors(
+    const NamedTensors& tensors,
+    const std::map<std::string, std::string>& metadata = {});
+
+// Writes SerializeSafetensors' bytes to `path` atomically: to a temporary
+// file in the same directory, flushed, then renamed, so a crash never leaves
+// a half-written checkpoint. Internal/Unavailable-style errors from the OS
+// are returned as the matching absl code with the path and errno text.
+absl::Status WriteSafetensors(
+    const std::string& path, const NamedTensors& tensors,
+    const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace fedge::model

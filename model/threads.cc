@@ -1,0 +1,18 @@
+#include "model/threads.h"
+
+#include <thread>
+
+#include <ATen/Parallel.h>
+
+namespace fedge::model {
+
+int ConfigureThreads(int threads) {
+  if (threads <= 0) {
+    threads = static_cast<int>(std::thread::hardware_concurrency());
+    if (threads <= 0) threads = 1;
+  }
+  at::set_num_threads(threads);
+  return threads;
+}
+
+}  // namespace fedge::model

@@ -1,0 +1,253 @@
+#include "model/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/types.h>
+
+namespace fedge::model {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+double ScheduledRate(const TrainOptions& o, int64_t step, int64_t total) {
+  const auto warmup = static_cast<int64_t>(o.warmup_fraction * total);
+  if (step < warmup) return o.learning_rate * (step + 1) / warmup;
+  if (o.schedule == LrSchedule::kConstant) return o.learning_rate;
+  const double progress =
+      total > warmup ? double(step - warmup) / double(total - warmup) : 1.0;
+  return o.learning_rate * 0.5 * (1.0 + std::cos(kPi * progress));
+}
+
+absl::Status CheckData(const ModelImpl& model, const Dataset& data) {
+  if (data.size() == 0) return absl::InvalidArgumentError("dataset is empty");
+  if (!data.targets.defined() || data.targets.size(0) != data.size()) {
+    return absl::InvalidArgumentError(
+        "dataset targets do not match its inputs in count");
+  }
+  if (data.targets.scalar_type() != torch::kLong) {
+    return absl::InvalidArgumentError("dataset targets must be int64");
+  }
+  // Validate one sample's shape and every target's range up front, so that
+  // no batch can make LibTorch throw halfway through training.
+  if (absl::Status s = model.ValidateInput(data.inputs.narrow(0, 0, 1));
+      !s.ok()) {
+    return s;
+  }
+  if (model.task() == Task::kLanguageModel) {
+    if (absl::Status s = model.ValidateInput(data.inputs); !s.ok()) return s;
+    if (data.targets.sizes() != data.inputs.sizes()) {
+      return absl::InvalidArgumentError(
+          "language-model targets must have the inputs' shape");
+    }
+  } else if (data.targets.dim() != 1) {
+    return absl::InvalidArgumentError("class targets must be a vector [N]");
+  }
+  const int64_t lo = data.targets.min().item<int64_t>();
+  const int64_t hi = data.targets.max().item<int64_t>();
+  if (lo < 0 || hi >= model.num_outputs()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("targets span [", lo, ", ", hi, "], the model has ",
+                     model.num_outputs(), " outputs"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status TrainOptions::Validate() const {
+  auto bad = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("train options: ", what));
+  };
+  if (epochs < 1) return bad("epochs must be at least 1");
+  if (max_steps < 0) return bad("max_steps must be non-negative");
+  if (batch_size < 1) return bad("batch_size must be at least 1");
+  if (!(learning_rate > 0) || !std::isfinite(learning_rate)) {
+    return bad("learning_rate must be positive and finite");
+  }
+  if (!(weight_decay >= 0)) return bad("weight_decay must be non-negative");
+  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) {
+    return bad("betas must be in [0, 1)");
+  }
+  if (!(max_grad_norm >= 0)) return bad("max_grad_norm must be non-negative");
+  if (!(warmup_fraction >= 0 && warmup_fraction < 1)) {
+    return bad("warmup_fraction must be in [0, 1)");
+  }
+  if (progress_every < 1) return bad("progress_every must be at least 1");
+  return absl::OkStatus();
+}
+
+at::Tensor TaskLoss(Task task, const at::Tensor& logits,
+                    const at::Tensor& targets) {
+  if (task == Task::kLanguageModel) {
+    return torch::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}),
+                                     targets.reshape({-1}));
+  }
+  return torch::cross_entropy_loss(logits, targets);
+}
+
+absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
+                                  const TrainOptions& options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  if (absl::Status s = CheckData(model, data); !s.ok()) return s;
+
+  std::vector<at::Tensor> decay;
+  std::vector<at::Tensor> no_decay;
+  for (const at::Tensor& p : model.parameters(/*recurse=*/true)) {
+    if (!p.requires_grad()) continue;
+    (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  }
+  if (decay.empty() && no_decay.empty()) {
+    return absl::FailedPreconditionError("model has no trainable parameters");
+  }
+  std::vector<at::Tensor> trainable = decay;
+  trainable.insert(trainable.end(), no_decay.begin(), no_decay.end());
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  auto adamw = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(options.learning_rate)
+            .betas({options.beta1, options.beta2})
+            .weight_decay(wd));
+  };
+  if (!decay.empty()) groups.emplace_back(decay, adamw(options.weight_decay));
+  if (!no_decay.empty()) groups.emplace_back(no_decay, adamw(0.0));
+  torch::optim::AdamW optimizer(
+      groups, torch::optim::AdamWOptions(options.learning_rate));
+
+  const int64_t n = data.size();
+  const int64_t steps_per_epoch =
+      (n + options.batch_size - 1) / options.batch_size;
+  int64_t total_steps = steps_per_epoch * options.epochs;
+  if (options.max_steps > 0)
+    total_steps = std::min(total_steps, options.max_steps);
+
+  torch::manual_seed(options.seed);
+  at::Generator generator =
+      at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  model.train(true);
+
+  TrainResult result;
+  const auto start = std::chrono::steady_clock::now();
+  auto report_start = start;
+  double report_loss = 0;
+  int64_t report_steps = 0;
+  int64_t report_examples = 0;
+  double epoch_loss = 0;
+  int64_t epoch_steps = 0;
+  double first_loss = 0;
+  int64_t first_steps = 0;
+  const int64_t first_window = std::max<int64_t>(1, steps_per_epoch / 10);
+
+  for (int64_t epoch = 0; epoch < options.epochs && result.steps < total_steps;
+       ++epoch) {
+    const at::Tensor order = torch::randperm(n, generator, torch::kLong);
+    epoch_loss = 0;
+    epoch_steps = 0;
+    for (int64_t begin = 0; begin < n && result.steps < total_steps;
+         begin += options.batch_size) {
+      const int64_t size = std::min(options.batch_size, n - begin);
+      const at::Tensor index = order.narrow(0, begin, size);
+      const at::Tensor inputs = data.inputs.index_select(0, index);
+      const at::Tensor targets = data.targets.index_select(0, index);
+
+      const double lr = ScheduledRate(options, result.steps, total_steps);
+      for (auto& group : optimizer.param_groups()) {
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      }
+      optimizer.zero_grad();
+      const at::Tensor loss =
+          TaskLoss(model.task(), model.forward(inputs), targets);
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) {
+        model.train(false);
+        return absl::FailedPreconditionError(absl::StrCat(
+            "loss became ", value, " at step ", result.steps + 1,
+            "; the step was not applied (lower the learning rate, or check "
+            "the weights and data for NaN)"));
+      }
+      loss.backward();
+      if (options.max_grad_norm > 0) {
+        torch::nn::utils::clip_grad_norm_(trainable, options.max_grad_norm);
+      }
+      optimizer.step();
+
+      ++result.steps;
+      result.examples += size;
+      epoch_loss += value;
+      ++epoch_steps;
+      if (epoch == 0 && epoch_steps <= first_window) {
+        first_loss += value;
+        ++first_steps;
+      }
+      report_loss += value;
+      ++report_steps;
+      report_examples += size;
+      if (options.on_progress && (result.steps % options.progress_every == 0 ||
+                                  result.steps == total_steps)) {
+        const auto now = std::chrono::steady_clock::now();
+        const double seconds =
+            std::chrono::duration<double>(now - report_start).count();
+        TrainProgress progress;
+        progress.step = result.steps;
+        progress.total_steps = total_steps;
+        progress.epoch = epoch;
+        progress.loss = report_loss / report_steps;
+        progress.learning_rate = lr;
+        progress.samples_per_second =
+            seconds > 0 ? report_examples / seconds : 0;
+        options.on_progress(progress);
+        report_start = now;
+        report_loss = 0;
+        report_steps = 0;
+        report_examples = 0;
+      }
+    }
+  }
+  model.train(false);
+  result.first_loss = first_steps > 0 ? first_loss / first_steps : 0;
+  result.final_loss = epoch_steps > 0 ? epoch_loss / epoch_steps : 0;
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  return result;
+}
+
+absl::StatusOr<EvalResult> Evaluate(ModelImpl& model, const Dataset& data,
+                                    int64_t batch_size) {
+  if (batch_size < 1) {
+    return absl::InvalidArgumentError("batch_size must be at least 1");
+  }
+  if (absl::Status s = CheckData(model, data); !s.ok()) return s;
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.train(false);
+  double loss_sum = 0;
+  int64_t correct = 0;
+  int64_t targets_seen = 0;
+  const int64_t n = data.size();
+  for (int64_t begin = 0; begin < n; begin += batch_size) {
+    const int64_t size = std::min(batch_size, n - begin);
+    const at::Tensor inputs = data.inputs.narrow(0, begin, size);
+    const at::Tensor targets = data.targets.narrow(0, begin, size);
+    const at::Tensor logits = model.forward(inputs);
+    const int64_t count = targets.numel();
+    loss_sum += TaskLoss(model.task(), logits, targets).item<double>() * count;
+    correct += logits.argmax(-1).eq(targets).sum().item<int64_t>();
+    targets_seen += count;
+  }
+  model.train(was_training);
+  EvalResult result;
+  result.examples = n;
+  result.loss = loss_sum / targets_seen;
+  result.accuracy = double(correct) / targets_seen;
+  result.perplexity = std::exp(result.loss);
+  return result;
+}
+
+}  // namespace fedge::model

@@ -1,0 +1,87 @@
+// Local training and evaluation of any fedge Model on an in-memory Dataset.
+//
+// Only parameters with requires_grad are trained (LoRA freezes the base by
+// clearing it), with AdamW, a warm-up + cosine (or constant) learning-rate
+// schedule, gradient-norm clipping and shuffled mini-batches. A progress
+// callback reports every `progress_every` steps.
+//
+// Not thread-safe: one Train or Evaluate per model at a time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/statusor.h"
+
+#include "model/dataset.h"
+#include "model/model.h"
+
+namespace fedge::model {
+
+enum class LrSchedule { kConstant, kCosine };
+
+struct TrainProgress {
+  int64_t step = 0;  // Optimizer steps done so far (1-based).
+  int64_t total_steps = 0;
+  int64_t epoch = 0;  // 0-based.
+  double loss = 0;    // Mean loss over the steps since the last report.
+  double learning_rate = 0;
+  double samples_per_second = 0;
+};
+
+struct TrainOptions {
+  int64_t epochs = 1;
+  // Stop after this many optimizer steps (0: no limit beyond epochs).
+  int64_t max_steps = 0;
+  int64_t batch_size = 64;
+  double learning_rate = 1e-3;
+  // Decoupled weight decay, applied to matrices only (not norms or biases).
+  double weight_decay = 0.01;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  // Clip the global gradient norm to this value (0: no clipping).
+  double max_grad_norm = 1.0;
+  LrSchedule schedule = LrSchedule::kCosine;
+  // Fraction of the steps spent warming the learning rate up linearly.
+  double warmup_fraction = 0.05;
+  // Shuffling order (and dropout, through the global LibTorch generator).
+  uint64_t seed = 0;
+  int64_t progress_every = 50;
+  std::function<void(const TrainProgress&)> on_progress;
+
+  // InvalidArgument naming the first bad field.
+  absl::Status Validate() const;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  int64_t examples = 0;   // Samples processed (counting repeats by epoch).
+  double first_loss = 0;  // Mean loss of the first epoch's first 10% steps.
+  double final_loss = 0;  // Mean loss over the last epoch.
+  double seconds = 0;
+};
+
+// Trains `model` in place. InvalidArgument for bad options, an empty or
+// mismatched dataset (checked against model.ValidateInput); FailedPrecondition
+// if no parameter is trainable or the loss becomes NaN/Inf (the step that
+// produced it is not applied, weights stay finite).
+absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
+                                  const TrainOptions& options);
+
+struct EvalResult {
+  int64_t examples = 0;
+  double loss = 0;        // Mean cross-entropy per target.
+  double accuracy = 0;    // Fraction of correct top-1 predictions per target.
+  double perplexity = 0;  // exp(loss); meaningful for language models.
+};
+
+// Evaluates without gradients, in eval mode (the previous mode is restored).
+// InvalidArgument for an empty or mismatched dataset.
+absl::StatusOr<EvalResult> Evaluate(ModelImpl& model, const Dataset& data,
+                                    int64_t batch_size = 256);
+
+// The loss the trainer optimises: cross-entropy for both tasks.
+at::Tensor TaskLoss(Task task, const at::Tensor& logits,
+                    const at::Tensor& targets);
+
+}  // namespace fedge::model

@@ -1,0 +1,161 @@
+#include "model/trainer.h"
+
+#include "gtest/gtest.h"
+#include <torch/types.h>
+
+#include "model/llama.h"
+#include "model/vit.h"
+
+namespace fedge::model {
+namespace {
+
+// Images whose class is which quadrant is bright: learnable in a few steps.
+Dataset QuadrantImages(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  Dataset data;
+  data.inputs = torch::randn({n, 1, 28, 28}) * 0.1;
+  data.targets = torch::randint(0, 4, {n}, torch::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t q = data.targets[i].item<int64_t>();
+    data.inputs[i][0].narrow(0, (q / 2) * 14, 14).narrow(1, (q % 2) * 14, 14) +=
+        1.0;
+  }
+  data.num_classes = 4;
+  return data;
+}
+
+VitConfig TinyVit() {
+  VitConfig config;
+  config.dim = 16;
+  config.head_dim = 8;
+  config.num_classes = 4;
+  config.layers = {{2, 2, 32}};
+  return config;
+}
+
+TEST(TrainerTest, LearnsASimpleImageTask) {
+  torch::manual_seed(0);
+  Vit vit = *CreateVit(TinyVit());
+  const Dataset train = QuadrantImages(512, 1);
+  const Dataset test = QuadrantImages(256, 2);
+  TrainOptions options;
+  options.epochs = 3;
+  options.batch_size = 32;
+  options.learning_rate = 3e-3;
+  int reports = 0;
+  options.progress_every = 10;
+  options.on_progress = [&](const TrainProgress& p) {
+    ++reports;
+    EXPECT_GT(p.samples_per_second, 0);
+    EXPECT_LE(p.step, p.total_steps);
+  };
+
+  absl::StatusOr<TrainResult> result = Train(*vit, train, options);
+
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->steps, 48);
+  EXPECT_EQ(result->examples, 3 * 512);
+  EXPECT_LT(result->final_loss, result->first_loss);
+  EXPECT_GE(reports, 4);
+  absl::StatusOr<EvalResult> eval = Evaluate(*vit, test);
+  ASSERT_TRUE(eval.ok());
+  EXPECT_GT(eval->accuracy, 0.9);
+}
+
+TEST(TrainerTest, OnlyTrainableParametersChange) {
+  torch::manual_seed(1);
+  Vit vit = *CreateVit(TinyVit());
+  for (auto& item : vit->named_parameters()) {
+    item.value().set_requires_grad(item.key().rfind("head.", 0) == 0);
+  }
+  const NamedTensors before = CopyWeights(*vit);
+  TrainOptions options;
+  options.max_steps = 5;
+
+  ASSERT_TRUE(Train(*vit, QuadrantImages(64, 3), options).ok());
+
+  for (const auto& item : vit->named_parameters()) {
+    const bool changed = !torch::equal(item.value(), before[item.key()]);
+    EXPECT_EQ(changed, item.key().rfind("head.", 0) == 0) << item.key();
+  }
+}
+
+TEST(TrainerTest, IsDeterministicGivenTheSeed) {
+  auto run = [] {
+    torch::manual_seed(2);
+    Vit vit = *CreateVit(TinyVit());
+    TrainOptions options;
+    options.max_steps = 4;
+    options.seed = 9;
+    EXPECT_TRUE(Train(*vit, QuadrantImages(64, 4), options).ok());
+    return CopyWeights(*vit);
+  };
+  const NamedTensors a = run();
+  const NamedTensors b = run();
+  for (const auto& item : a) {
+    EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
+  }
+}
+
+TEST(TrainerTest, TrainsALanguageModelOnBytes) {
+  torch::manual_seed(3);
+  LlamaConfig config;
+  config.hidden_size = 32;
+  config.head_dim = 8;
+  config.layers = {{4, 4, 64}};
+  Llama llama = *CreateLlama(config);
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "the cat sat on the mat. ";
+  absl::StatusOr<Dataset> data = MakeByteTextDataset(text, 32);
+  ASSERT_TRUE(data.ok());
+  TrainOptions options;
+  options.epochs = 4;
+  options.batch_size = 16;
+  options.learning_rate = 3e-3;
+
+  absl::StatusOr<TrainResult> result = Train(*llama, *data, options);
+
+  ASSERT_TRUE(result.ok()) << result.status();
+  absl::StatusOr<EvalResult> eval = Evaluate(*llama, *data);
+  ASSERT_TRUE(eval.ok());
+  EXPECT_LT(eval->perplexity, 4.0);  // Uniform over 256 bytes would be 256.
+}
+
+TEST(TrainerTest, NanWeightsStopTrainingWithAClearError) {
+  Vit vit = *CreateVit(TinyVit());
+  {
+    torch::NoGradGuard no_grad;
+    vit->named_parameters()["head.weight"][0][0] =
+        std::numeric_limits<float>::quiet_NaN();
+  }
+  absl::StatusOr<TrainResult> result = Train(*vit, QuadrantImages(32, 5), {});
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(result.status().message().find("nan"), std::string::npos)
+      << result.status();
+}
+
+TEST(TrainerTest, RejectsBadOptionsAndMismatchedData) {
+  Vit vit = *CreateVit(TinyVit());
+  TrainOptions options;
+  options.batch_size = 0;
+  EXPECT_EQ(Train(*vit, QuadrantImages(8, 6), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  Dataset wrong_shape;
+  wrong_shape.inputs = torch::zeros({4, 1, 14, 14});
+  wrong_shape.targets = torch::zeros({4}, torch::kLong);
+  EXPECT_EQ(Train(*vit, wrong_shape, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  Dataset bad_labels = QuadrantImages(8, 7);
+  bad_labels.targets[0] = 7;  // The model has 4 classes.
+  EXPECT_EQ(Evaluate(*vit, bad_labels).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Train(*vit, Dataset{}, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  for (auto& p : vit->parameters()) p.set_requires_grad(false);
+  EXPECT_EQ(Train(*vit, QuadrantImages(8, 8), {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace fedge::model

@@ -1,0 +1,115 @@
+#include "model/vit.h"
+
+#include "gtest/gtest.h"
+#include <torch/types.h>
+
+#include "tests/testing/prune_reference.h"
+
+namespace fedge::model {
+namespace {
+
+VitConfig SmallConfig() {
+  VitConfig config;
+  config.dim = 32;
+  config.head_dim = 8;
+  config.layers = {{4, 4, 64}, {4, 4, 64}};
+  return config;
+}
+
+TEST(VitTest, ForwardGivesOneLogitRowPerImage) {
+  absl::StatusOr<Vit> vit = CreateVit(SmallConfig());
+  ASSERT_TRUE(vit.ok()) << vit.status();
+  const at::Tensor logits = (*vit)->forward(torch::randn({3, 1, 28, 28}));
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{3, 10}));
+}
+
+TEST(VitTest, LinearsAreReachableByName) {
+  absl::StatusOr<Vit> vit = CreateVit(SmallConfig());
+  ASSERT_TRUE(vit.ok());
+  for (const char* name :
+       {"layers.0.self_attn.q_proj", "layers.1.self_attn.o_proj",
+        "layers.1.mlp.up_proj", "layers.0.mlp.down_proj", "head"}) {
+    EXPECT_TRUE(FindLinear(**vit, name).ok()) << name;
+  }
+  EXPECT_NE((*vit)->named_parameters().find("layers.0.self_attn.q_proj.weight"),
+            nullptr);
+}
+
+TEST(VitTest, PrunedConfigWithCopiedWeightsMatchesZeroedFullModel) {
+  torch::manual_seed(3);
+  const VitConfig full_config = SmallConfig();
+  absl::StatusOr<Vit> full = CreateVit(full_config);
+  ASSERT_TRUE(full.ok());
+  const std::vector<testing::BlockKeep> keep = {
+      {{0, 2}, {0, 2}, {1, 5, 9, 10, 40, 63}},
+      {{1, 2, 3}, {1, 2, 3}, {0, 2, 4, 6, 8, 10, 12, 14, 33}},
+  };
+  const NamedTensors weights = CopyWeights(**full);
+  ASSERT_TRUE(
+      LoadWeights(**full, testing::ZeroRemoved(weights, "layers.{}.", keep,
+                                               full_config.head_dim))
+          .ok());
+  VitConfig pruned_config = full_config;
+  for (size_t b = 0; b < keep.size(); ++b) {
+    pruned_config.layers[b] = {static_cast<int64_t>(keep[b].heads.size()),
+                               static_cast<int64_t>(keep[b].heads.size()),
+                               static_cast<int64_t>(keep[b].channels.size())};
+  }
+  absl::StatusOr<Vit> pruned = CreateVit(pruned_config);
+  ASSERT_TRUE(pruned.ok());
+
+  absl::Status loaded = LoadWeights(
+      **pruned,
+      testing::SliceKept(weights, "layers.{}.", keep, full_config.head_dim));
+
+  ASSERT_TRUE(loaded.ok()) << loaded;
+  EXPECT_LT(CountParameters(**pruned), CountParameters(**full));
+  const at::Tensor images = torch::randn({4, 1, 28, 28});
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::allclose((*pruned)->forward(images),
+                              (*full)->forward(images), 1e-4, 1e-5));
+}
+
+TEST(VitTest, FullyPrunedBlockStillRuns) {
+  VitConfig config = SmallConfig();
+  config.layers[1] = {0, 0, 0};
+  absl::StatusOr<Vit> vit = CreateVit(config);
+  ASSERT_TRUE(vit.ok()) << vit.status();
+  EXPECT_EQ((*vit)->forward(torch::randn({2, 1, 28, 28})).sizes(),
+            (std::vector<int64_t>{2, 10}));
+}
+
+TEST(VitTest, ConfigJsonRoundTrips) {
+  VitConfig config = SmallConfig();
+  config.layers[1] = {2, 2, 17};
+  absl::StatusOr<VitConfig> back = VitConfigFromJson(VitConfigToJson(config));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->dim, config.dim);
+  EXPECT_EQ(back->layers, config.layers);
+}
+
+TEST(VitTest, BadConfigsAreRejectedWithTheField) {
+  VitConfig config = SmallConfig();
+  config.patch_size = 5;
+  EXPECT_NE(config.Validate().message().find("patch_size"), std::string::npos);
+  EXPECT_FALSE(VitConfigFromJson("{}").ok());
+  EXPECT_FALSE(
+      VitConfigFromJson(R"({"model_type":"fedge_vit","layers":[1]})").ok());
+  absl::StatusOr<VitConfig> wrong_type = VitConfigFromJson(
+      R"({"model_type":"fedge_vit","dim":"big","layers":[]})");
+  ASSERT_FALSE(wrong_type.ok());
+  EXPECT_NE(wrong_type.status().message().find("dim"), std::string::npos);
+}
+
+TEST(VitTest, ValidateInputRejectsWrongShapeAndDtype) {
+  absl::StatusOr<Vit> vit = CreateVit(SmallConfig());
+  ASSERT_TRUE(vit.ok());
+  EXPECT_TRUE((*vit)->ValidateInput(torch::zeros({2, 1, 28, 28})).ok());
+  EXPECT_FALSE((*vit)->ValidateInput(torch::zeros({2, 28, 28})).ok());
+  EXPECT_FALSE((*vit)->ValidateInput(torch::zeros({2, 1, 32, 32})).ok());
+  EXPECT_FALSE(
+      (*vit)->ValidateInput(torch::zeros({2, 1, 28, 28}, torch::kLong)).ok());
+}
+
+}  // namespace
+}  // namespace fedge::model
