@@ -29,7 +29,7 @@ ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores.");
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   namespace fm = fedge::model;
-  const int threads = fm::ConfigureThreads(absl::GetFlag(FLAGS_threads));
+  const int threads = fm::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const int64_t batch = absl::GetFlag(FLAGS_batch_size);
   const int64_t warmup = absl::GetFlag(FLAGS_warmup);
   const int64_t steps = absl::GetFlag(FLAGS_steps);

@@ -36,6 +36,15 @@ ABSL_FLAG(double, weight_decay, 0.05, "AdamW decoupled weight decay.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed for initialisation, split and shuffling.");
 ABSL_FLAG(int64_t, progress_every, 50, "Print progress every N steps.");
+ABSL_FLAG(int64_t, patch_size, fedge::model::VitConfig().patch_size,
+          "ViT patch size in pixels (divides 28).");
+ABSL_FLAG(int64_t, dim, fedge::model::VitConfig().dim, "ViT width.");
+ABSL_FLAG(int64_t, heads, fedge::model::VitConfig().layers[0].num_heads,
+          "Attention heads per block (divides --dim).");
+ABSL_FLAG(int64_t, mlp_hidden, fedge::model::VitConfig().layers[0].mlp_hidden,
+          "MLP hidden width per block.");
+ABSL_FLAG(int64_t, layers, fedge::model::VitConfig().layers.size(),
+          "Number of transformer blocks.");
 
 namespace {
 
@@ -53,7 +62,7 @@ int main(int argc, char** argv) {
       "[--epochs=8] [--out=runs/base]");
   absl::ParseCommandLine(argc, argv);
   namespace fm = fedge::model;
-  const int threads = fm::ConfigureThreads(absl::GetFlag(FLAGS_threads));
+  const int threads = fm::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   torch::manual_seed(seed);  // Initialisation.
 
@@ -75,7 +84,23 @@ int main(int argc, char** argv) {
         "--public_fraction leaves no training images"));
   }
 
-  absl::StatusOr<fm::Vit> vit = fm::CreateVit(fm::VitConfig());
+  fm::VitConfig config;
+  config.patch_size = absl::GetFlag(FLAGS_patch_size);
+  config.dim = absl::GetFlag(FLAGS_dim);
+  const int64_t heads = absl::GetFlag(FLAGS_heads);
+  if (heads <= 0 || config.dim % heads != 0) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--heads=", heads, " must be positive and divide --dim=", config.dim)));
+  }
+  config.head_dim = config.dim / heads;
+  const int64_t num_layers = absl::GetFlag(FLAGS_layers);
+  if (num_layers < 1 || num_layers > 64) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--layers=", num_layers, " must be in [1, 64]")));
+  }
+  config.layers.assign(num_layers,
+                       {heads, heads, absl::GetFlag(FLAGS_mlp_hidden)});
+  absl::StatusOr<fm::Vit> vit = fm::CreateVit(config);
   if (!vit.ok()) return Fail(vit.status());
   std::printf(
       "fedge-pretrain: ViT with %lld parameters, %lld training images "

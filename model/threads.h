@@ -1,12 +1,14 @@
-// The LibTorch thread pool size, set once at start-up by each binary.
+// LibTorch's process-wide settings, applied once at start-up by each binary.
 #pragma once
 
 namespace fedge::model {
 
 // Sets LibTorch's intra-op threads (and OpenMP's, which OpenBLAS uses) to
-// `threads`, or to the number of online cores when `threads` <= 0. Debian's
-// LibTorch otherwise starts with one thread. Returns the count applied.
-// Call once, before any tensor work.
-int ConfigureThreads(int threads);
+// `threads`, or to the number of online cores when `threads` <= 0 (Debian's
+// LibTorch otherwise starts with one thread), and flushes denormal floats to
+// zero: Adam's second-moment estimates decay into the denormal range late in
+// training, where x86 arithmetic on them is many times slower. Returns the
+// thread count applied. Call once, before any tensor work.
+int ConfigureRuntime(int threads);
 
 }  // namespace fedge::model

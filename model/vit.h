@@ -27,13 +27,13 @@ struct VitConfig {
   int64_t image_size = 28;  // Square images of image_size x image_size.
   int64_t channels = 1;
   int64_t patch_size = 7;  // Must divide image_size.
-  int64_t dim = 64;
-  int64_t head_dim = 16;
+  int64_t dim = 128;
+  int64_t head_dim = 32;
   int64_t num_classes = 10;
   double norm_eps = 1e-6;
   // One entry per block. num_kv_heads must equal num_heads (no GQA in ViT).
   std::vector<BlockShape> layers = std::vector<BlockShape>(
-      4, BlockShape{/*num_heads=*/4, /*num_kv_heads=*/4, /*mlp_hidden=*/128});
+      4, BlockShape{/*num_heads=*/4, /*num_kv_heads=*/4, /*mlp_hidden=*/256});
 
   int64_t num_patches() const {
     return (image_size / patch_size) * (image_size / patch_size);
