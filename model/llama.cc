@@ -209,6 +209,24 @@ absl::Status LlamaImpl::ValidateInput(const at::Tensor& input) const {
   return absl::OkStatus();
 }
 
+std::string LlamaImpl::block_prefix(int64_t index) const {
+  return absl::StrCat("model.layers.", index, ".");
+}
+
+absl::StatusOr<Model> LlamaImpl::WithBlockShapes(
+    const std::vector<BlockShape>& shapes) const {
+  if (shapes.size() != config_.layers.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("llama: ", shapes.size(), " block shapes for ",
+                     config_.layers.size(), " blocks"));
+  }
+  LlamaConfig config = config_;
+  config.layers = shapes;
+  absl::StatusOr<Llama> llama = CreateLlama(config);
+  if (!llama.ok()) return llama.status();
+  return Model(*std::move(llama));
+}
+
 absl::StatusOr<Llama> CreateLlama(const LlamaConfig& config) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   return std::make_shared<LlamaImpl>(config);

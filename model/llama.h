@@ -81,6 +81,13 @@ class LlamaImpl : public ModelImpl {
   int64_t num_outputs() const override { return config_.vocab_size; }
   absl::Status ValidateInput(const at::Tensor& input) const override;
   std::string ConfigJson() const override { return LlamaConfigToJson(config_); }
+  std::vector<BlockShape> block_shapes() const override {
+    return config_.layers;
+  }
+  int64_t head_dim() const override { return config_.head_dim; }
+  std::string block_prefix(int64_t index) const override;
+  absl::StatusOr<Model> WithBlockShapes(
+      const std::vector<BlockShape>& shapes) const override;
 
   const LlamaConfig& config() const { return config_; }
 

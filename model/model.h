@@ -7,12 +7,15 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/ordered_dict.h>
+
+#include "model/layers.h"
 
 namespace fedge::model {
 
@@ -40,6 +43,21 @@ class ModelImpl : public torch::nn::Module {
 
   // The model's config in its checkpoint form (config.json).
   virtual std::string ConfigJson() const = 0;
+
+  // --- What structured pruning needs -------------------------------------
+  // Per block: heads, KV heads and MLP width.
+  virtual std::vector<BlockShape> block_shapes() const = 0;
+  // Width of one attention head (the same in every block).
+  virtual int64_t head_dim() const = 0;
+  // Parameter-name prefix of block `index`, e.g. "layers.3." or
+  // "model.layers.3.". Below it: self_attn.{q,k,v,o}_proj and
+  // mlp.{gate,up,down}_proj.
+  virtual std::string block_prefix(int64_t index) const = 0;
+  // A freshly initialised model of the same family and config but with
+  // these block shapes. InvalidArgument if the shapes do not validate or
+  // their count differs from the model's.
+  virtual absl::StatusOr<std::shared_ptr<ModelImpl>> WithBlockShapes(
+      const std::vector<BlockShape>& shapes) const = 0;
 };
 using Model = std::shared_ptr<ModelImpl>;
 

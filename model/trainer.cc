@@ -172,6 +172,7 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
             "the weights and data for NaN)"));
       }
       loss.backward();
+      if (options.after_backward) options.after_backward();
       if (options.max_grad_norm > 0) {
         torch::nn::utils::clip_grad_norm_(trainable, options.max_grad_norm);
       }

@@ -48,6 +48,9 @@ struct TrainOptions {
   uint64_t seed = 0;
   int64_t progress_every = 50;
   std::function<void(const TrainProgress&)> on_progress;
+  // Called after each backward pass, before clipping and the optimizer step,
+  // with gradients in place (importance scoring reads them here).
+  std::function<void()> after_backward;
 
   // InvalidArgument naming the first bad field.
   absl::Status Validate() const;

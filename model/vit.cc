@@ -172,6 +172,24 @@ absl::Status VitImpl::ValidateInput(const at::Tensor& input) const {
   return absl::OkStatus();
 }
 
+std::string VitImpl::block_prefix(int64_t index) const {
+  return absl::StrCat("layers.", index, ".");
+}
+
+absl::StatusOr<Model> VitImpl::WithBlockShapes(
+    const std::vector<BlockShape>& shapes) const {
+  if (shapes.size() != config_.layers.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vit: ", shapes.size(), " block shapes for ",
+                     config_.layers.size(), " blocks"));
+  }
+  VitConfig config = config_;
+  config.layers = shapes;
+  absl::StatusOr<Vit> vit = CreateVit(config);
+  if (!vit.ok()) return vit.status();
+  return Model(*std::move(vit));
+}
+
 absl::StatusOr<Vit> CreateVit(const VitConfig& config) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   return std::make_shared<VitImpl>(config);

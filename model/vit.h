@@ -68,6 +68,13 @@ class VitImpl : public ModelImpl {
   int64_t num_outputs() const override { return config_.num_classes; }
   absl::Status ValidateInput(const at::Tensor& input) const override;
   std::string ConfigJson() const override { return VitConfigToJson(config_); }
+  std::vector<BlockShape> block_shapes() const override {
+    return config_.layers;
+  }
+  int64_t head_dim() const override { return config_.head_dim; }
+  std::string block_prefix(int64_t index) const override;
+  absl::StatusOr<Model> WithBlockShapes(
+      const std::vector<BlockShape>& shapes) const override;
 
   const VitConfig& config() const { return config_; }
 
