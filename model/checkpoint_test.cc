@@ -63,8 +63,8 @@ TEST(CheckpointTest, LoadsABfloat16HuggingFaceStyleLlama) {
   absl::StatusOr<Model> loaded = LoadCheckpoint(dir);
 
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  const at::Tensor* q = (*loaded)->named_parameters().find(
-      "model.layers.0.self_attn.q_proj.weight");
+  const NamedTensors params = (*loaded)->named_parameters();
+  const at::Tensor* q = params.find("model.layers.0.self_attn.q_proj.weight");
   ASSERT_NE(q, nullptr);
   EXPECT_EQ(q->scalar_type(), torch::kFloat32);
   EXPECT_TRUE(torch::equal(
