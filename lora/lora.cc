@@ -49,7 +49,8 @@ at::Tensor LoraAdapterImpl::forward(const at::Tensor& x) {
         h,
         torch::nn::functional::DropoutFuncOptions().p(dropout_).training(true));
   }
-  return torch::linear(torch::linear(h, lora_A), lora_B) * scale();
+  // Scale the rank-r intermediate, not the [.., out] result: r << out.
+  return torch::linear(torch::linear(h, lora_A) * scale(), lora_B);
 }
 
 at::Tensor LoraAdapterImpl::DeltaWeight() const {
