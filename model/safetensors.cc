@@ -50,19 +50,7 @@ absl::StatusOr<const char*> NameFromDtype(at::ScalarType type) {
       "dtype ", c10::toString(type), " cannot be stored in safetensors"));
 }
 
-// One tensor's entry in the header, validated against the data length.
-struct Entry {
-  std::string name;
-  at::ScalarType dtype;
-  std::vector<int64_t> shape;
-  uint64_t begin = 0;
-  uint64_t end = 0;
-};
-
-struct Header {
-  std::vector<Entry> entries;  // Sorted by `begin`.
-  std::map<std::string, std::string> metadata;
-};
+using Entry = SafetensorsEntry;
 
 absl::Status Invalid(absl::string_view tensor, absl::string_view what) {
   return absl::InvalidArgumentError(
@@ -140,7 +128,8 @@ absl::StatusOr<Entry> ParseEntry(const std::string& name,
 
 // Parses and validates the JSON header against a data section of
 // `data_size` bytes.
-absl::StatusOr<Header> ParseHeader(absl::string_view json, uint64_t data_size) {
+absl::StatusOr<SafetensorsLayout> ParseHeader(absl::string_view json,
+                                              uint64_t data_size) {
   nlohmann::json root = nlohmann::json::parse(json.begin(), json.end(),
                                               /*cb=*/nullptr,
                                               /*allow_exceptions=*/false);
@@ -151,7 +140,7 @@ absl::StatusOr<Header> ParseHeader(absl::string_view json, uint64_t data_size) {
     return absl::InvalidArgumentError(
         "safetensors header is not a JSON object");
   }
-  Header header;
+  SafetensorsLayout header;
   for (auto it = root.begin(); it != root.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (!it->is_object()) {
@@ -212,23 +201,43 @@ at::Tensor EmptyTensor(const Entry& entry) {
 
 }  // namespace
 
-absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
-  if (bytes.size() < 8) {
+absl::StatusOr<uint64_t> SafetensorsHeadBytes(absl::string_view head,
+                                              uint64_t file_size) {
+  if (file_size < 8) {
     return absl::DataLossError(
-        absl::StrCat("safetensors file truncated: ", bytes.size(),
+        absl::StrCat("safetensors file truncated: ", file_size,
                      " bytes, shorter than the 8-byte header length"));
   }
+  if (head.size() < 8) return 8;
   absl::StatusOr<uint64_t> length = HeaderLength(
-      reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+      reinterpret_cast<const unsigned char*>(head.data()), file_size);
   if (!length.ok()) return length.status();
-  const absl::string_view data = bytes.substr(8 + *length);
-  absl::StatusOr<Header> header =
-      ParseHeader(bytes.substr(8, *length), data.size());
-  if (!header.ok()) return header.status();
+  return 8 + *length;
+}
 
+absl::StatusOr<SafetensorsLayout> ParseSafetensorsLayout(absl::string_view head,
+                                                         uint64_t file_size) {
+  absl::StatusOr<uint64_t> needed = SafetensorsHeadBytes(head, file_size);
+  if (!needed.ok()) return needed.status();
+  if (head.size() < *needed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "safetensors header needs ", *needed, " bytes, got ", head.size()));
+  }
+  absl::StatusOr<SafetensorsLayout> layout =
+      ParseHeader(head.substr(8, *needed - 8), file_size - *needed);
+  if (!layout.ok()) return layout.status();
+  layout->data_start = *needed;
+  return layout;
+}
+
+absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
+  absl::StatusOr<SafetensorsLayout> layout =
+      ParseSafetensorsLayout(bytes, bytes.size());
+  if (!layout.ok()) return layout.status();
+  const absl::string_view data = bytes.substr(layout->data_start);
   SafetensorsFile file;
-  file.metadata = std::move(header->metadata);
-  for (const Entry& entry : header->entries) {
+  file.metadata = std::move(layout->metadata);
+  for (const Entry& entry : layout->entries) {
     at::Tensor tensor = EmptyTensor(entry);
     if (entry.end > entry.begin) {
       std::memcpy(tensor.data_ptr(), data.data() + entry.begin,
@@ -248,14 +257,16 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   } closer{fd};
   const off_t file_size = ::lseek(fd, 0, SEEK_END);
   if (file_size < 0) return ErrnoToStatus(errno, "cannot seek", path);
+  const auto size = static_cast<uint64_t>(file_size);
 
   // pread the exact range or report how the file fell short.
-  auto read_exact = [&](void* out, uint64_t size,
+  auto read_exact = [&](void* out, uint64_t length,
                         uint64_t offset) -> absl::Status {
     uint64_t done = 0;
-    while (done < size) {
-      const ssize_t n = ::pread(fd, static_cast<char*>(out) + done, size - done,
-                                static_cast<off_t>(offset + done));
+    while (done < length) {
+      const ssize_t n =
+          ::pread(fd, static_cast<char*>(out) + done, length - done,
+                  static_cast<off_t>(offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return ErrnoToStatus(errno, "cannot read", path);
       if (n == 0) {
@@ -266,35 +277,31 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     }
     return absl::OkStatus();
   };
+  auto with_path = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+  };
 
-  if (file_size < 8) {
-    return absl::DataLossError(
-        absl::StrCat("safetensors file ", path, " truncated: ", file_size,
-                     " bytes, shorter than the 8-byte header length"));
+  // Read the length prefix, then the whole header, then each tensor's
+  // bytes straight into its storage.
+  std::string head(std::min<uint64_t>(size, 8), '\0');
+  if (absl::Status s = read_exact(head.data(), head.size(), 0); !s.ok()) {
+    return s;
   }
-  unsigned char prefix[8];
-  if (absl::Status s = read_exact(prefix, 8, 0); !s.ok()) return s;
-  absl::StatusOr<uint64_t> length =
-      HeaderLength(prefix, static_cast<uint64_t>(file_size));
-  if (!length.ok()) {
-    return absl::Status(length.status().code(),
-                        absl::StrCat(path, ": ", length.status().message()));
+  absl::StatusOr<uint64_t> head_bytes = SafetensorsHeadBytes(head, size);
+  if (!head_bytes.ok()) return with_path(head_bytes.status());
+  head.resize(*head_bytes);
+  if (absl::Status s = read_exact(head.data() + 8, *head_bytes - 8, 8);
+      !s.ok()) {
+    return s;
   }
-  std::string json(*length, '\0');
-  if (absl::Status s = read_exact(json.data(), *length, 8); !s.ok()) return s;
-  const uint64_t data_start = 8 + *length;
-  absl::StatusOr<Header> header =
-      ParseHeader(json, static_cast<uint64_t>(file_size) - data_start);
-  if (!header.ok()) {
-    return absl::Status(header.status().code(),
-                        absl::StrCat(path, ": ", header.status().message()));
-  }
+  absl::StatusOr<SafetensorsLayout> layout = ParseSafetensorsLayout(head, size);
+  if (!layout.ok()) return with_path(layout.status());
   SafetensorsFile file;
-  file.metadata = std::move(header->metadata);
-  for (const Entry& entry : header->entries) {
+  file.metadata = std::move(layout->metadata);
+  for (const Entry& entry : layout->entries) {
     at::Tensor tensor = EmptyTensor(entry);
     if (absl::Status s = read_exact(tensor.data_ptr(), entry.end - entry.begin,
-                                    data_start + entry.begin);
+                                    layout->data_start + entry.begin);
         !s.ok()) {
       return s;
     }
@@ -303,7 +310,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   return file;
 }
 
-absl::StatusOr<std::string> SerializeSafetensors(
+absl::StatusOr<std::string> SafetensorsHeader(
     const NamedTensors& tensors,
     const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
@@ -312,8 +319,6 @@ absl::StatusOr<std::string> SerializeSafetensors(
     for (const auto& [key, value] : metadata) meta[key] = value;
     header["__metadata__"] = std::move(meta);
   }
-  std::vector<at::Tensor> contiguous;
-  contiguous.reserve(tensors.size());
   uint64_t offset = 0;
   for (const auto& item : tensors) {
     const std::string& name = item.key();
@@ -331,28 +336,33 @@ absl::StatusOr<std::string> SerializeSafetensors(
     }
     absl::StatusOr<const char*> dtype = NameFromDtype(value.scalar_type());
     if (!dtype.ok()) return Invalid(name, dtype.status().message());
-    at::Tensor c = value.detach().contiguous();
-    const uint64_t size = static_cast<uint64_t>(c.nbytes());
+    const uint64_t size = static_cast<uint64_t>(value.nbytes());
     header[name] = {{"dtype", *dtype},
-                    {"shape", c.sizes().vec()},
+                    {"shape", value.sizes().vec()},
                     {"data_offsets", {offset, offset + size}}};
     offset += size;
-    contiguous.push_back(std::move(c));
   }
   std::string json = header.dump();
   // Pad with spaces so the data section starts 8-byte aligned, which lets
   // readers map tensors in place.
   json.append((8 - json.size() % 8) % 8, ' ');
   std::string out;
-  out.reserve(8 + json.size() + offset);
   uint64_t length = json.size();
   for (int i = 0; i < 8; ++i) {
     out.push_back(static_cast<char>(length & 0xff));
     length >>= 8;
   }
-  out += json;
-  for (const at::Tensor& c : contiguous) {
-    out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  return out + json;
+}
+
+absl::StatusOr<std::string> SerializeSafetensors(
+    const NamedTensors& tensors,
+    const std::map<std::string, std::string>& metadata) {
+  absl::StatusOr<std::string> out = SafetensorsHeader(tensors, metadata);
+  if (!out.ok()) return out.status();
+  for (const auto& item : tensors) {
+    const at::Tensor c = item.value().detach().contiguous();
+    out->append(static_cast<const char*>(c.data_ptr()), c.nbytes());
   }
   return out;
 }

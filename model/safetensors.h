@@ -38,6 +38,41 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;  // "__metadata__", if any.
 };
 
+// One tensor's place in a file, validated against the file size.
+struct SafetensorsEntry {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;  // Relative to data_start.
+  uint64_t end = 0;
+};
+
+// The parsed header of a file: where each tensor's bytes are.
+struct SafetensorsLayout {
+  uint64_t data_start = 0;                // 8 + header length.
+  std::vector<SafetensorsEntry> entries;  // Sorted by offset.
+  std::map<std::string, std::string> metadata;
+};
+
+// How many leading bytes of a file ParseSafetensorsLayout needs: 8 before
+// the length prefix is known, then 8 + header length. Same errors as
+// ParseSafetensors for a bad length prefix.
+absl::StatusOr<uint64_t> SafetensorsHeadBytes(absl::string_view head,
+                                              uint64_t file_size);
+
+// Parses and validates the header of a file of `file_size` bytes from its
+// first SafetensorsHeadBytes() bytes (`head` may hold more). Lets a
+// receiver allocate tensors and fill them as bytes stream in.
+absl::StatusOr<SafetensorsLayout> ParseSafetensorsLayout(absl::string_view head,
+                                                         uint64_t file_size);
+
+// The bytes SerializeSafetensors writes before the tensor data (length
+// prefix and padded JSON); the data follows in `tensors`' order, each
+// tensor's contiguous bytes back to back.
+absl::StatusOr<std::string> SafetensorsHeader(
+    const NamedTensors& tensors,
+    const std::map<std::string, std::string>& metadata = {});
+
 // Decodes a whole safetensors file held in memory. Tensors are copied out of
 // `bytes` (they own their memory). Supported dtypes: F64, F32, F16, BF16,
 // I64, I32, I16, I8, U8, BOOL; the order of `tensors` is by data offset.

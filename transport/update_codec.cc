@@ -1,0 +1,368 @@
+#include "transport/update_codec.h"
+
+#include <zstd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include <torch/types.h>
+
+#include "fedge/v1/transfer.pb.h"
+
+namespace fedge::transport {
+namespace {
+
+constexpr struct {
+  Codec codec;
+  const char* name;
+} kCodecNames[] = {{Codec::kFloat32, "float32"},
+                   {Codec::kFloat16, "float16"},
+                   {Codec::kBFloat16, "bfloat16"},
+                   {Codec::kInt8Row, "int8_row"},
+                   {Codec::kTopK, "topk"}};
+
+v1::Codec ToProto(Codec codec) {
+  switch (codec) {
+    case Codec::kFloat32:
+      return v1::CODEC_FLOAT32;
+    case Codec::kFloat16:
+      return v1::CODEC_FLOAT16;
+    case Codec::kBFloat16:
+      return v1::CODEC_BFLOAT16;
+    case Codec::kInt8Row:
+      return v1::CODEC_INT8_ROW;
+    case Codec::kTopK:
+      break;
+  }
+  return v1::CODEC_TOPK;
+}
+
+std::string Bytes(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  return std::string(static_cast<const char*>(c.data_ptr()), c.nbytes());
+}
+
+// Rows for int8_row: every dimension but the last; a vector is one row.
+int64_t RowLength(const at::Tensor& t) { return t.dim() == 0 ? 1 : t.size(-1); }
+
+// int8_row scales the longer axis of a matrix (see scale_columns).
+bool ScaleColumns(const at::Tensor& t) {
+  return t.dim() == 2 && t.size(0) > t.size(1);
+}
+
+absl::Status Bad(absl::string_view tensor, absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("update tensor \"", tensor, "\": ", what));
+}
+
+// Builds a tensor from raw bytes after checking the size.
+absl::StatusOr<at::Tensor> FromBytes(absl::string_view name,
+                                     const std::string& bytes,
+                                     at::ScalarType type, int64_t numel,
+                                     absl::string_view field) {
+  const int64_t element = static_cast<int64_t>(c10::elementSize(type));
+  if (static_cast<int64_t>(bytes.size()) != numel * element) {
+    return Bad(name, absl::StrCat(field, " has ", bytes.size(), " bytes, ",
+                                  numel * element, " expected"));
+  }
+  at::Tensor t = torch::empty({numel}, torch::TensorOptions().dtype(type));
+  if (numel > 0) std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
+  return t;
+}
+
+absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
+                                        const DecodeLimits& limits) {
+  const std::string& name = e.name();
+  std::vector<int64_t> shape;
+  int64_t numel = 1;
+  for (int64_t d : e.shape()) {
+    if (d < 0) return Bad(name, "negative dimension");
+    if (d > 0 && numel > limits.max_tensor_elements / d) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("update tensor \"", name, "\" declares more than ",
+                       limits.max_tensor_elements, " elements"));
+    }
+    numel *= d;
+    shape.push_back(d);
+  }
+  at::Tensor flat;
+  switch (e.codec()) {
+    case v1::CODEC_FLOAT32:
+    case v1::CODEC_FLOAT16:
+    case v1::CODEC_BFLOAT16: {
+      const at::ScalarType type =
+          e.codec() == v1::CODEC_FLOAT32   ? torch::kFloat32
+          : e.codec() == v1::CODEC_FLOAT16 ? torch::kFloat16
+                                           : torch::kBFloat16;
+      absl::StatusOr<at::Tensor> t =
+          FromBytes(name, e.values(), type, numel, "values");
+      if (!t.ok()) return t.status();
+      flat = t->to(torch::kFloat32);
+      break;
+    }
+    case v1::CODEC_INT8_ROW: {
+      if (e.scale_columns() && shape.size() != 2) {
+        return Bad(name, "scale_columns needs a matrix");
+      }
+      const int64_t row =
+          shape.empty() ? 1 : (e.scale_columns() ? shape[0] : shape.back());
+      const int64_t rows = row == 0 ? 0 : numel / row;
+      absl::StatusOr<at::Tensor> q =
+          FromBytes(name, e.values(), torch::kInt8, numel, "values");
+      if (!q.ok()) return q.status();
+      absl::StatusOr<at::Tensor> scales =
+          FromBytes(name, e.scales(), torch::kFloat32, rows, "scales");
+      if (!scales.ok()) return scales.status();
+      if (!torch::isfinite(*scales).all().item<bool>() ||
+          (rows > 0 && scales->min().item<float>() < 0)) {
+        return Bad(name, "scales must be finite and non-negative");
+      }
+      flat = q->to(torch::kFloat32).view({rows, row}) * scales->unsqueeze(1);
+      flat = (e.scale_columns() ? flat.t() : flat).reshape({numel});
+      break;
+    }
+    case v1::CODEC_TOPK: {
+      if (e.indices().size() % 4 != 0) return Bad(name, "indices not uint32");
+      const int64_t k = static_cast<int64_t>(e.indices().size() / 4);
+      if (k > numel) return Bad(name, "more indices than elements");
+      const at::ScalarType type = e.values_dtype() == v1::DTYPE_FLOAT16
+                                      ? torch::kFloat16
+                                      : torch::kFloat32;
+      if (e.values_dtype() != v1::DTYPE_FLOAT16 &&
+          e.values_dtype() != v1::DTYPE_FLOAT32) {
+        return Bad(name, "top-k values must be float32 or float16");
+      }
+      absl::StatusOr<at::Tensor> values =
+          FromBytes(name, e.values(), type, k, "values");
+      if (!values.ok()) return values.status();
+      std::vector<uint32_t> idx(k);
+      if (k > 0)
+        std::memcpy(idx.data(), e.indices().data(), e.indices().size());
+      for (int64_t i = 0; i < k; ++i) {
+        if (idx[i] >= numel || (i > 0 && idx[i] <= idx[i - 1])) {
+          return Bad(name, "top-k indices must be ascending and in range");
+        }
+      }
+      flat = torch::zeros({numel}, torch::kFloat32);
+      if (k > 0) {
+        const at::Tensor index =
+            torch::from_blob(idx.data(), {k}, torch::kInt32).to(torch::kLong);
+        flat.index_put_({index}, values->to(torch::kFloat32));
+      }
+      break;
+    }
+    default:
+      return Bad(name,
+                 absl::StrCat("unknown codec ", static_cast<int>(e.codec())));
+  }
+  if (!torch::isfinite(flat).all().item<bool>()) {
+    return Bad(name, "contains NaN or infinite values");
+  }
+  return flat.view(shape);
+}
+
+}  // namespace
+
+absl::StatusOr<Codec> ParseCodec(absl::string_view name) {
+  for (const auto& c : kCodecNames) {
+    if (name == c.name) return c.codec;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown codec \"", name,
+                   "\" (float32, float16, bfloat16, int8_row, topk)"));
+}
+
+const char* CodecName(Codec codec) {
+  for (const auto& c : kCodecNames) {
+    if (codec == c.codec) return c.name;
+  }
+  return "?";
+}
+
+absl::Status CodecOptions::Validate() const {
+  if (!(topk_fraction > 0 && topk_fraction <= 1)) {
+    return absl::InvalidArgumentError("topk_fraction must be in (0, 1]");
+  }
+  if (zstd && (zstd_level < 1 || zstd_level > ZSTD_maxCLevel())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("zstd_level must be in [1, ", ZSTD_maxCLevel(), "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
+                                            const CodecOptions& options,
+                                            ErrorFeedback* feedback) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  torch::NoGradGuard no_grad;
+  v1::EncodedUpdate encoded;
+  EncodedPayload out;
+  std::set<std::string> names;
+  for (const auto& item : update) {
+    const std::string& name = item.key();
+    at::Tensor t = item.value().detach();
+    if (!names.insert(name).second || name.empty()) {
+      return Bad(name, "empty or duplicate name");
+    }
+    if (!t.defined() || !at::isFloatingType(t.scalar_type())) {
+      return Bad(name, "not a float tensor");
+    }
+    t = t.to(torch::kFloat32).contiguous();
+    if (!torch::isfinite(t).all().item<bool>()) {
+      return Bad(name, "contains NaN or infinite values");
+    }
+    out.raw_bytes += t.nbytes();
+    v1::EncodedTensor* e = encoded.add_tensors();
+    e->set_name(name);
+    e->set_codec(ToProto(options.codec));
+    for (int64_t d : t.sizes()) e->add_shape(d);
+    switch (options.codec) {
+      case Codec::kFloat32:
+        e->set_values(Bytes(t));
+        break;
+      case Codec::kFloat16:
+        e->set_values(Bytes(t.to(torch::kFloat16)));
+        break;
+      case Codec::kBFloat16:
+        e->set_values(Bytes(t.to(torch::kBFloat16)));
+        break;
+      case Codec::kInt8Row: {
+        const bool columns = ScaleColumns(t);
+        const at::Tensor m = columns ? t.t().contiguous() : t;
+        e->set_scale_columns(columns);
+        const int64_t row = RowLength(m);
+        const at::Tensor rows =
+            m.reshape({row == 0 ? 0 : m.numel() / row, row});
+        const at::Tensor scale = rows.abs().amax(1) / 127.0;
+        const at::Tensor safe =
+            torch::where(scale > 0, scale, torch::ones_like(scale));
+        const at::Tensor q = (rows / safe.unsqueeze(1))
+                                 .round()
+                                 .clamp(-127, 127)
+                                 .to(torch::kInt8);
+        e->set_values(Bytes(q));
+        e->set_scales(Bytes(scale));
+        break;
+      }
+      case Codec::kTopK: {
+        at::Tensor flat = t.reshape({-1});
+        if (feedback != nullptr) {
+          if (const at::Tensor* r = feedback->residual.find(name);
+              r != nullptr && r->sizes() == flat.sizes()) {
+            flat = flat + *r;
+          }
+        }
+        const int64_t n = flat.numel();
+        const int64_t k = std::min<int64_t>(
+            n, static_cast<int64_t>(std::ceil(options.topk_fraction * n)));
+        const at::Tensor index =
+            std::get<0>(std::get<1>(flat.abs().topk(k)).sort());
+        const at::Tensor values = flat.index_select(0, index);
+        e->set_values(Bytes(values));
+        e->set_values_dtype(v1::DTYPE_FLOAT32);
+        e->set_indices(Bytes(index.to(torch::kInt32)));
+        if (feedback != nullptr) {
+          at::Tensor residual = flat.clone();
+          residual.index_fill_(0, index, 0.0);
+          if (feedback->residual.contains(name)) {
+            feedback->residual[name] = residual;
+          } else {
+            feedback->residual.insert(name, residual);
+          }
+        }
+        break;
+      }
+    }
+  }
+  v1::CompressedPayload payload;
+  std::string serialized = encoded.SerializeAsString();
+  payload.set_uncompressed_bytes(static_cast<int64_t>(serialized.size()));
+  if (options.zstd) {
+    std::string compressed(ZSTD_compressBound(serialized.size()), '\0');
+    const size_t n =
+        ZSTD_compress(compressed.data(), compressed.size(), serialized.data(),
+                      serialized.size(), options.zstd_level);
+    if (ZSTD_isError(n)) {
+      return absl::InternalError(absl::StrCat("zstd: ", ZSTD_getErrorName(n)));
+    }
+    compressed.resize(n);
+    payload.set_compression(v1::COMPRESSION_ZSTD);
+    payload.set_data(std::move(compressed));
+  } else {
+    payload.set_compression(v1::COMPRESSION_NONE);
+    payload.set_data(std::move(serialized));
+  }
+  out.bytes = payload.SerializeAsString();
+  return out;
+}
+
+absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
+                                          const DecodeLimits& limits) {
+  v1::CompressedPayload payload;
+  if (!payload.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::InvalidArgumentError(
+        "update payload is not a CompressedPayload");
+  }
+  if (payload.uncompressed_bytes() < 0 ||
+      payload.uncompressed_bytes() > limits.max_payload_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("update declares ", payload.uncompressed_bytes(),
+                     " bytes, the limit is ", limits.max_payload_bytes));
+  }
+  std::string serialized;
+  switch (payload.compression()) {
+    case v1::COMPRESSION_NONE:
+      serialized = payload.data();
+      break;
+    case v1::COMPRESSION_ZSTD: {
+      const unsigned long long content = ZSTD_getFrameContentSize(
+          payload.data().data(), payload.data().size());
+      if (content == ZSTD_CONTENTSIZE_ERROR ||
+          content == ZSTD_CONTENTSIZE_UNKNOWN ||
+          content !=
+              static_cast<unsigned long long>(payload.uncompressed_bytes())) {
+        return absl::InvalidArgumentError(
+            "zstd frame size missing or different from the declared size");
+      }
+      serialized.resize(content);
+      const size_t n =
+          ZSTD_decompress(serialized.data(), serialized.size(),
+                          payload.data().data(), payload.data().size());
+      if (ZSTD_isError(n) || n != content) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "zstd decompression failed: ",
+            ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output"));
+      }
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError("unknown update compression");
+  }
+  if (static_cast<int64_t>(serialized.size()) != payload.uncompressed_bytes()) {
+    return absl::InvalidArgumentError(
+        "update size differs from the declared size");
+  }
+  v1::EncodedUpdate encoded;
+  if (!encoded.ParseFromString(serialized)) {
+    return absl::InvalidArgumentError("update is not an EncodedUpdate");
+  }
+  if (encoded.tensors_size() > limits.max_tensors) {
+    return absl::ResourceExhaustedError("update has too many tensors");
+  }
+  NamedTensors out;
+  for (const v1::EncodedTensor& e : encoded.tensors()) {
+    if (e.name().empty() || out.contains(e.name())) {
+      return Bad(e.name(), "empty or duplicate name");
+    }
+    absl::StatusOr<at::Tensor> t = DecodeTensor(e, limits);
+    if (!t.ok()) return t.status();
+    out.insert(e.name(), *std::move(t));
+  }
+  return out;
+}
+
+}  // namespace fedge::transport

@@ -1,0 +1,76 @@
+// Update codecs: how a client's update (named tensors, typically LoRA
+// factors) is encoded for the uplink, and how the coordinator decodes it.
+//
+//   float32 / float16 / bfloat16   cast; f16/bf16 halve the bytes
+//   int8_row                       int8 with one float32 scale per row
+//                                  (rows = all dims but the last); the
+//                                  error per element is at most scale / 2
+//   topk                           per tensor, the k = ceil(fraction * n)
+//                                  largest magnitudes and their indices;
+//                                  with error feedback the client keeps
+//                                  what was not sent and adds it next time
+// followed by an optional lossless zstd stage. The payload is a serialized
+// fedge.v1.CompressedPayload around a fedge.v1.EncodedUpdate.
+//
+// Decoding validates everything before any tensor is built: sizes against
+// shapes, index ranges and order, declared sizes against limits, and
+// NaN/Inf in values and scales.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+#include "model/model.h"
+
+namespace fedge::transport {
+
+using model::NamedTensors;
+
+enum class Codec { kFloat32, kFloat16, kBFloat16, kInt8Row, kTopK };
+
+// "float32", "float16", "bfloat16", "int8_row", "topk".
+absl::StatusOr<Codec> ParseCodec(absl::string_view name);
+const char* CodecName(Codec codec);
+
+struct CodecOptions {
+  Codec codec = Codec::kInt8Row;
+  bool zstd = true;
+  int zstd_level = 3;
+  double topk_fraction = 0.01;  // kTopK: share of each tensor's entries sent.
+  absl::Status Validate() const;
+};
+
+// The client's error-feedback memory for kTopK: what earlier rounds left
+// unsent, by tensor name. Not thread-safe.
+struct ErrorFeedback {
+  NamedTensors residual;
+};
+
+struct EncodedPayload {
+  std::string bytes;      // What goes on the wire.
+  int64_t raw_bytes = 0;  // float32 size of the update before encoding.
+};
+
+// Encodes `update` (float tensors on the CPU, finite). With kTopK and a
+// non-null `feedback`, the residual is added before selection and updated
+// after. InvalidArgument for bad options, non-float or non-finite tensors.
+absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
+                                            const CodecOptions& options,
+                                            ErrorFeedback* feedback = nullptr);
+
+struct DecodeLimits {
+  int64_t max_payload_bytes = 1LL << 30;    // Decompressed size limit.
+  int64_t max_tensor_elements = 1LL << 31;  // Per tensor.
+  int max_tensors = 100000;
+};
+
+// Decodes a payload into float32 tensors. InvalidArgument for anything
+// malformed (names the tensor and the problem); ResourceExhausted if a
+// declared size exceeds `limits`.
+absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view payload,
+                                          const DecodeLimits& limits = {});
+
+}  // namespace fedge::transport

@@ -1,0 +1,239 @@
+#include "transport/update_codec.h"
+
+#include "gtest/gtest.h"
+#include <torch/types.h>
+
+#include "fedge/v1/transfer.pb.h"
+
+namespace fedge::transport {
+namespace {
+
+NamedTensors LoraLikeUpdate() {
+  torch::manual_seed(0);
+  NamedTensors u;
+  u.insert("layers.0.self_attn.q_proj.adapter.lora_A",
+           torch::randn({8, 128}) * 0.02);
+  u.insert("layers.0.self_attn.q_proj.adapter.lora_B",
+           torch::randn({128, 8}) * 0.01);
+  u.insert("scalar", torch::tensor(3.0f).reshape({}));
+  u.insert("empty", torch::zeros({0, 4}));
+  return u;
+}
+
+TEST(UpdateCodecTest, LosslessCodecsRoundTripAndShrink) {
+  const NamedTensors update = LoraLikeUpdate();
+  for (bool zstd : {false, true}) {
+    CodecOptions options;
+    options.codec = Codec::kFloat32;
+    options.zstd = zstd;
+    absl::StatusOr<EncodedPayload> encoded = EncodeUpdate(update, options);
+    ASSERT_TRUE(encoded.ok()) << encoded.status();
+    absl::StatusOr<NamedTensors> decoded = DecodeUpdate(encoded->bytes);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    for (const auto& item : update) {
+      EXPECT_TRUE(torch::equal((*decoded)[item.key()], item.value()))
+          << item.key();
+    }
+    EXPECT_EQ(encoded->raw_bytes, (8 * 128 * 2 + 1) * 4);
+  }
+}
+
+TEST(UpdateCodecTest, HalfPrecisionErrorIsWithinItsUlp) {
+  const NamedTensors update = LoraLikeUpdate();
+  for (auto [codec, rel] :
+       {std::pair{Codec::kFloat16, 1e-3}, {Codec::kBFloat16, 8e-3}}) {
+    CodecOptions options;
+    options.codec = codec;
+    absl::StatusOr<NamedTensors> decoded =
+        DecodeUpdate(EncodeUpdate(update, options)->bytes);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    const at::Tensor& x = update["layers.0.self_attn.q_proj.adapter.lora_A"];
+    const at::Tensor& y =
+        (*decoded)["layers.0.self_attn.q_proj.adapter.lora_A"];
+    EXPECT_TRUE(torch::allclose(y, x, rel, 1e-6)) << CodecName(codec);
+  }
+}
+
+TEST(UpdateCodecTest, Int8ErrorPerRowIsAtMostHalfAStep) {
+  const NamedTensors update = LoraLikeUpdate();
+  CodecOptions options;
+  options.codec = Codec::kInt8Row;
+  options.zstd = false;
+  absl::StatusOr<EncodedPayload> encoded = EncodeUpdate(update, options);
+  ASSERT_TRUE(encoded.ok());
+  absl::StatusOr<NamedTensors> decoded = DecodeUpdate(encoded->bytes);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  for (const char* name : {"layers.0.self_attn.q_proj.adapter.lora_A",
+                           "layers.0.self_attn.q_proj.adapter.lora_B"}) {
+    const at::Tensor x = update[name];
+    // A [8, 128] is scaled per row, B [128, 8] per column (its longer axis).
+    const bool columns = x.size(0) > x.size(1);
+    const at::Tensor step = x.abs().amax(columns ? 0 : 1, true) / 127.0;
+    const at::Tensor error = ((*decoded)[name] - x).abs();
+    EXPECT_TRUE((error <= step / 2 + 1e-7).all().item<bool>()) << name;
+  }
+  // One float scale per 128 int8 values, plus names and framing, which
+  // weigh more on this 8 KiB update than on a real one (bench/run).
+  EXPECT_GT(static_cast<double>(encoded->raw_bytes) / encoded->bytes.size(),
+            3.5);
+}
+
+TEST(UpdateCodecTest, TopKKeepsTheLargestAndFeedsBackTheResidual) {
+  NamedTensors update;
+  update.insert("w", torch::tensor({0.1f, -5.0f, 0.2f, 3.0f, -0.3f, 0.05f, 4.0f,
+                                    0.0f, 0.01f, -0.02f}));
+  CodecOptions options;
+  options.codec = Codec::kTopK;
+  options.topk_fraction = 0.3;  // k = 3.
+  ErrorFeedback feedback;
+
+  absl::StatusOr<NamedTensors> first =
+      DecodeUpdate(EncodeUpdate(update, options, &feedback)->bytes);
+
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(torch::equal(
+      (*first)["w"],
+      torch::tensor({0.f, -5.f, 0.f, 3.f, 0.f, 0.f, 4.f, 0.f, 0.f, 0.f})));
+  // What was not sent stays on the client ...
+  EXPECT_TRUE(
+      torch::allclose(feedback.residual["w"], update["w"] - (*first)["w"]));
+  // ... and is added next time: a zero update now sends the residual's top 3.
+  NamedTensors zero;
+  zero.insert("w", torch::zeros({10}));
+  absl::StatusOr<NamedTensors> second =
+      DecodeUpdate(EncodeUpdate(zero, options, &feedback)->bytes);
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE(torch::allclose(
+      (*second)["w"],
+      torch::tensor({0.f, 0.f, 0.2f, 0.f, -0.3f, 0.f, 0.f, 0.f, 0.f, 0.f}) +
+          torch::tensor({0.1f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f})));
+  // Sum of everything sent + residual = sum of all updates.
+  EXPECT_TRUE(torch::allclose(
+      (*first)["w"] + (*second)["w"] + feedback.residual["w"], update["w"]));
+}
+
+TEST(UpdateCodecTest, EncodeRejectsNanAndBadOptions) {
+  NamedTensors nan;
+  nan.insert("w", torch::tensor({1.0f, std::nanf("")}));
+  EXPECT_EQ(EncodeUpdate(nan, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  NamedTensors ints;
+  ints.insert("w", torch::ones({2}, torch::kLong));
+  EXPECT_FALSE(EncodeUpdate(ints, {}).ok());
+  CodecOptions bad;
+  bad.topk_fraction = 0;
+  EXPECT_FALSE(EncodeUpdate(LoraLikeUpdate(), bad).ok());
+  EXPECT_FALSE(ParseCodec("int4").ok());
+  EXPECT_EQ(*ParseCodec("topk"), Codec::kTopK);
+}
+
+// A well-formed EncodedUpdate with one tensor that the test then breaks.
+std::string Wrap(const v1::EncodedUpdate& update,
+                 bool zstd_declared_size = false, int64_t declared = -1) {
+  v1::CompressedPayload payload;
+  payload.set_compression(v1::COMPRESSION_NONE);
+  payload.set_data(update.SerializeAsString());
+  payload.set_uncompressed_bytes(
+      declared >= 0 ? declared : static_cast<int64_t>(payload.data().size()));
+  if (zstd_declared_size) payload.set_compression(v1::COMPRESSION_ZSTD);
+  return payload.SerializeAsString();
+}
+
+TEST(UpdateCodecTest, DecodeRejectsEveryMalformedInput) {
+  v1::EncodedUpdate base;
+  v1::EncodedTensor* t = base.add_tensors();
+  t->set_name("w");
+  t->set_codec(v1::CODEC_FLOAT32);
+  t->add_shape(2);
+  const float two[2] = {1.0f, 2.0f};
+  t->set_values(std::string(reinterpret_cast<const char*>(two), 8));
+  ASSERT_TRUE(DecodeUpdate(Wrap(base)).ok());
+
+  struct Case {
+    const char* name;
+    std::string bytes;
+    absl::StatusCode code;
+  };
+  std::vector<Case> cases;
+  cases.push_back(
+      {"garbage", "\xff\xff\xff garbage", absl::StatusCode::kInvalidArgument});
+  cases.push_back({"truncated", Wrap(base).substr(0, 10),
+                   absl::StatusCode::kInvalidArgument});
+  {
+    v1::EncodedUpdate u = base;
+    u.mutable_tensors(0)->set_values("abc");
+    cases.push_back(
+        {"size mismatch", Wrap(u), absl::StatusCode::kInvalidArgument});
+  }
+  {
+    v1::EncodedUpdate u = base;
+    u.mutable_tensors(0)->set_codec(static_cast<v1::Codec>(42));
+    cases.push_back(
+        {"unknown codec", Wrap(u), absl::StatusCode::kInvalidArgument});
+  }
+  {
+    v1::EncodedUpdate u = base;
+    const float bad[2] = {1.0f, std::numeric_limits<float>::infinity()};
+    u.mutable_tensors(0)->set_values(
+        std::string(reinterpret_cast<const char*>(bad), 8));
+    cases.push_back({"infinity", Wrap(u), absl::StatusCode::kInvalidArgument});
+  }
+  {
+    v1::EncodedUpdate u = base;
+    u.mutable_tensors(0)->set_shape(0, -2);
+    cases.push_back(
+        {"negative dim", Wrap(u), absl::StatusCode::kInvalidArgument});
+  }
+  {
+    v1::EncodedUpdate u = base;
+    u.mutable_tensors(0)->set_shape(0, 1LL << 40);
+    cases.push_back(
+        {"huge declared shape", Wrap(u), absl::StatusCode::kResourceExhausted});
+  }
+  cases.push_back({"oversized declared payload", Wrap(base, false, 1LL << 40),
+                   absl::StatusCode::kResourceExhausted});
+  cases.push_back({"not a zstd frame", Wrap(base, true),
+                   absl::StatusCode::kInvalidArgument});
+  {
+    v1::EncodedUpdate u = base;
+    *u.add_tensors() = base.tensors(0);
+    cases.push_back(
+        {"duplicate name", Wrap(u), absl::StatusCode::kInvalidArgument});
+  }
+  {
+    v1::EncodedUpdate u = base;
+    v1::EncodedTensor* k = u.mutable_tensors(0);
+    k->set_codec(v1::CODEC_TOPK);
+    k->set_values_dtype(v1::DTYPE_FLOAT32);
+    const uint32_t idx[2] = {1, 0};  // Not ascending.
+    k->set_indices(std::string(reinterpret_cast<const char*>(idx), 8));
+    cases.push_back({"unsorted top-k indices", Wrap(u),
+                     absl::StatusCode::kInvalidArgument});
+    const uint32_t far[2] = {0, 7};  // Out of range.
+    k->set_indices(std::string(reinterpret_cast<const char*>(far), 8));
+    cases.push_back({"top-k index out of range", Wrap(u),
+                     absl::StatusCode::kInvalidArgument});
+  }
+  {
+    v1::EncodedUpdate u = base;
+    v1::EncodedTensor* q = u.mutable_tensors(0);
+    q->set_codec(v1::CODEC_INT8_ROW);
+    q->set_values(std::string("\x01\x02", 2));
+    const float scale = -1.0f;
+    q->set_scales(std::string(reinterpret_cast<const char*>(&scale), 4));
+    cases.push_back(
+        {"negative int8 scale", Wrap(u), absl::StatusCode::kInvalidArgument});
+    q->set_scales("");
+    cases.push_back(
+        {"missing int8 scales", Wrap(u), absl::StatusCode::kInvalidArgument});
+  }
+  for (const Case& c : cases) {
+    absl::StatusOr<NamedTensors> decoded = DecodeUpdate(c.bytes);
+    ASSERT_FALSE(decoded.ok()) << c.name;
+    EXPECT_EQ(decoded.status().code(), c.code)
+        << c.name << ": " << decoded.status();
+  }
+}
+
+}  // namespace
+}  // namespace fedge::transport
