@@ -176,6 +176,7 @@ absl::StatusOr<std::unique_ptr<ChunkAssembler>> ChunkAssembler::Create(
         "transfer ", info.transfer_id, " declares ", info.total_bytes,
         " bytes, the limit is ", limits.max_total_bytes));
   }
+  sink->Begin(info);
   return std::unique_ptr<ChunkAssembler>(
       new ChunkAssembler(info, std::move(sink), limits));
 }

@@ -79,10 +79,12 @@ absl::StatusOr<TransferInfo> DescribePayload(
     const PayloadSource& source, std::string transfer_id, int64_t raw_bytes,
     int64_t chunk_bytes = kDefaultChunkBytes);
 
-// Where an assembler puts the bytes. Bytes arrive in order, exactly once.
+// Where an assembler puts the bytes. Begin is called once, when the
+// assembler is created; bytes then arrive in order, exactly once.
 class ChunkSink {
  public:
   virtual ~ChunkSink() = default;
+  virtual void Begin(const TransferInfo& /*info*/) {}
   virtual absl::Status Write(int64_t offset, absl::string_view data) = 0;
 };
 
@@ -101,13 +103,15 @@ class StringSink final : public ChunkSink {
 // storage. The header is validated as soon as it is complete.
 class TensorSink final : public ChunkSink {
  public:
-  explicit TensorSink(int64_t total_bytes) : total_bytes_(total_bytes) {}
+  void Begin(const TransferInfo& info) override {
+    total_bytes_ = info.total_bytes;
+  }
   absl::Status Write(int64_t offset, absl::string_view data) override;
   // The tensors, once every byte has arrived.
   absl::StatusOr<model::NamedTensors> Take();
 
  private:
-  const int64_t total_bytes_;
+  int64_t total_bytes_ = 0;
   std::string head_;
   bool parsed_ = false;
   model::SafetensorsLayout layout_;

@@ -23,7 +23,7 @@ model::NamedTensors SomeTensors() {
 absl::StatusOr<model::NamedTensors> Transfer(const PayloadSource& source,
                                              const TransferInfo& info,
                                              int64_t chunk) {
-  auto sink = std::make_unique<TensorSink>(info.total_bytes);
+  auto sink = std::make_unique<TensorSink>();
   TensorSink* tensors = sink.get();
   absl::StatusOr<std::unique_ptr<ChunkAssembler>> assembler =
       ChunkAssembler::Create(info, std::move(sink));

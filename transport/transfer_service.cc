@@ -1,0 +1,459 @@
+#include "transport/transfer_service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+#include "transport/status_convert.h"
+
+namespace fedge::transport {
+namespace {
+
+bool SameTransfer(const TransferInfo& a, const TransferInfo& b) {
+  return a.transfer_id == b.transfer_id && a.total_bytes == b.total_bytes &&
+         a.sha256 == b.sha256;
+}
+
+bool Retryable(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
+         absl::IsAborted(s) || absl::IsCancelled(s);
+}
+
+// Lets an assembler write into a sink the caller keeps.
+class BorrowedSink final : public ChunkSink {
+ public:
+  explicit BorrowedSink(ChunkSink* target) : target_(target) {}
+  void Begin(const TransferInfo& info) override { target_->Begin(info); }
+  absl::Status Write(int64_t offset, absl::string_view data) override {
+    return target_->Write(offset, data);
+  }
+
+ private:
+  ChunkSink* const target_;
+};
+
+class DownloadReactor final : public grpc::ServerWriteReactor<v1::Chunk> {
+ public:
+  DownloadReactor(TransferStore::Offered offered, int64_t offset,
+                  int64_t chunk_bytes)
+      : offered_(std::move(offered)),
+        offset_(offset),
+        chunk_bytes_(chunk_bytes) {
+    WriteNext();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(
+          grpc::Status(grpc::StatusCode::CANCELLED, "download stream broken"));
+      return;
+    }
+    offset_ += last_size_;
+    WriteNext();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNext() {
+    const int64_t size = offered_.info.total_bytes;
+    if (!first_ && offset_ >= size) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    chunk_.Clear();
+    if (first_) ToProto(offered_.info, chunk_.mutable_header());
+    first_ = false;
+    last_size_ = std::min(chunk_bytes_, size - offset_);
+    chunk_.set_offset(offset_);
+    std::string* data = chunk_.mutable_data();
+    data->resize(last_size_);
+    if (absl::Status s = offered_.source->Read(offset_, absl::MakeSpan(*data));
+        !s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    StartWrite(&chunk_);
+  }
+
+  const TransferStore::Offered offered_;
+  int64_t offset_;
+  const int64_t chunk_bytes_;
+  int64_t last_size_ = 0;
+  bool first_ = true;
+  v1::Chunk chunk_;
+};
+
+class UploadReactor final : public grpc::ServerReadReactor<v1::Chunk> {
+ public:
+  UploadReactor(TransferStore* store, v1::UploadResponse* response)
+      : store_(store), response_(response) {
+    StartRead(&chunk_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // The client closed its side: report what we have.
+      if (transfer_id_.empty()) {
+        Finish(
+            grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty upload"));
+        return;
+      }
+      absl::StatusOr<int64_t> committed = store_->UploadCommitted(transfer_id_);
+      if (committed.ok()) response_->set_committed_bytes(*committed);
+      Finish(ToGrpcStatus(committed.status()));
+      return;
+    }
+    absl::Status status;
+    if (transfer_id_.empty()) {
+      if (!chunk_.has_header()) {
+        Finish(
+            grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                         "the first chunk of an upload must carry its header"));
+        return;
+      }
+      status = store_->BeginUpload(FromProto(chunk_.header()));
+      transfer_id_ = chunk_.header().transfer_id();
+    }
+    if (status.ok()) {
+      status =
+          store_->AppendUpload(transfer_id_, chunk_.offset(), chunk_.data());
+    }
+    if (!status.ok()) {
+      Finish(ToGrpcStatus(status));
+      return;
+    }
+    StartRead(&chunk_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  TransferStore* const store_;
+  v1::UploadResponse* const response_;
+  std::string transfer_id_;
+  v1::Chunk chunk_;
+};
+
+}  // namespace
+
+void ToProto(const TransferInfo& info, v1::TransferHeader* header) {
+  header->set_transfer_id(info.transfer_id);
+  header->set_total_bytes(info.total_bytes);
+  header->set_sha256(info.sha256);
+  header->set_raw_bytes(info.raw_bytes);
+}
+
+TransferInfo FromProto(const v1::TransferHeader& header) {
+  TransferInfo info;
+  info.transfer_id = header.transfer_id();
+  info.total_bytes = header.total_bytes();
+  info.sha256 = header.sha256();
+  info.raw_bytes = header.raw_bytes();
+  return info;
+}
+
+void TransferStore::Offer(const TransferInfo& info,
+                          std::shared_ptr<const PayloadSource> source) {
+  absl::MutexLock lock(&mu_);
+  offered_[info.transfer_id] = Offered{info, std::move(source)};
+}
+
+absl::StatusOr<TransferStore::Offered> TransferStore::Find(
+    const std::string& transfer_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = offered_.find(transfer_id);
+  if (it == offered_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("no payload \"", transfer_id, "\""));
+  }
+  return it->second;
+}
+
+std::shared_ptr<TransferStore::UploadEntry> TransferStore::FindUpload(
+    const std::string& transfer_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = uploads_.find(transfer_id);
+  return it == uploads_.end() ? nullptr : it->second;
+}
+
+absl::Status TransferStore::BeginUpload(const TransferInfo& info) {
+  if (std::shared_ptr<UploadEntry> entry = FindUpload(info.transfer_id)) {
+    absl::MutexLock lock(&entry->mu);
+    if (!SameTransfer(entry->assembler->info(), info)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "upload ", info.transfer_id, " resumed with a different header"));
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<ChunkAssembler>> assembler =
+      ChunkAssembler::Create(info, std::make_unique<StringSink>(), limits_);
+  if (!assembler.ok()) return assembler.status();
+  auto entry = std::make_shared<UploadEntry>();
+  {
+    absl::MutexLock entry_lock(&entry->mu);
+    entry->assembler = *std::move(assembler);
+  }
+  absl::MutexLock lock(&mu_);
+  uploads_.emplace(info.transfer_id, std::move(entry));  // First one wins.
+  return absl::OkStatus();
+}
+
+absl::Status TransferStore::AppendUpload(const std::string& transfer_id,
+                                         int64_t offset,
+                                         absl::string_view data) {
+  std::shared_ptr<UploadEntry> entry = FindUpload(transfer_id);
+  if (!entry)
+    return absl::NotFoundError(absl::StrCat("no upload ", transfer_id));
+  absl::MutexLock lock(&entry->mu);
+  return entry->assembler->Append(offset, data);
+}
+
+absl::StatusOr<int64_t> TransferStore::UploadCommitted(
+    const std::string& transfer_id) const {
+  std::shared_ptr<UploadEntry> entry = FindUpload(transfer_id);
+  if (!entry)
+    return absl::NotFoundError(absl::StrCat("no upload ", transfer_id));
+  absl::MutexLock lock(&entry->mu);
+  return entry->assembler->committed();
+}
+
+absl::StatusOr<std::string> TransferStore::TakeUpload(
+    const std::string& transfer_id) {
+  std::shared_ptr<UploadEntry> entry = FindUpload(transfer_id);
+  if (!entry)
+    return absl::NotFoundError(absl::StrCat("no upload ", transfer_id));
+  std::string bytes;
+  {
+    absl::MutexLock lock(&entry->mu);
+    absl::Status finished = entry->assembler->Finish();
+    if (absl::IsFailedPrecondition(finished)) return finished;
+    if (finished.ok()) {
+      bytes = std::move(
+          static_cast<StringSink*>(entry->assembler->sink())->bytes());
+    }
+    // A digest mismatch drops the upload: the client must send it again.
+    absl::MutexLock store_lock(&mu_);
+    uploads_.erase(transfer_id);
+    if (!finished.ok()) return finished;
+  }
+  return bytes;
+}
+
+TransferService::TransferService(TransferStore* store,
+                                 int64_t default_chunk_bytes)
+    : store_(store), default_chunk_bytes_(default_chunk_bytes) {}
+
+grpc::ServerWriteReactor<v1::Chunk>* TransferService::Download(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::DownloadRequest* request) {
+  absl::StatusOr<TransferStore::Offered> offered =
+      store_->Find(request->transfer_id());
+  absl::Status status = offered.status();
+  int64_t chunk = request->chunk_bytes() > 0 ? request->chunk_bytes()
+                                             : default_chunk_bytes_;
+  chunk = std::min<int64_t>(chunk, store_->limits().max_chunk_bytes);
+  if (status.ok() && (request->offset() < 0 ||
+                      request->offset() > offered->info.total_bytes)) {
+    status = absl::OutOfRangeError(
+        absl::StrCat("offset ", request->offset(), " outside the payload of ",
+                     offered->info.total_bytes, " bytes"));
+  }
+  if (!status.ok()) {
+    // A reactor that finishes at once with the error.
+    class Failed final : public grpc::ServerWriteReactor<v1::Chunk> {
+     public:
+      explicit Failed(const grpc::Status& s) { Finish(s); }
+      void OnDone() override { delete this; }
+    };
+    return new Failed(ToGrpcStatus(status));
+  }
+  return new DownloadReactor(*std::move(offered), request->offset(), chunk);
+}
+
+grpc::ServerReadReactor<v1::Chunk>* TransferService::Upload(
+    grpc::CallbackServerContext* /*context*/, v1::UploadResponse* response) {
+  return new UploadReactor(store_, response);
+}
+
+grpc::ServerUnaryReactor* TransferService::UploadStatus(
+    grpc::CallbackServerContext* context,
+    const v1::UploadStatusRequest* request,
+    v1::UploadStatusResponse* response) {
+  absl::StatusOr<int64_t> committed =
+      store_->UploadCommitted(request->transfer_id());
+  if (committed.ok()) response->set_committed_bytes(*committed);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(committed.status()));
+  return reactor;
+}
+
+absl::StatusOr<TransferStats> TransferClient::Download(
+    const std::string& device_id, const std::string& transfer_id,
+    int64_t chunk_bytes, ChunkSink* sink) {
+  const auto start = std::chrono::steady_clock::now();
+  TransferStats stats;
+  std::unique_ptr<ChunkAssembler> assembler;
+  absl::Duration backoff = retry_.initial_backoff;
+  absl::Status last = absl::UnknownError("no attempt made");
+  for (int attempt = 0; attempt < retry_.max_attempts; ++attempt) {
+    if (attempt > 0) {
+      ++stats.resumes;
+      std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
+      backoff = std::min(backoff * 2, retry_.max_backoff);
+    }
+    grpc::ClientContext context;
+    context.set_deadline(
+        absl::ToChronoTime(absl::Now() + retry_.stream_deadline));
+    v1::DownloadRequest request;
+    request.set_device_id(device_id);
+    request.set_transfer_id(transfer_id);
+    request.set_offset(assembler ? assembler->committed() : 0);
+    request.set_chunk_bytes(chunk_bytes);
+    std::unique_ptr<grpc::ClientReaderInterface<v1::Chunk>> reader =
+        stub_->Download(&context, request);
+    v1::Chunk chunk;
+    absl::Status stream_error;
+    bool first = true;
+    while (reader->Read(&chunk)) {
+      if (first) {
+        first = false;
+        if (!chunk.has_header()) {
+          stream_error =
+              absl::InvalidArgumentError("download without a header");
+          break;
+        }
+        const TransferInfo info = FromProto(chunk.header());
+        if (!assembler) {
+          absl::StatusOr<std::unique_ptr<ChunkAssembler>> created =
+              ChunkAssembler::Create(info,
+                                     std::make_unique<BorrowedSink>(sink));
+          if (!created.ok()) {
+            stream_error = created.status();
+            break;
+          }
+          assembler = *std::move(created);
+        } else if (!SameTransfer(info, assembler->info())) {
+          stream_error = absl::InvalidArgumentError(absl::StrCat(
+              "payload ", transfer_id, " changed during the download"));
+          break;
+        }
+      }
+      if (stream_error = assembler->Append(chunk.offset(), chunk.data());
+          !stream_error.ok()) {
+        break;
+      }
+      stats.bytes += static_cast<int64_t>(chunk.data().size());
+    }
+    if (!stream_error.ok()) {
+      context.TryCancel();
+      reader->Finish();
+      return stream_error;
+    }
+    last = FromGrpcStatus(reader->Finish());
+    if (last.ok() && assembler &&
+        assembler->committed() == assembler->info().total_bytes) {
+      if (absl::Status s = assembler->Finish(); !s.ok()) return s;
+      stats.seconds = std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+      return stats;
+    }
+    if (last.ok()) last = absl::UnavailableError("download stream ended early");
+    if (!Retryable(last)) return last;
+  }
+  return absl::Status(
+      last.code(),
+      absl::StrCat("download of ", transfer_id, " failed after ",
+                   retry_.max_attempts, " attempts: ", last.message()));
+}
+
+absl::StatusOr<model::NamedTensors> TransferClient::DownloadTensors(
+    const std::string& device_id, const std::string& transfer_id,
+    int64_t chunk_bytes, TransferStats* stats) {
+  TensorSink sink;
+  absl::StatusOr<TransferStats> done =
+      Download(device_id, transfer_id, chunk_bytes, &sink);
+  if (!done.ok()) return done.status();
+  if (stats != nullptr) *stats = *done;
+  return sink.Take();
+}
+
+absl::StatusOr<TransferStats> TransferClient::Upload(
+    const std::string& device_id, const TransferInfo& info,
+    const PayloadSource& source, int64_t chunk_bytes) {
+  if (chunk_bytes < 1) return absl::InvalidArgumentError("chunk_bytes < 1");
+  const auto start = std::chrono::steady_clock::now();
+  TransferStats stats;
+  absl::Duration backoff = retry_.initial_backoff;
+  absl::Status last = absl::UnknownError("no attempt made");
+  for (int attempt = 0; attempt < retry_.max_attempts; ++attempt) {
+    if (attempt > 0) {
+      ++stats.resumes;
+      std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
+      backoff = std::min(backoff * 2, retry_.max_backoff);
+    }
+    // Always ask where to start: a client restarted after a crash resumes
+    // an upload it began before, like one whose stream just broke.
+    int64_t offset = 0;
+    grpc::ClientContext status_context;
+    status_context.set_deadline(
+        absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    v1::UploadStatusRequest status_request;
+    status_request.set_device_id(device_id);
+    status_request.set_transfer_id(info.transfer_id);
+    v1::UploadStatusResponse status_response;
+    const absl::Status status = FromGrpcStatus(
+        stub_->UploadStatus(&status_context, status_request, &status_response));
+    if (status.ok()) {
+      offset = status_response.committed_bytes();
+    } else if (!absl::IsNotFound(status)) {
+      last = status;
+      if (!Retryable(status)) return status;
+      continue;
+    }
+    grpc::ClientContext context;
+    context.set_deadline(
+        absl::ToChronoTime(absl::Now() + retry_.stream_deadline));
+    v1::UploadResponse response;
+    std::unique_ptr<grpc::ClientWriterInterface<v1::Chunk>> writer =
+        stub_->Upload(&context, &response);
+    v1::Chunk chunk;
+    bool first = true;
+    bool broken = false;
+    while (first || offset < info.total_bytes) {
+      chunk.Clear();
+      if (first) ToProto(info, chunk.mutable_header());
+      first = false;
+      const int64_t n = std::min(chunk_bytes, info.total_bytes - offset);
+      chunk.set_offset(offset);
+      chunk.mutable_data()->resize(n);
+      if (absl::Status s =
+              source.Read(offset, absl::MakeSpan(*chunk.mutable_data()));
+          !s.ok()) {
+        context.TryCancel();
+        return s;
+      }
+      if (!writer->Write(chunk)) {
+        broken = true;
+        break;
+      }
+      offset += n;
+      stats.bytes += n;
+    }
+    if (!broken) writer->WritesDone();
+    last = FromGrpcStatus(writer->Finish());
+    if (last.ok() && response.committed_bytes() == info.total_bytes) {
+      stats.seconds = std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+      return stats;
+    }
+    if (last.ok()) last = absl::UnavailableError("upload stream ended early");
+    if (!Retryable(last)) return last;
+  }
+  return absl::Status(
+      last.code(),
+      absl::StrCat("upload of ", info.transfer_id, " failed after ",
+                   retry_.max_attempts, " attempts: ", last.message()));
+}
+
+}  // namespace fedge::transport

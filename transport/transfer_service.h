@@ -1,0 +1,154 @@
+// Chunked, resumable transfers over gRPC: the server side (a store of
+// offered payloads and uploads in progress, and the Download / Upload /
+// UploadStatus handlers of fedge.v1.Coordinator) and the client side
+// (download and upload with resume after a broken stream).
+//
+// TransferService implements only those three RPCs; the coordinator's
+// service extends it with the rest. Handlers never block: a download
+// writes one chunk per completed write, an upload appends one chunk per
+// completed read.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include <grpcpp/grpcpp.h>
+
+#include "fedge/v1/coordinator_service.grpc.pb.h"
+#include "transport/transfer.h"
+
+namespace fedge::transport {
+
+// Thread-safe.
+class TransferStore {
+ public:
+  explicit TransferStore(AssemblerLimits limits = {}) : limits_(limits) {}
+
+  // Makes a payload downloadable under info.transfer_id (replacing any).
+  void Offer(const TransferInfo& info,
+             std::shared_ptr<const PayloadSource> source)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  struct Offered {
+    TransferInfo info;
+    std::shared_ptr<const PayloadSource> source;
+  };
+  // NotFound for an unknown id.
+  absl::StatusOr<Offered> Find(const std::string& transfer_id) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Starts an upload, or resumes it if `info` equals what was first
+  // declared. InvalidArgument if it differs; ResourceExhausted over limits.
+  absl::Status BeginUpload(const TransferInfo& info) ABSL_LOCKS_EXCLUDED(mu_);
+  // Appends at `offset` (which must equal the committed size).
+  absl::Status AppendUpload(const std::string& transfer_id, int64_t offset,
+                            absl::string_view data) ABSL_LOCKS_EXCLUDED(mu_);
+  // Bytes committed so far; NotFound if the upload is unknown.
+  absl::StatusOr<int64_t> UploadCommitted(const std::string& transfer_id) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Verifies a complete upload and hands over its bytes (once).
+  // FailedPrecondition if incomplete, DataLoss on a digest mismatch (the
+  // upload is dropped then), NotFound if unknown.
+  absl::StatusOr<std::string> TakeUpload(const std::string& transfer_id)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  const AssemblerLimits& limits() const { return limits_; }
+
+ private:
+  // One upload; its own lock keeps appends to different uploads parallel.
+  struct UploadEntry {
+    absl::Mutex mu;
+    std::unique_ptr<ChunkAssembler> assembler ABSL_GUARDED_BY(mu);
+  };
+  std::shared_ptr<UploadEntry> FindUpload(const std::string& transfer_id) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  const AssemblerLimits limits_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, Offered> offered_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<UploadEntry>> uploads_
+      ABSL_GUARDED_BY(mu_);
+};
+
+class TransferService : public v1::Coordinator::CallbackService {
+ public:
+  // `store` must outlive the service.
+  explicit TransferService(TransferStore* store,
+                           int64_t default_chunk_bytes = kDefaultChunkBytes);
+
+  grpc::ServerWriteReactor<v1::Chunk>* Download(
+      grpc::CallbackServerContext* context,
+      const v1::DownloadRequest* request) override;
+  grpc::ServerReadReactor<v1::Chunk>* Upload(
+      grpc::CallbackServerContext* context,
+      v1::UploadResponse* response) override;
+  grpc::ServerUnaryReactor* UploadStatus(
+      grpc::CallbackServerContext* context,
+      const v1::UploadStatusRequest* request,
+      v1::UploadStatusResponse* response) override;
+
+ protected:
+  TransferStore* store() const { return store_; }
+
+ private:
+  TransferStore* const store_;  // Not owned.
+  const int64_t default_chunk_bytes_;
+};
+
+struct TransferStats {
+  int64_t bytes = 0;    // Payload bytes received or sent in this call.
+  int64_t resumes = 0;  // Streams restarted after an error.
+  double seconds = 0;   // Wall time, monotonic clock.
+};
+
+struct RetryPolicy {
+  int max_attempts = 8;  // Streams per transfer, first one included.
+  absl::Duration initial_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(10);
+  absl::Duration stream_deadline = absl::Minutes(30);
+};
+
+// Client side, over a fedge.v1.Coordinator stub. Thread-compatible.
+class TransferClient {
+ public:
+  // `stub` must outlive the client.
+  explicit TransferClient(v1::Coordinator::StubInterface* stub,
+                          RetryPolicy retry = {})
+      : stub_(stub), retry_(retry) {}
+
+  // Downloads `transfer_id` into `sink` (borrowed), resuming after
+  // UNAVAILABLE, DEADLINE_EXCEEDED or a broken stream with capped
+  // exponential back-off. Other errors, and DataLoss on a digest mismatch,
+  // are returned. InvalidArgument if the payload changes between streams.
+  absl::StatusOr<TransferStats> Download(const std::string& device_id,
+                                         const std::string& transfer_id,
+                                         int64_t chunk_bytes, ChunkSink* sink);
+
+  // Convenience: a safetensors payload straight into named tensors.
+  absl::StatusOr<model::NamedTensors> DownloadTensors(
+      const std::string& device_id, const std::string& transfer_id,
+      int64_t chunk_bytes, TransferStats* stats = nullptr);
+
+  // Uploads `source` (described by `info`), asking UploadStatus where to
+  // resume after a broken stream.
+  absl::StatusOr<TransferStats> Upload(const std::string& device_id,
+                                       const TransferInfo& info,
+                                       const PayloadSource& source,
+                                       int64_t chunk_bytes);
+
+ private:
+  v1::Coordinator::StubInterface* const stub_;  // Not owned.
+  const RetryPolicy retry_;
+};
+
+// The proto form of a TransferInfo and back (validated by the assembler).
+void ToProto(const TransferInfo& info, v1::TransferHeader* header);
+TransferInfo FromProto(const v1::TransferHeader& header);
+
+}  // namespace fedge::transport

@@ -1,0 +1,289 @@
+#include "transport/transfer_service.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include <grpcpp/grpcpp.h>
+#include <torch/types.h>
+
+#include "transport/channel_options.h"
+#include "transport/status_convert.h"
+
+namespace fedge::transport {
+namespace {
+
+model::NamedTensors SomeTensors() {
+  torch::manual_seed(0);
+  model::NamedTensors t;
+  t.insert("w", torch::randn({64, 100}));
+  t.insert("b", torch::randn({77}).to(torch::kFloat16));
+  return t;
+}
+
+// Fails one Read at or after `fail_at` bytes with UNAVAILABLE, as a broken
+// connection would, then serves normally.
+class FlakySource final : public PayloadSource {
+ public:
+  FlakySource(const PayloadSource* inner, int64_t fail_at)
+      : inner_(inner), fail_at_(fail_at) {}
+  int64_t size() const override { return inner_->size(); }
+  absl::Status Read(int64_t offset, absl::Span<char> out) const override {
+    if (!failed_ && offset + static_cast<int64_t>(out.size()) > fail_at_) {
+      failed_ = true;
+      return absl::UnavailableError("connection reset (injected)");
+    }
+    first_offsets_.push_back(offset);
+    return inner_->Read(offset, out);
+  }
+  mutable bool failed_ = false;
+  mutable std::vector<int64_t> first_offsets_;
+
+ private:
+  const PayloadSource* inner_;
+  const int64_t fail_at_;
+};
+
+class TransferServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    ConfigureServer(ChannelOptions(), builder);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    channel_ =
+        server_->InProcessChannel(ClientChannelArguments(ChannelOptions()));
+    stub_ = v1::Coordinator::NewStub(channel_);
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  RetryPolicy FastRetry() {
+    RetryPolicy retry;
+    retry.initial_backoff = absl::Milliseconds(1);
+    return retry;
+  }
+
+  TransferStore store_;
+  TransferService service_{&store_};
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+};
+
+TEST_F(TransferServiceTest, DownloadsTensorsInChunks) {
+  const model::NamedTensors tensors = SomeTensors();
+  std::shared_ptr<SafetensorsSource> source =
+      *SafetensorsSource::Create(tensors);
+  store_.Offer(*DescribePayload(*source, "model", 0), source);
+  TransferClient client(stub_.get(), FastRetry());
+
+  TransferStats stats;
+  absl::StatusOr<model::NamedTensors> got =
+      client.DownloadTensors("d", "model", 4096, &stats);
+
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(torch::equal((*got)["w"], tensors["w"]));
+  EXPECT_TRUE(torch::equal((*got)["b"], tensors["b"]));
+  EXPECT_EQ(stats.bytes, source->size());
+  EXPECT_EQ(stats.resumes, 0);
+}
+
+TEST_F(TransferServiceTest, BrokenDownloadResumesFromTheCommittedOffset) {
+  const model::NamedTensors tensors = SomeTensors();
+  std::shared_ptr<SafetensorsSource> inner =
+      *SafetensorsSource::Create(tensors);
+  auto flaky = std::make_shared<FlakySource>(inner.get(), inner->size() / 2);
+  store_.Offer(*DescribePayload(*inner, "model", 0), flaky);
+  TransferClient client(stub_.get(), FastRetry());
+
+  TransferStats stats;
+  absl::StatusOr<model::NamedTensors> got =
+      client.DownloadTensors("d", "model", 1000, &stats);
+
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(torch::equal((*got)["w"], tensors["w"]));
+  EXPECT_EQ(stats.resumes, 1);
+  // Nothing was sent twice: the second stream began where the first ended.
+  EXPECT_EQ(stats.bytes, inner->size());
+  std::vector<int64_t> offsets = flaky->first_offsets_;
+  EXPECT_TRUE(std::is_sorted(offsets.begin(), offsets.end()));
+  EXPECT_EQ(std::adjacent_find(offsets.begin(), offsets.end()), offsets.end());
+}
+
+TEST_F(TransferServiceTest, UnknownDownloadIsNotFound) {
+  TransferClient client(stub_.get(), FastRetry());
+  EXPECT_EQ(client.DownloadTensors("d", "nope", 1000).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(TransferServiceTest, UploadResumesAfterAPartialStream) {
+  std::string payload(50000, '\0');
+  for (size_t i = 0; i < payload.size(); ++i)
+    payload[i] = static_cast<char>(i * 7);
+  StringSource source(payload);
+  const TransferInfo info = *DescribePayload(source, "update-1", 123);
+  // A first stream that dies after 20000 bytes.
+  {
+    grpc::ClientContext context;
+    v1::UploadResponse response;
+    auto writer = stub_->Upload(&context, &response);
+    for (int64_t offset = 0; offset < 20000; offset += 10000) {
+      v1::Chunk chunk;
+      if (offset == 0) ToProto(info, chunk.mutable_header());
+      chunk.set_offset(offset);
+      chunk.set_data(payload.substr(offset, 10000));
+      ASSERT_TRUE(writer->Write(chunk));
+    }
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+    EXPECT_EQ(response.committed_bytes(), 20000);
+  }
+  TransferClient client(stub_.get(), FastRetry());
+
+  absl::StatusOr<TransferStats> stats = client.Upload("d", info, source, 8192);
+
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->bytes, 30000);  // Only the missing part crossed.
+  absl::StatusOr<std::string> received = store_.TakeUpload("update-1");
+  ASSERT_TRUE(received.ok()) << received.status();
+  EXPECT_EQ(*received, payload);
+  EXPECT_EQ(store_.TakeUpload("update-1").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(TransferServiceTest, UploadRejectsBadStreams) {
+  StringSource source(std::string(1000, 'a'));
+  TransferInfo info = *DescribePayload(source, "u", 0);
+  auto send = [&](const std::vector<v1::Chunk>& chunks) {
+    grpc::ClientContext context;
+    v1::UploadResponse response;
+    auto writer = stub_->Upload(&context, &response);
+    for (const v1::Chunk& c : chunks) {
+      if (!writer->Write(c)) break;
+    }
+    writer->WritesDone();
+    return FromGrpcStatus(writer->Finish());
+  };
+  v1::Chunk headerless;
+  headerless.set_data("abc");
+  EXPECT_EQ(send({headerless}).code(), absl::StatusCode::kInvalidArgument);
+
+  v1::Chunk oversized;
+  TransferInfo huge = info;
+  huge.transfer_id = "huge";
+  huge.total_bytes = 1LL << 50;
+  ToProto(huge, oversized.mutable_header());
+  EXPECT_EQ(send({oversized}).code(), absl::StatusCode::kResourceExhausted);
+
+  v1::Chunk gap;
+  ToProto(info, gap.mutable_header());
+  gap.set_offset(500);
+  gap.set_data("x");
+  EXPECT_EQ(send({gap}).code(), absl::StatusCode::kInvalidArgument);
+
+  // Complete but corrupted: the digest check drops it.
+  v1::Chunk corrupt;
+  TransferInfo other = info;
+  other.transfer_id = "corrupt";
+  ToProto(other, corrupt.mutable_header());
+  corrupt.set_data(std::string(999, 'a') + "b");
+  ASSERT_TRUE(send({corrupt}).ok());
+  EXPECT_EQ(store_.TakeUpload("corrupt").status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+// TLS over a real socket, with certificates from deploy/certs.
+class TlsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const char* src = std::getenv("FEDGE_TEST_SRCDIR");
+    dir_ = absl::StrCat(::testing::TempDir(), "/tls_certs");
+    const std::string script =
+        absl::StrCat(src ? src : ".", "/deploy/certs/make_dev_certs.sh");
+    ASSERT_EQ(
+        std::system(
+            absl::StrCat(script, " ", dir_, " device-0 >/dev/null").c_str()),
+        0);
+    ASSERT_EQ(std::system(
+                  absl::StrCat(script, " ", dir_, "/rogue device-0 >/dev/null")
+                      .c_str()),
+              0);
+  }
+
+  // Starts a server and returns whether a download through a client with
+  // `client_files` succeeds.
+  absl::Status TryDownload(const TlsFiles& server_files,
+                           const TlsFiles& client_files) {
+    TransferStore store;
+    std::shared_ptr<StringSource> source =
+        std::make_shared<StringSource>("hello tls");
+    store.Offer(*DescribePayload(*source, "p", 0), source);
+    TransferService service(&store);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
+        server_credentials = ServerCredentials(server_files);
+    if (!server_credentials.ok()) return server_credentials.status();
+    builder.AddListeningPort("127.0.0.1:0", *server_credentials, &port);
+    builder.RegisterService(&service);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        CreateClientChannel(absl::StrCat("127.0.0.1:", port), ChannelOptions(),
+                            client_files);
+    if (!channel.ok()) return channel.status();
+    auto stub = v1::Coordinator::NewStub(*channel);
+    RetryPolicy once;
+    once.max_attempts = 1;
+    once.stream_deadline = absl::Seconds(5);
+    TransferClient client(stub.get(), once);
+    StringSink sink;
+    absl::Status result =
+        client.Download("device-0", "p", 1024, &sink).status();
+    server->Shutdown();
+    if (result.ok() && sink.bytes() != "hello tls")
+      return absl::DataLossError("bytes differ");
+    return result;
+  }
+
+  static std::string dir_;
+};
+std::string TlsTest::dir_;
+
+TEST_F(TlsTest, TlsAcceptsTheRightServerAndRejectsAWrongCa) {
+  const TlsFiles server{"", dir_ + "/server.pem", dir_ + "/server.key", false};
+  EXPECT_TRUE(TryDownload(server, {dir_ + "/ca.pem", "", "", false}).ok());
+  EXPECT_FALSE(
+      TryDownload(server, {dir_ + "/rogue/ca.pem", "", "", false}).ok());
+}
+
+TEST_F(TlsTest, MutualTlsNeedsAClientCertificateFromTheRightCa) {
+  const TlsFiles server{dir_ + "/ca.pem", dir_ + "/server.pem",
+                        dir_ + "/server.key", true};
+  const std::string ca = dir_ + "/ca.pem";
+  EXPECT_TRUE(TryDownload(server, {ca, dir_ + "/client-device-0.pem",
+                                   dir_ + "/client-device-0.key", false})
+                  .ok());
+  EXPECT_FALSE(TryDownload(server, {ca, "", "", false}).ok());
+  EXPECT_FALSE(TryDownload(server, {ca, dir_ + "/rogue/client-device-0.pem",
+                                    dir_ + "/rogue/client-device-0.key", false})
+                   .ok());
+}
+
+TEST_F(TlsTest, BadCredentialFilesGiveClearErrors) {
+  EXPECT_EQ(
+      ClientCredentials({"/nonexistent/ca.pem", "", "", false}).status().code(),
+      absl::StatusCode::kNotFound);
+  EXPECT_EQ(ClientCredentials(
+                {dir_ + "/ca.pem", dir_ + "/client-device-0.pem", "", false})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ServerCredentials({"", dir_ + "/ca.srl", dir_ + "/server.key", false})
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);  // Not a PEM file.
+}
+
+}  // namespace
+}  // namespace fedge::transport
