@@ -4,7 +4,8 @@
 // Python with Debian's python3-torch (the same LibTorch build), so the two
 // differ only in the language that drives LibTorch.
 //
-// Prints `metric NAME VALUE` lines: step_ms (median), samples_per_s,
+// Prints `metric NAME VALUE` lines: step_ms (median), min_step_ms (the
+// fastest step: on a shared machine, the least disturbed one), samples_per_s,
 // peak_rss_mib.
 #include <algorithm>
 #include <chrono>
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
   getrusage(RUSAGE_SELF, &usage);
   std::printf("metric threads %d\n", threads);
   std::printf("metric step_ms %.3f\n", median);
+  std::printf("metric min_step_ms %.3f\n", step_ms.front());
   std::printf("metric samples_per_s %.1f\n", batch * 1000.0 / median);
   std::printf("metric peak_rss_mib %.1f\n", usage.ru_maxrss / 1024.0);
   return 0;

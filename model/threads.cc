@@ -1,5 +1,7 @@
 #include "model/threads.h"
 
+#include <malloc.h>
+
 #include <thread>
 
 #include <ATen/Context.h>
@@ -14,6 +16,14 @@ int ConfigureRuntime(int threads) {
   }
   at::set_num_threads(threads);
   at::globalContext().setFlushDenormal(true);
+  // glibc hands blocks above its (adaptive) mmap threshold straight back to
+  // the kernel, and the next step's tensors of the same size fault their
+  // pages in again: measured 4x the system time of the same model driven
+  // from Python and a 10% slower training step. Fixed thresholds keep
+  // activation-sized blocks in the heap for reuse; memory above 128 MiB of
+  // free heap top is still returned.
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
   return threads;
 }
 

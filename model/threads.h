@@ -8,7 +8,9 @@ namespace fedge::model {
 // LibTorch otherwise starts with one thread), and flushes denormal floats to
 // zero: Adam's second-moment estimates decay into the denormal range late in
 // training, where x86 arithmetic on them is many times slower. Returns the
-// thread count applied. Call once, before any tensor work.
+// thread count applied. Also fixes glibc's malloc thresholds so that
+// activation-sized tensors are reused instead of being unmapped and faulted
+// in again every step (threads.cc). Call once, before any tensor work.
 int ConfigureRuntime(int threads);
 
 }  // namespace fedge::model

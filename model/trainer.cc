@@ -160,7 +160,10 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
       for (auto& group : optimizer.param_groups()) {
         static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
       }
-      optimizer.zero_grad();
+      // Drop the gradients rather than zeroing them (what PyTorch 2 does by
+      // default): backward then writes fresh ones instead of adding into
+      // zeros, one kernel per parameter less.
+      for (at::Tensor& p : trainable) p.mutable_grad().reset();
       const at::Tensor loss =
           TaskLoss(model.task(), model.forward(inputs), targets);
       const double value = loss.item<double>();
