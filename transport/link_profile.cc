@@ -10,13 +10,14 @@
 namespace fedge::transport {
 
 absl::Status LinkProfile::Validate() const {
-  if (!(uplink_mbps > 0) || !(downlink_mbps > 0) || !std::isfinite(uplink_mbps) ||
-      !std::isfinite(downlink_mbps)) {
+  if (!(uplink_mbps > 0) || !(downlink_mbps > 0) ||
+      !std::isfinite(uplink_mbps) || !std::isfinite(downlink_mbps)) {
     return absl::InvalidArgumentError(
         absl::StrCat("link ", name, ": bandwidths must be positive"));
   }
   if (rtt < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat("link ", name, ": negative RTT"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("link ", name, ": negative RTT"));
   }
   return absl::OkStatus();
 }
@@ -35,7 +36,8 @@ const std::vector<LinkProfile>& BuiltinLinkProfiles() {
 }
 
 absl::StatusOr<LinkProfile> ParseLinkProfile(absl::string_view spec) {
-  std::vector<absl::string_view> parts = absl::StrSplit(spec, absl::MaxSplits(':', 1));
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(spec, absl::MaxSplits(':', 1));
   LinkProfile profile;
   bool found = false;
   for (const LinkProfile& p : BuiltinLinkProfiles()) {
@@ -47,8 +49,9 @@ absl::StatusOr<LinkProfile> ParseLinkProfile(absl::string_view spec) {
   if (!found) {
     std::vector<std::string> names;
     for (const LinkProfile& p : BuiltinLinkProfiles()) names.push_back(p.name);
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown link profile \"", parts[0], "\" (", absl::StrJoin(names, ", "), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown link profile \"", parts[0], "\" (",
+                     absl::StrJoin(names, ", "), ")"));
   }
   if (parts.size() == 2) {
     std::vector<absl::string_view> v = absl::StrSplit(parts[1], '/');
@@ -56,8 +59,9 @@ absl::StatusOr<LinkProfile> ParseLinkProfile(absl::string_view spec) {
     if (v.size() != 3 || !absl::SimpleAtod(v[0], &profile.uplink_mbps) ||
         !absl::SimpleAtod(v[1], &profile.downlink_mbps) ||
         !absl::SimpleAtod(v[2], &rtt_ms)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "link override \"", spec, "\" must be name:UP_MBPS/DOWN_MBPS/RTT_MS"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("link override \"", spec,
+                       "\" must be name:UP_MBPS/DOWN_MBPS/RTT_MS"));
     }
     profile.rtt = absl::Microseconds(std::llround(rtt_ms * 1000));
   }
@@ -65,8 +69,10 @@ absl::StatusOr<LinkProfile> ParseLinkProfile(absl::string_view spec) {
   return profile;
 }
 
-absl::Duration IdealTransferTime(const LinkProfile& link, int64_t bytes, bool uplink) {
-  const double rate = uplink ? link.uplink_bytes_per_s() : link.downlink_bytes_per_s();
+absl::Duration IdealTransferTime(const LinkProfile& link, int64_t bytes,
+                                 bool uplink) {
+  const double rate =
+      uplink ? link.uplink_bytes_per_s() : link.downlink_bytes_per_s();
   return absl::Seconds(static_cast<double>(bytes) / rate) + link.rtt;
 }
 

@@ -32,6 +32,7 @@ const std::vector<LinkProfile>& BuiltinLinkProfiles();
 absl::StatusOr<LinkProfile> ParseLinkProfile(absl::string_view spec);
 
 // Ideal time for `bytes` one way: bytes / bandwidth + one RTT.
-absl::Duration IdealTransferTime(const LinkProfile& link, int64_t bytes, bool uplink);
+absl::Duration IdealTransferTime(const LinkProfile& link, int64_t bytes,
+                                 bool uplink);
 
 }  // namespace fedge::transport

@@ -1,0 +1,273 @@
+#include "transport/shaping_proxy.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+namespace fedge::transport {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One direction of a connection: reader -> queue -> paced writer.
+class Pipe {
+ public:
+  Pipe(int from, int to, double rate, absl::Duration delay, int64_t burst,
+       std::atomic<int64_t>* counter)
+      : from_(from),
+        to_(to),
+        rate_(rate),
+        delay_(absl::ToChronoNanoseconds(delay)),
+        burst_(burst),
+        counter_(counter) {
+    reader_ = std::thread([this] { ReadLoop(); });
+    writer_ = std::thread([this] { WriteLoop(); });
+  }
+  ~Pipe() {
+    Stop();
+    reader_.join();
+    writer_.join();
+  }
+  void Stop() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+  }
+
+ private:
+  struct Piece {
+    Clock::time_point release;
+    std::string bytes;
+  };
+
+  void ReadLoop() {
+    char buffer[64 * 1024];
+    while (true) {
+      const ssize_t n = ::read(from_, buffer, sizeof(buffer));
+      if (n < 0 && errno == EINTR) continue;
+      absl::MutexLock lock(&mu_);
+      if (n <= 0 || closed_) {
+        eof_ = true;
+        return;
+      }
+      queue_.push_back({Clock::now() + delay_, std::string(buffer, n)});
+    }
+  }
+
+  void WriteLoop() {
+    double tokens = static_cast<double>(burst_);
+    Clock::time_point last = Clock::now();
+    while (true) {
+      Piece piece;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](Pipe* p) {
+              return !p->queue_.empty() || p->eof_ || p->closed_;
+            },
+            this));
+        if (closed_ || queue_.empty()) {
+          ::shutdown(to_, SHUT_WR);  // Pass the half-close on.
+          return;
+        }
+        piece = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      std::this_thread::sleep_until(piece.release);
+      size_t sent = 0;
+      while (sent < piece.bytes.size()) {
+        size_t n = piece.bytes.size() - sent;
+        if (rate_ > 0) {
+          n = std::min<size_t>(n, burst_);
+          const Clock::time_point now = Clock::now();
+          tokens = std::min<double>(
+              burst_,
+              tokens +
+                  rate_ * std::chrono::duration<double>(now - last).count());
+          last = now;
+          if (tokens < n) {
+            const double wait = (n - tokens) / rate_;
+            std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+            const Clock::time_point later = Clock::now();
+            tokens +=
+                rate_ * std::chrono::duration<double>(later - last).count();
+            last = later;
+          }
+          tokens -= n;
+        }
+        const ssize_t w =
+            ::send(to_, piece.bytes.data() + sent, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          absl::MutexLock lock(&mu_);
+          closed_ = true;
+          return;
+        }
+        sent += static_cast<size_t>(w);
+        counter_->fetch_add(w);
+      }
+    }
+  }
+
+  const int from_;
+  const int to_;
+  const double rate_;
+  const Clock::duration delay_;
+  const int64_t burst_;
+  std::atomic<int64_t>* const counter_;
+  absl::Mutex mu_;
+  std::deque<Piece> queue_ ABSL_GUARDED_BY(mu_);
+  bool eof_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread reader_;
+  std::thread writer_;
+};
+
+int Connect(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* result = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints,
+                  &result) != 0) {
+    return -1;
+  }
+  int fd = -1;
+  for (addrinfo* a = result; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(result);
+  return fd;
+}
+
+}  // namespace
+
+struct ShapingProxy::Connection {
+  Connection(int client, int target, const ShapingOptions& o,
+             std::atomic<int64_t>* up, std::atomic<int64_t>* down)
+      : client_fd(client),
+        target_fd(target),
+        up_pipe(std::make_unique<Pipe>(client, target, o.uplink_bytes_per_s,
+                                       o.one_way_delay, o.burst_bytes, up)),
+        down_pipe(std::make_unique<Pipe>(target, client, o.downlink_bytes_per_s,
+                                         o.one_way_delay, o.burst_bytes,
+                                         down)) {}
+  ~Connection() {
+    Cut();
+    up_pipe.reset();
+    down_pipe.reset();
+    ::close(client_fd);
+    ::close(target_fd);
+  }
+  void Cut() {
+    // Unblocks both readers; the writers then see EOF and stop.
+    up_pipe->Stop();
+    down_pipe->Stop();
+    ::shutdown(client_fd, SHUT_RDWR);
+    ::shutdown(target_fd, SHUT_RDWR);
+  }
+  const int client_fd;
+  const int target_fd;
+  std::unique_ptr<Pipe> up_pipe;
+  std::unique_ptr<Pipe> down_pipe;
+};
+
+ShapingOptions ShapingOptions::FromProfile(const LinkProfile& link) {
+  ShapingOptions o;
+  o.uplink_bytes_per_s = link.uplink_bytes_per_s();
+  o.downlink_bytes_per_s = link.downlink_bytes_per_s();
+  o.one_way_delay = link.rtt / 2;
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<ShapingProxy>> ShapingProxy::Start(
+    const std::string& target_host, int target_port,
+    const ShapingOptions& options) {
+  if (options.uplink_bytes_per_s < 0 || options.downlink_bytes_per_s < 0 ||
+      options.burst_bytes < 1 || options.one_way_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "shaping proxy: bad rates, burst or delay");
+  }
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::UnavailableError("shaping proxy: socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t length = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(fd, 64) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
+    const std::string error = std::strerror(errno);
+    ::close(fd);
+    return absl::UnavailableError(
+        absl::StrCat("shaping proxy: cannot listen: ", error));
+  }
+  return std::unique_ptr<ShapingProxy>(new ShapingProxy(
+      target_host, target_port, options, fd, ntohs(addr.sin_port)));
+}
+
+ShapingProxy::ShapingProxy(std::string host, int target_port,
+                           ShapingOptions options, int listen_fd, int port)
+    : target_host_(std::move(host)),
+      target_port_(target_port),
+      options_(options),
+      listen_fd_(listen_fd),
+      port_(port) {
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+}
+
+ShapingProxy::~ShapingProxy() {
+  stopping_ = true;
+  acceptor_.join();
+  ::close(listen_fd_);
+  absl::MutexLock lock(&mu_);
+  connections_.clear();
+}
+
+void ShapingProxy::AcceptLoop() {
+  while (!stopping_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    const int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) continue;
+    const int target = Connect(target_host_, target_port_);
+    if (target < 0) {
+      ::close(client);
+      continue;
+    }
+    for (int fd : {client, target}) {
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    absl::MutexLock lock(&mu_);
+    connections_.push_back(std::make_unique<Connection>(
+        client, target, options_, &bytes_up_, &bytes_down_));
+  }
+}
+
+void ShapingProxy::CutAll() {
+  std::vector<std::unique_ptr<Connection>> cut;
+  {
+    absl::MutexLock lock(&mu_);
+    cut.swap(connections_);
+  }
+  cut.clear();  // Outside the lock: joining the pipes' threads takes a moment.
+}
+
+}  // namespace fedge::transport
