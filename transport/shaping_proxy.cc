@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -192,6 +193,13 @@ ShapingOptions ShapingOptions::FromProfile(const LinkProfile& link) {
   o.uplink_bytes_per_s = link.uplink_bytes_per_s();
   o.downlink_bytes_per_s = link.downlink_bytes_per_s();
   o.one_way_delay = link.rtt / 2;
+  // A bucket of 2 ms of the faster direction, like a tbf burst sized to the
+  // timer tick: smaller buckets make every refill a sub-millisecond sleep,
+  // whose overshoot alone cost a third of a gigabit link's rate.
+  o.burst_bytes = std::max<int64_t>(
+      16 * 1024,
+      static_cast<int64_t>(
+          std::max(o.uplink_bytes_per_s, o.downlink_bytes_per_s) * 0.002));
   return o;
 }
 

@@ -34,6 +34,7 @@ struct ShapingOptions {
   absl::Duration one_way_delay;     // Added to every byte, each direction.
   int64_t burst_bytes = 16 * 1024;  // Token bucket depth.
 
+  // Rates and half the RTT of `link`; a bucket of 2 ms of its faster rate.
   static ShapingOptions FromProfile(const LinkProfile& link);
 };
 

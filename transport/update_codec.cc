@@ -114,9 +114,18 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
       absl::StatusOr<at::Tensor> q =
           FromBytes(name, e.values(), torch::kInt8, numel, "values");
       if (!q.ok()) return q.status();
+      if (e.scales_dtype() != v1::DTYPE_UNSPECIFIED &&
+          e.scales_dtype() != v1::DTYPE_FLOAT32 &&
+          e.scales_dtype() != v1::DTYPE_FLOAT16) {
+        return Bad(name, "int8 scales must be float16 or float32");
+      }
       absl::StatusOr<at::Tensor> scales =
-          FromBytes(name, e.scales(), torch::kFloat32, rows, "scales");
+          FromBytes(name, e.scales(),
+                    e.scales_dtype() == v1::DTYPE_FLOAT16 ? torch::kFloat16
+                                                          : torch::kFloat32,
+                    rows, "scales");
       if (!scales.ok()) return scales.status();
+      *scales = scales->to(torch::kFloat32);
       if (!torch::isfinite(*scales).all().item<bool>() ||
           (rows > 0 && scales->min().item<float>() < 0)) {
         return Bad(name, "scales must be finite and non-negative");
@@ -237,15 +246,31 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
         const int64_t row = RowLength(m);
         const at::Tensor rows =
             m.reshape({row == 0 ? 0 : m.numel() / row, row});
-        const at::Tensor scale = rows.abs().amax(1) / 127.0;
+        // Float16 scales (2 bytes per row, not 4), rounded up so that no
+        // value needs more than 127 steps: quantising with the stored scale
+        // keeps the error within half a step. Rows too large for float16
+        // keep float32 scales.
+        const at::Tensor needed = rows.abs().amax(1) / 127.0;
+        const bool half =
+            rows.numel() == 0 || needed.max().item<float>() < 60000.0f;
+        at::Tensor scale = needed;
+        if (half) {
+          scale = needed.to(torch::kFloat16);
+          // The next float16 up is the next bit pattern (scales are >= 0).
+          const at::Tensor up =
+              (scale.view(torch::kInt16) + 1).view(torch::kFloat16);
+          scale = torch::where(scale.to(torch::kFloat32) < needed, up, scale);
+        }
+        const at::Tensor stored = scale.to(torch::kFloat32);
         const at::Tensor safe =
-            torch::where(scale > 0, scale, torch::ones_like(scale));
+            torch::where(stored > 0, stored, torch::ones_like(stored));
         const at::Tensor q = (rows / safe.unsqueeze(1))
                                  .round()
                                  .clamp(-127, 127)
                                  .to(torch::kInt8);
         e->set_values(Bytes(q));
         e->set_scales(Bytes(scale));
+        e->set_scales_dtype(half ? v1::DTYPE_FLOAT16 : v1::DTYPE_FLOAT32);
         break;
       }
       case Codec::kTopK: {

@@ -68,7 +68,8 @@ TEST(UpdateCodecTest, Int8ErrorPerRowIsAtMostHalfAStep) {
     const at::Tensor x = update[name];
     // A [8, 128] is scaled per row, B [128, 8] per column (its longer axis).
     const bool columns = x.size(0) > x.size(1);
-    const at::Tensor step = x.abs().amax(columns ? 0 : 1, true) / 127.0;
+    // The step is the stored float16 scale, at most 0.1% above max / 127.
+    const at::Tensor step = x.abs().amax(columns ? 0 : 1, true) / 127.0 * 1.001;
     const at::Tensor error = ((*decoded)[name] - x).abs();
     EXPECT_TRUE((error <= step / 2 + 1e-7).all().item<bool>()) << name;
   }
@@ -110,6 +111,20 @@ TEST(UpdateCodecTest, TopKKeepsTheLargestAndFeedsBackTheResidual) {
   // Sum of everything sent + residual = sum of all updates.
   EXPECT_TRUE(torch::allclose(
       (*first)["w"] + (*second)["w"] + feedback.residual["w"], update["w"]));
+}
+
+TEST(UpdateCodecTest, Int8HandlesHugeAndZeroRows) {
+  NamedTensors update;
+  update.insert("huge",
+                torch::tensor({{1e9f, -3e8f, 5.0f}, {0.0f, 0.0f, 0.0f}}));
+  CodecOptions options;
+  options.codec = Codec::kInt8Row;
+  absl::StatusOr<NamedTensors> decoded =
+      DecodeUpdate(EncodeUpdate(update, options)->bytes);
+  ASSERT_TRUE(decoded.ok())
+      << decoded.status();  // Float32 scales for this one.
+  EXPECT_NEAR((*decoded)["huge"][0][0].item<float>(), 1e9f, 1e9 / 254);
+  EXPECT_EQ((*decoded)["huge"][1].abs().sum().item<float>(), 0.0f);
 }
 
 TEST(UpdateCodecTest, EncodeRejectsNanAndBadOptions) {
@@ -221,6 +236,7 @@ TEST(UpdateCodecTest, DecodeRejectsEveryMalformedInput) {
     q->set_values(std::string("\x01\x02", 2));
     const float scale = -1.0f;
     q->set_scales(std::string(reinterpret_cast<const char*>(&scale), 4));
+    q->set_scales_dtype(v1::DTYPE_FLOAT32);
     cases.push_back(
         {"negative int8 scale", Wrap(u), absl::StatusCode::kInvalidArgument});
     q->set_scales("");
