@@ -34,6 +34,7 @@
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 ABSL_FLAG(std::string, only, "",
           "Run one part: throughput, codecs, links, memory.");
@@ -295,46 +296,103 @@ void Links() {
   std::printf("metric link_emulation_max_error %.4f\n", worst);
 }
 
-void Memory() {
-  const int64_t bytes = absl::GetFlag(FLAGS_memory_mb) * 1000000;
-  Server server;
-  fm::NamedTensors tensors;
-  const int64_t per = bytes / 4 / 10;
-  for (int i = 0; i < 10; ++i)
-    tensors.insert(absl::StrCat("w", i), torch::rand({per}));
-  auto source = std::shared_ptr<ft::SafetensorsSource>(
-      Check(ft::SafetensorsSource::Create(tensors)));
-  server.store.Offer(Check(ft::DescribePayload(*source, "big", 0)), source);
-  auto channel =
-      Check(ft::CreateClientChannel(absl::StrCat("127.0.0.1:", server.port),
-                                    ft::ChannelOptions(), ft::TlsFiles()));
-  auto stub = fedge::v1::Coordinator::NewStub(channel);
-  ft::TransferClient client(stub.get());
-  const double before = RssMib();
+// Peak RSS (MiB) of this process so far.
+double PeakRssMib() {
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
-  const double peak_before = usage.ru_maxrss / 1024.0;
+  return usage.ru_maxrss / 1024.0;
+}
+
+fm::NamedTensors BigTensors() {
+  const int64_t bytes = absl::GetFlag(FLAGS_memory_mb) * 1000000;
+  fm::NamedTensors tensors;
+  const int64_t per = bytes / 4 / 10;
+  torch::manual_seed(3);
+  for (int i = 0; i < 10; ++i)
+    tensors.insert(absl::StrCat("w", i), torch::rand({per}));
+  return tensors;
+}
+
+// Child process: serves BigTensors(), prints its port, waits for stdin to
+// close, then prints how far its peak RSS rose above its RSS once the
+// tensors existed (what serving cost).
+int MemoryServer() {
+  const fm::NamedTensors tensors = BigTensors();
+  auto source = std::shared_ptr<ft::SafetensorsSource>(
+      Check(ft::SafetensorsSource::Create(tensors)));
+  Server server;
+  server.store.Offer(Check(ft::DescribePayload(*source, "big", 0)), source);
+  const double base = std::max(RssMib(), PeakRssMib());
+  std::printf("port %d\n", server.port);
+  std::fflush(stdout);
+  char c;
+  while (::read(STDIN_FILENO, &c, 1) > 0) {
+  }
+  std::printf("metric server_overhead_mib %.2f\n", PeakRssMib() - base);
+  std::fflush(stdout);
+  return 0;
+}
+
+void Memory(const char* self) {
+  // The sender runs in its own process so each side's peak is its own.
+  int to_child[2], from_child[2];
+  if (pipe(to_child) != 0 || pipe(from_child) != 0) std::exit(1);
+  const std::string mb =
+      absl::StrCat("--memory_mb=", absl::GetFlag(FLAGS_memory_mb));
+  const pid_t pid = fork();
+  if (pid == 0) {  // Only async-signal-safe calls until exec.
+    dup2(to_child[0], STDIN_FILENO);
+    dup2(from_child[1], STDOUT_FILENO);
+    close(to_child[1]);
+    close(from_child[0]);
+    execl(self, self, "--only=memory_server", mb.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(to_child[0]);
+  close(from_child[1]);
+  FILE* child_out = fdopen(from_child[0], "r");
+  int port = 0;
+  if (std::fscanf(child_out, "port %d", &port) != 1) {
+    std::fprintf(stderr, "bench transport: memory server did not start\n");
+    std::exit(1);
+  }
+  auto channel = Check(ft::CreateClientChannel(
+      absl::StrCat("127.0.0.1:", port), ft::ChannelOptions(), ft::TlsFiles()));
+  auto stub = fedge::v1::Coordinator::NewStub(channel);
+  ft::TransferClient client(stub.get());
+  const double base = std::max(RssMib(), PeakRssMib());
   fm::NamedTensors got =
       Check(client.DownloadTensors("bench", "big", ft::kDefaultChunkBytes));
-  getrusage(RUSAGE_SELF, &usage);
-  const double peak = usage.ru_maxrss / 1024.0;
-  const double tensor_mib = source->size() / 1048576.0;
-  // Both ends live in this process: the sender's tensors were resident
-  // before; the receiver adds its own tensors. Anything above that is what
-  // the transfer itself buffered (chunks, gRPC windows, the header).
-  const double overhead =
-      std::max(peak, before) - std::max(peak_before, before) - tensor_mib;
-  const double budget =
-      2.0 * ft::kDefaultChunkBytes / 1048576.0 * 4;  // 4 chunks in flight.
+  int64_t tensor_bytes = 0;
+  for (const auto& item : got) tensor_bytes += item.value().nbytes();
+  const double client_overhead = PeakRssMib() - base - tensor_bytes / 1048576.0;
+  close(to_child[1]);
+  double server_overhead = -1;
+  if (std::fscanf(child_out, " metric server_overhead_mib %lf",
+                  &server_overhead) != 1) {
+    server_overhead = -1;
+  }
+  fclose(child_out);
+  waitpid(pid, nullptr, 0);
+  const fm::NamedTensors expected = BigTensors();
+  bool same = got.size() == expected.size();
+  for (const auto& item : expected) {
+    same = same && got.contains(item.key()) &&
+           torch::equal(got[item.key()], item.value());
+  }
+  // gRPC's default HTTP/2 stream window is 64 KiB, so one chunk plus the
+  // serialised copy of it is what a side needs to hold: budget 2 x chunk.
+  const double budget = 2.0 * ft::kDefaultChunkBytes / 1048576.0;
   std::printf(
-      "memory: %.0f MiB of tensors downloaded; growth beyond the tensors %.1f "
-      "MiB "
-      "(budget 2 x chunk x window = %.0f MiB)\n",
-      tensor_mib, overhead, budget);
-  std::printf("metric transfer_overhead_mib %.2f\n", overhead);
-  bool same = true;
-  for (const auto& item : tensors)
-    same = same && torch::equal(got[item.key()], item.value());
+      "memory: %.0f MiB of tensors; peak RSS growth beyond them: receiver %.1f "
+      "MiB, "
+      "sender %.1f MiB (budget 2 x chunk x window = %.0f MiB); intact %s\n",
+      tensor_bytes / 1048576.0, client_overhead, server_overhead, budget,
+      same ? "yes" : "NO");
+  std::printf("metric receiver_overhead_mib %.2f\n", client_overhead);
+  std::printf("metric sender_overhead_mib %.2f\n", server_overhead);
+  std::printf("metric transfer_memory_budget_mib %.2f\n", budget);
   std::printf("metric transfer_memory_intact %d\n", same ? 1 : 0);
 }
 
@@ -344,12 +402,14 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   fm::ConfigureRuntime(0);
   const std::string only = absl::GetFlag(FLAGS_only);
+  // Memory first: it compares peak RSS, which the other parts would raise.
+  if (only.empty() || only == "memory") Memory(argv[0]);
   if (only.empty() || only == "throughput") Throughput();
   if (only.empty() || only == "codecs") {
     Codecs(/*all_projections=*/true);
     Codecs(/*all_projections=*/false);
   }
   if (only.empty() || only == "links") Links();
-  if (only.empty() || only == "memory") Memory();
+  if (only == "memory_server") return MemoryServer();
   return 0;
 }
