@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <thread>
 #include <utility>
 
@@ -286,20 +287,40 @@ grpc::ServerUnaryReactor* TransferService::UploadStatus(
   return reactor;
 }
 
-absl::StatusOr<TransferStats> TransferClient::Download(
-    const std::string& device_id, const std::string& transfer_id,
-    int64_t chunk_bytes, ChunkSink* sink) {
+absl::StatusOr<TransferStats> TransferClient::WithRetries(
+    absl::string_view what,
+    const std::function<absl::Status(TransferStats&)>& attempt) {
   const auto start = std::chrono::steady_clock::now();
   TransferStats stats;
-  std::unique_ptr<ChunkAssembler> assembler;
   absl::Duration backoff = retry_.initial_backoff;
-  absl::Status last = absl::UnknownError("no attempt made");
-  for (int attempt = 0; attempt < retry_.max_attempts; ++attempt) {
-    if (attempt > 0) {
+  absl::Status last;
+  for (int i = 0; i < retry_.max_attempts; ++i) {
+    if (i > 0) {
       ++stats.resumes;
       std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
       backoff = std::min(backoff * 2, retry_.max_backoff);
     }
+    last = attempt(stats);
+    if (last.ok()) {
+      stats.seconds = std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+      return stats;
+    }
+    if (!Retryable(last)) return last;
+  }
+  return absl::Status(last.code(),
+                      absl::StrCat(what, " failed after ", retry_.max_attempts,
+                                   " attempts: ", last.message()));
+}
+
+absl::StatusOr<TransferStats> TransferClient::Download(
+    const std::string& device_id, const std::string& transfer_id,
+    int64_t chunk_bytes, ChunkSink* sink) {
+  std::unique_ptr<ChunkAssembler> assembler;  // Survives broken streams.
+  // One stream from the committed offset. OK once everything arrived and
+  // the digest matched; a retryable error if the stream broke.
+  auto stream = [&](TransferStats& stats) -> absl::Status {
     grpc::ClientContext context;
     context.set_deadline(
         absl::ToChronoTime(absl::Now() + retry_.stream_deadline));
@@ -311,59 +332,49 @@ absl::StatusOr<TransferStats> TransferClient::Download(
     std::unique_ptr<grpc::ClientReaderInterface<v1::Chunk>> reader =
         stub_->Download(&context, request);
     v1::Chunk chunk;
-    absl::Status stream_error;
-    bool first = true;
-    while (reader->Read(&chunk)) {
-      if (first) {
-        first = false;
-        if (!chunk.has_header()) {
-          stream_error =
-              absl::InvalidArgumentError("download without a header");
-          break;
-        }
-        const TransferInfo info = FromProto(chunk.header());
-        if (!assembler) {
-          absl::StatusOr<std::unique_ptr<ChunkAssembler>> created =
-              ChunkAssembler::Create(info,
-                                     std::make_unique<BorrowedSink>(sink));
-          if (!created.ok()) {
-            stream_error = created.status();
-            break;
-          }
-          assembler = *std::move(created);
-        } else if (!SameTransfer(info, assembler->info())) {
-          stream_error = absl::InvalidArgumentError(absl::StrCat(
-              "payload ", transfer_id, " changed during the download"));
-          break;
-        }
-      }
-      if (stream_error = assembler->Append(chunk.offset(), chunk.data());
-          !stream_error.ok()) {
-        break;
-      }
-      stats.bytes += static_cast<int64_t>(chunk.data().size());
+    absl::Status error;
+    for (bool first = true; error.ok() && reader->Read(&chunk); first = false) {
+      if (first) error = StartOrResume(chunk, sink, assembler);
+      if (error.ok()) error = assembler->Append(chunk.offset(), chunk.data());
+      if (error.ok()) stats.bytes += static_cast<int64_t>(chunk.data().size());
     }
-    if (!stream_error.ok()) {
+    if (!error.ok()) {
+      // Our own verdict on the bytes is final: not a transport failure.
       context.TryCancel();
       reader->Finish();
-      return stream_error;
+      return absl::Status(absl::IsUnavailable(error)
+                              ? absl::StatusCode::kInternal
+                              : error.code(),
+                          error.message());
     }
-    last = FromGrpcStatus(reader->Finish());
-    if (last.ok() && assembler &&
-        assembler->committed() == assembler->info().total_bytes) {
-      if (absl::Status s = assembler->Finish(); !s.ok()) return s;
-      stats.seconds = std::chrono::duration<double>(
-                          std::chrono::steady_clock::now() - start)
-                          .count();
-      return stats;
+    if (absl::Status s = FromGrpcStatus(reader->Finish()); !s.ok()) return s;
+    if (!assembler || assembler->committed() != assembler->info().total_bytes) {
+      return absl::UnavailableError("download stream ended early");
     }
-    if (last.ok()) last = absl::UnavailableError("download stream ended early");
-    if (!Retryable(last)) return last;
+    return assembler->Finish();
+  };
+  return WithRetries(absl::StrCat("download of ", transfer_id), stream);
+}
+
+absl::Status TransferClient::StartOrResume(
+    const v1::Chunk& chunk, ChunkSink* sink,
+    std::unique_ptr<ChunkAssembler>& assembler) {
+  if (!chunk.has_header()) {
+    return absl::InvalidArgumentError("download without a header");
   }
-  return absl::Status(
-      last.code(),
-      absl::StrCat("download of ", transfer_id, " failed after ",
-                   retry_.max_attempts, " attempts: ", last.message()));
+  const TransferInfo info = FromProto(chunk.header());
+  if (assembler) {
+    if (!SameTransfer(info, assembler->info())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "payload ", info.transfer_id, " changed during the download"));
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<ChunkAssembler>> created =
+      ChunkAssembler::Create(info, std::make_unique<BorrowedSink>(sink));
+  if (!created.ok()) return created.status();
+  assembler = *std::move(created);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<model::NamedTensors> TransferClient::DownloadTensors(
@@ -381,16 +392,7 @@ absl::StatusOr<TransferStats> TransferClient::Upload(
     const std::string& device_id, const TransferInfo& info,
     const PayloadSource& source, int64_t chunk_bytes) {
   if (chunk_bytes < 1) return absl::InvalidArgumentError("chunk_bytes < 1");
-  const auto start = std::chrono::steady_clock::now();
-  TransferStats stats;
-  absl::Duration backoff = retry_.initial_backoff;
-  absl::Status last = absl::UnknownError("no attempt made");
-  for (int attempt = 0; attempt < retry_.max_attempts; ++attempt) {
-    if (attempt > 0) {
-      ++stats.resumes;
-      std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
-      backoff = std::min(backoff * 2, retry_.max_backoff);
-    }
+  auto stream = [&](TransferStats& stats) -> absl::Status {
     // Always ask where to start: a client restarted after a crash resumes
     // an upload it began before, like one whose stream just broke.
     int64_t offset = 0;
@@ -406,9 +408,7 @@ absl::StatusOr<TransferStats> TransferClient::Upload(
     if (status.ok()) {
       offset = status_response.committed_bytes();
     } else if (!absl::IsNotFound(status)) {
-      last = status;
-      if (!Retryable(status)) return status;
-      continue;
+      return status;
     }
     grpc::ClientContext context;
     context.set_deadline(
@@ -417,12 +417,11 @@ absl::StatusOr<TransferStats> TransferClient::Upload(
     std::unique_ptr<grpc::ClientWriterInterface<v1::Chunk>> writer =
         stub_->Upload(&context, &response);
     v1::Chunk chunk;
-    bool first = true;
     bool broken = false;
-    while (first || offset < info.total_bytes) {
+    for (bool first = true; !broken && (first || offset < info.total_bytes);
+         first = false) {
       chunk.Clear();
       if (first) ToProto(info, chunk.mutable_header());
-      first = false;
       const int64_t n = std::min(chunk_bytes, info.total_bytes - offset);
       chunk.set_offset(offset);
       chunk.mutable_data()->resize(n);
@@ -430,30 +429,23 @@ absl::StatusOr<TransferStats> TransferClient::Upload(
               source.Read(offset, absl::MakeSpan(*chunk.mutable_data()));
           !s.ok()) {
         context.TryCancel();
-        return s;
+        writer->Finish();
+        return absl::Status(absl::StatusCode::kInternal, s.message());
       }
-      if (!writer->Write(chunk)) {
-        broken = true;
-        break;
+      broken = !writer->Write(chunk);
+      if (!broken) {
+        offset += n;
+        stats.bytes += n;
       }
-      offset += n;
-      stats.bytes += n;
     }
     if (!broken) writer->WritesDone();
-    last = FromGrpcStatus(writer->Finish());
-    if (last.ok() && response.committed_bytes() == info.total_bytes) {
-      stats.seconds = std::chrono::duration<double>(
-                          std::chrono::steady_clock::now() - start)
-                          .count();
-      return stats;
+    if (absl::Status s = FromGrpcStatus(writer->Finish()); !s.ok()) return s;
+    if (response.committed_bytes() != info.total_bytes) {
+      return absl::UnavailableError("upload stream ended early");
     }
-    if (last.ok()) last = absl::UnavailableError("upload stream ended early");
-    if (!Retryable(last)) return last;
-  }
-  return absl::Status(
-      last.code(),
-      absl::StrCat("upload of ", info.transfer_id, " failed after ",
-                   retry_.max_attempts, " attempts: ", last.message()));
+    return absl::OkStatus();
+  };
+  return WithRetries(absl::StrCat("upload of ", info.transfer_id), stream);
 }
 
 }  // namespace fedge::transport

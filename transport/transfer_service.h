@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -143,6 +144,17 @@ class TransferClient {
                                        int64_t chunk_bytes);
 
  private:
+  // Runs `attempt` until it succeeds, fails for good, or the policy's
+  // attempts are spent (capped exponential back-off between them); fills
+  // in resumes and seconds.
+  absl::StatusOr<TransferStats> WithRetries(
+      absl::string_view what,
+      const std::function<absl::Status(TransferStats&)>& attempt);
+  // Checks the first chunk of a download stream: creates the assembler on
+  // the first stream, or checks a resumed stream serves the same payload.
+  static absl::Status StartOrResume(const v1::Chunk& chunk, ChunkSink* sink,
+                                    std::unique_ptr<ChunkAssembler>& assembler);
+
   v1::Coordinator::StubInterface* const stub_;  // Not owned.
   const RetryPolicy retry_;
 };
