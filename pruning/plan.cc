@@ -173,6 +173,19 @@ absl::Status ValidatePlan(const model::ModelImpl& model,
   return absl::OkStatus();
 }
 
+absl::StatusOr<PruningPlan> DropBlocks(const PruningPlan& plan,
+                                       const std::vector<int64_t>& blocks) {
+  PruningPlan out = plan;
+  for (int64_t b : blocks) {
+    if (b < 0 || b >= static_cast<int64_t>(out.blocks.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot drop block ", b, " of ", out.blocks.size()));
+    }
+    out.blocks[b] = BlockPlan();
+  }
+  return out;
+}
+
 std::vector<model::BlockShape> PlannedShapes(const PruningPlan& plan) {
   std::vector<model::BlockShape> shapes;
   for (const BlockPlan& b : plan.blocks) {

@@ -56,6 +56,13 @@ PruningPlan FullPlan(const model::ModelImpl& model);
 absl::Status ValidatePlan(const model::ModelImpl& model,
                           const PruningPlan& plan);
 
+// `plan` with the given blocks removed entirely (no heads, KV heads or
+// channels: the block's residual branches contribute only their output
+// biases). Whole-layer pruning as an explicit option; PlanFromScores never
+// empties a block by itself. InvalidArgument for an index out of range.
+absl::StatusOr<PruningPlan> DropBlocks(const PruningPlan& plan,
+                                       const std::vector<int64_t>& blocks);
+
 // The block shapes `plan` leaves.
 std::vector<model::BlockShape> PlannedShapes(const PruningPlan& plan);
 

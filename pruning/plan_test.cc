@@ -156,6 +156,27 @@ TEST(PlanTest, ComposedPlanGivesTheSameSubModel) {
   EXPECT_TRUE(torch::equal(direct->forward(images), twice->forward(images)));
 }
 
+TEST(PlanTest, DroppedBlockEqualsFullModelWithThatBlockZeroed) {
+  torch::manual_seed(4);
+  model::Vit full = SmallVit();
+  absl::StatusOr<PruningPlan> plan = DropBlocks(FullPlan(*full), {1});
+  ASSERT_TRUE(plan.ok());
+
+  absl::StatusOr<model::Model> pruned = ApplyPlan(*full, *plan);
+
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ((*pruned)->block_shapes()[1], (model::BlockShape{0, 0, 0}));
+  ASSERT_TRUE(model::LoadWeights(
+                  *full, testing::ZeroRemoved(model::CopyWeights(*full),
+                                              "layers.{}.", AsKeep(*plan), 8))
+                  .ok());
+  const at::Tensor images = torch::randn({2, 1, 28, 28});
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::allclose((*pruned)->forward(images), full->forward(images),
+                              1e-4, 1e-5));
+  EXPECT_FALSE(DropBlocks(*plan, {2}).ok());
+}
+
 TEST(PlanTest, RejectsInvalidPlans) {
   model::Llama llama = SmallLlama();
   const PruningPlan full = FullPlan(*llama);
