@@ -31,6 +31,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "bench/step_timer.h"
 #include "lora/lora.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
@@ -153,19 +154,10 @@ int RunOne(const std::string& spec) {
   lora.rank = rank;
   Check(fl::Inject(*model, lora));
 
-  std::vector<double> step_ms;
-  auto last = std::chrono::steady_clock::now();
+  fedge::bench::StepTimer timer(warmup);
   fm::TrainOptions options;
   options.batch_size = batch;
-  options.progress_every = 1;
-  options.on_progress = [&](const fm::TrainProgress& p) {
-    const auto now = std::chrono::steady_clock::now();
-    if (p.step > warmup) {
-      step_ms.push_back(
-          std::chrono::duration<double, std::milli>(now - last).count());
-    }
-    last = now;
-  };
+  timer.Attach(options);
   Check(fm::Train(*model, w.batch, options));
 
   std::vector<double> infer_ms;
@@ -184,7 +176,7 @@ int RunOne(const std::string& spec) {
   }
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
-  std::printf("metric train_ms %.3f\n", Median(step_ms));
+  std::printf("metric train_ms %.3f\n", Median(timer.step_ms));
   std::printf("metric infer_ms %.3f\n", Median(infer_ms));
   std::printf("metric params %lld\n",
               static_cast<long long>(fm::CountParameters(*model)));

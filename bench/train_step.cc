@@ -17,6 +17,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "bench/step_timer.h"
 #include "model/threads.h"
 #include "model/trainer.h"
 #include "model/vit.h"
@@ -42,24 +43,16 @@ int main(int argc, char** argv) {
   data.targets = torch::randint(0, 10, {data.inputs.size(0)}, torch::kLong);
   data.num_classes = 10;
 
-  std::vector<double> step_ms;
-  auto last = std::chrono::steady_clock::now();
+  fedge::bench::StepTimer timer(warmup);
   fm::TrainOptions options;
   options.batch_size = batch;
-  options.progress_every = 1;
-  options.on_progress = [&](const fm::TrainProgress& p) {
-    const auto now = std::chrono::steady_clock::now();
-    if (p.step > warmup) {
-      step_ms.push_back(
-          std::chrono::duration<double, std::milli>(now - last).count());
-    }
-    last = now;
-  };
+  timer.Attach(options);
   absl::StatusOr<fm::TrainResult> result = fm::Train(*vit, data, options);
   if (!result.ok()) {
     std::fprintf(stderr, "%s\n", result.status().ToString().c_str());
     return 1;
   }
+  std::vector<double> step_ms = timer.step_ms;
   std::sort(step_ms.begin(), step_ms.end());
   const double median = step_ms[step_ms.size() / 2];
   struct rusage usage;

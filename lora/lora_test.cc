@@ -5,17 +5,12 @@
 
 #include "model/trainer.h"
 #include "model/vit.h"
+#include "tests/testing/tiny_models.h"
 
 namespace fedge::lora {
 namespace {
 
-model::Vit SmallVit() {
-  model::VitConfig config;
-  config.dim = 32;
-  config.head_dim = 8;
-  config.layers = {{4, 4, 64}, {4, 4, 64}};
-  return *model::CreateVit(config);
-}
+model::Vit SmallVit() { return testing::TinyVit(/*mlp_hidden=*/64); }
 
 void RandomizeB(torch::nn::Module& m) {
   torch::NoGradGuard no_grad;

@@ -7,17 +7,12 @@
 #include "model/llama.h"
 #include "model/vit.h"
 #include "tests/testing/prune_reference.h"
+#include "tests/testing/tiny_models.h"
 
 namespace fedge::pruning {
 namespace {
 
-model::Vit SmallVit() {
-  model::VitConfig config;
-  config.dim = 32;
-  config.head_dim = 8;
-  config.layers = {{4, 4, 16}, {4, 4, 16}};
-  return *model::CreateVit(config);
-}
+model::Vit SmallVit() { return testing::TinyVit(/*mlp_hidden=*/16); }
 
 model::Llama SmallLlama() {
   model::LlamaConfig config;
