@@ -1,0 +1,197 @@
+#include "strategies/aggregator.h"
+
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include <torch/types.h>
+
+namespace fedge::strategies {
+namespace {
+
+std::string ShapeString(const at::Tensor& t) {
+  return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]");
+}
+
+}  // namespace
+
+absl::StatusOr<AggregatorKind> ParseAggregatorKind(absl::string_view name) {
+  if (name == "mean") return AggregatorKind::kMean;
+  if (name == "median") return AggregatorKind::kMedian;
+  if (name == "trimmed_mean") return AggregatorKind::kTrimmedMean;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown aggregator '", name, "' (want mean, median or trimmed_mean)"));
+}
+
+absl::StatusOr<std::unique_ptr<UpdateAggregator>> UpdateAggregator::Create(
+    const NamedTensors& reference, const AggregatorOptions& options) {
+  if (!(options.trim_fraction >= 0 && options.trim_fraction < 0.5)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trim_fraction must be in [0, 0.5); got ", options.trim_fraction));
+  }
+  if (!(options.clip_norm >= 0) || !std::isfinite(options.clip_norm)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("clip_norm must be >= 0; got ", options.clip_norm));
+  }
+  if (reference.is_empty()) {
+    return absl::InvalidArgumentError("aggregation reference is empty");
+  }
+  auto aggregator =
+      std::unique_ptr<UpdateAggregator>(new UpdateAggregator(options));
+  for (const auto& item : reference) {
+    const at::Tensor& t = item.value();
+    if (!t.is_floating_point() || !torch::isfinite(t).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "aggregation reference '", item.key(), "' is not finite floats"));
+    }
+    Slot& slot = aggregator->slots_[item.key()];
+    slot.reference = t.detach().clone();
+    if (options.kind == AggregatorKind::kMean) {
+      slot.weighted = torch::zeros(t.sizes(), torch::kFloat64);
+    }
+    aggregator->order_.push_back(item.key());
+  }
+  return aggregator;
+}
+
+absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
+                                             const NamedTensors& coverage,
+                                             double weight) {
+  torch::NoGradGuard no_grad;
+  if (!(weight > 0) || !std::isfinite(weight)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("update weight must be > 0; got ", weight));
+  }
+  if (values.size() != order_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "update has ", values.size(), " tensors; expected ", order_.size()));
+  }
+  // Validate everything before touching the aggregate.
+  std::vector<std::pair<at::Tensor, at::Tensor>> deltas;  // delta, cover
+  double squared_norm = 0;
+  for (const std::string& name : order_) {
+    const at::Tensor* value = values.find(name);
+    const Slot& slot = slots_.at(name);
+    if (value == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update lacks tensor '", name, "'"));
+    }
+    if (value->sizes() != slot.reference.sizes() ||
+        !value->is_floating_point()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update tensor '", name, "' has shape ", ShapeString(*value),
+          "; expected floats of shape ", ShapeString(slot.reference)));
+    }
+    if (!torch::isfinite(*value).all().item<bool>()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update tensor '", name, "' has NaN or Inf values"));
+    }
+    at::Tensor cover;
+    if (const at::Tensor* c = coverage.find(name)) {
+      if (c->sizes() != slot.reference.sizes() ||
+          !((*c == 0) | (*c == 1)).all().item<bool>()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "coverage of '", name, "' must be a 0/1 mask of shape ",
+            ShapeString(slot.reference)));
+      }
+      cover = c->to(torch::kFloat64);
+    }
+    at::Tensor delta =
+        value->to(torch::kFloat64) - slot.reference.to(torch::kFloat64);
+    if (cover.defined()) delta.mul_(cover);
+    squared_norm += delta.square().sum().item<double>();
+    deltas.emplace_back(std::move(delta), std::move(cover));
+  }
+  for (const auto& item : coverage) {
+    if (slots_.count(item.key()) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("coverage names unknown tensor '", item.key(), "'"));
+    }
+  }
+  const double norm = std::sqrt(squared_norm);
+  const double scale = options_.clip_norm > 0 && norm > options_.clip_norm
+                           ? options_.clip_norm / norm
+                           : 1.0;
+  for (size_t i = 0; i < order_.size(); ++i) {
+    Slot& slot = slots_.at(order_[i]);
+    auto& [delta, cover] = deltas[i];
+    if (options_.kind == AggregatorKind::kMean) {
+      slot.weighted.add_(delta, weight * scale);
+      if (cover.defined()) {
+        if (!slot.coverage.defined()) {
+          slot.coverage = torch::zeros_like(cover);
+        }
+        slot.coverage.add_(cover, weight);
+      } else {
+        slot.full_weight += weight;
+      }
+    } else {
+      slot.deltas.push_back((delta * scale).to(torch::kFloat32));
+      slot.covers.push_back(cover.defined() ? cover.to(torch::kFloat32)
+                                            : at::Tensor());
+    }
+  }
+  ++count_;
+  return norm;
+}
+
+absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
+  torch::NoGradGuard no_grad;
+  if (count_ == 0) {
+    return absl::FailedPreconditionError("no updates to aggregate");
+  }
+  NamedTensors result;
+  for (const std::string& name : order_) {
+    const Slot& slot = slots_.at(name);
+    at::Tensor delta;
+    if (options_.kind == AggregatorKind::kMean) {
+      at::Tensor denominator =
+          slot.coverage.defined()
+              ? slot.coverage + slot.full_weight
+              : torch::full(slot.weighted.sizes(), slot.full_weight,
+                            torch::kFloat64);
+      delta = torch::where(denominator > 0,
+                           slot.weighted / denominator.clamp_min(1e-300),
+                           torch::zeros_like(slot.weighted));
+    } else {
+      const at::Tensor d = torch::stack(slot.deltas);
+      std::vector<at::Tensor> covers;
+      for (const at::Tensor& c : slot.covers) {
+        covers.push_back(c.defined() ? c
+                                     : torch::ones_like(slot.deltas.front()));
+      }
+      const at::Tensor held = torch::stack(covers) > 0;
+      if (options_.kind == AggregatorKind::kMedian) {
+        delta = std::get<0>(
+            torch::nanmedian(torch::where(held, d, NAN), /*dim=*/0));
+        delta = torch::nan_to_num(delta, 0.0);
+      } else {
+        const auto k = slot.deltas.size();
+        const at::Tensor sorted = std::get<0>(torch::sort(
+            torch::where(held, d, std::numeric_limits<float>::infinity()),
+            /*dim=*/0));
+        const at::Tensor n = held.sum(0);
+        const at::Tensor trim =
+            torch::floor(n.to(torch::kFloat64) * options_.trim_fraction)
+                .to(torch::kLong);
+        std::vector<int64_t> index_shape(d.dim(), 1);
+        index_shape[0] = static_cast<int64_t>(k);
+        const at::Tensor index =
+            torch::arange(static_cast<int64_t>(k)).view(index_shape);
+        const at::Tensor keep = (index >= trim) & (index < n - trim);
+        const at::Tensor total =
+            torch::where(keep, sorted, torch::zeros_like(sorted)).sum(0);
+        const at::Tensor count = keep.sum(0);
+        delta = torch::where(count > 0, total / count.clamp_min(1),
+                             torch::zeros_like(total));
+      }
+    }
+    result.insert(name, (slot.reference.to(torch::kFloat64) + delta)
+                            .to(slot.reference.scalar_type()));
+  }
+  return result;
+}
+
+}  // namespace fedge::strategies

@@ -1,0 +1,97 @@
+// Server-side aggregation of client updates, streamed: each update is
+// folded in as it arrives, so memory for the mean grows with the model, not
+// with the number of clients.
+//
+// Works on named tensors in full-model coordinates: dense weights (plain
+// FedAvg), or the full LoRA products scale * B A per Linear (FlexLoRA-style
+// aggregation, papers.md section 9). A client trained on a pruned
+// sub-model reports, with its values scattered back to full coordinates, a
+// coverage tensor (1 where it held a value); a position is averaged over
+// the clients that cover it and keeps the reference (the current global
+// value) where none does.
+//
+// Internally every update is a delta from the reference, so norm clipping
+// bounds each client's influence and robust statistics compare like with
+// like:
+// - kMean: weighted mean (FedAvg). Streams.
+// - kMedian: coordinate-wise median over covering clients, unweighted; the
+//   lower middle value for an even count. Keeps every delta (clients x
+//   model memory), as any exact median must.
+// - kTrimmedMean: per coordinate, drops floor(trim_fraction * n) of the n
+//   covering clients' deltas at each end and averages the rest,
+//   unweighted. Keeps every delta.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include <ATen/core/Tensor.h>
+
+#include "model/model.h"
+
+namespace fedge::strategies {
+
+using model::NamedTensors;
+
+enum class AggregatorKind { kMean, kMedian, kTrimmedMean };
+
+// "mean", "median", "trimmed_mean". InvalidArgument otherwise.
+absl::StatusOr<AggregatorKind> ParseAggregatorKind(absl::string_view name);
+
+struct AggregatorOptions {
+  AggregatorKind kind = AggregatorKind::kMean;
+  double trim_fraction = 0.1;  // kTrimmedMean, in [0, 0.5).
+  // > 0: each client's delta (all tensors together) is scaled down to this
+  // L2 norm if longer. 0: no clipping.
+  double clip_norm = 0;
+};
+
+// Not thread-safe: the caller serialises Add() (the coordinator holds its
+// round lock).
+class UpdateAggregator {
+ public:
+  // `reference` holds the current global values (float tensors); copied.
+  // InvalidArgument for bad options or an empty or non-finite reference.
+  static absl::StatusOr<std::unique_ptr<UpdateAggregator>> Create(
+      const NamedTensors& reference, const AggregatorOptions& options);
+
+  // Folds in one client's values. `values` must have exactly the
+  // reference's names and shapes, all finite; `coverage` may be empty
+  // (every position held) or give, for some names, a same-shape 0/1 mask.
+  // `weight` > 0 (e.g. the example count; ignored by median and trimmed
+  // mean). Returns the L2 norm of the client's delta before clipping.
+  // InvalidArgument naming the tensor for any mismatch; the aggregate is
+  // unchanged then.
+  absl::StatusOr<double> Add(const NamedTensors& values,
+                             const NamedTensors& coverage, double weight);
+
+  int64_t count() const { return count_; }
+
+  // The reference plus the aggregated delta. FailedPrecondition if nothing
+  // was added.
+  absl::StatusOr<NamedTensors> Finish() const;
+
+ private:
+  struct Slot {
+    at::Tensor reference;    // float32, as given.
+    at::Tensor weighted;     // kMean: sum of w * delta * coverage (float64).
+    at::Tensor coverage;     // kMean: sum of w * coverage, if any partial.
+    double full_weight = 0;  // kMean: sum of w of clients covering all.
+    std::vector<at::Tensor> deltas;  // Robust kinds: per client.
+    std::vector<at::Tensor> covers;  // Robust kinds: per client, or {}.
+  };
+
+  UpdateAggregator(const AggregatorOptions& options) : options_(options) {}
+
+  const AggregatorOptions options_;
+  std::map<std::string, Slot> slots_;
+  std::vector<std::string> order_;  // The reference's names, in order.
+  int64_t count_ = 0;
+};
+
+}  // namespace fedge::strategies

@@ -1,0 +1,233 @@
+#include "strategies/aggregator.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include <torch/types.h>
+
+namespace fedge::strategies {
+namespace {
+
+NamedTensors Named(at::Tensor a, at::Tensor b) {
+  NamedTensors t;
+  t.insert("a", std::move(a));
+  t.insert("b", std::move(b));
+  return t;
+}
+
+struct Client {
+  NamedTensors values;
+  NamedTensors coverage;
+  double weight;
+};
+
+// Clients with random values and random partial coverage of "a".
+std::vector<Client> MakeClients(int n, bool partial, uint64_t seed) {
+  torch::manual_seed(seed);
+  std::vector<Client> clients;
+  for (int k = 0; k < n; ++k) {
+    Client c{Named(torch::randn({3, 4}), torch::randn({5})), NamedTensors(),
+             1.0 + k};
+    if (partial && k % 2 == 1) {
+      at::Tensor mask = (torch::rand({3, 4}) > 0.4).to(torch::kFloat);
+      c.values["a"] = c.values["a"] * mask;  // Scattered: zeros elsewhere.
+      c.coverage.insert("a", mask);
+    }
+    clients.push_back(std::move(c));
+  }
+  return clients;
+}
+
+NamedTensors Reference() {
+  return Named(torch::full({3, 4}, 0.5), torch::zeros({5}));
+}
+
+// Per element: the statistic over the clients that cover it.
+at::Tensor NaiveElementwise(
+    const std::vector<Client>& clients, const std::string& name,
+    const at::Tensor& ref,
+    const std::function<double(std::vector<double>, std::vector<double>)>&
+        stat) {
+  at::Tensor out = ref.clone().to(torch::kFloat64).flatten();
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    std::vector<double> deltas, weights;
+    for (const Client& c : clients) {
+      const at::Tensor* cov = c.coverage.find(name);
+      if (cov && cov->flatten()[i].item<float>() == 0) continue;
+      deltas.push_back(c.values[name].flatten()[i].item<double>() -
+                       ref.flatten()[i].item<double>());
+      weights.push_back(c.weight);
+    }
+    if (!deltas.empty()) out[i] += stat(deltas, weights);
+  }
+  return out.view(ref.sizes());
+}
+
+double WeightedMean(std::vector<double> d, std::vector<double> w) {
+  double s = 0, sw = 0;
+  for (size_t i = 0; i < d.size(); ++i) s += w[i] * d[i], sw += w[i];
+  return s / sw;
+}
+
+double LowerMedian(std::vector<double> d, std::vector<double>) {
+  std::sort(d.begin(), d.end());
+  return d[(d.size() - 1) / 2];
+}
+
+double Trimmed(std::vector<double> d, std::vector<double>) {
+  std::sort(d.begin(), d.end());
+  const size_t k = static_cast<size_t>(std::floor(0.2 * d.size()));
+  double s = 0;
+  for (size_t i = k; i < d.size() - k; ++i) s += d[i];
+  return s / static_cast<double>(d.size() - 2 * k);
+}
+
+void ExpectMatches(AggregatorKind kind,
+                   double (*stat)(std::vector<double>, std::vector<double>),
+                   bool partial) {
+  const std::vector<Client> clients = MakeClients(7, partial, 42);
+  AggregatorOptions options;
+  options.kind = kind;
+  options.trim_fraction = 0.2;
+  auto agg = UpdateAggregator::Create(Reference(), options);
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  for (const Client& c : clients) {
+    ASSERT_TRUE((*agg)->Add(c.values, c.coverage, c.weight).ok());
+  }
+  auto result = (*agg)->Finish();
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const std::string name : {"a", "b"}) {
+    const at::Tensor expected =
+        NaiveElementwise(clients, name, Reference()[name], stat);
+    EXPECT_TRUE(torch::allclose((*result)[name].to(torch::kFloat64), expected,
+                                1e-5, 1e-6))
+        << name << "\n"
+        << (*result)[name] << "\n"
+        << expected;
+  }
+}
+
+TEST(AggregatorTest, MeanMatchesNaiveWeightedMean) {
+  ExpectMatches(AggregatorKind::kMean, WeightedMean, false);
+}
+TEST(AggregatorTest, MeanWithPartialCoverage) {
+  ExpectMatches(AggregatorKind::kMean, WeightedMean, true);
+}
+TEST(AggregatorTest, MedianMatchesNaive) {
+  ExpectMatches(AggregatorKind::kMedian, LowerMedian, true);
+}
+TEST(AggregatorTest, TrimmedMeanMatchesNaive) {
+  ExpectMatches(AggregatorKind::kTrimmedMean, Trimmed, true);
+}
+
+TEST(AggregatorTest, UncoveredPositionsKeepTheReference) {
+  auto agg = UpdateAggregator::Create(Reference(), {});
+  ASSERT_TRUE(agg.ok());
+  NamedTensors coverage;
+  at::Tensor mask = torch::zeros({3, 4});
+  mask[0][0] = 1;
+  coverage.insert("a", mask);
+  ASSERT_TRUE(
+      (*agg)
+          ->Add(Named(torch::full({3, 4}, 2.0) * mask, torch::ones({5})),
+                coverage, 1.0)
+          .ok());
+  const NamedTensors out = *(*agg)->Finish();
+  EXPECT_FLOAT_EQ(out["a"][0][0].item<float>(), 2.0f);
+  EXPECT_FLOAT_EQ(out["a"][2][3].item<float>(), 0.5f);
+  EXPECT_TRUE(torch::equal(out["b"], torch::ones({5})));
+}
+
+TEST(AggregatorTest, ClippingBoundsEachClientsDelta) {
+  AggregatorOptions options;
+  options.clip_norm = 1.0;
+  auto agg = UpdateAggregator::Create(Reference(), options);
+  // Delta of norm 10 in "b" only.
+  NamedTensors values = Named(torch::full({3, 4}, 0.5), torch::zeros({5}));
+  values["b"][0] = 10.0;
+  auto norm = (*agg)->Add(values, NamedTensors(), 1.0);
+  ASSERT_TRUE(norm.ok());
+  EXPECT_NEAR(*norm, 10.0, 1e-9);
+  const NamedTensors out = *(*agg)->Finish();
+  EXPECT_NEAR(out["b"][0].item<float>(), 1.0, 1e-6);
+}
+
+TEST(AggregatorTest, ScaledAttackerMovesMeanButNotMedian) {
+  for (AggregatorKind kind : {AggregatorKind::kMean, AggregatorKind::kMedian,
+                              AggregatorKind::kTrimmedMean}) {
+    AggregatorOptions options;
+    options.kind = kind;
+    options.trim_fraction = 0.2;
+    auto agg = UpdateAggregator::Create(Reference(), options);
+    for (int k = 0; k < 7; ++k) {
+      ASSERT_TRUE(
+          (*agg)
+              ->Add(Named(torch::full({3, 4}, 1.0), torch::full({5}, 1.0)),
+                    NamedTensors(), 1.0)
+              .ok());
+    }
+    ASSERT_TRUE(
+        (*agg)
+            ->Add(Named(torch::full({3, 4}, -1000.0), torch::full({5}, 1000.0)),
+                  NamedTensors(), 1.0)
+            .ok());
+    const NamedTensors out = *(*agg)->Finish();
+    const double b = out["b"][0].item<double>();
+    if (kind == AggregatorKind::kMean) {
+      EXPECT_GT(b, 100.0);
+    } else {
+      EXPECT_NEAR(b, 1.0, 1e-6);
+    }
+  }
+}
+
+TEST(AggregatorTest, RejectsBadUpdatesWithoutChangingTheAggregate) {
+  auto agg = UpdateAggregator::Create(Reference(), {});
+  ASSERT_TRUE((*agg)
+                  ->Add(Named(torch::ones({3, 4}), torch::ones({5})),
+                        NamedTensors(), 1.0)
+                  .ok());
+  auto expect_rejected = [&](const NamedTensors& values,
+                             const NamedTensors& coverage, double weight,
+                             const std::string& fragment) {
+    auto s = (*agg)->Add(values, coverage, weight);
+    ASSERT_FALSE(s.ok()) << fragment;
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find(fragment), std::string::npos)
+        << s.status();
+  };
+  at::Tensor nan = torch::ones({5});
+  nan[2] = NAN;
+  expect_rejected(Named(torch::ones({3, 4}), nan), NamedTensors(), 1.0, "NaN");
+  expect_rejected(Named(torch::ones({4, 3}), torch::ones({5})), NamedTensors(),
+                  1.0, "shape");
+  NamedTensors missing;
+  missing.insert("a", torch::ones({3, 4}));
+  missing.insert("c", torch::ones({5}));
+  expect_rejected(missing, NamedTensors(), 1.0, "lacks tensor 'b'");
+  expect_rejected(Named(torch::ones({3, 4}), torch::ones({5})), NamedTensors(),
+                  0.0, "weight");
+  NamedTensors bad_cover;
+  bad_cover.insert("a", torch::full({3, 4}, 0.5));
+  expect_rejected(Named(torch::ones({3, 4}), torch::ones({5})), bad_cover, 1.0,
+                  "0/1 mask");
+  EXPECT_EQ((*agg)->count(), 1);
+  const NamedTensors out = *(*agg)->Finish();
+  EXPECT_TRUE(torch::equal(out["b"], torch::ones({5})));
+}
+
+TEST(AggregatorTest, FinishNeedsAnUpdateAndOptionsAreChecked) {
+  auto agg = UpdateAggregator::Create(Reference(), {});
+  EXPECT_EQ((*agg)->Finish().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  AggregatorOptions options;
+  options.trim_fraction = 0.5;
+  EXPECT_FALSE(UpdateAggregator::Create(Reference(), options).ok());
+  EXPECT_FALSE(UpdateAggregator::Create(NamedTensors(), {}).ok());
+  EXPECT_FALSE(ParseAggregatorKind("mode").ok());
+  EXPECT_EQ(*ParseAggregatorKind("trimmed_mean"), AggregatorKind::kTrimmedMean);
+}
+
+}  // namespace
+}  // namespace fedge::strategies

@@ -1,0 +1,500 @@
+#include "strategies/bandit.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include <glog/logging.h>
+
+namespace fedge::strategies {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Index of the largest score; ties broken uniformly by `rng`.
+size_t ArgMaxRandomTies(const std::vector<double>& scores,
+                        std::mt19937_64& rng) {
+  double best = -kInf;
+  std::vector<size_t> ties;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    if (scores[i] > best) {
+      best = scores[i];
+      ties.assign(1, i);
+    } else if (scores[i] == best) {
+      ties.push_back(i);
+    }
+  }
+  if (ties.empty()) return 0;  // All NaN: cannot happen with clipped rewards.
+  return ties[static_cast<size_t>(UniformUnit(rng) * ties.size())];
+}
+
+double StandardNormal(std::mt19937_64& rng) {
+  // Box-Muller from platform-independent uniforms.
+  const double u1 = 1.0 - UniformUnit(rng);  // (0, 1]
+  const double u2 = UniformUnit(rng);
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
+
+// Shared by the discrete-grid bandits: the arms and the clipping of
+// rewards.
+class GridBandit : public Bandit {
+ public:
+  explicit GridBandit(const BanditOptions& options)
+      : options_(options), arms_(GridArms(options.space)) {}
+
+  void Update(const Arm& arm, double reward) final {
+    if (!std::isfinite(reward)) return;
+    Observe(Nearest(arm),
+            std::clamp(reward, options_.reward_min, options_.reward_max));
+  }
+
+ protected:
+  virtual void Observe(size_t arm, double reward) = 0;
+
+  size_t Nearest(const Arm& arm) const {
+    size_t best = 0;
+    double best_distance = kInf;
+    for (size_t i = 0; i < arms_.size(); ++i) {
+      // Rank mismatches dominate ratio differences.
+      const double d =
+          std::abs(arms_[i].prune_ratio - arm.prune_ratio) +
+          10.0 * std::abs(std::log2(static_cast<double>(arms_[i].rank)) -
+                          std::log2(static_cast<double>(arm.rank)));
+      if (d < best_distance) {
+        best_distance = d;
+        best = i;
+      }
+    }
+    return best;
+  }
+
+  const BanditOptions options_;
+  const std::vector<Arm> arms_;
+};
+
+// UCB1, discounted UCB and sliding-window UCB differ only in how the
+// per-arm counts and sums are kept.
+class Ucb : public GridBandit {
+ public:
+  explicit Ucb(const BanditOptions& options)
+      : GridBandit(options),
+        counts_(arms_.size(), 0.0),
+        sums_(arms_.size(), 0.0) {}
+
+  Arm Choose(std::mt19937_64& rng) override {
+    double total = 0;
+    for (double n : counts_) total += n;
+    std::vector<double> index(arms_.size());
+    for (size_t i = 0; i < arms_.size(); ++i) {
+      if (counts_[i] <= 1e-12) {
+        index[i] = kInf;  // Play every arm once first.
+        continue;
+      }
+      index[i] = sums_[i] / counts_[i] +
+                 options_.exploration *
+                     std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) /
+                               counts_[i]);
+    }
+    return arms_[ArgMaxRandomTies(index, rng)];
+  }
+
+ protected:
+  void Observe(size_t arm, double reward) override {
+    switch (options_.kind) {
+      case BanditKind::kDiscountedUcb:
+        for (size_t i = 0; i < arms_.size(); ++i) {
+          counts_[i] *= options_.discount;
+          sums_[i] *= options_.discount;
+        }
+        break;
+      case BanditKind::kSlidingWindowUcb:
+        window_.emplace_back(arm, reward);
+        if (static_cast<int>(window_.size()) > options_.window) {
+          const auto [old_arm, old_reward] = window_.front();
+          window_.pop_front();
+          counts_[old_arm] -= 1;
+          sums_[old_arm] -= old_reward;
+        }
+        break;
+      default:
+        break;
+    }
+    counts_[arm] += 1;
+    sums_[arm] += reward;
+  }
+
+ private:
+  std::vector<double> counts_;
+  std::vector<double> sums_;
+  std::deque<std::pair<size_t, double>> window_;
+};
+
+// Gaussian Thompson sampling with a conjugate normal prior centred in the
+// reward range and a known noise scale of a quarter of the range.
+class Thompson : public GridBandit {
+ public:
+  explicit Thompson(const BanditOptions& options)
+      : GridBandit(options),
+        counts_(arms_.size(), 0.0),
+        sums_(arms_.size(), 0.0) {}
+
+  Arm Choose(std::mt19937_64& rng) override {
+    const double range = options_.reward_max - options_.reward_min;
+    const double prior_mean = options_.reward_min + 0.5 * range;
+    const double prior_var = 0.25 * range * range;
+    const double noise_var = range * range / 16.0;
+    std::vector<double> samples(arms_.size());
+    for (size_t i = 0; i < arms_.size(); ++i) {
+      const double precision = 1.0 / prior_var + counts_[i] / noise_var;
+      const double mean =
+          (prior_mean / prior_var + sums_[i] / noise_var) / precision;
+      samples[i] = mean + StandardNormal(rng) / std::sqrt(precision);
+    }
+    return arms_[ArgMaxRandomTies(samples, rng)];
+  }
+
+ protected:
+  void Observe(size_t arm, double reward) override {
+    counts_[arm] += 1;
+    sums_[arm] += reward;
+  }
+
+ private:
+  std::vector<double> counts_;
+  std::vector<double> sums_;
+};
+
+// EXP3 (Auer et al. 2002) with rewards rescaled to [0, 1]; weights kept in
+// log space.
+class Exp3 : public GridBandit {
+ public:
+  explicit Exp3(const BanditOptions& options)
+      : GridBandit(options), log_weights_(arms_.size(), 0.0) {}
+
+  Arm Choose(std::mt19937_64& rng) override {
+    const std::vector<double> p = Probabilities();
+    double u = UniformUnit(rng);
+    for (size_t i = 0; i < p.size(); ++i) {
+      if (u < p[i]) return arms_[i];
+      u -= p[i];
+    }
+    return arms_.back();
+  }
+
+ protected:
+  void Observe(size_t arm, double reward) override {
+    // The probability the arm had when chosen: weights only change here.
+    const double p = Probabilities()[arm];
+    const double x = (reward - options_.reward_min) /
+                     (options_.reward_max - options_.reward_min);
+    log_weights_[arm] +=
+        options_.exp3_gamma * (x / p) / static_cast<double>(arms_.size());
+  }
+
+ private:
+  std::vector<double> Probabilities() const {
+    const double top =
+        *std::max_element(log_weights_.begin(), log_weights_.end());
+    double total = 0;
+    std::vector<double> p(log_weights_.size());
+    for (size_t i = 0; i < p.size(); ++i) {
+      p[i] = std::exp(log_weights_[i] - top);
+      total += p[i];
+    }
+    const double k = static_cast<double>(p.size());
+    for (double& v : p) {
+      v = (1.0 - options_.exp3_gamma) * v / total + options_.exp3_gamma / k;
+    }
+    return p;
+  }
+
+  std::vector<double> log_weights_;
+};
+
+class FixedArm : public Bandit {
+ public:
+  explicit FixedArm(Arm arm) : arm_(arm) {}
+  Arm Choose(std::mt19937_64&) override { return arm_; }
+  void Update(const Arm&, double) override {}
+
+ private:
+  const Arm arm_;
+};
+
+class RandomArm : public GridBandit {
+ public:
+  using GridBandit::GridBandit;
+  Arm Choose(std::mt19937_64& rng) override {
+    return arms_[static_cast<size_t>(UniformUnit(rng) * arms_.size())];
+  }
+
+ protected:
+  void Observe(size_t, double) override {}
+};
+
+class Oracle : public GridBandit {
+ public:
+  using GridBandit::GridBandit;
+  Arm Choose(std::mt19937_64& rng) override {
+    std::vector<double> expected(arms_.size());
+    for (size_t i = 0; i < arms_.size(); ++i) {
+      expected[i] = options_.oracle(arms_[i]);
+    }
+    return arms_[ArgMaxRandomTies(expected, rng)];
+  }
+
+ protected:
+  void Observe(size_t, double) override {}
+};
+
+// FedSpine: per rank, a binary tree of cells over the ratio interval. Each
+// leaf keeps discounted play counts and reward sums; its index is the
+// discounted mean, a UCB bonus, and a bonus for its width. A leaf splits
+// into halves that inherit half its statistics each once it has been
+// played split_after * 2^depth times, so the tree refines where it plays.
+class FedSpine : public Bandit {
+ public:
+  explicit FedSpine(const BanditOptions& options) : options_(options) {
+    for (int64_t rank : options.space.ranks) {
+      cells_.push_back(
+          Cell{rank, options.space.min_ratio, options.space.max_ratio, 0});
+    }
+  }
+
+  Arm Choose(std::mt19937_64& rng) override {
+    double total = 0;
+    for (const Cell& cell : cells_) total += cell.count;
+    std::vector<double> index(cells_.size());
+    for (size_t i = 0; i < cells_.size(); ++i) {
+      const Cell& cell = cells_[i];
+      if (cell.plays == 0 && cell.count <= 1e-12) {
+        index[i] = kInf;
+        continue;
+      }
+      const double n = std::max(cell.count, 1e-6);
+      index[i] = cell.sum / n +
+                 options_.exploration *
+                     std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) / n) +
+                 options_.lipschitz * (cell.hi - cell.lo);
+    }
+    const Cell& cell = cells_[ArgMaxRandomTies(index, rng)];
+    // Any point of the cell may be played; a uniform one explores it.
+    return Arm{cell.lo + UniformUnit(rng) * (cell.hi - cell.lo), cell.rank};
+  }
+
+  void Update(const Arm& arm, double reward) override {
+    if (!std::isfinite(reward)) return;
+    reward = std::clamp(reward, options_.reward_min, options_.reward_max);
+    for (Cell& cell : cells_) {
+      cell.count *= options_.discount;
+      cell.sum *= options_.discount;
+    }
+    const size_t i = Find(arm);
+    Cell& cell = cells_[i];
+    cell.count += 1;
+    cell.sum += reward;
+    cell.plays += 1;
+    if (cell.depth < options_.max_depth &&
+        cell.plays >= options_.split_after * (int64_t{1} << cell.depth)) {
+      const double mid = 0.5 * (cell.lo + cell.hi);
+      Cell right{cell.rank, mid, cell.hi, cell.depth + 1};
+      right.count = 0.5 * cell.count;
+      right.sum = 0.5 * cell.sum;
+      right.plays = 0;
+      cell.hi = mid;
+      cell.depth += 1;
+      cell.count *= 0.5;
+      cell.sum *= 0.5;
+      cell.plays = 0;
+      cells_.push_back(right);
+    }
+  }
+
+ private:
+  struct Cell {
+    int64_t rank;
+    double lo, hi;
+    int depth;
+    double count = 0;   // Discounted.
+    double sum = 0;     // Discounted.
+    int64_t plays = 0;  // Since the cell was made.
+  };
+
+  // The leaf holding `arm`: its rank (nearest if absent) and ratio.
+  size_t Find(const Arm& arm) const {
+    int64_t rank = options_.space.ranks.front();
+    for (int64_t r : options_.space.ranks) {
+      if (std::abs(std::log2(static_cast<double>(r)) -
+                   std::log2(static_cast<double>(arm.rank))) <
+          std::abs(std::log2(static_cast<double>(rank)) -
+                   std::log2(static_cast<double>(arm.rank)))) {
+        rank = r;
+      }
+    }
+    const double ratio = std::clamp(arm.prune_ratio, options_.space.min_ratio,
+                                    options_.space.max_ratio);
+    // The leaves of a rank partition [min_ratio, max_ratio) and the last
+    // one also holds max_ratio.
+    for (size_t i = 0; i < cells_.size(); ++i) {
+      const Cell& cell = cells_[i];
+      if (cell.rank != rank) continue;
+      const bool last = cell.hi >= options_.space.max_ratio;
+      if (ratio >= cell.lo && (ratio < cell.hi || last)) return i;
+    }
+    LOG(FATAL) << "FedSpine cells do not cover ratio " << ratio;
+  }
+
+  const BanditOptions options_;
+  std::vector<Cell> cells_;  // The leaves.
+};
+
+}  // namespace
+
+std::string ArmToString(const Arm& arm) {
+  return absl::StrFormat("p=%.3f,r=%d", arm.prune_ratio, arm.rank);
+}
+
+absl::Status ValidateArmSpace(const ArmSpace& space) {
+  if (!(space.min_ratio >= 0 && space.min_ratio <= space.max_ratio &&
+        space.max_ratio < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("arm space: need 0 <= min_ratio (%g) <= max_ratio "
+                        "(%g) < 1",
+                        space.min_ratio, space.max_ratio));
+  }
+  if (space.ratio_steps < 1 ||
+      (space.ratio_steps == 1 && space.min_ratio != space.max_ratio)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "arm space: ratio_steps must be >= 1, and 1 only when min_ratio == "
+        "max_ratio; got ",
+        space.ratio_steps));
+  }
+  if (space.ranks.empty()) {
+    return absl::InvalidArgumentError("arm space: no ranks");
+  }
+  for (size_t i = 0; i < space.ranks.size(); ++i) {
+    if (space.ranks[i] < 1 || (i > 0 && space.ranks[i] <= space.ranks[i - 1])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("arm space: ranks must be >= 1 and ascending; got ",
+                       absl::StrJoin(space.ranks, ",")));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<Arm> GridArms(const ArmSpace& space) {
+  std::vector<Arm> arms;
+  for (int i = 0; i < space.ratio_steps; ++i) {
+    const double ratio =
+        space.ratio_steps == 1
+            ? space.min_ratio
+            : space.min_ratio + (space.max_ratio - space.min_ratio) * i /
+                                    (space.ratio_steps - 1);
+    for (int64_t rank : space.ranks) arms.push_back(Arm{ratio, rank});
+  }
+  return arms;
+}
+
+absl::StatusOr<BanditKind> ParseBanditKind(absl::string_view name) {
+  for (BanditKind kind :
+       {BanditKind::kFedSpine, BanditKind::kUcb1, BanditKind::kDiscountedUcb,
+        BanditKind::kSlidingWindowUcb, BanditKind::kThompson, BanditKind::kExp3,
+        BanditKind::kFixed, BanditKind::kRandom, BanditKind::kOracle}) {
+    if (name == BanditKindName(kind)) return kind;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown bandit '", name,
+      "' (want fedspine, ucb1, discounted_ucb, sliding_window_ucb, "
+      "thompson, exp3, fixed, random or oracle)"));
+}
+
+std::string BanditKindName(BanditKind kind) {
+  switch (kind) {
+    case BanditKind::kFedSpine:
+      return "fedspine";
+    case BanditKind::kUcb1:
+      return "ucb1";
+    case BanditKind::kDiscountedUcb:
+      return "discounted_ucb";
+    case BanditKind::kSlidingWindowUcb:
+      return "sliding_window_ucb";
+    case BanditKind::kThompson:
+      return "thompson";
+    case BanditKind::kExp3:
+      return "exp3";
+    case BanditKind::kFixed:
+      return "fixed";
+    case BanditKind::kRandom:
+      return "random";
+    case BanditKind::kOracle:
+      return "oracle";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
+    const BanditOptions& options) {
+  if (absl::Status s = ValidateArmSpace(options.space); !s.ok()) return s;
+  if (!(options.discount > 0 && options.discount <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bandit discount must be in (0, 1]; got ", options.discount));
+  }
+  if (options.window < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bandit window must be >= 1; got ", options.window));
+  }
+  if (!(options.reward_min < options.reward_max)) {
+    return absl::InvalidArgumentError("bandit reward_min must be < reward_max");
+  }
+  if (!(options.exp3_gamma > 0 && options.exp3_gamma <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bandit exp3_gamma must be in (0, 1]; got ", options.exp3_gamma));
+  }
+  if (options.exploration < 0 || options.lipschitz < 0 ||
+      options.split_after < 1 || options.max_depth < 0) {
+    return absl::InvalidArgumentError(
+        "bandit exploration and lipschitz must be >= 0, split_after >= 1, "
+        "max_depth >= 0");
+  }
+  switch (options.kind) {
+    case BanditKind::kFedSpine:
+      return std::make_unique<FedSpine>(options);
+    case BanditKind::kUcb1:
+    case BanditKind::kDiscountedUcb:
+    case BanditKind::kSlidingWindowUcb:
+      return std::make_unique<Ucb>(options);
+    case BanditKind::kThompson:
+      return std::make_unique<Thompson>(options);
+    case BanditKind::kExp3:
+      return std::make_unique<Exp3>(options);
+    case BanditKind::kFixed: {
+      const Arm& arm = options.fixed_arm;
+      if (!(arm.prune_ratio >= 0 && arm.prune_ratio < 1) || arm.rank < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("fixed arm ", ArmToString(arm),
+                         " needs a ratio in [0, 1) and a rank >= 1"));
+      }
+      return std::make_unique<FixedArm>(arm);
+    }
+    case BanditKind::kRandom:
+      return std::make_unique<RandomArm>(options);
+    case BanditKind::kOracle:
+      if (!options.oracle) {
+        return absl::InvalidArgumentError(
+            "the oracle bandit needs the expected reward of every arm");
+      }
+      return std::make_unique<Oracle>(options);
+  }
+  return absl::InvalidArgumentError("unknown bandit kind");
+}
+
+double UniformUnit(std::mt19937_64& rng) {
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
+
+}  // namespace fedge::strategies

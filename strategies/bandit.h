@@ -1,0 +1,122 @@
+// Online configuration bandits: each round, per device, pick an arm (a
+// structured pruning ratio and a LoRA rank) from the rewards observed so
+// far, with no prior knowledge of the device's speed or link.
+//
+// FedSpine's bandit (papers.md 1.6 and 9): ratio continuous in
+// [min_ratio, max_ratio], explored per rank by a tree of cells that split
+// in two after enough plays (so good regions get refined and bad ones stay
+// coarse); rank from a discrete set; a discount forgets old rewards, since
+// device speed and link quality drift. Baselines over a discrete grid of
+// (ratio, rank): UCB1, discounted UCB, sliding-window UCB, Gaussian
+// Thompson sampling, EXP3; plus fixed-arm, uniform random and an offline
+// oracle that is told each arm's expected reward.
+//
+// Everything is deterministic given the arms and rewards fed in and the
+// random generator passed to Choose(): a bandit's state is rebuilt exactly
+// by replaying its Update() calls, which is how checkpoints restore it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace fedge::strategies {
+
+struct Arm {
+  double prune_ratio = 0;  // Fraction of block units removed, [0, 1).
+  int64_t rank = 8;        // LoRA rank, >= 1.
+  friend bool operator==(const Arm& a, const Arm& b) {
+    return a.prune_ratio == b.prune_ratio && a.rank == b.rank;
+  }
+};
+
+std::string ArmToString(const Arm& arm);  // "p=0.250,r=8"
+
+struct ArmSpace {
+  double min_ratio = 0.0;
+  double max_ratio = 0.6;
+  int ratio_steps = 4;  // Grid bandits: this many ratios, ends included.
+  std::vector<int64_t> ranks = {2, 4, 8, 16};
+};
+
+// InvalidArgument unless 0 <= min_ratio <= max_ratio < 1, ratio_steps >= 1
+// (and == 1 only when min == max), ranks non-empty, ascending, all >= 1.
+absl::Status ValidateArmSpace(const ArmSpace& space);
+
+// The grid: ratio_steps evenly spaced ratios x ranks, ratio-major.
+std::vector<Arm> GridArms(const ArmSpace& space);
+
+enum class BanditKind {
+  kFedSpine,
+  kUcb1,
+  kDiscountedUcb,
+  kSlidingWindowUcb,
+  kThompson,
+  kExp3,
+  kFixed,
+  kRandom,
+  kOracle,
+};
+
+// "fedspine", "ucb1", "discounted_ucb", "sliding_window_ucb", "thompson",
+// "exp3", "fixed", "random", "oracle". InvalidArgument otherwise.
+absl::StatusOr<BanditKind> ParseBanditKind(absl::string_view name);
+std::string BanditKindName(BanditKind kind);
+
+struct BanditOptions {
+  BanditKind kind = BanditKind::kFedSpine;
+  ArmSpace space;
+  // Weight of the UCB exploration bonus c * sqrt(2 ln n / n_arm).
+  double exploration = 0.2;
+  // Per-update discount of past rewards: FedSpine and discounted UCB.
+  // 0.97 remembers about 33 plays (rounds of one device): drift in speed
+  // or link is followed within tens of rounds, at the price of continued
+  // exploration.
+  double discount = 0.97;
+  int window = 100;  // Sliding-window UCB: the last `window` plays.
+  // Rewards are clipped to this range; EXP3 rescales it to [0, 1] and it
+  // sets Thompson's prior spread.
+  double reward_min = -2.0;
+  double reward_max = 1.0;
+  double exp3_gamma = 0.1;  // EXP3's uniform exploration share.
+  // FedSpine: a cell of depth d splits after split_after * 2^d plays, to at
+  // most max_depth; cells get a bonus of lipschitz * width for what their
+  // interior may hold beyond the points played.
+  int split_after = 4;
+  int max_depth = 2;
+  double lipschitz = 0.2;
+  Arm fixed_arm;  // kFixed.
+  // kOracle: the expected reward of an arm, known in hindsight (e.g. from
+  // the simulator's profiles). Required for kOracle.
+  std::function<double(const Arm&)> oracle;
+};
+
+// Not thread-safe; the coordinator keeps one per device.
+class Bandit {
+ public:
+  virtual ~Bandit() = default;
+  // The arm to play next; all randomness comes from `rng`.
+  virtual Arm Choose(std::mt19937_64& rng) = 0;
+  // Feeds back the reward observed for `arm`. Grid bandits credit the
+  // nearest grid arm; a non-finite reward is ignored.
+  virtual void Update(const Arm& arm, double reward) = 0;
+};
+
+// InvalidArgument for options that do not validate (bad space, discount
+// outside (0, 1], window < 1, reward_min >= reward_max, gamma outside
+// (0, 1], a fixed arm outside the space, kOracle without an oracle).
+absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
+    const BanditOptions& options);
+
+// Uniform double in [0, 1) from 53 random bits (the same on every
+// platform, unlike std::uniform_real_distribution).
+double UniformUnit(std::mt19937_64& rng);
+
+}  // namespace fedge::strategies
