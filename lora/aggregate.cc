@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/linalg.h>
 #include <torch/types.h>
 
@@ -79,6 +80,38 @@ absl::StatusOr<RankMethod> ParseRankMethod(absl::string_view name) {
   if (name == "svd") return RankMethod::kSvd;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown rank aggregation \"", name, "\" (zeropad or svd)"));
+}
+
+int64_t ReviveDeadComponents(NamedTensors& adapters, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  int64_t revived = 0;
+  for (auto& item : adapters) {
+    if (!absl::EndsWith(item.key(), kSuffixA)) continue;
+    at::Tensor& a = item.value();
+    const std::string path =
+        item.key().substr(0, item.key().size() - kSuffixA.size());
+    at::Tensor* b = adapters.find(path + kSuffixB);
+    if (b == nullptr || a.dim() != 2 || b->dim() != 2 ||
+        b->size(1) != a.size(0)) {
+      continue;
+    }
+    const at::Tensor a_norms = a.to(torch::kFloat64).norm(2, {1});
+    const at::Tensor b_norms = b->to(torch::kFloat64).norm(2, {0});
+    const double a_floor = 1e-3 * a_norms.max().item<double>();
+    const double b_floor = 1e-3 * b_norms.max().item<double>();
+    const double bound = 1.0 / std::sqrt(static_cast<double>(a.size(1)));
+    for (int64_t i = 0; i < a.size(0); ++i) {
+      if (a_norms[i].item<double>() > a_floor ||
+          b_norms[i].item<double>() > b_floor) {
+        continue;
+      }
+      a[i].uniform_(-bound, bound, generator);
+      b->select(1, i).zero_();
+      ++revived;
+    }
+  }
+  return revived;
 }
 
 absl::StatusOr<NamedTensors> AdapterDeltas(const NamedTensors& adapters,

@@ -70,6 +70,18 @@ struct RankedAdapter {
 absl::StatusOr<RankedAdapter> AdapterForRank(const GlobalAdapter& global,
                                              int64_t rank);
 
+// Gives rank components that carry nothing (a zero row of A, with its
+// column of B zero, as the SVD of a delta of lower rank leaves them) a fresh
+// A row initialised like a new adapter's, Kaiming-uniform from `seed`; B
+// stays zero, so scale * B A is unchanged. Without this a component with
+// A = 0 and B = 0 gets no gradient and never trains (e.g. every component
+// in round 0, when the global delta is zero). A component is dead when both
+// |A_i| and |B_:,i| are at most 1e-3 of the largest row of A and column of
+// B (the SVD splits singular values evenly, so this is 1e-6 of the
+// strongest component: round-off).
+// Returns how many were revived.
+int64_t ReviveDeadComponents(NamedTensors& adapters, uint64_t seed);
+
 // Per Linear path, the full update scale * B A that `adapters` encode.
 // InvalidArgument for a malformed set.
 absl::StatusOr<NamedTensors> AdapterDeltas(const NamedTensors& adapters,

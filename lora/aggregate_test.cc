@@ -165,5 +165,25 @@ TEST(AggregateTest, RejectsMismatchedOrBadClients) {
   EXPECT_EQ(*ParseRankMethod("svd"), RankMethod::kSvd);
 }
 
+TEST(AggregateTest, ReviveDeadComponentsKeepsTheProductAndEnablesTraining) {
+  // A rank-1 delta handed out at rank 4: three components are dead.
+  GlobalAdapter global;
+  global.alpha = kAlpha;
+  global.deltas.insert(
+      kPath, torch::outer(torch::arange(1.0, 7.0), torch::arange(1.0, 5.0)));
+  RankedAdapter ranked = *AdapterForRank(global, 4);
+  const at::Tensor before = Product(ranked.adapters, 4);
+  EXPECT_EQ(ReviveDeadComponents(ranked.adapters, 7), 3);
+  const at::Tensor a = ranked.adapters[std::string(kPath) + ".adapter.lora_A"];
+  for (int64_t i = 0; i < 4; ++i) EXPECT_GT(a[i].abs().sum().item<double>(), 0);
+  EXPECT_TRUE(torch::allclose(Product(ranked.adapters, 4), before, 1e-5, 1e-6));
+  EXPECT_EQ(ReviveDeadComponents(ranked.adapters, 7), 0);
+  // Deterministic in the seed.
+  RankedAdapter again = *AdapterForRank(global, 4);
+  ReviveDeadComponents(again.adapters, 7);
+  EXPECT_TRUE(
+      torch::equal(again.adapters[std::string(kPath) + ".adapter.lora_A"], a));
+}
+
 }  // namespace
 }  // namespace fedge::lora
