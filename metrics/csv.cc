@@ -1,0 +1,95 @@
+#include "metrics/csv.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace fedge::metrics {
+
+std::string CsvLine(const std::vector<std::string>& fields) {
+  std::vector<std::string> quoted;
+  for (const std::string& field : fields) {
+    if (field.find_first_of(",\"\n\r") == std::string::npos) {
+      quoted.push_back(field);
+      continue;
+    }
+    std::string q = "\"";
+    for (char c : field) {
+      if (c == '"') q += '"';
+      q += c;
+    }
+    quoted.push_back(q + "\"");
+  }
+  return absl::StrJoin(quoted, ",");
+}
+
+std::vector<std::string> ParseCsvLine(const std::string& line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        fields.back() += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        fields.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+    } else {
+      fields.back() += c;
+    }
+  }
+  return fields;
+}
+
+absl::StatusOr<std::unique_ptr<CsvWriter>> CsvWriter::Open(
+    const std::string& path, const std::vector<std::string>& columns) {
+  const std::string header = CsvLine(columns);
+  std::string first_line;
+  {
+    std::ifstream in(path);
+    if (in) std::getline(in, first_line);
+  }
+  if (!first_line.empty() && first_line != header) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " has header '", first_line, "'; expected '", header,
+                     "' (a different layout: move the file away)"));
+  }
+  std::FILE* file = std::fopen(path.c_str(), "a");
+  if (file == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  if (first_line.empty()) {
+    std::fprintf(file, "%s\n", header.c_str());
+    std::fflush(file);
+  }
+  return std::unique_ptr<CsvWriter>(new CsvWriter(file, path, columns.size()));
+}
+
+CsvWriter::~CsvWriter() { std::fclose(file_); }
+
+absl::Status CsvWriter::Write(const std::vector<std::string>& fields) {
+  if (fields.size() != columns_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": row has ", fields.size(), " fields; header has ", columns_));
+  }
+  const std::string line = CsvLine(fields) + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() ||
+      std::fflush(file_) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("write ", path_, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedge::metrics

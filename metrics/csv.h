@@ -1,0 +1,44 @@
+// Append-only CSV files for per-round records: a header once, then one
+// flushed line per row, fields quoted as RFC 4180 wants.
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace fedge::metrics {
+
+// Not thread-safe.
+class CsvWriter {
+ public:
+  // Opens `path` for appending. A new or empty file gets `columns` as its
+  // header; an existing one must start with exactly that header
+  // (FailedPrecondition otherwise, so a resumed run never mixes layouts).
+  static absl::StatusOr<std::unique_ptr<CsvWriter>> Open(
+      const std::string& path, const std::vector<std::string>& columns);
+  ~CsvWriter();
+
+  // One row; InvalidArgument if the field count differs from the header.
+  // Written and flushed before returning.
+  absl::Status Write(const std::vector<std::string>& fields);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  CsvWriter(std::FILE* file, std::string path, size_t columns)
+      : file_(file), path_(std::move(path)), columns_(columns) {}
+  std::FILE* const file_;
+  const std::string path_;
+  const size_t columns_;
+};
+
+// One CSV line (no newline) with fields quoted where needed.
+std::string CsvLine(const std::vector<std::string>& fields);
+
+// Splits one CSV line (as CsvLine writes them) into fields.
+std::vector<std::string> ParseCsvLine(const std::string& line);
+
+}  // namespace fedge::metrics

@@ -1,0 +1,45 @@
+#include "metrics/csv.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "gtest/gtest.h"
+
+namespace fedge::metrics {
+namespace {
+
+std::string TempPath(const std::string& name) {
+  return ::testing::TempDir() + "/" + name + std::to_string(::getpid());
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(CsvTest, WritesHeaderOnceAndQuotes) {
+  const std::string path = TempPath("rows.csv");
+  std::remove(path.c_str());
+  {
+    auto w = CsvWriter::Open(path, {"round", "client"});
+    ASSERT_TRUE(w.ok()) << w.status();
+    ASSERT_TRUE((*w)->Write({"1", "pi,\"4\""}).ok());
+    EXPECT_FALSE((*w)->Write({"1"}).ok());
+  }
+  {
+    auto w = CsvWriter::Open(path, {"round", "client"});  // Resume.
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Write({"2", "b"}).ok());
+  }
+  EXPECT_EQ(Slurp(path), "round,client\n1,\"pi,\"\"4\"\"\"\n2,b\n");
+  EXPECT_EQ(ParseCsvLine("1,\"pi,\"\"4\"\"\""),
+            (std::vector<std::string>{"1", "pi,\"4\""}));
+  auto other = CsvWriter::Open(path, {"round", "device"});
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(CsvWriter::Open("/nonexistent/dir/x.csv", {"a"}).ok());
+}
+
+}  // namespace
+}  // namespace fedge::metrics
