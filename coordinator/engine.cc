@@ -1,0 +1,580 @@
+#include "coordinator/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include <glog/logging.h>
+#include <torch/types.h>
+
+namespace fedge::coordinator {
+namespace {
+
+// FNV-1a: a seed mix that is the same on every platform.
+uint64_t Mix(uint64_t h, absl::string_view bytes) {
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+uint64_t Seed(uint64_t seed, absl::string_view device, int64_t salt) {
+  uint64_t h = 14695981039346656037ULL;
+  h = Mix(
+      h, absl::string_view(reinterpret_cast<const char*>(&seed), sizeof(seed)));
+  h = Mix(h, device);
+  return Mix(
+      h, absl::string_view(reinterpret_cast<const char*>(&salt), sizeof(salt)));
+}
+
+std::string RandomHex(size_t bytes) {
+  std::random_device device;
+  std::string raw;
+  for (size_t i = 0; i < bytes; ++i) {
+    raw.push_back(static_cast<char>(device() & 0xff));
+  }
+  return absl::BytesToHexString(raw);
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+}  // namespace
+
+absl::Status ValidateDeviceFacts(const DeviceFacts& facts) {
+  const std::string& id = facts.device_id;
+  if (id.empty() || id.size() > 128) {
+    return absl::InvalidArgumentError("device_id must be 1-128 characters");
+  }
+  for (char c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' &&
+        c != '-') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device_id '", absl::CHexEscape(id),
+                       "' may only hold letters, digits, '.', '_' and '-'"));
+    }
+  }
+  if (facts.cores < 0 || facts.memory_total_bytes < 0 ||
+      facts.memory_available_bytes < 0 || facts.memory_budget_bytes < 0 ||
+      !(facts.benchmark_gflops >= 0) ||
+      !std::isfinite(facts.benchmark_gflops)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device ", id, ": negative or non-finite hardware facts"));
+  }
+  if (facts.memory_total_bytes > 0 &&
+      facts.memory_budget_bytes > facts.memory_total_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "device ", id, ": memory budget above the device's total memory"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EngineOptions::Validate() const {
+  if (rounds < 1) return absl::InvalidArgumentError("rounds must be >= 1");
+  if (min_devices < 1 || min_updates < 1 || max_attempts < 1) {
+    return absl::InvalidArgumentError(
+        "min_devices, min_updates and max_attempts must be >= 1");
+  }
+  if (round_deadline <= absl::ZeroDuration() ||
+      heartbeat_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "round deadline and heartbeat timeout must be positive");
+  }
+  if (selection.clients_per_round < 0 || selection.overcommit < 1) {
+    return absl::InvalidArgumentError(
+        "clients_per_round must be >= 0 and overcommit >= 1");
+  }
+  if (selection.clients_per_round > 0 &&
+      min_updates > selection.clients_per_round) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "min_updates (", min_updates, ") cannot exceed clients_per_round (",
+        selection.clients_per_round, ")"));
+  }
+  if (absl::Status s = schedule.Validate(); !s.ok()) return s;
+  if (absl::Status s = lora.Validate(); !s.ok()) return s;
+  if (!(importance_ema >= 0 && importance_ema <= 1)) {
+    return absl::InvalidArgumentError("importance_ema must be in [0, 1]");
+  }
+  if (train.epochs < 1 || train.batch_size < 1 || train.max_steps < 0 ||
+      !(train.learning_rate > 0) || !(train.fedprox_mu >= 0)) {
+    return absl::InvalidArgumentError(
+        "training needs epochs >= 1, batch_size >= 1, max_steps >= 0, "
+        "learning_rate > 0, fedprox_mu >= 0");
+  }
+  if (max_examples < 1 || max_devices < 1) {
+    return absl::InvalidArgumentError(
+        "max_examples and max_devices must be >= 1");
+  }
+  for (const std::string& id : allow_list) {
+    DeviceFacts facts;
+    facts.device_id = id;
+    if (absl::Status s = ValidateDeviceFacts(facts); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("allow-list: ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
+    std::unique_ptr<GlobalModel> global, EngineOptions options,
+    EngineHooks hooks) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  if (absl::StatusOr<std::unique_ptr<strategies::Bandit>> probe =
+          strategies::CreateBandit(options.bandit);
+      !probe.ok()) {
+    return probe.status();
+  }
+  if (!hooks.clock) hooks.clock = [] { return absl::Now(); };
+  return std::unique_ptr<Engine>(
+      new Engine(std::move(global), std::move(options), std::move(hooks)));
+}
+
+std::mt19937_64 Engine::Rng(const std::string& device_id, int64_t salt) const {
+  return std::mt19937_64(Seed(options_.seed, device_id, salt));
+}
+
+absl::StatusOr<std::string> Engine::Register(const DeviceFacts& facts,
+                                             absl::Time now) {
+  if (absl::Status s = ValidateDeviceFacts(facts); !s.ok()) return s;
+  if (!options_.allow_list.empty() &&
+      options_.allow_list.count(facts.device_id) == 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("device ", facts.device_id, " is not on the allow-list"));
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = devices_.find(facts.device_id);
+  if (it == devices_.end()) {
+    if (static_cast<int64_t>(devices_.size()) >= options_.max_devices) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("registry full (", options_.max_devices, " devices)"));
+    }
+    Device device;
+    device.bandit = *strategies::CreateBandit(options_.bandit);
+    it = devices_.emplace(facts.device_id, std::move(device)).first;
+  }
+  it->second.facts = facts;
+  it->second.last_seen = now;
+  return RandomHex(16);
+}
+
+absl::Status Engine::OpenRound(absl::Time now) {
+  if (next_round_ > options_.rounds || !failure_.ok()) return absl::OkStatus();
+  if (static_cast<int64_t>(devices_.size()) < options_.min_devices) {
+    return absl::OkStatus();
+  }
+  std::vector<strategies::Candidate> candidates;
+  for (const auto& [id, device] : devices_) {
+    candidates.push_back({id, device.expected_seconds});
+  }
+  std::mt19937_64 rng = Rng("", next_round_ * 1000 + attempt_);
+  const strategies::Selection selection = strategies::SelectClients(
+      candidates, options_.selection,
+      absl::ToDoubleSeconds(options_.round_deadline), rng);
+  absl::StatusOr<RoundAggregate> aggregate =
+      global_->BeginRound(options_.aggregator);
+  if (!aggregate.ok()) return aggregate.status();
+  Round round;
+  round.number = next_round_;
+  round.attempt = attempt_;
+  round.opened = now;
+  round.deadline = now + options_.round_deadline;
+  round.global_ratio = options_.schedule.Ratio(next_round_);
+  round.target = std::max<int64_t>(selection.target_updates, 1);
+  round.aggregate = std::move(*aggregate);
+  for (const std::string& id : selection.invited) {
+    round.participants[id];
+  }
+  round_ = std::move(round);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
+                                      Device& device, Participant& participant,
+                                      absl::Time now) {
+  const Round& round = *round_;
+  const int64_t salt = round.number * 1000 + round.attempt;
+  std::mt19937_64 rng = Rng(device_id, salt);
+  Task task;
+  task.round = round.number;
+  task.nonce = RandomHex(16);
+  task.arm = device.bandit->Choose(rng);
+  task.rank = options_.mode == Mode::kLora ? task.arm.rank : 0;
+  task.global_ratio = round.global_ratio;
+  task.combined_ratio =
+      strategies::CombinedRatio(round.global_ratio, task.arm.prune_ratio);
+  absl::StatusOr<pruning::PruningPlan> plan =
+      global_->Plan(task.combined_ratio);
+  if (!plan.ok()) return plan.status();
+  task.plan = std::move(*plan);
+  absl::StatusOr<NamedTensors> payload =
+      global_->Payload(task.plan, std::max<int64_t>(task.rank, 1),
+                       Seed(options_.seed, device_id, salt));
+  if (!payload.ok()) return payload.status();
+  participant.expected.clear();
+  for (const auto& item : *payload) {
+    participant.expected[item.key()] = item.value().sizes().vec();
+  }
+  task.payload_id = absl::StrCat("round-", round.number, ".", round.attempt,
+                                 "/", device_id, "/", task.nonce.substr(0, 8));
+  task.issued = now;
+  task.deadline = round.deadline;
+  if (hooks_.publish) hooks_.publish(task.payload_id, *payload);
+  participant.task = task;
+  return task;
+}
+
+absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
+                                     absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  if (!failure_.ok()) return failure_;
+  if (next_round_ > options_.rounds) {
+    return absl::OutOfRangeError(absl::StrCat("the federation finished after ",
+                                              options_.rounds, " rounds"));
+  }
+  auto device = devices_.find(device_id);
+  if (device == devices_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("device ", device_id, " is not registered"));
+  }
+  device->second.last_seen = now;
+  if (!round_ || round_->participants.count(device_id) == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "device ", device_id, " is not in round ", next_round_, "; retry"));
+  }
+  Participant& participant = round_->participants[device_id];
+  if (participant.status == "accepted") {
+    return absl::UnavailableError(
+        absl::StrCat("device ", device_id, " already submitted round ",
+                     round_->number, "; wait for the next"));
+  }
+  // A dropped device that comes back while the round is open resumes it.
+  participant.status = "invited";
+  if (participant.task) return *participant.task;
+  return MakeTask(device_id, device->second, participant, now);
+}
+
+absl::Status Engine::ValidateUpdate(const Participant& participant,
+                                    const Submission& submission) const {
+  const auto& expected = participant.expected;
+  if (submission.update.size() != expected.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("update has ", submission.update.size(),
+                     " tensors; the task expects ", expected.size()));
+  }
+  for (const auto& item : submission.update) {
+    auto want = expected.find(item.key());
+    if (want == expected.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update tensor '", item.key(), "' is not in the task"));
+    }
+    const at::Tensor& t = item.value();
+    if (t.sizes().vec() != want->second || !t.is_floating_point()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update tensor '", item.key(), "' has shape ",
+          ShapeText(t.sizes().vec()), "; the task expects floats of shape ",
+          ShapeText(want->second)));
+    }
+    if (!torch::isfinite(t).all().item<bool>()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update tensor '", item.key(), "' has NaN or Inf"));
+    }
+  }
+  if (submission.num_examples < 1) {
+    return absl::InvalidArgumentError("num_examples must be >= 1");
+  }
+  if (!std::isfinite(submission.loss_before) ||
+      !std::isfinite(submission.loss_after)) {
+    return absl::InvalidArgumentError("reported losses must be finite");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  const std::string& id = submission.device_id;
+  auto device = devices_.find(id);
+  if (device == devices_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("device ", id, " is not registered"));
+  }
+  device->second.last_seen = now;
+  if (!round_ || submission.round != round_->number) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "round ", submission.round,
+        " is not open (current: ", round_ ? round_->number : next_round_, ")"));
+  }
+  auto it = round_->participants.find(id);
+  if (it == round_->participants.end() || !it->second.task) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", id, " has no task in round ", round_->number));
+  }
+  Participant& participant = it->second;
+  if (submission.nonce != participant.task->nonce) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "update of device ", id, " does not carry its task's nonce"));
+  }
+  if (participant.status == "accepted") {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "device ", id, " already submitted round ", round_->number));
+  }
+  if (absl::Status s = ValidateUpdate(participant, submission); !s.ok()) {
+    return s;
+  }
+  if (!submission.importance.is_empty()) {
+    if (absl::Status s = global_->AddScores(
+            round_->aggregate, participant.task->plan, submission.importance);
+        !s.ok()) {
+      return s;
+    }
+  }
+  const double weight = static_cast<double>(
+      std::min(submission.num_examples, options_.max_examples));
+  absl::StatusOr<double> norm = global_->AddUpdate(
+      round_->aggregate, participant.task->plan, submission.update, weight);
+  if (!norm.ok()) return norm.status();
+  participant.status = "accepted";
+  participant.submitted = now;
+  participant.update_norm = *norm;
+  participant.report = submission;
+  participant.report.update = NamedTensors();
+  participant.report.importance = NamedTensors();
+  const double elapsed = absl::ToDoubleSeconds(now - participant.task->issued);
+  double& expected = device->second.expected_seconds;
+  expected = expected < 0 ? elapsed : 0.7 * expected + 0.3 * elapsed;
+  ++round_->accepted;
+  if (round_->accepted >= round_->target) return CloseRound(now);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Engine::Heartbeat(const std::string& device_id,
+                                       absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto device = devices_.find(device_id);
+  if (device == devices_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("device ", device_id, " is not registered"));
+  }
+  device->second.last_seen = now;
+  if (!round_) return false;
+  auto it = round_->participants.find(device_id);
+  return it != round_->participants.end() && it->second.status == "invited";
+}
+
+void Engine::Disconnect(const std::string& device_id, absl::Time) {
+  absl::MutexLock lock(&mu_);
+  if (!round_) return;
+  auto it = round_->participants.find(device_id);
+  if (it != round_->participants.end() && it->second.status == "invited") {
+    it->second.status = "dropped";
+  }
+}
+
+bool Engine::AllDone() const {
+  for (const auto& [id, p] : round_->participants) {
+    if (p.status == "invited") return false;
+  }
+  return true;
+}
+
+absl::Status Engine::Tick(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  if (next_round_ > options_.rounds || !failure_.ok()) return absl::OkStatus();
+  if (!round_) return OpenRound(now);
+  for (auto& [id, p] : round_->participants) {
+    // Silence counts from the round's opening at the earliest: devices
+    // idle between rounds are not yet late.
+    const absl::Time heard =
+        std::max(devices_.at(id).last_seen, round_->opened);
+    if (p.status == "invited" && now - heard > options_.heartbeat_timeout) {
+      LOG(INFO) << "device " << id << " silent for "
+                << absl::FormatDuration(now - heard) << "; dropped from round "
+                << round_->number;
+      p.status = "dropped";
+    }
+  }
+  if (now >= round_->deadline || AllDone()) return CloseRound(now);
+  return absl::OkStatus();
+}
+
+void Engine::Play(const std::string& device_id, const strategies::Arm& arm,
+                  double reward) {
+  devices_.at(device_id).bandit->Update(arm, reward);
+  plays_.push_back({device_id, arm, reward});
+}
+
+absl::Status Engine::CloseRound(absl::Time now) {
+  Round& round = *round_;
+  RoundRecord record;
+  record.round = round.number;
+  record.attempt = round.attempt;
+  record.global_ratio = round.global_ratio;
+  record.invited = static_cast<int64_t>(round.participants.size());
+  record.round_s = absl::ToDoubleSeconds(now - round.opened);
+  std::vector<double> elapsed, norms;
+  for (const auto& [id, p] : round.participants) {
+    if (p.status != "accepted") continue;
+    elapsed.push_back(absl::ToDoubleSeconds(p.submitted - p.task->issued));
+    norms.push_back(p.update_norm);
+  }
+  const double median_elapsed = strategies::Median(elapsed);
+  const double median_norm = strategies::Median(norms);
+  record.committed =
+      round.accepted >= options_.min_updates && round.accepted > 0;
+  if (record.committed) {
+    const absl::Time start = hooks_.clock();
+    if (absl::Status s =
+            global_->Commit(round.aggregate, options_.importance_ema);
+        !s.ok()) {
+      return s;
+    }
+    record.aggregate_s = absl::ToDoubleSeconds(hooks_.clock() - start);
+  }
+  double loss_sum = 0;
+  for (const auto& [id, p] : round.participants) {
+    ClientRecord c;
+    c.round = round.number;
+    c.device_id = id;
+    c.link = devices_.at(id).facts.link;
+    if (p.task) {
+      c.arm = p.task->arm;
+      c.combined_ratio = p.task->combined_ratio;
+    }
+    const bool straggler = p.status == "invited" && p.task.has_value();
+    if (p.status == "accepted") {
+      c.status = "accepted";
+      c.timings = p.report.timings;
+      c.wait_s = absl::ToDoubleSeconds(now - p.submitted);
+      c.elapsed_s = absl::ToDoubleSeconds(p.submitted - p.task->issued);
+      c.loss_before = p.report.loss_before;
+      c.loss_after = p.report.loss_after;
+      c.update_norm = p.update_norm;
+      loss_sum += c.loss_after;
+      ++record.accepted;
+    } else if (straggler) {
+      c.status = "straggler";
+      c.elapsed_s = absl::ToDoubleSeconds(now - p.task->issued);
+      ++record.stragglers;
+    } else {
+      c.status = "dropped";
+      ++record.dropped;
+    }
+    if (c.status != "dropped") {
+      c.terms = strategies::MakeRewardTerms(
+          c.loss_before, c.loss_after, c.arm.prune_ratio,
+          options_.bandit.space.max_ratio, c.update_norm, median_norm,
+          c.elapsed_s, median_elapsed, straggler);
+      c.reward = strategies::Reward(c.terms, options_.reward);
+      Play(id, c.arm, c.reward);
+    }
+    record.clients.push_back(std::move(c));
+  }
+  record.mean_loss_after =
+      record.accepted > 0 ? loss_sum / static_cast<double>(record.accepted) : 0;
+  round_.reset();
+  if (record.committed) {
+    ++next_round_;
+    attempt_ = 0;
+  } else {
+    ++attempt_;
+    LOG(WARNING) << "round " << record.round << " attempt " << record.attempt
+                 << " closed with " << record.accepted << " of "
+                 << options_.min_updates << " required updates; retrying";
+    if (attempt_ >= options_.max_attempts) {
+      failure_ = absl::DeadlineExceededError(absl::StrCat(
+          "round ", record.round, " got fewer than ", options_.min_updates,
+          " updates in ", options_.max_attempts, " attempts"));
+    }
+  }
+  history_.push_back(record);
+  absl::Status hook_status = hooks_.on_round_closed
+                                 ? hooks_.on_round_closed(record)
+                                 : absl::OkStatus();
+  if (absl::Status s = OpenRound(now); !s.ok()) return s;
+  return hook_status;
+}
+
+int64_t Engine::round() const {
+  absl::MutexLock lock(&mu_);
+  return round_ ? round_->number : next_round_;
+}
+
+bool Engine::finished() const {
+  absl::MutexLock lock(&mu_);
+  return next_round_ > options_.rounds || !failure_.ok();
+}
+
+absl::Status Engine::failure() const {
+  absl::MutexLock lock(&mu_);
+  return failure_;
+}
+
+int64_t Engine::registered() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(devices_.size());
+}
+
+std::vector<RoundRecord> Engine::history() const {
+  absl::MutexLock lock(&mu_);
+  return history_;
+}
+
+Engine::State Engine::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  State state;
+  state.next_round = next_round_;
+  for (const auto& [id, device] : devices_) {
+    state.devices.push_back(device.facts);
+    state.expected_seconds[id] = device.expected_seconds;
+  }
+  state.plays = plays_;
+  state.global = global_->State();
+  return state;
+}
+
+absl::Status Engine::Restore(const State& state) {
+  absl::MutexLock lock(&mu_);
+  if (round_ || !devices_.empty() || next_round_ != 1) {
+    return absl::FailedPreconditionError(
+        "restore needs a fresh engine (before any registration or tick)");
+  }
+  if (state.next_round < 1) {
+    return absl::InvalidArgumentError("checkpoint: next_round must be >= 1");
+  }
+  if (absl::Status s = global_->Restore(state.global); !s.ok()) return s;
+  for (const DeviceFacts& facts : state.devices) {
+    if (absl::Status s = ValidateDeviceFacts(facts); !s.ok()) return s;
+    Device device;
+    device.facts = facts;
+    device.bandit = *strategies::CreateBandit(options_.bandit);
+    auto seconds = state.expected_seconds.find(facts.device_id);
+    if (seconds != state.expected_seconds.end()) {
+      device.expected_seconds = seconds->second;
+    }
+    devices_[facts.device_id] = std::move(device);
+  }
+  for (const BanditPlay& play : state.plays) {
+    auto device = devices_.find(play.device_id);
+    if (device == devices_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint: bandit play of unknown device ", play.device_id));
+    }
+    device->second.bandit->Update(play.arm, play.reward);
+  }
+  plays_ = state.plays;
+  next_round_ = state.next_round;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<model::Model> Engine::Materialize() const {
+  absl::MutexLock lock(&mu_);
+  const double ratio = options_.schedule.Ratio(next_round_ - 1);
+  return global_->Materialize(ratio);
+}
+
+}  // namespace fedge::coordinator

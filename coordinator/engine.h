@@ -1,0 +1,298 @@
+// The round engine: the coordinator's logic with no gRPC and no clock of its
+// own (every call takes `now`), so tests drive deadlines, dropouts and
+// over-commit deterministically.
+//
+// A round: when enough devices are registered, the engine selects devices
+// (strategies/selection), and each invited device's first GetTask picks its
+// arm (pruning ratio, LoRA rank) with its own bandit, cuts its plan from the
+// global importance scores at the combined ratio (global schedule x arm) and
+// publishes its payload. Updates are validated and folded into the round's
+// streamed aggregate as they arrive. The round closes when the target count
+// of updates arrived, when every invited device has submitted or dropped,
+// or at the deadline; stragglers are dropped from the round but still feed
+// their bandit a penalty. A round with fewer than min_updates updates is
+// retried (same round number, new selection), never silently accepted.
+// A closed round updates the global model, the bandits and the records,
+// and is checkpointed before the next one opens.
+//
+// Thread-safe: every public method takes the engine's lock; none blocks on
+// I/O except the checkpoint write at round close.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+#include "coordinator/global_model.h"
+#include "strategies/aggregator.h"
+#include "strategies/bandit.h"
+#include "strategies/reward.h"
+#include "strategies/schedule.h"
+#include "strategies/selection.h"
+
+namespace fedge::coordinator {
+
+struct DeviceFacts {
+  std::string device_id;
+  int32_t cores = 0;
+  int64_t memory_total_bytes = 0;
+  int64_t memory_available_bytes = 0;
+  int64_t memory_budget_bytes = 0;
+  std::string arch;
+  std::string cpu_model;
+  double benchmark_gflops = 0;
+  std::string link;  // "ethernet", "wifi", "lte", "5g-sa" or "".
+  std::string software_version;
+};
+
+// InvalidArgument unless the id is 1-128 characters of [A-Za-z0-9._-] and
+// the facts are possible (non-negative, budget <= total when both given).
+absl::Status ValidateDeviceFacts(const DeviceFacts& facts);
+
+struct TrainSpec {
+  int32_t epochs = 1;
+  int64_t max_steps = 0;
+  int32_t batch_size = 32;
+  double learning_rate = 3e-3;
+  double weight_decay = 0.0;
+  double max_grad_norm = 1.0;
+  double fedprox_mu = 0.0;
+};
+
+struct EngineOptions {
+  Mode mode = Mode::kLora;
+  int64_t rounds = 20;       // The federation stops after this many.
+  int64_t min_devices = 1;   // Registered devices before round 1 opens.
+  int64_t min_updates = 1;   // Fewer at close: the round is retried.
+  int64_t max_attempts = 5;  // Tries per round before giving up.
+  absl::Duration round_deadline = absl::Minutes(10);
+  // A device silent (no RPC) for this long is dropped from its round.
+  absl::Duration heartbeat_timeout = absl::Minutes(2);
+  strategies::SelectionOptions selection;
+  strategies::BanditOptions bandit;
+  strategies::RewardWeights reward;
+  strategies::SparsitySchedule schedule;
+  strategies::AggregatorOptions aggregator;
+  lora::LoraOptions lora;  // alpha, dropout, targets; the rank is the arm's.
+  TrainSpec train;
+  std::string upload_codec = "int8_row";
+  bool upload_zstd = true;
+  double topk_fraction = 0.01;
+  double importance_ema = 0.5;
+  int64_t max_examples = 1000000;  // Cap on a device's claimed weight.
+  int64_t max_devices = 100000;
+  std::set<std::string> allow_list;  // Empty: any valid device id.
+  uint64_t seed = 1;
+
+  absl::Status Validate() const;
+};
+
+struct Task {
+  int64_t round = 0;
+  std::string nonce;  // 16 random bytes, hex.
+  strategies::Arm arm;
+  double global_ratio = 0;    // The schedule's ratio this round.
+  double combined_ratio = 0;  // What the device's plan removes in all.
+  pruning::PruningPlan plan;
+  int64_t rank = 0;        // LoRA mode.
+  std::string payload_id;  // Transfer id of the payload.
+  absl::Time issued;
+  absl::Time deadline;
+};
+
+struct Timings {
+  double download_s = 0, train_s = 0, upload_s = 0, eval_s = 0;
+  int64_t bytes_down = 0, bytes_up = 0, raw_bytes_down = 0, raw_bytes_up = 0;
+  int64_t peak_rss_bytes = 0;
+};
+
+struct Submission {
+  std::string device_id;
+  int64_t round = 0;
+  std::string nonce;
+  NamedTensors update;      // Decoded, in the sub-model's names.
+  NamedTensors importance;  // Optional: "heads.N", "channels.N".
+  int64_t num_examples = 0;
+  double loss_before = 0, loss_after = 0;
+  Timings timings;  // As the device measured them.
+};
+
+// One device's row of a closed round.
+struct ClientRecord {
+  int64_t round = 0;
+  std::string device_id;
+  std::string link;
+  std::string status;  // "accepted", "straggler", "dropped".
+  strategies::Arm arm;
+  double combined_ratio = 0;
+  Timings timings;
+  double wait_s = 0;     // From its submission to the round's close.
+  double elapsed_s = 0;  // From its task to its submission (server clock).
+  double loss_before = 0, loss_after = 0;
+  double update_norm = 0;
+  strategies::RewardTerms terms;
+  double reward = 0;
+};
+
+struct RoundRecord {
+  int64_t round = 0;
+  int64_t attempt = 0;
+  bool committed = false;  // False: too few updates, the round is retried.
+  double global_ratio = 0;
+  int64_t invited = 0, accepted = 0, stragglers = 0, dropped = 0;
+  double round_s = 0;      // Open to close.
+  double aggregate_s = 0;  // Finish + commit (measured by the caller's clock).
+  double mean_loss_after = 0;
+  std::vector<ClientRecord> clients;
+};
+
+// What the engine needs from its surroundings. All optional.
+struct EngineHooks {
+  // Makes `tensors` downloadable as `transfer_id`.
+  std::function<void(const std::string& transfer_id,
+                     const NamedTensors& tensors)>
+      publish;
+  // Called under the engine's lock after each closed round (committed or
+  // retried) with the global model updated: the place to checkpoint and
+  // queue an evaluation. Its error is returned by the call that closed the
+  // round; the round stays closed in memory, and a restart resumes from the
+  // last checkpoint that was written, so nothing is counted twice.
+  std::function<absl::Status(const RoundRecord&)> on_round_closed;
+  // Monotonic seconds for measuring aggregation; default absl::Now().
+  std::function<absl::Time()> clock;
+};
+
+class Engine {
+ public:
+  // `global` is owned. InvalidArgument for bad options.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(
+      std::unique_ptr<GlobalModel> global, EngineOptions options,
+      EngineHooks hooks);
+
+  // Registers or re-registers a device (re-registration keeps its bandit
+  // and history). InvalidArgument for bad facts; PermissionDenied if not
+  // on the allow-list; ResourceExhausted if the registry is full.
+  absl::StatusOr<std::string> Register(const DeviceFacts& facts,
+                                       absl::Time now);
+
+  // The device's task for the current round. NotFound: not registered.
+  // Unavailable: not invited (yet), retry later. OutOfRange: the
+  // federation finished.
+  absl::StatusOr<Task> GetTask(const std::string& device_id, absl::Time now);
+
+  // NotFound: unknown device. FailedPrecondition: no open round, wrong
+  // round or nonce, device not invited or already dropped.
+  // AlreadyExists: second update this round. InvalidArgument: names,
+  // shapes or values that do not match the task, or non-finite losses.
+  absl::Status Submit(const Submission& submission, absl::Time now);
+
+  // Liveness; true while the device's round is open for it.
+  absl::StatusOr<bool> Heartbeat(const std::string& device_id, absl::Time now);
+
+  // The device's connection broke: it is not waited for this round.
+  void Disconnect(const std::string& device_id, absl::Time now);
+
+  // Opens, times out and closes rounds. Call periodically (the service
+  // does, every 100 ms) and after each event in tests.
+  absl::Status Tick(absl::Time now);
+
+  int64_t round() const;  // The current (or next) round number.
+  bool finished() const;
+  // Why the federation stopped early (a round failed max_attempts times);
+  // OK while running or after all rounds.
+  absl::Status failure() const;
+  int64_t registered() const;
+  std::vector<RoundRecord> history() const;  // Closed rounds, in order.
+
+  // Checkpointable state (see coordinator/checkpoint.h).
+  struct BanditPlay {
+    std::string device_id;
+    strategies::Arm arm;
+    double reward;
+  };
+  struct State {
+    int64_t next_round = 1;
+    std::vector<DeviceFacts> devices;
+    std::vector<BanditPlay> plays;  // Every bandit update, in order.
+    std::map<std::string, double> expected_seconds;
+    NamedTensors global;
+  };
+  State Snapshot() const;
+  // Replays `state` into a fresh engine (before any Tick).
+  absl::Status Restore(const State& state);
+
+  // For evaluation off the engine's thread: the materialised global model.
+  absl::StatusOr<model::Model> Materialize() const;
+
+ private:
+  struct Device {
+    DeviceFacts facts;
+    std::unique_ptr<strategies::Bandit> bandit;
+    absl::Time last_seen;
+    double expected_seconds = -1;  // EMA of task-to-submission seconds.
+  };
+  struct Participant {
+    std::optional<Task> task;
+    // Names and shapes the update must have.
+    std::map<std::string, std::vector<int64_t>> expected;
+    std::string status = "invited";  // invited, accepted, dropped.
+    absl::Time submitted;
+    Submission report;  // Without tensors.
+    double update_norm = 0;
+  };
+  struct Round {
+    int64_t number = 0;
+    int64_t attempt = 0;
+    absl::Time opened;
+    absl::Time deadline;
+    double global_ratio = 0;
+    int64_t target = 0;
+    std::map<std::string, Participant> participants;
+    RoundAggregate aggregate;
+    int64_t accepted = 0;
+  };
+
+  Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
+         EngineHooks hooks)
+      : global_(std::move(global)),
+        options_(std::move(options)),
+        hooks_(std::move(hooks)) {}
+
+  absl::Status OpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Task> MakeTask(const std::string& device_id, Device& device,
+                                Participant& participant, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ValidateUpdate(const Participant& participant,
+                              const Submission& submission) const;
+  std::mt19937_64 Rng(const std::string& device_id, int64_t salt) const;
+  void Play(const std::string& device_id, const strategies::Arm& arm,
+            double reward) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::unique_ptr<GlobalModel> global_ ABSL_PT_GUARDED_BY(mu_);
+  const EngineOptions options_;
+  const EngineHooks hooks_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, Device> devices_ ABSL_GUARDED_BY(mu_);
+  std::optional<Round> round_ ABSL_GUARDED_BY(mu_);
+  int64_t next_round_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t attempt_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  std::vector<BanditPlay> plays_ ABSL_GUARDED_BY(mu_);
+  std::vector<RoundRecord> history_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace fedge::coordinator

@@ -1,0 +1,331 @@
+#include "coordinator/engine.h"
+
+#include "gtest/gtest.h"
+#include <torch/types.h>
+
+#include "tests/testing/tiny_models.h"
+
+namespace fedge::coordinator {
+namespace {
+
+const absl::Time kStart = absl::FromUnixSeconds(1700000000);
+
+struct Harness {
+  std::unique_ptr<Engine> engine;
+  std::map<std::string, NamedTensors> published;
+  std::vector<RoundRecord> closed;
+};
+
+Harness MakeEngine(EngineOptions options) {
+  torch::manual_seed(0);
+  Harness h;
+  auto global = GlobalModel::Create(testing::TinyVit(16), options.mode, {});
+  EXPECT_TRUE(global.ok());
+  EngineHooks hooks;
+  hooks.publish = [&h](const std::string& id, const NamedTensors& t) {
+    h.published[id] = t;
+  };
+  hooks.on_round_closed = [&h](const RoundRecord& r) {
+    h.closed.push_back(r);
+    return absl::OkStatus();
+  };
+  auto engine = Engine::Create(std::move(*global), options, hooks);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  h.engine = std::move(*engine);
+  return h;
+}
+
+EngineOptions Options() {
+  EngineOptions o;
+  o.rounds = 3;
+  o.round_deadline = absl::Seconds(60);
+  o.heartbeat_timeout = absl::Seconds(30);
+  o.bandit.space.max_ratio = 0.5;
+  o.bandit.space.ranks = {2, 4};
+  return o;
+}
+
+void RegisterAll(Harness& h, int n) {
+  for (int i = 0; i < n; ++i) {
+    DeviceFacts f;
+    f.device_id = "pi-" + std::to_string(i);
+    f.link = i % 2 ? "wifi" : "5g-sa";
+    ASSERT_TRUE(h.engine->Register(f, kStart).ok());
+  }
+}
+
+// The device "trains": its payload plus a deterministic perturbation.
+Submission Train(const Harness& h, const std::string& id, const Task& task,
+                 double loss_after = 1.5) {
+  Submission s;
+  s.device_id = id;
+  s.round = task.round;
+  s.nonce = task.nonce;
+  s.num_examples = 100;
+  s.loss_before = 2.0;
+  s.loss_after = loss_after;
+  s.timings.train_s = 3;
+  torch::manual_seed(task.round * 100 + std::stoi(id.substr(3)));
+  for (const auto& item : h.published.at(task.payload_id)) {
+    s.update.insert(item.key(),
+                    item.value() + 0.01 * torch::randn_like(item.value()));
+  }
+  return s;
+}
+
+TEST(EngineTest, FullRoundsCloseWhenEveryoneSubmitted) {
+  Harness h = MakeEngine(Options());
+  EXPECT_EQ(h.engine->GetTask("pi-0", kStart).status().code(),
+            absl::StatusCode::kNotFound);
+  RegisterAll(h, 3);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  for (int r = 1; r <= 3; ++r) {
+    const absl::Time now = kStart + absl::Seconds(10 * r);
+    for (int i = 0; i < 3; ++i) {
+      const std::string id = "pi-" + std::to_string(i);
+      auto task = h.engine->GetTask(id, now);
+      ASSERT_TRUE(task.ok()) << task.status();
+      EXPECT_EQ(task->round, r);
+      // GetTask is idempotent within a round.
+      EXPECT_EQ(h.engine->GetTask(id, now)->nonce, task->nonce);
+      ASSERT_TRUE(
+          h.engine->Submit(Train(h, id, *task), now + absl::Seconds(i)).ok());
+    }
+  }
+  ASSERT_EQ(h.closed.size(), 3u);
+  EXPECT_TRUE(h.engine->finished());
+  EXPECT_EQ(h.engine->GetTask("pi-0", kStart).status().code(),
+            absl::StatusCode::kOutOfRange);
+  for (const RoundRecord& r : h.closed) {
+    EXPECT_TRUE(r.committed);
+    EXPECT_EQ(r.accepted, 3);
+    ASSERT_EQ(r.clients.size(), 3u);
+    // pi-0 submitted 2 s before the close.
+    EXPECT_DOUBLE_EQ(r.clients[0].wait_s, 2.0);
+    EXPECT_EQ(r.clients[0].status, "accepted");
+    EXPECT_NEAR(r.clients[0].terms.loss_improvement, 0.25, 1e-12);
+  }
+}
+
+TEST(EngineTest, DeadlineDropsStragglersAndPenalisesTheirArm) {
+  Harness h = MakeEngine(Options());
+  RegisterAll(h, 3);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  std::map<std::string, Task> tasks;
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = "pi-" + std::to_string(i);
+    tasks[id] = *h.engine->GetTask(id, kStart);
+  }
+  ASSERT_TRUE(
+      h.engine
+          ->Submit(Train(h, "pi-0", tasks["pi-0"]), kStart + absl::Seconds(5))
+          .ok());
+  ASSERT_TRUE(
+      h.engine
+          ->Submit(Train(h, "pi-1", tasks["pi-1"]), kStart + absl::Seconds(6))
+          .ok());
+  // pi-2 keeps its heartbeat but misses the deadline.
+  ASSERT_TRUE(h.engine->Heartbeat("pi-2", kStart + absl::Seconds(40)).ok());
+  ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(59)).ok());
+  EXPECT_TRUE(h.closed.empty());
+  ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(60)).ok());
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].accepted, 2);
+  EXPECT_EQ(h.closed[0].stragglers, 1);
+  EXPECT_EQ(h.closed[0].clients[2].status, "straggler");
+  EXPECT_EQ(h.closed[0].clients[2].terms.time_ratio, 4.0);
+  EXPECT_EQ(h.engine->Snapshot().plays.size(), 3u);  // Penalty played.
+  // Its late update is refused: the round is closed.
+  EXPECT_EQ(
+      h.engine
+          ->Submit(Train(h, "pi-2", tasks["pi-2"]), kStart + absl::Seconds(61))
+          .code(),
+      absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(EngineTest, OvercommitClosesAtTheTargetCount) {
+  EngineOptions o = Options();
+  o.selection.kind = strategies::SelectionKind::kDeadlineAware;
+  o.selection.clients_per_round = 2;
+  o.selection.overcommit = 1.5;
+  Harness h = MakeEngine(o);
+  RegisterAll(h, 5);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  std::vector<std::string> invited;
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = "pi-" + std::to_string(i);
+    if (h.engine->GetTask(id, kStart).ok()) invited.push_back(id);
+  }
+  ASSERT_EQ(invited.size(), 3u);
+  for (int k = 0; k < 2; ++k) {
+    auto task = h.engine->GetTask(invited[k], kStart);
+    ASSERT_TRUE(h.engine->Submit(Train(h, invited[k], *task), kStart).ok());
+  }
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].accepted, 2);
+  EXPECT_EQ(h.closed[0].stragglers, 1);
+  EXPECT_EQ(h.engine->round(), 2);
+}
+
+TEST(EngineTest, DisconnectedDevicesAreNotWaitedFor) {
+  Harness h = MakeEngine(Options());
+  RegisterAll(h, 3);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  for (int i = 0; i < 2; ++i) {
+    const std::string id = "pi-" + std::to_string(i);
+    ASSERT_TRUE(
+        h.engine->Submit(Train(h, id, *h.engine->GetTask(id, kStart)), kStart)
+            .ok());
+  }
+  ASSERT_TRUE(h.engine->GetTask("pi-2", kStart).ok());
+  h.engine->Disconnect("pi-2", kStart + absl::Seconds(1));
+  ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(1)).ok());
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].dropped, 1);
+  EXPECT_EQ(h.engine->Snapshot().plays.size(), 2u);  // No penalty for it.
+
+  // A silent device is dropped after the heartbeat timeout.
+  for (int i = 0; i < 2; ++i) {
+    const std::string id = "pi-" + std::to_string(i);
+    ASSERT_TRUE(h.engine
+                    ->Submit(Train(h, id, *h.engine->GetTask(id, kStart)),
+                             kStart + absl::Seconds(2))
+                    .ok());
+  }
+  ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(32)).ok());
+  ASSERT_EQ(h.closed.size(), 2u);
+  EXPECT_EQ(h.closed[1].dropped, 1);
+}
+
+TEST(EngineTest, TooFewUpdatesRetryTheRound) {
+  EngineOptions o = Options();
+  o.min_updates = 2;
+  o.max_attempts = 2;
+  Harness h = MakeEngine(o);
+  RegisterAll(h, 2);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  const NamedTensors before = h.engine->Snapshot().global;
+  ASSERT_TRUE(
+      h.engine
+          ->Submit(Train(h, "pi-0", *h.engine->GetTask("pi-0", kStart)), kStart)
+          .ok());
+  ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(60)).ok());
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_FALSE(h.closed[0].committed);
+  EXPECT_EQ(h.engine->round(), 1);  // Same round, next attempt.
+  for (const auto& item : before) {
+    EXPECT_TRUE(
+        torch::equal(item.value(), h.engine->Snapshot().global[item.key()]));
+  }
+  auto task = h.engine->GetTask("pi-0", kStart + absl::Seconds(61));
+  ASSERT_TRUE(task.ok());
+  EXPECT_EQ(task->round, 1);
+  ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(130)).ok());
+  EXPECT_TRUE(h.engine->finished());
+  EXPECT_EQ(h.engine->failure().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(EngineTest, RejectsBadUpdatesAndIdentities) {
+  EngineOptions o = Options();
+  o.allow_list = {"pi-0", "pi-1"};
+  Harness h = MakeEngine(o);
+  DeviceFacts f;
+  f.device_id = "intruder";
+  EXPECT_EQ(h.engine->Register(f, kStart).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  f.device_id = "pi/../0";
+  EXPECT_EQ(h.engine->Register(f, kStart).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  RegisterAll(h, 2);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  const Task task = *h.engine->GetTask("pi-0", kStart);
+  Submission good = Train(h, "pi-0", task);
+
+  Submission s = good;
+  s.nonce = "replayed";
+  EXPECT_EQ(h.engine->Submit(s, kStart).code(),
+            absl::StatusCode::kFailedPrecondition);
+  s = good;
+  s.device_id = "pi-1";  // Another device's task.
+  EXPECT_EQ(h.engine->Submit(s, kStart).code(),
+            absl::StatusCode::kFailedPrecondition);
+  s = good;
+  s.update[s.update.keys()[0]] = torch::zeros({2, 2});
+  EXPECT_EQ(h.engine->Submit(s, kStart).code(),
+            absl::StatusCode::kInvalidArgument);
+  s = good;
+  s.update[s.update.keys()[0]] = s.update[s.update.keys()[0]].clone();
+  s.update[s.update.keys()[0]][0][0] = NAN;
+  EXPECT_EQ(h.engine->Submit(s, kStart).code(),
+            absl::StatusCode::kInvalidArgument);
+  s = good;
+  s.loss_after = INFINITY;
+  EXPECT_EQ(h.engine->Submit(s, kStart).code(),
+            absl::StatusCode::kInvalidArgument);
+  s = good;
+  s.round = 7;
+  EXPECT_EQ(h.engine->Submit(s, kStart).code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  ASSERT_TRUE(h.engine->Submit(good, kStart).ok());
+  EXPECT_EQ(h.engine->Submit(good, kStart).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(h.closed.empty());  // pi-1 still due.
+}
+
+// Runs rounds [from, to] with devices pi-0..2 submitting in order.
+void RunRounds(Harness& h, int from, int to) {
+  for (int r = from; r <= to; ++r) {
+    const absl::Time now = kStart + absl::Seconds(100 * r);
+    ASSERT_TRUE(h.engine->Tick(now).ok());
+    for (int i = 0; i < 3; ++i) {
+      const std::string id = "pi-" + std::to_string(i);
+      auto task = h.engine->GetTask(id, now);
+      ASSERT_TRUE(task.ok()) << task.status();
+      ASSERT_EQ(task->round, r);
+      ASSERT_TRUE(h.engine
+                      ->Submit(Train(h, id, *task, 1.0 + 0.1 * i),
+                               now + absl::Seconds(i + 1))
+                      .ok());
+    }
+  }
+}
+
+TEST(EngineTest, RestoredEngineContinuesBitIdentically) {
+  EngineOptions o = Options();
+  o.rounds = 4;
+  o.schedule = {0.3, 0, 4};
+  // No attempt may time out here: devices only speak at their turn.
+  o.round_deadline = absl::Hours(1);
+  o.heartbeat_timeout = absl::Hours(1);
+  Harness straight = MakeEngine(o);
+  RegisterAll(straight, 3);
+  RunRounds(straight, 1, 4);
+
+  Harness first = MakeEngine(o);
+  RegisterAll(first, 3);
+  RunRounds(first, 1, 2);
+  const Engine::State state = first.engine->Snapshot();
+  Harness resumed = MakeEngine(o);
+  ASSERT_TRUE(resumed.engine->Restore(state).ok());
+  EXPECT_EQ(resumed.engine->round(), 3);
+  RunRounds(resumed, 3, 4);
+  const NamedTensors a = straight.engine->Snapshot().global;
+  const NamedTensors b = resumed.engine->Snapshot().global;
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& item : a) {
+    EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
+  }
+  for (int r = 0; r < 2; ++r) {
+    for (int c = 0; c < 3; ++c) {
+      EXPECT_EQ(straight.closed[2 + r].clients[c].arm,
+                resumed.closed[r].clients[c].arm)
+          << r << " " << c << " "
+          << strategies::ArmToString(straight.closed[2 + r].clients[c].arm)
+          << " " << strategies::ArmToString(resumed.closed[r].clients[c].arm);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fedge::coordinator

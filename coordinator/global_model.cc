@@ -1,0 +1,276 @@
+#include "coordinator/global_model.h"
+
+#include <cmath>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include <torch/types.h>
+
+#include "lora/aggregate.h"
+#include "model/checkpoint.h"
+#include "model/layers.h"
+
+namespace fedge::coordinator {
+namespace {
+
+constexpr absl::string_view kWeight = ".weight";
+
+// Scales every block's scores to unit L2 norm (all-zero blocks stay zero),
+// so magnitude scores and devices' LoRA-gradient scores mix on one scale.
+at::Tensor UnitNorm(const at::Tensor& scores) {
+  const double norm = scores.norm().item<double>();
+  return norm > 0 ? scores / norm : scores;
+}
+
+bool IsTarget(const std::string& path, const lora::LoraOptions& lora) {
+  const size_t dot = path.rfind('.');
+  const std::string last =
+      dot == std::string::npos ? path : path.substr(dot + 1);
+  for (const std::string& t : lora.target_modules) {
+    if (last == t) return true;
+  }
+  return false;
+}
+
+// A fresh copy of `base` with `weights` loaded.
+absl::StatusOr<model::Model> CloneWith(const model::ModelImpl& base,
+                                       const NamedTensors& weights) {
+  absl::StatusOr<model::Model> copy =
+      model::CreateModelFromConfig(base.ConfigJson());
+  if (!copy.ok()) return copy.status();
+  if (absl::Status s = model::LoadWeights(**copy, weights); !s.ok()) return s;
+  return copy;
+}
+
+}  // namespace
+
+absl::StatusOr<Mode> ParseMode(absl::string_view name) {
+  if (name == "lora") return Mode::kLora;
+  if (name == "dense") return Mode::kDense;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown training mode '", name, "' (want lora or dense)"));
+}
+
+absl::StatusOr<std::unique_ptr<GlobalModel>> GlobalModel::Create(
+    model::Model base, Mode mode, const lora::LoraOptions& lora) {
+  if (absl::Status s = lora.Validate(); !s.ok()) return s;
+  torch::NoGradGuard no_grad;
+  auto global = std::unique_ptr<GlobalModel>(
+      new GlobalModel(std::move(base), mode, lora));
+  if (mode == Mode::kDense) {
+    global->trained_ = model::CopyWeights(*global->base_);
+  } else {
+    for (auto& [path, linear] : model::NamedLinears(*global->base_)) {
+      if (!IsTarget(path, lora)) continue;
+      global->trained_.insert(path + std::string(kWeight),
+                              torch::zeros_like(linear->weight));
+    }
+    if (global->trained_.is_empty()) {
+      return absl::InvalidArgumentError(
+          "no Linear of the base model matches the LoRA target modules");
+    }
+  }
+  pruning::GroupScores scores = pruning::MagnitudeScores(*global->base_);
+  for (at::Tensor& h : scores.heads) h = UnitNorm(h.to(torch::kFloat64));
+  for (at::Tensor& c : scores.channels) c = UnitNorm(c.to(torch::kFloat64));
+  global->scores_ = std::move(scores);
+  return global;
+}
+
+absl::StatusOr<pruning::PruningPlan> GlobalModel::Plan(double ratio) const {
+  return pruning::PlanFromScores(*base_, scores_, ratio);
+}
+
+absl::StatusOr<NamedTensors> GlobalModel::Payload(
+    const pruning::PruningPlan& plan, int64_t rank, uint64_t seed) const {
+  torch::NoGradGuard no_grad;
+  absl::StatusOr<NamedTensors> sliced =
+      pruning::SliceTensors(*base_, plan, trained_);
+  if (!sliced.ok()) return sliced.status();
+  if (mode_ == Mode::kDense) return sliced;
+  lora::GlobalAdapter global;
+  global.method = lora::RankMethod::kSvd;
+  global.alpha = lora_.alpha;
+  for (const auto& item : *sliced) {
+    const std::string& name = item.key();
+    global.deltas.insert(name.substr(0, name.size() - kWeight.size()),
+                         item.value());
+  }
+  absl::StatusOr<lora::RankedAdapter> ranked =
+      lora::AdapterForRank(global, rank);
+  if (!ranked.ok()) return ranked.status();
+  lora::ReviveDeadComponents(ranked->adapters, seed);
+  return std::move(ranked->adapters);
+}
+
+absl::StatusOr<RoundAggregate> GlobalModel::BeginRound(
+    const strategies::AggregatorOptions& options) const {
+  RoundAggregate round;
+  auto updates = strategies::UpdateAggregator::Create(trained_, options);
+  if (!updates.ok()) return updates.status();
+  round.updates = std::move(*updates);
+  for (size_t b = 0; b < scores_.heads.size(); ++b) {
+    round.head_sums.push_back(torch::zeros_like(scores_.heads[b]));
+    round.head_counts.push_back(torch::zeros_like(scores_.heads[b]));
+    round.channel_sums.push_back(torch::zeros_like(scores_.channels[b]));
+    round.channel_counts.push_back(torch::zeros_like(scores_.channels[b]));
+  }
+  return round;
+}
+
+absl::StatusOr<double> GlobalModel::AddUpdate(RoundAggregate& round,
+                                              const pruning::PruningPlan& plan,
+                                              const NamedTensors& update,
+                                              double weight) const {
+  torch::NoGradGuard no_grad;
+  NamedTensors sub;
+  if (mode_ == Mode::kDense) {
+    sub = update;
+  } else {
+    absl::StatusOr<NamedTensors> deltas =
+        lora::AdapterDeltas(update, lora_.alpha);
+    if (!deltas.ok()) return deltas.status();
+    for (const auto& item : *deltas) {
+      sub.insert(item.key() + std::string(kWeight), item.value());
+    }
+  }
+  absl::StatusOr<pruning::Scattered> full =
+      pruning::ScatterTensors(*base_, plan, sub);
+  if (!full.ok()) return full.status();
+  return round.updates->Add(full->tensors, full->coverage, weight);
+}
+
+absl::Status GlobalModel::AddScores(RoundAggregate& round,
+                                    const pruning::PruningPlan& plan,
+                                    const NamedTensors& importance) const {
+  torch::NoGradGuard no_grad;
+  const size_t blocks = plan.blocks.size();
+  if (blocks != scores_.heads.size()) {
+    return absl::InvalidArgumentError("importance: plan has the wrong blocks");
+  }
+  // Validate all, then fold.
+  struct Entry {
+    bool heads;
+    size_t block;
+    at::Tensor values;
+  };
+  std::vector<Entry> entries;
+  for (const auto& item : importance) {
+    const std::string& name = item.key();
+    const bool heads = absl::StartsWith(name, "heads.");
+    if (!heads && !absl::StartsWith(name, "channels.")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("importance: unknown entry '", name, "'"));
+    }
+    size_t block = 0;
+    if (!absl::SimpleAtoi(name.substr(name.find('.') + 1), &block) ||
+        block >= blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("importance: bad block in '", name, "'"));
+    }
+    const std::vector<int64_t>& kept =
+        heads ? plan.blocks[block].heads : plan.blocks[block].channels;
+    const at::Tensor& v = item.value();
+    if (v.dim() != 1 || v.size(0) != static_cast<int64_t>(kept.size()) ||
+        !v.is_floating_point() || !torch::isfinite(v).all().item<bool>() ||
+        (v < 0).any().item<bool>()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("importance '", name, "' must be ", kept.size(),
+                       " finite, non-negative scores"));
+    }
+    entries.push_back({heads, block, UnitNorm(v.to(torch::kFloat64))});
+  }
+  for (const Entry& e : entries) {
+    const std::vector<int64_t>& kept =
+        e.heads ? plan.blocks[e.block].heads : plan.blocks[e.block].channels;
+    const at::Tensor index = torch::tensor(kept, torch::kLong);
+    at::Tensor& sums =
+        e.heads ? round.head_sums[e.block] : round.channel_sums[e.block];
+    at::Tensor& counts =
+        e.heads ? round.head_counts[e.block] : round.channel_counts[e.block];
+    sums.index_add_(0, index, e.values);
+    counts.index_add_(0, index, torch::ones_like(e.values));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
+  torch::NoGradGuard no_grad;
+  absl::StatusOr<NamedTensors> next = round.updates->Finish();
+  if (!next.ok()) return next.status();
+  trained_ = std::move(*next);
+  auto blend = [ema](at::Tensor& global, const at::Tensor& sums,
+                     const at::Tensor& counts) {
+    const at::Tensor held = counts > 0;
+    if (!held.any().item<bool>()) return;
+    const at::Tensor mean = UnitNorm(torch::where(
+        held, sums / counts.clamp_min(1), torch::zeros_like(sums)));
+    // Units no device held keep their score, relative to the block's scale.
+    global =
+        UnitNorm(torch::where(held, ema * global + (1 - ema) * mean, global));
+  };
+  for (size_t b = 0; b < scores_.heads.size(); ++b) {
+    blend(scores_.heads[b], round.head_sums[b], round.head_counts[b]);
+    blend(scores_.channels[b], round.channel_sums[b], round.channel_counts[b]);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<model::Model> GlobalModel::Materialize(double ratio) const {
+  torch::NoGradGuard no_grad;
+  NamedTensors weights = model::CopyWeights(*base_);
+  for (const auto& item : trained_) {
+    at::Tensor* w = weights.find(item.key());
+    if (w == nullptr) {
+      return absl::InternalError(
+          absl::StrCat("global state names unknown weight ", item.key()));
+    }
+    *w = mode_ == Mode::kDense ? item.value().clone() : *w + item.value();
+  }
+  absl::StatusOr<model::Model> merged = CloneWith(*base_, weights);
+  if (!merged.ok() || ratio <= 0) return merged;
+  absl::StatusOr<pruning::PruningPlan> plan = Plan(ratio);
+  if (!plan.ok()) return plan.status();
+  return pruning::ApplyPlan(**merged, *plan);
+}
+
+NamedTensors GlobalModel::State() const {
+  NamedTensors state;
+  for (const auto& item : trained_) state.insert(item.key(), item.value());
+  for (size_t b = 0; b < scores_.heads.size(); ++b) {
+    state.insert(absl::StrCat("scores.heads.", b), scores_.heads[b]);
+    state.insert(absl::StrCat("scores.channels.", b), scores_.channels[b]);
+  }
+  return state;
+}
+
+absl::Status GlobalModel::Restore(const NamedTensors& state) {
+  const NamedTensors current = State();
+  if (state.size() != current.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint state has ", state.size(),
+                     " tensors; this model needs ", current.size()));
+  }
+  for (const auto& item : current) {
+    const at::Tensor* t = state.find(item.key());
+    if (t == nullptr || t->sizes() != item.value().sizes() ||
+        !torch::isfinite(*t).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint state tensor '", item.key(),
+          "' is missing, mis-shaped or not finite for this base model"));
+    }
+  }
+  for (auto& item : trained_) {
+    item.value() = state[item.key()].to(item.value().scalar_type()).clone();
+  }
+  for (size_t b = 0; b < scores_.heads.size(); ++b) {
+    scores_.heads[b] =
+        state[absl::StrCat("scores.heads.", b)].to(torch::kFloat64).clone();
+    scores_.channels[b] =
+        state[absl::StrCat("scores.channels.", b)].to(torch::kFloat64).clone();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedge::coordinator

@@ -1,0 +1,116 @@
+// The coordinator's global state of the model being fine-tuned: the frozen
+// base, what training changed (the LoRA product per target Linear, or the
+// dense weights), and the global importance scores that drive
+// prune-and-tune. It cuts each device's payload (its sub-model's adapter at
+// its rank, or its sub-model's weights) and folds updates back in full
+// coordinates. No gRPC, no threads.
+//
+// LoRA mode keeps, per target Linear "<path>", the accumulated update
+// D = scale * B A in full coordinates as "<path>.weight" (zeros at the
+// start). A device with plan P and rank r gets the truncated SVD of D
+// sliced to P at rank r (components the SVD leaves empty get a fresh A, see
+// lora::ReviveDeadComponents); its trained adapter's product is scattered
+// back and averaged into D over the devices that hold each position
+// (FlexLoRA-style, papers.md section 9).
+//
+// Dense mode (classic FedAvg) keeps every weight and averages the devices'
+// trained weights, scattered back from their sub-models.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+#include "lora/lora.h"
+#include "model/model.h"
+#include "pruning/importance.h"
+#include "pruning/plan.h"
+#include "strategies/aggregator.h"
+
+namespace fedge::coordinator {
+
+using model::NamedTensors;
+
+enum class Mode { kLora, kDense };
+
+// "lora", "dense". InvalidArgument otherwise.
+absl::StatusOr<Mode> ParseMode(absl::string_view name);
+
+// One round's aggregation in progress.
+struct RoundAggregate {
+  std::unique_ptr<strategies::UpdateAggregator> updates;
+  // Per block, sums of reported (normalised) scores and how many devices
+  // reported each unit; float64.
+  std::vector<at::Tensor> head_sums, head_counts;
+  std::vector<at::Tensor> channel_sums, channel_counts;
+};
+
+// Not thread-safe; the engine serialises access.
+class GlobalModel {
+ public:
+  // Takes the base model (without adapters). InvalidArgument for bad LoRA
+  // options or targets that match no Linear of the base.
+  static absl::StatusOr<std::unique_ptr<GlobalModel>> Create(
+      model::Model base, Mode mode, const lora::LoraOptions& lora);
+
+  Mode mode() const { return mode_; }
+  const model::ModelImpl& base() const { return *base_; }
+  const lora::LoraOptions& lora() const { return lora_; }
+
+  // The plan removing `ratio` of every block's heads and channels, keeping
+  // the globally most important. InvalidArgument for a ratio outside
+  // [0, 1).
+  absl::StatusOr<pruning::PruningPlan> Plan(double ratio) const;
+
+  // What a device with `plan` (and `rank`, LoRA mode) downloads, in the
+  // sub-model's names; its update must have the same names and shapes.
+  // `seed` initialises revived adapter components.
+  absl::StatusOr<NamedTensors> Payload(const pruning::PruningPlan& plan,
+                                       int64_t rank, uint64_t seed) const;
+
+  absl::StatusOr<RoundAggregate> BeginRound(
+      const strategies::AggregatorOptions& options) const;
+
+  // Folds a device's trained payload (validated by the caller against
+  // Payload's names and shapes) into `round`, weighted by `weight`.
+  // Returns the norm of its change (the reward's update importance).
+  absl::StatusOr<double> AddUpdate(RoundAggregate& round,
+                                   const pruning::PruningPlan& plan,
+                                   const NamedTensors& update,
+                                   double weight) const;
+
+  // Folds a device's importance report ("heads.N" [kept heads of block N],
+  // "channels.N" [kept channels]) into `round`. InvalidArgument for names,
+  // sizes or values (negative, non-finite) that do not fit `plan`.
+  absl::Status AddScores(RoundAggregate& round,
+                         const pruning::PruningPlan& plan,
+                         const NamedTensors& importance) const;
+
+  // Makes the round's aggregate the new global state; scores of units that
+  // were reported move towards the round's mean by (1 - ema).
+  absl::Status Commit(const RoundAggregate& round, double ema);
+
+  // A standalone model for evaluation: the base with the global change
+  // applied (merged), pruned by Plan(ratio).
+  absl::StatusOr<model::Model> Materialize(double ratio) const;
+
+  // The state to checkpoint and restore: the trained tensors and the
+  // scores ("scores.heads.N", "scores.channels.N"). Restore checks names
+  // and shapes against this model (InvalidArgument otherwise).
+  NamedTensors State() const;
+  absl::Status Restore(const NamedTensors& state);
+
+ private:
+  GlobalModel(model::Model base, Mode mode, const lora::LoraOptions& lora)
+      : base_(std::move(base)), mode_(mode), lora_(lora) {}
+
+  model::Model base_;
+  const Mode mode_;
+  const lora::LoraOptions lora_;
+  NamedTensors trained_;  // LoRA: "<path>.weight" -> D; dense: all weights.
+  pruning::GroupScores scores_;  // Unit-norm per block.
+};
+
+}  // namespace fedge::coordinator

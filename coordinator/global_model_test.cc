@@ -1,0 +1,153 @@
+#include "coordinator/global_model.h"
+
+#include <cmath>
+
+#include "gtest/gtest.h"
+#include <torch/types.h>
+
+#include "lora/aggregate.h"
+#include "tests/testing/tiny_models.h"
+
+namespace fedge::coordinator {
+namespace {
+
+std::unique_ptr<GlobalModel> MakeGlobal(Mode mode) {
+  torch::manual_seed(0);
+  auto global = GlobalModel::Create(testing::TinyVit(16), mode, {});
+  EXPECT_TRUE(global.ok()) << global.status();
+  return std::move(*global);
+}
+
+// A trained adapter: the payload with B moved away from zero.
+NamedTensors Train(NamedTensors payload, uint64_t seed) {
+  torch::manual_seed(seed);
+  for (auto& item : payload) {
+    item.value() = item.value() + 0.05 * torch::randn_like(item.value());
+  }
+  return payload;
+}
+
+TEST(GlobalModelTest, FirstPayloadIsAFreshAdapterOfTheSubModel) {
+  auto global = MakeGlobal(Mode::kLora);
+  auto plan = global->Plan(0.5);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto payload = global->Payload(*plan, 4, 1);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  // TinyVit: 2 blocks, q and v, 4 heads of 8 -> 2 heads kept (16 rows).
+  ASSERT_EQ(payload->size(), 8u);
+  const at::Tensor a = (*payload)["layers.0.self_attn.q_proj.adapter.lora_A"];
+  const at::Tensor b = (*payload)["layers.0.self_attn.q_proj.adapter.lora_B"];
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{4, 32}));
+  EXPECT_EQ(b.sizes(), (std::vector<int64_t>{16, 4}));
+  EXPECT_GT(a.abs().sum().item<double>(), 0);  // Revived: can train.
+  EXPECT_EQ(b.abs().sum().item<double>(), 0);  // Product zero.
+}
+
+TEST(GlobalModelTest, HeterogeneousUpdatesAverageOverCoverage) {
+  auto global = MakeGlobal(Mode::kLora);
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  const pruning::PruningPlan half = *global->Plan(0.5);
+  const NamedTensors u1 = Train(*global->Payload(full, 8, 1), 11);
+  const NamedTensors u2 = Train(*global->Payload(half, 2, 2), 12);
+  auto round = global->BeginRound({});
+  ASSERT_TRUE(round.ok());
+  ASSERT_TRUE(global->AddUpdate(*round, full, u1, 1.0).ok());
+  ASSERT_TRUE(global->AddUpdate(*round, half, u2, 3.0).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+
+  // Naive reference for q_proj of block 0: products in full coordinates.
+  const std::string path = "layers.0.self_attn.q_proj";
+  const at::Tensor p1 = (*lora::AdapterDeltas(u1, 16.0))[path];
+  at::Tensor p2 = torch::zeros_like(p1);
+  at::Tensor covered = torch::zeros_like(p1);
+  const at::Tensor small = (*lora::AdapterDeltas(u2, 16.0))[path];
+  int64_t row = 0;
+  for (int64_t h : half.blocks[0].heads) {
+    for (int64_t d = 0; d < 8; ++d, ++row) {
+      p2[h * 8 + d] = small[row];
+      covered[h * 8 + d] = 1;
+    }
+  }
+  const at::Tensor expected = (p1 + 3.0 * p2) / (1.0 + 3.0 * covered);
+  const at::Tensor got = global->State()[path + ".weight"];
+  EXPECT_TRUE(torch::allclose(got.to(torch::kFloat64),
+                              expected.to(torch::kFloat64), 1e-5, 1e-6));
+
+  // The full-rank payload now reproduces the global product.
+  const NamedTensors next = *global->Payload(full, 32, 3);
+  EXPECT_TRUE(torch::allclose(
+      (*lora::AdapterDeltas(next, 16.0))[path].to(torch::kFloat64),
+      expected.to(torch::kFloat64), 1e-4, 1e-5));
+}
+
+TEST(GlobalModelTest, DenseModeAveragesWeightsAndKeepsUncoveredOnes) {
+  auto global = MakeGlobal(Mode::kDense);
+  const pruning::PruningPlan half = *global->Plan(0.5);
+  NamedTensors payload = *global->Payload(half, 1, 0);
+  const at::Tensor before = global->State()["layers.0.mlp.up_proj.weight"];
+  for (auto& item : payload) item.value() = item.value() + 1.0;
+  auto round = global->BeginRound({});
+  ASSERT_TRUE(global->AddUpdate(*round, half, payload, 2.0).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  const at::Tensor after = global->State()["layers.0.mlp.up_proj.weight"];
+  for (int64_t c = 0; c < 16; ++c) {
+    const bool kept = std::count(half.blocks[0].channels.begin(),
+                                 half.blocks[0].channels.end(), c) > 0;
+    EXPECT_TRUE(torch::allclose(after[c], before[c] + (kept ? 1.0 : 0.0))) << c;
+  }
+}
+
+TEST(GlobalModelTest, ReportedScoresSteerThePlan) {
+  auto global = MakeGlobal(Mode::kLora);
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  NamedTensors scores;
+  scores.insert("heads.0", torch::tensor({0.0, 0.0, 0.0, 10.0}));
+  scores.insert("channels.0", torch::arange(16.0));
+  auto round = global->BeginRound({});
+  ASSERT_TRUE(global->AddScores(*round, full, scores).ok());
+  ASSERT_TRUE(
+      global->AddUpdate(*round, full, *global->Payload(full, 2, 0), 1).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.0).ok());
+  const pruning::PruningPlan quarter = *global->Plan(0.75);
+  EXPECT_EQ(quarter.blocks[0].heads, (std::vector<int64_t>{3}));
+  EXPECT_EQ(quarter.blocks[0].channels, (std::vector<int64_t>{12, 13, 14, 15}));
+
+  NamedTensors bad;
+  bad.insert("heads.0", torch::tensor({1.0, std::nan(""), 0.0, 1.0}));
+  EXPECT_FALSE(global->AddScores(*round, full, bad).ok());
+  NamedTensors wrong;
+  wrong.insert("heads.7", torch::ones({4}));
+  EXPECT_FALSE(global->AddScores(*round, full, wrong).ok());
+}
+
+TEST(GlobalModelTest, MaterializeMergesTheGlobalChange) {
+  auto global = MakeGlobal(Mode::kLora);
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  auto round = global->BeginRound({});
+  ASSERT_TRUE(
+      global
+          ->AddUpdate(*round, full, Train(*global->Payload(full, 4, 1), 5), 1.0)
+          .ok());
+  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  auto merged = global->Materialize(0.0);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  const std::string name = "layers.1.self_attn.v_proj.weight";
+  const at::Tensor expected =
+      model::CopyWeights(global->base())[name] + global->State()[name];
+  EXPECT_TRUE(torch::allclose(model::CopyWeights(**merged)[name], expected));
+  auto pruned = global->Materialize(0.5);
+  ASSERT_TRUE(pruned.ok());
+  EXPECT_LT(model::CountParameters(**pruned), model::CountParameters(**merged));
+}
+
+TEST(GlobalModelTest, RestoreChecksTheState) {
+  auto global = MakeGlobal(Mode::kLora);
+  NamedTensors state = global->State();
+  ASSERT_TRUE(global->Restore(state).ok());
+  state["layers.0.self_attn.q_proj.weight"] = torch::zeros({3, 3});
+  EXPECT_EQ(global->Restore(state).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(ParseMode("sparse").ok());
+}
+
+}  // namespace
+}  // namespace fedge::coordinator
