@@ -492,9 +492,9 @@ absl::Status Engine::CloseRound(absl::Time now) {
     }
   }
   history_.push_back(record);
-  absl::Status hook_status = hooks_.on_round_closed
-                                 ? hooks_.on_round_closed(record)
-                                 : absl::OkStatus();
+  absl::Status hook_status =
+      hooks_.on_round_closed ? hooks_.on_round_closed(record, SnapshotLocked())
+                             : absl::OkStatus();
   if (absl::Status s = OpenRound(now); !s.ok()) return s;
   return hook_status;
 }
@@ -526,6 +526,10 @@ std::vector<RoundRecord> Engine::history() const {
 
 Engine::State Engine::Snapshot() const {
   absl::MutexLock lock(&mu_);
+  return SnapshotLocked();
+}
+
+Engine::State Engine::SnapshotLocked() const {
   State state;
   state.next_round = next_round_;
   for (const auto& [id, device] : devices_) {

@@ -157,6 +157,21 @@ struct RoundRecord {
   std::vector<ClientRecord> clients;
 };
 
+struct BanditPlay {
+  std::string device_id;
+  strategies::Arm arm;
+  double reward = 0;
+};
+
+// The engine's checkpointable state (see coordinator/state_checkpoint.h).
+struct EngineState {
+  int64_t next_round = 1;
+  std::vector<DeviceFacts> devices;
+  std::vector<BanditPlay> plays;  // Every bandit update, in order.
+  std::map<std::string, double> expected_seconds;
+  NamedTensors global;
+};
+
 // What the engine needs from its surroundings. All optional.
 struct EngineHooks {
   // Makes `tensors` downloadable as `transfer_id`.
@@ -164,11 +179,14 @@ struct EngineHooks {
                      const NamedTensors& tensors)>
       publish;
   // Called under the engine's lock after each closed round (committed or
-  // retried) with the global model updated: the place to checkpoint and
-  // queue an evaluation. Its error is returned by the call that closed the
-  // round; the round stays closed in memory, and a restart resumes from the
-  // last checkpoint that was written, so nothing is counted twice.
-  std::function<absl::Status(const RoundRecord&)> on_round_closed;
+  // retried) with the round's record and the engine's state right after it
+  // (what to checkpoint); the place to write the checkpoint and queue an
+  // evaluation. Must not call back into the engine. Its error is returned
+  // by the call that closed the round; the round stays closed in memory,
+  // and a restart resumes from the last checkpoint written, so nothing is
+  // counted twice.
+  std::function<absl::Status(const RoundRecord&, const EngineState&)>
+      on_round_closed;
   // Monotonic seconds for measuring aggregation; default absl::Now().
   std::function<absl::Time()> clock;
 };
@@ -215,19 +233,8 @@ class Engine {
   int64_t registered() const;
   std::vector<RoundRecord> history() const;  // Closed rounds, in order.
 
-  // Checkpointable state (see coordinator/checkpoint.h).
-  struct BanditPlay {
-    std::string device_id;
-    strategies::Arm arm;
-    double reward;
-  };
-  struct State {
-    int64_t next_round = 1;
-    std::vector<DeviceFacts> devices;
-    std::vector<BanditPlay> plays;  // Every bandit update, in order.
-    std::map<std::string, double> expected_seconds;
-    NamedTensors global;
-  };
+  using BanditPlay = coordinator::BanditPlay;
+  using State = EngineState;
   State Snapshot() const;
   // Replays `state` into a fresh engine (before any Tick).
   absl::Status Restore(const State& state);
@@ -280,6 +287,7 @@ class Engine {
   void Play(const std::string& device_id, const strategies::Arm& arm,
             double reward) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  State SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::unique_ptr<GlobalModel> global_ ABSL_PT_GUARDED_BY(mu_);
   const EngineOptions options_;

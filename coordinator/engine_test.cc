@@ -25,7 +25,7 @@ Harness MakeEngine(EngineOptions options) {
   hooks.publish = [&h](const std::string& id, const NamedTensors& t) {
     h.published[id] = t;
   };
-  hooks.on_round_closed = [&h](const RoundRecord& r) {
+  hooks.on_round_closed = [&h](const RoundRecord& r, const EngineState&) {
     h.closed.push_back(r);
     return absl::OkStatus();
   };

@@ -1,0 +1,136 @@
+#include "coordinator/state_checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+
+#include "model/file_io.h"
+#include "model/json_util.h"
+#include "model/safetensors.h"
+
+namespace fedge::coordinator {
+namespace {
+
+constexpr char kMetadataKey[] = "fedge_coordinator_state";
+constexpr int64_t kVersion = 1;
+
+nlohmann::json FactsToJson(const DeviceFacts& f) {
+  return {{"device_id", f.device_id},
+          {"cores", f.cores},
+          {"memory_total_bytes", f.memory_total_bytes},
+          {"memory_available_bytes", f.memory_available_bytes},
+          {"memory_budget_bytes", f.memory_budget_bytes},
+          {"arch", f.arch},
+          {"cpu_model", f.cpu_model},
+          {"benchmark_gflops", f.benchmark_gflops},
+          {"link", f.link},
+          {"software_version", f.software_version}};
+}
+
+DeviceFacts FactsFromJson(model::JsonReader& r) {
+  DeviceFacts f;
+  f.device_id = r.String("device_id");
+  f.cores = static_cast<int32_t>(r.Int("cores"));
+  f.memory_total_bytes = r.Int("memory_total_bytes");
+  f.memory_available_bytes = r.Int("memory_available_bytes");
+  f.memory_budget_bytes = r.Int("memory_budget_bytes");
+  f.arch = r.String("arch");
+  f.cpu_model = r.String("cpu_model");
+  f.benchmark_gflops = r.Double("benchmark_gflops");
+  f.link = r.String("link");
+  f.software_version = r.String("software_version");
+  return f;
+}
+
+// fsync of the directory makes the rename itself durable.
+void SyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+std::string CheckpointPath(const std::string& dir) {
+  return dir + "/coordinator.safetensors";
+}
+
+absl::Status SaveCheckpoint(const std::string& dir,
+                            const Checkpoint& checkpoint) {
+  if (absl::Status s = model::MakeDirectories(dir); !s.ok()) return s;
+  const Engine::State& state = checkpoint.state;
+  nlohmann::json json = {{"version", kVersion},
+                         {"next_round", state.next_round},
+                         {"base_digest", checkpoint.base_digest},
+                         {"mode", checkpoint.mode}};
+  json["devices"] = nlohmann::json::array();
+  for (const DeviceFacts& f : state.devices) {
+    nlohmann::json d = FactsToJson(f);
+    auto seconds = state.expected_seconds.find(f.device_id);
+    d["expected_seconds"] =
+        seconds == state.expected_seconds.end() ? -1.0 : seconds->second;
+    json["devices"].push_back(std::move(d));
+  }
+  json["plays"] = nlohmann::json::array();
+  for (const Engine::BanditPlay& p : state.plays) {
+    json["plays"].push_back({{"device_id", p.device_id},
+                             {"prune_ratio", p.arm.prune_ratio},
+                             {"rank", p.arm.rank},
+                             {"reward", p.reward}});
+  }
+  // nlohmann writes doubles with round-trip precision, so replayed rewards
+  // are bit-identical.
+  absl::Status status = model::WriteSafetensors(
+      CheckpointPath(dir), state.global, {{kMetadataKey, json.dump()}});
+  if (status.ok()) SyncDirectory(dir);
+  return status;
+}
+
+absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& dir) {
+  const std::string path = CheckpointPath(dir);
+  absl::StatusOr<model::SafetensorsFile> file = model::ReadSafetensors(path);
+  if (!file.ok()) {
+    if (absl::IsNotFound(file.status())) return file.status();
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint ", path, " is unreadable: ", file.status().message()));
+  }
+  auto meta = file->metadata.find(kMetadataKey);
+  if (meta == file->metadata.end()) {
+    return absl::DataLossError(
+        absl::StrCat(path, " is not a fedge coordinator checkpoint"));
+  }
+  absl::StatusOr<nlohmann::json> json =
+      model::ParseJsonObject(meta->second, path);
+  if (!json.ok()) return absl::DataLossError(json.status().message());
+  model::JsonReader r(*json, path);
+  Checkpoint checkpoint;
+  if (r.Int("version") != kVersion) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": unsupported checkpoint version"));
+  }
+  checkpoint.state.next_round = r.Int("next_round");
+  checkpoint.base_digest = r.String("base_digest");
+  checkpoint.mode = r.String("mode");
+  for (model::JsonReader& d : r.Objects("devices")) {
+    DeviceFacts f = FactsFromJson(d);
+    checkpoint.state.expected_seconds[f.device_id] =
+        d.Double("expected_seconds");
+    checkpoint.state.devices.push_back(std::move(f));
+  }
+  for (model::JsonReader& p : r.Objects("plays")) {
+    Engine::BanditPlay play;
+    play.device_id = p.String("device_id");
+    play.arm.prune_ratio = p.Double("prune_ratio");
+    play.arm.rank = p.Int("rank");
+    play.reward = p.Double("reward");
+    checkpoint.state.plays.push_back(std::move(play));
+  }
+  if (!r.status().ok()) return absl::DataLossError(r.status().message());
+  checkpoint.state.global = std::move(file->tensors);
+  return checkpoint;
+}
+
+}  // namespace fedge::coordinator
