@@ -575,10 +575,4 @@ absl::Status Engine::Restore(const State& state) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<model::Model> Engine::Materialize() const {
-  absl::MutexLock lock(&mu_);
-  const double ratio = options_.schedule.Ratio(next_round_ - 1);
-  return global_->Materialize(ratio);
-}
-
 }  // namespace fedge::coordinator

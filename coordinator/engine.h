@@ -239,9 +239,6 @@ class Engine {
   // Replays `state` into a fresh engine (before any Tick).
   absl::Status Restore(const State& state);
 
-  // For evaluation off the engine's thread: the materialised global model.
-  absl::StatusOr<model::Model> Materialize() const;
-
  private:
   struct Device {
     DeviceFacts facts;

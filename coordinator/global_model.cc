@@ -218,19 +218,38 @@ absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
 }
 
 absl::StatusOr<model::Model> GlobalModel::Materialize(double ratio) const {
+  return MaterializeState(*base_, mode_, State(), ratio);
+}
+
+absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
+                                              Mode mode,
+                                              const NamedTensors& state,
+                                              double ratio) {
   torch::NoGradGuard no_grad;
-  NamedTensors weights = model::CopyWeights(*base_);
-  for (const auto& item : trained_) {
-    at::Tensor* w = weights.find(item.key());
-    if (w == nullptr) {
-      return absl::InternalError(
-          absl::StrCat("global state names unknown weight ", item.key()));
+  NamedTensors weights = model::CopyWeights(base);
+  pruning::GroupScores scores;
+  for (const auto& item : state) {
+    const std::string& name = item.key();
+    if (absl::StartsWith(name, "scores.heads.")) {
+      scores.heads.push_back(item.value());
+      continue;
     }
-    *w = mode_ == Mode::kDense ? item.value().clone() : *w + item.value();
+    if (absl::StartsWith(name, "scores.channels.")) {
+      scores.channels.push_back(item.value());
+      continue;
+    }
+    at::Tensor* w = weights.find(name);
+    if (w == nullptr || w->sizes() != item.value().sizes()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("global state tensor '", name,
+                       "' does not fit the base model"));
+    }
+    *w = mode == Mode::kDense ? item.value().clone() : *w + item.value();
   }
-  absl::StatusOr<model::Model> merged = CloneWith(*base_, weights);
+  absl::StatusOr<model::Model> merged = CloneWith(base, weights);
   if (!merged.ok() || ratio <= 0) return merged;
-  absl::StatusOr<pruning::PruningPlan> plan = Plan(ratio);
+  absl::StatusOr<pruning::PruningPlan> plan =
+      pruning::PlanFromScores(base, scores, ratio);
   if (!plan.ok()) return plan.status();
   return pruning::ApplyPlan(**merged, *plan);
 }

@@ -93,7 +93,7 @@ class GlobalModel {
   absl::Status Commit(const RoundAggregate& round, double ema);
 
   // A standalone model for evaluation: the base with the global change
-  // applied (merged), pruned by Plan(ratio).
+  // applied (merged), pruned by Plan(ratio). See MaterializeState.
   absl::StatusOr<model::Model> Materialize(double ratio) const;
 
   // The state to checkpoint and restore: the trained tensors and the
@@ -112,5 +112,15 @@ class GlobalModel {
   NamedTensors trained_;  // LoRA: "<path>.weight" -> D; dense: all weights.
   pruning::GroupScores scores_;  // Unit-norm per block.
 };
+
+// The base with `state` (as GlobalModel::State() gave it) applied and
+// merged, pruned to `ratio` by the state's own scores. Reads `base` only,
+// so evaluation threads may call it while the engine goes on (the engine
+// replaces its tensors rather than changing them in place).
+// InvalidArgument for a state that does not fit the base.
+absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
+                                              Mode mode,
+                                              const NamedTensors& state,
+                                              double ratio);
 
 }  // namespace fedge::coordinator

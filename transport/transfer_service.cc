@@ -6,6 +6,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 #include "transport/status_convert.h"
@@ -156,6 +157,21 @@ void TransferStore::Offer(const TransferInfo& info,
                           std::shared_ptr<const PayloadSource> source) {
   absl::MutexLock lock(&mu_);
   offered_[info.transfer_id] = Offered{info, std::move(source)};
+}
+
+int64_t TransferStore::Withdraw(absl::string_view prefix) {
+  absl::MutexLock lock(&mu_);
+  int64_t removed = 0;
+  auto drop = [&](auto& map) {
+    for (auto it = map.lower_bound(std::string(prefix));
+         it != map.end() && absl::StartsWith(it->first, prefix);) {
+      it = map.erase(it);
+      ++removed;
+    }
+  };
+  drop(offered_);
+  drop(uploads_);
+  return removed;
 }
 
 absl::StatusOr<TransferStore::Offered> TransferStore::Find(

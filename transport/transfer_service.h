@@ -59,6 +59,10 @@ class TransferStore {
   absl::StatusOr<std::string> TakeUpload(const std::string& transfer_id)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Forgets every offer and upload whose id starts with `prefix` (a closed
+  // round's payloads and unfinished updates); returns how many.
+  int64_t Withdraw(absl::string_view prefix) ABSL_LOCKS_EXCLUDED(mu_);
+
   const AssemblerLimits& limits() const { return limits_; }
 
  private:

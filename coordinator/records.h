@@ -1,0 +1,56 @@
+// What a closed round leaves behind: rows in the run directory's CSVs and
+// updates to the Prometheus metrics (documented in docs/metrics.md).
+//
+//   clients.csv: one row per device and round attempt (timings, bytes, arm,
+//                losses, reward terms).
+//   rounds.csv:  one row per round attempt (participation, round and
+//                aggregation time, global accuracy when evaluated).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "coordinator/engine.h"
+#include "metrics/csv.h"
+#include "metrics/registry.h"
+#include "model/trainer.h"
+
+namespace fedge::coordinator {
+
+// Declares every coordinator metric in `registry` (once).
+void DeclareMetrics(metrics::Registry& registry);
+
+// Not thread-safe; the coordinator calls it from one thread at a time.
+class RoundLog {
+ public:
+  // Opens (appending, for a resumed run) dir/clients.csv and
+  // dir/rounds.csv. `metrics` may be null.
+  static absl::StatusOr<std::unique_ptr<RoundLog>> Open(
+      const std::string& dir, metrics::Registry* metrics);
+
+  // The clients.csv rows and metrics of a closed round.
+  absl::Status RecordRound(const RoundRecord& round);
+  // The rounds.csv row, with the evaluation if there was one.
+  absl::Status RecordEvaluation(const RoundRecord& round,
+                                const std::optional<model::EvalResult>& eval,
+                                double eval_seconds);
+
+  static const std::vector<std::string>& ClientColumns();
+  static const std::vector<std::string>& RoundColumns();
+
+ private:
+  RoundLog(std::unique_ptr<metrics::CsvWriter> clients,
+           std::unique_ptr<metrics::CsvWriter> rounds,
+           metrics::Registry* metrics)
+      : clients_(std::move(clients)),
+        rounds_(std::move(rounds)),
+        metrics_(metrics) {}
+
+  std::unique_ptr<metrics::CsvWriter> clients_;
+  std::unique_ptr<metrics::CsvWriter> rounds_;
+  metrics::Registry* const metrics_;
+};
+
+}  // namespace fedge::coordinator

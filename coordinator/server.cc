@@ -1,0 +1,263 @@
+#include "coordinator/server.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "coordinator/state_checkpoint.h"
+#include "model/checkpoint.h"
+#include "model/dataset.h"
+#include "model/safetensors.h"
+#include "transport/sha256.h"
+#include "transport/transfer.h"
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+
+namespace fedge::coordinator {
+namespace {
+
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(
+    const std::string& address, const std::string& what) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " '", address, "' is not host:port"));
+  }
+  return std::make_pair(address.substr(0, colon), port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    ServerConfig config) {
+  auto server = std::unique_ptr<CoordinatorServer>(new CoordinatorServer());
+  CoordinatorServer& s = *server;
+  s.config_ = std::move(config);
+  const ServerConfig& c = s.config_;
+  if (absl::Status st = c.channel.Validate(); !st.ok()) return st;
+
+  absl::StatusOr<model::Model> base = model::LoadCheckpoint(c.base_dir);
+  if (!base.ok()) {
+    return absl::Status(base.status().code(),
+                        absl::StrCat("base model in ", c.base_dir, ": ",
+                                     base.status().message(),
+                                     " (run fedge-pretrain first)"));
+  }
+  s.base_ = *base;
+  if (!c.data_dir.empty()) {
+    absl::StatusOr<model::Dataset> test =
+        model::LoadFashionMnist(c.data_dir, model::Split::kTest);
+    if (!test.ok()) return test.status();
+    s.test_ = std::move(*test);
+    if (c.eval_examples > 0 && c.eval_examples < s.test_.size()) {
+      std::vector<int64_t> first(c.eval_examples);
+      for (int64_t i = 0; i < c.eval_examples; ++i) first[i] = i;
+      s.test_ = *model::Subset(s.test_, first);
+    }
+  }
+
+  // The base is served from memory as safetensors; its digest is the
+  // devices' cache key and binds checkpoints to it.
+  s.store_ = std::make_unique<transport::TransferStore>();
+  absl::StatusOr<std::unique_ptr<transport::SafetensorsSource>> source =
+      transport::SafetensorsSource::Create(model::CopyWeights(*s.base_));
+  if (!source.ok()) return source.status();
+  std::shared_ptr<const transport::PayloadSource> base_source =
+      std::move(*source);
+  absl::StatusOr<transport::TransferInfo> base_info = transport::DescribePayload(
+      *base_source, c.service.base_transfer_id, base_source->size());
+  if (!base_info.ok()) return base_info.status();
+  s.base_digest_ = transport::ToHex(base_info->sha256);
+  s.store_->Offer(*base_info, base_source);
+
+  absl::StatusOr<std::unique_ptr<GlobalModel>> global =
+      GlobalModel::Create(s.base_, c.engine.mode, c.engine.lora);
+  if (!global.ok()) return global.status();
+  DeclareMetrics(s.metrics_);
+  EngineHooks hooks;
+  transport::TransferStore* store = s.store_.get();
+  hooks.publish = [store](const std::string& id, const NamedTensors& tensors) {
+    absl::StatusOr<std::unique_ptr<transport::SafetensorsSource>> payload =
+        transport::SafetensorsSource::Create(tensors);
+    CHECK(payload.ok()) << payload.status();  // Our own float tensors.
+    std::shared_ptr<const transport::PayloadSource> shared =
+        std::move(*payload);
+    absl::StatusOr<transport::TransferInfo> info =
+        transport::DescribePayload(*shared, id, shared->size());
+    CHECK(info.ok()) << info.status();
+    store->Offer(*info, shared);
+  };
+  hooks.on_round_closed = [&s](const RoundRecord& r, const EngineState& st) {
+    return s.OnRoundClosed(r, st);
+  };
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(std::move(*global), c.engine, std::move(hooks));
+  if (!engine.ok()) return engine.status();
+  s.engine_ = std::move(*engine);
+
+  const std::string checkpoint_dir = c.run_dir + "/checkpoint";
+  absl::StatusOr<Checkpoint> checkpoint = LoadCheckpoint(checkpoint_dir);
+  if (c.resume) {
+    if (!checkpoint.ok()) {
+      return absl::Status(
+          checkpoint.status().code(),
+          absl::StrCat("--resume: ", checkpoint.status().message()));
+    }
+    if (checkpoint->base_digest != s.base_digest_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--resume: the checkpoint in ", checkpoint_dir,
+          " was made with another base model (digest ",
+          checkpoint->base_digest, ", this base ", s.base_digest_, ")"));
+    }
+    if (absl::Status st = s.engine_->Restore(checkpoint->state); !st.ok()) {
+      return st;
+    }
+    LOG(INFO) << "resumed from " << CheckpointPath(checkpoint_dir)
+              << " at round " << checkpoint->state.next_round;
+  } else if (checkpoint.ok() || !absl::IsNotFound(checkpoint.status())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        c.run_dir, " already holds a checkpoint: pass --resume to continue "
+                   "that federation, or choose another --run_dir"));
+  }
+  absl::StatusOr<std::unique_ptr<RoundLog>> log =
+      RoundLog::Open(c.run_dir, &s.metrics_);
+  if (!log.ok()) return log.status();
+  s.log_ = std::move(*log);
+  s.evaluator_ = std::make_unique<Evaluator>(
+      s.base_.get(), c.engine.mode, &s.test_,
+      [&s](const RoundRecord& r, const std::optional<model::EvalResult>& e,
+           double seconds) { s.OnEvaluated(r, e, seconds); });
+
+  ServiceOptions service = c.service;
+  service.base_digest = s.base_digest_;
+  service.model_config_json = s.base_->ConfigJson();
+  service.chunk_bytes =
+      std::min<int64_t>(service.chunk_bytes, c.channel.max_message_bytes / 2);
+  service.require_peer_identity = c.tls.require_client_cert;
+  s.service_ = std::make_unique<CoordinatorService>(
+      s.engine_.get(), s.store_.get(), c.engine, service, &s.metrics_);
+
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      transport::ServerCredentials(c.tls);
+  if (!credentials.ok()) return credentials.status();
+  grpc::ServerBuilder builder;
+  transport::ConfigureServer(c.channel, builder);
+  builder.AddListeningPort(c.listen, *credentials, &s.port_);
+  builder.RegisterService(s.service_.get());
+  s.server_ = builder.BuildAndStart();
+  if (s.server_ == nullptr || s.port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", c.listen, " (in use?)"));
+  }
+  if (!c.metrics_listen.empty()) {
+    auto host_port = SplitHostPort(c.metrics_listen, "--metrics_listen");
+    if (!host_port.ok()) return host_port.status();
+    metrics::Registry* registry = &s.metrics_;
+    auto http = metrics::HttpServer::Start(
+        host_port->first, host_port->second,
+        [registry] { return registry->Render(); });
+    if (!http.ok()) return http.status();
+    s.http_ = std::move(*http);
+  }
+  s.ticker_ = std::thread([&s] { s.TickLoop(); });
+  return server;
+}
+
+CoordinatorServer::~CoordinatorServer() {
+  Stop();
+  if (ticker_.joinable()) ticker_.join();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now());
+  evaluator_.reset();  // Finishes queued evaluations.
+}
+
+std::shared_ptr<grpc::Channel> CoordinatorServer::InProcessChannel() {
+  return server_->InProcessChannel(
+      transport::ClientChannelArguments(config_.channel));
+}
+
+void CoordinatorServer::TickLoop() {
+  while (!stop_) {
+    if (absl::Status s = engine_->Tick(absl::Now()); !s.ok()) {
+      LOG(ERROR) << "round engine: " << s;
+    }
+    metrics_.Set("fedge_round", {}, static_cast<double>(engine_->round()));
+    metrics_.Set("fedge_devices_registered", {},
+                 static_cast<double>(engine_->registered()));
+    if (engine_->finished()) break;
+    std::this_thread::sleep_for(absl::ToChronoMilliseconds(config_.tick));
+  }
+}
+
+absl::Status CoordinatorServer::OnRoundClosed(const RoundRecord& round,
+                                              const EngineState& state) {
+  // The round's payloads and unfinished uploads are no longer needed.
+  store_->Withdraw(absl::StrCat("round-", round.round, ".", round.attempt, "/"));
+  const ClientRecord* slowest = nullptr;
+  for (const ClientRecord& c : round.clients) {
+    if (c.status == "accepted" &&
+        (slowest == nullptr || c.elapsed_s > slowest->elapsed_s)) {
+      slowest = &c;
+    }
+  }
+  if (!config_.quiet) {
+    std::string line = absl::StrFormat(
+        "round %d/%d%s: %d/%d updates (%d late, %d dropped), %.1f s",
+        round.round, config_.engine.rounds,
+        round.committed ? "" : " (too few updates, retrying)", round.accepted,
+        round.invited, round.stragglers, round.dropped, round.round_s);
+    if (slowest != nullptr) {
+      const Timings& t = slowest->timings;
+      absl::StrAppendFormat(
+          &line, "; slowest %s (%s) %.1f s = down %.1f + train %.1f + up %.1f",
+          slowest->device_id, slowest->link.empty() ? "?" : slowest->link,
+          slowest->elapsed_s, t.download_s, t.train_s, t.upload_s);
+    }
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+  if (absl::Status s = log_->RecordRound(round); !s.ok()) return s;
+  bool evaluate = false;
+  if (round.committed) {
+    ++committed_;
+    evaluate = test_.size() > 0 &&
+               (committed_ % config_.eval_every == 0 ||
+                round.round == config_.engine.rounds);
+  }
+  evaluator_->Submit(round, state.global, evaluate);
+  return SaveCheckpoint(config_.run_dir + "/checkpoint",
+                        {state, base_digest_,
+                         config_.engine.mode == Mode::kDense ? "dense"
+                                                             : "lora"});
+}
+
+void CoordinatorServer::OnEvaluated(
+    const RoundRecord& round, const std::optional<model::EvalResult>& eval,
+    double seconds) {
+  if (eval && !config_.quiet) {
+    std::printf("round %d: global accuracy %.2f%%, test loss %.4f (%.1f s)\n",
+                static_cast<int>(round.round), 100.0 * eval->accuracy,
+                eval->loss, seconds);
+    std::fflush(stdout);
+  }
+  if (absl::Status s = log_->RecordEvaluation(round, eval, seconds); !s.ok()) {
+    LOG(ERROR) << s;
+  }
+}
+
+absl::Status CoordinatorServer::Wait() {
+  while (!stop_ && !engine_->finished()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  evaluator_->Drain();
+  return engine_->failure();
+}
+
+void CoordinatorServer::Stop() { stop_ = true; }
+
+}  // namespace fedge::coordinator

@@ -1,0 +1,92 @@
+// A running coordinator: the engine over its base model, the gRPC service,
+// the ticker that opens and closes rounds, the evaluator, the checkpoint
+// written after every round, the CSV logs and the /metrics endpoint. What
+// `fedge-coordinator` runs, and what integration tests start in-process.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "coordinator/engine.h"
+#include "coordinator/evaluator.h"
+#include "coordinator/records.h"
+#include "coordinator/service.h"
+#include "metrics/http_server.h"
+#include "metrics/registry.h"
+#include "transport/channel_options.h"
+
+namespace fedge::coordinator {
+
+struct ServerConfig {
+  std::string base_dir = "runs/base";  // config.json + model.safetensors.
+  // Fashion-MNIST directory for the test split; empty: no evaluation.
+  std::string data_dir;
+  int64_t eval_examples = 0;  // 0: the whole test split.
+  int64_t eval_every = 1;     // Evaluate every N committed rounds (and last).
+  std::string run_dir = "runs/coordinator";  // CSVs and the checkpoint.
+  bool resume = false;
+  std::string listen = "127.0.0.1:7070";  // Port 0 picks a free port.
+  transport::TlsFiles tls;                // Empty: insecure (dev mode).
+  transport::ChannelOptions channel;
+  std::string metrics_listen;  // "host:port"; empty: no /metrics endpoint.
+  absl::Duration tick = absl::Milliseconds(100);
+  bool quiet = false;  // No progress lines on stdout.
+  EngineOptions engine;
+  ServiceOptions service;
+};
+
+// Thread-safe.
+class CoordinatorServer {
+ public:
+  // Loads the base, restores the checkpoint (--resume) and starts serving.
+  // NotFound/InvalidArgument/FailedPrecondition with what is wrong: a
+  // missing base, a checkpoint present without --resume (or absent with
+  // it), a checkpoint of another base, an address in use.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
+      ServerConfig config);
+  ~CoordinatorServer();  // Stop()s.
+
+  int port() const { return port_; }
+  int metrics_port() const { return http_ ? http_->port() : 0; }
+  Engine& engine() { return *engine_; }
+  metrics::Registry& metrics() { return metrics_; }
+  const std::string& base_digest() const { return base_digest_; }
+  std::shared_ptr<grpc::Channel> InProcessChannel();
+
+  // Blocks until every round is done (or the federation failed, or Stop()
+  // was called) and evaluations are written. Returns the engine's failure.
+  absl::Status Wait();
+  // Stops serving; safe from any thread, idempotent.
+  void Stop();
+
+ private:
+  CoordinatorServer() = default;
+  void TickLoop();
+  absl::Status OnRoundClosed(const RoundRecord& round,
+                             const EngineState& state);
+  void OnEvaluated(const RoundRecord& round,
+                   const std::optional<model::EvalResult>& eval,
+                   double seconds);
+
+  ServerConfig config_;
+  metrics::Registry metrics_;
+  model::Model base_;
+  model::Dataset test_;
+  std::string base_digest_;
+  std::unique_ptr<transport::TransferStore> store_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<CoordinatorService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<RoundLog> log_;  // Used by the evaluator thread only.
+  std::unique_ptr<Evaluator> evaluator_;
+  std::unique_ptr<metrics::HttpServer> http_;
+  int port_ = 0;
+  int64_t committed_ = 0;  // Under the engine's lock (hook).
+  std::atomic<bool> stop_{false};
+  std::thread ticker_;
+};
+
+}  // namespace fedge::coordinator

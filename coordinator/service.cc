@@ -1,0 +1,289 @@
+#include "coordinator/service.h"
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "transport/status_convert.h"
+#include "transport/tensor_proto.h"
+
+namespace fedge::coordinator {
+namespace {
+
+v1::Codec CodecProto(absl::string_view name) {
+  absl::StatusOr<transport::Codec> codec = transport::ParseCodec(name);
+  if (!codec.ok()) return v1::CODEC_INT8_ROW;
+  switch (*codec) {
+    case transport::Codec::kFloat32:
+      return v1::CODEC_FLOAT32;
+    case transport::Codec::kFloat16:
+      return v1::CODEC_FLOAT16;
+    case transport::Codec::kBFloat16:
+      return v1::CODEC_BFLOAT16;
+    case transport::Codec::kInt8Row:
+      return v1::CODEC_INT8_ROW;
+    case transport::Codec::kTopK:
+      return v1::CODEC_TOPK;
+  }
+  return v1::CODEC_INT8_ROW;
+}
+
+Timings TimingsFromProto(const v1::Timings& t) {
+  Timings out;
+  out.download_s = t.download_s();
+  out.train_s = t.train_s();
+  out.upload_s = t.upload_s();
+  out.eval_s = t.eval_s();
+  out.bytes_down = t.bytes_down();
+  out.bytes_up = t.bytes_up();
+  out.raw_bytes_down = t.raw_bytes_down();
+  out.raw_bytes_up = t.raw_bytes_up();
+  out.peak_rss_bytes = t.peak_rss_bytes();
+  return out;
+}
+
+}  // namespace
+
+pruning::PruningPlan PlanFromProto(const v1::PruningPlan& proto) {
+  pruning::PruningPlan plan;
+  for (const v1::BlockPlan& b : proto.blocks()) {
+    plan.blocks.push_back({{b.heads().begin(), b.heads().end()},
+                           {b.kv_heads().begin(), b.kv_heads().end()},
+                           {b.channels().begin(), b.channels().end()}});
+  }
+  return plan;
+}
+
+void PlanToProto(const pruning::PruningPlan& plan, v1::PruningPlan* proto) {
+  proto->Clear();
+  for (const pruning::BlockPlan& b : plan.blocks) {
+    v1::BlockPlan* out = proto->add_blocks();
+    out->mutable_heads()->Add(b.heads.begin(), b.heads.end());
+    out->mutable_kv_heads()->Add(b.kv_heads.begin(), b.kv_heads.end());
+    out->mutable_channels()->Add(b.channels.begin(), b.channels.end());
+  }
+}
+
+std::string LinkName(v1::LinkType link) {
+  switch (link) {
+    case v1::LINK_TYPE_ETHERNET:
+      return "ethernet";
+    case v1::LINK_TYPE_WIFI:
+      return "wifi";
+    case v1::LINK_TYPE_LTE:
+      return "lte";
+    case v1::LINK_TYPE_5G_SA:
+      return "5g-sa";
+    default:
+      return "";
+  }
+}
+
+v1::LinkType ParseLinkType(absl::string_view name) {
+  for (v1::LinkType t : {v1::LINK_TYPE_ETHERNET, v1::LINK_TYPE_WIFI,
+                         v1::LINK_TYPE_LTE, v1::LINK_TYPE_5G_SA}) {
+    if (LinkName(t) == name) return t;
+  }
+  return v1::LINK_TYPE_UNSPECIFIED;
+}
+
+CoordinatorService::CoordinatorService(Engine* engine,
+                                       transport::TransferStore* store,
+                                       const EngineOptions& engine_options,
+                                       ServiceOptions options,
+                                       metrics::Registry* metrics)
+    : TransferService(store, options.chunk_bytes),
+      engine_(engine),
+      store_(store),
+      engine_options_(engine_options),
+      options_([&] {
+        if (!options.clock) options.clock = [] { return absl::Now(); };
+        return std::move(options);
+      }()),
+      metrics_(metrics) {}
+
+absl::Status CoordinatorService::CheckIdentity(
+    grpc::CallbackServerContext* context, const std::string& device_id) const {
+  if (!options_.require_peer_identity) return absl::OkStatus();
+  std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) {
+    return absl::PermissionDeniedError(
+        "mutual TLS required: the peer presented no client certificate");
+  }
+  for (const grpc::string_ref& name :
+       auth->FindPropertyValues("x509_common_name")) {
+    if (std::string(name.data(), name.size()) == device_id) {
+      return absl::OkStatus();
+    }
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "the client certificate does not name device ", device_id));
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Finish(
+    grpc::CallbackServerContext* context, const char* method,
+    const absl::Status& status) {
+  if (metrics_ != nullptr) {
+    metrics_->Increment("fedge_rpc_total",
+                        {{"method", method},
+                         {"code", absl::StatusCodeToString(status.code())}});
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(transport::ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Register(
+    grpc::CallbackServerContext* context, const v1::RegisterRequest* request,
+    v1::RegisterResponse* response) {
+  const v1::DeviceInfo& d = request->device();
+  absl::Status status = CheckIdentity(context, d.device_id());
+  if (status.ok()) {
+    DeviceFacts facts;
+    facts.device_id = d.device_id();
+    facts.cores = d.cores();
+    facts.memory_total_bytes = d.memory_total_bytes();
+    facts.memory_available_bytes = d.memory_available_bytes();
+    facts.memory_budget_bytes = d.memory_budget_bytes();
+    facts.arch = d.arch();
+    facts.cpu_model = d.cpu_model();
+    facts.benchmark_gflops = d.benchmark_gflops();
+    facts.link = LinkName(d.link_type());
+    facts.software_version = d.software_version();
+    absl::StatusOr<std::string> session =
+        engine_->Register(facts, options_.clock());
+    status = session.status();
+    if (session.ok()) {
+      response->set_session_id(*session);
+      response->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+      response->set_max_chunk_bytes(store_->limits().max_chunk_bytes);
+      response->set_base_transfer_id(options_.base_transfer_id);
+      response->set_base_model_digest(options_.base_digest);
+      response->set_model_config_json(options_.model_config_json);
+    }
+  }
+  return Finish(context, "Register", status);
+}
+
+v1::Task CoordinatorService::TaskToProto(const Task& task) const {
+  v1::Task out;
+  out.set_round(task.round);
+  out.set_nonce(task.nonce);
+  out.set_base_model_digest(options_.base_digest);
+  PlanToProto(task.plan, out.mutable_plan());
+  const bool dense = engine_options_.mode == Mode::kDense;
+  out.set_dense(dense);
+  if (!dense) {
+    v1::LoraSpec* lora = out.mutable_lora();
+    lora->set_rank(static_cast<int32_t>(task.rank));
+    lora->set_alpha(engine_options_.lora.alpha);
+    lora->set_dropout(engine_options_.lora.dropout);
+    for (const std::string& t : engine_options_.lora.target_modules) {
+      lora->add_target_modules(t);
+    }
+  }
+  const TrainSpec& t = engine_options_.train;
+  v1::TrainConfig* train = out.mutable_train();
+  train->set_epochs(t.epochs);
+  train->set_max_steps(t.max_steps);
+  train->set_batch_size(t.batch_size);
+  train->set_learning_rate(t.learning_rate);
+  train->set_weight_decay(t.weight_decay);
+  train->set_max_grad_norm(t.max_grad_norm);
+  train->set_fedprox_mu(t.fedprox_mu);
+  // One seed per device and round, from the nonce: reproducible by the
+  // device, different across devices.
+  train->set_seed(std::hash<std::string>()(task.nonce));
+  out.set_upload_codec(CodecProto(engine_options_.upload_codec));
+  out.set_upload_compression(engine_options_.upload_zstd
+                                 ? v1::COMPRESSION_ZSTD
+                                 : v1::COMPRESSION_NONE);
+  out.set_topk_fraction(engine_options_.topk_fraction);
+  out.set_deadline_unix_ms(absl::ToUnixMillis(task.deadline));
+  out.set_adapter_transfer_id(task.payload_id);
+  out.set_upload_transfer_id(task.payload_id + "/update");
+  out.set_chunk_bytes(options_.chunk_bytes);
+  out.set_prune_ratio(task.combined_ratio);
+  return out;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetTask(
+    grpc::CallbackServerContext* context, const v1::GetTaskRequest* request,
+    v1::GetTaskResponse* response) {
+  absl::Status status = CheckIdentity(context, request->device_id());
+  if (status.ok()) {
+    absl::StatusOr<Task> task =
+        engine_->GetTask(request->device_id(), options_.clock());
+    if (task.ok()) {
+      *response->mutable_task() = TaskToProto(*task);
+    } else if (absl::IsUnavailable(task.status())) {
+      response->set_retry_after_ms(options_.retry_after_ms);
+      response->set_reason(std::string(task.status().message()));
+    } else {
+      status = task.status();
+    }
+  }
+  return Finish(context, "GetTask", status);
+}
+
+absl::Status CoordinatorService::DoSubmit(const v1::UpdateReport& report) {
+  // Upload ids are "<payload id>/update" and payload ids name the device:
+  // a device can only submit what was uploaded under its own name.
+  if (!absl::StrContains(report.upload_transfer_id(),
+                         absl::StrCat("/", report.device_id(), "/"))) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("upload '", report.upload_transfer_id(),
+                     "' does not belong to device ", report.device_id()));
+  }
+  absl::StatusOr<std::string> bytes =
+      store_->TakeUpload(report.upload_transfer_id());
+  if (!bytes.ok()) return bytes.status();
+  Submission s;
+  s.device_id = report.device_id();
+  s.round = report.round();
+  s.nonce = report.nonce();
+  absl::StatusOr<NamedTensors> update =
+      transport::DecodeUpdate(*bytes, options_.decode_limits);
+  if (!update.ok()) return update.status();
+  s.update = std::move(*update);
+  absl::StatusOr<NamedTensors> importance =
+      transport::FromProto(report.importance());
+  if (!importance.ok()) return importance.status();
+  s.importance = std::move(*importance);
+  s.num_examples = report.num_examples();
+  s.loss_before = report.loss_before();
+  s.loss_after = report.loss_after();
+  s.timings = TimingsFromProto(report.timings());
+  // The wire size the coordinator itself received.
+  s.timings.bytes_up = static_cast<int64_t>(bytes->size());
+  return engine_->Submit(s, options_.clock());
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(
+    grpc::CallbackServerContext* context,
+    const v1::SubmitUpdateRequest* request,
+    v1::SubmitUpdateResponse* response) {
+  absl::Status status = CheckIdentity(context, request->report().device_id());
+  if (status.ok()) status = DoSubmit(request->report());
+  if (!status.ok()) {
+    LOG(WARNING) << "update of device '"
+                 << absl::CHexEscape(request->report().device_id())
+                 << "' rejected: " << status;
+  }
+  response->set_accepted(status.ok());
+  return Finish(context, "SubmitUpdate", status);
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(
+    grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
+    v1::HeartbeatResponse* response) {
+  absl::Status status = CheckIdentity(context, request->device_id());
+  if (status.ok()) {
+    absl::StatusOr<bool> open =
+        engine_->Heartbeat(request->device_id(), options_.clock());
+    status = open.status();
+    if (open.ok()) response->set_round_open(*open);
+  }
+  return Finish(context, "Heartbeat", status);
+}
+
+}  // namespace fedge::coordinator

@@ -1,0 +1,80 @@
+// The gRPC face of the coordinator: a thin adapter from fedge.v1.Coordinator
+// to the Engine. Each handler converts the request, calls the engine with
+// the current time, and converts the answer; transfers (Download, Upload,
+// UploadStatus) come from transport::TransferService.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/time/time.h"
+#include "coordinator/engine.h"
+#include "metrics/registry.h"
+#include "transport/transfer_service.h"
+#include "transport/update_codec.h"
+
+namespace fedge::coordinator {
+
+struct ServiceOptions {
+  std::string base_transfer_id = "base";
+  std::string base_digest;        // SHA-256 hex of the base's weights.
+  std::string model_config_json;  // The base's config.json.
+  int64_t heartbeat_interval_ms = 10000;
+  int64_t chunk_bytes = transport::kDefaultChunkBytes;
+  int64_t retry_after_ms = 1000;  // When a device has no task now.
+  transport::DecodeLimits decode_limits;
+  // With mutual TLS: the client certificate's common name must equal the
+  // device id of every request (PERMISSION_DENIED otherwise).
+  bool require_peer_identity = false;
+  std::function<absl::Time()> clock;  // Default absl::Now().
+};
+
+// Thread-safe (the engine and store are).
+class CoordinatorService : public transport::TransferService {
+ public:
+  // `engine`, `store` and `metrics` (optional) must outlive the service.
+  CoordinatorService(Engine* engine, transport::TransferStore* store,
+                     const EngineOptions& engine_options,
+                     ServiceOptions options, metrics::Registry* metrics);
+
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
+                                     const v1::RegisterRequest* request,
+                                     v1::RegisterResponse* response) override;
+  grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* context,
+                                    const v1::GetTaskRequest* request,
+                                    v1::GetTaskResponse* response) override;
+  grpc::ServerUnaryReactor* SubmitUpdate(
+      grpc::CallbackServerContext* context,
+      const v1::SubmitUpdateRequest* request,
+      v1::SubmitUpdateResponse* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(
+      grpc::CallbackServerContext* context,
+      const v1::HeartbeatRequest* request,
+      v1::HeartbeatResponse* response) override;
+
+  // The proto form of a task (what GetTask sends).
+  v1::Task TaskToProto(const Task& task) const;
+
+ private:
+  absl::Status CheckIdentity(grpc::CallbackServerContext* context,
+                             const std::string& device_id) const;
+  grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
+                                   const char* method,
+                                   const absl::Status& status);
+  absl::Status DoSubmit(const v1::UpdateReport& report);
+
+  Engine* const engine_;               // Not owned.
+  transport::TransferStore* const store_;  // Not owned.
+  const EngineOptions engine_options_;
+  const ServiceOptions options_;
+  metrics::Registry* const metrics_;  // Not owned; may be null.
+};
+
+// Converts between the proto and engine forms (shared with the client).
+pruning::PruningPlan PlanFromProto(const v1::PruningPlan& proto);
+void PlanToProto(const pruning::PruningPlan& plan, v1::PruningPlan* proto);
+std::string LinkName(v1::LinkType link);
+v1::LinkType ParseLinkType(absl::string_view name);
+
+}  // namespace fedge::coordinator
