@@ -52,8 +52,8 @@ void Evaluator::Run() {
     std::optional<model::EvalResult> result;
     const auto start = std::chrono::steady_clock::now();
     if (job.evaluate && job.round.committed) {
-      absl::StatusOr<model::Model> model = MaterializeState(
-          *base_, mode_, job.state, job.round.global_ratio);
+      absl::StatusOr<model::Model> model =
+          MaterializeState(*base_, mode_, job.state, job.round.global_ratio);
       absl::StatusOr<model::EvalResult> eval =
           model.ok() ? model::Evaluate(**model, *test_)
                      : absl::StatusOr<model::EvalResult>(model.status());
@@ -64,9 +64,9 @@ void Evaluator::Run() {
                    << " failed: " << eval.status();
       }
     }
-    const double seconds = std::chrono::duration<double>(
-                               std::chrono::steady_clock::now() - start)
-                               .count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     done_(job.round, result, seconds);
     absl::MutexLock lock(&mu_);
     busy_ = false;

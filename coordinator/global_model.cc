@@ -240,9 +240,8 @@ absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
     }
     at::Tensor* w = weights.find(name);
     if (w == nullptr || w->sizes() != item.value().sizes()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("global state tensor '", name,
-                       "' does not fit the base model"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "global state tensor '", name, "' does not fit the base model"));
     }
     *w = mode == Mode::kDense ? item.value().clone() : *w + item.value();
   }

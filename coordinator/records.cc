@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+
 #include "model/file_io.h"
 
 namespace fedge::coordinator {
@@ -48,32 +49,49 @@ void DeclareMetrics(metrics::Registry& r) {
 }
 
 const std::vector<std::string>& RoundLog::ClientColumns() {
-  static const auto* columns = new std::vector<std::string>{
-      "round",          "attempt",        "device",
-      "link",           "status",         "arm_prune_ratio",
-      "prune_ratio",    "rank",           "download_s",
-      "train_s",        "upload_s",       "wait_s",
-      "elapsed_s",      "bytes_down",     "bytes_up",
-      "raw_bytes_down", "raw_bytes_up",   "peak_rss_mb",
-      "loss_before",    "loss_after",     "update_norm",
-      "loss_improvement", "pruning_progress", "update_importance",
-      "time_ratio",     "reward"};
+  static const auto* columns = new std::vector<std::string>{"round",
+                                                            "attempt",
+                                                            "device",
+                                                            "link",
+                                                            "status",
+                                                            "arm_prune_ratio",
+                                                            "prune_ratio",
+                                                            "rank",
+                                                            "download_s",
+                                                            "train_s",
+                                                            "upload_s",
+                                                            "wait_s",
+                                                            "elapsed_s",
+                                                            "bytes_down",
+                                                            "bytes_up",
+                                                            "raw_bytes_down",
+                                                            "raw_bytes_up",
+                                                            "peak_rss_mb",
+                                                            "loss_before",
+                                                            "loss_after",
+                                                            "update_norm",
+                                                            "loss_improvement",
+                                                            "pruning_progress",
+                                                            "update_importance",
+                                                            "time_ratio",
+                                                            "reward"};
   return *columns;
 }
 
 const std::vector<std::string>& RoundLog::RoundColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "round",       "attempt",       "committed",     "global_prune_ratio",
-      "invited",     "accepted",      "stragglers",    "dropped",
-      "round_s",     "aggregate_s",   "mean_loss_after", "accuracy",
-      "test_loss",   "eval_s",        "unix_time"};
+      "round",     "attempt",     "committed",       "global_prune_ratio",
+      "invited",   "accepted",    "stragglers",      "dropped",
+      "round_s",   "aggregate_s", "mean_loss_after", "accuracy",
+      "test_loss", "eval_s",      "unix_time"};
   return *columns;
 }
 
 absl::StatusOr<std::unique_ptr<RoundLog>> RoundLog::Open(
     const std::string& dir, metrics::Registry* metrics) {
   if (absl::Status s = model::MakeDirectories(dir); !s.ok()) return s;
-  auto clients = metrics::CsvWriter::Open(dir + "/clients.csv", ClientColumns());
+  auto clients =
+      metrics::CsvWriter::Open(dir + "/clients.csv", ClientColumns());
   if (!clients.ok()) return clients.status();
   auto rounds = metrics::CsvWriter::Open(dir + "/rounds.csv", RoundColumns());
   if (!rounds.ok()) return rounds.status();
@@ -84,15 +102,32 @@ absl::StatusOr<std::unique_ptr<RoundLog>> RoundLog::Open(
 absl::Status RoundLog::RecordRound(const RoundRecord& round) {
   for (const ClientRecord& c : round.clients) {
     const Timings& t = c.timings;
-    absl::Status s = clients_->Write(
-        {I(c.round), I(round.attempt), c.device_id, c.link, c.status,
-         F(c.arm.prune_ratio), F(c.combined_ratio), I(c.arm.rank),
-         F(t.download_s), F(t.train_s), F(t.upload_s), F(c.wait_s),
-         F(c.elapsed_s), I(t.bytes_down), I(t.bytes_up), I(t.raw_bytes_down),
-         I(t.raw_bytes_up), F(t.peak_rss_bytes / 1048576.0), F(c.loss_before),
-         F(c.loss_after), F(c.update_norm), F(c.terms.loss_improvement),
-         F(c.terms.pruning_progress), F(c.terms.update_importance),
-         F(c.terms.time_ratio), F(c.reward)});
+    absl::Status s = clients_->Write({I(c.round),
+                                      I(round.attempt),
+                                      c.device_id,
+                                      c.link,
+                                      c.status,
+                                      F(c.arm.prune_ratio),
+                                      F(c.combined_ratio),
+                                      I(c.arm.rank),
+                                      F(t.download_s),
+                                      F(t.train_s),
+                                      F(t.upload_s),
+                                      F(c.wait_s),
+                                      F(c.elapsed_s),
+                                      I(t.bytes_down),
+                                      I(t.bytes_up),
+                                      I(t.raw_bytes_down),
+                                      I(t.raw_bytes_up),
+                                      F(t.peak_rss_bytes / 1048576.0),
+                                      F(c.loss_before),
+                                      F(c.loss_after),
+                                      F(c.update_norm),
+                                      F(c.terms.loss_improvement),
+                                      F(c.terms.pruning_progress),
+                                      F(c.terms.update_importance),
+                                      F(c.terms.time_ratio),
+                                      F(c.reward)});
     if (!s.ok()) return s;
     if (metrics_ == nullptr) continue;
     const std::string link = c.link.empty() ? "unknown" : c.link;
@@ -124,9 +159,9 @@ absl::Status RoundLog::RecordRound(const RoundRecord& round) {
     metrics_->Set("fedge_device_reward", {{"device", c.device_id}}, c.reward);
   }
   if (metrics_ != nullptr) {
-    metrics_->Increment("fedge_rounds_total",
-                        {{"outcome", round.committed ? "committed"
-                                                     : "retried"}});
+    metrics_->Increment(
+        "fedge_rounds_total",
+        {{"outcome", round.committed ? "committed" : "retried"}});
     metrics_->Observe("fedge_round_seconds", {}, round.round_s);
     if (round.committed) {
       metrics_->Observe("fedge_aggregate_seconds", {}, round.aggregate_s);
@@ -150,8 +185,8 @@ absl::Status RoundLog::RecordEvaluation(
        F(round.aggregate_s), F(round.mean_loss_after),
        eval ? F(eval->accuracy) : "", eval ? F(eval->loss) : "",
        eval ? F(eval_seconds) : "",
-       absl::StrFormat("%.3f", absl::ToDoubleSeconds(absl::Now() -
-                                                     absl::UnixEpoch()))});
+       absl::StrFormat(
+           "%.3f", absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()))});
 }
 
 }  // namespace fedge::coordinator

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+
 #include "coordinator/engine.h"
 #include "metrics/csv.h"
 #include "metrics/registry.h"

@@ -7,14 +7,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+
 #include "coordinator/state_checkpoint.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
 #include "model/safetensors.h"
 #include "transport/sha256.h"
 #include "transport/transfer.h"
-#include <glog/logging.h>
-#include <grpcpp/grpcpp.h>
 
 namespace fedge::coordinator {
 namespace {
@@ -44,10 +45,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 
   absl::StatusOr<model::Model> base = model::LoadCheckpoint(c.base_dir);
   if (!base.ok()) {
-    return absl::Status(base.status().code(),
-                        absl::StrCat("base model in ", c.base_dir, ": ",
-                                     base.status().message(),
-                                     " (run fedge-pretrain first)"));
+    return absl::Status(
+        base.status().code(),
+        absl::StrCat("base model in ", c.base_dir, ": ",
+                     base.status().message(), " (run fedge-pretrain first)"));
   }
   s.base_ = *base;
   if (!c.data_dir.empty()) {
@@ -70,8 +71,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (!source.ok()) return source.status();
   std::shared_ptr<const transport::PayloadSource> base_source =
       std::move(*source);
-  absl::StatusOr<transport::TransferInfo> base_info = transport::DescribePayload(
-      *base_source, c.service.base_transfer_id, base_source->size());
+  absl::StatusOr<transport::TransferInfo> base_info =
+      transport::DescribePayload(*base_source, c.service.base_transfer_id,
+                                 base_source->size());
   if (!base_info.ok()) return base_info.status();
   s.base_digest_ = transport::ToHex(base_info->sha256);
   s.store_->Offer(*base_info, base_source);
@@ -112,8 +114,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     if (checkpoint->base_digest != s.base_digest_) {
       return absl::FailedPreconditionError(absl::StrCat(
           "--resume: the checkpoint in ", checkpoint_dir,
-          " was made with another base model (digest ",
-          checkpoint->base_digest, ", this base ", s.base_digest_, ")"));
+          " was made with another base model (digest ", checkpoint->base_digest,
+          ", this base ", s.base_digest_, ")"));
     }
     if (absl::Status st = s.engine_->Restore(checkpoint->state); !st.ok()) {
       return st;
@@ -121,9 +123,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     LOG(INFO) << "resumed from " << CheckpointPath(checkpoint_dir)
               << " at round " << checkpoint->state.next_round;
   } else if (checkpoint.ok() || !absl::IsNotFound(checkpoint.status())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        c.run_dir, " already holds a checkpoint: pass --resume to continue "
-                   "that federation, or choose another --run_dir"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(c.run_dir,
+                     " already holds a checkpoint: pass --resume to continue "
+                     "that federation, or choose another --run_dir"));
   }
   absl::StatusOr<std::unique_ptr<RoundLog>> log =
       RoundLog::Open(c.run_dir, &s.metrics_);
@@ -159,9 +162,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     auto host_port = SplitHostPort(c.metrics_listen, "--metrics_listen");
     if (!host_port.ok()) return host_port.status();
     metrics::Registry* registry = &s.metrics_;
-    auto http = metrics::HttpServer::Start(
-        host_port->first, host_port->second,
-        [registry] { return registry->Render(); });
+    auto http =
+        metrics::HttpServer::Start(host_port->first, host_port->second,
+                                   [registry] { return registry->Render(); });
     if (!http.ok()) return http.status();
     s.http_ = std::move(*http);
   }
@@ -197,7 +200,8 @@ void CoordinatorServer::TickLoop() {
 absl::Status CoordinatorServer::OnRoundClosed(const RoundRecord& round,
                                               const EngineState& state) {
   // The round's payloads and unfinished uploads are no longer needed.
-  store_->Withdraw(absl::StrCat("round-", round.round, ".", round.attempt, "/"));
+  store_->Withdraw(
+      absl::StrCat("round-", round.round, ".", round.attempt, "/"));
   const ClientRecord* slowest = nullptr;
   for (const ClientRecord& c : round.clients) {
     if (c.status == "accepted" &&
@@ -225,15 +229,14 @@ absl::Status CoordinatorServer::OnRoundClosed(const RoundRecord& round,
   bool evaluate = false;
   if (round.committed) {
     ++committed_;
-    evaluate = test_.size() > 0 &&
-               (committed_ % config_.eval_every == 0 ||
-                round.round == config_.engine.rounds);
+    evaluate = test_.size() > 0 && (committed_ % config_.eval_every == 0 ||
+                                    round.round == config_.engine.rounds);
   }
   evaluator_->Submit(round, state.global, evaluate);
-  return SaveCheckpoint(config_.run_dir + "/checkpoint",
-                        {state, base_digest_,
-                         config_.engine.mode == Mode::kDense ? "dense"
-                                                             : "lora"});
+  return SaveCheckpoint(
+      config_.run_dir + "/checkpoint",
+      {state, base_digest_,
+       config_.engine.mode == Mode::kDense ? "dense" : "lora"});
 }
 
 void CoordinatorServer::OnEvaluated(

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+
 #include "coordinator/engine.h"
 #include "coordinator/evaluator.h"
 #include "coordinator/records.h"

@@ -3,6 +3,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+
 #include "transport/status_convert.h"
 #include "transport/tensor_proto.h"
 
@@ -115,8 +116,8 @@ absl::Status CoordinatorService::CheckIdentity(
       return absl::OkStatus();
     }
   }
-  return absl::PermissionDeniedError(absl::StrCat(
-      "the client certificate does not name device ", device_id));
+  return absl::PermissionDeniedError(
+      absl::StrCat("the client certificate does not name device ", device_id));
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::Finish(

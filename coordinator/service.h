@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+
 #include "coordinator/engine.h"
 #include "metrics/registry.h"
 #include "transport/transfer_service.h"
@@ -48,10 +49,9 @@ class CoordinatorService : public transport::TransferService {
       grpc::CallbackServerContext* context,
       const v1::SubmitUpdateRequest* request,
       v1::SubmitUpdateResponse* response) override;
-  grpc::ServerUnaryReactor* Heartbeat(
-      grpc::CallbackServerContext* context,
-      const v1::HeartbeatRequest* request,
-      v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatResponse* response) override;
 
   // The proto form of a task (what GetTask sends).
   v1::Task TaskToProto(const Task& task) const;
@@ -64,7 +64,7 @@ class CoordinatorService : public transport::TransferService {
                                    const absl::Status& status);
   absl::Status DoSubmit(const v1::UpdateReport& report);
 
-  Engine* const engine_;               // Not owned.
+  Engine* const engine_;                   // Not owned.
   transport::TransferStore* const store_;  // Not owned.
   const EngineOptions engine_options_;
   const ServiceOptions options_;

@@ -1,0 +1,26 @@
+// What a client tells the coordinator about its hardware at registration.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace fedge::client {
+
+struct DeviceProbe {
+  int32_t cores = 0;
+  int64_t memory_total_bytes = 0;
+  int64_t memory_available_bytes = 0;
+  std::string arch;       // uname -m.
+  std::string cpu_model;  // /proc/cpuinfo "model name" (or "Model" on ARM).
+  double benchmark_gflops = 0;
+};
+
+// Reads /proc and uname, and times a short float32 matmul (about 0.2 s) with
+// the LibTorch thread count in effect. Fields it cannot read stay zero or
+// empty.
+DeviceProbe ProbeDevice(bool run_benchmark = true);
+
+// Peak resident set size of this process so far (bytes).
+int64_t PeakRssBytes();
+
+}  // namespace fedge::client

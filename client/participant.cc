@@ -1,0 +1,442 @@
+#include "client/participant.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include <glog/logging.h>
+#include <torch/types.h>
+
+#include "client/device_probe.h"
+#include "lora/lora.h"
+#include "model/checkpoint.h"
+#include "model/file_io.h"
+#include "model/safetensors.h"
+#include "model/trainer.h"
+#include "pruning/importance.h"
+#include "pruning/plan.h"
+#include "strategies/schedule.h"
+#include "transport/sha256.h"
+#include "transport/status_convert.h"
+#include "transport/tensor_proto.h"
+#include "transport/transfer.h"
+
+namespace fedge::client {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+bool Transient(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
+         absl::IsAborted(s) || absl::IsResourceExhausted(s);
+}
+
+transport::Codec CodecFromProto(v1::Codec codec) {
+  switch (codec) {
+    case v1::CODEC_FLOAT32:
+      return transport::Codec::kFloat32;
+    case v1::CODEC_FLOAT16:
+      return transport::Codec::kFloat16;
+    case v1::CODEC_BFLOAT16:
+      return transport::Codec::kBFloat16;
+    case v1::CODEC_TOPK:
+      return transport::Codec::kTopK;
+    default:
+      return transport::Codec::kInt8Row;
+  }
+}
+
+v1::LinkType LinkFromName(const std::string& name) {
+  if (name == "ethernet") return v1::LINK_TYPE_ETHERNET;
+  if (name == "wifi") return v1::LINK_TYPE_WIFI;
+  if (name == "lte") return v1::LINK_TYPE_LTE;
+  if (name == "5g-sa") return v1::LINK_TYPE_5G_SA;
+  return v1::LINK_TYPE_UNSPECIFIED;
+}
+
+// Streams a download into a temporary file next to `path`; Commit()
+// renames it into place once the transfer's digest has been verified.
+class FileSink final : public transport::ChunkSink {
+ public:
+  explicit FileSink(std::string path)
+      : path_(std::move(path)), temp_(path_ + ".partial") {
+    out_.open(temp_, std::ios::binary | std::ios::trunc);
+  }
+  absl::Status Write(int64_t, absl::string_view data) override {
+    out_.write(data.data(), static_cast<std::streamsize>(data.size()));
+    if (!out_) return absl::UnavailableError("cannot write " + temp_);
+    return absl::OkStatus();
+  }
+  absl::Status Commit() {
+    out_.close();
+    std::error_code error;
+    std::filesystem::rename(temp_, path_, error);
+    if (error) {
+      return absl::UnavailableError(absl::StrCat("cannot move ", temp_, " to ",
+                                                 path_, ": ", error.message()));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const std::string path_;
+  const std::string temp_;
+  std::ofstream out_;
+};
+
+}  // namespace
+
+Participant::Participant(ParticipantOptions options,
+                         v1::Coordinator::StubInterface* stub,
+                         model::Dataset data)
+    : options_(std::move(options)),
+      stub_(stub),
+      data_(std::move(data)),
+      transfers_(stub, options_.transfer_retry) {}
+
+absl::Status Participant::Retry(
+    const char* what,
+    const std::function<grpc::Status(grpc::ClientContext&)>& rpc) {
+  const absl::Time give_up = absl::Now() + options_.give_up_after;
+  absl::Duration backoff = options_.initial_backoff;
+  while (true) {
+    grpc::ClientContext context;
+    context.set_deadline(
+        absl::ToChronoTime(absl::Now() + options_.rpc_deadline));
+    const absl::Status status = transport::FromGrpcStatus(rpc(context));
+    if (status.ok() || !Transient(status)) return status;
+    if (stop_) return absl::CancelledError("stopped");
+    if (absl::Now() + backoff > give_up) {
+      return absl::UnavailableError(
+          absl::StrCat(what, ": coordinator unreachable for ",
+                       absl::FormatDuration(options_.give_up_after), ": ",
+                       status.message()));
+    }
+    LOG(INFO) << what << " failed (" << status << "); retrying in "
+              << absl::FormatDuration(backoff);
+    std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+absl::Status Participant::Register() {
+  const DeviceProbe probe = ProbeDevice(options_.run_benchmark);
+  v1::RegisterRequest request;
+  v1::DeviceInfo* d = request.mutable_device();
+  d->set_device_id(options_.device_id);
+  d->set_cores(probe.cores);
+  d->set_memory_total_bytes(probe.memory_total_bytes);
+  d->set_memory_available_bytes(probe.memory_available_bytes);
+  d->set_memory_budget_bytes(options_.memory_budget_bytes);
+  d->set_arch(probe.arch);
+  d->set_cpu_model(probe.cpu_model);
+  d->set_benchmark_gflops(probe.benchmark_gflops);
+  d->set_link_type(LinkFromName(options_.link));
+  d->set_software_version("fedge 0.1");
+  return Retry("Register", [&](grpc::ClientContext& context) {
+    return stub_->Register(&context, request, &registration_);
+  });
+}
+
+absl::Status Participant::EnsureBase() {
+  const std::string& digest = registration_.base_model_digest();
+  if (base_ && digest == cached_digest_) return absl::OkStatus();
+  if (absl::Status s = model::MakeDirectories(options_.cache_dir); !s.ok()) {
+    return s;
+  }
+  const std::string path =
+      absl::StrCat(options_.cache_dir, "/base-", digest, ".safetensors");
+  absl::StatusOr<std::string> bytes = model::ReadFile(path);
+  if (bytes.ok() && transport::ToHex(transport::Sha256Of(*bytes)) != digest) {
+    LOG(WARNING) << "cached base " << path
+                 << " does not match its digest; fetching it again";
+    std::filesystem::remove(path);
+    bytes = absl::NotFoundError("corrupt");
+  }
+  if (!bytes.ok()) {
+    const auto start = Clock::now();
+    FileSink sink(path);
+    absl::StatusOr<transport::TransferStats> stats = transfers_.Download(
+        options_.device_id, registration_.base_transfer_id(),
+        registration_.max_chunk_bytes(), &sink);
+    if (!stats.ok()) return stats.status();
+    if (absl::Status s = sink.Commit(); !s.ok()) return s;
+    if (options_.progress) {
+      std::printf("%s: base model %.1f MB downloaded in %.1f s\n",
+                  options_.device_id.c_str(), stats->bytes / 1e6, Since(start));
+    }
+    bytes = model::ReadFile(path);
+    if (!bytes.ok()) return bytes.status();
+  }
+  absl::StatusOr<model::SafetensorsFile> file = model::ParseSafetensors(*bytes);
+  if (!file.ok()) return file.status();
+  absl::StatusOr<model::Model> base =
+      model::CreateModelFromConfig(registration_.model_config_json());
+  if (!base.ok()) return base.status();
+  if (absl::Status s = model::LoadWeights(**base, file->tensors); !s.ok()) {
+    return s;
+  }
+  base_ = *base;
+  cached_digest_ = digest;
+  return absl::OkStatus();
+}
+
+void Participant::Heartbeat(int64_t round, const char* phase, double progress) {
+  const absl::Duration interval = absl::Milliseconds(
+      std::max<int64_t>(1000, registration_.heartbeat_interval_ms()));
+  if (absl::Now() - last_heartbeat_ < interval) return;
+  last_heartbeat_ = absl::Now();
+  v1::HeartbeatRequest request;
+  request.set_device_id(options_.device_id);
+  request.set_round(round);
+  request.set_phase(phase);
+  request.set_progress(progress);
+  v1::HeartbeatResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  stub_->Heartbeat(&context, request, &response);  // Best effort.
+}
+
+absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
+  RoundReport report;
+  report.round = task.round();
+  report.prune_ratio = task.prune_ratio();
+  report.rank = task.lora().rank();
+  const auto round_start = Clock::now();
+
+  // 1. The payload: the sub-model's adapter (LoRA) or weights (dense).
+  transport::TransferStats down;
+  absl::StatusOr<model::NamedTensors> payload =
+      transfers_.DownloadTensors(options_.device_id, task.adapter_transfer_id(),
+                                 task.chunk_bytes(), &down);
+  if (!payload.ok()) return payload.status();
+  report.download_s = down.seconds;
+  report.bytes_down = down.bytes;
+
+  // 2. The physically pruned sub-model.
+  auto phase = Clock::now();
+  pruning::PruningPlan plan;
+  for (const v1::BlockPlan& b : task.plan().blocks()) {
+    plan.blocks.push_back({{b.heads().begin(), b.heads().end()},
+                           {b.kv_heads().begin(), b.kv_heads().end()},
+                           {b.channels().begin(), b.channels().end()}});
+  }
+  absl::StatusOr<model::Model> sub = pruning::ApplyPlan(*base_, plan);
+  if (!sub.ok()) return sub.status();
+  model::ModelImpl& net = **sub;
+  std::unique_ptr<pruning::LoraGradientScorer> scorer;
+  if (task.dense()) {
+    if (absl::Status s = model::LoadWeights(net, *payload); !s.ok()) return s;
+  } else {
+    lora::LoraOptions lora;
+    lora.rank = task.lora().rank();
+    lora.alpha = task.lora().alpha();
+    lora.dropout = task.lora().dropout();
+    lora.target_modules.assign(task.lora().target_modules().begin(),
+                               task.lora().target_modules().end());
+    if (absl::StatusOr<std::vector<std::string>> injected =
+            lora::Inject(net, lora);
+        !injected.ok()) {
+      return injected.status();
+    }
+    if (absl::Status s = lora::LoadAdapters(net, *payload); !s.ok()) return s;
+    absl::StatusOr<std::unique_ptr<pruning::LoraGradientScorer>> created =
+        pruning::LoraGradientScorer::Create(&net);
+    if (!created.ok()) return created.status();
+    scorer = std::move(*created);
+  }
+  report.build_s = Since(phase);
+
+  // 3. Local training.
+  phase = Clock::now();
+  const v1::TrainConfig& t = task.train();
+  model::TrainOptions train;
+  train.epochs = t.epochs();
+  train.max_steps = t.max_steps();
+  train.batch_size = t.batch_size();
+  train.learning_rate = t.learning_rate();
+  train.weight_decay = t.weight_decay();
+  train.max_grad_norm = t.max_grad_norm();
+  train.seed = t.seed();
+  train.progress_every = 10;
+  std::function<void()> prox;
+  if (t.fedprox_mu() > 0) {
+    absl::StatusOr<std::function<void()>> hook =
+        strategies::FedProxHook(net, t.fedprox_mu());
+    if (!hook.ok()) return hook.status();
+    prox = *hook;
+  }
+  pruning::LoraGradientScorer* scorer_ptr = scorer.get();
+  train.after_backward = [scorer_ptr, &prox] {
+    if (scorer_ptr != nullptr) scorer_ptr->Update();
+    if (prox) prox();
+  };
+  train.on_progress = [&](const model::TrainProgress& p) {
+    const double fraction =
+        p.total_steps > 0 ? static_cast<double>(p.step) / p.total_steps : 0;
+    Heartbeat(task.round(), "train", fraction);
+    if (options_.progress) {
+      std::printf("%s: round %d train %3.0f%% loss %.4f\n",
+                  options_.device_id.c_str(), static_cast<int>(task.round()),
+                  100 * fraction, p.loss);
+      std::fflush(stdout);
+    }
+  };
+  absl::StatusOr<model::TrainResult> trained = model::Train(net, data_, train);
+  if (!trained.ok()) return trained.status();
+  report.train_s = Since(phase);
+  report.examples = data_.size();
+  report.loss_before = trained->first_loss;
+  report.loss_after = trained->final_loss;
+  if (stop_) return absl::CancelledError("stopped after training");
+
+  // 4. Encode the update.
+  phase = Clock::now();
+  const model::NamedTensors update =
+      task.dense() ? model::CopyWeights(net) : lora::ExtractAdapters(net);
+  transport::CodecOptions codec;
+  codec.codec = CodecFromProto(task.upload_codec());
+  codec.zstd = task.upload_compression() == v1::COMPRESSION_ZSTD;
+  codec.topk_fraction = task.topk_fraction() > 0 ? task.topk_fraction() : 0.01;
+  // The top-k residual only carries over while the shapes stay the same.
+  bool same_shapes = feedback_.residual.size() == update.size();
+  for (const auto& item : update) {
+    const at::Tensor* r = feedback_.residual.find(item.key());
+    same_shapes = same_shapes && r && r->sizes() == item.value().sizes();
+  }
+  if (!same_shapes) feedback_.residual = model::NamedTensors();
+  absl::StatusOr<transport::EncodedPayload> encoded =
+      transport::EncodeUpdate(update, codec, &feedback_);
+  if (!encoded.ok()) return encoded.status();
+  report.encode_s = Since(phase);
+  report.raw_bytes_up = encoded->raw_bytes;
+
+  // 5. Upload and report.
+  const transport::StringSource source(std::move(encoded->bytes));
+  absl::StatusOr<transport::TransferInfo> info = transport::DescribePayload(
+      source, task.upload_transfer_id(), report.raw_bytes_up);
+  if (!info.ok()) return info.status();
+  absl::StatusOr<transport::TransferStats> up =
+      transfers_.Upload(options_.device_id, *info, source, task.chunk_bytes());
+  if (!up.ok()) return up.status();
+  report.upload_s = up->seconds;
+  report.bytes_up = source.size();
+  report.peak_rss_bytes = PeakRssBytes();
+
+  v1::SubmitUpdateRequest request;
+  v1::UpdateReport* r = request.mutable_report();
+  r->set_device_id(options_.device_id);
+  r->set_round(task.round());
+  r->set_nonce(task.nonce());
+  r->set_upload_transfer_id(task.upload_transfer_id());
+  r->set_num_examples(report.examples);
+  r->set_loss_before(report.loss_before);
+  r->set_loss_after(report.loss_after);
+  v1::Timings* timings = r->mutable_timings();
+  timings->set_download_s(report.download_s);
+  // Building the sub-model and encoding are local compute: they count as
+  // training time in the round breakdown.
+  timings->set_train_s(report.build_s + report.train_s + report.encode_s);
+  timings->set_upload_s(report.upload_s);
+  timings->set_bytes_down(report.bytes_down);
+  timings->set_bytes_up(report.bytes_up);
+  timings->set_raw_bytes_down(report.bytes_down);
+  timings->set_raw_bytes_up(report.raw_bytes_up);
+  timings->set_peak_rss_bytes(report.peak_rss_bytes);
+  if (scorer != nullptr && scorer->updates() > 0) {
+    model::NamedTensors importance;
+    const pruning::GroupScores& scores = scorer->scores();
+    for (size_t b = 0; b < scores.heads.size(); ++b) {
+      importance.insert(absl::StrCat("heads.", b),
+                        scores.heads[b].to(torch::kFloat32));
+      importance.insert(absl::StrCat("channels.", b),
+                        scores.channels[b].to(torch::kFloat32));
+    }
+    if (absl::Status s =
+            transport::ToProto(importance, r->mutable_importance());
+        !s.ok()) {
+      return s;
+    }
+  }
+  v1::SubmitUpdateResponse response;
+  absl::Status submitted = Retry("SubmitUpdate", [&](grpc::ClientContext& c) {
+    return stub_->SubmitUpdate(&c, request, &response);
+  });
+  // ALREADY_EXISTS after a retried call whose first answer was lost: the
+  // coordinator has it.
+  if (!submitted.ok() && !absl::IsAlreadyExists(submitted)) return submitted;
+  report.accepted = true;
+  report.total_s = Since(round_start);
+  return report;
+}
+
+absl::Status Participant::Run() {
+  if (absl::Status s = Register(); !s.ok()) return s;
+  if (absl::Status s = EnsureBase(); !s.ok()) return s;
+  int64_t done = 0;
+  int64_t last_round = 0;
+  absl::Duration backoff = options_.initial_backoff;
+  while (!stop_) {
+    v1::GetTaskRequest request;
+    request.set_device_id(options_.device_id);
+    request.set_session_id(registration_.session_id());
+    v1::GetTaskResponse response;
+    absl::Status status = Retry("GetTask", [&](grpc::ClientContext& c) {
+      return stub_->GetTask(&c, request, &response);
+    });
+    if (absl::IsOutOfRange(status)) {
+      if (options_.progress) {
+        std::printf("%s: the federation finished; %d rounds submitted\n",
+                    options_.device_id.c_str(), static_cast<int>(done));
+      }
+      return absl::OkStatus();
+    }
+    if (absl::IsNotFound(status)) {  // The coordinator forgot us: rejoin.
+      if (absl::Status s = Register(); !s.ok()) return s;
+      continue;
+    }
+    if (!status.ok()) return status;
+    if (!response.has_task() || response.task().round() == last_round) {
+      const int64_t wait_ms = std::max<int64_t>(response.retry_after_ms(), 50);
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+      continue;
+    }
+    absl::StatusOr<RoundReport> round = RunRound(response.task());
+    if (!round.ok()) {
+      if (absl::IsCancelled(round.status())) break;
+      LOG(WARNING) << options_.device_id << ": round "
+                   << response.task().round()
+                   << " abandoned: " << round.status();
+      std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
+      backoff = std::min(backoff * 2, options_.max_backoff);
+      continue;
+    }
+    backoff = options_.initial_backoff;
+    last_round = round->round;
+    ++done;
+    if (options_.progress) {
+      std::printf(
+          "%s: round %d submitted: p=%.2f r=%d, down %.2f s, train %.2f s, "
+          "up %.2f s, %.1f kB up, loss %.4f -> %.4f\n",
+          options_.device_id.c_str(), static_cast<int>(round->round),
+          round->prune_ratio, static_cast<int>(round->rank), round->download_s,
+          round->train_s, round->upload_s, round->bytes_up / 1e3,
+          round->loss_before, round->loss_after);
+      std::fflush(stdout);
+    }
+    if (on_round) on_round(*round);
+    if (options_.max_rounds > 0 && done >= options_.max_rounds) {
+      return absl::OkStatus();
+    }
+  }
+  return absl::CancelledError("stopped");
+}
+
+}  // namespace fedge::client

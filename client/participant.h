@@ -1,0 +1,106 @@
+// A federated-learning participant: the loop a fedge-client daemon runs on
+// an edge board. It registers with the coordinator, keeps the base model in
+// a local cache keyed by its digest (downloaded once, checked on every
+// start), and each round downloads its task's payload, builds the
+// physically pruned sub-model, fine-tunes it on the local data, and uploads
+// the encoded update with its timings.
+//
+// Every RPC has a deadline; transient failures (UNAVAILABLE,
+// DEADLINE_EXCEEDED, a broken stream) are retried with capped exponential
+// back-off, and a transfer resumes where it broke. A round that cannot be
+// finished is abandoned and the loop asks for the next task.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+#include "fedge/v1/coordinator_service.grpc.pb.h"
+#include "model/dataset.h"
+#include "model/model.h"
+#include "transport/transfer_service.h"
+#include "transport/update_codec.h"
+
+namespace fedge::client {
+
+struct ParticipantOptions {
+  std::string device_id;
+  std::string link;  // "ethernet", "wifi", "lte", "5g-sa" or "".
+  std::string cache_dir = "cache";
+  // Training may use at most this much memory (bytes; 0: no limit); a
+  // task estimated to need more is skipped for that round.
+  int64_t memory_budget_bytes = 0;
+  absl::Duration rpc_deadline = absl::Seconds(30);
+  absl::Duration initial_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(30);
+  // Give up (return Unavailable) after this long without reaching the
+  // coordinator.
+  absl::Duration give_up_after = absl::Minutes(30);
+  transport::RetryPolicy transfer_retry;
+  int64_t max_rounds = 0;  // Stop after this many submitted rounds; 0: all.
+  bool run_benchmark = true;
+  bool progress = true;  // Human-readable progress on stdout.
+};
+
+// One round as the participant saw it.
+struct RoundReport {
+  int64_t round = 0;
+  double prune_ratio = 0;
+  int64_t rank = 0;
+  double download_s = 0, build_s = 0, train_s = 0, encode_s = 0, upload_s = 0,
+         total_s = 0;
+  int64_t bytes_down = 0, bytes_up = 0, raw_bytes_up = 0;
+  int64_t examples = 0;
+  double loss_before = 0, loss_after = 0;
+  int64_t peak_rss_bytes = 0;
+  bool accepted = false;
+};
+
+// Not thread-safe except Stop().
+class Participant {
+ public:
+  // `stub` must outlive the participant; `data` is the local shard.
+  Participant(ParticipantOptions options, v1::Coordinator::StubInterface* stub,
+              model::Dataset data);
+
+  // Runs until the federation finishes (OK), max_rounds are done (OK),
+  // Stop() is called (Cancelled) or the coordinator stays unreachable past
+  // give_up_after (Unavailable). Errors in a round abandon only that round.
+  absl::Status Run();
+
+  // Finishes the current phase and returns from Run(). Async-signal-safe.
+  void Stop() { stop_ = true; }
+
+  // Called after each round (tests, the simulator).
+  std::function<void(const RoundReport&)> on_round;
+
+ private:
+  absl::Status Register();
+  absl::Status EnsureBase();
+  absl::StatusOr<RoundReport> RunRound(const v1::Task& task);
+  // Runs `rpc` with a fresh deadline until it succeeds, fails for good, or
+  // the give-up time passes; waits with capped exponential back-off.
+  absl::Status Retry(
+      const char* what,
+      const std::function<grpc::Status(grpc::ClientContext&)>& rpc);
+  void Heartbeat(int64_t round, const char* phase, double progress);
+
+  const ParticipantOptions options_;
+  v1::Coordinator::StubInterface* const stub_;  // Not owned.
+  const model::Dataset data_;
+  transport::TransferClient transfers_;
+  std::atomic<bool> stop_{false};
+
+  v1::RegisterResponse registration_;
+  model::Model base_;
+  std::string cached_digest_;
+  transport::ErrorFeedback feedback_;  // Top-k residual across rounds.
+  absl::Time last_heartbeat_ = absl::InfinitePast();
+};
+
+}  // namespace fedge::client
