@@ -258,6 +258,8 @@ absl::Status CoordinatorServer::Wait() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   evaluator_->Drain();
+  if (!stop_)
+    std::this_thread::sleep_for(absl::ToChronoMilliseconds(config_.linger));
   return engine_->failure();
 }
 

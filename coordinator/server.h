@@ -35,6 +35,9 @@ struct ServerConfig {
   std::string metrics_listen;  // "host:port"; empty: no /metrics endpoint.
   absl::Duration tick = absl::Milliseconds(100);
   bool quiet = false;  // No progress lines on stdout.
+  // After the last round, keep answering this long so polling devices
+  // learn that the federation finished (GetTask: OUT_OF_RANGE).
+  absl::Duration linger = absl::Seconds(3);
   EngineOptions engine;
   ServiceOptions service;
 };

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -13,6 +14,7 @@
 #include "coordinator/records.h"
 #include "coordinator/server.h"
 #include "metrics/csv.h"
+#include "metrics/http_server.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
 #include "model/threads.h"
@@ -83,6 +85,8 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio) {
   config.quiet = true;
   config.metrics_listen = "127.0.0.1:0";
   config.tick = absl::Milliseconds(20);
+  config.linger = absl::Milliseconds(300);
+  config.service.retry_after_ms = 50;
   coordinator::EngineOptions& e = config.engine;
   e.mode = mode;
   e.rounds = rounds;
@@ -164,10 +168,25 @@ TEST(FederationTest, LoraRoundsOverGrpcWriteConsistentRecords) {
   // The checkpoint of the last round is there, and /metrics answers.
   EXPECT_TRUE(std::filesystem::exists(
       f.dir + "/run/checkpoint/coordinator.safetensors"));
-  const std::string text = f.server->metrics().Render();
-  EXPECT_NE(text.find("fedge_rounds_total{outcome=\"committed\"} 3"),
+  auto scraped = metrics::HttpGet("127.0.0.1", f.server->metrics_port(),
+                                  "/metrics");
+  ASSERT_TRUE(scraped.ok()) << scraped.status();
+  EXPECT_NE(scraped->find("fedge_rounds_total{outcome=\"committed\"} 3"),
             std::string::npos)
-      << text;
+      << *scraped;
+  // A real Prometheus parser accepts the exposition (Debian's prometheus
+  // package, installed by scripts/setup).
+  const std::string path = f.dir + "/metrics.txt";
+  std::ofstream(path) << *scraped;
+  ASSERT_EQ(std::system("command -v promtool >/dev/null"), 0)
+      << "promtool missing: run scripts/setup (Debian package prometheus)";
+  const std::string log = f.dir + "/promtool.log";
+  const int rc = std::system(
+      ("promtool check metrics < " + path + " > " + log + " 2>&1").c_str());
+  std::ifstream in(log);
+  std::stringstream out;
+  out << in.rdbuf();
+  EXPECT_EQ(rc, 0) << out.str();
 }
 
 TEST(FederationTest, DenseFedAvgRaisesAccuracy) {

@@ -1,0 +1,143 @@
+// fedge-client: the daemon on an edge device. It joins a coordinator and
+// fine-tunes on local data every round until the federation finishes.
+// Every flag is in --help; --flagfile=FILE reads them from a file (see
+// deploy/client.flags).
+#include <csignal>
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+#include "client/participant.h"
+#include "client/shard.h"
+#include "model/threads.h"
+#include "transport/channel_options.h"
+
+ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070",
+          "Coordinator address host:port.");
+ABSL_FLAG(std::string, device_id, "",
+          "This device's id (letters, digits, '.', '_', '-'); required. "
+          "With mutual TLS it must equal the certificate's common name.");
+ABSL_FLAG(std::string, link, "",
+          "Link type to report: ethernet, wifi, lte, 5g-sa (empty: unknown).");
+ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
+          "Fashion-MNIST directory holding this device's data.");
+ABSL_FLAG(std::string, shard, "0/1",
+          "I/N: this device holds shard I of N of the private images.");
+ABSL_FLAG(std::string, partition, "dirichlet", "iid or dirichlet.");
+ABSL_FLAG(double, alpha, 0.5, "Dirichlet concentration (non-IID-ness).");
+ABSL_FLAG(double, public_fraction, 0.1,
+          "The coordinator's public share (as fedge-pretrain).");
+ABSL_FLAG(uint64_t, data_seed, 1, "Seed of the split (as fedge-pretrain).");
+ABSL_FLAG(std::string, cache_dir, "cache",
+          "Where the base model is cached by digest.");
+ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
+ABSL_FLAG(int64_t, memory_budget_mb, 0,
+          "Memory training may use, reported to the coordinator (0: none).");
+ABSL_FLAG(int64_t, max_rounds, 0, "Leave after N rounds (0: until the end).");
+ABSL_FLAG(bool, insecure, false, "Connect without TLS (development only).");
+ABSL_FLAG(std::string, tls_ca, "", "CA that signed the coordinator (PEM).");
+ABSL_FLAG(std::string, tls_cert, "", "Client certificate for mutual TLS.");
+ABSL_FLAG(std::string, tls_key, "", "Client key for mutual TLS.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to verify in the coordinator's certificate (default: host).");
+ABSL_FLAG(double, give_up_after_s, 1800,
+          "Exit if the coordinator is unreachable this long.");
+ABSL_FLAG(bool, quiet, false, "No progress lines.");
+ABSL_FLAG(bool, benchmark, true, "Time a short matmul at registration.");
+
+namespace {
+
+fedge::client::Participant* g_participant = nullptr;
+extern "C" void OnSignal(int) {
+  if (g_participant != nullptr) g_participant->Stop();
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "fedge-client: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Runs a fedge client on an edge device.\nUsage: fedge-client "
+      "--device_id=ID --coordinator=HOST:PORT [--flag=value...]");
+  const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "unexpected argument '", rest[1], "' (flags are --name=value)")));
+  }
+  fedge::client::ParticipantOptions options;
+  options.device_id = absl::GetFlag(FLAGS_device_id);
+  if (options.device_id.empty()) {
+    return Fail(absl::InvalidArgumentError("--device_id is required"));
+  }
+  options.link = absl::GetFlag(FLAGS_link);
+  if (!options.link.empty() && options.link != "ethernet" &&
+      options.link != "wifi" && options.link != "lte" &&
+      options.link != "5g-sa") {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--link: '", options.link, "' is not ethernet, wifi, lte or 5g-sa")));
+  }
+  options.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  options.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_mb) << 20;
+  options.max_rounds = absl::GetFlag(FLAGS_max_rounds);
+  options.progress = !absl::GetFlag(FLAGS_quiet);
+  options.run_benchmark = absl::GetFlag(FLAGS_benchmark);
+  options.give_up_after = absl::Seconds(absl::GetFlag(FLAGS_give_up_after_s));
+
+  fedge::client::ShardSpec shard;
+  shard.data_dir = absl::GetFlag(FLAGS_data_dir);
+  std::vector<std::string> parts =
+      absl::StrSplit(absl::GetFlag(FLAGS_shard), '/');
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &shard.index) ||
+      !absl::SimpleAtoi(parts[1], &shard.count)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--shard: '", absl::GetFlag(FLAGS_shard), "' is not I/N")));
+  }
+  shard.partition = absl::GetFlag(FLAGS_partition);
+  shard.alpha = absl::GetFlag(FLAGS_alpha);
+  shard.public_fraction = absl::GetFlag(FLAGS_public_fraction);
+  shard.seed = absl::GetFlag(FLAGS_data_seed);
+  absl::StatusOr<fedge::model::Dataset> data = fedge::client::LoadShard(shard);
+  if (!data.ok()) return Fail(data.status());
+
+  fedge::transport::TlsFiles tls;
+  tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  if (absl::GetFlag(FLAGS_insecure) != tls.insecure()) {
+    return Fail(absl::InvalidArgumentError(
+        tls.insecure() ? "TLS is the default: pass --tls_ca (and --tls_cert/"
+                         "--tls_key for mutual TLS), or --insecure"
+                       : "--insecure cannot be combined with --tls_*"));
+  }
+  fedge::model::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      fedge::transport::CreateClientChannel(
+          absl::GetFlag(FLAGS_coordinator), {}, tls,
+          absl::GetFlag(FLAGS_tls_server_name));
+  if (!channel.ok()) return Fail(channel.status());
+  auto stub = fedge::v1::Coordinator::NewStub(*channel);
+  fedge::client::Participant participant(options, stub.get(), *data);
+  g_participant = &participant;
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  if (options.progress) {
+    std::printf("%s: %lld local images, joining %s\n",
+                options.device_id.c_str(), static_cast<long long>(data->size()),
+                absl::GetFlag(FLAGS_coordinator).c_str());
+    std::fflush(stdout);
+  }
+  const absl::Status status = participant.Run();
+  g_participant = nullptr;
+  if (absl::IsCancelled(status)) return 0;  // SIGTERM: a clean stop.
+  if (!status.ok()) return Fail(status);
+  return 0;
+}

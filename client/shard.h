@@ -1,0 +1,27 @@
+// A device's private data in a simulated or test federation: shard I of N
+// of Fashion-MNIST's training images that the coordinator's public split
+// (the base model's pretraining data) left over, IID or label-skewed.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+#include "model/dataset.h"
+
+namespace fedge::client {
+
+struct ShardSpec {
+  std::string data_dir;
+  int index = 0;                        // I in [0, count).
+  int count = 1;                        // N.
+  std::string partition = "dirichlet";  // "iid" or "dirichlet".
+  double alpha = 0.5;                   // Dirichlet concentration.
+  double public_fraction = 0.1;  // As fedge-pretrain's --public_fraction.
+  uint64_t seed = 1;             // As fedge-pretrain's --seed.
+};
+
+// InvalidArgument naming the bad field; NotFound if the data is missing.
+absl::StatusOr<model::Dataset> LoadShard(const ShardSpec& spec);
+
+}  // namespace fedge::client
