@@ -1,5 +1,7 @@
 #include "coordinator/server.h"
 
+#include <malloc.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -185,7 +187,15 @@ std::shared_ptr<grpc::Channel> CoordinatorServer::InProcessChannel() {
 }
 
 void CoordinatorServer::TickLoop() {
+  absl::Time last_trim = absl::Now();
   while (!stop_) {
+    // Issuing tasks and folding updates churn model-sized temporaries
+    // between small long-lived allocations; without giving the freed pages
+    // back, RSS grew by ~0.7 MB per device per round (bench/coordinator).
+    if (absl::Now() - last_trim > absl::Seconds(1)) {
+      malloc_trim(0);
+      last_trim = absl::Now();
+    }
     if (absl::Status s = engine_->Tick(absl::Now()); !s.ok()) {
       LOG(ERROR) << "round engine: " << s;
     }
