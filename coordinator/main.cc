@@ -27,7 +27,11 @@ ABSL_FLAG(int64_t, eval_every, 1, "Evaluate every N committed rounds.");
 ABSL_FLAG(std::string, run_dir, "runs/coordinator",
           "Where clients.csv, rounds.csv and checkpoint/ go.");
 ABSL_FLAG(bool, resume, false,
-          "Continue the federation checkpointed in --run_dir.");
+          "Continue the federation checkpointed in --run_dir (an error if "
+          "there is no checkpoint).");
+ABSL_FLAG(bool, resume_if_present, false,
+          "Continue the checkpointed federation if there is one, else start "
+          "a new one (for service managers that restart the coordinator).");
 ABSL_FLAG(std::string, listen, "0.0.0.0:7070",
           "gRPC address (port 0 picks a free one and prints it).");
 ABSL_FLAG(bool, insecure, false,
@@ -135,6 +139,7 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   }
   c.run_dir = absl::GetFlag(FLAGS_run_dir);
   c.resume = absl::GetFlag(FLAGS_resume);
+  c.resume_if_present = absl::GetFlag(FLAGS_resume_if_present);
   c.listen = absl::GetFlag(FLAGS_listen);
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.quiet = absl::GetFlag(FLAGS_quiet);

@@ -107,7 +107,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 
   const std::string checkpoint_dir = c.run_dir + "/checkpoint";
   absl::StatusOr<Checkpoint> checkpoint = LoadCheckpoint(checkpoint_dir);
-  if (c.resume) {
+  const bool have_checkpoint = checkpoint.ok();
+  if (c.resume || (c.resume_if_present && have_checkpoint)) {
     if (!checkpoint.ok()) {
       return absl::Status(
           checkpoint.status().code(),

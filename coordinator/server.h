@@ -28,7 +28,8 @@ struct ServerConfig {
   int64_t eval_examples = 0;  // 0: the whole test split.
   int64_t eval_every = 1;     // Evaluate every N committed rounds (and last).
   std::string run_dir = "runs/coordinator";  // CSVs and the checkpoint.
-  bool resume = false;
+  bool resume = false;             // Require a checkpoint and continue it.
+  bool resume_if_present = false;  // Continue one if there is, else start.
   std::string listen = "127.0.0.1:7070";  // Port 0 picks a free port.
   transport::TlsFiles tls;                // Empty: insecure (dev mode).
   transport::ChannelOptions channel;

@@ -20,6 +20,7 @@
 #include "model/threads.h"
 #include "model/trainer.h"
 #include "tests/testing/tiny_models.h"
+#include "transport/channel_options.h"
 
 namespace fedge {
 namespace {
@@ -168,8 +169,8 @@ TEST(FederationTest, LoraRoundsOverGrpcWriteConsistentRecords) {
   // The checkpoint of the last round is there, and /metrics answers.
   EXPECT_TRUE(std::filesystem::exists(
       f.dir + "/run/checkpoint/coordinator.safetensors"));
-  auto scraped = metrics::HttpGet("127.0.0.1", f.server->metrics_port(),
-                                  "/metrics");
+  auto scraped =
+      metrics::HttpGet("127.0.0.1", f.server->metrics_port(), "/metrics");
   ASSERT_TRUE(scraped.ok()) << scraped.status();
   EXPECT_NE(scraped->find("fedge_rounds_total{outcome=\"committed\"} 3"),
             std::string::npos)
@@ -198,6 +199,51 @@ TEST(FederationTest, DenseFedAvgRaisesAccuracy) {
   const double final_accuracy = std::stod(rounds.back().at("accuracy"));
   EXPECT_GT(final_accuracy, f.base_accuracy + 0.3)
       << "base " << f.base_accuracy << " final " << final_accuracy;
+}
+
+// Mutual TLS binds the certificate to the device id: a client holding
+// device-0's certificate cannot act as device-1.
+TEST(FederationTest, MutualTlsIdentityMustMatchTheDeviceId) {
+  const std::string dir = TempDir("mtls");
+  const char* src = std::getenv("FEDGE_TEST_SRCDIR");
+  ASSERT_EQ(std::system((std::string(src ? src : ".") +
+                         "/deploy/certs/make_dev_certs.sh " + dir +
+                         "/certs device-0 >/dev/null")
+                            .c_str()),
+            0);
+  torch::manual_seed(0);
+  ASSERT_TRUE(model::SaveCheckpoint(*testing::TinyVit(16), dir + "/base").ok());
+  coordinator::ServerConfig config;
+  config.base_dir = dir + "/base";
+  config.run_dir = dir + "/run";
+  config.listen = "127.0.0.1:0";
+  config.quiet = true;
+  config.tls = {dir + "/certs/ca.pem", dir + "/certs/server.pem",
+                dir + "/certs/server.key", true};
+  auto server = coordinator::CoordinatorServer::Start(config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto register_as = [&](const std::string& cert, const std::string& id) {
+    transport::TlsFiles files{
+        dir + "/certs/ca.pem",
+        cert.empty() ? "" : dir + "/certs/" + cert + ".pem",
+        cert.empty() ? "" : dir + "/certs/" + cert + ".key", false};
+    auto channel = transport::CreateClientChannel(
+        "localhost:" + std::to_string((*server)->port()), {}, files);
+    EXPECT_TRUE(channel.ok());
+    auto stub = v1::Coordinator::NewStub(*channel);
+    v1::RegisterRequest request;
+    request.mutable_device()->set_device_id(id);
+    v1::RegisterResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+    return stub->Register(&context, request, &response).error_code();
+  };
+  EXPECT_EQ(register_as("client-device-0", "device-0"), grpc::StatusCode::OK);
+  EXPECT_EQ(register_as("client-device-0", "device-1"),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // Without a client certificate the handshake itself fails.
+  EXPECT_EQ(register_as("", "device-0"), grpc::StatusCode::UNAVAILABLE);
 }
 
 }  // namespace
