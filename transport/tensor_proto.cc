@@ -128,9 +128,9 @@ absl::StatusOr<model::NamedTensors> FromProto(const v1::NamedTensors& proto,
     const int64_t bytes =
         elements * static_cast<int64_t>(c10::elementSize(type));
     if (static_cast<int64_t>(t.data().size()) != bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", name, "' carries ", t.data().size(),
-          " bytes; its shape and dtype need ", bytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "' carries ", t.data().size(),
+                       " bytes; its shape and dtype need ", bytes));
     }
     at::Tensor tensor = torch::empty(shape, torch::TensorOptions(type));
     if (bytes > 0) std::memcpy(tensor.data_ptr(), t.data().data(), bytes);

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
+
 #include "fedge/v1/tensor.pb.h"
 #include "model/model.h"
 
@@ -19,8 +20,7 @@ struct TensorLimits {
 // Encodes CPU tensors of a supported dtype (float32/16, bfloat16, int8,
 // uint8, int32, int64) as contiguous little-endian bytes.
 // InvalidArgument naming the tensor for any other dtype.
-absl::Status ToProto(const model::NamedTensors& tensors,
-                     v1::NamedTensors* out);
+absl::Status ToProto(const model::NamedTensors& tensors, v1::NamedTensors* out);
 
 // Decodes and validates: known dtype, non-negative shape within limits,
 // data size equal to the shape's, unique non-empty names.
