@@ -381,7 +381,9 @@ absl::Status Participant::Run() {
   if (absl::Status s = Register(); !s.ok()) return s;
   if (absl::Status s = EnsureBase(); !s.ok()) return s;
   int64_t done = 0;
-  int64_t last_round = 0;
+  // The last task done, by nonce: a coordinator that restarted from a
+  // checkpoint hands out the same round number again with a new nonce.
+  std::string last_nonce;
   absl::Duration backoff = options_.initial_backoff;
   while (!stop_) {
     v1::GetTaskRequest request;
@@ -403,7 +405,7 @@ absl::Status Participant::Run() {
       continue;
     }
     if (!status.ok()) return status;
-    if (!response.has_task() || response.task().round() == last_round) {
+    if (!response.has_task() || response.task().nonce() == last_nonce) {
       const int64_t wait_ms = std::max<int64_t>(response.retry_after_ms(), 50);
       std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
       continue;
@@ -419,7 +421,7 @@ absl::Status Participant::Run() {
       continue;
     }
     backoff = options_.initial_backoff;
-    last_round = round->round;
+    last_nonce = response.task().nonce();
     ++done;
     if (options_.progress) {
       std::printf(

@@ -88,12 +88,13 @@ const std::vector<std::string>& RoundLog::RoundColumns() {
 }
 
 absl::StatusOr<std::unique_ptr<RoundLog>> RoundLog::Open(
-    const std::string& dir, metrics::Registry* metrics) {
+    const std::string& dir, int64_t next_round, metrics::Registry* metrics) {
   if (absl::Status s = model::MakeDirectories(dir); !s.ok()) return s;
-  auto clients =
-      metrics::CsvWriter::Open(dir + "/clients.csv", ClientColumns());
+  auto clients = metrics::CsvWriter::OpenTruncated(
+      dir + "/clients.csv", ClientColumns(), "round", next_round);
   if (!clients.ok()) return clients.status();
-  auto rounds = metrics::CsvWriter::Open(dir + "/rounds.csv", RoundColumns());
+  auto rounds = metrics::CsvWriter::OpenTruncated(
+      dir + "/rounds.csv", RoundColumns(), "round", next_round);
   if (!rounds.ok()) return rounds.status();
   return std::unique_ptr<RoundLog>(
       new RoundLog(std::move(*clients), std::move(*rounds), metrics));

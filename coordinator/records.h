@@ -26,10 +26,11 @@ void DeclareMetrics(metrics::Registry& registry);
 // Not thread-safe; the coordinator calls it from one thread at a time.
 class RoundLog {
  public:
-  // Opens (appending, for a resumed run) dir/clients.csv and
-  // dir/rounds.csv. `metrics` may be null.
+  // Opens dir/clients.csv and dir/rounds.csv for appending, first dropping
+  // rows of rounds >= `next_round` (a resumed run redoes those rounds).
+  // `metrics` may be null.
   static absl::StatusOr<std::unique_ptr<RoundLog>> Open(
-      const std::string& dir, metrics::Registry* metrics);
+      const std::string& dir, int64_t next_round, metrics::Registry* metrics);
 
   // The clients.csv rows and metrics of a closed round.
   absl::Status RecordRound(const RoundRecord& round);

@@ -132,7 +132,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                      "that federation, or choose another --run_dir"));
   }
   absl::StatusOr<std::unique_ptr<RoundLog>> log =
-      RoundLog::Open(c.run_dir, &s.metrics_);
+      RoundLog::Open(c.run_dir, s.engine_->round(), &s.metrics_);
   if (!log.ok()) return log.status();
   s.log_ = std::move(*log);
   s.evaluator_ = std::make_unique<Evaluator>(

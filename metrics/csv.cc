@@ -4,6 +4,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -74,6 +75,46 @@ absl::StatusOr<std::unique_ptr<CsvWriter>> CsvWriter::Open(
     std::fflush(file);
   }
   return std::unique_ptr<CsvWriter>(new CsvWriter(file, path, columns.size()));
+}
+
+absl::StatusOr<std::unique_ptr<CsvWriter>> CsvWriter::OpenTruncated(
+    const std::string& path, const std::vector<std::string>& columns,
+    const std::string& column, int64_t limit) {
+  size_t index = 0;
+  while (index < columns.size() && columns[index] != column) ++index;
+  if (index == columns.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no column '", column, "' in ", path));
+  }
+  std::ifstream in(path);
+  if (in) {
+    std::string line, kept;
+    std::getline(in, line);
+    if (line != CsvLine(columns)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, " has header '", line, "'; expected '", CsvLine(columns), "'"));
+    }
+    kept = line + "\n";
+    while (std::getline(in, line)) {
+      const std::vector<std::string> fields = ParseCsvLine(line);
+      int64_t value = 0;
+      if (index < fields.size() && absl::SimpleAtoi(fields[index], &value) &&
+          value >= limit) {
+        continue;
+      }
+      kept += line + "\n";
+    }
+    in.close();
+    const std::string temp = path + ".tmp";
+    std::ofstream out(temp, std::ios::trunc);
+    out << kept;
+    out.close();
+    if (!out || std::rename(temp.c_str(), path.c_str()) != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot rewrite ", path, ": ", std::strerror(errno)));
+    }
+  }
+  return Open(path, columns);
 }
 
 CsvWriter::~CsvWriter() { std::fclose(file_); }

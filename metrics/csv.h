@@ -19,6 +19,13 @@ class CsvWriter {
   // (FailedPrecondition otherwise, so a resumed run never mixes layouts).
   static absl::StatusOr<std::unique_ptr<CsvWriter>> Open(
       const std::string& path, const std::vector<std::string>& columns);
+  // Like Open, but first drops the rows whose `column` (an integer) is >=
+  // `limit`: after a resume, the rows of rounds the checkpoint does not
+  // hold are written again, so they must not stay twice. The file is
+  // rewritten atomically.
+  static absl::StatusOr<std::unique_ptr<CsvWriter>> OpenTruncated(
+      const std::string& path, const std::vector<std::string>& columns,
+      const std::string& column, int64_t limit);
   ~CsvWriter();
 
   // One row; InvalidArgument if the field count differs from the header.

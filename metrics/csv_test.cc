@@ -41,5 +41,22 @@ TEST(CsvTest, WritesHeaderOnceAndQuotes) {
   EXPECT_FALSE(CsvWriter::Open("/nonexistent/dir/x.csv", {"a"}).ok());
 }
 
+TEST(CsvTest, OpenTruncatedDropsRowsFromTheLimitOn) {
+  const std::string path = TempPath("trunc.csv");
+  std::remove(path.c_str());
+  {
+    auto w = CsvWriter::Open(path, {"round", "x"});
+    for (int r = 1; r <= 4; ++r) {
+      ASSERT_TRUE((*w)->Write({std::to_string(r), "v"}).ok());
+    }
+  }
+  auto w = CsvWriter::OpenTruncated(path, {"round", "x"}, "round", 3);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE((*w)->Write({"3", "again"}).ok());
+  w->reset();
+  EXPECT_EQ(Slurp(path), "round,x\n1,v\n2,v\n3,again\n");
+  EXPECT_FALSE(CsvWriter::OpenTruncated(path, {"round", "x"}, "nope", 3).ok());
+}
+
 }  // namespace
 }  // namespace fedge::metrics
