@@ -20,7 +20,12 @@ struct DeviceProbe {
 // empty.
 DeviceProbe ProbeDevice(bool run_benchmark = true);
 
-// Peak resident set size of this process so far (bytes).
+// Peak resident set size of this process (bytes) since the start or the
+// last ResetPeakRss(): VmHWM from /proc/self/status, else getrusage.
 int64_t PeakRssBytes();
+
+// Starts a new peak-RSS window (Linux: writes 5 to /proc/self/clear_refs),
+// so a round's peak is its own and not the data loading's.
+void ResetPeakRss();
 
 }  // namespace fedge::client

@@ -10,10 +10,13 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include <glog/logging.h>
 
 #include "client/participant.h"
 #include "client/shard.h"
+#include "metrics/csv.h"
 #include "model/threads.h"
 #include "transport/channel_options.h"
 
@@ -48,6 +51,9 @@ ABSL_FLAG(std::string, tls_server_name, "",
 ABSL_FLAG(double, give_up_after_s, 1800,
           "Exit if the coordinator is unreachable this long.");
 ABSL_FLAG(bool, quiet, false, "No progress lines.");
+ABSL_FLAG(std::string, report_csv, "",
+          "Append this device's own per-round measurements (phase times, "
+          "bytes, losses, peak RSS) to this CSV file.");
 ABSL_FLAG(bool, benchmark, true, "Time a short matmul at registration.");
 
 namespace {
@@ -126,6 +132,28 @@ int main(int argc, char** argv) {
   if (!channel.ok()) return Fail(channel.status());
   auto stub = fedge::v1::Coordinator::NewStub(*channel);
   fedge::client::Participant participant(options, stub.get(), *data);
+  std::unique_ptr<fedge::metrics::CsvWriter> report;
+  if (!absl::GetFlag(FLAGS_report_csv).empty()) {
+    auto writer = fedge::metrics::CsvWriter::Open(
+        absl::GetFlag(FLAGS_report_csv),
+        {"round", "prune_ratio", "rank", "download_s", "build_s", "train_s",
+         "encode_s", "upload_s", "total_s", "bytes_down", "bytes_up",
+         "raw_bytes_up", "examples", "loss_before", "loss_after",
+         "peak_rss_mb"});
+    if (!writer.ok()) return Fail(writer.status());
+    report = std::move(*writer);
+    participant.on_round = [&report](const fedge::client::RoundReport& r) {
+      auto f = [](double v) { return absl::StrFormat("%.6g", v); };
+      const absl::Status s = report->Write(
+          {std::to_string(r.round), f(r.prune_ratio), std::to_string(r.rank),
+           f(r.download_s), f(r.build_s), f(r.train_s), f(r.encode_s),
+           f(r.upload_s), f(r.total_s), std::to_string(r.bytes_down),
+           std::to_string(r.bytes_up), std::to_string(r.raw_bytes_up),
+           std::to_string(r.examples), f(r.loss_before), f(r.loss_after),
+           f(r.peak_rss_bytes / 1048576.0)});
+      if (!s.ok()) LOG(WARNING) << s;
+    };
+  }
   g_participant = &participant;
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);

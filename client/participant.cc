@@ -210,6 +210,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.prune_ratio = task.prune_ratio();
   report.rank = task.lora().rank();
   const auto round_start = Clock::now();
+  ResetPeakRss();
 
   // 1. The payload: the sub-model's adapter (LoRA) or weights (dense).
   transport::TransferStats down;
