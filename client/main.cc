@@ -19,6 +19,7 @@
 #include "metrics/csv.h"
 #include "model/threads.h"
 #include "transport/channel_options.h"
+#include "transport/task_proto.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070",
           "Coordinator address host:port.");
@@ -85,9 +86,8 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--device_id is required"));
   }
   options.link = absl::GetFlag(FLAGS_link);
-  if (!options.link.empty() && options.link != "ethernet" &&
-      options.link != "wifi" && options.link != "lte" &&
-      options.link != "5g-sa") {
+  if (!options.link.empty() && fedge::transport::ParseLinkType(options.link) ==
+                                   fedge::v1::LINK_TYPE_UNSPECIFIED) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
         "--link: '", options.link, "' is not ethernet, wifi, lte or 5g-sa")));
   }

@@ -21,6 +21,7 @@
 #include "strategies/schedule.h"
 #include "transport/sha256.h"
 #include "transport/status_convert.h"
+#include "transport/task_proto.h"
 #include "transport/tensor_proto.h"
 #include "transport/transfer.h"
 
@@ -36,29 +37,6 @@ double Since(Clock::time_point start) {
 bool Transient(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
          absl::IsAborted(s) || absl::IsResourceExhausted(s);
-}
-
-transport::Codec CodecFromProto(v1::Codec codec) {
-  switch (codec) {
-    case v1::CODEC_FLOAT32:
-      return transport::Codec::kFloat32;
-    case v1::CODEC_FLOAT16:
-      return transport::Codec::kFloat16;
-    case v1::CODEC_BFLOAT16:
-      return transport::Codec::kBFloat16;
-    case v1::CODEC_TOPK:
-      return transport::Codec::kTopK;
-    default:
-      return transport::Codec::kInt8Row;
-  }
-}
-
-v1::LinkType LinkFromName(const std::string& name) {
-  if (name == "ethernet") return v1::LINK_TYPE_ETHERNET;
-  if (name == "wifi") return v1::LINK_TYPE_WIFI;
-  if (name == "lte") return v1::LINK_TYPE_LTE;
-  if (name == "5g-sa") return v1::LINK_TYPE_5G_SA;
-  return v1::LINK_TYPE_UNSPECIFIED;
 }
 
 // Streams a download into a temporary file next to `path`; Commit()
@@ -138,7 +116,7 @@ absl::Status Participant::Register() {
   d->set_arch(probe.arch);
   d->set_cpu_model(probe.cpu_model);
   d->set_benchmark_gflops(probe.benchmark_gflops);
-  d->set_link_type(LinkFromName(options_.link));
+  d->set_link_type(transport::ParseLinkType(options_.link));
   d->set_software_version("fedge 0.1");
   return Retry("Register", [&](grpc::ClientContext& context) {
     return stub_->Register(&context, request, &registration_);
@@ -223,12 +201,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
 
   // 2. The physically pruned sub-model.
   auto phase = Clock::now();
-  pruning::PruningPlan plan;
-  for (const v1::BlockPlan& b : task.plan().blocks()) {
-    plan.blocks.push_back({{b.heads().begin(), b.heads().end()},
-                           {b.kv_heads().begin(), b.kv_heads().end()},
-                           {b.channels().begin(), b.channels().end()}});
-  }
+  const pruning::PruningPlan plan = transport::PlanFromProto(task.plan());
   absl::StatusOr<model::Model> sub = pruning::ApplyPlan(*base_, plan);
   if (!sub.ok()) return sub.status();
   model::ModelImpl& net = **sub;
@@ -303,7 +276,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   const model::NamedTensors update =
       task.dense() ? model::CopyWeights(net) : lora::ExtractAdapters(net);
   transport::CodecOptions codec;
-  codec.codec = CodecFromProto(task.upload_codec());
+  codec.codec = transport::CodecFromProto(task.upload_codec());
   codec.zstd = task.upload_compression() == v1::COMPRESSION_ZSTD;
   codec.topk_fraction = task.topk_fraction() > 0 ? task.topk_fraction() : 0.01;
   // The top-k residual only carries over while the shapes stay the same.

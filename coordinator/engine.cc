@@ -10,6 +10,8 @@
 #include <glog/logging.h>
 #include <torch/types.h>
 
+#include "transport/update_codec.h"
+
 namespace fedge::coordinator {
 namespace {
 
@@ -105,6 +107,11 @@ absl::Status EngineOptions::Validate() const {
     return absl::InvalidArgumentError(
         "training needs epochs >= 1, batch_size >= 1, max_steps >= 0, "
         "learning_rate > 0, fedprox_mu >= 0");
+  }
+  if (absl::StatusOr<transport::Codec> codec =
+          transport::ParseCodec(upload_codec);
+      !codec.ok()) {
+    return codec.status();
   }
   if (max_examples < 1 || max_devices < 1) {
     return absl::InvalidArgumentError(

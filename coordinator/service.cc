@@ -5,28 +5,11 @@
 #include "absl/strings/str_cat.h"
 
 #include "transport/status_convert.h"
+#include "transport/task_proto.h"
 #include "transport/tensor_proto.h"
 
 namespace fedge::coordinator {
 namespace {
-
-v1::Codec CodecProto(absl::string_view name) {
-  absl::StatusOr<transport::Codec> codec = transport::ParseCodec(name);
-  if (!codec.ok()) return v1::CODEC_INT8_ROW;
-  switch (*codec) {
-    case transport::Codec::kFloat32:
-      return v1::CODEC_FLOAT32;
-    case transport::Codec::kFloat16:
-      return v1::CODEC_FLOAT16;
-    case transport::Codec::kBFloat16:
-      return v1::CODEC_BFLOAT16;
-    case transport::Codec::kInt8Row:
-      return v1::CODEC_INT8_ROW;
-    case transport::Codec::kTopK:
-      return v1::CODEC_TOPK;
-  }
-  return v1::CODEC_INT8_ROW;
-}
 
 Timings TimingsFromProto(const v1::Timings& t) {
   Timings out;
@@ -43,49 +26,6 @@ Timings TimingsFromProto(const v1::Timings& t) {
 }
 
 }  // namespace
-
-pruning::PruningPlan PlanFromProto(const v1::PruningPlan& proto) {
-  pruning::PruningPlan plan;
-  for (const v1::BlockPlan& b : proto.blocks()) {
-    plan.blocks.push_back({{b.heads().begin(), b.heads().end()},
-                           {b.kv_heads().begin(), b.kv_heads().end()},
-                           {b.channels().begin(), b.channels().end()}});
-  }
-  return plan;
-}
-
-void PlanToProto(const pruning::PruningPlan& plan, v1::PruningPlan* proto) {
-  proto->Clear();
-  for (const pruning::BlockPlan& b : plan.blocks) {
-    v1::BlockPlan* out = proto->add_blocks();
-    out->mutable_heads()->Add(b.heads.begin(), b.heads.end());
-    out->mutable_kv_heads()->Add(b.kv_heads.begin(), b.kv_heads.end());
-    out->mutable_channels()->Add(b.channels.begin(), b.channels.end());
-  }
-}
-
-std::string LinkName(v1::LinkType link) {
-  switch (link) {
-    case v1::LINK_TYPE_ETHERNET:
-      return "ethernet";
-    case v1::LINK_TYPE_WIFI:
-      return "wifi";
-    case v1::LINK_TYPE_LTE:
-      return "lte";
-    case v1::LINK_TYPE_5G_SA:
-      return "5g-sa";
-    default:
-      return "";
-  }
-}
-
-v1::LinkType ParseLinkType(absl::string_view name) {
-  for (v1::LinkType t : {v1::LINK_TYPE_ETHERNET, v1::LINK_TYPE_WIFI,
-                         v1::LINK_TYPE_LTE, v1::LINK_TYPE_5G_SA}) {
-    if (LinkName(t) == name) return t;
-  }
-  return v1::LINK_TYPE_UNSPECIFIED;
-}
 
 CoordinatorService::CoordinatorService(Engine* engine,
                                        transport::TransferStore* store,
@@ -148,7 +88,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(
     facts.arch = d.arch();
     facts.cpu_model = d.cpu_model();
     facts.benchmark_gflops = d.benchmark_gflops();
-    facts.link = LinkName(d.link_type());
+    facts.link = transport::LinkName(d.link_type());
     facts.software_version = d.software_version();
     absl::StatusOr<std::string> session =
         engine_->Register(facts, options_.clock());
@@ -170,7 +110,7 @@ v1::Task CoordinatorService::TaskToProto(const Task& task) const {
   out.set_round(task.round);
   out.set_nonce(task.nonce);
   out.set_base_model_digest(options_.base_digest);
-  PlanToProto(task.plan, out.mutable_plan());
+  transport::PlanToProto(task.plan, out.mutable_plan());
   const bool dense = engine_options_.mode == Mode::kDense;
   out.set_dense(dense);
   if (!dense) {
@@ -194,7 +134,10 @@ v1::Task CoordinatorService::TaskToProto(const Task& task) const {
   // One seed per device and round, from the nonce: reproducible by the
   // device, different across devices.
   train->set_seed(std::hash<std::string>()(task.nonce));
-  out.set_upload_codec(CodecProto(engine_options_.upload_codec));
+  // EngineOptions::Validate checked the codec name.
+  out.set_upload_codec(transport::CodecToProto(
+      transport::ParseCodec(engine_options_.upload_codec)
+          .value_or(transport::Codec::kInt8Row)));
   out.set_upload_compression(engine_options_.upload_zstd
                                  ? v1::COMPRESSION_ZSTD
                                  : v1::COMPRESSION_NONE);

@@ -71,10 +71,4 @@ class CoordinatorService : public transport::TransferService {
   metrics::Registry* const metrics_;  // Not owned; may be null.
 };
 
-// Converts between the proto and engine forms (shared with the client).
-pruning::PruningPlan PlanFromProto(const v1::PruningPlan& proto);
-void PlanToProto(const pruning::PruningPlan& plan, v1::PruningPlan* proto);
-std::string LinkName(v1::LinkType link);
-v1::LinkType ParseLinkType(absl::string_view name);
-
 }  // namespace fedge::coordinator

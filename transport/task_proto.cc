@@ -1,0 +1,79 @@
+#include "transport/task_proto.h"
+
+namespace fedge::transport {
+
+pruning::PruningPlan PlanFromProto(const v1::PruningPlan& proto) {
+  pruning::PruningPlan plan;
+  for (const v1::BlockPlan& b : proto.blocks()) {
+    plan.blocks.push_back({{b.heads().begin(), b.heads().end()},
+                           {b.kv_heads().begin(), b.kv_heads().end()},
+                           {b.channels().begin(), b.channels().end()}});
+  }
+  return plan;
+}
+
+void PlanToProto(const pruning::PruningPlan& plan, v1::PruningPlan* proto) {
+  proto->Clear();
+  for (const pruning::BlockPlan& b : plan.blocks) {
+    v1::BlockPlan* out = proto->add_blocks();
+    out->mutable_heads()->Add(b.heads.begin(), b.heads.end());
+    out->mutable_kv_heads()->Add(b.kv_heads.begin(), b.kv_heads.end());
+    out->mutable_channels()->Add(b.channels.begin(), b.channels.end());
+  }
+}
+
+std::string LinkName(v1::LinkType link) {
+  switch (link) {
+    case v1::LINK_TYPE_ETHERNET:
+      return "ethernet";
+    case v1::LINK_TYPE_WIFI:
+      return "wifi";
+    case v1::LINK_TYPE_LTE:
+      return "lte";
+    case v1::LINK_TYPE_5G_SA:
+      return "5g-sa";
+    default:
+      return "";
+  }
+}
+
+v1::LinkType ParseLinkType(absl::string_view name) {
+  for (v1::LinkType t : {v1::LINK_TYPE_ETHERNET, v1::LINK_TYPE_WIFI,
+                         v1::LINK_TYPE_LTE, v1::LINK_TYPE_5G_SA}) {
+    if (LinkName(t) == name) return t;
+  }
+  return v1::LINK_TYPE_UNSPECIFIED;
+}
+
+v1::Codec CodecToProto(Codec codec) {
+  switch (codec) {
+    case Codec::kFloat32:
+      return v1::CODEC_FLOAT32;
+    case Codec::kFloat16:
+      return v1::CODEC_FLOAT16;
+    case Codec::kBFloat16:
+      return v1::CODEC_BFLOAT16;
+    case Codec::kInt8Row:
+      return v1::CODEC_INT8_ROW;
+    case Codec::kTopK:
+      return v1::CODEC_TOPK;
+  }
+  return v1::CODEC_INT8_ROW;
+}
+
+Codec CodecFromProto(v1::Codec codec) {
+  switch (codec) {
+    case v1::CODEC_FLOAT32:
+      return Codec::kFloat32;
+    case v1::CODEC_FLOAT16:
+      return Codec::kFloat16;
+    case v1::CODEC_BFLOAT16:
+      return Codec::kBFloat16;
+    case v1::CODEC_TOPK:
+      return Codec::kTopK;
+    default:
+      return Codec::kInt8Row;
+  }
+}
+
+}  // namespace fedge::transport
