@@ -23,16 +23,6 @@ at::Tensor UnitNorm(const at::Tensor& scores) {
   return norm > 0 ? scores / norm : scores;
 }
 
-bool IsTarget(const std::string& path, const lora::LoraOptions& lora) {
-  const size_t dot = path.rfind('.');
-  const std::string last =
-      dot == std::string::npos ? path : path.substr(dot + 1);
-  for (const std::string& t : lora.target_modules) {
-    if (last == t) return true;
-  }
-  return false;
-}
-
 // A fresh copy of `base` with `weights` loaded.
 absl::StatusOr<model::Model> CloneWith(const model::ModelImpl& base,
                                        const NamedTensors& weights) {
@@ -62,7 +52,7 @@ absl::StatusOr<std::unique_ptr<GlobalModel>> GlobalModel::Create(
     global->trained_ = model::CopyWeights(*global->base_);
   } else {
     for (auto& [path, linear] : model::NamedLinears(*global->base_)) {
-      if (!IsTarget(path, lora)) continue;
+      if (!lora.Targets(path)) continue;
       global->trained_.insert(path + std::string(kWeight),
                               torch::zeros_like(linear->weight));
     }

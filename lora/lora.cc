@@ -69,19 +69,15 @@ void LoraAdapterImpl::UnmergeFrom(const at::Tensor& weight) {
   merged_ = false;
 }
 
-namespace {
-
-bool Matches(absl::string_view path, const std::vector<std::string>& targets) {
+bool LoraOptions::Targets(absl::string_view path) const {
   const size_t dot = path.rfind('.');
   const absl::string_view last =
       dot == absl::string_view::npos ? path : path.substr(dot + 1);
-  for (const std::string& t : targets) {
+  for (const std::string& t : target_modules) {
     if (last == t) return true;
   }
   return false;
 }
-
-}  // namespace
 
 std::vector<AdaptedLinear> NamedAdapters(torch::nn::Module& model) {
   std::vector<AdaptedLinear> out;
@@ -99,7 +95,7 @@ absl::StatusOr<std::vector<std::string>> Inject(torch::nn::Module& model,
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   std::vector<std::pair<std::string, model::Linear>> targets;
   for (auto& [path, linear] : model::NamedLinears(model)) {
-    if (!Matches(path, options.target_modules)) continue;
+    if (!options.Targets(path)) continue;
     if (linear->adapter()) {
       return absl::FailedPreconditionError(
           absl::StrCat("lora: ", path, " already has an adapter"));

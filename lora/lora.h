@@ -41,6 +41,8 @@ struct LoraOptions {
   // InvalidArgument naming the bad field.
   absl::Status Validate() const;
   double scale() const { return alpha / static_cast<double>(rank); }
+  // Whether the Linear at dotted `path` is a target (the rule above).
+  bool Targets(absl::string_view path) const;
 };
 
 class LoraAdapterImpl : public model::AdapterImpl {

@@ -45,35 +45,4 @@ v1::LinkType ParseLinkType(absl::string_view name) {
   return v1::LINK_TYPE_UNSPECIFIED;
 }
 
-v1::Codec CodecToProto(Codec codec) {
-  switch (codec) {
-    case Codec::kFloat32:
-      return v1::CODEC_FLOAT32;
-    case Codec::kFloat16:
-      return v1::CODEC_FLOAT16;
-    case Codec::kBFloat16:
-      return v1::CODEC_BFLOAT16;
-    case Codec::kInt8Row:
-      return v1::CODEC_INT8_ROW;
-    case Codec::kTopK:
-      return v1::CODEC_TOPK;
-  }
-  return v1::CODEC_INT8_ROW;
-}
-
-Codec CodecFromProto(v1::Codec codec) {
-  switch (codec) {
-    case v1::CODEC_FLOAT32:
-      return Codec::kFloat32;
-    case v1::CODEC_FLOAT16:
-      return Codec::kFloat16;
-    case v1::CODEC_BFLOAT16:
-      return Codec::kBFloat16;
-    case v1::CODEC_TOPK:
-      return Codec::kTopK;
-    default:
-      return Codec::kInt8Row;
-  }
-}
-
 }  // namespace fedge::transport

@@ -1,6 +1,6 @@
 // Conversions between the task-related protos (fedge/v1/task.proto) and the
 // domain types the coordinator and the client both use, so that each
-// mapping is written once.
+// mapping is written once. Codecs convert in transport/update_codec.h.
 #pragma once
 
 #include <string>
@@ -9,7 +9,6 @@
 
 #include "fedge/v1/task.pb.h"
 #include "pruning/plan.h"
-#include "transport/update_codec.h"
 
 namespace fedge::transport {
 
@@ -20,9 +19,5 @@ void PlanToProto(const pruning::PruningPlan& plan, v1::PruningPlan* proto);
 std::string LinkName(v1::LinkType link);
 // The inverse; LINK_TYPE_UNSPECIFIED for an unknown name.
 v1::LinkType ParseLinkType(absl::string_view name);
-
-v1::Codec CodecToProto(Codec codec);
-// CODEC_UNSPECIFIED (and unknown values) map to int8_row, the default.
-Codec CodecFromProto(v1::Codec codec);
 
 }  // namespace fedge::transport

@@ -19,11 +19,6 @@ TEST(TaskProtoTest, RoundTrips) {
     EXPECT_EQ(LinkName(ParseLinkType(link)), link);
   }
   EXPECT_EQ(ParseLinkType("carrier-pigeon"), v1::LINK_TYPE_UNSPECIFIED);
-  for (Codec c : {Codec::kFloat32, Codec::kFloat16, Codec::kBFloat16,
-                  Codec::kInt8Row, Codec::kTopK}) {
-    EXPECT_EQ(CodecFromProto(CodecToProto(c)), c);
-  }
-  EXPECT_EQ(CodecFromProto(v1::CODEC_UNSPECIFIED), Codec::kInt8Row);
 }
 
 }  // namespace

@@ -25,22 +25,6 @@ constexpr struct {
                    {Codec::kInt8Row, "int8_row"},
                    {Codec::kTopK, "topk"}};
 
-v1::Codec ToProto(Codec codec) {
-  switch (codec) {
-    case Codec::kFloat32:
-      return v1::CODEC_FLOAT32;
-    case Codec::kFloat16:
-      return v1::CODEC_FLOAT16;
-    case Codec::kBFloat16:
-      return v1::CODEC_BFLOAT16;
-    case Codec::kInt8Row:
-      return v1::CODEC_INT8_ROW;
-    case Codec::kTopK:
-      break;
-  }
-  return v1::CODEC_TOPK;
-}
-
 std::string Bytes(const at::Tensor& t) {
   const at::Tensor c = t.contiguous();
   return std::string(static_cast<const char*>(c.data_ptr()), c.nbytes());
@@ -176,6 +160,37 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
 
 }  // namespace
 
+v1::Codec CodecToProto(Codec codec) {
+  switch (codec) {
+    case Codec::kFloat32:
+      return v1::CODEC_FLOAT32;
+    case Codec::kFloat16:
+      return v1::CODEC_FLOAT16;
+    case Codec::kBFloat16:
+      return v1::CODEC_BFLOAT16;
+    case Codec::kInt8Row:
+      return v1::CODEC_INT8_ROW;
+    case Codec::kTopK:
+      return v1::CODEC_TOPK;
+  }
+  return v1::CODEC_INT8_ROW;
+}
+
+Codec CodecFromProto(v1::Codec codec) {
+  switch (codec) {
+    case v1::CODEC_FLOAT32:
+      return Codec::kFloat32;
+    case v1::CODEC_FLOAT16:
+      return Codec::kFloat16;
+    case v1::CODEC_BFLOAT16:
+      return Codec::kBFloat16;
+    case v1::CODEC_TOPK:
+      return Codec::kTopK;
+    default:
+      return Codec::kInt8Row;
+  }
+}
+
 absl::StatusOr<Codec> ParseCodec(absl::string_view name) {
   for (const auto& c : kCodecNames) {
     if (name == c.name) return c.codec;
@@ -227,7 +242,7 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
     out.raw_bytes += t.nbytes();
     v1::EncodedTensor* e = encoded.add_tensors();
     e->set_name(name);
-    e->set_codec(ToProto(options.codec));
+    e->set_codec(CodecToProto(options.codec));
     for (int64_t d : t.sizes()) e->add_shape(d);
     switch (options.codec) {
       case Codec::kFloat32:

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
+#include "fedge/v1/transfer.pb.h"
 #include "model/model.h"
 
 namespace fedge::transport {
@@ -34,6 +35,11 @@ enum class Codec { kFloat32, kFloat16, kBFloat16, kInt8Row, kTopK };
 // "float32", "float16", "bfloat16", "int8_row", "topk".
 absl::StatusOr<Codec> ParseCodec(absl::string_view name);
 const char* CodecName(Codec codec);
+
+// The wire enum and back. CODEC_UNSPECIFIED (and unknown values) map to
+// int8_row, the default.
+v1::Codec CodecToProto(Codec codec);
+Codec CodecFromProto(v1::Codec codec);
 
 struct CodecOptions {
   Codec codec = Codec::kInt8Row;

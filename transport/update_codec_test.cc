@@ -251,5 +251,13 @@ TEST(UpdateCodecTest, DecodeRejectsEveryMalformedInput) {
   }
 }
 
+TEST(UpdateCodecTest, CodecsRoundTripThroughTheWireEnum) {
+  for (Codec c : {Codec::kFloat32, Codec::kFloat16, Codec::kBFloat16,
+                  Codec::kInt8Row, Codec::kTopK}) {
+    EXPECT_EQ(CodecFromProto(CodecToProto(c)), c);
+  }
+  EXPECT_EQ(CodecFromProto(v1::CODEC_UNSPECIFIED), Codec::kInt8Row);
+}
+
 }  // namespace
 }  // namespace fedge::transport
