@@ -1,5 +1,6 @@
 #include "model/checkpoint.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -29,26 +30,80 @@ absl::Status SaveCheckpoint(ModelImpl& model, const std::string& dir) {
                              model.ConfigJson());
 }
 
-absl::StatusOr<Model> CreateModelFromConfig(const std::string& config_json) {
+namespace {
+
+// Parses a config.json text of either family; `reshape`, if given, replaces
+// its block shapes. Exactly one of the two results is set.
+struct ParsedConfig {
+  std::optional<VitConfig> vit;
+  std::optional<LlamaConfig> llama;
+};
+
+absl::StatusOr<ParsedConfig> ParseConfig(
+    const std::string& config_json,
+    const std::vector<BlockShape>* reshape = nullptr) {
   absl::StatusOr<nlohmann::json> json =
       ParseJsonObject(config_json, "config.json");
   if (!json.ok()) return json.status();
   JsonReader reader(*json, "config.json");
   const std::string type = reader.String("model_type");
   if (!reader.status().ok()) return reader.status();
+  auto apply = [&](auto& config) -> absl::Status {
+    if (reshape == nullptr) return absl::OkStatus();
+    if (reshape->size() != config.layers.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: ", reshape->size(), " block shapes for ",
+                       config.layers.size(), " blocks"));
+    }
+    config.layers = *reshape;
+    return config.Validate();
+  };
+  ParsedConfig parsed;
   if (type == "fedge_vit") {
     absl::StatusOr<VitConfig> config = VitConfigFromJson(config_json);
     if (!config.ok()) return config.status();
-    return Model(std::make_shared<VitImpl>(*config));
+    if (absl::Status s = apply(*config); !s.ok()) return s;
+    parsed.vit = *std::move(config);
+    return parsed;
   }
   if (type == "llama") {
     absl::StatusOr<LlamaConfig> config = LlamaConfigFromJson(config_json);
     if (!config.ok()) return config.status();
-    return Model(std::make_shared<LlamaImpl>(*config));
+    if (absl::Status s = apply(*config); !s.ok()) return s;
+    parsed.llama = *std::move(config);
+    return parsed;
   }
   return absl::InvalidArgumentError(
       absl::StrCat("config.json: model_type \"", type,
                    "\" is not supported (fedge_vit or llama)"));
+}
+
+absl::StatusOr<Model> Build(const ParsedConfig& parsed) {
+  if (parsed.vit) return Model(std::make_shared<VitImpl>(*parsed.vit));
+  return Model(std::make_shared<LlamaImpl>(*parsed.llama));
+}
+
+}  // namespace
+
+absl::StatusOr<Model> CreateModelFromConfig(const std::string& config_json) {
+  absl::StatusOr<ParsedConfig> parsed = ParseConfig(config_json);
+  if (!parsed.ok()) return parsed.status();
+  return Build(*parsed);
+}
+
+absl::StatusOr<Model> CreateModelFromConfig(
+    const std::string& config_json,
+    const std::vector<BlockShape>& block_shapes) {
+  absl::StatusOr<ParsedConfig> parsed = ParseConfig(config_json, &block_shapes);
+  if (!parsed.ok()) return parsed.status();
+  return Build(*parsed);
+}
+
+absl::StatusOr<std::vector<BlockShape>> BlockShapesFromConfig(
+    const std::string& config_json) {
+  absl::StatusOr<ParsedConfig> parsed = ParseConfig(config_json);
+  if (!parsed.ok()) return parsed.status();
+  return parsed->vit ? parsed->vit->layers : parsed->llama->layers;
 }
 
 absl::StatusOr<Model> LoadCheckpoint(const std::string& dir) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -27,5 +28,17 @@ absl::StatusOr<Model> LoadCheckpoint(const std::string& dir);
 
 // Builds an untrained model from a config.json text.
 absl::StatusOr<Model> CreateModelFromConfig(const std::string& config_json);
+
+// As above, with the blocks reshaped to `block_shapes` (one per block of
+// the config): the untrained, physically pruned model of that config,
+// built without ever allocating the full one. InvalidArgument for a wrong
+// count or shapes that do not validate.
+absl::StatusOr<Model> CreateModelFromConfig(
+    const std::string& config_json,
+    const std::vector<BlockShape>& block_shapes);
+
+// The block shapes a config.json text describes, without building it.
+absl::StatusOr<std::vector<BlockShape>> BlockShapesFromConfig(
+    const std::string& config_json);
 
 }  // namespace fedge::model

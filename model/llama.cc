@@ -174,6 +174,19 @@ LlamaImpl::LlamaImpl(const LlamaConfig& config) : config_(config) {
       config.max_position_embeddings, config.head_dim, config.rope_theta);
 }
 
+int64_t LlamaImpl::TrainingActivationBytes(at::IntArrayRef input_shape) const {
+  const int64_t tokens = input_shape[1];
+  // Embeddings, then the blocks (rotary q/k copies included in the 2x of
+  // q and k), then the final norm and the logits with their softmax.
+  int64_t per_sample = tokens * config_.hidden_size * 2;
+  for (const BlockShape& shape : config_.layers) {
+    per_sample += BlockActivationElements(shape, tokens, config_.hidden_size,
+                                          config_.head_dim, /*mlp_tensors=*/3);
+  }
+  per_sample += tokens * 2 * config_.vocab_size;
+  return input_shape[0] * per_sample * 4;
+}
+
 at::Tensor LlamaImpl::forward(const at::Tensor& tokens) {
   const int64_t seq = tokens.size(1);
   const at::Tensor cos = rope_cos_.narrow(0, 0, seq);

@@ -81,6 +81,7 @@ class LlamaImpl : public ModelImpl {
   int64_t num_outputs() const override { return config_.vocab_size; }
   absl::Status ValidateInput(const at::Tensor& input) const override;
   std::string ConfigJson() const override { return LlamaConfigToJson(config_); }
+  int64_t TrainingActivationBytes(at::IntArrayRef input_shape) const override;
   std::vector<BlockShape> block_shapes() const override {
     return config_.layers;
   }

@@ -7,6 +7,21 @@
 
 namespace fedge::model {
 
+int64_t BlockActivationElements(const BlockShape& shape, int64_t tokens,
+                                int64_t dim, int64_t head_dim,
+                                int64_t mlp_tensors) {
+  const int64_t attention =
+      shape.num_heads == 0
+          ? 0
+          : tokens * (2 * dim + (2 * shape.num_heads + 2 * shape.num_kv_heads) *
+                                    head_dim) +
+                2 * shape.num_heads * tokens * tokens;
+  const int64_t mlp = shape.mlp_hidden == 0
+                          ? 0
+                          : tokens * (2 * dim + mlp_tensors * shape.mlp_hidden);
+  return attention + mlp;
+}
+
 absl::Status LoadWeights(torch::nn::Module& module,
                          const NamedTensors& weights) {
   NamedTensors params = module.named_parameters(/*recurse=*/true);

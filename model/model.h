@@ -44,6 +44,14 @@ class ModelImpl : public torch::nn::Module {
   // The model's config in its checkpoint form (config.json).
   virtual std::string ConfigJson() const = 0;
 
+  // Estimated bytes of the activations autograd keeps for the backward
+  // pass of one training step on a batch of `input_shape` (a valid input's
+  // shape, batch first), in float32. An
+  // analytic estimate for memory budgets, not an exact count; bench/client
+  // compares it with measured peaks.
+  virtual int64_t TrainingActivationBytes(
+      at::IntArrayRef input_shape) const = 0;
+
   // --- What structured pruning needs -------------------------------------
   // Per block: heads, KV heads and MLP width.
   virtual std::vector<BlockShape> block_shapes() const = 0;
@@ -60,6 +68,14 @@ class ModelImpl : public torch::nn::Module {
       const std::vector<BlockShape>& shapes) const = 0;
 };
 using Model = std::shared_ptr<ModelImpl>;
+
+// The float32 elements one transformer block of `shape` keeps for backward
+// per token, plus its attention maps: norms' inputs and outputs, q/k/v,
+// attention scores and probabilities, the attention output, and the MLP's
+// hidden activations (`mlp_tensors` of them: 2 for a plain MLP, 3 gated).
+int64_t BlockActivationElements(const BlockShape& shape, int64_t tokens,
+                                int64_t dim, int64_t head_dim,
+                                int64_t mlp_tensors);
 
 // Copies `weights` into `module`'s parameters, by name. Strict: every
 // parameter must be present with the same shape, and no extra name may

@@ -248,64 +248,144 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
   return file;
 }
 
-absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(
+    const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoToStatus(errno, "cannot open", path);
-  struct FdCloser {
-    int fd;
-    ~FdCloser() { ::close(fd); }
-  } closer{fd};
+  std::unique_ptr<SafetensorsReader> reader(new SafetensorsReader(fd, path));
   const off_t file_size = ::lseek(fd, 0, SEEK_END);
   if (file_size < 0) return ErrnoToStatus(errno, "cannot seek", path);
   const auto size = static_cast<uint64_t>(file_size);
-
-  // pread the exact range or report how the file fell short.
-  auto read_exact = [&](void* out, uint64_t length,
-                        uint64_t offset) -> absl::Status {
-    uint64_t done = 0;
-    while (done < length) {
-      const ssize_t n =
-          ::pread(fd, static_cast<char*>(out) + done, length - done,
-                  static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return ErrnoToStatus(errno, "cannot read", path);
-      if (n == 0) {
-        return absl::DataLossError(
-            absl::StrCat("safetensors file ", path, " truncated"));
-      }
-      done += static_cast<uint64_t>(n);
-    }
-    return absl::OkStatus();
-  };
   auto with_path = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
   };
-
-  // Read the length prefix, then the whole header, then each tensor's
-  // bytes straight into its storage.
+  // The length prefix, then the whole header.
   std::string head(std::min<uint64_t>(size, 8), '\0');
-  if (absl::Status s = read_exact(head.data(), head.size(), 0); !s.ok()) {
+  if (absl::Status s = reader->ReadAt(head.data(), head.size(), 0); !s.ok()) {
     return s;
   }
   absl::StatusOr<uint64_t> head_bytes = SafetensorsHeadBytes(head, size);
   if (!head_bytes.ok()) return with_path(head_bytes.status());
   head.resize(*head_bytes);
-  if (absl::Status s = read_exact(head.data() + 8, *head_bytes - 8, 8);
+  if (absl::Status s = reader->ReadAt(head.data() + 8, *head_bytes - 8, 8);
       !s.ok()) {
     return s;
   }
   absl::StatusOr<SafetensorsLayout> layout = ParseSafetensorsLayout(head, size);
   if (!layout.ok()) return with_path(layout.status());
-  SafetensorsFile file;
-  file.metadata = std::move(layout->metadata);
-  for (const Entry& entry : layout->entries) {
-    at::Tensor tensor = EmptyTensor(entry);
-    if (absl::Status s = read_exact(tensor.data_ptr(), entry.end - entry.begin,
-                                    layout->data_start + entry.begin);
+  reader->layout_ = *std::move(layout);
+  return reader;
+}
+
+SafetensorsReader::~SafetensorsReader() { ::close(fd_); }
+
+const SafetensorsEntry* SafetensorsReader::Find(absl::string_view name) const {
+  for (const Entry& entry : layout_.entries) {
+    if (entry.name == name) return &entry;
+  }
+  return nullptr;
+}
+
+absl::Status SafetensorsReader::ReadAt(void* out, uint64_t length,
+                                       uint64_t offset) const {
+  uint64_t done = 0;
+  while (done < length) {
+    const ssize_t n = ::pread(fd_, static_cast<char*>(out) + done,
+                              length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoToStatus(errno, "cannot read", path_);
+    if (n == 0) {
+      return absl::DataLossError(
+          absl::StrCat("safetensors file ", path_, " truncated"));
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> SafetensorsReader::Read(const Entry& entry) const {
+  at::Tensor tensor = EmptyTensor(entry);
+  if (absl::Status s = ReadAt(tensor.data_ptr(), entry.end - entry.begin,
+                              layout_.data_start + entry.begin);
+      !s.ok()) {
+    return s;
+  }
+  return tensor;
+}
+
+absl::StatusOr<at::Tensor> SafetensorsReader::ReadSlice(
+    const Entry& entry, int64_t dim, absl::Span<const int64_t> index) const {
+  const int64_t rank = static_cast<int64_t>(entry.shape.size());
+  if (dim < 0 || dim >= rank) {
+    return Invalid(entry.name, absl::StrCat("cannot slice dimension ", dim,
+                                            " of a rank-", rank, " tensor"));
+  }
+  const int64_t extent = entry.shape[dim];
+  for (int64_t i : index) {
+    if (i < 0 || i >= extent) {
+      return Invalid(entry.name, absl::StrCat("slice index ", i,
+                                              " outside [0, ", extent, ")"));
+    }
+  }
+  int64_t outer = 1;
+  for (int64_t d = 0; d < dim; ++d) outer *= entry.shape[d];
+  // Bytes of one step along `dim`.
+  uint64_t inner = c10::elementSize(entry.dtype);
+  for (int64_t d = dim + 1; d < rank; ++d) inner *= entry.shape[d];
+  std::vector<int64_t> shape = entry.shape;
+  shape[dim] = static_cast<int64_t>(index.size());
+  at::Tensor out =
+      torch::empty(shape, torch::TensorOptions().dtype(entry.dtype));
+  char* dst = static_cast<char*>(out.data_ptr());
+  const uint64_t base = layout_.data_start + entry.begin;
+  // Runs of consecutive indices are read (or copied) in one piece.
+  auto for_each_run = [&](const auto& copy) -> absl::Status {
+    for (size_t i = 0; i < index.size();) {
+      size_t j = i + 1;
+      while (j < index.size() && index[j] == index[j - 1] + 1) ++j;
+      if (absl::Status s = copy(index[i], i, j - i); !s.ok()) return s;
+      i = j;
+    }
+    return absl::OkStatus();
+  };
+  if (outer == 1) {  // Slicing the leading dimension: read the runs.
+    if (absl::Status s = for_each_run([&](int64_t from, size_t to,
+                                          size_t count) {
+          return ReadAt(dst + to * inner, count * inner, base + from * inner);
+        });
         !s.ok()) {
       return s;
     }
-    file.tensors.insert(entry.name, std::move(tensor));
+    return out;
+  }
+  // Otherwise one outer row at a time, gathered from a row buffer.
+  const uint64_t row_bytes = extent * inner;
+  std::string row(row_bytes, '\0');
+  for (int64_t o = 0; o < outer; ++o) {
+    if (absl::Status s = ReadAt(row.data(), row_bytes, base + o * row_bytes);
+        !s.ok()) {
+      return s;
+    }
+    char* out_row = dst + o * index.size() * inner;
+    (void)for_each_run([&](int64_t from, size_t to, size_t count) {
+      std::memcpy(out_row + to * inner, row.data() + from * inner,
+                  count * inner);
+      return absl::OkStatus();
+    });
+  }
+  return out;
+}
+
+absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<SafetensorsReader>> reader =
+      SafetensorsReader::Open(path);
+  if (!reader.ok()) return reader.status();
+  SafetensorsFile file;
+  file.metadata = (*reader)->layout().metadata;
+  for (const Entry& entry : (*reader)->layout().entries) {
+    absl::StatusOr<at::Tensor> tensor = (*reader)->Read(entry);
+    if (!tensor.ok()) return tensor.status();
+    file.tensors.insert(entry.name, *std::move(tensor));
   }
   return file;
 }

@@ -15,12 +15,14 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include <ATen/core/Tensor.h>
 #include <torch/ordered_dict.h>
 
@@ -82,6 +84,46 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes);
 // own storage (peak memory is the tensors, not twice the file).
 // NotFound if the file does not exist; otherwise as ParseSafetensors.
 absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
+
+// Random access to a safetensors file on disk: the header is parsed and
+// validated once, then tensors, or slices of them, are read on demand, so a
+// caller that needs part of a large file holds memory for that part only
+// (plus one row of the sliced tensor while slicing along dimension > 0).
+// Thread-compatible; the file stays open while the reader lives.
+class SafetensorsReader {
+ public:
+  // NotFound if `path` does not exist; DataLoss/InvalidArgument for a bad
+  // header, as ParseSafetensors, with the path in the message.
+  static absl::StatusOr<std::unique_ptr<SafetensorsReader>> Open(
+      const std::string& path);
+  ~SafetensorsReader();
+  SafetensorsReader(const SafetensorsReader&) = delete;
+  SafetensorsReader& operator=(const SafetensorsReader&) = delete;
+
+  const SafetensorsLayout& layout() const { return layout_; }
+  // The entry called `name`, or nullptr.
+  const SafetensorsEntry* Find(absl::string_view name) const;
+
+  // The whole tensor. DataLoss if the file was truncated since Open.
+  absl::StatusOr<at::Tensor> Read(const SafetensorsEntry& entry) const;
+
+  // The tensor restricted to `index` (in range, any order) along `dim`:
+  // the result's size in `dim` is index.size(). InvalidArgument for a dim
+  // or index out of range.
+  absl::StatusOr<at::Tensor> ReadSlice(const SafetensorsEntry& entry,
+                                       int64_t dim,
+                                       absl::Span<const int64_t> index) const;
+
+ private:
+  SafetensorsReader(int fd, std::string path)
+      : fd_(fd), path_(std::move(path)) {}
+  // pread of exactly `length` bytes at data offset `offset`.
+  absl::Status ReadAt(void* out, uint64_t length, uint64_t offset) const;
+
+  const int fd_;
+  const std::string path_;
+  SafetensorsLayout layout_;
+};
 
 // Encodes `tensors` (any device-CPU dtype listed above; non-contiguous
 // tensors are made contiguous) in insertion order, with `metadata`.

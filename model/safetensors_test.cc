@@ -195,6 +195,63 @@ TEST(SafetensorsTest, TruncatedFileOnDiskIsDataLossNamingThePath) {
   EXPECT_NE(read.status().message().find(path), std::string::npos);
 }
 
+TEST(SafetensorsReaderTest, SlicesEqualIndexSelectAlongEveryDimension) {
+  NamedTensors tensors;
+  tensors.insert("m", torch::randn({6, 5, 4}));
+  tensors.insert("h", torch::arange(24, torch::kFloat16).reshape({4, 6}));
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "/slices.safetensors");
+  ASSERT_TRUE(WriteSafetensors(path, tensors).ok());
+  absl::StatusOr<std::unique_ptr<SafetensorsReader>> reader =
+      SafetensorsReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+
+  // Runs, gaps, a reordering and a repeat.
+  const std::vector<int64_t> index = {0, 1, 3, 2, 2};
+  for (const char* name : {"m", "h"}) {
+    const SafetensorsEntry* entry = (*reader)->Find(name);
+    ASSERT_NE(entry, nullptr);
+    absl::StatusOr<at::Tensor> whole = (*reader)->Read(*entry);
+    ASSERT_TRUE(whole.ok());
+    EXPECT_TRUE(SameBytes(*whole, tensors[name]));
+    for (int64_t dim = 0; dim < tensors[name].dim(); ++dim) {
+      absl::StatusOr<at::Tensor> slice =
+          (*reader)->ReadSlice(*entry, dim, index);
+      ASSERT_TRUE(slice.ok()) << slice.status();
+      EXPECT_TRUE(SameBytes(
+          *slice,
+          tensors[name].index_select(dim, torch::tensor(index, torch::kLong))))
+          << name << " dim " << dim;
+    }
+  }
+  EXPECT_EQ((*reader)->Find("absent"), nullptr);
+}
+
+TEST(SafetensorsReaderTest, RejectsBadSlicesAndReportsTruncation) {
+  NamedTensors tensors;
+  tensors.insert("w", torch::ones({8, 8}));
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "/reader_bad.safetensors");
+  ASSERT_TRUE(WriteSafetensors(path, tensors).ok());
+  absl::StatusOr<std::unique_ptr<SafetensorsReader>> reader =
+      SafetensorsReader::Open(path);
+  ASSERT_TRUE(reader.ok());
+  const SafetensorsEntry& w = *(*reader)->Find("w");
+  EXPECT_EQ((*reader)->ReadSlice(w, 2, {0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*reader)->ReadSlice(w, 1, {8}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*reader)->ReadSlice(w, 0, {-1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // The file shrinks under an open reader: DataLoss, not garbage.
+  ASSERT_EQ(::truncate(path.c_str(), 100), 0);
+  absl::StatusOr<at::Tensor> read = (*reader)->Read(w);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_EQ(
+      SafetensorsReader::Open("/nonexistent/x.safetensors").status().code(),
+      absl::StatusCode::kNotFound);
+}
+
 TEST(SafetensorsTest, MissingFileIsNotFound) {
   absl::StatusOr<SafetensorsFile> read =
       ReadSafetensors("/nonexistent/dir/model.safetensors");

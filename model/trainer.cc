@@ -92,6 +92,18 @@ at::Tensor TaskLoss(Task task, const at::Tensor& logits,
   return torch::cross_entropy_loss(logits, targets);
 }
 
+int64_t EstimateTrainingBytes(const ModelImpl& model, const at::Tensor& example,
+                              const TrainOptions& options) {
+  int64_t trainable = 0;
+  for (const at::Tensor& p : model.parameters(/*recurse=*/true)) {
+    if (p.requires_grad()) trainable += p.nbytes();
+  }
+  std::vector<int64_t> shape = example.sizes().vec();
+  shape[0] = options.batch_size;
+  const int64_t activations = model.TrainingActivationBytes(shape);
+  return 3 * trainable + activations + activations / 2;
+}
+
 absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
                                   const TrainOptions& options) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;

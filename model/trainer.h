@@ -56,6 +56,15 @@ struct TrainOptions {
   absl::Status Validate() const;
 };
 
+// Estimated memory a Train() call adds to the process at its peak, for
+// batches of `options.batch_size` shaped like `example` (one sample or a
+// batch): gradients and AdamW's two moments of the trainable parameters,
+// plus the activations autograd keeps (ModelImpl::TrainingActivationBytes)
+// with 50% headroom for temporaries. The parameters and the data are not
+// counted: they are resident before training starts.
+int64_t EstimateTrainingBytes(const ModelImpl& model, const at::Tensor& example,
+                              const TrainOptions& options);
+
 struct TrainResult {
   int64_t steps = 0;
   int64_t examples = 0;   // Samples processed (counting repeats by epoch).

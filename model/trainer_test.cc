@@ -62,6 +62,25 @@ TEST(TrainerTest, LearnsASimpleImageTask) {
   EXPECT_GT(eval->accuracy, 0.9);
 }
 
+TEST(TrainerTest, EstimatesOptimizerStateAndActivations) {
+  Vit vit = *CreateVit(TinyVit());
+  // 16 patches of 49 pixels + 17 tokens of 16; one block of 2 heads of 8
+  // and 32 MLP channels: 17 * (2*16 + 8*8) + 2*2*17*17 for attention and
+  // 17 * (2*16 + 2*32) for the MLP.
+  const int64_t per_sample = 16 * 49 + 17 * 16 + (17 * 96 + 1156) + 17 * 96;
+  EXPECT_EQ(vit->TrainingActivationBytes({32, 1, 28, 28}), 32 * per_sample * 4);
+  int64_t param_bytes = 0;
+  for (const at::Tensor& p : vit->parameters()) param_bytes += p.nbytes();
+  TrainOptions options;
+  options.batch_size = 32;
+  const at::Tensor example = torch::zeros({1, 1, 28, 28});
+  EXPECT_EQ(EstimateTrainingBytes(*vit, example, options),
+            3 * param_bytes + 32 * per_sample * 6);
+  // Frozen parameters need no gradients or optimizer state.
+  for (at::Tensor& p : vit->parameters()) p.set_requires_grad(false);
+  EXPECT_EQ(EstimateTrainingBytes(*vit, example, options), 32 * per_sample * 6);
+}
+
 TEST(TrainerTest, OnlyTrainableParametersChange) {
   torch::manual_seed(1);
   Vit vit = *CreateVit(TinyVit());

@@ -154,6 +154,19 @@ at::Tensor VitImpl::forward(const at::Tensor& images) {
   return head_(x);
 }
 
+int64_t VitImpl::TrainingActivationBytes(at::IntArrayRef input_shape) const {
+  const int64_t tokens = config_.num_patches() + 1;
+  // Patch embedding input and output, then the blocks.
+  int64_t per_sample = config_.num_patches() * config_.channels *
+                           config_.patch_size * config_.patch_size +
+                       tokens * config_.dim;
+  for (const BlockShape& shape : config_.layers) {
+    per_sample += BlockActivationElements(shape, tokens, config_.dim,
+                                          config_.head_dim, /*mlp_tensors=*/2);
+  }
+  return input_shape[0] * per_sample * 4;
+}
+
 absl::Status VitImpl::ValidateInput(const at::Tensor& input) const {
   if (!input.defined()) return absl::InvalidArgumentError("input undefined");
   const std::vector<int64_t> expected = {config_.channels, config_.image_size,

@@ -68,6 +68,7 @@ class VitImpl : public ModelImpl {
   int64_t num_outputs() const override { return config_.num_classes; }
   absl::Status ValidateInput(const at::Tensor& input) const override;
   std::string ConfigJson() const override { return VitConfigToJson(config_); }
+  int64_t TrainingActivationBytes(at::IntArrayRef input_shape) const override;
   std::vector<BlockShape> block_shapes() const override {
     return config_.layers;
   }

@@ -11,6 +11,7 @@
 #include <torch/types.h>
 
 #include "lora/lora.h"
+#include "model/checkpoint.h"
 
 namespace fedge::pruning {
 namespace {
@@ -126,7 +127,11 @@ PruningPlan FullPlan(const model::ModelImpl& model) {
 
 absl::Status ValidatePlan(const model::ModelImpl& model,
                           const PruningPlan& plan) {
-  const std::vector<model::BlockShape> shapes = model.block_shapes();
+  return ValidatePlan(model.block_shapes(), plan);
+}
+
+absl::Status ValidatePlan(const std::vector<model::BlockShape>& shapes,
+                          const PruningPlan& plan) {
   if (plan.blocks.size() != shapes.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("pruning plan has ", plan.blocks.size(),
@@ -286,6 +291,50 @@ absl::StatusOr<model::Model> ApplyPlan(model::ModelImpl& model,
   if (!sliced.ok()) return sliced.status();
   if (absl::Status s = model::LoadWeights(**pruned, *sliced); !s.ok()) return s;
   (*pruned)->train(model.is_training());
+  return pruned;
+}
+
+absl::StatusOr<model::Model> LoadPrunedModel(
+    const std::string& config_json, const PruningPlan& plan,
+    const model::SafetensorsReader& weights) {
+  absl::StatusOr<std::vector<model::BlockShape>> shapes =
+      model::BlockShapesFromConfig(config_json);
+  if (!shapes.ok()) return shapes.status();
+  if (absl::Status s = ValidatePlan(*shapes, plan); !s.ok()) return s;
+  absl::StatusOr<model::Model> pruned =
+      model::CreateModelFromConfig(config_json, PlannedShapes(plan));
+  if (!pruned.ok()) return pruned.status();
+  // Block prefixes and the head width are the same in the sub-model.
+  torch::NoGradGuard no_grad;
+  for (auto& item : (*pruned)->named_parameters(/*recurse=*/true)) {
+    const model::SafetensorsEntry* entry = weights.Find(item.key());
+    if (entry == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("weights lack parameter \"", item.key(), "\""));
+    }
+    std::optional<Slice> slice = SliceFor(**pruned, plan, *shapes, item.key());
+    if (slice && (slice->dim >= static_cast<int64_t>(entry->shape.size()) ||
+                  entry->shape[slice->dim] != slice->full_size)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights: \"", item.key(), "\" has shape ",
+          c10::str(c10::IntArrayRef(entry->shape)), ", expected size ",
+          slice->full_size, " in dimension ", slice->dim));
+    }
+    absl::StatusOr<at::Tensor> value =
+        slice ? weights.ReadSlice(
+                    *entry, slice->dim,
+                    absl::MakeConstSpan(slice->index.data_ptr<int64_t>(),
+                                        slice->index.numel()))
+              : weights.Read(*entry);
+    if (!value.ok()) return value.status();
+    at::Tensor& param = item.value();
+    if (value->sizes() != param.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights: \"", item.key(), "\" has shape ", c10::str(value->sizes()),
+          ", the sub-model needs ", c10::str(param.sizes())));
+    }
+    param.copy_(*value);
+  }
   return pruned;
 }
 

@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 
 #include "model/model.h"
+#include "model/safetensors.h"
 
 namespace fedge::pruning {
 
@@ -55,6 +56,9 @@ PruningPlan FullPlan(const model::ModelImpl& model);
 // and in range, GQA groups whole. InvalidArgument naming block and field.
 absl::Status ValidatePlan(const model::ModelImpl& model,
                           const PruningPlan& plan);
+// The same against a model's block shapes.
+absl::Status ValidatePlan(const std::vector<model::BlockShape>& shapes,
+                          const PruningPlan& plan);
 
 // `plan` with the given blocks removed entirely (no heads, KV heads or
 // channels: the block's residual branches contribute only their output
@@ -73,6 +77,17 @@ std::vector<model::BlockShape> PlannedShapes(const PruningPlan& plan);
 // a plan that does not validate.
 absl::StatusOr<model::Model> ApplyPlan(model::ModelImpl& model,
                                        const PruningPlan& plan);
+
+// Builds the physically pruned model straight from the full model's
+// config.json text and safetensors weights, reading only the kept slices
+// of each parameter: peak memory follows the sub-model, never the full
+// model (the client builds every round's sub-model from its cache this
+// way). Equal to ApplyPlan on the loaded full model. InvalidArgument for a
+// plan that does not validate, or weights missing a parameter or of the
+// wrong shape (naming it); DataLoss for a truncated file.
+absl::StatusOr<model::Model> LoadPrunedModel(
+    const std::string& config_json, const PruningPlan& plan,
+    const model::SafetensorsReader& weights);
 
 // Slices named tensors of `model` (parameters or LoRA adapter tensors, by
 // their parameter names) to `plan`; names no rule matches are copied.

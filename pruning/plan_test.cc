@@ -172,6 +172,62 @@ TEST(PlanTest, DroppedBlockEqualsFullModelWithThatBlockZeroed) {
   EXPECT_FALSE(DropBlocks(*plan, {2}).ok());
 }
 
+// Loading from the file reads only kept slices, and must give exactly
+// what ApplyPlan gives on the loaded full model.
+TEST(PlanTest, LoadPrunedModelEqualsApplyPlanOnTheFullModel) {
+  torch::manual_seed(2);
+  const std::string dir = ::testing::TempDir();
+  struct Case {
+    model::Model full;
+    PruningPlan plan;
+    at::Tensor input;
+  };
+  std::vector<Case> cases;
+  cases.push_back({SmallVit(), VitPlan(), torch::rand({2, 1, 28, 28})});
+  cases.push_back({SmallLlama(),
+                   {{{{2, 3}, {1}, {0, 4, 7, 11}}, {{0, 2}, {0, 2}, {3}}}},
+                   torch::randint(0, 13, {2, 5}, torch::kLong)});
+  for (Case& c : cases) {
+    const std::string path = dir + "/load_pruned.safetensors";
+    ASSERT_TRUE(model::WriteSafetensors(path, c.full->named_parameters()).ok());
+    absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> reader =
+        model::SafetensorsReader::Open(path);
+    ASSERT_TRUE(reader.ok());
+
+    absl::StatusOr<model::Model> loaded =
+        LoadPrunedModel(c.full->ConfigJson(), c.plan, **reader);
+    absl::StatusOr<model::Model> applied = ApplyPlan(*c.full, c.plan);
+
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    ASSERT_TRUE(applied.ok());
+    for (const auto& item : (*applied)->named_parameters()) {
+      EXPECT_TRUE(
+          torch::equal(item.value(), (*loaded)->named_parameters()[item.key()]))
+          << item.key();
+    }
+    torch::NoGradGuard no_grad;
+    (*loaded)->eval();
+    (*applied)->eval();
+    EXPECT_TRUE(torch::equal((*loaded)->forward(c.input),
+                             (*applied)->forward(c.input)));
+
+    // A bad plan, and weights of another model, are named errors.
+    PruningPlan bad = c.plan;
+    bad.blocks.pop_back();
+    EXPECT_EQ(
+        LoadPrunedModel(c.full->ConfigJson(), bad, **reader).status().code(),
+        absl::StatusCode::kInvalidArgument);
+  }
+  absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> vit_weights =
+      model::SafetensorsReader::Open(dir + "/load_pruned.safetensors");
+  ASSERT_TRUE(vit_weights.ok());  // Now the LLaMA's weights.
+  absl::StatusOr<model::Model> wrong =
+      LoadPrunedModel(SmallVit()->ConfigJson(), VitPlan(), **vit_weights);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("weights lack"), std::string::npos)
+      << wrong.status();
+}
+
 TEST(PlanTest, RejectsInvalidPlans) {
   model::Llama llama = SmallLlama();
   const PruningPlan full = FullPlan(*llama);

@@ -1,7 +1,14 @@
 #include "transport/sha256.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include <glog/logging.h>
 #include <openssl/evp.h>
+
+#include "model/file_io.h"
 
 namespace fedge::transport {
 
@@ -35,6 +42,26 @@ std::string Sha256::Finish() {
 std::string Sha256Of(absl::string_view data) {
   Sha256 hasher;
   hasher.Update(data);
+  return hasher.Finish();
+}
+
+absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return model::ErrnoToStatus(errno, "cannot open", path);
+  Sha256 hasher;
+  std::string buffer(1 << 20, '\0');
+  while (true) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      ::close(fd);
+      return model::ErrnoToStatus(error, "cannot read", path);
+    }
+    if (n == 0) break;
+    hasher.Update(absl::string_view(buffer.data(), n));
+  }
+  ::close(fd);
   return hasher.Finish();
 }
 

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace fedge::transport {
@@ -29,6 +30,10 @@ class Sha256 {
 
 // One-shot digest of `data` (32 raw bytes).
 std::string Sha256Of(absl::string_view data);
+
+// Digest of a file's contents, read in 1 MiB pieces (bounded memory).
+// NotFound if it does not exist; other OS errors as model::ErrnoToStatus.
+absl::StatusOr<std::string> Sha256OfFile(const std::string& path);
 
 // Lower-case hex of `bytes`.
 std::string ToHex(absl::string_view bytes);

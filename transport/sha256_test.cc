@@ -2,6 +2,8 @@
 
 #include "gtest/gtest.h"
 
+#include "model/file_io.h"
+
 namespace fedge::transport {
 namespace {
 
@@ -15,6 +17,19 @@ TEST(Sha256Test, MatchesKnownVectorsIncrementally) {
   hasher.Update("a");
   hasher.Update("bc");
   EXPECT_EQ(hasher.Finish(), Sha256Of("abc"));
+}
+
+TEST(Sha256Test, FileDigestEqualsTheDigestOfItsBytes) {
+  // Longer than the 1 MiB read size, not a multiple of it.
+  std::string bytes((3 << 20) + 17, 'x');
+  for (size_t i = 0; i < bytes.size(); i += 4097) bytes[i] = char(i);
+  const std::string path = ::testing::TempDir() + "/sha256_file";
+  ASSERT_TRUE(model::WriteFileAtomically(path, bytes).ok());
+  absl::StatusOr<std::string> digest = Sha256OfFile(path);
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  EXPECT_EQ(*digest, Sha256Of(bytes));
+  EXPECT_EQ(Sha256OfFile(path + ".absent").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace
