@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <string>
@@ -66,6 +67,22 @@ double MatmulGflops() {
   return 2.0 * n * n * n * iterations / seconds / 1e9;
 }
 
+// A "Name:   123 kB" line of /proc/self/status, in bytes; -1 if absent.
+int64_t StatusBytes(absl::string_view name) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (!absl::StartsWith(line, name)) continue;
+    std::vector<std::string> parts =
+        absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    int64_t kib = 0;
+    if (parts.size() >= 2 && absl::SimpleAtoi(parts[1], &kib)) {
+      return kib * 1024;
+    }
+  }
+  return -1;
+}
+
 }  // namespace
 
 DeviceProbe ProbeDevice(bool run_benchmark) {
@@ -80,18 +97,10 @@ DeviceProbe ProbeDevice(bool run_benchmark) {
   return probe;
 }
 
+int64_t RssBytes() { return std::max<int64_t>(0, StatusBytes("VmRSS:")); }
+
 int64_t PeakRssBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (!absl::StartsWith(line, "VmHWM:")) continue;
-    std::vector<std::string> parts =
-        absl::StrSplit(line, ' ', absl::SkipWhitespace());
-    int64_t kib = 0;
-    if (parts.size() >= 2 && absl::SimpleAtoi(parts[1], &kib)) {
-      return kib * 1024;
-    }
-  }
+  if (const int64_t peak = StatusBytes("VmHWM:"); peak >= 0) return peak;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;

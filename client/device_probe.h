@@ -20,6 +20,9 @@ struct DeviceProbe {
 // empty.
 DeviceProbe ProbeDevice(bool run_benchmark = true);
 
+// Resident set size of this process now (bytes): VmRSS, 0 if unreadable.
+int64_t RssBytes();
+
 // Peak resident set size of this process (bytes) since the start or the
 // last ResetPeakRss(): VmHWM from /proc/self/status, else getrusage.
 int64_t PeakRssBytes();

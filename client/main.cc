@@ -41,7 +41,8 @@ ABSL_FLAG(std::string, cache_dir, "cache",
           "Where the base model is cached by digest.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
 ABSL_FLAG(int64_t, memory_budget_mb, 0,
-          "Memory training may use, reported to the coordinator (0: none).");
+          "Memory this process may use (MiB; 0: no limit). A task whose "
+          "estimated peak exceeds it is declined and the coordinator told.");
 ABSL_FLAG(int64_t, max_rounds, 0, "Leave after N rounds (0: until the end).");
 ABSL_FLAG(bool, insecure, false, "Connect without TLS (development only).");
 ABSL_FLAG(std::string, tls_ca, "", "CA that signed the coordinator (PEM).");
@@ -52,6 +53,10 @@ ABSL_FLAG(std::string, tls_server_name, "",
 ABSL_FLAG(double, give_up_after_s, 1800,
           "Exit if the coordinator is unreachable this long.");
 ABSL_FLAG(bool, quiet, false, "No progress lines.");
+ABSL_FLAG(std::string, progress_format, "text",
+          "Progress on stdout: text (lines for people) or json (one object "
+          "per line with device, event, round and the event's numbers, for "
+          "log collectors).");
 ABSL_FLAG(std::string, report_csv, "",
           "Append this device's own per-round measurements (phase times, "
           "bytes, losses, peak RSS) to this CSV file.");
@@ -92,9 +97,24 @@ int main(int argc, char** argv) {
         "--link: '", options.link, "' is not ethernet, wifi, lte or 5g-sa")));
   }
   options.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  if (absl::GetFlag(FLAGS_memory_budget_mb) < 0 ||
+      absl::GetFlag(FLAGS_max_rounds) < 0 || absl::GetFlag(FLAGS_threads) < 0 ||
+      !(absl::GetFlag(FLAGS_give_up_after_s) > 0)) {
+    return Fail(absl::InvalidArgumentError(
+        "--memory_budget_mb, --max_rounds and --threads must be >= 0, "
+        "--give_up_after_s > 0"));
+  }
   options.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_mb) << 20;
   options.max_rounds = absl::GetFlag(FLAGS_max_rounds);
-  options.progress = !absl::GetFlag(FLAGS_quiet);
+  using Progress = fedge::client::ParticipantOptions::Progress;
+  const std::string format = absl::GetFlag(FLAGS_progress_format);
+  if (format != "text" && format != "json") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--progress_format: '", format, "' is not text or json")));
+  }
+  options.progress = absl::GetFlag(FLAGS_quiet) ? Progress::kNone
+                     : format == "json"         ? Progress::kJson
+                                                : Progress::kText;
   options.run_benchmark = absl::GetFlag(FLAGS_benchmark);
   options.give_up_after = absl::Seconds(absl::GetFlag(FLAGS_give_up_after_s));
 
@@ -138,8 +158,8 @@ int main(int argc, char** argv) {
         absl::GetFlag(FLAGS_report_csv),
         {"round", "prune_ratio", "rank", "download_s", "build_s", "train_s",
          "encode_s", "upload_s", "total_s", "bytes_down", "bytes_up",
-         "raw_bytes_up", "examples", "loss_before", "loss_after",
-         "peak_rss_mb"});
+         "raw_bytes_up", "examples", "loss_before", "loss_after", "peak_rss_mb",
+         "estimated_peak_mb"});
     if (!writer.ok()) return Fail(writer.status());
     report = std::move(*writer);
     participant.on_round = [&report](const fedge::client::RoundReport& r) {
@@ -150,19 +170,14 @@ int main(int argc, char** argv) {
            f(r.upload_s), f(r.total_s), std::to_string(r.bytes_down),
            std::to_string(r.bytes_up), std::to_string(r.raw_bytes_up),
            std::to_string(r.examples), f(r.loss_before), f(r.loss_after),
-           f(r.peak_rss_bytes / 1048576.0)});
+           f(r.peak_rss_bytes / 1048576.0),
+           f(r.estimated_peak_bytes / 1048576.0)});
       if (!s.ok()) LOG(WARNING) << s;
     };
   }
   g_participant = &participant;
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
-  if (options.progress) {
-    std::printf("%s: %lld local images, joining %s\n",
-                options.device_id.c_str(), static_cast<long long>(data->size()),
-                absl::GetFlag(FLAGS_coordinator).c_str());
-    std::fflush(stdout);
-  }
   const absl::Status status = participant.Run();
   g_participant = nullptr;
   if (absl::IsCancelled(status)) return 0;  // SIGTERM: a clean stop.

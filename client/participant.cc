@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include <glog/logging.h>
+#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include "client/device_probe.h"
@@ -131,14 +132,16 @@ absl::Status Participant::EnsureBase() {
   }
   const std::string path =
       absl::StrCat(options_.cache_dir, "/base-", digest, ".safetensors");
-  absl::StatusOr<std::string> bytes = model::ReadFile(path);
-  if (bytes.ok() && transport::ToHex(transport::Sha256Of(*bytes)) != digest) {
+  absl::StatusOr<std::string> have = transport::Sha256OfFile(path);
+  if (have.ok() && transport::ToHex(*have) != digest) {
     LOG(WARNING) << "cached base " << path
                  << " does not match its digest; fetching it again";
+    Say("cache_corrupt", 0, {},
+        "cached base model is corrupt; fetching it again");
     std::filesystem::remove(path);
-    bytes = absl::NotFoundError("corrupt");
+    have = absl::NotFoundError("corrupt");
   }
-  if (!bytes.ok()) {
+  if (!have.ok()) {
     const auto start = Clock::now();
     FileSink sink(path);
     absl::StatusOr<transport::TransferStats> stats = transfers_.Download(
@@ -146,24 +149,64 @@ absl::Status Participant::EnsureBase() {
         registration_.max_chunk_bytes(), &sink);
     if (!stats.ok()) return stats.status();
     if (absl::Status s = sink.Commit(); !s.ok()) return s;
-    if (options_.progress) {
-      std::printf("%s: base model %.1f MB downloaded in %.1f s\n",
-                  options_.device_id.c_str(), stats->bytes / 1e6, Since(start));
-    }
-    bytes = model::ReadFile(path);
-    if (!bytes.ok()) return bytes.status();
+    const double seconds = Since(start);
+    Say("base_downloaded", 0,
+        {{"bytes", static_cast<double>(stats->bytes)}, {"seconds", seconds}},
+        absl::StrFormat("base model %.1f MB downloaded in %.1f s",
+                        stats->bytes / 1e6, seconds));
   }
-  absl::StatusOr<model::SafetensorsFile> file = model::ParseSafetensors(*bytes);
-  if (!file.ok()) return file.status();
-  absl::StatusOr<model::Model> base =
-      model::CreateModelFromConfig(registration_.model_config_json());
-  if (!base.ok()) return base.status();
-  if (absl::Status s = model::LoadWeights(**base, file->tensors); !s.ok()) {
-    return s;
-  }
-  base_ = *base;
+  // Only the header is read now; each round reads its kept slices.
+  absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> reader =
+      model::SafetensorsReader::Open(path);
+  if (!reader.ok()) return reader.status();
+  base_ = *std::move(reader);
   cached_digest_ = digest;
   return absl::OkStatus();
+}
+
+absl::Status Participant::Decline(const v1::Task& task, int64_t estimate) {
+  const std::string what = absl::StrFormat(
+      "round %d needs about %.0f MiB (pruning %.2f, rank %d), over the "
+      "memory budget of %.0f MiB",
+      task.round(), estimate / 1048576.0, task.prune_ratio(),
+      task.lora().rank(), options_.memory_budget_bytes / 1048576.0);
+  Say("declined", task.round(),
+      {{"estimated_bytes", static_cast<double>(estimate)},
+       {"budget_bytes", static_cast<double>(options_.memory_budget_bytes)}},
+      "declined " + what);
+  v1::DeclineTaskRequest request;
+  request.set_device_id(options_.device_id);
+  request.set_round(task.round());
+  request.set_nonce(task.nonce());
+  request.set_reason(v1::DECLINE_REASON_MEMORY_BUDGET);
+  request.set_estimated_bytes(estimate);
+  request.set_budget_bytes(options_.memory_budget_bytes);
+  v1::DeclineTaskResponse response;
+  absl::Status status = Retry("DeclineTask", [&](grpc::ClientContext& c) {
+    return stub_->DeclineTask(&c, request, &response);
+  });
+  // FAILED_PRECONDITION: the round closed meanwhile; nothing to decline.
+  if (!status.ok() && !absl::IsFailedPrecondition(status)) return status;
+  return absl::OkStatus();
+}
+
+void Participant::Say(absl::string_view event, int64_t round,
+                      const std::vector<std::pair<const char*, double>>& fields,
+                      const std::string& text) const {
+  using Progress = ParticipantOptions::Progress;
+  if (options_.progress == Progress::kNone) return;
+  if (options_.progress == Progress::kText) {
+    std::printf("%s: %s\n", options_.device_id.c_str(), text.c_str());
+  } else {
+    nlohmann::json line = {{"time", absl::ToUnixMicros(absl::Now()) / 1e6},
+                           {"device", options_.device_id},
+                           {"event", std::string(event)},
+                           {"message", text}};
+    if (round > 0) line["round"] = round;
+    for (const auto& [key, value] : fields) line[key] = value;
+    std::printf("%s\n", line.dump().c_str());
+  }
+  std::fflush(stdout);
 }
 
 void Participant::Heartbeat(int64_t round, const char* phase, double progress) {
@@ -190,7 +233,11 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   const auto round_start = Clock::now();
   ResetPeakRss();
 
+  auto enter = [&](const char* phase) {
+    if (on_phase) on_phase(task.round(), phase);
+  };
   // 1. The payload: the sub-model's adapter (LoRA) or weights (dense).
+  enter("download");
   transport::TransferStats down;
   absl::StatusOr<model::NamedTensors> payload =
       transfers_.DownloadTensors(options_.device_id, task.adapter_transfer_id(),
@@ -198,11 +245,14 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   if (!payload.ok()) return payload.status();
   report.download_s = down.seconds;
   report.bytes_down = down.bytes;
+  report.transfer_resumes = down.resumes;
 
   // 2. The physically pruned sub-model.
+  enter("build");
   auto phase = Clock::now();
   const pruning::PruningPlan plan = transport::PlanFromProto(task.plan());
-  absl::StatusOr<model::Model> sub = pruning::ApplyPlan(*base_, plan);
+  absl::StatusOr<model::Model> sub =
+      pruning::LoadPrunedModel(registration_.model_config_json(), plan, *base_);
   if (!sub.ok()) return sub.status();
   model::ModelImpl& net = **sub;
   std::unique_ptr<pruning::LoraGradientScorer> scorer;
@@ -229,6 +279,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.build_s = Since(phase);
 
   // 3. Local training.
+  enter("train");
   phase = Clock::now();
   const v1::TrainConfig& t = task.train();
   model::TrainOptions train;
@@ -256,13 +307,22 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
     const double fraction =
         p.total_steps > 0 ? static_cast<double>(p.step) / p.total_steps : 0;
     Heartbeat(task.round(), "train", fraction);
-    if (options_.progress) {
-      std::printf("%s: round %d train %3.0f%% loss %.4f\n",
-                  options_.device_id.c_str(), static_cast<int>(task.round()),
-                  100 * fraction, p.loss);
-      std::fflush(stdout);
-    }
+    Say("train", task.round(), {{"progress", fraction}, {"loss", p.loss}},
+        absl::StrFormat("round %d train %3.0f%% loss %.4f", task.round(),
+                        100 * fraction, p.loss));
   };
+  // Refuse a task that would not fit rather than be killed by the OS.
+  report.estimated_peak_bytes =
+      RssBytes() +
+      model::EstimateTrainingBytes(net, data_.inputs.narrow(0, 0, 1), train);
+  if (options_.memory_budget_bytes > 0 &&
+      report.estimated_peak_bytes > options_.memory_budget_bytes) {
+    if (absl::Status s = Decline(task, report.estimated_peak_bytes); !s.ok()) {
+      return s;
+    }
+    report.declined = true;
+    return report;
+  }
   absl::StatusOr<model::TrainResult> trained = model::Train(net, data_, train);
   if (!trained.ok()) return trained.status();
   report.train_s = Since(phase);
@@ -272,6 +332,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   if (stop_) return absl::CancelledError("stopped after training");
 
   // 4. Encode the update.
+  enter("encode");
   phase = Clock::now();
   const model::NamedTensors update =
       task.dense() ? model::CopyWeights(net) : lora::ExtractAdapters(net);
@@ -293,6 +354,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.raw_bytes_up = encoded->raw_bytes;
 
   // 5. Upload and report.
+  enter("upload");
   const transport::StringSource source(std::move(encoded->bytes));
   absl::StatusOr<transport::TransferInfo> info = transport::DescribePayload(
       source, task.upload_transfer_id(), report.raw_bytes_up);
@@ -301,6 +363,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
       transfers_.Upload(options_.device_id, *info, source, task.chunk_bytes());
   if (!up.ok()) return up.status();
   report.upload_s = up->seconds;
+  report.transfer_resumes += up->resumes;
   report.bytes_up = source.size();
   report.peak_rss_bytes = PeakRssBytes();
 
@@ -339,6 +402,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
       return s;
     }
   }
+  enter("submit");
   v1::SubmitUpdateResponse response;
   absl::Status submitted = Retry("SubmitUpdate", [&](grpc::ClientContext& c) {
     return stub_->SubmitUpdate(&c, request, &response);
@@ -352,6 +416,8 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
 }
 
 absl::Status Participant::Run() {
+  Say("start", 0, {{"examples", static_cast<double>(data_.size())}},
+      absl::StrFormat("%d local examples; registering", data_.size()));
   if (absl::Status s = Register(); !s.ok()) return s;
   if (absl::Status s = EnsureBase(); !s.ok()) return s;
   int64_t done = 0;
@@ -368,10 +434,9 @@ absl::Status Participant::Run() {
       return stub_->GetTask(&c, request, &response);
     });
     if (absl::IsOutOfRange(status)) {
-      if (options_.progress) {
-        std::printf("%s: the federation finished; %d rounds submitted\n",
-                    options_.device_id.c_str(), static_cast<int>(done));
-      }
+      Say("finished", 0, {{"rounds", static_cast<double>(done)}},
+          absl::StrFormat("the federation finished; %d rounds submitted",
+                          done));
       return absl::OkStatus();
     }
     if (absl::IsNotFound(status)) {  // The coordinator forgot us: rejoin.
@@ -385,11 +450,19 @@ absl::Status Participant::Run() {
       continue;
     }
     absl::StatusOr<RoundReport> round = RunRound(response.task());
+    if (round.ok() && round->declined) {  // Over the budget: next round.
+      last_nonce = response.task().nonce();
+      if (on_decline) on_decline(round->round);
+      continue;
+    }
     if (!round.ok()) {
       if (absl::IsCancelled(round.status())) break;
       LOG(WARNING) << options_.device_id << ": round "
                    << response.task().round()
                    << " abandoned: " << round.status();
+      Say("abandoned", response.task().round(), {},
+          absl::StrCat("round ", response.task().round(),
+                       " abandoned: ", round.status().ToString()));
       std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
@@ -397,16 +470,23 @@ absl::Status Participant::Run() {
     backoff = options_.initial_backoff;
     last_nonce = response.task().nonce();
     ++done;
-    if (options_.progress) {
-      std::printf(
-          "%s: round %d submitted: p=%.2f r=%d, down %.2f s, train %.2f s, "
-          "up %.2f s, %.1f kB up, loss %.4f -> %.4f\n",
-          options_.device_id.c_str(), static_cast<int>(round->round),
-          round->prune_ratio, static_cast<int>(round->rank), round->download_s,
-          round->train_s, round->upload_s, round->bytes_up / 1e3,
-          round->loss_before, round->loss_after);
-      std::fflush(stdout);
-    }
+    const RoundReport& r = *round;
+    Say("submitted", r.round,
+        {{"prune_ratio", r.prune_ratio},
+         {"rank", static_cast<double>(r.rank)},
+         {"download_s", r.download_s},
+         {"train_s", r.build_s + r.train_s + r.encode_s},
+         {"upload_s", r.upload_s},
+         {"bytes_down", static_cast<double>(r.bytes_down)},
+         {"bytes_up", static_cast<double>(r.bytes_up)},
+         {"loss_before", r.loss_before},
+         {"loss_after", r.loss_after},
+         {"peak_rss_bytes", static_cast<double>(r.peak_rss_bytes)}},
+        absl::StrFormat("round %d submitted: p=%.2f r=%d, down %.2f s, train "
+                        "%.2f s, up %.2f s, %.1f kB up, loss %.4f -> %.4f",
+                        r.round, r.prune_ratio, r.rank, r.download_s, r.train_s,
+                        r.upload_s, r.bytes_up / 1e3, r.loss_before,
+                        r.loss_after));
     if (on_round) on_round(*round);
     if (options_.max_rounds > 0 && done >= options_.max_rounds) {
       return absl::OkStatus();

@@ -16,6 +16,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -23,6 +25,7 @@
 #include "fedge/v1/coordinator_service.grpc.pb.h"
 #include "model/dataset.h"
 #include "model/model.h"
+#include "model/safetensors.h"
 #include "transport/transfer_service.h"
 #include "transport/update_codec.h"
 
@@ -32,8 +35,10 @@ struct ParticipantOptions {
   std::string device_id;
   std::string link;  // "ethernet", "wifi", "lte", "5g-sa" or "".
   std::string cache_dir = "cache";
-  // Training may use at most this much memory (bytes; 0: no limit); a
-  // task estimated to need more is skipped for that round.
+  // The process may use at most this much memory (bytes; 0: no limit): a
+  // task whose estimated peak (RSS before training plus
+  // model::EstimateTrainingBytes) exceeds it is declined (DeclineTask) for
+  // that round instead of risking the OOM killer.
   int64_t memory_budget_bytes = 0;
   absl::Duration rpc_deadline = absl::Seconds(30);
   absl::Duration initial_backoff = absl::Milliseconds(200);
@@ -44,7 +49,10 @@ struct ParticipantOptions {
   transport::RetryPolicy transfer_retry;
   int64_t max_rounds = 0;  // Stop after this many submitted rounds; 0: all.
   bool run_benchmark = true;
-  bool progress = true;  // Human-readable progress on stdout.
+  // Progress on stdout: none, human-readable lines, or one JSON object
+  // per line (structured logs: {"device", "event", "round", ...}).
+  enum class Progress { kNone, kText, kJson };
+  Progress progress = Progress::kText;
 };
 
 // One round as the participant saw it.
@@ -55,9 +63,13 @@ struct RoundReport {
   double download_s = 0, build_s = 0, train_s = 0, encode_s = 0, upload_s = 0,
          total_s = 0;
   int64_t bytes_down = 0, bytes_up = 0, raw_bytes_up = 0;
+  int64_t transfer_resumes = 0;  // Streams restarted after a broken link.
   int64_t examples = 0;
   double loss_before = 0, loss_after = 0;
   int64_t peak_rss_bytes = 0;
+  // RSS before training plus model::EstimateTrainingBytes.
+  int64_t estimated_peak_bytes = 0;
+  bool declined = false;  // Over the memory budget; nothing trained.
   bool accepted = false;
 };
 
@@ -78,17 +90,30 @@ class Participant {
 
   // Called after each round (tests, the simulator).
   std::function<void(const RoundReport&)> on_round;
+  // Called with the round number of each task declined for memory.
+  std::function<void(int64_t)> on_decline;
+  // Called as each phase of a round starts: "download", "build", "train",
+  // "encode", "upload", "submit" (fault tests cut links here).
+  std::function<void(int64_t round, const char* phase)> on_phase;
 
  private:
   absl::Status Register();
   absl::Status EnsureBase();
+  // A round's work; a report with `declined` set when the task was over
+  // the memory budget and the coordinator has been told.
   absl::StatusOr<RoundReport> RunRound(const v1::Task& task);
+  absl::Status Decline(const v1::Task& task, int64_t estimated_bytes);
   // Runs `rpc` with a fresh deadline until it succeeds, fails for good, or
   // the give-up time passes; waits with capped exponential back-off.
   absl::Status Retry(
       const char* what,
       const std::function<grpc::Status(grpc::ClientContext&)>& rpc);
   void Heartbeat(int64_t round, const char* phase, double progress);
+  // One progress event: `text` for people, `event` with `round` and
+  // `fields` as a JSON line for machines.
+  void Say(absl::string_view event, int64_t round,
+           const std::vector<std::pair<const char*, double>>& fields,
+           const std::string& text) const;
 
   const ParticipantOptions options_;
   v1::Coordinator::StubInterface* const stub_;  // Not owned.
@@ -97,7 +122,8 @@ class Participant {
   std::atomic<bool> stop_{false};
 
   v1::RegisterResponse registration_;
-  model::Model base_;
+  // The cached base model's file, read slice by slice each round.
+  std::unique_ptr<model::SafetensorsReader> base_;
   std::string cached_digest_;
   transport::ErrorFeedback feedback_;  // Top-k residual across rounds.
   absl::Time last_heartbeat_ = absl::InfinitePast();

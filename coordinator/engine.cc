@@ -255,13 +255,18 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
         "device ", device_id, " is not in round ", next_round_, "; retry"));
   }
   Participant& participant = round_->participants[device_id];
-  if (participant.status == "accepted") {
+  if (participant.stage == Stage::kAccepted) {
     return absl::UnavailableError(
         absl::StrCat("device ", device_id, " already submitted round ",
                      round_->number, "; wait for the next"));
   }
+  if (participant.stage == Stage::kDeclined) {
+    return absl::UnavailableError(
+        absl::StrCat("device ", device_id, " declined round ", round_->number,
+                     "; wait for the next"));
+  }
   // A dropped device that comes back while the round is open resumes it.
-  participant.status = "invited";
+  participant.stage = Stage::kInvited;
   if (participant.task) return *participant.task;
   return MakeTask(device_id, device->second, participant, now);
 }
@@ -326,7 +331,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
     return absl::FailedPreconditionError(absl::StrCat(
         "update of device ", id, " does not carry its task's nonce"));
   }
-  if (participant.status == "accepted") {
+  if (participant.stage == Stage::kAccepted) {
     return absl::AlreadyExistsError(absl::StrCat(
         "device ", id, " already submitted round ", round_->number));
   }
@@ -345,7 +350,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   absl::StatusOr<double> norm = global_->AddUpdate(
       round_->aggregate, participant.task->plan, submission.update, weight);
   if (!norm.ok()) return norm.status();
-  participant.status = "accepted";
+  participant.stage = Stage::kAccepted;
   participant.submitted = now;
   participant.update_norm = *norm;
   participant.report = submission;
@@ -370,21 +375,52 @@ absl::StatusOr<bool> Engine::Heartbeat(const std::string& device_id,
   device->second.last_seen = now;
   if (!round_) return false;
   auto it = round_->participants.find(device_id);
-  return it != round_->participants.end() && it->second.status == "invited";
+  return it != round_->participants.end() &&
+         it->second.stage == Stage::kInvited;
 }
 
 void Engine::Disconnect(const std::string& device_id, absl::Time) {
   absl::MutexLock lock(&mu_);
   if (!round_) return;
   auto it = round_->participants.find(device_id);
-  if (it != round_->participants.end() && it->second.status == "invited") {
-    it->second.status = "dropped";
+  if (it != round_->participants.end() && it->second.stage == Stage::kInvited) {
+    it->second.stage = Stage::kDropped;
   }
+}
+
+absl::Status Engine::Decline(const std::string& device_id, int64_t round,
+                             const std::string& nonce,
+                             const std::string& reason, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto device = devices_.find(device_id);
+  if (device == devices_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("device ", device_id, " is not registered"));
+  }
+  device->second.last_seen = now;
+  if (!round_ || round != round_->number) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", round, " is not open"));
+  }
+  auto it = round_->participants.find(device_id);
+  if (it == round_->participants.end() || !it->second.task ||
+      it->second.task->nonce != nonce) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", device_id, " has no task with that nonce in round ", round));
+  }
+  if (it->second.stage == Stage::kAccepted) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", device_id, " already submitted round ", round));
+  }
+  LOG(INFO) << "device " << device_id << " declined round " << round << ": "
+            << reason;
+  it->second.stage = Stage::kDeclined;
+  return absl::OkStatus();
 }
 
 bool Engine::AllDone() const {
   for (const auto& [id, p] : round_->participants) {
-    if (p.status == "invited") return false;
+    if (p.stage == Stage::kInvited) return false;
   }
   return true;
 }
@@ -398,11 +434,12 @@ absl::Status Engine::Tick(absl::Time now) {
     // idle between rounds are not yet late.
     const absl::Time heard =
         std::max(devices_.at(id).last_seen, round_->opened);
-    if (p.status == "invited" && now - heard > options_.heartbeat_timeout) {
+    if (p.stage == Stage::kInvited &&
+        now - heard > options_.heartbeat_timeout) {
       LOG(INFO) << "device " << id << " silent for "
                 << absl::FormatDuration(now - heard) << "; dropped from round "
                 << round_->number;
-      p.status = "dropped";
+      p.stage = Stage::kDropped;
     }
   }
   if (now >= round_->deadline || AllDone()) return CloseRound(now);
@@ -425,7 +462,7 @@ absl::Status Engine::CloseRound(absl::Time now) {
   record.round_s = absl::ToDoubleSeconds(now - round.opened);
   std::vector<double> elapsed, norms;
   for (const auto& [id, p] : round.participants) {
-    if (p.status != "accepted") continue;
+    if (p.stage != Stage::kAccepted) continue;
     elapsed.push_back(absl::ToDoubleSeconds(p.submitted - p.task->issued));
     norms.push_back(p.update_norm);
   }
@@ -452,8 +489,8 @@ absl::Status Engine::CloseRound(absl::Time now) {
       c.arm = p.task->arm;
       c.combined_ratio = p.task->combined_ratio;
     }
-    const bool straggler = p.status == "invited" && p.task.has_value();
-    if (p.status == "accepted") {
+    const bool straggler = p.stage == Stage::kInvited && p.task.has_value();
+    if (p.stage == Stage::kAccepted) {
       c.status = "accepted";
       c.timings = p.report.timings;
       c.wait_s = absl::ToDoubleSeconds(now - p.submitted);
@@ -467,11 +504,16 @@ absl::Status Engine::CloseRound(absl::Time now) {
       c.status = "straggler";
       c.elapsed_s = absl::ToDoubleSeconds(now - p.task->issued);
       ++record.stragglers;
+    } else if (p.stage == Stage::kDeclined) {
+      c.status = "declined";
+      c.reward = options_.bandit.reward_min;
+      Play(id, c.arm, c.reward);
+      ++record.declined;
     } else {
       c.status = "dropped";
       ++record.dropped;
     }
-    if (c.status != "dropped") {
+    if (c.status == "accepted" || c.status == "straggler") {
       c.terms = strategies::MakeRewardTerms(
           c.loss_before, c.loss_after, c.arm.prune_ratio,
           options_.bandit.space.max_ratio, c.update_norm, median_norm,

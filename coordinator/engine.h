@@ -133,7 +133,9 @@ struct ClientRecord {
   int64_t round = 0;
   std::string device_id;
   std::string link;
-  std::string status;  // "accepted", "straggler", "dropped".
+  // "accepted", "straggler", "declined" (the device refused the task:
+  // over its memory budget) or "dropped".
+  std::string status;
   strategies::Arm arm;
   double combined_ratio = 0;
   Timings timings;
@@ -150,7 +152,7 @@ struct RoundRecord {
   int64_t attempt = 0;
   bool committed = false;  // False: too few updates, the round is retried.
   double global_ratio = 0;
-  int64_t invited = 0, accepted = 0, stragglers = 0, dropped = 0;
+  int64_t invited = 0, accepted = 0, stragglers = 0, declined = 0, dropped = 0;
   double round_s = 0;      // Open to close.
   double aggregate_s = 0;  // Finish + commit (measured by the caller's clock).
   double mean_loss_after = 0;
@@ -221,6 +223,15 @@ class Engine {
   // The device's connection broke: it is not waited for this round.
   void Disconnect(const std::string& device_id, absl::Time now);
 
+  // The device refused its task this round (`reason`, e.g. its estimated
+  // peak memory exceeds its budget): it is not waited for, and its bandit
+  // gets the minimum reward for the arm, so it learns to avoid arms it
+  // cannot run. NotFound: unknown device. FailedPrecondition: no open
+  // round, wrong round or nonce, or the update was already accepted.
+  absl::Status Decline(const std::string& device_id, int64_t round,
+                       const std::string& nonce, const std::string& reason,
+                       absl::Time now);
+
   // Opens, times out and closes rounds. Call periodically (the service
   // does, every 100 ms) and after each event in tests.
   absl::Status Tick(absl::Time now);
@@ -246,11 +257,12 @@ class Engine {
     absl::Time last_seen;
     double expected_seconds = -1;  // EMA of task-to-submission seconds.
   };
+  enum class Stage { kInvited, kAccepted, kDeclined, kDropped };
   struct Participant {
     std::optional<Task> task;
     // Names and shapes the update must have.
     std::map<std::string, std::vector<int64_t>> expected;
-    std::string status = "invited";  // invited, accepted, dropped.
+    Stage stage = Stage::kInvited;
     absl::Time submitted;
     Submission report;  // Without tensors.
     double update_norm = 0;

@@ -197,6 +197,46 @@ TEST(EngineTest, DisconnectedDevicesAreNotWaitedFor) {
   EXPECT_EQ(h.closed[1].dropped, 1);
 }
 
+TEST(EngineTest, DeclinedTasksAreNotWaitedForAndGetTheMinimumReward) {
+  Harness h = MakeEngine(Options());
+  RegisterAll(h, 3);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  absl::StatusOr<Task> task = h.engine->GetTask("pi-2", kStart);
+  ASSERT_TRUE(task.ok());
+  // Wrong nonce or round: refused, nothing changes.
+  EXPECT_EQ(h.engine->Decline("pi-2", 1, "other", "memory", kStart).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(h.engine->Decline("pi-2", 2, task->nonce, "memory", kStart).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(
+      h.engine->Decline("nobody", 1, task->nonce, "memory", kStart).code(),
+      absl::StatusCode::kNotFound);
+  ASSERT_TRUE(h.engine->Decline("pi-2", 1, task->nonce, "memory", kStart).ok());
+  // A declined device gets no task again this round.
+  EXPECT_EQ(h.engine->GetTask("pi-2", kStart).status().code(),
+            absl::StatusCode::kUnavailable);
+  for (int i = 0; i < 2; ++i) {
+    const std::string id = "pi-" + std::to_string(i);
+    ASSERT_TRUE(
+        h.engine->Submit(Train(h, id, *h.engine->GetTask(id, kStart)), kStart)
+            .ok());
+  }
+  ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(1)).ok());
+  ASSERT_EQ(h.closed.size(), 1u);  // Closed without waiting for pi-2.
+  EXPECT_EQ(h.closed[0].accepted, 2);
+  EXPECT_EQ(h.closed[0].declined, 1);
+  const std::vector<BanditPlay> plays = h.engine->Snapshot().plays;
+  ASSERT_EQ(plays.size(), 3u);
+  bool penalised = false;
+  for (const BanditPlay& play : plays) {
+    if (play.device_id != "pi-2") continue;
+    penalised = true;
+    EXPECT_EQ(play.arm, task->arm);
+    EXPECT_EQ(play.reward, Options().bandit.reward_min);
+  }
+  EXPECT_TRUE(penalised);
+}
+
 TEST(EngineTest, TooFewUpdatesRetryTheRound) {
   EngineOptions o = Options();
   o.min_updates = 2;

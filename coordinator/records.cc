@@ -80,10 +80,10 @@ const std::vector<std::string>& RoundLog::ClientColumns() {
 
 const std::vector<std::string>& RoundLog::RoundColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "round",     "attempt",     "committed",       "global_prune_ratio",
-      "invited",   "accepted",    "stragglers",      "dropped",
-      "round_s",   "aggregate_s", "mean_loss_after", "accuracy",
-      "test_loss", "eval_s",      "unix_time"};
+      "round",    "attempt",   "committed",   "global_prune_ratio",
+      "invited",  "accepted",  "stragglers",  "declined",
+      "dropped",  "round_s",   "aggregate_s", "mean_loss_after",
+      "accuracy", "test_loss", "eval_s",      "unix_time"};
   return *columns;
 }
 
@@ -182,8 +182,8 @@ absl::Status RoundLog::RecordEvaluation(
   return rounds_->Write(
       {I(round.round), I(round.attempt), round.committed ? "1" : "0",
        F(round.global_ratio), I(round.invited), I(round.accepted),
-       I(round.stragglers), I(round.dropped), F(round.round_s),
-       F(round.aggregate_s), F(round.mean_loss_after),
+       I(round.stragglers), I(round.declined), I(round.dropped),
+       F(round.round_s), F(round.aggregate_s), F(round.mean_loss_after),
        eval ? F(eval->accuracy) : "", eval ? F(eval->loss) : "",
        eval ? F(eval_seconds) : "",
        absl::StrFormat(

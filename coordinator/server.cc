@@ -222,10 +222,12 @@ absl::Status CoordinatorServer::OnRoundClosed(const RoundRecord& round,
   }
   if (!config_.quiet) {
     std::string line = absl::StrFormat(
-        "round %d/%d%s: %d/%d updates (%d late, %d dropped), %.1f s",
+        "round %d/%d%s: %d/%d updates (%d late, %d declined, %d dropped), "
+        "%.1f s",
         round.round, config_.engine.rounds,
         round.committed ? "" : " (too few updates, retrying)", round.accepted,
-        round.invited, round.stragglers, round.dropped, round.round_s);
+        round.invited, round.stragglers, round.declined, round.dropped,
+        round.round_s);
     if (slowest != nullptr) {
       const Timings& t = slowest->timings;
       absl::StrAppendFormat(

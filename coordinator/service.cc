@@ -3,6 +3,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 #include "transport/status_convert.h"
 #include "transport/task_proto.h"
@@ -228,6 +229,23 @@ grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(
     if (open.ok()) response->set_round_open(*open);
   }
   return Finish(context, "Heartbeat", status);
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::DeclineTask(
+    grpc::CallbackServerContext* context, const v1::DeclineTaskRequest* request,
+    v1::DeclineTaskResponse*) {
+  absl::Status status = CheckIdentity(context, request->device_id());
+  if (status.ok()) {
+    const std::string reason =
+        request->reason() == v1::DECLINE_REASON_MEMORY_BUDGET
+            ? absl::StrFormat("estimated peak %.0f MiB exceeds budget %.0f MiB",
+                              request->estimated_bytes() / 1048576.0,
+                              request->budget_bytes() / 1048576.0)
+            : "unspecified";
+    status = engine_->Decline(request->device_id(), request->round(),
+                              request->nonce(), reason, options_.clock());
+  }
+  return Finish(context, "DeclineTask", status);
 }
 
 }  // namespace fedge::coordinator

@@ -52,6 +52,10 @@ class CoordinatorService : public transport::TransferService {
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
                                       const v1::HeartbeatRequest* request,
                                       v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* DeclineTask(
+      grpc::CallbackServerContext* context,
+      const v1::DeclineTaskRequest* request,
+      v1::DeclineTaskResponse* response) override;
 
   // The proto form of a task (what GetTask sends).
   v1::Task TaskToProto(const Task& task) const;

@@ -21,6 +21,8 @@
 #include "model/trainer.h"
 #include "tests/testing/tiny_models.h"
 #include "transport/channel_options.h"
+#include "transport/sha256.h"
+#include "transport/shaping_proxy.h"
 
 namespace fedge {
 namespace {
@@ -114,7 +116,7 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio) {
       options.device_id = "dev-" + std::to_string(d);
       options.link = d == 0 ? "ethernet" : "wifi";
       options.cache_dir = f.dir + "/cache-" + std::to_string(d);
-      options.progress = false;
+      options.progress = client::ParticipantOptions::Progress::kNone;
       options.run_benchmark = false;
       auto channel = f.server->InProcessChannel();
       auto stub = v1::Coordinator::NewStub(channel);
@@ -244,6 +246,196 @@ TEST(FederationTest, MutualTlsIdentityMustMatchTheDeviceId) {
             grpc::StatusCode::PERMISSION_DENIED);
   // Without a client certificate the handshake itself fails.
   EXPECT_EQ(register_as("", "device-0"), grpc::StatusCode::UNAVAILABLE);
+}
+
+// A LoRA coordinator on loopback TCP for the client tests: `devices`
+// devices per round, one update enough to commit.
+std::unique_ptr<coordinator::CoordinatorServer> StartCoordinator(
+    const std::string& dir, int rounds, int devices) {
+  if (!std::filesystem::exists(dir + "/base/config.json")) {
+    torch::manual_seed(0);
+    EXPECT_TRUE(
+        model::SaveCheckpoint(*testing::TinyVit(32), dir + "/base").ok());
+  }
+  coordinator::ServerConfig config;
+  config.base_dir = dir + "/base";
+  config.run_dir = dir + "/run";
+  config.listen = "127.0.0.1:0";
+  config.quiet = true;
+  config.tick = absl::Milliseconds(20);
+  config.linger = absl::Milliseconds(300);
+  config.service.retry_after_ms = 50;
+  config.engine.rounds = rounds;
+  config.engine.min_devices = devices;
+  config.engine.round_deadline = absl::Seconds(120);
+  config.engine.bandit.space.ranks = {4};
+  config.engine.bandit.space.max_ratio = 0.5;
+  config.engine.bandit.space.ratio_steps = 2;
+  config.engine.train.batch_size = 32;
+  config.engine.train.max_steps = 4;
+  auto server = coordinator::CoordinatorServer::Start(config);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+model::Dataset Shard(int64_t first, int64_t count) {
+  static const model::Dataset* train = new model::Dataset(
+      *model::LoadFashionMnist(model::kFashionMnistDir, model::Split::kTrain));
+  std::vector<int64_t> index(count);
+  for (int64_t i = 0; i < count; ++i) index[i] = first + i;
+  return *model::Subset(*train, index);
+}
+
+client::ParticipantOptions ClientOptions(const std::string& dir,
+                                         const std::string& id) {
+  client::ParticipantOptions options;
+  options.device_id = id;
+  options.cache_dir = dir + "/cache-" + id;
+  options.progress = client::ParticipantOptions::Progress::kNone;
+  options.run_benchmark = false;
+  options.initial_backoff = absl::Milliseconds(50);
+  options.transfer_retry.initial_backoff = absl::Milliseconds(50);
+  return options;
+}
+
+// The link drops while the round's payload downloads (round 1), while the
+// device trains (round 2) and while the update uploads (round 3); every
+// round still ends with exactly one accepted update.
+TEST(ClientResilienceTest, LinkCutsInEveryPhaseLoseAndDuplicateNothing) {
+  model::ConfigureRuntime(1);
+  const std::string dir = TempDir("cuts");
+  auto server = StartCoordinator(dir, 3, 1);
+  ASSERT_NE(server, nullptr);
+  transport::ShapingOptions link;
+  link.downlink_bytes_per_s = 200e3;
+  link.uplink_bytes_per_s = 20e3;  // The update takes a few hundred ms.
+  link.one_way_delay = absl::Milliseconds(10);
+  auto proxy =
+      transport::ShapingProxy::Start("127.0.0.1", server->port(), link);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  auto channel = transport::CreateClientChannel((*proxy)->address(), {}, {});
+  ASSERT_TRUE(channel.ok());
+  auto stub = v1::Coordinator::NewStub(*channel);
+
+  client::Participant participant(ClientOptions(dir, "pi-0"), stub.get(),
+                                  Shard(0, 256));
+  const std::map<int64_t, std::string> cut_in = {
+      {1, "download"}, {2, "train"}, {3, "upload"}};
+  std::vector<std::thread> cutters;
+  std::map<int64_t, int> cuts;
+  participant.on_phase = [&](int64_t round, const char* phase) {
+    auto it = cut_in.find(round);
+    if (it == cut_in.end() || it->second != phase || cuts[round]++ > 0) return;
+    cutters.emplace_back([&proxy] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      (*proxy)->CutAll();
+    });
+  };
+  std::map<int64_t, client::RoundReport> reports;
+  participant.on_round = [&](const client::RoundReport& r) {
+    EXPECT_EQ(reports.count(r.round), 0u) << "round " << r.round << " twice";
+    reports[r.round] = r;
+  };
+  const absl::Status status = participant.Run();
+  for (auto& t : cutters) t.join();
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_TRUE(server->Wait().ok());
+
+  EXPECT_EQ(cuts.size(), 3u);
+  ASSERT_EQ(reports.size(), 3u);
+  // The cuts landed inside the transfers: they were resumed, not redone.
+  EXPECT_GE(reports[1].transfer_resumes + reports[3].transfer_resumes, 1);
+  const auto rows = ReadCsv(dir + "/run/clients.csv");
+  ASSERT_EQ(rows.size(), 3u);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i].at("round"), std::to_string(i + 1));
+    EXPECT_EQ(rows[i].at("status"), "accepted");
+    EXPECT_EQ(std::stoll(rows[i].at("bytes_up")), reports[i + 1].bytes_up);
+  }
+  for (const auto& row : ReadCsv(dir + "/run/rounds.csv")) {
+    EXPECT_EQ(row.at("accepted"), "1");
+  }
+}
+
+// A device whose budget cannot hold the task declines it; the coordinator
+// records that, does not wait for it, and commits with the other device.
+TEST(ClientResilienceTest, TasksOverTheMemoryBudgetAreDeclined) {
+  model::ConfigureRuntime(1);
+  const std::string dir = TempDir("budget");
+  auto server = StartCoordinator(dir, 2, 2);
+  ASSERT_NE(server, nullptr);
+  std::vector<std::thread> threads;
+  std::vector<int64_t> declined;
+  for (int d = 0; d < 2; ++d) {
+    threads.emplace_back([&, d] {
+      client::ParticipantOptions options =
+          ClientOptions(dir, "pi-" + std::to_string(d));
+      // 1 MiB: far below this process's resident size.
+      if (d == 1) options.memory_budget_bytes = 1 << 20;
+      auto stub = v1::Coordinator::NewStub(server->InProcessChannel());
+      client::Participant participant(options, stub.get(), Shard(d * 256, 256));
+      if (d == 1) {
+        participant.on_round = [](const client::RoundReport& r) {
+          ADD_FAILURE() << "over-budget device trained round " << r.round;
+        };
+        participant.on_decline = [&](int64_t round) {
+          declined.push_back(round);
+        };
+      }
+      const absl::Status s = participant.Run();
+      EXPECT_TRUE(s.ok()) << s;
+    });
+  }
+  ASSERT_TRUE(server->Wait().ok());
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(declined, (std::vector<int64_t>{1, 2}));
+  int accepted = 0;
+  for (const auto& row : ReadCsv(dir + "/run/clients.csv")) {
+    EXPECT_EQ(row.at("status"),
+              row.at("device") == "pi-1" ? "declined" : "accepted");
+    accepted += row.at("status") == "accepted";
+  }
+  EXPECT_EQ(accepted, 2);
+  for (const auto& row : ReadCsv(dir + "/run/rounds.csv")) {
+    EXPECT_EQ(row.at("declined"), "1");
+    EXPECT_EQ(row.at("committed"), "1");
+  }
+}
+
+// A cached base model that no longer matches its digest is fetched again.
+TEST(ClientResilienceTest, CorruptCachedBaseModelIsDetectedAndRefetched) {
+  model::ConfigureRuntime(1);
+  const std::string dir = TempDir("cache");
+  std::string cached;
+  for (int run = 0; run < 2; ++run) {
+    std::filesystem::remove_all(dir + "/run");
+    auto server = StartCoordinator(dir, 1, 1);
+    ASSERT_NE(server, nullptr);
+    if (run == 1) {  // Flip bytes in the middle of the cached file.
+      std::fstream file(cached,
+                        std::ios::in | std::ios::out | std::ios::binary);
+      file.seekp(
+          static_cast<std::streamoff>(std::filesystem::file_size(cached) / 2));
+      file.write("corrupt!", 8);
+    }
+    auto stub = v1::Coordinator::NewStub(server->InProcessChannel());
+    client::Participant participant(ClientOptions(dir, "pi-0"), stub.get(),
+                                    Shard(0, 128));
+    int rounds = 0;
+    participant.on_round = [&](const client::RoundReport&) { ++rounds; };
+    ASSERT_TRUE(participant.Run().ok());
+    ASSERT_TRUE(server->Wait().ok());
+    EXPECT_EQ(rounds, 1);
+    for (const auto& entry :
+         std::filesystem::directory_iterator(dir + "/cache-pi-0")) {
+      cached = entry.path().string();
+    }
+    // The file is named by its digest, and matches it again.
+    absl::StatusOr<std::string> digest = transport::Sha256OfFile(cached);
+    ASSERT_TRUE(digest.ok());
+    EXPECT_NE(cached.find(transport::ToHex(*digest)), std::string::npos)
+        << cached;
+  }
 }
 
 }  // namespace

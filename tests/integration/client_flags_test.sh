@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# fedge-client refuses bad flags and unreadable data with a message that
+# names the problem, and exits 1 (never a crash or a hang).
+#
+# Usage: client_flags_test.sh BIN_DIR   (ctest passes build/<preset>/bin)
+set -uo pipefail
+bin=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+# expect "MESSAGE PART" flags...: exit status 1 and stderr containing it.
+expect() {
+  local want=$1
+  shift
+  local out rc
+  out=$(timeout 60 "$bin/fedge-client" "$@" 2>&1 >/dev/null)
+  rc=$?
+  if [[ $rc -ne 1 || $out != *"$want"* ]]; then
+    echo "FAIL: fedge-client $* -> rc $rc, stderr: $out (wanted: $want)"
+    failures=$((failures + 1))
+  else
+    echo "ok: $* -> ${out##*: }"
+  fi
+}
+
+# A Fashion-MNIST directory whose training images are cut short.
+mkdir -p "$work/cut"
+src=/usr/share/datasets/fashion-mnist
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte; do
+  if [[ -f $src/$f.gz ]]; then zcat "$src/$f.gz" >"$work/cut/$f"; else cp "$src/$f" "$work/cut/$f"; fi
+done
+truncate -s 100000 "$work/cut/train-images-idx3-ubyte"
+
+expect "--device_id is required"
+expect "Unknown command line flag 'bogus'" --device_id=a --bogus=1
+expect "unexpected argument 'extra'" --device_id=a --insecure extra
+expect "--link: 'sat'" --device_id=a --link=sat
+expect "--shard: '3' is not I/N" --device_id=a --shard=3
+expect "shard 5/4" --device_id=a --shard=5/4
+expect "--progress_format: 'xml'" --device_id=a --insecure --progress_format=xml
+expect "--memory_budget_mb" --device_id=a --insecure --memory_budget_mb=-3
+expect "/nonexistent/train-images" --device_id=a --insecure --data_dir=/nonexistent
+expect "header promises 60000 images" --device_id=a --insecure --data_dir="$work/cut"
+expect "TLS is the default" --device_id=a
+expect "$work/absent-ca.pem" --device_id=a --tls_ca="$work/absent-ca.pem"
+# Nothing listens there: give up after the deadline with a clear status.
+expect "coordinator unreachable" --device_id=a --insecure \
+  --coordinator=127.0.0.1:1 --give_up_after_s=2 --benchmark=false --quiet
+
+if [[ $failures -ne 0 ]]; then
+  echo "$failures case(s) failed"
+  exit 1
+fi
