@@ -32,6 +32,7 @@ class Pipe {
         rate_(rate),
         delay_(absl::ToChronoNanoseconds(delay)),
         burst_(burst),
+        limit_(QueueLimit(rate, delay, burst)),
         counter_(counter) {
     reader_ = std::thread([this] { ReadLoop(); });
     writer_ = std::thread([this] { WriteLoop(); });
@@ -45,6 +46,8 @@ class Pipe {
     absl::MutexLock lock(&mu_);
     closed_ = true;
   }
+  // Both threads are done: the direction is closed and drained.
+  bool finished() const { return running_.load() == 0; }
 
  private:
   struct Piece {
@@ -52,17 +55,37 @@ class Pipe {
     std::string bytes;
   };
 
+  // What a link holds in flight plus a router queue of 50 ms: once that
+  // much waits, the reader stops and TCP's flow control pushes back on the
+  // sender, as on a real link (an unbounded queue would let a sender
+  // "finish" at memory speed).
+  static int64_t QueueLimit(double rate, absl::Duration delay, int64_t burst) {
+    if (rate <= 0) return 8 << 20;
+    return std::max<int64_t>(
+        64 << 10,
+        static_cast<int64_t>(rate * (absl::ToDoubleSeconds(delay) + 0.05)) +
+            burst);
+  }
+
   void ReadLoop() {
     char buffer[64 * 1024];
     while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](Pipe* p) { return p->queued_ < p->limit_ || p->closed_; },
+            this));
+      }
       const ssize_t n = ::read(from_, buffer, sizeof(buffer));
       if (n < 0 && errno == EINTR) continue;
       absl::MutexLock lock(&mu_);
       if (n <= 0 || closed_) {
         eof_ = true;
+        --running_;
         return;
       }
       queue_.push_back({Clock::now() + delay_, std::string(buffer, n)});
+      queued_ += n;
     }
   }
 
@@ -80,10 +103,12 @@ class Pipe {
             this));
         if (closed_ || queue_.empty()) {
           ::shutdown(to_, SHUT_WR);  // Pass the half-close on.
+          --running_;
           return;
         }
         piece = std::move(queue_.front());
         queue_.pop_front();
+        queued_ -= static_cast<int64_t>(piece.bytes.size());
       }
       std::this_thread::sleep_until(piece.release);
       size_t sent = 0;
@@ -113,6 +138,7 @@ class Pipe {
         if (w <= 0) {
           absl::MutexLock lock(&mu_);
           closed_ = true;
+          --running_;
           return;
         }
         sent += static_cast<size_t>(w);
@@ -126,9 +152,12 @@ class Pipe {
   const double rate_;
   const Clock::duration delay_;
   const int64_t burst_;
+  const int64_t limit_;  // Most bytes queued before the reader waits.
   std::atomic<int64_t>* const counter_;
+  std::atomic<int> running_{2};
   absl::Mutex mu_;
   std::deque<Piece> queue_ ABSL_GUARDED_BY(mu_);
+  int64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
   bool eof_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::thread reader_;
@@ -175,6 +204,7 @@ struct ShapingProxy::Connection {
     ::close(client_fd);
     ::close(target_fd);
   }
+  bool finished() const { return up_pipe->finished() && down_pipe->finished(); }
   void Cut() {
     // Unblocks both readers; the writers then see EOF and stop.
     up_pipe->Stop();
@@ -205,7 +235,7 @@ ShapingOptions ShapingOptions::FromProfile(const LinkProfile& link) {
 
 absl::StatusOr<std::unique_ptr<ShapingProxy>> ShapingProxy::Start(
     const std::string& target_host, int target_port,
-    const ShapingOptions& options) {
+    const ShapingOptions& options, int listen_port) {
   if (options.uplink_bytes_per_s < 0 || options.downlink_bytes_per_s < 0 ||
       options.burst_bytes < 1 || options.one_way_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -216,7 +246,9 @@ absl::StatusOr<std::unique_ptr<ShapingProxy>> ShapingProxy::Start(
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  addr.sin_port = htons(static_cast<uint16_t>(listen_port));
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   socklen_t length = sizeof(addr);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       ::listen(fd, 64) != 0 ||
@@ -263,7 +295,15 @@ void ShapingProxy::AcceptLoop() {
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
+    std::vector<std::unique_ptr<Connection>> done;
     absl::MutexLock lock(&mu_);
+    // Reap connections closed in both directions (joined outside the lock).
+    for (auto& c : connections_) {
+      if (c->finished()) done.push_back(std::move(c));
+    }
+    connections_.erase(
+        std::remove(connections_.begin(), connections_.end(), nullptr),
+        connections_.end());
     connections_.push_back(std::make_unique<Connection>(
         client, target, options_, &bytes_up_, &bytes_down_));
   }

@@ -40,11 +40,12 @@ struct ShapingOptions {
 
 class ShapingProxy {
  public:
-  // Listens on 127.0.0.1 (an ephemeral port) and forwards every accepted
-  // connection to target_host:target_port. Unavailable if it cannot listen.
+  // Listens on 127.0.0.1:listen_port (0: an ephemeral port) and forwards
+  // every accepted connection to target_host:target_port. Unavailable if it
+  // cannot listen; InvalidArgument for negative rates or delay.
   static absl::StatusOr<std::unique_ptr<ShapingProxy>> Start(
       const std::string& target_host, int target_port,
-      const ShapingOptions& options);
+      const ShapingOptions& options, int listen_port = 0);
   ~ShapingProxy();  // Stops accepting, closes connections, joins threads.
   ShapingProxy(const ShapingProxy&) = delete;
   ShapingProxy& operator=(const ShapingProxy&) = delete;
