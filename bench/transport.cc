@@ -269,7 +269,7 @@ void Codecs(bool all_projections) {
 
 void Links() {
   const int64_t bytes = absl::GetFlag(FLAGS_link_mb) * 1000000;
-  Server server;
+  Server server(BenchChannel());
   std::string payload(bytes, '\0');
   for (int64_t i = 0; i < bytes; ++i)
     payload[i] = static_cast<char>((i * 2654435761u) >> 13);
@@ -283,7 +283,7 @@ void Links() {
     auto proxy = Check(ft::ShapingProxy::Start(
         "127.0.0.1", server.port, ft::ShapingOptions::FromProfile(link)));
     auto channel = Check(ft::CreateClientChannel(
-        proxy->address(), ft::ChannelOptions(), ft::TlsFiles()));
+        proxy->address(), BenchChannel(), ft::TlsFiles()));
     auto stub = fedge::v1::Coordinator::NewStub(channel);
     ft::TransferClient client(stub.get());
     // Connect first (TCP and HTTP/2 handshakes are not part of a transfer).
