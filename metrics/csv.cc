@@ -52,6 +52,28 @@ std::vector<std::string> ParseCsvLine(const std::string& line) {
   return fields;
 }
 
+absl::StatusOr<std::vector<std::map<std::string, std::string>>> ReadCsvFile(
+    const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::string line;
+  std::getline(in, line);
+  const std::vector<std::string> header = ParseCsvLine(line);
+  std::vector<std::map<std::string, std::string>> rows;
+  for (int number = 2; std::getline(in, line); ++number) {
+    if (line.empty()) continue;
+    const std::vector<std::string> fields = ParseCsvLine(line);
+    if (fields.size() > header.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " line ", number, ": ", fields.size(),
+                       " fields, the header has ", header.size()));
+    }
+    std::map<std::string, std::string>& row = rows.emplace_back();
+    for (size_t i = 0; i < fields.size(); ++i) row[header[i]] = fields[i];
+  }
+  return rows;
+}
+
 absl::StatusOr<std::unique_ptr<CsvWriter>> CsvWriter::Open(
     const std::string& path, const std::vector<std::string>& columns) {
   const std::string header = CsvLine(columns);

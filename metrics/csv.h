@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,5 +48,11 @@ std::string CsvLine(const std::vector<std::string>& fields);
 
 // Splits one CSV line (as CsvLine writes them) into fields.
 std::vector<std::string> ParseCsvLine(const std::string& line);
+
+// Reads a CSV file with a header line into one map per row, by column
+// name. NotFound if the file does not exist; InvalidArgument naming the
+// file and line for a row with more fields than the header.
+absl::StatusOr<std::vector<std::map<std::string, std::string>>> ReadCsvFile(
+    const std::string& path);
 
 }  // namespace fedge::metrics

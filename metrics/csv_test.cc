@@ -58,5 +58,25 @@ TEST(CsvTest, OpenTruncatedDropsRowsFromTheLimitOn) {
   EXPECT_FALSE(CsvWriter::OpenTruncated(path, {"round", "x"}, "nope", 3).ok());
 }
 
+TEST(CsvTest, ReadCsvFileMapsRowsByColumn) {
+  const std::string path = TempPath("read.csv");
+  std::remove(path.c_str());
+  {
+    auto w = CsvWriter::Open(path, {"round", "note"});
+    ASSERT_TRUE((*w)->Write({"1", "a, \"quoted\" b"}).ok());
+    ASSERT_TRUE((*w)->Write({"2", ""}).ok());
+  }
+  auto rows = ReadCsvFile(path);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].at("note"), "a, \"quoted\" b");
+  EXPECT_EQ((*rows)[1].at("round"), "2");
+  EXPECT_EQ(ReadCsvFile(path + ".absent").status().code(),
+            absl::StatusCode::kNotFound);
+  std::ofstream(path, std::ios::app) << "3,x,extra\n";
+  EXPECT_EQ(ReadCsvFile(path).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace fedge::metrics

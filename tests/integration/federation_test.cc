@@ -37,20 +37,9 @@ std::string TempDir(const std::string& name) {
 
 std::vector<std::map<std::string, std::string>> ReadCsv(
     const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  const std::vector<std::string> header = metrics::ParseCsvLine(line);
-  std::vector<std::map<std::string, std::string>> rows;
-  while (std::getline(in, line)) {
-    const std::vector<std::string> fields = metrics::ParseCsvLine(line);
-    std::map<std::string, std::string> row;
-    for (size_t i = 0; i < header.size() && i < fields.size(); ++i) {
-      row[header[i]] = fields[i];
-    }
-    rows.push_back(row);
-  }
-  return rows;
+  auto rows = metrics::ReadCsvFile(path);
+  EXPECT_TRUE(rows.ok()) << rows.status();
+  return rows.ok() ? *rows : std::vector<std::map<std::string, std::string>>{};
 }
 
 struct Federation {

@@ -1,0 +1,333 @@
+#include "sim/federation.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+#include "metrics/csv.h"
+#include "sim/cpu_limit.h"
+#include "sim/process.h"
+#include "transport/link_profile.h"
+#include "transport/shaping_proxy.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+namespace fedge::sim {
+namespace {
+
+absl::StatusOr<int> FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(addr);
+  const bool ok =
+      fd >= 0 &&
+      ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!ok) return absl::UnavailableError("no free loopback port");
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+std::string Slug(absl::string_view name) {
+  std::string out;
+  for (char c : name) {
+    out += absl::ascii_isalnum(c) || c == '.' ? c : '-';
+  }
+  return out;
+}
+
+std::string Tail(const std::string& path, size_t bytes = 2000) {
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  return text.size() > bytes ? text.substr(text.size() - bytes) : text;
+}
+
+double Field(const Row& row, const std::string& column) {
+  double value = 0;
+  auto it = row.find(column);
+  return it != row.end() && absl::SimpleAtod(it->second, &value) ? value : 0;
+}
+
+std::string Text(const Row& row, const std::string& column) {
+  auto it = row.find(column);
+  return it == row.end() ? "" : it->second;
+}
+
+// Prints a line per round as rounds.csv grows: accuracy, participation and
+// the slowest device's phases (from clients.csv).
+class ProgressPrinter {
+ public:
+  ProgressPrinter(std::string run_dir, std::string strategy, int rounds,
+                  const std::vector<DeviceProfile>& devices, std::FILE* out)
+      : run_dir_(std::move(run_dir)),
+        strategy_(std::move(strategy)),
+        rounds_(rounds),
+        out_(out) {
+    for (size_t i = 0; i < devices.size(); ++i) {
+      profiles_[absl::StrCat("device-", i)] = devices[i].name;
+    }
+  }
+
+  void Poll() {
+    absl::StatusOr<std::vector<Row>> rounds =
+        metrics::ReadCsvFile(run_dir_ + "/rounds.csv");
+    if (!rounds.ok() || rounds->size() <= printed_) return;
+    absl::StatusOr<std::vector<Row>> clients =
+        metrics::ReadCsvFile(run_dir_ + "/clients.csv");
+    for (; printed_ < rounds->size(); ++printed_) {
+      const Row& r = (*rounds)[printed_];
+      std::string line = absl::StrFormat(
+          "[%s] round %s/%d: %s/%s updates", strategy_, Text(r, "round"),
+          rounds_, Text(r, "accepted"), Text(r, "invited"));
+      if (r.count("accuracy") && !Text(r, "accuracy").empty()) {
+        absl::StrAppendFormat(&line, ", accuracy %.2f%%",
+                              100 * Field(r, "accuracy"));
+      }
+      absl::StrAppendFormat(&line, ", %.1f s", Field(r, "round_s"));
+      const Row* slowest = nullptr;
+      for (const Row& c : clients.ok() ? *clients : std::vector<Row>()) {
+        if (Text(c, "round") != Text(r, "round") ||
+            Text(c, "status") != "accepted") {
+          continue;
+        }
+        if (slowest == nullptr ||
+            Field(c, "elapsed_s") > Field(*slowest, "elapsed_s")) {
+          slowest = &c;
+        }
+      }
+      if (slowest != nullptr) {
+        const Row& c = *slowest;
+        absl::StrAppendFormat(
+            &line,
+            "; slowest %s (%s, %s, p=%.2f r=%s): down %.2f + train %.2f + up "
+            "%.2f s",
+            Text(c, "device"), profiles_[Text(c, "device")], Text(c, "link"),
+            Field(c, "prune_ratio"), Text(c, "rank"), Field(c, "download_s"),
+            Field(c, "train_s"), Field(c, "upload_s"));
+      }
+      std::fprintf(out_, "%s\n", line.c_str());
+      std::fflush(out_);
+    }
+  }
+
+ private:
+  const std::string run_dir_;
+  const std::string strategy_;
+  const int rounds_;
+  std::FILE* const out_;
+  std::map<std::string, std::string> profiles_;
+  size_t printed_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<Strategy>> ParseStrategies(absl::string_view spec) {
+  std::vector<Strategy> out;
+  for (absl::string_view item : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
+    const std::string name(item);
+    if (name == "fedspine" || name == "ucb1" || name == "discounted_ucb" ||
+        name == "sliding_window_ucb" || name == "thompson" || name == "exp3" ||
+        name == "random") {
+      out.push_back({name, {"--bandit=" + name}});
+    } else if (name == "fixed-grid") {
+      for (double ratio : {0.0, 0.2, 0.4, 0.6}) {
+        for (int rank : {4, 8}) {
+          out.push_back(
+              {absl::StrFormat("fixed:%.1f:%d", ratio, rank),
+               {"--bandit=fixed", absl::StrFormat("--fixed_ratio=%.2f", ratio),
+                absl::StrCat("--fixed_rank=", rank)}});
+        }
+      }
+    } else if (absl::StartsWith(name, "fixed:")) {
+      std::vector<std::string> parts = absl::StrSplit(name, ':');
+      double ratio = 0;
+      int rank = 0;
+      if (parts.size() != 3 || !absl::SimpleAtod(parts[1], &ratio) ||
+          !absl::SimpleAtoi(parts[2], &rank) || ratio < 0 || ratio >= 1 ||
+          rank < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("strategy \"", name,
+                         "\": expected fixed:RATIO:RANK, e.g. "
+                         "fixed:0.4:8"));
+      }
+      out.push_back({name,
+                     {"--bandit=fixed", absl::StrCat("--fixed_ratio=", ratio),
+                      absl::StrCat("--fixed_rank=", rank)}});
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown strategy \"", name,
+          "\" (fedspine, ucb1, discounted_ucb, sliding_window_ucb, thompson, "
+          "exp3, random, fixed:RATIO:RANK, fixed-grid)"));
+    }
+  }
+  if (out.empty()) return absl::InvalidArgumentError("no strategy given");
+  return out;
+}
+
+absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
+                                            const Strategy& strategy,
+                                            std::FILE* progress) {
+  namespace fs = std::filesystem;
+  const int n = static_cast<int>(config.devices.size());
+  if (n < 1 || config.links.size() != config.devices.size()) {
+    return absl::InvalidArgumentError("one device profile and link per client");
+  }
+  const std::string run_dir =
+      absl::StrCat(config.out_dir, "/", Slug(strategy.name));
+  std::error_code error;
+  fs::remove_all(run_dir, error);
+  fs::create_directories(run_dir, error);
+  if (error) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create ", run_dir, ": ", error.message()));
+  }
+  absl::StatusOr<int> port = FreePort();
+  if (!port.ok()) return port.status();
+
+  std::vector<std::string> argv = {
+      config.bin_dir + "/fedge-coordinator",
+      "--insecure",
+      absl::StrCat("--listen=127.0.0.1:", *port),
+      "--base_dir=" + config.base_dir,
+      "--run_dir=" + run_dir,
+      absl::StrCat("--rounds=", config.rounds),
+      absl::StrCat("--min_devices=", n),
+      absl::StrCat("--max_steps=", config.local_steps),
+      absl::StrCat("--eval_examples=", config.eval_examples),
+      "--threads=1",
+      "--retry_after_ms=200",
+      "--metrics_listen=",
+  };
+  if (!config.data_dir.empty()) argv.push_back("--data_dir=" + config.data_dir);
+  argv.insert(argv.end(), strategy.flags.begin(), strategy.flags.end());
+  argv.insert(argv.end(), config.coordinator_flags.begin(),
+              config.coordinator_flags.end());
+  const std::string coordinator_log = run_dir + "/coordinator.log";
+  const double start_unix =
+      absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  absl::StatusOr<std::unique_ptr<ChildProcess>> coordinator =
+      ChildProcess::Start(argv, coordinator_log);
+  if (!coordinator.ok()) return coordinator.status();
+
+  // Links, clients and their CPU caps.
+  const double cores = config.usable_cores > 0
+                           ? config.usable_cores
+                           : 0.9 * std::thread::hardware_concurrency();
+  const std::vector<double> shares = CpuShares(config.devices, cores);
+  std::string cpu_mode = config.emulate_cpu
+                             ? ""
+                             : "off (--emulate_cpu=false): every device runs "
+                               "at this machine's speed";
+  std::vector<std::unique_ptr<transport::ShapingProxy>> proxies;
+  std::vector<std::unique_ptr<CpuLimit>> limits;
+  std::vector<std::unique_ptr<ChildProcess>> clients;
+  for (int i = 0; i < n; ++i) {
+    absl::StatusOr<transport::LinkProfile> link =
+        transport::ParseLinkProfile(config.links[i]);
+    if (!link.ok()) return link.status();
+    absl::StatusOr<std::unique_ptr<transport::ShapingProxy>> proxy =
+        transport::ShapingProxy::Start(
+            "127.0.0.1", *port, transport::ShapingOptions::FromProfile(*link));
+    if (!proxy.ok()) return proxy.status();
+    const std::string id = absl::StrCat("device-", i);
+    std::vector<std::string> client = {
+        config.bin_dir + "/fedge-client",
+        "--insecure",
+        "--coordinator=" + (*proxy)->address(),
+        "--device_id=" + id,
+        absl::StrCat("--shard=", i, "/", n),
+        absl::StrCat("--alpha=", config.alpha),
+        "--link=" + link->name,
+        "--threads=1",
+        absl::StrCat("--memory_budget_mb=", config.devices[i].memory_mb),
+        "--cache_dir=" + config.cache_dir + "/" + id,
+        "--benchmark=false",
+        "--report_csv=" + run_dir + "/" + id + ".csv",
+    };
+    if (!config.data_dir.empty()) {
+      client.push_back("--data_dir=" + config.data_dir);
+    }
+    absl::StatusOr<std::unique_ptr<ChildProcess>> process =
+        ChildProcess::Start(client, run_dir + "/" + id + ".log");
+    if (!process.ok()) return process.status();
+    if (config.emulate_cpu &&
+        (i == 0 || absl::StartsWith(cpu_mode, "cgroup"))) {
+      absl::StatusOr<std::unique_ptr<CpuLimit>> limit = CpuLimit::Create(
+          absl::StrCat("fedge-sim-", ::getpid(), "-", id), shares[i]);
+      absl::Status added =
+          limit.ok() ? (*limit)->Add((*process)->pid()) : limit.status();
+      if (!added.ok()) {
+        cpu_mode = absl::StrCat(
+            "off: ", added.message(),
+            "; every device runs at this machine's speed (run as root on "
+            "Linux with cgroups for device profiles)");
+        limits.clear();
+      } else {
+        cpu_mode = absl::StrFormat(
+            "%s: CPU shares %s of one core (relative speeds x %.3f to fit "
+            "%.1f cores)",
+            (*limit)->mechanism(),
+            absl::StrJoin(shares, ", ",
+                          [](std::string* out, double s) {
+                            absl::StrAppendFormat(out, "%.3f", s);
+                          }),
+            shares[i] / config.devices[i].relative_speed, cores);
+        limits.push_back(*std::move(limit));
+      }
+    }
+    proxies.push_back(*std::move(proxy));
+    clients.push_back(*std::move(process));
+  }
+
+  ProgressPrinter printer(run_dir, strategy.name, config.rounds, config.devices,
+                          progress);
+  const absl::Time deadline = absl::Now() + config.timeout;
+  absl::StatusOr<int> exit_code = absl::DeadlineExceededError("");
+  while (true) {
+    exit_code = (*coordinator)->Wait(absl::Seconds(1));
+    printer.Poll();
+    if (exit_code.ok() || !absl::IsDeadlineExceeded(exit_code.status())) break;
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          strategy.name, ": the federation did not finish in ",
+          absl::FormatDuration(config.timeout), "; see ", coordinator_log));
+    }
+  }
+  if (!exit_code.ok()) return exit_code.status();
+  if (*exit_code != 0) {
+    return absl::InternalError(
+        absl::StrCat(strategy.name, ": fedge-coordinator exited with ",
+                     *exit_code, ":\n", Tail(coordinator_log)));
+  }
+  // Clients leave when told the federation finished.
+  for (auto& c : clients) {
+    if (!c->Wait(absl::Seconds(30)).ok()) c->Signal(SIGTERM);
+    (void)c->Wait(absl::Seconds(5));
+  }
+  clients.clear();  // Kills any left before their cgroups go.
+  limits.clear();
+
+  absl::StatusOr<StrategyRun> run = LoadRun(strategy.name, run_dir, start_unix);
+  if (!run.ok()) return run.status();
+  for (int i = 0; i < n; ++i) {
+    run->device_profiles[absl::StrCat("device-", i)] = config.devices[i].name;
+  }
+  return StrategyOutcome{*std::move(run), cpu_mode};
+}
+
+}  // namespace fedge::sim

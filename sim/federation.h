@@ -1,0 +1,63 @@
+// One simulated federation: a real fedge-coordinator process and N real
+// fedge-client processes on this machine, talking gRPC over loopback, each
+// client behind its own link emulator (transport::ShapingProxy, in this
+// process) and, where cgroups allow, capped to its device profile's CPU
+// share. Progress (per round: accuracy, the slowest device and its phase
+// breakdown) is printed as the coordinator's records appear.
+#pragma once
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+#include "sim/profiles.h"
+#include "sim/report.h"
+
+namespace fedge::sim {
+
+struct SimConfig {
+  std::string bin_dir;  // Holds fedge-coordinator and fedge-client.
+  std::string out_dir;  // This experiment's output directory.
+  std::string base_dir = "runs/base";
+  std::string data_dir;  // Empty: the clients' default (Fashion-MNIST).
+  std::string cache_dir = "runs/cache";
+  int rounds = 10;
+  double alpha = 0.5;    // Dirichlet concentration of the label skew.
+  int local_steps = 40;  // Optimizer steps per client per round (0: epoch).
+  int eval_examples = 2000;
+  std::vector<DeviceProfile> devices;  // One per client.
+  std::vector<std::string> links;      // One per client.
+  bool emulate_cpu = true;             // Cap each client's CPU (cgroups).
+  double usable_cores = 0;  // CPU shares sum to at most this (0: 90% of
+                            // this machine's cores).
+  absl::Duration timeout = absl::Minutes(60);  // Per strategy.
+  std::vector<std::string> coordinator_flags;  // Passed through.
+};
+
+// A strategy is a name and the coordinator flags that select it.
+struct Strategy {
+  std::string name;
+  std::vector<std::string> flags;
+};
+
+// A comma list of: fedspine, ucb1, discounted_ucb, sliding_window_ucb,
+// thompson, exp3, random, fixed:RATIO:RANK, and fixed-grid (uniform fixed
+// arms over ratios {0, 0.2, 0.4, 0.6} x ranks {4, 8}). InvalidArgument
+// naming an unknown entry.
+absl::StatusOr<std::vector<Strategy>> ParseStrategies(absl::string_view spec);
+
+struct StrategyOutcome {
+  StrategyRun run;
+  std::string cpu_mode;  // How device speeds were emulated.
+};
+
+// Runs one federation under `strategy` into out_dir/<name>. Fails with the
+// coordinator's log tail if it exits with an error or the timeout passes.
+absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
+                                            const Strategy& strategy,
+                                            std::FILE* progress);
+
+}  // namespace fedge::sim

@@ -1,0 +1,84 @@
+// The results of simulated federations: each strategy's run read back from
+// the coordinator's CSVs, summarised (time to a target accuracy, final
+// accuracy, bytes, sparsity, phase shares per link type), checked for
+// consistency, and rendered as a JSON summary and a self-contained HTML
+// report with SVG plots (no external assets).
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace fedge::sim {
+
+// One row of a CSV file by column name.
+using Row = std::map<std::string, std::string>;
+
+// One strategy's federation as the coordinator recorded it.
+struct StrategyRun {
+  std::string name;           // "fedspine", "fixed p=0.3 r=8", ...
+  std::string run_dir;        // Holds rounds.csv and clients.csv.
+  double start_unix = 0;      // When the coordinator started.
+  double base_accuracy = -1;  // The pretrained model's, if known.
+  std::vector<Row> rounds;
+  std::vector<Row> clients;
+  // What each device measured itself (fedge-client --report_csv files
+  // run_dir/<device>.csv), by device id; empty if there were none.
+  std::map<std::string, std::vector<Row>> device_reports;
+  // Per device: its profile name ("pi4", ...), for the report.
+  std::map<std::string, std::string> device_profiles;
+};
+
+// Reads run_dir/rounds.csv, run_dir/clients.csv and any device reports
+// run_dir/device-*.csv. NotFound or
+// InvalidArgument naming the file for a missing or malformed one.
+absl::StatusOr<StrategyRun> LoadRun(const std::string& name,
+                                    const std::string& run_dir,
+                                    double start_unix);
+
+struct PhaseShares {
+  double download = 0, train = 0, upload = 0, wait = 0;  // Mean seconds.
+  int64_t rows = 0;
+  double upload_share() const;  // upload / (sum of the four).
+};
+
+struct StrategySummary {
+  std::string name;
+  int64_t rounds = 0;            // Committed rounds.
+  double final_accuracy = -1;    // Of the last evaluated round.
+  double time_to_target_s = -1;  // -1: never reached.
+  double wall_s = 0;             // Start to the last round's close.
+  double mean_prune_ratio = 0;   // Over accepted updates.
+  double mean_rank = 0;
+  int64_t bytes_up = 0, bytes_down = 0;
+  std::map<std::string, PhaseShares> by_link;
+};
+
+StrategySummary Summarize(const StrategyRun& run, double target_accuracy);
+
+// Problems found, empty if none: every accepted row's phases fit in its
+// elapsed time (5% + 50 ms slack), elapsed + wait matches the round's time
+// (10% + 0.5 s), bytes are positive and equal what the device itself
+// counted (its report, if any), and accuracy is in [0, 1].
+std::vector<std::string> CheckConsistency(const StrategyRun& run);
+
+struct ReportInfo {
+  std::string title;
+  std::vector<std::string> notes;  // How it ran (emulation modes, ...).
+  double target_accuracy = 0;
+};
+
+std::string SummaryJson(const std::vector<StrategySummary>& summaries,
+                        const ReportInfo& info);
+
+// The whole report: the strategy table (with speedups over each), accuracy
+// versus wall time per strategy, the per-round time breakdown per link type,
+// the arms chosen per device over rounds and peak memory per device (these
+// three for the first run).
+std::string HtmlReport(const std::vector<StrategyRun>& runs,
+                       const std::vector<StrategySummary>& summaries,
+                       const ReportInfo& info);
+
+}  // namespace fedge::sim

@@ -1,0 +1,123 @@
+#include "sim/report.h"
+
+#include <filesystem>
+
+#include "gtest/gtest.h"
+#include <nlohmann/json.hpp>
+
+#include "metrics/csv.h"
+
+namespace fedge::sim {
+namespace {
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos;
+       at = text.find(what, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// Two rounds, two devices (ethernet and 5g-sa); accuracy 0.80 then 0.85.
+std::string WriteRun(const std::string& name, bool break_timing = false) {
+  const std::string dir = ::testing::TempDir() + "/report_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto rounds = *metrics::CsvWriter::Open(
+      dir + "/rounds.csv", {"round", "committed", "invited", "accepted",
+                            "round_s", "aggregate_s", "accuracy", "unix_time"});
+  EXPECT_TRUE(
+      rounds->Write({"1", "1", "2", "2", "10", "0.1", "0.80", "1010"}).ok());
+  EXPECT_TRUE(
+      rounds->Write({"2", "1", "2", "2", "10", "0.1", "0.85", "1020"}).ok());
+  auto clients = *metrics::CsvWriter::Open(
+      dir + "/clients.csv",
+      {"round", "device", "link", "status", "arm_prune_ratio", "prune_ratio",
+       "rank", "download_s", "train_s", "upload_s", "wait_s", "elapsed_s",
+       "bytes_down", "bytes_up", "peak_rss_mb"});
+  for (const char* round : {"1", "2"}) {
+    EXPECT_TRUE(clients
+                    ->Write({round, "device-0", "ethernet", "accepted", "0.2",
+                             "0.2", "8", "0.1", "5", "0.1", "4.5", "5.4",
+                             "1000", "500", "200"})
+                    .ok());
+    EXPECT_TRUE(clients
+                    ->Write({round, "device-1", "5g-sa", "accepted", "0.6",
+                             "0.6", "4", "0.5", "6", break_timing ? "9" : "3",
+                             "0.2", "9.7", "1000", "300", "150"})
+                    .ok());
+  }
+  return dir;
+}
+
+TEST(ReportTest, SummarisesTimeToTargetBytesAndUploadShares) {
+  absl::StatusOr<StrategyRun> run = LoadRun("fedspine", WriteRun("a"), 1000);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_TRUE(CheckConsistency(*run).empty());
+  const StrategySummary s = Summarize(*run, 0.84);
+  EXPECT_EQ(s.rounds, 2);
+  EXPECT_DOUBLE_EQ(s.final_accuracy, 0.85);
+  EXPECT_DOUBLE_EQ(s.time_to_target_s, 20);
+  EXPECT_DOUBLE_EQ(Summarize(*run, 0.9).time_to_target_s, -1);
+  EXPECT_DOUBLE_EQ(s.mean_prune_ratio, 0.4);
+  EXPECT_DOUBLE_EQ(s.mean_rank, 6);
+  EXPECT_EQ(s.bytes_up, 1600);
+  EXPECT_NEAR(s.by_link.at("5g-sa").upload_share(), 3 / 9.7, 1e-9);
+
+  const std::string json = SummaryJson({s}, {"t", {"note"}, 0.84});
+  nlohmann::json parsed = nlohmann::json::parse(json);
+  EXPECT_EQ(parsed["strategies"][0]["time_to_target_s"], 20);
+}
+
+TEST(ReportTest, FlagsPhasesThatDoNotFitTheirElapsedTime) {
+  absl::StatusOr<StrategyRun> run = LoadRun("bad", WriteRun("b", true), 1000);
+  ASSERT_TRUE(run.ok());
+  const std::vector<std::string> problems = CheckConsistency(*run);
+  ASSERT_EQ(problems.size(), 2u);  // device-1 in both rounds.
+  EXPECT_NE(problems[0].find("device-1"), std::string::npos) << problems[0];
+}
+
+TEST(ReportTest, HtmlHasEveryPlotAndNoExternalAssets) {
+  StrategyRun a = *LoadRun("fedspine", WriteRun("c"), 1000);
+  StrategyRun b = *LoadRun("random", WriteRun("d"), 1000);
+  a.device_profiles = {{"device-0", "laptop"}, {"device-1", "pi4"}};
+  const std::vector<StrategySummary> summaries = {Summarize(a, 0.84),
+                                                  Summarize(b, 0.84)};
+  const std::string html =
+      HtmlReport({a, b}, summaries, {"title <&>", {"mode"}, 0.84});
+  EXPECT_NE(html.find("title &lt;&amp;&gt;"), std::string::npos);
+  EXPECT_EQ(Count(html, "class=\"accuracy\""), 2u);  // One line each.
+  EXPECT_EQ(Count(html, "<svg"), 5u);  // Accuracy, 2 links, arms, memory.
+  EXPECT_EQ(Count(html, "class=\"phase-upload\""), 4u);  // 2 links x 2.
+  EXPECT_EQ(Count(html, "class=\"arm\""), 4u);
+  EXPECT_EQ(Count(html, "class=\"memory\""), 2u);
+  EXPECT_NE(html.find("device-1 (pi4)"), std::string::npos);
+  EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org/2000/svg"));
+  EXPECT_EQ(html.find("https://"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+}
+
+TEST(ReportTest, BytesMustEqualWhatTheDeviceCounted) {
+  const std::string dir = WriteRun("e");
+  auto own = *metrics::CsvWriter::Open(dir + "/device-0.csv",
+                                       {"round", "bytes_down", "bytes_up"});
+  ASSERT_TRUE(own->Write({"1", "1000", "500"}).ok());
+  ASSERT_TRUE(own->Write({"2", "1000", "499"}).ok());
+  own.reset();
+  absl::StatusOr<StrategyRun> run = LoadRun("e", dir, 1000);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->device_reports.size(), 1u);
+  const std::vector<std::string> problems = CheckConsistency(*run);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("round 2 device-0"), std::string::npos)
+      << problems[0];
+}
+
+TEST(ReportTest, MissingRecordsAreNotFound) {
+  EXPECT_EQ(LoadRun("x", "/nonexistent/run", 0).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace fedge::sim
