@@ -100,8 +100,16 @@ absl::Status Participant::Retry(
     }
     LOG(INFO) << what << " failed (" << status << "); retrying in "
               << absl::FormatDuration(backoff);
-    std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
+    Pause(backoff);
     backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+void Participant::Pause(absl::Duration duration) const {
+  const absl::Time until = absl::Now() + duration;
+  while (!stop_ && absl::Now() < until) {
+    std::this_thread::sleep_for(absl::ToChronoMilliseconds(
+        std::min(until - absl::Now(), absl::Milliseconds(50))));
   }
 }
 
@@ -446,7 +454,7 @@ absl::Status Participant::Run() {
     if (!status.ok()) return status;
     if (!response.has_task() || response.task().nonce() == last_nonce) {
       const int64_t wait_ms = std::max<int64_t>(response.retry_after_ms(), 50);
-      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+      Pause(absl::Milliseconds(wait_ms));
       continue;
     }
     absl::StatusOr<RoundReport> round = RunRound(response.task());
@@ -463,7 +471,7 @@ absl::Status Participant::Run() {
       Say("abandoned", response.task().round(), {},
           absl::StrCat("round ", response.task().round(),
                        " abandoned: ", round.status().ToString()));
-      std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
+      Pause(backoff);
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
     }

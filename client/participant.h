@@ -109,6 +109,8 @@ class Participant {
       const char* what,
       const std::function<grpc::Status(grpc::ClientContext&)>& rpc);
   void Heartbeat(int64_t round, const char* phase, double progress);
+  // Sleeps for `duration`, or less if Stop() is called meanwhile.
+  void Pause(absl::Duration duration) const;
   // One progress event: `text` for people, `event` with `round` and
   // `fields` as a JSON line for machines.
   void Say(absl::string_view event, int64_t round,

@@ -1,9 +1,11 @@
 #include "sim/cpu_limit.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -84,6 +86,21 @@ absl::StatusOr<std::unique_ptr<CpuLimit>> CpuLimit::Create(
     return limit;
   }
   return absl::UnavailableError("no cgroup CPU controller at /sys/fs/cgroup");
+}
+
+void CpuLimit::RemoveStale(const std::string& prefix) {
+  namespace fs = std::filesystem;
+  for (const char* root : {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup"}) {
+    std::error_code error;
+    for (const auto& entry : fs::directory_iterator(root, error)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind(prefix, 0) != 0) continue;
+      const int pid = std::atoi(name.c_str() + prefix.size());
+      if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) {
+        ::rmdir(entry.path().c_str());
+      }
+    }
+  }
 }
 
 CpuLimit::~CpuLimit() {

@@ -30,6 +30,10 @@ class CpuLimit {
   // Moves process `pid` (and its future threads) into the cgroup.
   absl::Status Add(pid_t pid);
 
+  // Removes empty cgroups named "<prefix><pid>-..." whose process `pid` is
+  // gone (left by a simulator that was killed). Best effort.
+  static void RemoveStale(const std::string& prefix);
+
   const std::string& path() const { return path_; }
   // "cgroup v1 cpu.cfs_quota_us" or "cgroup v2 cpu.max".
   const std::string& mechanism() const { return mechanism_; }

@@ -100,7 +100,8 @@ class ProgressPrinter {
       }
       absl::StrAppendFormat(&line, ", %.1f s", Field(r, "round_s"));
       const Row* slowest = nullptr;
-      for (const Row& c : clients.ok() ? *clients : std::vector<Row>()) {
+      static const std::vector<Row> kNone;
+      for (const Row& c : clients.ok() ? *clients : kNone) {
         if (Text(c, "round") != Text(r, "round") ||
             Text(c, "status") != "accepted") {
           continue;
@@ -225,6 +226,7 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
   if (!coordinator.ok()) return coordinator.status();
 
   // Links, clients and their CPU caps.
+  CpuLimit::RemoveStale("fedge-sim-");
   const double cores = config.usable_cores > 0
                            ? config.usable_cores
                            : 0.9 * std::thread::hardware_concurrency();

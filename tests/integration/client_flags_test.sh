@@ -48,6 +48,23 @@ expect "$work/absent-ca.pem" --device_id=a --tls_ca="$work/absent-ca.pem"
 expect "coordinator unreachable" --device_id=a --insecure \
   --coordinator=127.0.0.1:1 --give_up_after_s=2 --benchmark=false --quiet
 
+# SIGTERM while retrying with back-off: a clean exit (0) within seconds.
+"$bin/fedge-client" --device_id=a --insecure --coordinator=127.0.0.1:1 \
+  --give_up_after_s=600 --benchmark=false --quiet 2>/dev/null &
+pid=$!
+sleep 2
+start=$(date +%s)
+kill -TERM $pid
+wait $pid
+rc=$?
+took=$(($(date +%s) - start))
+if [[ $rc -ne 0 || $took -gt 3 ]]; then
+  echo "FAIL: SIGTERM during back-off: rc $rc after $took s"
+  failures=$((failures + 1))
+else
+  echo "ok: SIGTERM during back-off -> exit 0 in $took s"
+fi
+
 if [[ $failures -ne 0 ]]; then
   echo "$failures case(s) failed"
   exit 1
