@@ -6,9 +6,9 @@
 // Every flag is in --help.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -18,9 +18,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include <nlohmann/json.hpp>
 
+#include "model/checkpoint.h"
+#include "model/dataset.h"
 #include "model/file_io.h"
+#include "model/trainer.h"
 #include "sim/federation.h"
 #include "sim/process.h"
 #include "sim/report.h"
@@ -43,8 +45,8 @@ ABSL_FLAG(double, alpha, 0.5,
 ABSL_FLAG(int, local_steps, 40,
           "Optimizer steps per device per round (0: one epoch of its shard).");
 ABSL_FLAG(double, target_accuracy, 0,
-          "Accuracy for time-to-target (0: the highest accuracy every "
-          "strategy reached, so all have a time).");
+          "Accuracy for time-to-target (0: the median over strategies of the "
+          "best accuracy each reached; with one strategy, its best).");
 ABSL_FLAG(std::string, out, "",
           "Output directory (default: runs/sim-YYYYmmdd-HHMMSS).");
 ABSL_FLAG(std::string, base_dir, "runs/base",
@@ -82,11 +84,28 @@ std::string SelfDir() {
   return error ? "." : self.parent_path().string();
 }
 
-double BaseAccuracy(const std::string& base_dir) {
-  std::ifstream in(base_dir + "/metrics.json");
-  nlohmann::json json = nlohmann::json::parse(in, nullptr, false);
-  if (json.is_discarded() || !json.contains("test_accuracy")) return -1;
-  return json["test_accuracy"].get<double>();
+// The base model's accuracy on the images the coordinator evaluates on
+// (the first `examples` test images), so round 0 compares like with like.
+absl::StatusOr<double> BaseAccuracy(const std::string& base_dir,
+                                    const std::string& data_dir,
+                                    int64_t examples) {
+  absl::StatusOr<fedge::model::Model> base =
+      fedge::model::LoadCheckpoint(base_dir);
+  if (!base.ok()) return base.status();
+  absl::StatusOr<fedge::model::Dataset> test = fedge::model::LoadFashionMnist(
+      data_dir.empty() ? fedge::model::kFashionMnistDir : data_dir,
+      fedge::model::Split::kTest);
+  if (!test.ok()) return test.status();
+  if (examples > 0 && examples < test->size()) {
+    std::vector<int64_t> first(examples);
+    for (int64_t i = 0; i < examples; ++i) first[i] = i;
+    test = fedge::model::Subset(*test, first);
+    if (!test.ok()) return test.status();
+  }
+  absl::StatusOr<fedge::model::EvalResult> eval =
+      fedge::model::Evaluate(**base, *test);
+  if (!eval.ok()) return eval.status();
+  return eval->accuracy;
 }
 
 }  // namespace
@@ -168,7 +187,15 @@ int main(int argc, char** argv) {
     absl::StatusOr<int> code = (*process)->Wait();
     if (!code.ok() || *code != 0) return Fail("pretraining failed");
   }
-  const double base_accuracy = BaseAccuracy(config.base_dir);
+  absl::StatusOr<double> base_accuracy =
+      BaseAccuracy(config.base_dir, config.data_dir, config.eval_examples);
+  if (!base_accuracy.ok()) {
+    return Fail(absl::StrCat("base model: ", base_accuracy.status().message()));
+  }
+  std::printf(
+      "fedge-sim: base model accuracy %.2f%% on the %d evaluation "
+      "images\n",
+      100 * *base_accuracy, config.eval_examples);
 
   std::printf("fedge-sim: %d devices, %d rounds, %zu strateg%s; output in %s\n",
               clients, config.rounds, strategies->size(),
@@ -188,24 +215,19 @@ int main(int argc, char** argv) {
     absl::StatusOr<sim::StrategyOutcome> outcome =
         sim::RunStrategy(config, strategy, stdout);
     if (!outcome.ok()) return Fail(std::string(outcome.status().message()));
-    outcome->run.base_accuracy = base_accuracy;
+    outcome->run.base_accuracy = *base_accuracy;
     cpu_mode = outcome->cpu_mode;
     runs.push_back(std::move(outcome->run));
   }
 
   double target = absl::GetFlag(FLAGS_target_accuracy);
-  if (!(target > 0)) {  // The best accuracy every strategy reached.
-    target = 1;
+  if (!(target > 0)) {  // The median of the strategies' best accuracies.
+    std::vector<double> best;
     for (const sim::StrategyRun& run : runs) {
-      double best = 0;
-      for (const sim::Row& r : run.rounds) {
-        auto it = r.find("accuracy");
-        if (it != r.end() && !it->second.empty()) {
-          best = std::max(best, std::stod(it->second));
-        }
-      }
-      target = std::min(target, best);
+      best.push_back(sim::Summarize(run, 2.0).best_accuracy);
     }
+    std::sort(best.begin(), best.end());
+    target = best[(best.size() - 1) / 2];
   }
   std::vector<sim::StrategySummary> summaries;
   std::vector<std::string> problems;
@@ -220,6 +242,7 @@ int main(int argc, char** argv) {
       absl::StrFormat("fedge simulated federation: %d devices, %d rounds",
                       clients, config.rounds);
   info.target_accuracy = target;
+  info.base_accuracy = *base_accuracy;
   info.notes = {
       "Mode: real time. A real fedge-coordinator and one fedge-client process "
       "per device over loopback gRPC; all training is real.",
@@ -229,7 +252,7 @@ int main(int argc, char** argv) {
       "of the bytes sent.",
       absl::StrFormat("Data: Fashion-MNIST, label-Dirichlet alpha %.2f shards; "
                       "%d local steps per round; base model accuracy %.2f%%.",
-                      config.alpha, config.local_steps, 100 * base_accuracy),
+                      config.alpha, config.local_steps, 100 * *base_accuracy),
       absl::StrFormat("Time to target: first evaluation at or above %.2f%%.",
                       100 * target),
       problems.empty() ? "Consistency checks: all records consistent."

@@ -389,6 +389,7 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
     const double accuracy = Num(r, "accuracy", -1);
     if (accuracy < 0) continue;
     s.final_accuracy = accuracy;
+    s.best_accuracy = std::max(s.best_accuracy, accuracy);
     if (s.time_to_target_s < 0 && accuracy >= target_accuracy) {
       s.time_to_target_s = t;
     }
@@ -477,7 +478,8 @@ std::string SummaryJson(const std::vector<StrategySummary>& summaries,
                         const ReportInfo& info) {
   nlohmann::json out = {{"title", info.title},
                         {"notes", info.notes},
-                        {"target_accuracy", info.target_accuracy}};
+                        {"target_accuracy", info.target_accuracy},
+                        {"base_accuracy", info.base_accuracy}};
   nlohmann::json list = nlohmann::json::array();
   for (const StrategySummary& s : summaries) {
     nlohmann::json links = nlohmann::json::object();
@@ -490,6 +492,7 @@ std::string SummaryJson(const std::vector<StrategySummary>& summaries,
     list.push_back({{"strategy", s.name},
                     {"rounds", s.rounds},
                     {"final_accuracy", s.final_accuracy},
+                    {"best_accuracy", s.best_accuracy},
                     {"time_to_target_s", s.time_to_target_s},
                     {"wall_s", s.wall_s},
                     {"mean_prune_ratio", s.mean_prune_ratio},

@@ -48,6 +48,7 @@ struct StrategySummary {
   std::string name;
   int64_t rounds = 0;            // Committed rounds.
   double final_accuracy = -1;    // Of the last evaluated round.
+  double best_accuracy = -1;     // Of any evaluated round.
   double time_to_target_s = -1;  // -1: never reached.
   double wall_s = 0;             // Start to the last round's close.
   double mean_prune_ratio = 0;   // Over accepted updates.
@@ -68,6 +69,7 @@ struct ReportInfo {
   std::string title;
   std::vector<std::string> notes;  // How it ran (emulation modes, ...).
   double target_accuracy = 0;
+  double base_accuracy = -1;  // Before any round, on the same images.
 };
 
 std::string SummaryJson(const std::vector<StrategySummary>& summaries,

@@ -23,8 +23,8 @@ trap 'rm -rf "$work"' EXIT
 python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
-base = json.load(open(f"{work}/base/metrics.json"))["test_accuracy"]
 summary = json.load(open(f"{work}/sim/summary.json"))
+base = summary["base_accuracy"]  # On the same evaluation images.
 s = summary["strategies"][0]
 print(f"base accuracy {base:.4f}, final {s['final_accuracy']:.4f}")
 assert s["rounds"] == 3, s
