@@ -244,12 +244,8 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
     return absl::OutOfRangeError(absl::StrCat("the federation finished after ",
                                               options_.rounds, " rounds"));
   }
-  auto device = devices_.find(device_id);
-  if (device == devices_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("device ", device_id, " is not registered"));
-  }
-  device->second.last_seen = now;
+  absl::StatusOr<Device*> device = Touch(device_id, now);
+  if (!device.ok()) return device.status();
   if (!round_ || round_->participants.count(device_id) == 0) {
     return absl::UnavailableError(absl::StrCat(
         "device ", device_id, " is not in round ", next_round_, "; retry"));
@@ -268,7 +264,7 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
   // A dropped device that comes back while the round is open resumes it.
   participant.stage = Stage::kInvited;
   if (participant.task) return *participant.task;
-  return MakeTask(device_id, device->second, participant, now);
+  return MakeTask(device_id, **device, participant, now);
 }
 
 absl::Status Engine::ValidateUpdate(const Participant& participant,
@@ -310,12 +306,8 @@ absl::Status Engine::ValidateUpdate(const Participant& participant,
 absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   absl::MutexLock lock(&mu_);
   const std::string& id = submission.device_id;
-  auto device = devices_.find(id);
-  if (device == devices_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("device ", id, " is not registered"));
-  }
-  device->second.last_seen = now;
+  absl::StatusOr<Device*> device = Touch(id, now);
+  if (!device.ok()) return device.status();
   if (!round_ || submission.round != round_->number) {
     return absl::FailedPreconditionError(absl::StrCat(
         "round ", submission.round,
@@ -357,7 +349,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   participant.report.update = NamedTensors();
   participant.report.importance = NamedTensors();
   const double elapsed = absl::ToDoubleSeconds(now - participant.task->issued);
-  double& expected = device->second.expected_seconds;
+  double& expected = (*device)->expected_seconds;
   expected = expected < 0 ? elapsed : 0.7 * expected + 0.3 * elapsed;
   ++round_->accepted;
   if (round_->accepted >= round_->target) return CloseRound(now);
@@ -367,12 +359,8 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
 absl::StatusOr<bool> Engine::Heartbeat(const std::string& device_id,
                                        absl::Time now) {
   absl::MutexLock lock(&mu_);
-  auto device = devices_.find(device_id);
-  if (device == devices_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("device ", device_id, " is not registered"));
-  }
-  device->second.last_seen = now;
+  absl::StatusOr<Device*> device = Touch(device_id, now);
+  if (!device.ok()) return device.status();
   if (!round_) return false;
   auto it = round_->participants.find(device_id);
   return it != round_->participants.end() &&
@@ -392,12 +380,8 @@ absl::Status Engine::Decline(const std::string& device_id, int64_t round,
                              const std::string& nonce,
                              const std::string& reason, absl::Time now) {
   absl::MutexLock lock(&mu_);
-  auto device = devices_.find(device_id);
-  if (device == devices_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("device ", device_id, " is not registered"));
-  }
-  device->second.last_seen = now;
+  absl::StatusOr<Device*> device = Touch(device_id, now);
+  if (!device.ok()) return device.status();
   if (!round_ || round != round_->number) {
     return absl::FailedPreconditionError(
         absl::StrCat("round ", round, " is not open"));
@@ -416,6 +400,17 @@ absl::Status Engine::Decline(const std::string& device_id, int64_t round,
             << reason;
   it->second.stage = Stage::kDeclined;
   return absl::OkStatus();
+}
+
+absl::StatusOr<Engine::Device*> Engine::Touch(const std::string& device_id,
+                                              absl::Time now) {
+  auto device = devices_.find(device_id);
+  if (device == devices_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("device ", device_id, " is not registered"));
+  }
+  device->second.last_seen = now;
+  return &device->second;
 }
 
 bool Engine::AllDone() const {

@@ -296,6 +296,9 @@ class Engine {
   void Play(const std::string& device_id, const strategies::Arm& arm,
             double reward) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The registered device, marked seen at `now`; NotFound if unknown.
+  absl::StatusOr<Device*> Touch(const std::string& device_id, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   State SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::unique_ptr<GlobalModel> global_ ABSL_PT_GUARDED_BY(mu_);
