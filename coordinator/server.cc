@@ -57,12 +57,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     absl::StatusOr<model::Dataset> test =
         model::LoadFashionMnist(c.data_dir, model::Split::kTest);
     if (!test.ok()) return test.status();
-    s.test_ = std::move(*test);
-    if (c.eval_examples > 0 && c.eval_examples < s.test_.size()) {
-      std::vector<int64_t> first(c.eval_examples);
-      for (int64_t i = 0; i < c.eval_examples; ++i) first[i] = i;
-      s.test_ = *model::Subset(s.test_, first);
-    }
+    s.test_ = model::Head(*test, c.eval_examples);
   }
 
   // The base is served from memory as safetensors; its digest is the

@@ -31,6 +31,15 @@ absl::StatusOr<Dataset> Subset(const Dataset& data,
   return out;
 }
 
+Dataset Head(const Dataset& data, int64_t n) {
+  if (n <= 0 || n >= data.size()) return data;
+  Dataset out;
+  out.inputs = data.inputs.narrow(0, 0, n);
+  out.targets = data.targets.narrow(0, 0, n);
+  out.num_classes = data.num_classes;
+  return out;
+}
+
 std::vector<int64_t> Labels(const Dataset& data) {
   const at::Tensor t = data.targets.to(torch::kLong).contiguous();
   const int64_t* p = t.data_ptr<int64_t>();

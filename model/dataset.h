@@ -32,6 +32,10 @@ struct Dataset {
 absl::StatusOr<Dataset> Subset(const Dataset& data,
                                absl::Span<const int64_t> indices);
 
+// The first `n` samples (all of them if n <= 0 or n >= size), sharing
+// storage with `data`: the coordinator's evaluation set and its twins.
+Dataset Head(const Dataset& data, int64_t n);
+
 // The classification labels as a vector (for partitioners).
 std::vector<int64_t> Labels(const Dataset& data);
 

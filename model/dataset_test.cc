@@ -40,6 +40,20 @@ void WriteGzip(const std::string& path, const std::string& bytes) {
   ASSERT_EQ(gzclose(f), Z_OK);
 }
 
+TEST(DatasetTest, HeadIsTheFirstSamplesOrAll) {
+  Dataset data;
+  data.inputs = torch::arange(10, torch::kFloat32).reshape({5, 2});
+  data.targets = torch::arange(5, torch::kLong);
+  data.num_classes = 5;
+  const Dataset head = Head(data, 3);
+  EXPECT_EQ(head.size(), 3);
+  EXPECT_TRUE(torch::equal(head.targets, torch::arange(3, torch::kLong)));
+  EXPECT_TRUE(torch::equal(head.inputs, data.inputs.narrow(0, 0, 3)));
+  EXPECT_EQ(head.num_classes, 5);
+  EXPECT_EQ(Head(data, 0).size(), 5);
+  EXPECT_EQ(Head(data, 9).size(), 5);
+}
+
 TEST(FashionMnistTest, ParsesImagesAndLabels) {
   absl::StatusOr<Dataset> data =
       ParseFashionMnist(Images(3), LabelBytes({0, 9, 4}));

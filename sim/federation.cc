@@ -57,17 +57,6 @@ std::string Tail(const std::string& path, size_t bytes = 2000) {
   return text.size() > bytes ? text.substr(text.size() - bytes) : text;
 }
 
-double Field(const Row& row, const std::string& column) {
-  double value = 0;
-  auto it = row.find(column);
-  return it != row.end() && absl::SimpleAtod(it->second, &value) ? value : 0;
-}
-
-std::string Text(const Row& row, const std::string& column) {
-  auto it = row.find(column);
-  return it == row.end() ? "" : it->second;
-}
-
 // Prints a line per round as rounds.csv grows: accuracy, participation and
 // the slowest device's phases (from clients.csv).
 class ProgressPrinter {
@@ -92,22 +81,22 @@ class ProgressPrinter {
     for (; printed_ < rounds->size(); ++printed_) {
       const Row& r = (*rounds)[printed_];
       std::string line = absl::StrFormat(
-          "[%s] round %s/%d: %s/%s updates", strategy_, Text(r, "round"),
-          rounds_, Text(r, "accepted"), Text(r, "invited"));
-      if (r.count("accuracy") && !Text(r, "accuracy").empty()) {
+          "[%s] round %s/%d: %s/%s updates", strategy_, RowText(r, "round"),
+          rounds_, RowText(r, "accepted"), RowText(r, "invited"));
+      if (r.count("accuracy") && !RowText(r, "accuracy").empty()) {
         absl::StrAppendFormat(&line, ", accuracy %.2f%%",
-                              100 * Field(r, "accuracy"));
+                              100 * RowNumber(r, "accuracy"));
       }
-      absl::StrAppendFormat(&line, ", %.1f s", Field(r, "round_s"));
+      absl::StrAppendFormat(&line, ", %.1f s", RowNumber(r, "round_s"));
       const Row* slowest = nullptr;
       static const std::vector<Row> kNone;
       for (const Row& c : clients.ok() ? *clients : kNone) {
-        if (Text(c, "round") != Text(r, "round") ||
-            Text(c, "status") != "accepted") {
+        if (RowText(c, "round") != RowText(r, "round") ||
+            RowText(c, "status") != "accepted") {
           continue;
         }
         if (slowest == nullptr ||
-            Field(c, "elapsed_s") > Field(*slowest, "elapsed_s")) {
+            RowNumber(c, "elapsed_s") > RowNumber(*slowest, "elapsed_s")) {
           slowest = &c;
         }
       }
@@ -117,9 +106,10 @@ class ProgressPrinter {
             &line,
             "; slowest %s (%s, %s, p=%.2f r=%s): down %.2f + train %.2f + up "
             "%.2f s",
-            Text(c, "device"), profiles_[Text(c, "device")], Text(c, "link"),
-            Field(c, "prune_ratio"), Text(c, "rank"), Field(c, "download_s"),
-            Field(c, "train_s"), Field(c, "upload_s"));
+            RowText(c, "device"), profiles_[RowText(c, "device")],
+            RowText(c, "link"), RowNumber(c, "prune_ratio"), RowText(c, "rank"),
+            RowNumber(c, "download_s"), RowNumber(c, "train_s"),
+            RowNumber(c, "upload_s"));
       }
       std::fprintf(out_, "%s\n", line.c_str());
       std::fflush(out_);

@@ -96,14 +96,8 @@ absl::StatusOr<double> BaseAccuracy(const std::string& base_dir,
       data_dir.empty() ? fedge::model::kFashionMnistDir : data_dir,
       fedge::model::Split::kTest);
   if (!test.ok()) return test.status();
-  if (examples > 0 && examples < test->size()) {
-    std::vector<int64_t> first(examples);
-    for (int64_t i = 0; i < examples; ++i) first[i] = i;
-    test = fedge::model::Subset(*test, first);
-    if (!test.ok()) return test.status();
-  }
   absl::StatusOr<fedge::model::EvalResult> eval =
-      fedge::model::Evaluate(**base, *test);
+      fedge::model::Evaluate(**base, fedge::model::Head(*test, examples));
   if (!eval.ok()) return eval.status();
   return eval->accuracy;
 }

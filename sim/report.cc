@@ -19,18 +19,13 @@
 namespace fedge::sim {
 namespace {
 
-double Num(const Row& row, const std::string& column, double fallback = 0) {
-  auto it = row.find(column);
-  double value = 0;
-  if (it == row.end() || !absl::SimpleAtod(it->second, &value)) {
-    return fallback;
-  }
-  return value;
-}
-
-std::string Get(const Row& row, const std::string& column) {
-  auto it = row.find(column);
-  return it == row.end() ? "" : it->second;
+// Adds an accepted client row's phase times to `p`.
+void AddPhases(PhaseShares& p, const Row& c) {
+  p.download += RowNumber(c, "download_s");
+  p.train += RowNumber(c, "train_s");
+  p.upload += RowNumber(c, "upload_s");
+  p.wait += RowNumber(c, "wait_s");
+  ++p.rows;
 }
 
 std::string Escape(absl::string_view text) {
@@ -121,9 +116,9 @@ std::vector<std::pair<double, double>> AccuracyCurve(const StrategyRun& run) {
   std::vector<std::pair<double, double>> points;
   if (run.base_accuracy >= 0) points.push_back({0, run.base_accuracy});
   for (const Row& r : run.rounds) {
-    const double accuracy = Num(r, "accuracy", -1);
-    if (Get(r, "committed") != "1" || accuracy < 0) continue;
-    points.push_back({Num(r, "unix_time") - run.start_unix, accuracy});
+    const double accuracy = RowNumber(r, "accuracy", -1);
+    if (RowText(r, "committed") != "1" || accuracy < 0) continue;
+    points.push_back({RowNumber(r, "unix_time") - run.start_unix, accuracy});
   }
   return points;
 }
@@ -173,19 +168,16 @@ std::string BreakdownChart(const StrategyRun& run) {
   std::map<std::string, std::map<int64_t, PhaseShares>> by_link;
   std::map<int64_t, double> aggregate;
   for (const Row& r : run.rounds) {
-    if (Get(r, "committed") == "1") {
-      aggregate[static_cast<int64_t>(Num(r, "round"))] = Num(r, "aggregate_s");
+    if (RowText(r, "committed") == "1") {
+      aggregate[static_cast<int64_t>(RowNumber(r, "round"))] =
+          RowNumber(r, "aggregate_s");
     }
   }
   for (const Row& c : run.clients) {
-    if (Get(c, "status") != "accepted") continue;
-    PhaseShares& p =
-        by_link[Get(c, "link")][static_cast<int64_t>(Num(c, "round"))];
-    p.download += Num(c, "download_s");
-    p.train += Num(c, "train_s");
-    p.upload += Num(c, "upload_s");
-    p.wait += Num(c, "wait_s");
-    ++p.rows;
+    if (RowText(c, "status") != "accepted") continue;
+    AddPhases(by_link[RowText(c, "link")]
+                     [static_cast<int64_t>(RowNumber(c, "round"))],
+              c);
   }
   std::string out;
   const char* names[] = {"download", "train", "upload", "wait", "aggregate"};
@@ -243,10 +235,10 @@ std::string ArmsChart(const StrategyRun& run) {
   int64_t last_round = 0;
   std::map<std::pair<std::string, int64_t>, const Row*> cells;
   for (const Row& c : run.clients) {
-    const int64_t round = static_cast<int64_t>(Num(c, "round"));
-    devices.insert(Get(c, "device"));
+    const int64_t round = static_cast<int64_t>(RowNumber(c, "round"));
+    devices.insert(RowText(c, "device"));
     last_round = std::max(last_round, round);
-    cells[{Get(c, "device"), round}] = &c;
+    cells[{RowText(c, "device"), round}] = &c;
   }
   const double cell = 28, left = 150, top = 30;
   std::string s = absl::StrFormat(
@@ -278,9 +270,9 @@ std::string ArmsChart(const StrategyRun& run) {
       auto it = cells.find({device, r});
       if (it == cells.end()) continue;
       const Row& c = *it->second;
-      const double ratio = Num(c, "arm_prune_ratio");
+      const double ratio = RowNumber(c, "arm_prune_ratio");
       const int shade = static_cast<int>(255 - 200 * std::min(1.0, ratio));
-      const bool accepted = Get(c, "status") == "accepted";
+      const bool accepted = RowText(c, "status") == "accepted";
       absl::StrAppendFormat(
           &s,
           "<rect class=\"arm\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
@@ -288,9 +280,9 @@ std::string ArmsChart(const StrategyRun& run) {
           "round %d: prune %.2f rank %s (%s)</title></rect><text x=\"%.1f\" "
           "y=\"%.1f\" text-anchor=\"middle\">%s</text>",
           left + cell * (r - 1) + 1, y + 1, cell - 2, cell - 2, shade, shade,
-          accepted ? "#fff" : "#000", Escape(device), r, ratio, Get(c, "rank"),
-          Get(c, "status"), left + cell * (r - 0.5), y + cell / 2 + 4,
-          Get(c, "rank"));
+          accepted ? "#fff" : "#000", Escape(device), r, ratio,
+          RowText(c, "rank"), RowText(c, "status"), left + cell * (r - 0.5),
+          y + cell / 2 + 4, RowText(c, "rank"));
     }
   }
   absl::StrAppendFormat(
@@ -304,9 +296,9 @@ std::string ArmsChart(const StrategyRun& run) {
 std::string MemoryChart(const StrategyRun& run) {
   std::map<std::string, double> peak;
   for (const Row& c : run.clients) {
-    if (Get(c, "status") != "accepted") continue;
-    double& p = peak[Get(c, "device")];
-    p = std::max(p, Num(c, "peak_rss_mb"));
+    if (RowText(c, "status") != "accepted") continue;
+    double& p = peak[RowText(c, "device")];
+    p = std::max(p, RowNumber(c, "peak_rss_mb"));
   }
   Frame f;
   f.w = 640;
@@ -342,6 +334,18 @@ std::string Seconds(double s) {
 }
 
 }  // namespace
+
+std::string RowText(const Row& row, const std::string& column) {
+  auto it = row.find(column);
+  return it == row.end() ? "" : it->second;
+}
+
+double RowNumber(const Row& row, const std::string& column, double fallback) {
+  double value = 0;
+  auto it = row.find(column);
+  return it != row.end() && absl::SimpleAtod(it->second, &value) ? value
+                                                                 : fallback;
+}
 
 double PhaseShares::upload_share() const {
   const double total = download + train + upload + wait;
@@ -382,11 +386,11 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
   StrategySummary s;
   s.name = run.name;
   for (const Row& r : run.rounds) {
-    if (Get(r, "committed") != "1") continue;
+    if (RowText(r, "committed") != "1") continue;
     ++s.rounds;
-    const double t = Num(r, "unix_time") - run.start_unix;
+    const double t = RowNumber(r, "unix_time") - run.start_unix;
     s.wall_s = std::max(s.wall_s, t);
-    const double accuracy = Num(r, "accuracy", -1);
+    const double accuracy = RowNumber(r, "accuracy", -1);
     if (accuracy < 0) continue;
     s.final_accuracy = accuracy;
     s.best_accuracy = std::max(s.best_accuracy, accuracy);
@@ -396,18 +400,13 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
   }
   int64_t accepted = 0;
   for (const Row& c : run.clients) {
-    if (Get(c, "status") != "accepted") continue;
+    if (RowText(c, "status") != "accepted") continue;
     ++accepted;
-    s.mean_prune_ratio += Num(c, "prune_ratio");
-    s.mean_rank += Num(c, "rank");
-    s.bytes_up += static_cast<int64_t>(Num(c, "bytes_up"));
-    s.bytes_down += static_cast<int64_t>(Num(c, "bytes_down"));
-    PhaseShares& p = s.by_link[Get(c, "link")];
-    p.download += Num(c, "download_s");
-    p.train += Num(c, "train_s");
-    p.upload += Num(c, "upload_s");
-    p.wait += Num(c, "wait_s");
-    ++p.rows;
+    s.mean_prune_ratio += RowNumber(c, "prune_ratio");
+    s.mean_rank += RowNumber(c, "rank");
+    s.bytes_up += static_cast<int64_t>(RowNumber(c, "bytes_up"));
+    s.bytes_down += static_cast<int64_t>(RowNumber(c, "bytes_down"));
+    AddPhases(s.by_link[RowText(c, "link")], c);
   }
   if (accepted > 0) {
     s.mean_prune_ratio /= accepted;
@@ -426,49 +425,50 @@ std::vector<std::string> CheckConsistency(const StrategyRun& run) {
   std::vector<std::string> problems;
   std::map<int64_t, double> round_s;
   for (const Row& r : run.rounds) {
-    const double accuracy = Num(r, "accuracy", 0);
+    const double accuracy = RowNumber(r, "accuracy", 0);
     if (accuracy < 0 || accuracy > 1) {
-      problems.push_back(absl::StrCat("round ", Get(r, "round"), ": accuracy ",
-                                      Get(r, "accuracy")));
+      problems.push_back(absl::StrCat("round ", RowText(r, "round"),
+                                      ": accuracy ", RowText(r, "accuracy")));
     }
-    round_s[static_cast<int64_t>(Num(r, "round"))] = Num(r, "round_s");
+    round_s[static_cast<int64_t>(RowNumber(r, "round"))] =
+        RowNumber(r, "round_s");
   }
   for (const Row& c : run.clients) {
-    if (Get(c, "status") != "accepted") continue;
+    if (RowText(c, "status") != "accepted") continue;
     const std::string where =
-        absl::StrCat("round ", Get(c, "round"), " ", Get(c, "device"));
-    const double phases =
-        Num(c, "download_s") + Num(c, "train_s") + Num(c, "upload_s");
-    const double elapsed = Num(c, "elapsed_s");
+        absl::StrCat("round ", RowText(c, "round"), " ", RowText(c, "device"));
+    const double phases = RowNumber(c, "download_s") + RowNumber(c, "train_s") +
+                          RowNumber(c, "upload_s");
+    const double elapsed = RowNumber(c, "elapsed_s");
     if (phases > elapsed * 1.05 + 0.05) {
       problems.push_back(absl::StrFormat(
           "%s: download + train + upload = %.3f s > elapsed %.3f s", where,
           phases, elapsed));
     }
-    const double round = round_s[static_cast<int64_t>(Num(c, "round"))];
-    const double total = elapsed + Num(c, "wait_s");
+    const double round = round_s[static_cast<int64_t>(RowNumber(c, "round"))];
+    const double total = elapsed + RowNumber(c, "wait_s");
     if (std::abs(total - round) > 0.1 * round + 0.5) {
       problems.push_back(
           absl::StrFormat("%s: elapsed + wait = %.3f s, the round took %.3f s",
                           where, total, round));
     }
-    if (Num(c, "bytes_up") <= 0 || Num(c, "bytes_down") <= 0) {
+    if (RowNumber(c, "bytes_up") <= 0 || RowNumber(c, "bytes_down") <= 0) {
       problems.push_back(where + ": no bytes recorded");
     }
-    auto reports = run.device_reports.find(Get(c, "device"));
+    auto reports = run.device_reports.find(RowText(c, "device"));
     if (reports == run.device_reports.end()) continue;
     const Row* own = nullptr;
     for (const Row& r : reports->second) {
-      if (Get(r, "round") == Get(c, "round")) own = &r;
+      if (RowText(r, "round") == RowText(c, "round")) own = &r;
     }
     if (own == nullptr) {
       problems.push_back(where + ": the device reported no such round");
-    } else if (Get(*own, "bytes_up") != Get(c, "bytes_up") ||
-               Get(*own, "bytes_down") != Get(c, "bytes_down")) {
+    } else if (RowText(*own, "bytes_up") != RowText(c, "bytes_up") ||
+               RowText(*own, "bytes_down") != RowText(c, "bytes_down")) {
       problems.push_back(absl::StrCat(
-          where, ": coordinator recorded ", Get(c, "bytes_down"), "/",
-          Get(c, "bytes_up"), " bytes down/up, the device counted ",
-          Get(*own, "bytes_down"), "/", Get(*own, "bytes_up")));
+          where, ": coordinator recorded ", RowText(c, "bytes_down"), "/",
+          RowText(c, "bytes_up"), " bytes down/up, the device counted ",
+          RowText(*own, "bytes_down"), "/", RowText(*own, "bytes_up")));
     }
   }
   return problems;

@@ -16,6 +16,12 @@ namespace fedge::sim {
 // One row of a CSV file by column name.
 using Row = std::map<std::string, std::string>;
 
+// A row's field as text ("" if absent) or as a number (`fallback` if
+// absent or not a number).
+std::string RowText(const Row& row, const std::string& column);
+double RowNumber(const Row& row, const std::string& column,
+                 double fallback = 0);
+
 // One strategy's federation as the coordinator recorded it.
 struct StrategyRun {
   std::string name;           // "fedspine", "fixed p=0.3 r=8", ...

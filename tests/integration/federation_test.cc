@@ -63,10 +63,7 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio) {
   EXPECT_TRUE(train.ok()) << train.status();
   auto test =
       model::LoadFashionMnist(model::kFashionMnistDir, model::Split::kTest);
-  std::vector<int64_t> first(1000);
-  for (int64_t i = 0; i < 1000; ++i) first[i] = i;
-  f.base_accuracy =
-      model::Evaluate(*base, *model::Subset(*test, first))->accuracy;
+  f.base_accuracy = model::Evaluate(*base, model::Head(*test, 1000))->accuracy;
 
   coordinator::ServerConfig config;
   config.base_dir = f.dir + "/base";
