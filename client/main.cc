@@ -2,6 +2,7 @@
 // fine-tunes on local data every round until the federation finishes.
 // Every flag is in --help; --flagfile=FILE reads them from a file (see
 // deploy/client.flags).
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 
@@ -64,9 +65,13 @@ ABSL_FLAG(bool, benchmark, true, "Time a short matmul at registration.");
 
 namespace {
 
-fedge::client::Participant* g_participant = nullptr;
+// A signal that arrives before the participant exists (while the shard
+// loads) is remembered and honoured as soon as it does.
+std::atomic<fedge::client::Participant*> g_participant{nullptr};
+std::atomic<bool> g_stop_requested{false};
 extern "C" void OnSignal(int) {
-  if (g_participant != nullptr) g_participant->Stop();
+  g_stop_requested = true;
+  if (fedge::client::Participant* p = g_participant.load()) p->Stop();
 }
 
 int Fail(const absl::Status& status) {
@@ -77,6 +82,8 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
   absl::SetProgramUsageMessage(
       "Runs a fedge client on an edge device.\nUsage: fedge-client "
       "--device_id=ID --coordinator=HOST:PORT [--flag=value...]");
@@ -176,8 +183,7 @@ int main(int argc, char** argv) {
     };
   }
   g_participant = &participant;
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
+  if (g_stop_requested) return 0;  // SIGTERM while starting up.
   const absl::Status status = participant.Run();
   g_participant = nullptr;
   if (absl::IsCancelled(status)) return 0;  // SIGTERM: a clean stop.

@@ -49,10 +49,14 @@ expect "coordinator unreachable" --device_id=a --insecure \
   --coordinator=127.0.0.1:1 --give_up_after_s=2 --benchmark=false --quiet
 
 # SIGTERM while retrying with back-off: a clean exit (0) within seconds.
+# Wait (up to 60 s: startup is slow under sanitizers) until it is retrying.
 "$bin/fedge-client" --device_id=a --insecure --coordinator=127.0.0.1:1 \
-  --give_up_after_s=600 --benchmark=false --quiet 2>/dev/null &
+  --give_up_after_s=600 --benchmark=false --quiet 2>"$work/backoff.log" &
 pid=$!
-sleep 2
+for _ in $(seq 600); do
+  grep -q "retrying in" "$work/backoff.log" && break
+  sleep 0.1
+done
 start=$(date +%s)
 kill -TERM $pid
 wait $pid
