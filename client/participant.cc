@@ -9,17 +9,12 @@
 #include "absl/strings/str_format.h"
 #include <glog/logging.h>
 #include <nlohmann/json.hpp>
-#include <torch/types.h>
 
 #include "client/device_probe.h"
-#include "lora/lora.h"
-#include "model/checkpoint.h"
+#include "client/local_round.h"
 #include "model/file_io.h"
 #include "model/safetensors.h"
 #include "model/trainer.h"
-#include "pruning/importance.h"
-#include "pruning/plan.h"
-#include "strategies/schedule.h"
 #include "transport/sha256.h"
 #include "transport/status_convert.h"
 #include "transport/task_proto.h"
@@ -255,63 +250,17 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.bytes_down = down.bytes;
   report.transfer_resumes = down.resumes;
 
-  // 2. The physically pruned sub-model.
+  // 2-3. The physically pruned sub-model, trained locally.
   enter("build");
-  auto phase = Clock::now();
-  const pruning::PruningPlan plan = transport::PlanFromProto(task.plan());
-  absl::StatusOr<model::Model> sub =
-      pruning::LoadPrunedModel(registration_.model_config_json(), plan, *base_);
-  if (!sub.ok()) return sub.status();
-  model::ModelImpl& net = **sub;
-  std::unique_ptr<pruning::LoraGradientScorer> scorer;
-  if (task.dense()) {
-    if (absl::Status s = model::LoadWeights(net, *payload); !s.ok()) return s;
-  } else {
-    lora::LoraOptions lora;
-    lora.rank = task.lora().rank();
-    lora.alpha = task.lora().alpha();
-    lora.dropout = task.lora().dropout();
-    lora.target_modules.assign(task.lora().target_modules().begin(),
-                               task.lora().target_modules().end());
-    if (absl::StatusOr<std::vector<std::string>> injected =
-            lora::Inject(net, lora);
-        !injected.ok()) {
-      return injected.status();
-    }
-    if (absl::Status s = lora::LoadAdapters(net, *payload); !s.ok()) return s;
-    absl::StatusOr<std::unique_ptr<pruning::LoraGradientScorer>> created =
-        pruning::LoraGradientScorer::Create(&net);
-    if (!created.ok()) return created.status();
-    scorer = std::move(*created);
-  }
-  report.build_s = Since(phase);
-
-  // 3. Local training.
-  enter("train");
-  phase = Clock::now();
-  const v1::TrainConfig& t = task.train();
-  model::TrainOptions train;
-  train.epochs = t.epochs();
-  train.max_steps = t.max_steps();
-  train.batch_size = t.batch_size();
-  train.learning_rate = t.learning_rate();
-  train.weight_decay = t.weight_decay();
-  train.max_grad_norm = t.max_grad_norm();
-  train.seed = t.seed();
-  train.progress_every = 10;
-  std::function<void()> prox;
-  if (t.fedprox_mu() > 0) {
-    absl::StatusOr<std::function<void()>> hook =
-        strategies::FedProxHook(net, t.fedprox_mu());
-    if (!hook.ok()) return hook.status();
-    prox = *hook;
-  }
-  pruning::LoraGradientScorer* scorer_ptr = scorer.get();
-  train.after_backward = [scorer_ptr, &prox] {
-    if (scorer_ptr != nullptr) scorer_ptr->Update();
-    if (prox) prox();
+  client::LocalHooks hooks;
+  // Refuse a task that would not fit rather than be killed by the OS.
+  hooks.admit = [&](int64_t estimated_bytes) {
+    report.estimated_peak_bytes = RssBytes() + estimated_bytes;
+    return options_.memory_budget_bytes <= 0 ||
+           report.estimated_peak_bytes <= options_.memory_budget_bytes;
   };
-  train.on_progress = [&](const model::TrainProgress& p) {
+  hooks.on_train_start = [&] { enter("train"); };
+  hooks.on_progress = [&](const model::TrainProgress& p) {
     const double fraction =
         p.total_steps > 0 ? static_cast<double>(p.step) / p.total_steps : 0;
     Heartbeat(task.round(), "train", fraction);
@@ -319,31 +268,27 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
         absl::StrFormat("round %d train %3.0f%% loss %.4f", task.round(),
                         100 * fraction, p.loss));
   };
-  // Refuse a task that would not fit rather than be killed by the OS.
-  report.estimated_peak_bytes =
-      RssBytes() +
-      model::EstimateTrainingBytes(net, data_.inputs.narrow(0, 0, 1), train);
-  if (options_.memory_budget_bytes > 0 &&
-      report.estimated_peak_bytes > options_.memory_budget_bytes) {
+  absl::StatusOr<LocalResult> local = TrainLocally(
+      task, registration_.model_config_json(), *base_, *payload, data_, hooks);
+  if (!local.ok()) return local.status();
+  if (local->declined) {
     if (absl::Status s = Decline(task, report.estimated_peak_bytes); !s.ok()) {
       return s;
     }
     report.declined = true;
     return report;
   }
-  absl::StatusOr<model::TrainResult> trained = model::Train(net, data_, train);
-  if (!trained.ok()) return trained.status();
-  report.train_s = Since(phase);
-  report.examples = data_.size();
-  report.loss_before = trained->first_loss;
-  report.loss_after = trained->final_loss;
+  report.build_s = local->build_s;
+  report.train_s = local->train_s;
+  report.examples = local->examples;
+  report.loss_before = local->loss_before;
+  report.loss_after = local->loss_after;
   if (stop_) return absl::CancelledError("stopped after training");
 
   // 4. Encode the update.
   enter("encode");
-  phase = Clock::now();
-  const model::NamedTensors update =
-      task.dense() ? model::CopyWeights(net) : lora::ExtractAdapters(net);
+  const auto phase = Clock::now();
+  const model::NamedTensors& update = local->update;
   transport::CodecOptions codec;
   codec.codec = transport::CodecFromProto(task.upload_codec());
   codec.zstd = task.upload_compression() == v1::COMPRESSION_ZSTD;
@@ -395,17 +340,9 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   timings->set_raw_bytes_down(report.bytes_down);
   timings->set_raw_bytes_up(report.raw_bytes_up);
   timings->set_peak_rss_bytes(report.peak_rss_bytes);
-  if (scorer != nullptr && scorer->updates() > 0) {
-    model::NamedTensors importance;
-    const pruning::GroupScores& scores = scorer->scores();
-    for (size_t b = 0; b < scores.heads.size(); ++b) {
-      importance.insert(absl::StrCat("heads.", b),
-                        scores.heads[b].to(torch::kFloat32));
-      importance.insert(absl::StrCat("channels.", b),
-                        scores.channels[b].to(torch::kFloat32));
-    }
+  if (!local->importance.is_empty()) {
     if (absl::Status s =
-            transport::ToProto(importance, r->mutable_importance());
+            transport::ToProto(local->importance, r->mutable_importance());
         !s.ok()) {
       return s;
     }

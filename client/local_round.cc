@@ -1,0 +1,117 @@
+#include "client/local_round.h"
+
+#include <chrono>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include <torch/types.h>
+
+#include "lora/lora.h"
+#include "model/checkpoint.h"
+#include "pruning/importance.h"
+#include "pruning/plan.h"
+#include "strategies/schedule.h"
+#include "transport/task_proto.h"
+
+namespace fedge::client {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
+                                         const std::string& model_config_json,
+                                         const model::SafetensorsReader& base,
+                                         const model::NamedTensors& payload,
+                                         const model::Dataset& data,
+                                         const LocalHooks& hooks) {
+  LocalResult result;
+  auto phase = Clock::now();
+  const pruning::PruningPlan plan = transport::PlanFromProto(task.plan());
+  absl::StatusOr<model::Model> sub =
+      pruning::LoadPrunedModel(model_config_json, plan, base);
+  if (!sub.ok()) return sub.status();
+  model::ModelImpl& net = **sub;
+  std::unique_ptr<pruning::LoraGradientScorer> scorer;
+  if (task.dense()) {
+    if (absl::Status s = model::LoadWeights(net, payload); !s.ok()) return s;
+  } else {
+    lora::LoraOptions lora;
+    lora.rank = task.lora().rank();
+    lora.alpha = task.lora().alpha();
+    lora.dropout = task.lora().dropout();
+    lora.target_modules.assign(task.lora().target_modules().begin(),
+                               task.lora().target_modules().end());
+    if (absl::StatusOr<std::vector<std::string>> injected =
+            lora::Inject(net, lora);
+        !injected.ok()) {
+      return injected.status();
+    }
+    if (absl::Status s = lora::LoadAdapters(net, payload); !s.ok()) return s;
+    absl::StatusOr<std::unique_ptr<pruning::LoraGradientScorer>> created =
+        pruning::LoraGradientScorer::Create(&net);
+    if (!created.ok()) return created.status();
+    scorer = std::move(*created);
+  }
+  result.build_s = Since(phase);
+
+  const v1::TrainConfig& t = task.train();
+  model::TrainOptions train;
+  train.epochs = t.epochs();
+  train.max_steps = t.max_steps();
+  train.batch_size = t.batch_size();
+  train.learning_rate = t.learning_rate();
+  train.weight_decay = t.weight_decay();
+  train.max_grad_norm = t.max_grad_norm();
+  train.seed = t.seed();
+  train.progress_every = 10;
+  std::function<void()> prox;
+  if (t.fedprox_mu() > 0) {
+    absl::StatusOr<std::function<void()>> hook =
+        strategies::FedProxHook(net, t.fedprox_mu());
+    if (!hook.ok()) return hook.status();
+    prox = *hook;
+  }
+  pruning::LoraGradientScorer* scorer_ptr = scorer.get();
+  train.after_backward = [scorer_ptr, &prox] {
+    if (scorer_ptr != nullptr) scorer_ptr->Update();
+    if (prox) prox();
+  };
+  train.on_progress = hooks.on_progress;
+  if (data.size() == 0) {
+    return absl::InvalidArgumentError("the local dataset is empty");
+  }
+  result.estimated_bytes =
+      model::EstimateTrainingBytes(net, data.inputs.narrow(0, 0, 1), train);
+  if (hooks.admit && !hooks.admit(result.estimated_bytes)) {
+    result.declined = true;
+    return result;
+  }
+  if (hooks.on_train_start) hooks.on_train_start();
+  phase = Clock::now();
+  absl::StatusOr<model::TrainResult> trained = model::Train(net, data, train);
+  if (!trained.ok()) return trained.status();
+  result.train_s = Since(phase);
+  result.examples = data.size();
+  result.loss_before = trained->first_loss;
+  result.loss_after = trained->final_loss;
+  result.update =
+      task.dense() ? model::CopyWeights(net) : lora::ExtractAdapters(net);
+  if (scorer != nullptr && scorer->updates() > 0) {
+    const pruning::GroupScores& scores = scorer->scores();
+    for (size_t b = 0; b < scores.heads.size(); ++b) {
+      result.importance.insert(absl::StrCat("heads.", b),
+                               scores.heads[b].to(torch::kFloat32));
+      result.importance.insert(absl::StrCat("channels.", b),
+                               scores.channels[b].to(torch::kFloat32));
+    }
+  }
+  return result;
+}
+
+}  // namespace fedge::client

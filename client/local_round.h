@@ -1,0 +1,55 @@
+// A device's local work for one task, without any networking: build the
+// physically pruned sub-model from the cached base, load the downloaded
+// payload (the adapter in LoRA mode, the sub-model's weights in dense
+// mode), fine-tune on the local shard and extract the update and the
+// importance scores the coordinator's prune-and-tune needs.
+//
+// The client daemon (client/participant.h) runs it between its download and
+// its upload; the simulator's virtual-clock mode (sim/virtual_clock.h) runs
+// it in-process, so both train exactly the same way.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+#include "fedge/v1/task.pb.h"
+#include "model/dataset.h"
+#include "model/model.h"
+#include "model/safetensors.h"
+#include "model/trainer.h"
+
+namespace fedge::client {
+
+struct LocalHooks {
+  // Called with the estimated peak bytes of training (EstimateTrainingBytes
+  // of the built sub-model) before any step; false declines the task.
+  std::function<bool(int64_t estimated_bytes)> admit;
+  std::function<void()> on_train_start;
+  std::function<void(const model::TrainProgress&)> on_progress;
+};
+
+struct LocalResult {
+  bool declined = false;  // `admit` said no; nothing below is set.
+  int64_t estimated_bytes = 0;
+  model::NamedTensors update;  // In the sub-model's names.
+  // "heads.N" and "channels.N" (float32) of the kept units, LoRA mode only,
+  // when at least one gradient was scored.
+  model::NamedTensors importance;
+  int64_t examples = 0;
+  double loss_before = 0, loss_after = 0;
+  double build_s = 0, train_s = 0;  // Wall seconds, steady clock.
+};
+
+// InvalidArgument for a task or payload that does not fit the base (wrong
+// plan, names or shapes); the trainer's error for bad data.
+absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
+                                         const std::string& model_config_json,
+                                         const model::SafetensorsReader& base,
+                                         const model::NamedTensors& payload,
+                                         const model::Dataset& data,
+                                         const LocalHooks& hooks = {});
+
+}  // namespace fedge::client

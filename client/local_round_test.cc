@@ -1,0 +1,145 @@
+#include "client/local_round.h"
+
+#include <memory>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "lora/lora.h"
+#include "model/safetensors.h"
+#include "pruning/plan.h"
+#include "tests/testing/tiny_models.h"
+#include "transport/task_proto.h"
+
+namespace fedge::client {
+namespace {
+
+class LocalRoundTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::manual_seed(3);
+    model::Vit full = testing::TinyVit(16);
+    config_json_ = full->ConfigJson();
+    const std::string path = ::testing::TempDir() + "/local_round.safetensors";
+    ASSERT_TRUE(model::WriteSafetensors(path, full->named_parameters()).ok());
+    auto reader = model::SafetensorsReader::Open(path);
+    ASSERT_TRUE(reader.ok());
+    base_ = std::move(*reader);
+
+    // Half the heads and channels of each block, rank 2.
+    pruning::PruningPlan plan = pruning::FullPlan(*full);
+    for (pruning::BlockPlan& block : plan.blocks) {
+      block.heads.resize(2);
+      block.kv_heads.resize(2);
+      block.channels.resize(8);
+    }
+    transport::PlanToProto(plan, task_.mutable_plan());
+    task_.mutable_lora()->set_rank(2);
+    task_.mutable_lora()->set_alpha(4);
+    task_.mutable_lora()->add_target_modules("q_proj");
+    task_.mutable_lora()->add_target_modules("v_proj");
+    v1::TrainConfig* train = task_.mutable_train();
+    train->set_epochs(1);
+    train->set_max_steps(4);
+    train->set_batch_size(8);
+    train->set_learning_rate(1e-2);
+    train->set_max_grad_norm(1.0);
+    train->set_seed(5);
+
+    // The payload a coordinator would send: a fresh adapter of the sub-model.
+    auto sub = pruning::LoadPrunedModel(config_json_, plan, *base_);
+    ASSERT_TRUE(sub.ok()) << sub.status();
+    lora::LoraOptions lora;
+    lora.rank = 2;
+    lora.alpha = 4;
+    lora.target_modules = {"q_proj", "v_proj"};
+    ASSERT_TRUE(lora::Inject(**sub, lora).ok());
+    payload_ = lora::ExtractAdapters(**sub);
+
+    data_.inputs = torch::rand({32, 1, 28, 28});
+    data_.targets = torch::randint(0, 10, {32}, torch::kLong);
+    data_.num_classes = 10;
+  }
+
+  std::string config_json_;
+  std::unique_ptr<model::SafetensorsReader> base_;
+  v1::Task task_;
+  model::NamedTensors payload_;
+  model::Dataset data_;
+};
+
+TEST_F(LocalRoundTest, TrainsTheAdapterOfThePrunedSubModel) {
+  int progress_calls = 0;
+  bool started = false;
+  LocalHooks hooks;
+  hooks.on_train_start = [&] { started = true; };
+  hooks.on_progress = [&](const model::TrainProgress&) { ++progress_calls; };
+
+  absl::StatusOr<LocalResult> result =
+      TrainLocally(task_, config_json_, *base_, payload_, data_, hooks);
+
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->declined);
+  EXPECT_TRUE(started);
+  EXPECT_GT(progress_calls, 0);
+  EXPECT_EQ(result->examples, 32);
+  EXPECT_GT(result->estimated_bytes, 0);
+  EXPECT_TRUE(std::isfinite(result->loss_after));
+  // The same names and shapes as the payload, and changed by training.
+  ASSERT_EQ(result->update.size(), payload_.size());
+  bool changed = false;
+  for (const auto& item : payload_) {
+    const at::Tensor* trained = result->update.find(item.key());
+    ASSERT_NE(trained, nullptr) << item.key();
+    EXPECT_EQ(trained->sizes(), item.value().sizes()) << item.key();
+    changed = changed || !torch::equal(*trained, item.value());
+  }
+  EXPECT_TRUE(changed);
+  // Importance of the kept units: 2 heads and 8 channels per block.
+  ASSERT_NE(result->importance.find("heads.0"), nullptr);
+  EXPECT_EQ(result->importance["heads.0"].numel(), 2);
+  EXPECT_EQ(result->importance["channels.1"].numel(), 8);
+}
+
+TEST_F(LocalRoundTest, AdmitCanDeclineBeforeAnyStep) {
+  bool started = false;
+  int64_t asked = 0;
+  LocalHooks hooks;
+  hooks.admit = [&](int64_t bytes) {
+    asked = bytes;
+    return false;
+  };
+  hooks.on_train_start = [&] { started = true; };
+
+  absl::StatusOr<LocalResult> result =
+      TrainLocally(task_, config_json_, *base_, payload_, data_, hooks);
+
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->declined);
+  EXPECT_FALSE(started);
+  EXPECT_GT(asked, 0);
+  EXPECT_EQ(result->update.size(), 0u);
+}
+
+TEST_F(LocalRoundTest, PayloadOrPlanThatDoesNotFitIsRejected) {
+  model::NamedTensors wrong;
+  for (const auto& item : payload_) {
+    wrong.insert(item.key(), torch::zeros({item.value().size(0) + 1,
+                                           item.value().size(1)}));
+  }
+  absl::StatusOr<LocalResult> result =
+      TrainLocally(task_, config_json_, *base_, wrong, data_);
+  EXPECT_FALSE(result.ok());
+
+  v1::Task bad_plan = task_;
+  bad_plan.mutable_plan()->mutable_blocks(0)->add_heads(99);
+  result = TrainLocally(bad_plan, config_json_, *base_, payload_, data_);
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+
+  result = TrainLocally(task_, config_json_, *base_, payload_, {});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+}
+
+}  // namespace
+}  // namespace fedge::client
