@@ -9,10 +9,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 
+#include "coordinator/engine_flags.h"
 #include "coordinator/server.h"
 #include "model/dataset.h"
 #include "model/threads.h"
@@ -46,66 +45,9 @@ ABSL_FLAG(bool, mtls, false,
           "is their device id.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics address; empty disables it.");
-ABSL_FLAG(std::string, mode, "lora",
-          "lora (FedSpine: pruned sub-models + LoRA) or dense (classic "
-          "FedAvg of all weights).");
-ABSL_FLAG(int64_t, rounds, 20, "Rounds to run.");
-ABSL_FLAG(int64_t, min_devices, 2, "Registered devices before round 1.");
-ABSL_FLAG(int64_t, min_updates, 1,
-          "Fewer updates than this at the deadline: the round is retried.");
-ABSL_FLAG(int64_t, max_attempts, 5, "Tries per round before giving up.");
-ABSL_FLAG(double, deadline_s, 600, "Round deadline in seconds.");
-ABSL_FLAG(double, heartbeat_timeout_s, 120,
-          "A silent device is dropped from its round after this.");
-ABSL_FLAG(std::string, selection, "all",
-          "Client selection: all, random (k per round) or deadline "
-          "(deadline-aware with over-commit).");
-ABSL_FLAG(int, clients_per_round, 0, "k for random/deadline; 0: all.");
-ABSL_FLAG(double, overcommit, 1.3, "Invite k * overcommit (deadline).");
-ABSL_FLAG(std::string, bandit, "fedspine",
-          "Per-device arm choice: fedspine, ucb1, discounted_ucb, "
-          "sliding_window_ucb, thompson, exp3, fixed, random.");
-ABSL_FLAG(double, min_ratio, 0.0, "Smallest pruning ratio an arm may have.");
-ABSL_FLAG(double, max_ratio, 0.6, "Largest pruning ratio an arm may have.");
-ABSL_FLAG(int, ratio_steps, 4, "Ratios in the grid of grid bandits.");
-ABSL_FLAG(std::string, ranks, "2,4,8,16", "LoRA ranks arms may have.");
-ABSL_FLAG(double, discount, 0.97, "Bandit discount per play (drift).");
-ABSL_FLAG(double, exploration, 0.2, "Bandit exploration weight.");
-ABSL_FLAG(double, fixed_ratio, 0.0, "--bandit=fixed: the pruning ratio.");
-ABSL_FLAG(int64_t, fixed_rank, 8, "--bandit=fixed: the LoRA rank.");
-ABSL_FLAG(double, reward_loss, 1.0, "Reward weight of loss improvement.");
-ABSL_FLAG(double, reward_pruning, 0.3, "Reward weight of pruning progress.");
-ABSL_FLAG(double, reward_importance, 0.1, "Reward weight of update norm.");
-ABSL_FLAG(double, reward_time, 0.5,
-          "Reward weight of completion time over the round median.");
-ABSL_FLAG(double, target_sparsity, 0.0,
-          "Global prune-and-tune target ratio (0: no global pruning).");
-ABSL_FLAG(int64_t, sparsity_start_round, 0, "Global pruning starts here.");
-ABSL_FLAG(int64_t, sparsity_end_round, 10, "... and reaches its target here.");
-ABSL_FLAG(std::string, aggregator, "mean",
-          "mean (FedAvg), median or trimmed_mean.");
-ABSL_FLAG(double, trim_fraction, 0.1, "trimmed_mean: share cut per end.");
-ABSL_FLAG(double, clip_norm, 0.0, "Clip each update's delta norm (0: off).");
-ABSL_FLAG(double, lora_alpha, 16.0, "LoRA alpha (scale alpha / rank).");
-ABSL_FLAG(std::string, lora_targets, "q_proj,v_proj",
-          "Linears that get adapters (last path component).");
-ABSL_FLAG(int, epochs, 1, "Local epochs per round.");
-ABSL_FLAG(int64_t, max_steps, 0, "Local optimizer steps cap (0: none).");
-ABSL_FLAG(int, batch_size, 32, "Local batch size.");
-ABSL_FLAG(double, lr, 1e-3,
-          "Local learning rate (3e-3 made round 1 dip on the default task).");
-ABSL_FLAG(double, weight_decay, 0.0, "Local AdamW weight decay.");
-ABSL_FLAG(double, fedprox_mu, 0.0, "FedProx proximal weight (0: off).");
-ABSL_FLAG(std::string, upload_codec, "int8_row",
-          "Update codec: float32, float16, bfloat16, int8_row or topk.");
-ABSL_FLAG(bool, zstd, true, "zstd on top of the codec.");
-ABSL_FLAG(double, topk_fraction, 0.01, "topk: share of entries sent.");
-ABSL_FLAG(std::string, allow_list, "",
-          "Comma-separated device ids allowed to register (empty: any).");
 ABSL_FLAG(int64_t, retry_after_ms, 500,
           "How long a device without a task waits before asking again.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads for evaluation (0: all).");
-ABSL_FLAG(uint64_t, seed, 1, "Seed of arm choices and selection.");
 ABSL_FLAG(bool, quiet, false, "No per-round progress lines.");
 
 namespace {
@@ -122,14 +64,8 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-absl::Status FlagError(const char* flag, const absl::Status& status) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("--", flag, ": ", status.message()));
-}
-
 absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   namespace fc = fedge::coordinator;
-  namespace fs = fedge::strategies;
   fc::ServerConfig c;
   c.base_dir = absl::GetFlag(FLAGS_base_dir);
   c.data_dir = absl::GetFlag(FLAGS_data_dir);
@@ -161,82 +97,14 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
     return absl::InvalidArgumentError("--mtls needs --tls_ca");
   }
 
-  fc::EngineOptions& e = c.engine;
-  auto mode = fc::ParseMode(absl::GetFlag(FLAGS_mode));
-  if (!mode.ok()) return FlagError("mode", mode.status());
-  e.mode = *mode;
-  e.rounds = absl::GetFlag(FLAGS_rounds);
-  e.min_devices = absl::GetFlag(FLAGS_min_devices);
-  e.min_updates = absl::GetFlag(FLAGS_min_updates);
-  e.max_attempts = absl::GetFlag(FLAGS_max_attempts);
-  e.round_deadline = absl::Seconds(absl::GetFlag(FLAGS_deadline_s));
-  e.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
-  auto selection = fs::ParseSelectionKind(absl::GetFlag(FLAGS_selection));
-  if (!selection.ok()) return FlagError("selection", selection.status());
-  e.selection.kind = *selection;
-  e.selection.clients_per_round = absl::GetFlag(FLAGS_clients_per_round);
-  e.selection.overcommit = absl::GetFlag(FLAGS_overcommit);
-  auto bandit = fs::ParseBanditKind(absl::GetFlag(FLAGS_bandit));
-  if (!bandit.ok()) return FlagError("bandit", bandit.status());
-  if (*bandit == fs::BanditKind::kOracle) {
+  absl::StatusOr<fc::EngineOptions> engine = fc::EngineOptionsFromFlags();
+  if (!engine.ok()) return engine.status();
+  if (engine->bandit.kind == fedge::strategies::BanditKind::kOracle) {
     return absl::InvalidArgumentError(
         "--bandit=oracle needs each arm's expected reward; only fedge-sim, "
         "which knows its profiles, can run it");
   }
-  e.bandit.kind = *bandit;
-  e.bandit.space.min_ratio = absl::GetFlag(FLAGS_min_ratio);
-  e.bandit.space.max_ratio = absl::GetFlag(FLAGS_max_ratio);
-  e.bandit.space.ratio_steps = absl::GetFlag(FLAGS_ratio_steps);
-  e.bandit.space.ranks.clear();
-  for (absl::string_view r : absl::StrSplit(absl::GetFlag(FLAGS_ranks), ',')) {
-    int64_t rank = 0;
-    if (!absl::SimpleAtoi(r, &rank)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--ranks: '", r, "' is not an integer"));
-    }
-    e.bandit.space.ranks.push_back(rank);
-  }
-  if (absl::Status s = fs::ValidateArmSpace(e.bandit.space); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--min_ratio/--max_ratio/--ratio_steps/--ranks: ", s.message()));
-  }
-  e.bandit.discount = absl::GetFlag(FLAGS_discount);
-  e.bandit.exploration = absl::GetFlag(FLAGS_exploration);
-  e.bandit.fixed_arm = {absl::GetFlag(FLAGS_fixed_ratio),
-                        absl::GetFlag(FLAGS_fixed_rank)};
-  e.reward = {
-      absl::GetFlag(FLAGS_reward_loss), absl::GetFlag(FLAGS_reward_pruning),
-      absl::GetFlag(FLAGS_reward_importance), absl::GetFlag(FLAGS_reward_time)};
-  e.schedule = {absl::GetFlag(FLAGS_target_sparsity),
-                absl::GetFlag(FLAGS_sparsity_start_round),
-                absl::GetFlag(FLAGS_sparsity_end_round)};
-  auto aggregator = fs::ParseAggregatorKind(absl::GetFlag(FLAGS_aggregator));
-  if (!aggregator.ok()) return FlagError("aggregator", aggregator.status());
-  e.aggregator = {*aggregator, absl::GetFlag(FLAGS_trim_fraction),
-                  absl::GetFlag(FLAGS_clip_norm)};
-  e.lora.alpha = absl::GetFlag(FLAGS_lora_alpha);
-  e.lora.target_modules =
-      absl::StrSplit(absl::GetFlag(FLAGS_lora_targets), ',');
-  e.train.epochs = absl::GetFlag(FLAGS_epochs);
-  e.train.max_steps = absl::GetFlag(FLAGS_max_steps);
-  e.train.batch_size = absl::GetFlag(FLAGS_batch_size);
-  e.train.learning_rate = absl::GetFlag(FLAGS_lr);
-  e.train.weight_decay = absl::GetFlag(FLAGS_weight_decay);
-  e.train.fedprox_mu = absl::GetFlag(FLAGS_fedprox_mu);
-  if (auto codec =
-          fedge::transport::ParseCodec(absl::GetFlag(FLAGS_upload_codec));
-      !codec.ok()) {
-    return FlagError("upload_codec", codec.status());
-  }
-  e.upload_codec = absl::GetFlag(FLAGS_upload_codec);
-  e.upload_zstd = absl::GetFlag(FLAGS_zstd);
-  e.topk_fraction = absl::GetFlag(FLAGS_topk_fraction);
-  for (absl::string_view id : absl::StrSplit(absl::GetFlag(FLAGS_allow_list),
-                                             ',', absl::SkipEmpty())) {
-    e.allow_list.insert(std::string(id));
-  }
-  e.seed = absl::GetFlag(FLAGS_seed);
-  if (absl::Status s = e.Validate(); !s.ok()) return s;
+  c.engine = *std::move(engine);
   c.service.retry_after_ms = absl::GetFlag(FLAGS_retry_after_ms);
   return c;
 }

@@ -1,0 +1,17 @@
+// The round engine's command-line flags (--rounds, --bandit, --lr, ...),
+// defined once for every program that runs an engine: fedge-coordinator and
+// the simulator's virtual-clock driver, fedge-vclock. Each flag's help text
+// is its documentation (--help).
+#pragma once
+
+#include "absl/status/statusor.h"
+
+#include "coordinator/engine.h"
+
+namespace fedge::coordinator {
+
+// The options the flags describe. InvalidArgument naming the flag for a
+// value that does not parse or does not validate.
+absl::StatusOr<EngineOptions> EngineOptionsFromFlags();
+
+}  // namespace fedge::coordinator
