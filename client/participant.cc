@@ -289,19 +289,8 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   enter("encode");
   const auto phase = Clock::now();
   const model::NamedTensors& update = local->update;
-  transport::CodecOptions codec;
-  codec.codec = transport::CodecFromProto(task.upload_codec());
-  codec.zstd = task.upload_compression() == v1::COMPRESSION_ZSTD;
-  codec.topk_fraction = task.topk_fraction() > 0 ? task.topk_fraction() : 0.01;
-  // The top-k residual only carries over while the shapes stay the same.
-  bool same_shapes = feedback_.residual.size() == update.size();
-  for (const auto& item : update) {
-    const at::Tensor* r = feedback_.residual.find(item.key());
-    same_shapes = same_shapes && r && r->sizes() == item.value().sizes();
-  }
-  if (!same_shapes) feedback_.residual = model::NamedTensors();
-  absl::StatusOr<transport::EncodedPayload> encoded =
-      transport::EncodeUpdate(update, codec, &feedback_);
+  absl::StatusOr<transport::EncodedPayload> encoded = transport::EncodeUpdate(
+      update, transport::UploadCodecOptions(task), &feedback_);
   if (!encoded.ok()) return encoded.status();
   report.encode_s = Since(phase);
   report.raw_bytes_up = encoded->raw_bytes;

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 
 #include "model/dataset.h"
+#include "model/partition.h"
 
 namespace fedge::client {
 
@@ -23,5 +24,11 @@ struct ShardSpec {
 
 // InvalidArgument naming the bad field; NotFound if the data is missing.
 absl::StatusOr<model::Dataset> LoadShard(const ShardSpec& spec);
+
+// Every device's indices into `train` (the whole Fashion-MNIST training
+// split) for a federation of spec.count shards; LoadShard's shard I is
+// Subset(train, result[I]). spec.index and spec.data_dir are not used.
+absl::StatusOr<model::Partition> PartitionShards(const model::Dataset& train,
+                                                 const ShardSpec& spec);
 
 }  // namespace fedge::client

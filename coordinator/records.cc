@@ -174,7 +174,7 @@ absl::Status RoundLog::RecordRound(const RoundRecord& round) {
 
 absl::Status RoundLog::RecordEvaluation(
     const RoundRecord& round, const std::optional<model::EvalResult>& eval,
-    double eval_seconds) {
+    double eval_seconds, absl::Time recorded) {
   if (eval && metrics_ != nullptr) {
     metrics_->Set("fedge_global_accuracy", {}, eval->accuracy);
     metrics_->Set("fedge_global_loss", {}, eval->loss);
@@ -186,8 +186,8 @@ absl::Status RoundLog::RecordEvaluation(
        F(round.round_s), F(round.aggregate_s), F(round.mean_loss_after),
        eval ? F(eval->accuracy) : "", eval ? F(eval->loss) : "",
        eval ? F(eval_seconds) : "",
-       absl::StrFormat(
-           "%.3f", absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()))});
+       absl::StrFormat("%.3f",
+                       absl::ToDoubleSeconds(recorded - absl::UnixEpoch()))});
 }
 
 }  // namespace fedge::coordinator

@@ -34,10 +34,12 @@ class RoundLog {
 
   // The clients.csv rows and metrics of a closed round.
   absl::Status RecordRound(const RoundRecord& round);
-  // The rounds.csv row, with the evaluation if there was one.
+  // The rounds.csv row, with the evaluation if there was one; its
+  // unix_time is `recorded` (a simulator's virtual clock passes its own).
   absl::Status RecordEvaluation(const RoundRecord& round,
                                 const std::optional<model::EvalResult>& eval,
-                                double eval_seconds);
+                                double eval_seconds,
+                                absl::Time recorded = absl::Now());
 
   static const std::vector<std::string>& ClientColumns();
   static const std::vector<std::string>& RoundColumns();

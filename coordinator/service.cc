@@ -106,24 +106,25 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(
   return Finish(context, "Register", status);
 }
 
-v1::Task CoordinatorService::TaskToProto(const Task& task) const {
+v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
+                     const std::string& base_digest, int64_t chunk_bytes) {
   v1::Task out;
   out.set_round(task.round);
   out.set_nonce(task.nonce);
-  out.set_base_model_digest(options_.base_digest);
+  out.set_base_model_digest(base_digest);
   transport::PlanToProto(task.plan, out.mutable_plan());
-  const bool dense = engine_options_.mode == Mode::kDense;
+  const bool dense = engine.mode == Mode::kDense;
   out.set_dense(dense);
   if (!dense) {
     v1::LoraSpec* lora = out.mutable_lora();
     lora->set_rank(static_cast<int32_t>(task.rank));
-    lora->set_alpha(engine_options_.lora.alpha);
-    lora->set_dropout(engine_options_.lora.dropout);
-    for (const std::string& t : engine_options_.lora.target_modules) {
+    lora->set_alpha(engine.lora.alpha);
+    lora->set_dropout(engine.lora.dropout);
+    for (const std::string& t : engine.lora.target_modules) {
       lora->add_target_modules(t);
     }
   }
-  const TrainSpec& t = engine_options_.train;
+  const TrainSpec& t = engine.train;
   v1::TrainConfig* train = out.mutable_train();
   train->set_epochs(t.epochs);
   train->set_max_steps(t.max_steps);
@@ -136,17 +137,16 @@ v1::Task CoordinatorService::TaskToProto(const Task& task) const {
   // device, different across devices.
   train->set_seed(std::hash<std::string>()(task.nonce));
   // EngineOptions::Validate checked the codec name.
-  out.set_upload_codec(transport::CodecToProto(
-      transport::ParseCodec(engine_options_.upload_codec)
-          .value_or(transport::Codec::kInt8Row)));
-  out.set_upload_compression(engine_options_.upload_zstd
-                                 ? v1::COMPRESSION_ZSTD
-                                 : v1::COMPRESSION_NONE);
-  out.set_topk_fraction(engine_options_.topk_fraction);
+  out.set_upload_codec(
+      transport::CodecToProto(transport::ParseCodec(engine.upload_codec)
+                                  .value_or(transport::Codec::kInt8Row)));
+  out.set_upload_compression(engine.upload_zstd ? v1::COMPRESSION_ZSTD
+                                                : v1::COMPRESSION_NONE);
+  out.set_topk_fraction(engine.topk_fraction);
   out.set_deadline_unix_ms(absl::ToUnixMillis(task.deadline));
   out.set_adapter_transfer_id(task.payload_id);
   out.set_upload_transfer_id(task.payload_id + "/update");
-  out.set_chunk_bytes(options_.chunk_bytes);
+  out.set_chunk_bytes(chunk_bytes);
   out.set_prune_ratio(task.combined_ratio);
   return out;
 }
@@ -159,7 +159,8 @@ grpc::ServerUnaryReactor* CoordinatorService::GetTask(
     absl::StatusOr<Task> task =
         engine_->GetTask(request->device_id(), options_.clock());
     if (task.ok()) {
-      *response->mutable_task() = TaskToProto(*task);
+      *response->mutable_task() = TaskToProto(
+          *task, engine_options_, options_.base_digest, options_.chunk_bytes);
     } else if (absl::IsUnavailable(task.status())) {
       response->set_retry_after_ms(options_.retry_after_ms);
       response->set_reason(std::string(task.status().message()));

@@ -31,6 +31,12 @@ struct ServiceOptions {
   std::function<absl::Time()> clock;  // Default absl::Now().
 };
 
+// The proto form of an engine task (what GetTask sends): the task itself
+// and what every task of the federation shares (LoRA and training
+// settings, the codec), the base's digest and the transfer chunk size.
+v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
+                     const std::string& base_digest, int64_t chunk_bytes);
+
 // Thread-safe (the engine and store are).
 class CoordinatorService : public transport::TransferService {
  public:
@@ -56,9 +62,6 @@ class CoordinatorService : public transport::TransferService {
       grpc::CallbackServerContext* context,
       const v1::DeclineTaskRequest* request,
       v1::DeclineTaskResponse* response) override;
-
-  // The proto form of a task (what GetTask sends).
-  v1::Task TaskToProto(const Task& task) const;
 
  private:
   absl::Status CheckIdentity(grpc::CallbackServerContext* context,

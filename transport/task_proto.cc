@@ -2,6 +2,14 @@
 
 namespace fedge::transport {
 
+CodecOptions UploadCodecOptions(const v1::Task& task) {
+  CodecOptions codec;
+  codec.codec = CodecFromProto(task.upload_codec());
+  codec.zstd = task.upload_compression() == v1::COMPRESSION_ZSTD;
+  codec.topk_fraction = task.topk_fraction() > 0 ? task.topk_fraction() : 0.01;
+  return codec;
+}
+
 pruning::PruningPlan PlanFromProto(const v1::PruningPlan& proto) {
   pruning::PruningPlan plan;
   for (const v1::BlockPlan& b : proto.blocks()) {

@@ -9,8 +9,12 @@
 
 #include "fedge/v1/task.pb.h"
 #include "pruning/plan.h"
+#include "transport/update_codec.h"
 
 namespace fedge::transport {
+
+// How the task wants its update encoded (codec, zstd, top-k share).
+CodecOptions UploadCodecOptions(const v1::Task& task);
 
 pruning::PruningPlan PlanFromProto(const v1::PruningPlan& proto);
 void PlanToProto(const pruning::PruningPlan& plan, v1::PruningPlan* proto);

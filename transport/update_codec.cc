@@ -223,6 +223,17 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
                                             ErrorFeedback* feedback) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   torch::NoGradGuard no_grad;
+  if (feedback != nullptr) {
+    // The residual carries over only while the update has the same tensors
+    // (a new pruning plan or rank changes them).
+    bool same = feedback->residual.size() == update.size();
+    for (const auto& item : update) {
+      const at::Tensor* r = feedback->residual.find(item.key());
+      same = same && r != nullptr && item.value().defined() &&
+             r->numel() == item.value().numel();
+    }
+    if (!same) feedback->residual = NamedTensors();
+  }
   v1::EncodedUpdate encoded;
   EncodedPayload out;
   std::set<std::string> names;

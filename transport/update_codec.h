@@ -62,7 +62,9 @@ struct EncodedPayload {
 
 // Encodes `update` (float tensors on the CPU, finite). With kTopK and a
 // non-null `feedback`, the residual is added before selection and updated
-// after. InvalidArgument for bad options, non-float or non-finite tensors.
+// after; a residual for other tensors (names or sizes: the device's
+// sub-model changed) is discarded first. InvalidArgument for bad options,
+// non-float or non-finite tensors.
 absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
                                             const CodecOptions& options,
                                             ErrorFeedback* feedback = nullptr);

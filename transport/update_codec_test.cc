@@ -113,6 +113,39 @@ TEST(UpdateCodecTest, TopKKeepsTheLargestAndFeedsBackTheResidual) {
       (*first)["w"] + (*second)["w"] + feedback.residual["w"], update["w"]));
 }
 
+// Matrices (adapters) keep their residual across rounds while the
+// sub-model stays the same, and drop it when it changes.
+TEST(UpdateCodecTest, TopKResidualOfMatricesCarriesOverUntilShapesChange) {
+  CodecOptions options;
+  options.codec = Codec::kTopK;
+  options.topk_fraction = 0.25;
+  ErrorFeedback feedback;
+  NamedTensors update;
+  update.insert("a", torch::arange(1, 9, torch::kFloat32).reshape({2, 4}));
+  update.insert("b", torch::ones({4, 1}));
+  ASSERT_TRUE(EncodeUpdate(update, options, &feedback).ok());
+  const at::Tensor left = feedback.residual["a"].clone();
+  EXPECT_GT(left.abs().sum().item<float>(), 0);
+
+  NamedTensors zero;
+  zero.insert("a", torch::zeros({2, 4}));
+  zero.insert("b", torch::zeros({4, 1}));
+  absl::StatusOr<NamedTensors> second =
+      DecodeUpdate(EncodeUpdate(zero, options, &feedback)->bytes);
+  ASSERT_TRUE(second.ok());
+  // What was left unsent goes out now.
+  EXPECT_GT((*second)["a"].abs().sum().item<float>(), 0);
+
+  NamedTensors smaller;
+  smaller.insert("a", torch::zeros({1, 4}));  // A pruned sub-model.
+  smaller.insert("b", torch::zeros({4, 1}));
+  absl::StatusOr<NamedTensors> third =
+      DecodeUpdate(EncodeUpdate(smaller, options, &feedback)->bytes);
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ((*third)["a"].abs().sum().item<float>(), 0);
+  EXPECT_EQ((*third)["b"].abs().sum().item<float>(), 0);
+}
+
 TEST(UpdateCodecTest, Int8HandlesHugeAndZeroRows) {
   NamedTensors update;
   update.insert("huge",
