@@ -568,6 +568,11 @@ std::vector<RoundRecord> Engine::history() const {
   return history_;
 }
 
+int64_t Engine::rounds_closed() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(history_.size());
+}
+
 Engine::State Engine::Snapshot() const {
   absl::MutexLock lock(&mu_);
   return SnapshotLocked();

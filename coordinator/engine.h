@@ -243,6 +243,7 @@ class Engine {
   absl::Status failure() const;
   int64_t registered() const;
   std::vector<RoundRecord> history() const;  // Closed rounds, in order.
+  int64_t rounds_closed() const;  // Attempts closed: history().size().
 
   using BanditPlay = coordinator::BanditPlay;
   using State = EngineState;

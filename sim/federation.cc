@@ -125,6 +125,106 @@ class ProgressPrinter {
   size_t printed_ = 0;
 };
 
+// Polls the coordinator (or fedge-vclock) until it exits, printing rounds
+// as they are recorded; its log's tail if it fails or times out.
+absl::Status WaitForCoordinator(const SimConfig& config,
+                                const Strategy& strategy,
+                                const std::string& run_dir,
+                                const std::string& log, ChildProcess& process,
+                                std::FILE* progress) {
+  ProgressPrinter printer(run_dir, strategy.name, config.rounds, config.devices,
+                          progress);
+  const absl::Time deadline = absl::Now() + config.timeout;
+  absl::StatusOr<int> exit_code = absl::DeadlineExceededError("");
+  while (true) {
+    exit_code = process.Wait(absl::Seconds(1));
+    printer.Poll();
+    if (exit_code.ok() || !absl::IsDeadlineExceeded(exit_code.status())) break;
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(strategy.name, ": the federation did not finish in ",
+                       absl::FormatDuration(config.timeout), "; see ", log));
+    }
+  }
+  if (!exit_code.ok()) return exit_code.status();
+  if (*exit_code != 0) {
+    return absl::InternalError(absl::StrCat(strategy.name, ": ", process.name(),
+                                            " exited with ", *exit_code, ":\n",
+                                            Tail(log)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StrategyRun> LoadProfiledRun(const SimConfig& config,
+                                            const Strategy& strategy,
+                                            const std::string& run_dir,
+                                            double start_unix) {
+  absl::StatusOr<StrategyRun> run = LoadRun(strategy.name, run_dir, start_unix);
+  if (!run.ok()) return run.status();
+  for (size_t i = 0; i < config.devices.size(); ++i) {
+    run->device_profiles[absl::StrCat("device-", i)] = config.devices[i].name;
+  }
+  return run;
+}
+
+// The same federation on fedge-vclock's virtual clock (sim/virtual_clock.h).
+absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
+                                           const Strategy& strategy,
+                                           const std::string& run_dir,
+                                           std::FILE* progress) {
+  const int n = static_cast<int>(config.devices.size());
+  std::vector<std::string> argv = {
+      config.bin_dir + "/fedge-vclock",
+      "--quiet",
+      "--base_dir=" + config.base_dir,
+      "--run_dir=" + run_dir,
+      absl::StrCat("--clients=", n),
+      "--devices=" +
+          absl::StrJoin(config.devices, ",",
+                        [](std::string* out, const DeviceProfile& d) {
+                          out->append(d.name);
+                        }),
+      "--links=" + absl::StrJoin(config.links, ","),
+      absl::StrCat("--alpha=", config.alpha),
+      absl::StrCat("--rounds=", config.rounds),
+      absl::StrCat("--min_devices=", n),
+      absl::StrCat("--max_steps=", config.local_steps),
+      absl::StrCat("--eval_examples=", config.eval_examples),
+      absl::StrCat("--workers=", config.workers),
+  };
+  if (config.clients_per_round > 0) {
+    argv.push_back("--selection=random");
+    argv.push_back(
+        absl::StrCat("--clients_per_round=", config.clients_per_round));
+  }
+  if (!config.data_dir.empty()) argv.push_back("--data_dir=" + config.data_dir);
+  argv.insert(argv.end(), strategy.flags.begin(), strategy.flags.end());
+  argv.insert(argv.end(), config.coordinator_flags.begin(),
+              config.coordinator_flags.end());
+  const std::string log = run_dir + "/vclock.log";
+  absl::StatusOr<std::unique_ptr<ChildProcess>> process =
+      ChildProcess::Start(argv, log);
+  if (!process.ok()) return process.status();
+  if (absl::Status s = WaitForCoordinator(config, strategy, run_dir, log,
+                                          **process, progress);
+      !s.ok()) {
+    return s;
+  }
+  // unix_time in a virtual run counts virtual seconds from 0.
+  absl::StatusOr<StrategyRun> run =
+      LoadProfiledRun(config, strategy, run_dir, 0);
+  if (!run.ok()) return run.status();
+  return StrategyOutcome{
+      *std::move(run),
+      absl::StrFormat("virtual clock: %s of %d devices train for real per "
+                      "round; compute charged as measured single-thread time "
+                      "/ profile speed, transfers as bytes / link rate + RTT",
+                      config.clients_per_round > 0
+                          ? absl::StrCat(config.clients_per_round)
+                          : std::string("all"),
+                      n)};
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<Strategy>> ParseStrategies(absl::string_view spec) {
@@ -187,6 +287,8 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
     return absl::UnavailableError(
         absl::StrCat("cannot create ", run_dir, ": ", error.message()));
   }
+  if (config.virtual_clock)
+    return RunVirtual(config, strategy, run_dir, progress);
   absl::StatusOr<int> port = FreePort();
   if (!port.ok()) return port.status();
 
@@ -286,25 +388,10 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
     clients.push_back(*std::move(process));
   }
 
-  ProgressPrinter printer(run_dir, strategy.name, config.rounds, config.devices,
-                          progress);
-  const absl::Time deadline = absl::Now() + config.timeout;
-  absl::StatusOr<int> exit_code = absl::DeadlineExceededError("");
-  while (true) {
-    exit_code = (*coordinator)->Wait(absl::Seconds(1));
-    printer.Poll();
-    if (exit_code.ok() || !absl::IsDeadlineExceeded(exit_code.status())) break;
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          strategy.name, ": the federation did not finish in ",
-          absl::FormatDuration(config.timeout), "; see ", coordinator_log));
-    }
-  }
-  if (!exit_code.ok()) return exit_code.status();
-  if (*exit_code != 0) {
-    return absl::InternalError(
-        absl::StrCat(strategy.name, ": fedge-coordinator exited with ",
-                     *exit_code, ":\n", Tail(coordinator_log)));
+  if (absl::Status s = WaitForCoordinator(
+          config, strategy, run_dir, coordinator_log, **coordinator, progress);
+      !s.ok()) {
+    return s;
   }
   // Clients leave when told the federation finished.
   for (auto& c : clients) {
@@ -314,11 +401,9 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
   clients.clear();  // Kills any left before their cgroups go.
   limits.clear();
 
-  absl::StatusOr<StrategyRun> run = LoadRun(strategy.name, run_dir, start_unix);
+  absl::StatusOr<StrategyRun> run =
+      LoadProfiledRun(config, strategy, run_dir, start_unix);
   if (!run.ok()) return run.status();
-  for (int i = 0; i < n; ++i) {
-    run->device_profiles[absl::StrCat("device-", i)] = config.devices[i].name;
-  }
   return StrategyOutcome{*std::move(run), cpu_mode};
 }
 

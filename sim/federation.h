@@ -34,6 +34,11 @@ struct SimConfig {
   double usable_cores = 0;  // CPU shares sum to at most this (0: 90% of
                             // this machine's cores).
   absl::Duration timeout = absl::Minutes(60);  // Per strategy.
+  // Run on fedge-vclock's virtual clock (sim/virtual_clock.h) instead of
+  // real processes: for federations of hundreds or thousands of devices.
+  bool virtual_clock = false;
+  int clients_per_round = 0;  // Virtual clock: k devices per round; 0: all.
+  int workers = 1;            // Virtual clock: devices trained at once.
   std::vector<std::string> coordinator_flags;  // Passed through.
 };
 
@@ -54,7 +59,8 @@ struct StrategyOutcome {
   std::string cpu_mode;  // How device speeds were emulated.
 };
 
-// Runs one federation under `strategy` into out_dir/<name>. Fails with the
+// Runs one federation under `strategy` into out_dir/<name>, as processes
+// (real clock) or in fedge-vclock (virtual clock). Fails with the
 // coordinator's log tail if it exits with an error or the timeout passes.
 absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
                                             const Strategy& strategy,

@@ -27,7 +27,18 @@
 #include "sim/process.h"
 #include "sim/report.h"
 
-ABSL_FLAG(int, clients, 8, "Client devices (processes).");
+ABSL_FLAG(int, clients, 8,
+          "Client devices (processes; with --clock=virtual, simulated "
+          "devices: hundreds or thousands are fine).");
+ABSL_FLAG(std::string, clock, "real",
+          "real: a coordinator and one client process per device, real time. "
+          "virtual: the engine in-process on simulated time, real training "
+          "for each round's sample, times charged from the profiles "
+          "(fedge-vclock; see docs/simulation.md).");
+ABSL_FLAG(int, clients_per_round, 0,
+          "--clock=virtual: devices invited per round, at random (0: all).");
+ABSL_FLAG(int, workers, 1,
+          "--clock=virtual: devices trained at once, one thread each.");
 ABSL_FLAG(int, rounds, 10, "Federated rounds per strategy.");
 ABSL_FLAG(std::string, strategies, "fedspine",
           "Comma list of strategies to run on the same federation: "
@@ -146,6 +157,16 @@ int main(int argc, char** argv) {
   config.usable_cores = absl::GetFlag(FLAGS_cores);
   config.eval_examples = absl::GetFlag(FLAGS_eval_examples);
   config.timeout = absl::Minutes(absl::GetFlag(FLAGS_timeout_minutes));
+  const std::string clock = absl::GetFlag(FLAGS_clock);
+  if (clock != "real" && clock != "virtual") {
+    return Fail(absl::StrCat("--clock: '", clock, "' is not real or virtual"));
+  }
+  config.virtual_clock = clock == "virtual";
+  config.clients_per_round = absl::GetFlag(FLAGS_clients_per_round);
+  config.workers = absl::GetFlag(FLAGS_workers);
+  if (config.clients_per_round < 0 || config.workers < 1) {
+    return Fail("--clients_per_round must be >= 0 and --workers >= 1");
+  }
   for (absl::string_view flag : absl::StrSplit(
            absl::GetFlag(FLAGS_coordinator_flags), ' ', absl::SkipEmpty())) {
     config.coordinator_flags.emplace_back(flag);
@@ -159,7 +180,11 @@ int main(int argc, char** argv) {
   if (absl::Status s = fedge::model::MakeDirectories(config.out_dir); !s.ok()) {
     return Fail(std::string(s.message()));
   }
-  for (const char* tool : {"fedge-coordinator", "fedge-client"}) {
+  const std::vector<const char*> tools =
+      config.virtual_clock
+          ? std::vector<const char*>{"fedge-vclock"}
+          : std::vector<const char*>{"fedge-coordinator", "fedge-client"};
+  for (const char* tool : tools) {
     if (::access((config.bin_dir + "/" + tool).c_str(), X_OK) != 0) {
       return Fail(absl::StrCat(config.bin_dir, "/", tool,
                                " not found; build it or pass --bin_dir"));
@@ -191,15 +216,18 @@ int main(int argc, char** argv) {
       "images\n",
       100 * *base_accuracy, config.eval_examples);
 
-  std::printf("fedge-sim: %d devices, %d rounds, %zu strateg%s; output in %s\n",
-              clients, config.rounds, strategies->size(),
-              strategies->size() == 1 ? "y" : "ies", config.out_dir.c_str());
-  for (int i = 0; i < clients; ++i) {
+  std::printf(
+      "fedge-sim: %s clock, %d devices, %d rounds, %zu strateg%s; output in "
+      "%s\n",
+      clock.c_str(), clients, config.rounds, strategies->size(),
+      strategies->size() == 1 ? "y" : "ies", config.out_dir.c_str());
+  for (int i = 0; i < std::min(clients, 16); ++i) {
     std::printf("  device-%d: %s (%s), speed %.2f of a laptop core, link %s\n",
                 i, config.devices[i].name.c_str(),
                 config.devices[i].board.c_str(),
                 config.devices[i].relative_speed, config.links[i].c_str());
   }
+  if (clients > 16) std::printf("  ... and %d more\n", clients - 16);
   std::fflush(stdout);
 
   std::vector<sim::StrategyRun> runs;
@@ -232,18 +260,24 @@ int main(int argc, char** argv) {
     }
   }
   sim::ReportInfo info;
-  info.title =
-      absl::StrFormat("fedge simulated federation: %d devices, %d rounds",
-                      clients, config.rounds);
+  info.title = absl::StrFormat(
+      "fedge simulated federation: %d devices, %d rounds%s", clients,
+      config.rounds, config.virtual_clock ? " (virtual clock)" : "");
   info.target_accuracy = target;
   info.base_accuracy = *base_accuracy;
   info.notes = {
-      "Mode: real time. A real fedge-coordinator and one fedge-client process "
-      "per device over loopback gRPC; all training is real.",
+      config.virtual_clock
+          ? "Mode: VIRTUAL CLOCK. The real round engine in-process (fedge-"
+            "vclock); each round's invited devices train for real; times are "
+            "charged, not waited for."
+          : "Mode: real time. A real fedge-coordinator and one fedge-client "
+            "process per device over loopback gRPC; all training is real.",
       "Device speed emulation: " + cpu_mode,
-      "Links: one user-space link emulator per device (token bucket per "
-      "direction plus half the RTT each way); transfer times are real times "
-      "of the bytes sent.",
+      config.virtual_clock
+          ? "Links: transfer time charged as RTT + bytes / the profile's rate."
+          : "Links: one user-space link emulator per device (token bucket per "
+            "direction plus half the RTT each way); transfer times are real "
+            "times of the bytes sent.",
       absl::StrFormat("Data: Fashion-MNIST, label-Dirichlet alpha %.2f shards; "
                       "%d local steps per round; base model accuracy %.2f%%.",
                       config.alpha, config.local_steps, 100 * *base_accuracy),

@@ -1,0 +1,352 @@
+#include "sim/virtual_clock.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include <torch/types.h>
+
+#include "client/local_round.h"
+#include "client/shard.h"
+#include "coordinator/evaluator.h"
+#include "coordinator/global_model.h"
+#include "coordinator/records.h"
+#include "coordinator/service.h"
+#include "model/checkpoint.h"
+#include "model/dataset.h"
+#include "model/safetensors.h"
+#include "transport/link_profile.h"
+#include "transport/task_proto.h"
+#include "transport/transfer.h"
+#include "transport/update_codec.h"
+
+namespace fedge::sim {
+namespace {
+
+namespace fc = coordinator;
+using Clock = std::chrono::steady_clock;
+
+struct Device {
+  fc::DeviceFacts facts;
+  DeviceProfile profile;
+  transport::LinkProfile link;
+  std::vector<int64_t> indices;  // Its shard of the training split.
+  transport::ErrorFeedback feedback;
+};
+
+// One invited device's round.
+struct Job {
+  Device* device = nullptr;
+  fc::Task task;
+  v1::Task proto;
+  absl::Status error;
+  bool declined = false;
+  fc::Submission submission;  // Timings charged, not measured.
+  double seconds = 0;         // Charged: from its task to its update.
+};
+
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+absl::Status RunVirtualFederation(const VirtualConfig& config,
+                                  const fc::EngineOptions& options) {
+  const size_t n = config.devices.size();
+  if (n == 0 || config.links.size() != n) {
+    return absl::InvalidArgumentError("one device profile and link per device");
+  }
+  if (config.workers < 1 || config.eval_every < 1) {
+    return absl::InvalidArgumentError("workers and eval_every must be >= 1");
+  }
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+
+  // The base, as the coordinator loads it and as devices read it.
+  absl::StatusOr<model::Model> base = model::LoadCheckpoint(config.base_dir);
+  if (!base.ok()) {
+    return absl::Status(
+        base.status().code(),
+        absl::StrCat("base model in ", config.base_dir, ": ",
+                     base.status().message(), " (run fedge-pretrain first)"));
+  }
+  absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> reader =
+      model::SafetensorsReader::Open(config.base_dir + "/" +
+                                     model::kWeightsFile);
+  if (!reader.ok()) return reader.status();
+  const std::string config_json = (*base)->ConfigJson();
+
+  // Data: every device's shard, and the coordinator's test images.
+  absl::StatusOr<model::Dataset> train =
+      model::LoadFashionMnist(config.data_dir, model::Split::kTrain);
+  if (!train.ok()) return train.status();
+  absl::StatusOr<model::Dataset> test_split =
+      model::LoadFashionMnist(config.data_dir, model::Split::kTest);
+  if (!test_split.ok()) return test_split.status();
+  const model::Dataset test = model::Head(*test_split, config.eval_examples);
+  client::ShardSpec shards;
+  shards.count = static_cast<int>(n);
+  shards.partition = config.partition;
+  shards.alpha = config.alpha;
+  shards.public_fraction = config.public_fraction;
+  shards.seed = config.data_seed;
+  absl::StatusOr<model::Partition> partition =
+      client::PartitionShards(*train, shards);
+  if (!partition.ok()) return partition.status();
+
+  std::vector<Device> devices(n);
+  for (size_t i = 0; i < n; ++i) {
+    Device& d = devices[i];
+    d.profile = config.devices[i];
+    absl::StatusOr<transport::LinkProfile> link =
+        transport::ParseLinkProfile(config.links[i]);
+    if (!link.ok()) return link.status();
+    d.link = *link;
+    d.indices = (*partition)[i];
+    d.facts.device_id = absl::StrCat("device-", i);
+    d.facts.cores = 4;
+    d.facts.memory_total_bytes = d.profile.memory_mb << 20;
+    d.facts.memory_budget_bytes = d.facts.memory_total_bytes;
+    d.facts.arch = "virtual";
+    d.facts.cpu_model = d.profile.board;
+    d.facts.link = d.link.name;
+  }
+
+  // The engine, publishing payloads into memory.
+  absl::StatusOr<std::unique_ptr<fc::GlobalModel>> global =
+      fc::GlobalModel::Create(*base, options.mode, options.lora);
+  if (!global.ok()) return global.status();
+  absl::StatusOr<std::unique_ptr<fc::RoundLog>> log =
+      fc::RoundLog::Open(config.run_dir, 1, nullptr);
+  if (!log.ok()) return log.status();
+  std::map<std::string, model::NamedTensors> payloads;  // Main thread only.
+  absl::Time now = absl::UnixEpoch();
+  absl::Mutex closed_mu;
+  std::map<std::pair<int64_t, int64_t>, absl::Time> closed_at;
+  int64_t committed = 0;
+  double aggregate_s = 0;  // Of the last closed round.
+  fc::Evaluator evaluator(
+      base->get(), options.mode, &test,
+      [&](const fc::RoundRecord& r, const std::optional<model::EvalResult>& e,
+          double seconds) {
+        absl::Time at;
+        {
+          absl::MutexLock lock(&closed_mu);
+          at = closed_at[{r.round, r.attempt}];
+        }
+        if (e && config.progress != nullptr) {
+          std::fprintf(config.progress,
+                       "round %d: global accuracy %.2f%% at %.1f virtual s\n",
+                       static_cast<int>(r.round), 100 * e->accuracy,
+                       absl::ToDoubleSeconds(at - absl::UnixEpoch()));
+          std::fflush(config.progress);
+        }
+        if (absl::Status s = (*log)->RecordEvaluation(r, e, seconds, at);
+            !s.ok()) {
+          std::fprintf(stderr, "fedge-vclock: %s\n", s.ToString().c_str());
+        }
+      });
+  fc::EngineHooks hooks;
+  hooks.publish = [&payloads](const std::string& id,
+                              const model::NamedTensors& tensors) {
+    payloads[id] = tensors;
+  };
+  hooks.on_round_closed = [&](const fc::RoundRecord& r,
+                              const fc::EngineState& state) -> absl::Status {
+    {
+      absl::MutexLock lock(&closed_mu);
+      closed_at[{r.round, r.attempt}] = now;
+    }
+    aggregate_s = r.aggregate_s;
+    if (absl::Status s = (*log)->RecordRound(r); !s.ok()) return s;
+    bool evaluate = false;
+    if (r.committed) {
+      ++committed;
+      evaluate = test.size() > 0 && (committed % config.eval_every == 0 ||
+                                     r.round == options.rounds);
+    }
+    evaluator.Submit(r, state.global, evaluate);
+    if (config.progress != nullptr) {
+      std::fprintf(config.progress,
+                   "round %d/%d%s: %d/%d updates (%d late, %d declined), "
+                   "%.1f virtual s\n",
+                   static_cast<int>(r.round), static_cast<int>(options.rounds),
+                   r.committed ? "" : " (too few updates, retrying)",
+                   static_cast<int>(r.accepted), static_cast<int>(r.invited),
+                   static_cast<int>(r.stragglers), static_cast<int>(r.declined),
+                   r.round_s);
+      std::fflush(config.progress);
+    }
+    return absl::OkStatus();
+  };
+  absl::StatusOr<std::unique_ptr<fc::Engine>> created =
+      fc::Engine::Create(*std::move(global), options, std::move(hooks));
+  if (!created.ok()) return created.status();
+  fc::Engine& engine = **created;
+  for (Device& d : devices) {
+    if (absl::StatusOr<std::string> s = engine.Register(d.facts, now);
+        !s.ok()) {
+      return s.status();
+    }
+  }
+
+  // What every device of a round does, on `config.workers` threads.
+  const auto work = [&](Job& job) {
+    Device& d = *job.device;
+    const model::NamedTensors& payload = payloads.at(job.task.payload_id);
+    absl::StatusOr<std::unique_ptr<transport::SafetensorsSource>> served =
+        transport::SafetensorsSource::Create(payload);
+    if (!served.ok()) {
+      job.error = served.status();
+      return;
+    }
+    const double rtt = absl::ToDoubleSeconds(d.link.rtt);
+    const double download_s =
+        rtt + (*served)->size() / d.link.downlink_bytes_per_s();
+    absl::StatusOr<model::Dataset> data = model::Subset(*train, d.indices);
+    if (!data.ok()) {
+      job.error = data.status();
+      return;
+    }
+    client::LocalHooks local_hooks;
+    local_hooks.admit = [&](int64_t bytes) {
+      return bytes + config.runtime_bytes <= d.facts.memory_budget_bytes;
+    };
+    absl::StatusOr<client::LocalResult> local = client::TrainLocally(
+        job.proto, config_json, **reader, payload, *data, local_hooks);
+    if (!local.ok()) {
+      job.error = local.status();
+      return;
+    }
+    const double speed = d.profile.relative_speed;
+    if (local->declined) {
+      job.declined = true;
+      job.seconds = download_s + local->build_s / speed;
+      return;
+    }
+    const auto encode_start = Clock::now();
+    absl::StatusOr<transport::EncodedPayload> encoded = transport::EncodeUpdate(
+        local->update, transport::UploadCodecOptions(job.proto), &d.feedback);
+    if (!encoded.ok()) {
+      job.error = encoded.status();
+      return;
+    }
+    const double encode_s = Seconds(encode_start);
+    absl::StatusOr<model::NamedTensors> decoded =
+        transport::DecodeUpdate(encoded->bytes);
+    if (!decoded.ok()) {
+      job.error = decoded.status();
+      return;
+    }
+    fc::Submission& s = job.submission;
+    s.device_id = d.facts.device_id;
+    s.round = job.task.round;
+    s.nonce = job.task.nonce;
+    s.update = *std::move(decoded);
+    s.importance = local->importance;
+    s.num_examples = local->examples;
+    s.loss_before = local->loss_before;
+    s.loss_after = local->loss_after;
+    fc::Timings& t = s.timings;
+    t.download_s = download_s;
+    t.train_s = (local->build_s + local->train_s + encode_s) / speed;
+    t.bytes_up = static_cast<int64_t>(encoded->bytes.size());
+    t.upload_s = rtt + t.bytes_up / d.link.uplink_bytes_per_s();
+    t.bytes_down = t.raw_bytes_down = (*served)->size();
+    t.raw_bytes_up = encoded->raw_bytes;
+    t.peak_rss_bytes = config.runtime_bytes + local->estimated_bytes;
+    job.seconds = t.download_s + t.train_s + t.upload_s;
+  };
+
+  int64_t idle_ticks = 0;
+  while (!engine.finished()) {
+    if (absl::Status s = engine.Tick(now); !s.ok()) return s;
+    if (engine.finished()) break;
+    // Every device asks for its task; the invited get one.
+    std::vector<Job> jobs;
+    for (Device& d : devices) {
+      absl::StatusOr<fc::Task> task = engine.GetTask(d.facts.device_id, now);
+      if (!task.ok()) continue;
+      Job job;
+      job.device = &d;
+      job.task = *task;
+      job.proto = fc::TaskToProto(*task, options, "virtual", 1 << 20);
+      jobs.push_back(std::move(job));
+    }
+    if (jobs.empty()) {
+      // No round open (a retry about to open): let time pass.
+      if (++idle_ticks > 1000) {
+        return absl::InternalError("the engine opened no round");
+      }
+      now += absl::Seconds(1);
+      continue;
+    }
+    idle_ticks = 0;
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> threads;
+    const int workers =
+        std::min<int>(config.workers, static_cast<int>(jobs.size()));
+    for (int w = 0; w < workers; ++w) {
+      threads.emplace_back([&] {
+        for (size_t i = next++; i < jobs.size(); i = next++) work(jobs[i]);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (const Job& job : jobs) {
+      if (!job.error.ok()) {
+        return absl::Status(
+            job.error.code(),
+            absl::StrCat(job.device->facts.device_id, " in round ",
+                         job.task.round, ": ", job.error.message()));
+      }
+    }
+
+    // The engine hears from each device when its charged time is up.
+    const absl::Time opened = now;
+    std::sort(jobs.begin(), jobs.end(),
+              [](const Job& a, const Job& b) { return a.seconds < b.seconds; });
+    const int64_t closed = engine.rounds_closed();
+    const auto still_open = [&] {
+      return engine.rounds_closed() == closed && !engine.finished();
+    };
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const Job& job = jobs[i];
+      const absl::Time at = opened + absl::Seconds(job.seconds);
+      if (at > job.task.deadline) break;  // This one and the rest are late.
+      now = at;
+      for (size_t j = i + 1; j < jobs.size(); ++j) {  // Still working.
+        (void)engine.Heartbeat(jobs[j].device->facts.device_id, now);
+      }
+      const absl::Status status =
+          job.declined
+              ? engine.Decline(job.device->facts.device_id, job.task.round,
+                               job.task.nonce, "memory", now)
+              : engine.Submit(job.submission, now);
+      // FailedPrecondition: the round closed on its target count already.
+      if (!status.ok() && !absl::IsFailedPrecondition(status)) return status;
+      if (absl::Status s = engine.Tick(now); !s.ok()) return s;
+      if (!still_open()) break;
+    }
+    if (still_open()) {
+      // Stragglers remain: the deadline closes the round.
+      now = std::max(now, jobs.front().task.deadline);
+      for (const Job& job : jobs) {
+        (void)engine.Heartbeat(job.device->facts.device_id, now);
+      }
+      if (absl::Status s = engine.Tick(now); !s.ok()) return s;
+    }
+    // The next round's tasks go out once aggregation is done.
+    if (engine.rounds_closed() > closed) now += absl::Seconds(aggregate_s);
+  }
+  evaluator.Drain();
+  return engine.failure();
+}
+
+}  // namespace fedge::sim
