@@ -41,6 +41,11 @@ ABSL_FLAG(uint64_t, data_seed, 1, "Seed of the split (as fedge-pretrain).");
 ABSL_FLAG(std::string, cache_dir, "cache",
           "Where the base model is cached by digest.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
+ABSL_FLAG(double, compute_slowdown, 1.0,
+          "Emulation only, for simulators without cgroups: stretch each "
+          "round's local compute to this many times its measured length by "
+          "waiting (heartbeating) before the upload, as a slower board "
+          "would take; reported as training time. 1: off.");
 ABSL_FLAG(int64_t, memory_budget_mb, 0,
           "Memory this process may use (MiB; 0: no limit). A task whose "
           "estimated peak exceeds it is declined and the coordinator told.");
@@ -123,6 +128,11 @@ int main(int argc, char** argv) {
                      : format == "json"         ? Progress::kJson
                                                 : Progress::kText;
   options.run_benchmark = absl::GetFlag(FLAGS_benchmark);
+  options.compute_slowdown = absl::GetFlag(FLAGS_compute_slowdown);
+  if (!(options.compute_slowdown >= 1) || options.compute_slowdown > 1000) {
+    return Fail(
+        absl::InvalidArgumentError("--compute_slowdown must be in [1, 1000]"));
+  }
   options.give_up_after = absl::Seconds(absl::GetFlag(FLAGS_give_up_after_s));
 
   fedge::client::ShardSpec shard;

@@ -294,6 +294,18 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   if (!encoded.ok()) return encoded.status();
   report.encode_s = Since(phase);
   report.raw_bytes_up = encoded->raw_bytes;
+  if (options_.compute_slowdown > 1) {
+    report.dilation_s = (options_.compute_slowdown - 1) *
+                        (report.build_s + report.train_s + report.encode_s);
+    const absl::Time until = absl::Now() + absl::Seconds(report.dilation_s);
+    while (!stop_ && absl::Now() < until) {
+      Heartbeat(task.round(), "train", 1.0);
+      Pause(std::min(absl::Seconds(1), until - absl::Now()));
+    }
+    if (stop_)
+      return absl::CancelledError("stopped while emulating a slower board");
+    report.train_s += report.dilation_s;
+  }
 
   // 5. Upload and report.
   enter("upload");

@@ -49,6 +49,11 @@ struct ParticipantOptions {
   transport::RetryPolicy transfer_retry;
   int64_t max_rounds = 0;  // Stop after this many submitted rounds; 0: all.
   bool run_benchmark = true;
+  // Emulation only (simulators without cgroups): after each round's local
+  // compute (build, train, encode) of t seconds, wait (slowdown - 1) * t,
+  // heartbeating, before uploading, as a board this many times slower
+  // would; the wait counts as training time in the report. 1: off.
+  double compute_slowdown = 1.0;
   // Progress on stdout: none, human-readable lines, or one JSON object
   // per line (structured logs: {"device", "event", "round", ...}).
   enum class Progress { kNone, kText, kJson };
@@ -62,6 +67,7 @@ struct RoundReport {
   int64_t rank = 0;
   double download_s = 0, build_s = 0, train_s = 0, encode_s = 0, upload_s = 0,
          total_s = 0;
+  double dilation_s = 0;  // Of train_s: the compute_slowdown wait.
   int64_t bytes_down = 0, bytes_up = 0, raw_bytes_up = 0;
   int64_t transfer_resumes = 0;  // Streams restarted after a broken link.
   int64_t examples = 0;

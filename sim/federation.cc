@@ -227,6 +227,15 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
 
 }  // namespace
 
+absl::StatusOr<CpuEmulation> ParseCpuEmulation(absl::string_view name) {
+  if (name == "auto" || name == "true") return CpuEmulation::kAuto;
+  if (name == "cgroup") return CpuEmulation::kCgroup;
+  if (name == "dilate") return CpuEmulation::kDilate;
+  if (name == "off" || name == "false") return CpuEmulation::kOff;
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", name, "' is not auto, cgroup, dilate or off"));
+}
+
 absl::StatusOr<std::vector<Strategy>> ParseStrategies(absl::string_view spec) {
   std::vector<Strategy> out;
   for (absl::string_view item : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
@@ -323,12 +332,51 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
                            ? config.usable_cores
                            : 0.9 * std::thread::hardware_concurrency();
   const std::vector<double> shares = CpuShares(config.devices, cores);
-  std::string cpu_mode = config.emulate_cpu
-                             ? ""
-                             : "off (--emulate_cpu=false): every device runs "
-                               "at this machine's speed";
-  std::vector<std::unique_ptr<transport::ShapingProxy>> proxies;
+  // How device speeds are emulated, decided before any client starts.
   std::vector<std::unique_ptr<CpuLimit>> limits;
+  std::string cpu_mode;
+  CpuEmulation emulation = config.cpu_emulation;
+  if (emulation == CpuEmulation::kAuto || emulation == CpuEmulation::kCgroup) {
+    for (int i = 0; i < n; ++i) {
+      absl::StatusOr<std::unique_ptr<CpuLimit>> limit = CpuLimit::Create(
+          absl::StrCat("fedge-sim-", ::getpid(), "-device-", i), shares[i]);
+      if (!limit.ok()) {
+        if (emulation == CpuEmulation::kCgroup) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("--emulate_cpu=cgroup: ", limit.status().message(),
+                           " (run as root, or --emulate_cpu=dilate)"));
+        }
+        limits.clear();
+        emulation = CpuEmulation::kDilate;
+        cpu_mode =
+            absl::StrCat("no cgroups (", limit.status().message(), "), so ");
+        break;
+      }
+      limits.push_back(*std::move(limit));
+    }
+  }
+  if (!limits.empty()) {
+    cpu_mode = absl::StrFormat(
+        "%s: CPU shares %s of one core (relative speeds x %.3f to fit %.1f "
+        "cores)",
+        limits[0]->mechanism(),
+        absl::StrJoin(shares, ", ",
+                      [](std::string* out, double s) {
+                        absl::StrAppendFormat(out, "%.3f", s);
+                      }),
+        shares[0] / config.devices[0].relative_speed, cores);
+  } else if (emulation == CpuEmulation::kDilate) {
+    absl::StrAppend(
+        &cpu_mode,
+        "time dilation: every device computes at this machine's speed and "
+        "then waits until its measured compute time is stretched to 1 / its "
+        "relative speed (fedge-client --compute_slowdown)");
+  } else {
+    cpu_mode =
+        "off (--emulate_cpu=off): every device runs at this machine's "
+        "speed";
+  }
+  std::vector<std::unique_ptr<transport::ShapingProxy>> proxies;
   std::vector<std::unique_ptr<ChildProcess>> clients;
   for (int i = 0; i < n; ++i) {
     absl::StatusOr<transport::LinkProfile> link =
@@ -356,32 +404,17 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
     if (!config.data_dir.empty()) {
       client.push_back("--data_dir=" + config.data_dir);
     }
+    if (emulation == CpuEmulation::kDilate) {
+      client.push_back(absl::StrCat("--compute_slowdown=",
+                                    1 / config.devices[i].relative_speed));
+    }
     absl::StatusOr<std::unique_ptr<ChildProcess>> process =
         ChildProcess::Start(client, run_dir + "/" + id + ".log");
     if (!process.ok()) return process.status();
-    if (config.emulate_cpu &&
-        (i == 0 || absl::StartsWith(cpu_mode, "cgroup"))) {
-      absl::StatusOr<std::unique_ptr<CpuLimit>> limit = CpuLimit::Create(
-          absl::StrCat("fedge-sim-", ::getpid(), "-", id), shares[i]);
-      absl::Status added =
-          limit.ok() ? (*limit)->Add((*process)->pid()) : limit.status();
-      if (!added.ok()) {
-        cpu_mode = absl::StrCat(
-            "off: ", added.message(),
-            "; every device runs at this machine's speed (run as root on "
-            "Linux with cgroups for device profiles)");
-        limits.clear();
-      } else {
-        cpu_mode = absl::StrFormat(
-            "%s: CPU shares %s of one core (relative speeds x %.3f to fit "
-            "%.1f cores)",
-            (*limit)->mechanism(),
-            absl::StrJoin(shares, ", ",
-                          [](std::string* out, double s) {
-                            absl::StrAppendFormat(out, "%.3f", s);
-                          }),
-            shares[i] / config.devices[i].relative_speed, cores);
-        limits.push_back(*std::move(limit));
+    if (!limits.empty()) {
+      if (absl::Status s = limits[i]->Add((*process)->pid()); !s.ok()) {
+        return absl::Status(
+            s.code(), absl::StrCat("capping ", id, "'s CPU: ", s.message()));
       }
     }
     proxies.push_back(*std::move(proxy));

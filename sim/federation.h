@@ -18,6 +18,17 @@
 
 namespace fedge::sim {
 
+// How a real-clock federation makes devices as slow as their profiles.
+enum class CpuEmulation {
+  kAuto,    // cgroups where writable, else time dilation; says which ran.
+  kCgroup,  // CPU caps (sim/cpu_limit.h) or fail.
+  kDilate,  // Time dilation: fedge-client --compute_slowdown=1/speed.
+  kOff,     // Every device at this machine's speed.
+};
+
+// "auto" (or "true"), "cgroup", "dilate", "off" (or "false").
+absl::StatusOr<CpuEmulation> ParseCpuEmulation(absl::string_view name);
+
 struct SimConfig {
   std::string bin_dir;  // Holds fedge-coordinator and fedge-client.
   std::string out_dir;  // This experiment's output directory.
@@ -30,7 +41,7 @@ struct SimConfig {
   int eval_examples = 2000;
   std::vector<DeviceProfile> devices;  // One per client.
   std::vector<std::string> links;      // One per client.
-  bool emulate_cpu = true;             // Cap each client's CPU (cgroups).
+  CpuEmulation cpu_emulation = CpuEmulation::kAuto;
   double usable_cores = 0;  // CPU shares sum to at most this (0: 90% of
                             // this machine's cores).
   absl::Duration timeout = absl::Minutes(60);  // Per strategy.

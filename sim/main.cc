@@ -69,10 +69,11 @@ ABSL_FLAG(std::string, data_dir, "",
 ABSL_FLAG(std::string, bin_dir, "",
           "Where fedge-coordinator, fedge-client and fedge-pretrain are "
           "(default: next to fedge-sim).");
-ABSL_FLAG(bool, emulate_cpu, true,
-          "Cap each client's CPU to its profile's speed with cgroups "
-          "(needs root; otherwise devices run at this machine's speed and "
-          "the report says so).");
+ABSL_FLAG(std::string, emulate_cpu, "auto",
+          "How devices get their profile's speed: cgroup (cap each client's "
+          "CPU; needs root), dilate (each client waits after computing until "
+          "its compute took 1/speed as long), auto (cgroup where possible, "
+          "else dilate) or off. The report says which ran.");
 ABSL_FLAG(double, cores, 0,
           "CPU the devices may use together (0: 90% of this machine's).");
 ABSL_FLAG(int, eval_examples, 2000, "Test images per global evaluation.");
@@ -153,7 +154,12 @@ int main(int argc, char** argv) {
   config.base_dir = absl::GetFlag(FLAGS_base_dir);
   config.data_dir = absl::GetFlag(FLAGS_data_dir);
   config.cache_dir = absl::GetFlag(FLAGS_cache_dir);
-  config.emulate_cpu = absl::GetFlag(FLAGS_emulate_cpu);
+  absl::StatusOr<sim::CpuEmulation> emulation =
+      sim::ParseCpuEmulation(absl::GetFlag(FLAGS_emulate_cpu));
+  if (!emulation.ok()) {
+    return Fail(absl::StrCat("--emulate_cpu: ", emulation.status().message()));
+  }
+  config.cpu_emulation = *emulation;
   config.usable_cores = absl::GetFlag(FLAGS_cores);
   config.eval_examples = absl::GetFlag(FLAGS_eval_examples);
   config.timeout = absl::Minutes(absl::GetFlag(FLAGS_timeout_minutes));

@@ -9,6 +9,8 @@
 # Then the same on the virtual clock with 300 devices, 6 invited per round:
 # accuracy rises, every round invites 6, and each device's transfer times
 # are exactly RTT + bytes / its link's rate (transport/link_profile.cc).
+# Last, time dilation (the fallback without cgroups): a Raspberry Pi 4
+# (speed 0.16) reports several times the laptop's training time.
 #
 # Usage: sim_test.sh BIN_DIR   (ctest passes build/<preset>/bin)
 set -euo pipefail
@@ -66,6 +68,22 @@ for r in rows:
         want = rtt + int(r[size]) * 8 / (rate * 1e6)
         assert abs(float(r[phase]) - want) <= 1e-4 * want + 1e-6, (r, phase)
 assert len(devices) > 6, devices  # Different samples each round.
+PY
+
+"$bin/fedge-sim" --emulate_cpu=dilate --base_dir="$work/base" \
+  --out="$work/dsim" --clients=4 --rounds=2 --local_steps=20 \
+  --eval_examples=500 --cache_dir="$work/cache" >"$work/dsim.log"
+python3 - "$work" <<'PY'
+import csv, json, sys
+work = sys.argv[1]
+notes = json.load(open(f"{work}/dsim/summary.json"))["notes"]
+assert any("time dilation" in n for n in notes), notes
+train = {}
+for r in csv.DictReader(open(f"{work}/dsim/fedspine/clients.csv")):
+    train.setdefault(r["device"], []).append(float(r["train_s"]))
+pi4, laptop = sum(train["device-0"]), sum(train["device-3"])
+print(f"dilated training: pi4 {pi4:.2f} s, laptop {laptop:.2f} s")
+assert pi4 > 3 * laptop, train
 PY
 
 if command -v chromium >/dev/null; then
