@@ -1,5 +1,7 @@
 #include "client/shard.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 #include "model/partition.h"
@@ -19,12 +21,19 @@ absl::StatusOr<model::Partition> PartitionShards(const model::Dataset& train,
   absl::StatusOr<model::PublicSplit> split =
       model::SplitPublic(train.size(), spec.public_fraction, spec.seed);
   if (!split.ok()) return split.status();
-  return spec.partition == "iid"
-             ? model::PartitionIid(split->private_indices, spec.count,
-                                   spec.seed)
-             : model::PartitionDirichlet(split->private_indices,
-                                         model::Labels(train), 10, spec.count,
-                                         spec.alpha, spec.seed, 32);
+  if (spec.partition == "iid") {
+    return model::PartitionIid(split->private_indices, spec.count, spec.seed);
+  }
+  // At least 32 samples per device; in federations too large for that to
+  // be likely under label skew (more than ~170 devices), a tenth of the
+  // average share.
+  const int64_t average =
+      static_cast<int64_t>(split->private_indices.size()) / spec.count;
+  const int64_t min_samples =
+      std::max<int64_t>(1, std::min<int64_t>(32, average / 10));
+  return model::PartitionDirichlet(split->private_indices, model::Labels(train),
+                                   10, spec.count, spec.alpha, spec.seed,
+                                   min_samples);
 }
 
 absl::StatusOr<model::Dataset> LoadShard(const ShardSpec& spec) {

@@ -227,6 +227,7 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
   for (const auto& item : *payload) {
     participant.expected[item.key()] = item.value().sizes().vec();
   }
+  participant.sent = options_.mode == Mode::kLora ? *payload : NamedTensors();
   task.payload_id = absl::StrCat("round-", round.number, ".", round.attempt,
                                  "/", device_id, "/", task.nonce.substr(0, 8));
   task.issued = now;
@@ -339,8 +340,9 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   }
   const double weight = static_cast<double>(
       std::min(submission.num_examples, options_.max_examples));
-  absl::StatusOr<double> norm = global_->AddUpdate(
-      round_->aggregate, participant.task->plan, submission.update, weight);
+  absl::StatusOr<double> norm =
+      global_->AddUpdate(round_->aggregate, participant.task->plan,
+                         submission.update, participant.sent, weight);
   if (!norm.ok()) return norm.status();
   participant.stage = Stage::kAccepted;
   participant.submitted = now;

@@ -263,6 +263,9 @@ class Engine {
     std::optional<Task> task;
     // Names and shapes the update must have.
     std::map<std::string, std::vector<int64_t>> expected;
+    // LoRA mode: the adapter it was sent (small), which its update is
+    // measured against (GlobalModel::AddUpdate). Empty in dense mode.
+    NamedTensors sent;
     Stage stage = Stage::kInvited;
     absl::Time submitted;
     Submission report;  // Without tensors.

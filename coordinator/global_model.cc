@@ -112,17 +112,32 @@ absl::StatusOr<RoundAggregate> GlobalModel::BeginRound(
 absl::StatusOr<double> GlobalModel::AddUpdate(RoundAggregate& round,
                                               const pruning::PruningPlan& plan,
                                               const NamedTensors& update,
+                                              const NamedTensors& sent,
                                               double weight) const {
   torch::NoGradGuard no_grad;
   NamedTensors sub;
   if (mode_ == Mode::kDense) {
     sub = update;
   } else {
-    absl::StatusOr<NamedTensors> deltas =
+    absl::StatusOr<NamedTensors> trained =
         lora::AdapterDeltas(update, lora_.alpha);
-    if (!deltas.ok()) return deltas.status();
-    for (const auto& item : *deltas) {
-      sub.insert(item.key() + std::string(kWeight), item.value());
+    if (!trained.ok()) return trained.status();
+    absl::StatusOr<NamedTensors> given = lora::AdapterDeltas(sent, lora_.alpha);
+    if (!given.ok()) return given.status();
+    absl::StatusOr<NamedTensors> global =
+        pruning::SliceTensors(*base_, plan, trained_);
+    if (!global.ok()) return global.status();
+    for (const auto& item : *trained) {
+      const std::string name = item.key() + std::string(kWeight);
+      const at::Tensor* before = given->find(item.key());
+      const at::Tensor* current = global->find(name);
+      if (before == nullptr || current == nullptr ||
+          before->sizes() != item.value().sizes() ||
+          current->sizes() != item.value().sizes()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "update '", item.key(), "' does not match the payload sent"));
+      }
+      sub.insert(name, *current + (item.value() - *before));
     }
   }
   absl::StatusOr<pruning::Scattered> full =

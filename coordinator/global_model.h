@@ -73,12 +73,18 @@ class GlobalModel {
   absl::StatusOr<RoundAggregate> BeginRound(
       const strategies::AggregatorOptions& options) const;
 
-  // Folds a device's trained payload (validated by the caller against
-  // Payload's names and shapes) into `round`, weighted by `weight`.
+  // Folds a device's trained payload `update` (validated by the caller
+  // against Payload's names and shapes) into `round`, weighted by `weight`.
+  // `sent` is the payload it was given. LoRA mode folds in the device's
+  // change, its adapter's product minus the product it was sent, on top of
+  // the global change: what a low rank truncated away is kept rather than
+  // lost from the average (it would be if the products themselves were
+  // averaged). Dense mode folds in the weights (`sent` is not used).
   // Returns the norm of its change (the reward's update importance).
   absl::StatusOr<double> AddUpdate(RoundAggregate& round,
                                    const pruning::PruningPlan& plan,
                                    const NamedTensors& update,
+                                   const NamedTensors& sent,
                                    double weight) const;
 
   // Folds a device's importance report ("heads.N" [kept heads of block N],

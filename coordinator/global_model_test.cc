@@ -51,8 +51,12 @@ TEST(GlobalModelTest, HeterogeneousUpdatesAverageOverCoverage) {
   const NamedTensors u2 = Train(*global->Payload(half, 2, 2), 12);
   auto round = global->BeginRound({});
   ASSERT_TRUE(round.ok());
-  ASSERT_TRUE(global->AddUpdate(*round, full, u1, 1.0).ok());
-  ASSERT_TRUE(global->AddUpdate(*round, half, u2, 3.0).ok());
+  ASSERT_TRUE(
+      global->AddUpdate(*round, full, u1, *global->Payload(full, 8, 1), 1.0)
+          .ok());
+  ASSERT_TRUE(
+      global->AddUpdate(*round, half, u2, *global->Payload(half, 2, 2), 3.0)
+          .ok());
   ASSERT_TRUE(global->Commit(*round, 0.5).ok());
 
   // Naive reference for q_proj of block 0: products in full coordinates.
@@ -80,6 +84,33 @@ TEST(GlobalModelTest, HeterogeneousUpdatesAverageOverCoverage) {
       expected.to(torch::kFloat64), 1e-4, 1e-5));
 }
 
+// A low-rank device gets a truncation of the global change; what it did
+// not get must not be averaged away. A rank-2 device that sends back
+// exactly what it got leaves a rank-8 global change as it was.
+TEST(GlobalModelTest, LowRankDevicesDoNotTruncateTheGlobalChange) {
+  auto global = MakeGlobal(Mode::kLora);
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  const NamedTensors first = *global->Payload(full, 8, 1);
+  auto round = global->BeginRound({});
+  ASSERT_TRUE(
+      global->AddUpdate(*round, full, Train(first, 21), first, 1.0).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  const NamedTensors before = global->State();
+  const std::string name = "layers.0.self_attn.q_proj.weight";
+  ASSERT_GT(torch::linalg_matrix_rank(before[name]).item<int64_t>(), 2);
+
+  const NamedTensors low = *global->Payload(full, 2, 2);
+  round = global->BeginRound({});
+  ASSERT_TRUE(global->AddUpdate(*round, full, low, low, 1.0).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+
+  EXPECT_TRUE(torch::allclose(global->State()[name], before[name], 1e-5, 1e-6));
+  // A `sent` of another sub-model is an error, not a silent zero.
+  round = global->BeginRound({});
+  const NamedTensors other = *global->Payload(*global->Plan(0.5), 2, 3);
+  EXPECT_FALSE(global->AddUpdate(*round, full, low, other, 1.0).ok());
+}
+
 TEST(GlobalModelTest, DenseModeAveragesWeightsAndKeepsUncoveredOnes) {
   auto global = MakeGlobal(Mode::kDense);
   const pruning::PruningPlan half = *global->Plan(0.5);
@@ -87,7 +118,8 @@ TEST(GlobalModelTest, DenseModeAveragesWeightsAndKeepsUncoveredOnes) {
   const at::Tensor before = global->State()["layers.0.mlp.up_proj.weight"];
   for (auto& item : payload) item.value() = item.value() + 1.0;
   auto round = global->BeginRound({});
-  ASSERT_TRUE(global->AddUpdate(*round, half, payload, 2.0).ok());
+  ASSERT_TRUE(
+      global->AddUpdate(*round, half, payload, NamedTensors(), 2.0).ok());
   ASSERT_TRUE(global->Commit(*round, 0.5).ok());
   const at::Tensor after = global->State()["layers.0.mlp.up_proj.weight"];
   for (int64_t c = 0; c < 16; ++c) {
@@ -105,8 +137,8 @@ TEST(GlobalModelTest, ReportedScoresSteerThePlan) {
   scores.insert("channels.0", torch::arange(16.0));
   auto round = global->BeginRound({});
   ASSERT_TRUE(global->AddScores(*round, full, scores).ok());
-  ASSERT_TRUE(
-      global->AddUpdate(*round, full, *global->Payload(full, 2, 0), 1).ok());
+  const NamedTensors sent = *global->Payload(full, 2, 0);
+  ASSERT_TRUE(global->AddUpdate(*round, full, sent, sent, 1).ok());
   ASSERT_TRUE(global->Commit(*round, 0.0).ok());
   const pruning::PruningPlan quarter = *global->Plan(0.75);
   EXPECT_EQ(quarter.blocks[0].heads, (std::vector<int64_t>{3}));
@@ -124,10 +156,8 @@ TEST(GlobalModelTest, MaterializeMergesTheGlobalChange) {
   auto global = MakeGlobal(Mode::kLora);
   const pruning::PruningPlan full = *global->Plan(0.0);
   auto round = global->BeginRound({});
-  ASSERT_TRUE(
-      global
-          ->AddUpdate(*round, full, Train(*global->Payload(full, 4, 1), 5), 1.0)
-          .ok());
+  const NamedTensors sent = *global->Payload(full, 4, 1);
+  ASSERT_TRUE(global->AddUpdate(*round, full, Train(sent, 5), sent, 1.0).ok());
   ASSERT_TRUE(global->Commit(*round, 0.5).ok());
   auto merged = global->Materialize(0.0);
   ASSERT_TRUE(merged.ok()) << merged.status();

@@ -25,6 +25,7 @@
 #include "model/trainer.h"
 #include "sim/federation.h"
 #include "sim/process.h"
+#include "sim/profiles.h"
 #include "sim/report.h"
 
 ABSL_FLAG(int, clients, 8,
@@ -44,12 +45,8 @@ ABSL_FLAG(std::string, strategies, "fedspine",
           "Comma list of strategies to run on the same federation: "
           "fedspine, ucb1, discounted_ucb, sliding_window_ucb, thompson, "
           "exp3, random, fixed:RATIO:RANK, fixed-grid (8 uniform fixed arms).");
-ABSL_FLAG(std::string, devices, "mix",
-          "Device profiles: mix (pi4, pi5, jetson, laptop in turn) or a "
-          "comma list of them used in turn.");
-ABSL_FLAG(std::string, links, "mix",
-          "Link profiles: mix (ethernet, wifi, 5g-sa in turn) or a comma "
-          "list of ethernet, wifi, 5g-sa, lte or NAME:UP/DOWN/RTT_MS.");
+ABSL_FLAG(std::string, devices, "mix", fedge::sim::kDevicesHelp);
+ABSL_FLAG(std::string, links, "mix", fedge::sim::kLinksHelp);
 ABSL_FLAG(double, alpha, 0.5,
           "Dirichlet concentration of each device's label mix (smaller: "
           "more non-IID).");

@@ -27,6 +27,14 @@ struct DeviceProfile {
 // pi4, pi5, jetson, laptop.
 const std::vector<DeviceProfile>& BuiltinDeviceProfiles();
 
+// The help of the --devices and --links flags of the simulator's programs.
+inline constexpr char kDevicesHelp[] =
+    "Device profiles: mix (pi4, pi5, jetson, laptop in turn) or a comma list "
+    "of them used in turn.";
+inline constexpr char kLinksHelp[] =
+    "Link profiles: mix (ethernet, wifi, 5g-sa in turn) or a comma list of "
+    "ethernet, wifi, 5g-sa, lte or NAME:UP/DOWN/RTT_MS.";
+
 // One profile per device for `count` devices. `spec` is "mix" (the
 // built-ins in turn: pi4, pi5, jetson, laptop, pi4, ...) or a comma list
 // of names used in turn. InvalidArgument naming an unknown profile.

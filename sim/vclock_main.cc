@@ -20,12 +20,8 @@
 #include "sim/virtual_clock.h"
 
 ABSL_FLAG(int, clients, 100, "Devices in the federation.");
-ABSL_FLAG(std::string, devices, "mix",
-          "Device profiles: mix (pi4, pi5, jetson, laptop in turn) or a "
-          "comma list of them used in turn.");
-ABSL_FLAG(std::string, links, "mix",
-          "Link profiles: mix (ethernet, wifi, 5g-sa in turn) or a comma "
-          "list of ethernet, wifi, 5g-sa, lte or NAME:UP/DOWN/RTT_MS.");
+ABSL_FLAG(std::string, devices, "mix", fedge::sim::kDevicesHelp);
+ABSL_FLAG(std::string, links, "mix", fedge::sim::kLinksHelp);
 ABSL_FLAG(std::string, partition, "dirichlet",
           "Device data: iid or dirichlet.");
 ABSL_FLAG(double, alpha, 0.5, "Dirichlet concentration of the label mix.");
