@@ -1,6 +1,9 @@
 #include "transport/transfer_service.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -197,7 +200,10 @@ class TlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     const char* src = std::getenv("FEDGE_TEST_SRCDIR");
-    dir_ = absl::StrCat(::testing::TempDir(), "/tls_certs");
+    // One directory per process: ctest runs each test of this suite in its
+    // own process, in parallel, and regenerated certificates must not
+    // replace another process's while it uses them.
+    dir_ = absl::StrCat(::testing::TempDir(), "/tls_certs_", ::getpid());
     const std::string script =
         absl::StrCat(src ? src : ".", "/deploy/certs/make_dev_certs.sh");
     ASSERT_EQ(
@@ -208,6 +214,11 @@ class TlsTest : public ::testing::Test {
                   absl::StrCat(script, " ", dir_, "/rogue device-0 >/dev/null")
                       .c_str()),
               0);
+  }
+
+  static void TearDownTestSuite() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
   }
 
   // Starts a server and returns whether a download through a client with
