@@ -54,7 +54,8 @@ ABSL_FLAG(int, local_steps, 40,
           "Optimizer steps per device per round (0: one epoch of its shard).");
 ABSL_FLAG(double, target_accuracy, 0,
           "Accuracy for time-to-target (0: the median over strategies of the "
-          "best accuracy each reached; with one strategy, its best).");
+          "best accuracy each reached, with one strategy its best, but at "
+          "least the base model's accuracy + 0.5 points).");
 ABSL_FLAG(std::string, out, "",
           "Output directory (default: runs/sim-YYYYmmdd-HHMMSS).");
 ABSL_FLAG(std::string, base_dir, "runs/base",
@@ -253,6 +254,9 @@ int main(int argc, char** argv) {
     }
     std::sort(best.begin(), best.end());
     target = best[(best.size() - 1) / 2];
+    // The base model has its accuracy before any round: a target at or
+    // below it measures nothing.
+    target = std::max(target, *base_accuracy + 0.005);
   }
   std::vector<sim::StrategySummary> summaries;
   std::vector<std::string> problems;
