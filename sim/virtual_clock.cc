@@ -342,6 +342,8 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       }
       if (absl::Status s = engine.Tick(now); !s.ok()) return s;
     }
+    // This round's payloads are done with (the engine keeps what it needs).
+    for (const Job& job : jobs) payloads.erase(job.task.payload_id);
     // The next round's tasks go out once aggregation is done.
     if (engine.rounds_closed() > closed) now += absl::Seconds(aggregate_s);
   }
