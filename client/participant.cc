@@ -252,7 +252,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
 
   // 2-3. The physically pruned sub-model, trained locally.
   enter("build");
-  client::LocalHooks hooks;
+  LocalHooks hooks;
   // Refuse a task that would not fit rather than be killed by the OS.
   hooks.admit = [&](int64_t estimated_bytes) {
     report.estimated_peak_bytes = RssBytes() + estimated_bytes;

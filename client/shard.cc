@@ -7,6 +7,17 @@
 #include "model/partition.h"
 
 namespace fedge::client {
+namespace {
+
+absl::Status CheckPartition(const ShardSpec& spec) {
+  if (spec.partition != "iid" && spec.partition != "dirichlet") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "partition '", spec.partition, "' is not iid or dirichlet"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<model::Partition> PartitionShards(const model::Dataset& train,
                                                  const ShardSpec& spec) {
@@ -14,10 +25,7 @@ absl::StatusOr<model::Partition> PartitionShards(const model::Dataset& train,
     return absl::InvalidArgumentError(
         absl::StrCat("shard count ", spec.count, ": need N >= 1"));
   }
-  if (spec.partition != "iid" && spec.partition != "dirichlet") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "partition '", spec.partition, "' is not iid or dirichlet"));
-  }
+  if (absl::Status s = CheckPartition(spec); !s.ok()) return s;
   absl::StatusOr<model::PublicSplit> split =
       model::SplitPublic(train.size(), spec.public_fraction, spec.seed);
   if (!split.ok()) return split.status();
@@ -41,10 +49,7 @@ absl::StatusOr<model::Dataset> LoadShard(const ShardSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat(
         "shard ", spec.index, "/", spec.count, ": need 0 <= I < N"));
   }
-  if (spec.partition != "iid" && spec.partition != "dirichlet") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "partition '", spec.partition, "' is not iid or dirichlet"));
-  }
+  if (absl::Status s = CheckPartition(spec); !s.ok()) return s;
   absl::StatusOr<model::Dataset> train =
       model::LoadFashionMnist(spec.data_dir, model::Split::kTrain);
   if (!train.ok()) return train.status();

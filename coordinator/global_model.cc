@@ -226,6 +226,17 @@ absl::StatusOr<model::Model> GlobalModel::Materialize(double ratio) const {
   return MaterializeState(*base_, mode_, State(), ratio);
 }
 
+absl::StatusOr<model::Model> LoadBase(const std::string& dir) {
+  absl::StatusOr<model::Model> base = model::LoadCheckpoint(dir);
+  if (!base.ok()) {
+    return absl::Status(
+        base.status().code(),
+        absl::StrCat("base model in ", dir, ": ", base.status().message(),
+                     " (run fedge-pretrain first)"));
+  }
+  return base;
+}
+
 absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
                                               Mode mode,
                                               const NamedTensors& state,

@@ -119,6 +119,10 @@ class GlobalModel {
   pruning::GroupScores scores_;  // Unit-norm per block.
 };
 
+// The base model in checkpoint directory `dir` (fedge-pretrain's output).
+// Its loader's error, naming the directory and suggesting fedge-pretrain.
+absl::StatusOr<model::Model> LoadBase(const std::string& dir);
+
 // The base with `state` (as GlobalModel::State() gave it) applied and
 // merged, pruned to `ratio` by the state's own scores. Reads `base` only,
 // so evaluation threads may call it while the engine goes on (the engine

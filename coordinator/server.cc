@@ -45,13 +45,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   const ServerConfig& c = s.config_;
   if (absl::Status st = c.channel.Validate(); !st.ok()) return st;
 
-  absl::StatusOr<model::Model> base = model::LoadCheckpoint(c.base_dir);
-  if (!base.ok()) {
-    return absl::Status(
-        base.status().code(),
-        absl::StrCat("base model in ", c.base_dir, ": ",
-                     base.status().message(), " (run fedge-pretrain first)"));
-  }
+  absl::StatusOr<model::Model> base = LoadBase(c.base_dir);
+  if (!base.ok()) return base.status();
   s.base_ = *base;
   if (!c.data_dir.empty()) {
     absl::StatusOr<model::Dataset> test =

@@ -70,13 +70,8 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
   if (absl::Status s = options.Validate(); !s.ok()) return s;
 
   // The base, as the coordinator loads it and as devices read it.
-  absl::StatusOr<model::Model> base = model::LoadCheckpoint(config.base_dir);
-  if (!base.ok()) {
-    return absl::Status(
-        base.status().code(),
-        absl::StrCat("base model in ", config.base_dir, ": ",
-                     base.status().message(), " (run fedge-pretrain first)"));
-  }
+  absl::StatusOr<model::Model> base = fc::LoadBase(config.base_dir);
+  if (!base.ok()) return base.status();
   absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> reader =
       model::SafetensorsReader::Open(config.base_dir + "/" +
                                      model::kWeightsFile);
