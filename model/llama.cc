@@ -174,26 +174,47 @@ LlamaImpl::LlamaImpl(const LlamaConfig& config) : config_(config) {
       config.max_position_embeddings, config.head_dim, config.rope_theta);
 }
 
-int64_t LlamaImpl::TrainingActivationBytes(at::IntArrayRef input_shape) const {
-  const int64_t tokens = input_shape[1];
-  // Embeddings, then the blocks (rotary q/k copies included in the 2x of
-  // q and k), then the final norm and the logits with their softmax.
-  int64_t per_sample = tokens * config_.hidden_size * 2;
-  for (const BlockShape& shape : config_.layers) {
-    per_sample += BlockActivationElements(shape, tokens, config_.hidden_size,
-                                          config_.head_dim, /*mlp_tensors=*/3);
-  }
-  per_sample += tokens * 2 * config_.vocab_size;
-  return input_shape[0] * per_sample * 4;
+// Per sample: the embeddings and the blocks (rotary q/k copies included in
+// the 2x of q and k), then the final norm and the logits with their softmax.
+int64_t LlamaImpl::EmbeddingActivationElements(
+    at::IntArrayRef input_shape) const {
+  return input_shape[1] * config_.hidden_size * 2;
+}
+
+int64_t LlamaImpl::BlockActivationElementsAt(at::IntArrayRef input_shape,
+                                             int64_t index) const {
+  return BlockActivationElements(config_.layers[index], input_shape[1],
+                                 config_.hidden_size, config_.head_dim,
+                                 /*mlp_tensors=*/3);
+}
+
+int64_t LlamaImpl::OutputActivationElements(at::IntArrayRef input_shape) const {
+  return input_shape[1] * 2 * config_.vocab_size;
 }
 
 at::Tensor LlamaImpl::forward(const at::Tensor& tokens) {
+  const auto blocks = static_cast<int64_t>(config_.layers.size());
+  return ForwardTail(ForwardHead(tokens, blocks), blocks);
+}
+
+at::Tensor LlamaImpl::ForwardHead(const at::Tensor& tokens, int64_t cut) {
   const int64_t seq = tokens.size(1);
   const at::Tensor cos = rope_cos_.narrow(0, 0, seq);
   const at::Tensor sin = rope_sin_.narrow(0, 0, seq);
   at::Tensor x = model_->embed_tokens(tokens);
-  for (const auto& layer : *model_->layers) {
-    x = layer->as<LlamaBlockImpl>()->forward(x, cos, sin);
+  for (int64_t i = 0; i < cut; ++i) {
+    x = model_->layers[i]->as<LlamaBlockImpl>()->forward(x, cos, sin);
+  }
+  return x;
+}
+
+at::Tensor LlamaImpl::ForwardTail(const at::Tensor& hidden, int64_t cut) {
+  const int64_t seq = hidden.size(1);
+  const at::Tensor cos = rope_cos_.narrow(0, 0, seq);
+  const at::Tensor sin = rope_sin_.narrow(0, 0, seq);
+  at::Tensor x = hidden;
+  for (int64_t i = cut; i < static_cast<int64_t>(model_->layers->size()); ++i) {
+    x = model_->layers[i]->as<LlamaBlockImpl>()->forward(x, cos, sin);
   }
   x = model_->norm(x);
   if (lm_head_) return lm_head_(x);

@@ -81,7 +81,6 @@ class LlamaImpl : public ModelImpl {
   int64_t num_outputs() const override { return config_.vocab_size; }
   absl::Status ValidateInput(const at::Tensor& input) const override;
   std::string ConfigJson() const override { return LlamaConfigToJson(config_); }
-  int64_t TrainingActivationBytes(at::IntArrayRef input_shape) const override;
   std::vector<BlockShape> block_shapes() const override {
     return config_.layers;
   }
@@ -89,8 +88,28 @@ class LlamaImpl : public ModelImpl {
   std::string block_prefix(int64_t index) const override;
   absl::StatusOr<Model> WithBlockShapes(
       const std::vector<BlockShape>& shapes) const override;
+  // Hidden states [B, T, hidden_size].
+  at::Tensor ForwardHead(const at::Tensor& tokens, int64_t cut) override;
+  at::Tensor ForwardTail(const at::Tensor& hidden, int64_t cut) override;
+  int64_t hidden_dim() const override { return config_.hidden_size; }
+  int64_t max_tokens() const override {
+    return config_.max_position_embeddings;
+  }
+  std::vector<int64_t> ExampleInputShape(int64_t batch) const override {
+    return {batch, config_.max_position_embeddings};
+  }
 
   const LlamaConfig& config() const { return config_; }
+
+ protected:
+  std::vector<std::string> embedding_prefixes() const override {
+    return {"model.embed_tokens."};
+  }
+  int64_t EmbeddingActivationElements(
+      at::IntArrayRef input_shape) const override;
+  int64_t BlockActivationElementsAt(at::IntArrayRef input_shape,
+                                    int64_t index) const override;
+  int64_t OutputActivationElements(at::IntArrayRef input_shape) const override;
 
  private:
   LlamaConfig config_;

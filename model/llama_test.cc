@@ -233,3 +233,25 @@ TEST(LlamaTest, ValidateInputChecksTokenRangeAndLength) {
 
 }  // namespace
 }  // namespace fedge::model
+
+namespace fedge::model {
+namespace {
+
+TEST(LlamaTest, HeadAndTailComposeToTheWholeModel) {
+  torch::manual_seed(6);
+  absl::StatusOr<Llama> llama = CreateLlama(TinyConfig());
+  ASSERT_TRUE(llama.ok());
+  const at::Tensor tokens =
+      torch::randint(0, TinyConfig().vocab_size, {2, 5}, torch::kLong);
+  const at::Tensor hidden = (*llama)->ForwardHead(tokens, 1);
+  EXPECT_TRUE((*llama)->ValidateHidden(hidden).ok());
+  EXPECT_TRUE(torch::allclose((*llama)->ForwardTail(hidden, 1),
+                              (*llama)->forward(tokens), 1e-5, 1e-6));
+  EXPECT_TRUE((*llama)->InHead("model.embed_tokens.weight", 1));
+  EXPECT_TRUE((*llama)->InHead("model.layers.0.mlp.up_proj.weight", 1));
+  EXPECT_FALSE((*llama)->InHead("model.layers.1.mlp.up_proj.weight", 1));
+  EXPECT_FALSE((*llama)->InHead("model.norm.weight", 1));
+}
+
+}  // namespace
+}  // namespace fedge::model

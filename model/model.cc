@@ -2,10 +2,67 @@
 
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include <torch/types.h>
 
 namespace fedge::model {
+
+int64_t ModelImpl::HeadTrainingActivationBytes(at::IntArrayRef input_shape,
+                                               int64_t cut) const {
+  int64_t per_sample = EmbeddingActivationElements(input_shape);
+  for (int64_t i = 0; i < cut; ++i) {
+    per_sample += BlockActivationElementsAt(input_shape, i);
+  }
+  return input_shape[0] * per_sample * 4;
+}
+
+int64_t ModelImpl::TrainingActivationBytes(at::IntArrayRef input_shape) const {
+  const auto blocks = static_cast<int64_t>(block_shapes().size());
+  return HeadTrainingActivationBytes(input_shape, blocks) +
+         input_shape[0] * OutputActivationElements(input_shape) * 4;
+}
+
+absl::Status ModelImpl::ValidateCut(int64_t cut) const {
+  const auto blocks = static_cast<int64_t>(block_shapes().size());
+  if (cut < 1 || cut > blocks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("split cut ", cut, " is outside [1, ", blocks,
+                     "] (the model has ", blocks, " blocks)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ModelImpl::ValidateHidden(const at::Tensor& hidden) const {
+  if (!hidden.defined()) {
+    return absl::InvalidArgumentError("hidden states undefined");
+  }
+  if (hidden.dim() != 3 || hidden.size(0) < 1 || hidden.size(1) < 1 ||
+      hidden.size(1) > max_tokens() || hidden.size(2) != hidden_dim()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hidden states have shape ", c10::str(hidden.sizes()),
+        ", expected [B >= 1, 1..", max_tokens(), ", ", hidden_dim(), "]"));
+  }
+  if (hidden.scalar_type() != torch::kFloat32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hidden states have dtype ",
+                     c10::toString(hidden.scalar_type()), ", expected Float"));
+  }
+  if (!torch::isfinite(hidden).all().item<bool>()) {
+    return absl::InvalidArgumentError("hidden states contain NaN or Inf");
+  }
+  return absl::OkStatus();
+}
+
+bool ModelImpl::InHead(absl::string_view name, int64_t cut) const {
+  for (const std::string& prefix : embedding_prefixes()) {
+    if (absl::StartsWith(name, prefix)) return true;
+  }
+  for (int64_t i = 0; i < cut; ++i) {
+    if (absl::StartsWith(name, block_prefix(i))) return true;
+  }
+  return false;
+}
 
 int64_t BlockActivationElements(const BlockShape& shape, int64_t tokens,
                                 int64_t dim, int64_t head_dim,

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/ordered_dict.h>
@@ -49,8 +50,7 @@ class ModelImpl : public torch::nn::Module {
   // shape, batch first), in float32. An
   // analytic estimate for memory budgets, not an exact count; bench/client
   // compares it with measured peaks.
-  virtual int64_t TrainingActivationBytes(
-      at::IntArrayRef input_shape) const = 0;
+  int64_t TrainingActivationBytes(at::IntArrayRef input_shape) const;
 
   // --- What structured pruning needs -------------------------------------
   // Per block: heads, KV heads and MLP width.
@@ -66,6 +66,48 @@ class ModelImpl : public torch::nn::Module {
   // their count differs from the model's.
   virtual absl::StatusOr<std::shared_ptr<ModelImpl>> WithBlockShapes(
       const std::vector<BlockShape>& shapes) const = 0;
+
+  // --- What split fine-tuning needs --------------------------------------
+  // The model cut before block `cut`, 1 <= cut <= number of blocks (callers
+  // check with ValidateCut). ForwardHead runs the embedding and blocks
+  // [0, cut) and returns the hidden states at the cut, [B, T, hidden_dim()];
+  // ForwardTail runs blocks [cut, n), the final norm and the output head on
+  // them. forward(x) is ForwardTail(ForwardHead(x, n), n), so the two halves
+  // compute exactly what the whole model does.
+  virtual at::Tensor ForwardHead(const at::Tensor& input, int64_t cut) = 0;
+  virtual at::Tensor ForwardTail(const at::Tensor& hidden, int64_t cut) = 0;
+  virtual int64_t hidden_dim() const = 0;
+  // Whether parameter `name` is used before the cut: the embedding's and
+  // those of blocks [0, cut). Everything else belongs to the tail.
+  bool InHead(absl::string_view name, int64_t cut) const;
+  // InvalidArgument naming the problem unless `hidden` is float32
+  // [B, T, hidden_dim()] with 1 <= T <= max_tokens(), B >= 1, all finite:
+  // what a tail may be given.
+  absl::Status ValidateHidden(const at::Tensor& hidden) const;
+  // The shape of a batch of `batch` full-size inputs (the longest sequence
+  // for language models), for memory estimates made without data.
+  virtual std::vector<int64_t> ExampleInputShape(int64_t batch) const = 0;
+  // The most positions a hidden state can have.
+  virtual int64_t max_tokens() const = 0;
+  // InvalidArgument unless 1 <= cut <= number of blocks.
+  absl::Status ValidateCut(int64_t cut) const;
+  // Estimated bytes of the activations the head keeps for backward on a
+  // batch of `input_shape` (the head's share of TrainingActivationBytes).
+  int64_t HeadTrainingActivationBytes(at::IntArrayRef input_shape,
+                                      int64_t cut) const;
+
+ protected:
+  // Parameter names of the embedding (the part before block 0), as prefixes.
+  virtual std::vector<std::string> embedding_prefixes() const = 0;
+  // Per-sample float32 elements kept for backward by the embedding and by
+  // block `index`, for a valid input of `input_shape`.
+  virtual int64_t EmbeddingActivationElements(
+      at::IntArrayRef input_shape) const = 0;
+  virtual int64_t BlockActivationElementsAt(at::IntArrayRef input_shape,
+                                            int64_t index) const = 0;
+  // The same for what follows the last block (final norm, head, logits).
+  virtual int64_t OutputActivationElements(
+      at::IntArrayRef input_shape) const = 0;
 };
 using Model = std::shared_ptr<ModelImpl>;
 

@@ -25,7 +25,9 @@ double ScheduledRate(const TrainOptions& o, int64_t step, int64_t total) {
   return o.learning_rate * 0.5 * (1.0 + std::cos(kPi * progress));
 }
 
-absl::Status CheckData(const ModelImpl& model, const Dataset& data) {
+}  // namespace
+
+absl::Status ValidateDataset(const ModelImpl& model, const Dataset& data) {
   if (data.size() == 0) return absl::InvalidArgumentError("dataset is empty");
   if (!data.targets.defined() || data.targets.size(0) != data.size()) {
     return absl::InvalidArgumentError(
@@ -58,8 +60,6 @@ absl::Status CheckData(const ModelImpl& model, const Dataset& data) {
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::Status TrainOptions::Validate() const {
   auto bad = [](absl::string_view what) {
@@ -104,22 +104,27 @@ int64_t EstimateTrainingBytes(const ModelImpl& model, const at::Tensor& example,
   return 3 * trainable + activations + activations / 2;
 }
 
-absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
-                                  const TrainOptions& options) {
-  if (absl::Status s = options.Validate(); !s.ok()) return s;
-  if (absl::Status s = CheckData(model, data); !s.ok()) return s;
+struct Optimizer::State {
+  TrainOptions options;
+  int64_t total_steps = 0;
+  std::vector<at::Tensor> params;
+  std::unique_ptr<torch::optim::AdamW> adamw;
+};
 
-  std::vector<at::Tensor> decay;
-  std::vector<at::Tensor> no_decay;
-  for (const at::Tensor& p : model.parameters(/*recurse=*/true)) {
-    if (!p.requires_grad()) continue;
-    (p.dim() >= 2 ? decay : no_decay).push_back(p);
-  }
-  if (decay.empty() && no_decay.empty()) {
+Optimizer::Optimizer(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Optimizer::~Optimizer() = default;
+
+absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(
+    std::vector<at::Tensor> params, const TrainOptions& options,
+    int64_t total_steps) {
+  if (params.empty()) {
     return absl::FailedPreconditionError("model has no trainable parameters");
   }
-  std::vector<at::Tensor> trainable = decay;
-  trainable.insert(trainable.end(), no_decay.begin(), no_decay.end());
+  std::vector<at::Tensor> decay;
+  std::vector<at::Tensor> no_decay;
+  for (const at::Tensor& p : params) {
+    (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  }
   std::vector<torch::optim::OptimizerParamGroup> groups;
   auto adamw = [&](double wd) {
     return std::make_unique<torch::optim::AdamWOptions>(
@@ -129,15 +134,54 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
   };
   if (!decay.empty()) groups.emplace_back(decay, adamw(options.weight_decay));
   if (!no_decay.empty()) groups.emplace_back(no_decay, adamw(0.0));
-  torch::optim::AdamW optimizer(
+  auto state = std::make_unique<State>();
+  state->options = options;
+  state->total_steps = total_steps;
+  state->params = std::move(params);
+  state->adamw = std::make_unique<torch::optim::AdamW>(
       groups, torch::optim::AdamWOptions(options.learning_rate));
+  return std::unique_ptr<Optimizer>(new Optimizer(std::move(state)));
+}
 
+void Optimizer::DropGrads() {
+  // Drop the gradients rather than zeroing them (what PyTorch 2 does by
+  // default): backward then writes fresh ones instead of adding into
+  // zeros, one kernel per parameter less.
+  for (at::Tensor& p : state_->params) p.mutable_grad().reset();
+}
+
+double Optimizer::Step(int64_t step) {
+  const double lr = ScheduledRate(state_->options, step, state_->total_steps);
+  for (auto& group : state_->adamw->param_groups()) {
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  }
+  if (state_->options.max_grad_norm > 0) {
+    torch::nn::utils::clip_grad_norm_(state_->params,
+                                      state_->options.max_grad_norm);
+  }
+  state_->adamw->step();
+  return lr;
+}
+
+absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
+                                  const TrainOptions& options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  if (absl::Status s = ValidateDataset(model, data); !s.ok()) return s;
+
+  std::vector<at::Tensor> trainable;
+  for (const at::Tensor& p : model.parameters(/*recurse=*/true)) {
+    if (p.requires_grad()) trainable.push_back(p);
+  }
   const int64_t n = data.size();
   const int64_t steps_per_epoch =
       (n + options.batch_size - 1) / options.batch_size;
   int64_t total_steps = steps_per_epoch * options.epochs;
   if (options.max_steps > 0)
     total_steps = std::min(total_steps, options.max_steps);
+
+  absl::StatusOr<std::unique_ptr<Optimizer>> optimizer =
+      Optimizer::Create(trainable, options, total_steps);
+  if (!optimizer.ok()) return optimizer.status();
 
   torch::manual_seed(options.seed);
   at::Generator generator =
@@ -168,14 +212,7 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
       const at::Tensor inputs = data.inputs.index_select(0, index);
       const at::Tensor targets = data.targets.index_select(0, index);
 
-      const double lr = ScheduledRate(options, result.steps, total_steps);
-      for (auto& group : optimizer.param_groups()) {
-        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-      }
-      // Drop the gradients rather than zeroing them (what PyTorch 2 does by
-      // default): backward then writes fresh ones instead of adding into
-      // zeros, one kernel per parameter less.
-      for (at::Tensor& p : trainable) p.mutable_grad().reset();
+      (*optimizer)->DropGrads();
       const at::Tensor loss =
           TaskLoss(model.task(), model.forward(inputs), targets);
       const double value = loss.item<double>();
@@ -188,10 +225,7 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
       }
       loss.backward();
       if (options.after_backward) options.after_backward();
-      if (options.max_grad_norm > 0) {
-        torch::nn::utils::clip_grad_norm_(trainable, options.max_grad_norm);
-      }
-      optimizer.step();
+      const double lr = (*optimizer)->Step(result.steps);
 
       ++result.steps;
       result.examples += size;
@@ -239,7 +273,7 @@ absl::StatusOr<EvalResult> Evaluate(ModelImpl& model, const Dataset& data,
   if (batch_size < 1) {
     return absl::InvalidArgumentError("batch_size must be at least 1");
   }
-  if (absl::Status s = CheckData(model, data); !s.ok()) return s;
+  if (absl::Status s = ValidateDataset(model, data); !s.ok()) return s;
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.train(false);

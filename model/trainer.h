@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -71,6 +73,37 @@ struct TrainResult {
   double first_loss = 0;  // Mean loss of the first epoch's first 10% steps.
   double final_loss = 0;  // Mean loss over the last epoch.
   double seconds = 0;
+};
+
+// InvalidArgument unless `data` is a non-empty data set `model` can train
+// and evaluate on: inputs that pass ValidateInput, int64 targets of the
+// task's shape, every target in [0, num_outputs).
+absl::Status ValidateDataset(const ModelImpl& model, const Dataset& data);
+
+// The trainer's optimizer over a chosen set of parameters: AdamW with
+// weight decay on matrices only, the warm-up + schedule of `options`, and
+// gradient-norm clipping. Split training runs one on each side of the cut.
+// Not thread-safe.
+class Optimizer {
+ public:
+  // REQUIRES: options.Validate().ok(), every tensor in `params` a leaf that
+  // requires grad. FailedPrecondition if `params` is empty. `total_steps`
+  // sets the schedule's length.
+  static absl::StatusOr<std::unique_ptr<Optimizer>> Create(
+      std::vector<at::Tensor> params, const TrainOptions& options,
+      int64_t total_steps);
+  ~Optimizer();
+
+  // Drops the parameters' gradients (backward then writes fresh ones).
+  void DropGrads();
+  // Sets step `step`'s (0-based) scheduled rate, clips the gradients and
+  // updates the parameters. Returns the rate used.
+  double Step(int64_t step);
+
+ private:
+  struct State;
+  explicit Optimizer(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
 };
 
 // Trains `model` in place. InvalidArgument for bad options, an empty or

@@ -136,6 +136,11 @@ VitImpl::VitImpl(const VitConfig& config) : config_(config) {
 }
 
 at::Tensor VitImpl::forward(const at::Tensor& images) {
+  const auto blocks = static_cast<int64_t>(config_.layers.size());
+  return ForwardTail(ForwardHead(images, blocks), blocks);
+}
+
+at::Tensor VitImpl::ForwardHead(const at::Tensor& images, int64_t cut) {
   const int64_t batch = images.size(0);
   const int64_t c = config_.channels;
   const int64_t p = config_.patch_size;
@@ -147,24 +152,36 @@ at::Tensor VitImpl::forward(const at::Tensor& images) {
   at::Tensor x = patch_embed_(patches);
   x = torch::cat({cls_token_.expand({batch, 1, config_.dim}), x}, 1) +
       pos_embed_;
-  for (const auto& layer : *layers_) {
-    x = layer->as<VitBlockImpl>()->forward(x);
+  for (int64_t i = 0; i < cut; ++i) {
+    x = layers_[i]->as<VitBlockImpl>()->forward(x);
   }
-  x = norm_(x.select(1, 0));
-  return head_(x);
+  return x;
 }
 
-int64_t VitImpl::TrainingActivationBytes(at::IntArrayRef input_shape) const {
-  const int64_t tokens = config_.num_patches() + 1;
-  // Patch embedding input and output, then the blocks.
-  int64_t per_sample = config_.num_patches() * config_.channels *
-                           config_.patch_size * config_.patch_size +
-                       tokens * config_.dim;
-  for (const BlockShape& shape : config_.layers) {
-    per_sample += BlockActivationElements(shape, tokens, config_.dim,
-                                          config_.head_dim, /*mlp_tensors=*/2);
+at::Tensor VitImpl::ForwardTail(const at::Tensor& hidden, int64_t cut) {
+  at::Tensor x = hidden;
+  for (int64_t i = cut; i < static_cast<int64_t>(layers_->size()); ++i) {
+    x = layers_[i]->as<VitBlockImpl>()->forward(x);
   }
-  return input_shape[0] * per_sample * 4;
+  return head_(norm_(x.select(1, 0)));
+}
+
+std::vector<std::string> VitImpl::embedding_prefixes() const {
+  return {"patch_embed.", "cls_token", "pos_embed"};
+}
+
+int64_t VitImpl::EmbeddingActivationElements(at::IntArrayRef) const {
+  // The patch embedding's input and output.
+  return config_.num_patches() * config_.channels * config_.patch_size *
+             config_.patch_size +
+         (config_.num_patches() + 1) * config_.dim;
+}
+
+int64_t VitImpl::BlockActivationElementsAt(at::IntArrayRef,
+                                           int64_t index) const {
+  return BlockActivationElements(config_.layers[index],
+                                 config_.num_patches() + 1, config_.dim,
+                                 config_.head_dim, /*mlp_tensors=*/2);
 }
 
 absl::Status VitImpl::ValidateInput(const at::Tensor& input) const {

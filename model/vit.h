@@ -68,7 +68,6 @@ class VitImpl : public ModelImpl {
   int64_t num_outputs() const override { return config_.num_classes; }
   absl::Status ValidateInput(const at::Tensor& input) const override;
   std::string ConfigJson() const override { return VitConfigToJson(config_); }
-  int64_t TrainingActivationBytes(at::IntArrayRef input_shape) const override;
   std::vector<BlockShape> block_shapes() const override {
     return config_.layers;
   }
@@ -76,8 +75,24 @@ class VitImpl : public ModelImpl {
   std::string block_prefix(int64_t index) const override;
   absl::StatusOr<Model> WithBlockShapes(
       const std::vector<BlockShape>& shapes) const override;
+  // Hidden states [B, patches + 1, dim], the class token first.
+  at::Tensor ForwardHead(const at::Tensor& images, int64_t cut) override;
+  at::Tensor ForwardTail(const at::Tensor& hidden, int64_t cut) override;
+  int64_t hidden_dim() const override { return config_.dim; }
+  int64_t max_tokens() const override { return config_.num_patches() + 1; }
+  std::vector<int64_t> ExampleInputShape(int64_t batch) const override {
+    return {batch, config_.channels, config_.image_size, config_.image_size};
+  }
 
   const VitConfig& config() const { return config_; }
+
+ protected:
+  std::vector<std::string> embedding_prefixes() const override;
+  int64_t EmbeddingActivationElements(
+      at::IntArrayRef input_shape) const override;
+  int64_t BlockActivationElementsAt(at::IntArrayRef input_shape,
+                                    int64_t index) const override;
+  int64_t OutputActivationElements(at::IntArrayRef) const override { return 0; }
 
  private:
   VitConfig config_;

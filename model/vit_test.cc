@@ -113,3 +113,43 @@ TEST(VitTest, ValidateInputRejectsWrongShapeAndDtype) {
 
 }  // namespace
 }  // namespace fedge::model
+
+namespace fedge::model {
+namespace {
+
+TEST(VitTest, HeadAndTailComposeToTheWholeModelAtEveryCut) {
+  torch::manual_seed(4);
+  absl::StatusOr<Vit> vit = CreateVit(SmallConfig());
+  ASSERT_TRUE(vit.ok());
+  const at::Tensor x = torch::randn({3, 1, 28, 28});
+  const at::Tensor whole = (*vit)->forward(x);
+  for (int64_t cut : {1, 2}) {
+    ASSERT_TRUE((*vit)->ValidateCut(cut).ok());
+    const at::Tensor hidden = (*vit)->ForwardHead(x, cut);
+    EXPECT_EQ(hidden.sizes(), (std::vector<int64_t>{3, 17, 32}));
+    EXPECT_TRUE((*vit)->ValidateHidden(hidden).ok());
+    EXPECT_TRUE(torch::allclose((*vit)->ForwardTail(hidden, cut), whole));
+  }
+  EXPECT_FALSE((*vit)->ValidateCut(0).ok());
+  EXPECT_FALSE((*vit)->ValidateCut(3).ok());
+  EXPECT_TRUE((*vit)->InHead("patch_embed.weight", 1));
+  EXPECT_TRUE((*vit)->InHead("pos_embed", 1));
+  EXPECT_TRUE((*vit)->InHead("layers.0.self_attn.q_proj.weight", 1));
+  EXPECT_FALSE((*vit)->InHead("layers.1.self_attn.q_proj.weight", 1));
+  EXPECT_TRUE((*vit)->InHead("layers.1.self_attn.q_proj.weight", 2));
+  EXPECT_FALSE((*vit)->InHead("head.weight", 2));
+  EXPECT_FALSE((*vit)->InHead("norm.weight", 2));
+  // What a tail may be given.
+  EXPECT_FALSE((*vit)->ValidateHidden(torch::randn({3, 18, 32})).ok());
+  EXPECT_FALSE((*vit)->ValidateHidden(torch::randn({3, 17, 31})).ok());
+  EXPECT_FALSE((*vit)->ValidateHidden(torch::randn({3, 17})).ok());
+  at::Tensor bad = torch::randn({3, 17, 32});
+  bad[1][2][3] = INFINITY;
+  EXPECT_FALSE((*vit)->ValidateHidden(bad).ok());
+  // The head's share of the activation estimate.
+  EXPECT_LT((*vit)->HeadTrainingActivationBytes({8, 1, 28, 28}, 1),
+            (*vit)->TrainingActivationBytes({8, 1, 28, 28}));
+}
+
+}  // namespace
+}  // namespace fedge::model

@@ -68,25 +68,70 @@ bool FromDtype(int dtype, at::ScalarType* type) {
 
 }  // namespace
 
+absl::Status TensorToProto(absl::string_view name, const at::Tensor& tensor,
+                           v1::Tensor* out) {
+  v1::Dtype dtype;
+  if (!ToDtype(tensor.scalar_type(), &dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' has unsupported dtype ",
+                     c10::toString(tensor.scalar_type())));
+  }
+  const at::Tensor t = tensor.detach().cpu().contiguous();
+  out->Clear();
+  out->set_dtype(dtype);
+  for (int64_t d : t.sizes()) out->add_shape(d);
+  out->set_data(static_cast<const char*>(t.data_ptr()), t.nbytes());
+  return absl::OkStatus();
+}
+
 absl::Status ToProto(const model::NamedTensors& tensors,
                      v1::NamedTensors* out) {
   out->Clear();
   for (const auto& item : tensors) {
-    v1::Dtype dtype;
-    if (!ToDtype(item.value().scalar_type(), &dtype)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", item.key(), "' has unsupported dtype ",
-                       c10::toString(item.value().scalar_type())));
-    }
-    const at::Tensor t = item.value().detach().cpu().contiguous();
     v1::NamedTensor* named = out->add_tensors();
     named->set_name(item.key());
-    v1::Tensor* proto = named->mutable_tensor();
-    proto->set_dtype(dtype);
-    for (int64_t d : t.sizes()) proto->add_shape(d);
-    proto->set_data(static_cast<const char*>(t.data_ptr()), t.nbytes());
+    if (absl::Status s =
+            TensorToProto(item.key(), item.value(), named->mutable_tensor());
+        !s.ok()) {
+      return s;
+    }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> TensorFromProto(absl::string_view name,
+                                           const v1::Tensor& t,
+                                           const TensorLimits& limits) {
+  at::ScalarType type;
+  if (!FromDtype(t.dtype(), &type)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' has unknown dtype ", t.dtype()));
+  }
+  int64_t elements = 1;
+  std::vector<int64_t> shape;
+  for (int64_t d : t.shape()) {
+    if (d < 0 ||
+        (d > 0 && elements > std::numeric_limits<int64_t>::max() / 16 / d)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, "' has a negative or oversized shape"));
+    }
+    elements *= d;
+    shape.push_back(d);
+  }
+  if (elements > limits.max_elements) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tensor '", name, "' has ", elements,
+                     " elements; the limit is ", limits.max_elements));
+  }
+  const int64_t bytes = elements * static_cast<int64_t>(c10::elementSize(type));
+  if (static_cast<int64_t>(t.data().size()) != bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' carries ", t.data().size(),
+                     " bytes; its shape and dtype need ", bytes));
+  }
+  at::Tensor tensor = torch::empty(shape, torch::TensorOptions(type));
+  if (bytes > 0) std::memcpy(tensor.data_ptr(), t.data().data(), bytes);
+  return tensor;
 }
 
 absl::StatusOr<model::NamedTensors> FromProto(const v1::NamedTensors& proto,
@@ -103,38 +148,10 @@ absl::StatusOr<model::NamedTensors> FromProto(const v1::NamedTensors& proto,
       return absl::InvalidArgumentError(
           absl::StrCat("tensor name '", name, "' is empty or repeated"));
     }
-    const v1::Tensor& t = named.tensor();
-    at::ScalarType type;
-    if (!FromDtype(t.dtype(), &type)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", name, "' has unknown dtype ", t.dtype()));
-    }
-    int64_t elements = 1;
-    std::vector<int64_t> shape;
-    for (int64_t d : t.shape()) {
-      if (d < 0 ||
-          (d > 0 && elements > std::numeric_limits<int64_t>::max() / 16 / d)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", name, "' has a negative or oversized shape"));
-      }
-      elements *= d;
-      shape.push_back(d);
-    }
-    if (elements > limits.max_elements) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("tensor '", name, "' has ", elements,
-                       " elements; the limit is ", limits.max_elements));
-    }
-    const int64_t bytes =
-        elements * static_cast<int64_t>(c10::elementSize(type));
-    if (static_cast<int64_t>(t.data().size()) != bytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", name, "' carries ", t.data().size(),
-                       " bytes; its shape and dtype need ", bytes));
-    }
-    at::Tensor tensor = torch::empty(shape, torch::TensorOptions(type));
-    if (bytes > 0) std::memcpy(tensor.data_ptr(), t.data().data(), bytes);
-    out.insert(name, std::move(tensor));
+    absl::StatusOr<at::Tensor> tensor =
+        TensorFromProto(name, named.tensor(), limits);
+    if (!tensor.ok()) return tensor.status();
+    out.insert(name, *std::move(tensor));
   }
   return out;
 }

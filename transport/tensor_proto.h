@@ -6,6 +6,8 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include <ATen/core/Tensor.h>
 
 #include "fedge/v1/tensor.pb.h"
 #include "model/model.h"
@@ -16,6 +18,13 @@ struct TensorLimits {
   int max_tensors = 100000;
   int64_t max_elements = 1LL << 31;  // Per tensor.
 };
+
+// One tensor; `name` only labels errors. Same rules as below.
+absl::Status TensorToProto(absl::string_view name, const at::Tensor& tensor,
+                           v1::Tensor* out);
+absl::StatusOr<at::Tensor> TensorFromProto(absl::string_view name,
+                                           const v1::Tensor& proto,
+                                           const TensorLimits& limits = {});
 
 // Encodes CPU tensors of a supported dtype (float32/16, bfloat16, int8,
 // uint8, int32, int64) as contiguous little-endian bytes.
