@@ -10,6 +10,7 @@
 #include "model/checkpoint.h"
 #include "pruning/importance.h"
 #include "pruning/plan.h"
+#include "split/client.h"
 #include "strategies/schedule.h"
 #include "transport/task_proto.h"
 
@@ -31,6 +32,11 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
                                          const model::Dataset& data,
                                          const LocalHooks& hooks) {
   LocalResult result;
+  const int64_t cut = task.split().cut_layer();
+  if (cut > 0 && hooks.split_link == nullptr) {
+    return absl::FailedPreconditionError(
+        "a split task needs a link to the coordinator's half");
+  }
   auto phase = Clock::now();
   const pruning::PruningPlan plan = transport::PlanFromProto(task.plan());
   absl::StatusOr<model::Model> sub =
@@ -53,10 +59,12 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
       return injected.status();
     }
     if (absl::Status s = lora::LoadAdapters(net, payload); !s.ok()) return s;
-    absl::StatusOr<std::unique_ptr<pruning::LoraGradientScorer>> created =
-        pruning::LoraGradientScorer::Create(&net);
-    if (!created.ok()) return created.status();
-    scorer = std::move(*created);
+    if (cut == 0) {
+      absl::StatusOr<std::unique_ptr<pruning::LoraGradientScorer>> created =
+          pruning::LoraGradientScorer::Create(&net);
+      if (!created.ok()) return created.status();
+      scorer = std::move(*created);
+    }
   }
   result.build_s = Since(phase);
 
@@ -86,15 +94,44 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
   if (data.size() == 0) {
     return absl::InvalidArgumentError("the local dataset is empty");
   }
-  result.estimated_bytes =
-      model::EstimateTrainingBytes(net, data.inputs.narrow(0, 0, 1), train);
+  if (cut > 0) {
+    if (absl::Status s = net.ValidateCut(cut); !s.ok()) return s;
+    // The head's activations and its adapters' gradients and moments.
+    std::vector<int64_t> shape = data.inputs.sizes().vec();
+    shape[0] = train.batch_size;
+    const int64_t activations = net.HeadTrainingActivationBytes(shape, cut);
+    int64_t trainable = 0;
+    for (const auto& item : net.named_parameters(/*recurse=*/true)) {
+      if (item.value().requires_grad() && net.InHead(item.key(), cut)) {
+        trainable += item.value().nbytes();
+      }
+    }
+    result.estimated_bytes = 3 * trainable + activations + activations / 2;
+  } else {
+    result.estimated_bytes =
+        model::EstimateTrainingBytes(net, data.inputs.narrow(0, 0, 1), train);
+  }
   if (hooks.admit && !hooks.admit(result.estimated_bytes)) {
     result.declined = true;
     return result;
   }
   if (hooks.on_train_start) hooks.on_train_start();
   phase = Clock::now();
-  absl::StatusOr<model::TrainResult> trained = model::Train(net, data, train);
+  absl::StatusOr<model::TrainResult> trained;
+  if (cut > 0) {
+    split::SplitOptions split;
+    split.cut = cut;
+    split.local_loss_steps = task.split().local_loss_steps();
+    const double keep = task.split().dataset_keep_fraction();
+    split.keep_fraction = keep > 0 ? keep : 1.0;
+    absl::StatusOr<split::SplitResult> done =
+        split::TrainSplit(net, data, train, split, *hooks.split_link);
+    if (!done.ok()) return done.status();
+    result.split_steps = done->split_steps;
+    trained = done->train;
+  } else {
+    trained = model::Train(net, data, train);
+  }
   if (!trained.ok()) return trained.status();
   result.train_s = Since(phase);
   result.examples = data.size();

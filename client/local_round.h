@@ -20,6 +20,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "model/trainer.h"
+#include "split/protocol.h"
 
 namespace fedge::client {
 
@@ -29,6 +30,9 @@ struct LocalHooks {
   std::function<bool(int64_t estimated_bytes)> admit;
   std::function<void()> on_train_start;
   std::function<void(const model::TrainProgress&)> on_progress;
+  // Split tasks (task.split().cut_layer() > 0): the coordinator's half.
+  // Required for them, ignored otherwise; borrowed for the call.
+  split::SplitLink* split_link = nullptr;
 };
 
 struct LocalResult {
@@ -41,10 +45,16 @@ struct LocalResult {
   int64_t examples = 0;
   double loss_before = 0, loss_after = 0;
   double build_s = 0, train_s = 0;  // Wall seconds, steady clock.
+  int64_t split_steps = 0;          // Split tasks: steps applied on both sides.
 };
 
+// A split task trains only the head of the sub-model (split::TrainSplit)
+// and returns the whole adapter, its tail as it was sent (the coordinator
+// puts its own half in); it scores no importance (the tail's gradients are
+// the coordinator's) and estimates only the head's memory.
 // InvalidArgument for a task or payload that does not fit the base (wrong
-// plan, names or shapes); the trainer's error for bad data.
+// plan, names or shapes, a cut outside the model); FailedPrecondition for a
+// split task without a link; the trainer's or the link's error.
 absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
                                          const std::string& model_config_json,
                                          const model::SafetensorsReader& base,

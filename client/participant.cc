@@ -12,6 +12,7 @@
 
 #include "client/device_probe.h"
 #include "client/local_round.h"
+#include "client/split_link.h"
 #include "model/file_io.h"
 #include "model/safetensors.h"
 #include "model/trainer.h"
@@ -268,8 +269,21 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
         absl::StrFormat("round %d train %3.0f%% loss %.4f", task.round(),
                         100 * fraction, p.loss));
   };
+  std::unique_ptr<GrpcSplitLink> split_link;
+  if (task.split().cut_layer() > 0) {
+    absl::StatusOr<std::unique_ptr<GrpcSplitLink>> link =
+        GrpcSplitLink::Create(stub_, options_.device_id, task,
+                              absl::FromUnixMillis(task.deadline_unix_ms()));
+    if (!link.ok()) return link.status();
+    split_link = *std::move(link);
+    hooks.split_link = split_link.get();
+  }
   absl::StatusOr<LocalResult> local = TrainLocally(
       task, registration_.model_config_json(), *base_, *payload, data_, hooks);
+  if (split_link != nullptr) {
+    report.split_bytes_up = split_link->bytes_up();
+    report.split_bytes_down = split_link->bytes_down();
+  }
   if (!local.ok()) return local.status();
   if (local->declined) {
     if (absl::Status s = Decline(task, report.estimated_peak_bytes); !s.ok()) {
@@ -283,6 +297,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.examples = local->examples;
   report.loss_before = local->loss_before;
   report.loss_after = local->loss_after;
+  report.split_steps = local->split_steps;
   if (stop_) return absl::CancelledError("stopped after training");
 
   // 4. Encode the update.
@@ -341,6 +356,9 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   timings->set_raw_bytes_down(report.bytes_down);
   timings->set_raw_bytes_up(report.raw_bytes_up);
   timings->set_peak_rss_bytes(report.peak_rss_bytes);
+  timings->set_split_bytes_up(report.split_bytes_up);
+  timings->set_split_bytes_down(report.split_bytes_down);
+  r->set_split_steps(report.split_steps);
   if (!local->importance.is_empty()) {
     if (absl::Status s =
             transport::ToProto(local->importance, r->mutable_importance());

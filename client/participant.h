@@ -69,6 +69,9 @@ struct RoundReport {
          total_s = 0;
   double dilation_s = 0;  // Of train_s: the compute_slowdown wait.
   int64_t bytes_down = 0, bytes_up = 0, raw_bytes_up = 0;
+  // Split rounds: the Split stream's messages (during train_s), and the
+  // steps applied on both sides.
+  int64_t split_bytes_up = 0, split_bytes_down = 0, split_steps = 0;
   int64_t transfer_resumes = 0;  // Streams restarted after a broken link.
   int64_t examples = 0;
   double loss_before = 0, loss_after = 0;

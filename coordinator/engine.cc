@@ -5,6 +5,7 @@
 #include <random>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include <glog/logging.h>
@@ -46,6 +47,18 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }
 
+// -1 for "auto", 0 for "off", k for a fixed cut k >= 1.
+absl::StatusOr<int64_t> ParseSplitMode(const std::string& mode) {
+  if (mode == "auto") return -1;
+  if (mode == "off") return 0;
+  int64_t cut = 0;
+  if (!absl::SimpleAtoi(mode, &cut) || cut < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "split mode '", mode, "' is not off, auto or a block number >= 1"));
+  }
+  return cut;
+}
+
 }  // namespace
 
 absl::Status ValidateDeviceFacts(const DeviceFacts& facts) {
@@ -74,6 +87,35 @@ absl::Status ValidateDeviceFacts(const DeviceFacts& facts) {
         "device ", id, ": memory budget above the device's total memory"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> ChooseCut(const SplitPolicy& policy,
+                                  const model::ModelImpl& base,
+                                  const pruning::PruningPlan& plan,
+                                  int64_t budget_bytes, int64_t batch_size) {
+  const auto blocks = static_cast<int64_t>(base.block_shapes().size());
+  absl::StatusOr<int64_t> mode = ParseSplitMode(policy.mode);
+  if (!mode.ok()) return mode.status();
+  if (*mode > blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "split at block ", *mode, ": the model has ", blocks, " blocks"));
+  }
+  if (*mode >= 0) return *mode;
+  if (budget_bytes <= 0) return 0;
+  absl::StatusOr<model::Model> sub =
+      base.WithBlockShapes(pruning::PlannedShapes(plan));
+  if (!sub.ok()) return sub.status();
+  const std::vector<int64_t> shape = (*sub)->ExampleInputShape(batch_size);
+  // The trainer's estimate (activations + 50% for temporaries); the
+  // adapters' gradients and moments are negligible beside them.
+  auto peak = [](int64_t activations) { return activations + activations / 2; };
+  if (peak((*sub)->TrainingActivationBytes(shape)) <= budget_bytes) return 0;
+  for (int64_t cut = blocks - 1; cut > 1; --cut) {
+    if (peak((*sub)->HeadTrainingActivationBytes(shape, cut)) <= budget_bytes) {
+      return cut;
+    }
+  }
+  return 1;
 }
 
 absl::Status EngineOptions::Validate() const {
@@ -112,6 +154,23 @@ absl::Status EngineOptions::Validate() const {
           transport::ParseCodec(upload_codec);
       !codec.ok()) {
     return codec.status();
+  }
+  if (absl::StatusOr<int64_t> cut = ParseSplitMode(split.mode); !cut.ok()) {
+    return cut.status();
+  }
+  if (absl::StatusOr<transport::Codec> codec =
+          transport::ParseCodec(split.activation_codec);
+      !codec.ok() || *codec == transport::Codec::kTopK) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("split activation codec '", split.activation_codec,
+                     "' is not float32, float16, bfloat16 or int8_row"));
+  }
+  if (split.local_loss_steps < 0 ||
+      !(split.keep_fraction > 0 && split.keep_fraction <= 1) ||
+      (split.keep_fraction < 1 && split.local_loss_steps == 0)) {
+    return absl::InvalidArgumentError(
+        "split needs local_loss_steps >= 0 and keep_fraction in (0, 1], "
+        "and dataset pruning (keep_fraction < 1) needs local-loss steps");
   }
   if (max_examples < 1 || max_devices < 1) {
     return absl::InvalidArgumentError(
@@ -219,6 +278,13 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
       global_->Plan(task.combined_ratio);
   if (!plan.ok()) return plan.status();
   task.plan = std::move(*plan);
+  if (options_.mode == Mode::kLora) {
+    absl::StatusOr<int64_t> cut =
+        ChooseCut(options_.split, global_->base(), task.plan,
+                  device.facts.memory_budget_bytes, options_.train.batch_size);
+    if (!cut.ok()) return cut.status();
+    task.cut = *cut;
+  }
   absl::StatusOr<NamedTensors> payload =
       global_->Payload(task.plan, std::max<int64_t>(task.rank, 1),
                        Seed(options_.seed, device_id, salt));
@@ -228,6 +294,7 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
     participant.expected[item.key()] = item.value().sizes().vec();
   }
   participant.sent = options_.mode == Mode::kLora ? *payload : NamedTensors();
+  participant.split.reset();
   task.payload_id = absl::StrCat("round-", round.number, ".", round.attempt,
                                  "/", device_id, "/", task.nonce.substr(0, 8));
   task.issued = now;
@@ -328,7 +395,31 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
     return absl::AlreadyExistsError(absl::StrCat(
         "device ", id, " already submitted round ", round_->number));
   }
-  if (absl::Status s = ValidateUpdate(participant, submission); !s.ok()) {
+  Submission merged;
+  const Submission* checked = &submission;
+  if (participant.task->cut > 0) {
+    // The update's tail is the coordinator's: settle its half at the
+    // device's step count and put the trained tail in.
+    merged = submission;
+    checked = &merged;
+    if (participant.split != nullptr) {
+      absl::MutexLock session(&participant.split->mu);
+      split::SplitServer& server = *participant.split->server;
+      if (absl::Status s = server.Settle(submission.split_steps); !s.ok()) {
+        return s;
+      }
+      for (const auto& item : server.TailParameters()) {
+        if (merged.update.contains(item.key())) {
+          merged.update[item.key()] = item.value();
+        }
+      }
+    } else if (submission.split_steps != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", id, " reports ", submission.split_steps,
+                       " split steps but ran none with the coordinator"));
+    }
+  }
+  if (absl::Status s = ValidateUpdate(participant, *checked); !s.ok()) {
     return s;
   }
   if (!submission.importance.is_empty()) {
@@ -342,7 +433,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
       std::min(submission.num_examples, options_.max_examples));
   absl::StatusOr<double> norm =
       global_->AddUpdate(round_->aggregate, participant.task->plan,
-                         submission.update, participant.sent, weight);
+                         checked->update, participant.sent, weight);
   if (!norm.ok()) return norm.status();
   participant.stage = Stage::kAccepted;
   participant.submitted = now;
@@ -356,6 +447,93 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   ++round_->accepted;
   if (round_->accepted >= round_->target) return CloseRound(now);
   return absl::OkStatus();
+}
+
+absl::StatusOr<Engine::Participant*> Engine::SplitParticipant(
+    const std::string& device_id, int64_t round, const std::string& nonce,
+    absl::Time now) {
+  absl::StatusOr<Device*> device = Touch(device_id, now);
+  if (!device.ok()) return device.status();
+  if (!round_ || round != round_->number) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", round, " is not open"));
+  }
+  auto it = round_->participants.find(device_id);
+  if (it == round_->participants.end() || !it->second.task ||
+      it->second.task->nonce != nonce) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", device_id, " has no task with that nonce in round ", round));
+  }
+  Participant& p = it->second;
+  if (p.task->cut == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("the task of device ",
+                                                      device_id, " in round ",
+                                                      round, " has no split"));
+  }
+  if (p.stage == Stage::kAccepted) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", device_id, " already submitted round ", round));
+  }
+  return &p;
+}
+
+absl::StatusOr<split::StepReply> Engine::SplitStep(
+    const std::string& device_id, int64_t round, const std::string& nonce,
+    const split::StepRequest& request, absl::Time now) {
+  std::shared_ptr<SplitSession> session;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Participant*> p =
+        SplitParticipant(device_id, round, nonce, now);
+    if (!p.ok()) return p.status();
+    // A device that starts over (its link broke, it fetched the task
+    // again) starts from its payload: so does the coordinator's half.
+    if (request.step == 1 && request.applied_steps == 0) (*p)->split.reset();
+    if ((*p)->split == nullptr) {
+      // The coordinator's half starts from the payload the device got.
+      absl::StatusOr<model::Model> sub =
+          global_->DeviceModel((*p)->task->plan, (*p)->task->rank, (*p)->sent);
+      if (!sub.ok()) return sub.status();
+      model::TrainOptions train;
+      train.batch_size = options_.train.batch_size;
+      train.learning_rate = options_.train.learning_rate;
+      train.weight_decay = options_.train.weight_decay;
+      train.max_grad_norm = options_.train.max_grad_norm;
+      absl::StatusOr<std::unique_ptr<split::SplitServer>> server =
+          split::SplitServer::Create(*std::move(sub), (*p)->task->cut, train);
+      if (!server.ok()) return server.status();
+      auto made = std::make_shared<SplitSession>();
+      absl::MutexLock made_lock(&made->mu);
+      made->server = *std::move(server);
+      (*p)->split = std::move(made);
+    }
+    session = (*p)->split;
+  }
+  // Outside the engine's lock: the tail's forward and backward.
+  absl::MutexLock lock(&session->mu);
+  return session->server->Step(request);
+}
+
+absl::Status Engine::SplitFinish(const std::string& device_id, int64_t round,
+                                 const std::string& nonce,
+                                 int64_t applied_steps, absl::Time now) {
+  std::shared_ptr<SplitSession> session;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Participant*> p =
+        SplitParticipant(device_id, round, nonce, now);
+    if (!p.ok()) return p.status();
+    session = (*p)->split;
+  }
+  if (session == nullptr) {
+    return applied_steps == 0
+               ? absl::OkStatus()
+               : absl::FailedPreconditionError(
+                     absl::StrCat("device ", device_id, " reports ",
+                                  applied_steps, " split steps but ran none"));
+  }
+  absl::MutexLock lock(&session->mu);
+  return session->server->Settle(applied_steps);
 }
 
 absl::StatusOr<bool> Engine::Heartbeat(const std::string& device_id,
@@ -485,6 +663,7 @@ absl::Status Engine::CloseRound(absl::Time now) {
     if (p.task) {
       c.arm = p.task->arm;
       c.combined_ratio = p.task->combined_ratio;
+      c.cut = p.task->cut;
     }
     const bool straggler = p.stage == Stage::kInvited && p.task.has_value();
     if (p.stage == Stage::kAccepted) {

@@ -35,6 +35,8 @@
 #include "absl/time/time.h"
 
 #include "coordinator/global_model.h"
+#include "split/protocol.h"
+#include "split/server.h"
 #include "strategies/aggregator.h"
 #include "strategies/bandit.h"
 #include "strategies/reward.h"
@@ -70,6 +72,28 @@ struct TrainSpec {
   double fedprox_mu = 0.0;
 };
 
+// Split fine-tuning (docs/split.md): which devices train only the first
+// blocks of their sub-model while the coordinator trains the rest.
+struct SplitPolicy {
+  // "off": every device trains its whole sub-model. "auto": a device whose
+  // memory budget is below the estimated peak of training its whole
+  // sub-model is split at the largest cut whose head fits the budget (at
+  // least 1). "1".."n": every device is split before that block.
+  std::string mode = "auto";
+  std::string activation_codec =
+      "float16";                 // float32/float16/bfloat16/int8_row.
+  int64_t local_loss_steps = 0;  // SFPrompt's local-loss updates per round.
+  double keep_fraction = 1.0;    // EL2N data pruning; < 1 needs local steps.
+};
+
+// The cut `policy` gives a device with `budget_bytes` (0: none) for the
+// sub-model of `base` that `plan` leaves, training batches of `batch_size`:
+// 0 (no split) or 1..blocks. InvalidArgument for a bad mode.
+absl::StatusOr<int64_t> ChooseCut(const SplitPolicy& policy,
+                                  const model::ModelImpl& base,
+                                  const pruning::PruningPlan& plan,
+                                  int64_t budget_bytes, int64_t batch_size);
+
 struct EngineOptions {
   Mode mode = Mode::kLora;
   int64_t rounds = 20;       // The federation stops after this many.
@@ -86,6 +110,7 @@ struct EngineOptions {
   strategies::AggregatorOptions aggregator;
   lora::LoraOptions lora;  // alpha, dropout, targets; the rank is the arm's.
   TrainSpec train;
+  SplitPolicy split;
   std::string upload_codec = "int8_row";
   bool upload_zstd = true;
   double topk_fraction = 0.01;
@@ -106,6 +131,7 @@ struct Task {
   double combined_ratio = 0;  // What the device's plan removes in all.
   pruning::PruningPlan plan;
   int64_t rank = 0;        // LoRA mode.
+  int64_t cut = 0;         // Split before this block; 0: train locally.
   std::string payload_id;  // Transfer id of the payload.
   absl::Time issued;
   absl::Time deadline;
@@ -115,6 +141,8 @@ struct Timings {
   double download_s = 0, train_s = 0, upload_s = 0, eval_s = 0;
   int64_t bytes_down = 0, bytes_up = 0, raw_bytes_down = 0, raw_bytes_up = 0;
   int64_t peak_rss_bytes = 0;
+  // Split rounds: the step messages both ways (part of train_s).
+  int64_t split_bytes_up = 0, split_bytes_down = 0;
 };
 
 struct Submission {
@@ -125,7 +153,8 @@ struct Submission {
   NamedTensors importance;  // Optional: "heads.N", "channels.N".
   int64_t num_examples = 0;
   double loss_before = 0, loss_after = 0;
-  Timings timings;  // As the device measured them.
+  int64_t split_steps = 0;  // Split rounds: the steps the device applied.
+  Timings timings;          // As the device measured them.
 };
 
 // One device's row of a closed round.
@@ -138,6 +167,7 @@ struct ClientRecord {
   std::string status;
   strategies::Arm arm;
   double combined_ratio = 0;
+  int64_t cut = 0;  // Split before this block; 0: trained locally.
   Timings timings;
   double wait_s = 0;     // From its submission to the round's close.
   double elapsed_s = 0;  // From its task to its submission (server clock).
@@ -217,6 +247,24 @@ class Engine {
   // shapes or values that do not match the task, or non-finite losses.
   absl::Status Submit(const Submission& submission, absl::Time now);
 
+  // Split rounds: one step of the coordinator's half of the device's
+  // sub-model (split::SplitServer, built at the first step). Runs outside
+  // the engine's lock, serialised per device. A first step (step 1, none
+  // applied) starts the half afresh: the device restarted its round.
+  // NotFound: unknown device.
+  // FailedPrecondition: no open round, wrong round or nonce, no split in
+  // the task, or the update was already accepted. The server's errors for
+  // bad steps (InvalidArgument).
+  absl::StatusOr<split::StepReply> SplitStep(const std::string& device_id,
+                                             int64_t round,
+                                             const std::string& nonce,
+                                             const split::StepRequest& request,
+                                             absl::Time now);
+  // The device finished its split steps: settles the pending one.
+  absl::Status SplitFinish(const std::string& device_id, int64_t round,
+                           const std::string& nonce, int64_t applied_steps,
+                           absl::Time now);
+
   // Liveness; true while the device's round is open for it.
   absl::StatusOr<bool> Heartbeat(const std::string& device_id, absl::Time now);
 
@@ -259,6 +307,10 @@ class Engine {
     double expected_seconds = -1;  // EMA of task-to-submission seconds.
   };
   enum class Stage { kInvited, kAccepted, kDeclined, kDropped };
+  struct SplitSession {
+    absl::Mutex mu;
+    std::unique_ptr<split::SplitServer> server ABSL_GUARDED_BY(mu);
+  };
   struct Participant {
     std::optional<Task> task;
     // Names and shapes the update must have.
@@ -266,6 +318,8 @@ class Engine {
     // LoRA mode: the adapter it was sent (small), which its update is
     // measured against (GlobalModel::AddUpdate). Empty in dense mode.
     NamedTensors sent;
+    // Split rounds: the coordinator's half, shared with steps in flight.
+    std::shared_ptr<SplitSession> split;
     Stage stage = Stage::kInvited;
     absl::Time submitted;
     Submission report;  // Without tensors.
@@ -300,6 +354,13 @@ class Engine {
   void Play(const std::string& device_id, const strategies::Arm& arm,
             double reward) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The participant of the open round holding a split task with `nonce`,
+  // marking the device seen; the errors of SplitStep.
+  absl::StatusOr<Participant*> SplitParticipant(const std::string& device_id,
+                                                int64_t round,
+                                                const std::string& nonce,
+                                                absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The registered device, marked seen at `now`; NotFound if unknown.
   absl::StatusOr<Device*> Touch(const std::string& device_id, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

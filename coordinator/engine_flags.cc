@@ -63,6 +63,20 @@ ABSL_FLAG(std::string, upload_codec, "int8_row",
           "Update codec: float32, float16, bfloat16, int8_row or topk.");
 ABSL_FLAG(bool, zstd, true, "zstd on top of the codec.");
 ABSL_FLAG(double, topk_fraction, 0.01, "topk: share of entries sent.");
+ABSL_FLAG(std::string, split, "auto",
+          "Split fine-tuning (LoRA mode): off; auto (a device whose memory "
+          "budget cannot hold training its whole sub-model trains only the "
+          "first blocks that fit, the coordinator the rest); or a block "
+          "number N (every device runs blocks [0, N)).");
+ABSL_FLAG(std::string, split_codec, "float16",
+          "Split activations and gradients: float32, float16, bfloat16 or "
+          "int8_row.");
+ABSL_FLAG(int64_t, split_local_steps, 0,
+          "Split: SFPrompt local-loss steps per round before split training "
+          "(no traffic).");
+ABSL_FLAG(double, split_keep, 1.0,
+          "Split: EL2N dataset pruning, the share of hardest samples kept "
+          "(< 1 needs --split_local_steps > 0).");
 ABSL_FLAG(std::string, allow_list, "",
           "Comma-separated device ids allowed to register (empty: any).");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of arm choices and selection.");
@@ -148,6 +162,10 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
                                              ',', absl::SkipEmpty())) {
     e.allow_list.insert(std::string(id));
   }
+  e.split.mode = absl::GetFlag(FLAGS_split);
+  e.split.activation_codec = absl::GetFlag(FLAGS_split_codec);
+  e.split.local_loss_steps = absl::GetFlag(FLAGS_split_local_steps);
+  e.split.keep_fraction = absl::GetFlag(FLAGS_split_keep);
   e.seed = absl::GetFlag(FLAGS_seed);
   if (absl::Status s = e.Validate(); !s.ok()) return s;
   return e;

@@ -369,3 +369,90 @@ TEST(EngineTest, RestoredEngineContinuesBitIdentically) {
 
 }  // namespace
 }  // namespace fedge::coordinator
+
+namespace fedge::coordinator {
+namespace {
+
+TEST(ChooseCutTest, SplitsOnlyDevicesWhoseBudgetCannotHoldTraining) {
+  model::VitConfig config;
+  config.dim = 32;
+  config.head_dim = 8;
+  config.layers.assign(4, model::BlockShape{4, 4, 64});
+  model::Vit vit = *model::CreateVit(config);
+  auto global = GlobalModel::Create(vit, Mode::kLora, {});
+  ASSERT_TRUE(global.ok());
+  const pruning::PruningPlan plan = *(*global)->Plan(0.0);
+  const std::vector<int64_t> shape = vit->ExampleInputShape(32);
+  auto peak = [](int64_t a) { return a + a / 2; };
+  const int64_t full = peak(vit->TrainingActivationBytes(shape));
+  SplitPolicy policy;                                   // auto
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, 0, 32), 0);  // No budget known.
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, full, 32), 0);
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, full - 1, 32), 3);
+  const int64_t two = peak(vit->HeadTrainingActivationBytes(shape, 2));
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, two, 32), 2);
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, two - 1, 32), 1);
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, 1, 32), 1);  // The least it can.
+  policy.mode = "off";
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, 1, 32), 0);
+  policy.mode = "2";
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, 0, 32), 2);
+  policy.mode = "5";
+  EXPECT_EQ(ChooseCut(policy, *vit, plan, 0, 32).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+split::StepRequest SplitBatch(int64_t step) {
+  split::StepRequest r;
+  r.step = step;
+  r.applied_steps = step - 1;
+  r.total_steps = 2;
+  r.activations = torch::randn({4, 17, 32});
+  r.targets = torch::tensor({0, 1, 2, 3}, torch::kLong);
+  return r;
+}
+
+TEST(EngineTest, SplitRoundsMergeTheCoordinatorsHalfIntoTheUpdate) {
+  EngineOptions o = Options();
+  o.rounds = 1;
+  o.split.mode = "1";
+  Harness h = MakeEngine(o);
+  RegisterAll(h, 1);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  auto task = h.engine->GetTask("pi-0", kStart);
+  ASSERT_TRUE(task.ok());
+  ASSERT_EQ(task->cut, 1);
+  EXPECT_EQ(h.engine
+                ->SplitStep("pi-0", task->round, "not-the-nonce", SplitBatch(1),
+                            kStart)
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  for (int64_t step = 1; step <= 2; ++step) {
+    auto reply = h.engine->SplitStep("pi-0", task->round, task->nonce,
+                                     SplitBatch(step), kStart);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_EQ(reply->gradients.sizes(), (std::vector<int64_t>{4, 17, 32}));
+  }
+  // The device trained nothing of its own here: its update is what it was
+  // sent, so any change comes from the coordinator's half.
+  Submission s;
+  s.device_id = "pi-0";
+  s.round = task->round;
+  s.nonce = task->nonce;
+  s.num_examples = 8;
+  s.loss_before = 2;
+  s.loss_after = 1.9;
+  s.update = h.published.at(task->payload_id);
+  s.split_steps = 5;  // More than it ran: refused.
+  EXPECT_EQ(h.engine->Submit(s, kStart).code(),
+            absl::StatusCode::kFailedPrecondition);
+  s.split_steps = 2;
+  ASSERT_TRUE(h.engine->Submit(s, kStart + absl::Seconds(1)).ok());
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].clients[0].cut, 1);
+  EXPECT_GT(h.closed[0].clients[0].update_norm, 0);
+}
+
+}  // namespace
+}  // namespace fedge::coordinator

@@ -269,6 +269,26 @@ absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
   return pruning::ApplyPlan(**merged, *plan);
 }
 
+absl::StatusOr<model::Model> GlobalModel::DeviceModel(
+    const pruning::PruningPlan& plan, int64_t rank,
+    const NamedTensors& payload) const {
+  if (mode_ != Mode::kLora) {
+    return absl::FailedPreconditionError(
+        "a device's LoRA model exists in LoRA mode only");
+  }
+  absl::StatusOr<model::Model> sub = pruning::ApplyPlan(*base_, plan);
+  if (!sub.ok()) return sub.status();
+  lora::LoraOptions options = lora_;
+  options.rank = rank;
+  if (absl::StatusOr<std::vector<std::string>> injected =
+          lora::Inject(**sub, options);
+      !injected.ok()) {
+    return injected.status();
+  }
+  if (absl::Status s = lora::LoadAdapters(**sub, payload); !s.ok()) return s;
+  return sub;
+}
+
 NamedTensors GlobalModel::State() const {
   NamedTensors state;
   for (const auto& item : trained_) state.insert(item.key(), item.value());

@@ -70,6 +70,14 @@ class GlobalModel {
   absl::StatusOr<NamedTensors> Payload(const pruning::PruningPlan& plan,
                                        int64_t rank, uint64_t seed) const;
 
+  // The physically pruned base for `plan` with LoRA adapters of `rank`
+  // holding `payload` (what Payload gave a device): the device's starting
+  // model, as the coordinator's half of a split round needs it. LoRA mode
+  // only (FailedPrecondition otherwise); InvalidArgument for a payload that
+  // does not fit.
+  absl::StatusOr<model::Model> DeviceModel(const pruning::PruningPlan& plan,
+                                           int64_t rank,
+                                           const NamedTensors& payload) const;
   absl::StatusOr<RoundAggregate> BeginRound(
       const strategies::AggregatorOptions& options) const;
 

@@ -74,7 +74,10 @@ const std::vector<std::string>& RoundLog::ClientColumns() {
                                                             "pruning_progress",
                                                             "update_importance",
                                                             "time_ratio",
-                                                            "reward"};
+                                                            "reward",
+                                                            "cut",
+                                                            "split_bytes_up",
+                                                            "split_bytes_down"};
   return *columns;
 }
 
@@ -128,7 +131,10 @@ absl::Status RoundLog::RecordRound(const RoundRecord& round) {
                                       F(c.terms.pruning_progress),
                                       F(c.terms.update_importance),
                                       F(c.terms.time_ratio),
-                                      F(c.reward)});
+                                      F(c.reward),
+                                      I(c.cut),
+                                      I(t.split_bytes_up),
+                                      I(t.split_bytes_down)});
     if (!s.ok()) return s;
     if (metrics_ == nullptr) continue;
     const std::string link = c.link.empty() ? "unknown" : c.link;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
+#include "transport/split_proto.h"
 #include "transport/status_convert.h"
 #include "transport/task_proto.h"
 #include "transport/tensor_proto.h"
@@ -23,10 +24,102 @@ Timings TimingsFromProto(const v1::Timings& t) {
   out.raw_bytes_down = t.raw_bytes_down();
   out.raw_bytes_up = t.raw_bytes_up();
   out.peak_rss_bytes = t.peak_rss_bytes();
+  out.split_bytes_up = t.split_bytes_up();
+  out.split_bytes_down = t.split_bytes_down();
   return out;
 }
 
 }  // namespace
+
+// One device's split stream: step messages in, gradients out, strictly
+// alternating; a `finish` message settles the last step and is answered
+// with an acknowledgement. The first message's device, round and nonce
+// bind the stream; later messages must repeat them.
+class SplitReactor final
+    : public grpc::ServerBidiReactor<v1::SplitMessage, v1::SplitMessage> {
+ public:
+  SplitReactor(CoordinatorService* service,
+               grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
+    absl::StatusOr<transport::Codec> codec =
+        transport::ParseCodec(service_->engine_options_.split.activation_codec);
+    codec_.codec = codec.value_or(transport::Codec::kFloat16);
+    codec_.zstd = false;
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // The device closed its side without finishing.
+      Finish(grpc::Status::OK);
+      return;
+    }
+    absl::Status status = Handle();
+    if (!status.ok()) {
+      Finish(transport::ToGrpcStatus(status));
+      return;
+    }
+    StartWrite(&out_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "split stream broken"));
+    } else if (finished_) {
+      Finish(grpc::Status::OK);
+    } else {
+      StartRead(&in_);
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Handle() {
+    if (device_id_.empty()) {
+      if (absl::Status s = service_->CheckIdentity(context_, in_.device_id());
+          !s.ok()) {
+        return s;
+      }
+      device_id_ = in_.device_id();
+      round_ = in_.round();
+      nonce_ = in_.nonce();
+    } else if (in_.device_id() != device_id_ || in_.round() != round_ ||
+               in_.nonce() != nonce_) {
+      return absl::InvalidArgumentError(
+          "a split stream carries one device's task only");
+    }
+    const absl::Time now = service_->options_.clock();
+    out_.Clear();
+    if (in_.finish()) {
+      finished_ = true;
+      out_.set_finish(true);
+      return service_->engine_->SplitFinish(device_id_, round_, nonce_,
+                                            in_.applied_steps(), now);
+    }
+    absl::StatusOr<split::StepRequest> request =
+        transport::StepRequestFromProto(in_, service_->options_.decode_limits);
+    if (!request.ok()) return request.status();
+    absl::StatusOr<split::StepReply> reply =
+        service_->engine_->SplitStep(device_id_, round_, nonce_, *request, now);
+    if (!reply.ok()) return reply.status();
+    out_.set_step(request->step);
+    return transport::StepReplyToProto(*reply, codec_, &out_);
+  }
+
+  CoordinatorService* const service_;
+  grpc::CallbackServerContext* const context_;
+  transport::CodecOptions codec_;
+  std::string device_id_;
+  int64_t round_ = 0;
+  std::string nonce_;
+  bool finished_ = false;
+  v1::SplitMessage in_, out_;
+};
+
+grpc::ServerBidiReactor<v1::SplitMessage, v1::SplitMessage>*
+CoordinatorService::Split(grpc::CallbackServerContext* context) {
+  return new SplitReactor(this, context);
+}
 
 CoordinatorService::CoordinatorService(Engine* engine,
                                        transport::TransferStore* store,
@@ -148,6 +241,17 @@ v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
   out.set_upload_transfer_id(task.payload_id + "/update");
   out.set_chunk_bytes(chunk_bytes);
   out.set_prune_ratio(task.combined_ratio);
+  if (task.cut > 0) {
+    v1::SplitSpec* split = out.mutable_split();
+    split->set_cut_layer(static_cast<int32_t>(task.cut));
+    // EngineOptions::Validate checked the codec name.
+    split->set_activation_codec(transport::CodecToProto(
+        transport::ParseCodec(engine.split.activation_codec)
+            .value_or(transport::Codec::kFloat16)));
+    split->set_local_loss_steps(
+        static_cast<int32_t>(engine.split.local_loss_steps));
+    split->set_dataset_keep_fraction(engine.split.keep_fraction);
+  }
   return out;
 }
 
@@ -198,6 +302,7 @@ absl::Status CoordinatorService::DoSubmit(const v1::UpdateReport& report) {
   s.num_examples = report.num_examples();
   s.loss_before = report.loss_before();
   s.loss_after = report.loss_after();
+  s.split_steps = report.split_steps();
   s.timings = TimingsFromProto(report.timings());
   // The wire size the coordinator itself received.
   s.timings.bytes_up = static_cast<int64_t>(bytes->size());

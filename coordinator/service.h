@@ -62,8 +62,14 @@ class CoordinatorService : public transport::TransferService {
       grpc::CallbackServerContext* context,
       const v1::DeclineTaskRequest* request,
       v1::DeclineTaskResponse* response) override;
+  // Split rounds: each step runs the coordinator's half of the device's
+  // model (Engine::SplitStep) on the callback thread that read it; steps of
+  // one device are sequential on its stream, devices run in parallel.
+  grpc::ServerBidiReactor<v1::SplitMessage, v1::SplitMessage>* Split(
+      grpc::CallbackServerContext* context) override;
 
  private:
+  friend class SplitReactor;
   absl::Status CheckIdentity(grpc::CallbackServerContext* context,
                              const std::string& device_id) const;
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,

@@ -23,6 +23,7 @@
 #include "model/dataset.h"
 #include "model/safetensors.h"
 #include "transport/link_profile.h"
+#include "transport/split_proto.h"
 #include "transport/task_proto.h"
 #include "transport/transfer.h"
 #include "transport/update_codec.h"
@@ -214,6 +215,28 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     local_hooks.admit = [&](int64_t bytes) {
       return bytes + config.runtime_bytes <= d.facts.memory_budget_bytes;
     };
+    // Split tasks talk to the engine's half in-process, through the wire
+    // format, so their bytes and round trips can be charged to the link.
+    std::unique_ptr<transport::WireSplitLink> split_link;
+    if (job.task.cut > 0) {
+      absl::StatusOr<transport::CodecOptions> codec =
+          transport::ActivationCodecOptions(job.proto.split());
+      if (!codec.ok()) {
+        job.error = codec.status();
+        return;
+      }
+      const std::string id = d.facts.device_id;
+      const fc::Task& task = job.task;
+      split_link = std::make_unique<transport::WireSplitLink>(
+          [&engine, id, &task, now](const split::StepRequest& r) {
+            return engine.SplitStep(id, task.round, task.nonce, r, now);
+          },
+          [&engine, id, &task, now](int64_t applied) {
+            return engine.SplitFinish(id, task.round, task.nonce, applied, now);
+          },
+          *codec);
+      local_hooks.split_link = split_link.get();
+    }
     absl::StatusOr<client::LocalResult> local = client::TrainLocally(
         job.proto, config_json, **reader, payload, *data, local_hooks);
     if (!local.ok()) {
@@ -252,6 +275,19 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     fc::Timings& t = s.timings;
     t.download_s = download_s;
     t.train_s = (local->build_s + local->train_s + encode_s) / speed;
+    s.split_steps = local->split_steps;
+    if (split_link != nullptr) {
+      // The coordinator's half runs at server speed, not the device's; each
+      // exchange costs a round trip and its bytes at the link's rates.
+      const double server_s = split_link->seconds();
+      t.split_bytes_up = split_link->bytes_up();
+      t.split_bytes_down = split_link->bytes_down();
+      t.train_s =
+          (local->build_s + local->train_s - server_s + encode_s) / speed +
+          server_s + split_link->exchanges() * rtt +
+          t.split_bytes_up / d.link.uplink_bytes_per_s() +
+          t.split_bytes_down / d.link.downlink_bytes_per_s();
+    }
     t.bytes_up = static_cast<int64_t>(encoded->bytes.size());
     t.upload_s = rtt + t.bytes_up / d.link.uplink_bytes_per_s();
     t.bytes_down = t.raw_bytes_down = (*served)->size();

@@ -51,9 +51,12 @@ struct Federation {
 };
 
 // Runs `rounds` rounds with three devices of 400 Fashion-MNIST images each.
-Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio) {
+Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
+                         const std::string& split = "off") {
   Federation f;
-  f.dir = TempDir(mode == coordinator::Mode::kDense ? "dense" : "lora");
+  f.dir = TempDir(mode == coordinator::Mode::kDense ? "dense"
+                  : split == "off"                  ? "lora"
+                                                    : "split");
   torch::manual_seed(0);
   model::Vit base = testing::TinyVit(32);
   EXPECT_TRUE(model::SaveCheckpoint(*base, f.dir + "/base").ok());
@@ -87,6 +90,7 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio) {
   e.bandit.space.ranks = {2, 4};
   e.train.batch_size = 32;
   e.train.learning_rate = mode == coordinator::Mode::kDense ? 2e-3 : 5e-3;
+  e.split.mode = split;
   auto server = coordinator::CoordinatorServer::Start(config);
   EXPECT_TRUE(server.ok()) << server.status();
   if (!server.ok()) return f;
@@ -178,6 +182,35 @@ TEST(FederationTest, LoraRoundsOverGrpcWriteConsistentRecords) {
   EXPECT_EQ(rc, 0) << out.str();
 }
 
+// Every device split after block 1: the coordinator trains the tail over
+// the Split stream, and the records count its bytes.
+TEST(FederationTest, SplitRoundsTrainBothHalvesOverGrpc) {
+  model::ConfigureRuntime(1);
+  Federation f = RunFederation(coordinator::Mode::kLora, 2, 0.0, "1");
+  ASSERT_NE(f.server, nullptr);
+  const auto clients = ReadCsv(f.dir + "/run/clients.csv");
+  ASSERT_EQ(clients.size(), 6u);
+  for (const auto& row : clients) {
+    EXPECT_EQ(row.at("status"), "accepted");
+    EXPECT_EQ(row.at("cut"), "1");
+    const client::RoundReport& r =
+        f.reports.at(row.at("device")).at(std::stoll(row.at("round")));
+    // 400 images in batches of 32: 13 steps, each applied on both sides.
+    EXPECT_EQ(r.split_steps, 13);
+    EXPECT_EQ(std::stoll(row.at("split_bytes_up")), r.split_bytes_up);
+    EXPECT_EQ(std::stoll(row.at("split_bytes_down")), r.split_bytes_down);
+    // float16 activations of [32, 17, 32] per full step, up and down.
+    EXPECT_GT(r.split_bytes_up, 12 * 32 * 17 * 32 * 2);
+    EXPECT_GT(r.split_bytes_down, 12 * 32 * 17 * 32 * 2);
+    // The losses the coordinator's half computed fell over the epoch.
+    EXPECT_LT(std::stod(row.at("loss_after")),
+              std::stod(row.at("loss_before")));
+  }
+  const auto rounds = ReadCsv(f.dir + "/run/rounds.csv");
+  ASSERT_EQ(rounds.size(), 2u);
+  for (const auto& row : rounds) EXPECT_EQ(row.at("committed"), "1");
+}
+
 TEST(FederationTest, DenseFedAvgRaisesAccuracy) {
   model::ConfigureRuntime(1);
   Federation f = RunFederation(coordinator::Mode::kDense, 3, 0.0);
@@ -237,7 +270,8 @@ TEST(FederationTest, MutualTlsIdentityMustMatchTheDeviceId) {
 // A LoRA coordinator on loopback TCP for the client tests: `devices`
 // devices per round, one update enough to commit.
 std::unique_ptr<coordinator::CoordinatorServer> StartCoordinator(
-    const std::string& dir, int rounds, int devices) {
+    const std::string& dir, int rounds, int devices,
+    const std::string& split = "auto") {
   if (!std::filesystem::exists(dir + "/base/config.json")) {
     torch::manual_seed(0);
     EXPECT_TRUE(
@@ -259,6 +293,7 @@ std::unique_ptr<coordinator::CoordinatorServer> StartCoordinator(
   config.engine.bandit.space.ratio_steps = 2;
   config.engine.train.batch_size = 32;
   config.engine.train.max_steps = 4;
+  config.engine.split.mode = split;
   auto server = coordinator::CoordinatorServer::Start(config);
   EXPECT_TRUE(server.ok()) << server.status();
   return server.ok() ? std::move(*server) : nullptr;
@@ -340,6 +375,61 @@ TEST(ClientResilienceTest, LinkCutsInEveryPhaseLoseAndDuplicateNothing) {
   }
   for (const auto& row : ReadCsv(dir + "/run/rounds.csv")) {
     EXPECT_EQ(row.at("accepted"), "1");
+  }
+}
+
+// The link drops while a split device trains (rounds 1 and 2): its Split
+// stream breaks mid-round, the device fetches the task again and starts
+// over, and so does the coordinator's half; each round ends with one
+// accepted update whose steps both halves applied.
+TEST(ClientResilienceTest, SplitStreamCutMidRoundRestartsBothHalves) {
+  model::ConfigureRuntime(1);
+  const std::string dir = TempDir("split_cuts");
+  auto server = StartCoordinator(dir, 2, 1, "1");
+  ASSERT_NE(server, nullptr);
+  transport::ShapingOptions link;
+  link.downlink_bytes_per_s = 1e6;
+  link.uplink_bytes_per_s = 500e3;  // A step's activations: ~70 ms.
+  link.one_way_delay = absl::Milliseconds(10);
+  auto proxy =
+      transport::ShapingProxy::Start("127.0.0.1", server->port(), link);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  auto channel = transport::CreateClientChannel((*proxy)->address(), {}, {});
+  ASSERT_TRUE(channel.ok());
+  auto stub = v1::Coordinator::NewStub(*channel);
+
+  client::Participant participant(ClientOptions(dir, "pi-0"), stub.get(),
+                                  Shard(0, 256));
+  std::vector<std::thread> cutters;
+  std::map<int64_t, int> trains;
+  participant.on_phase = [&](int64_t round, const char* phase) {
+    if (std::string(phase) != "train" || trains[round]++ > 0) return;
+    cutters.emplace_back([&proxy] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      (*proxy)->CutAll();
+    });
+  };
+  std::map<int64_t, client::RoundReport> reports;
+  participant.on_round = [&](const client::RoundReport& r) {
+    EXPECT_EQ(reports.count(r.round), 0u) << "round " << r.round << " twice";
+    reports[r.round] = r;
+  };
+  const absl::Status status = participant.Run();
+  for (auto& t : cutters) t.join();
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_TRUE(server->Wait().ok());
+
+  ASSERT_EQ(reports.size(), 2u);
+  for (const auto& [round, r] : reports) {
+    // The cut landed in training: the round was trained twice.
+    EXPECT_EQ(trains[round], 2) << "round " << round;
+    EXPECT_EQ(r.split_steps, 4);
+  }
+  const auto rows = ReadCsv(dir + "/run/clients.csv");
+  ASSERT_EQ(rows.size(), 2u);
+  for (const auto& row : rows) {
+    EXPECT_EQ(row.at("status"), "accepted");
+    EXPECT_EQ(row.at("cut"), "1");
   }
 }
 
