@@ -218,6 +218,22 @@ int main(int argc, char** argv) {
   std::vector<Outcome> outcomes;
   for (const Arm& arm : arms) outcomes.push_back(RunArm(arm, shard, test));
 
+  // For scale: the base before this epoch, and what classic FedAvg of the
+  // whole model (SFPrompt's baseline) would move per round: the float32
+  // weights down and an int8_row + zstd update up.
+  fm::Model base = Check(fm::LoadCheckpoint(absl::GetFlag(FLAGS_base)));
+  const double base_accuracy = 100 * Check(fm::Evaluate(*base, test)).accuracy;
+  const fm::NamedTensors weights = fm::CopyWeights(*base);
+  const double dense_mb = (EncodedBytes(weights, ft::Codec::kFloat32, false) +
+                           EncodedBytes(weights, ft::Codec::kInt8Row, true)) /
+                          1e6;
+  std::fprintf(stderr,
+               "  base before the epoch: %.2f %%; whole-model FedAvg would "
+               "move %.2f MB per round\n",
+               base_accuracy, dense_mb);
+  std::printf("metric base_accuracy %.2f\n", base_accuracy);
+  std::printf("metric dense_fedavg_mb %.3f\n", dense_mb);
+
   const Outcome& full = outcomes[0];
   const char* names[] = {"full",
                          "k1_f16",
