@@ -41,6 +41,13 @@ ABSL_FLAG(int64_t, eval_every, 1, "Evaluate every N committed rounds.");
 ABSL_FLAG(int, workers, 1,
           "Devices trained at once, one LibTorch thread each (more is faster "
           "but their measured times then share the machine).");
+ABSL_FLAG(int64_t, malicious, 0,
+          "Hostile devices (the first N): they send --attack updates.");
+ABSL_FLAG(std::string, attack, "signflip",
+          "What hostile devices send: scale (p + s(u - p)), signflip "
+          "(p - s(u - p)) or nan (a NaN crafted past the encoder); p: the "
+          "payload they got, u: what they trained, s: --attack_scale.");
+ABSL_FLAG(double, attack_scale, 10.0, "s of --attack.");
 ABSL_FLAG(bool, quiet, false, "No per-round progress lines.");
 
 namespace {
@@ -90,6 +97,9 @@ int main(int argc, char** argv) {
   config.public_fraction = absl::GetFlag(FLAGS_public_fraction);
   config.data_seed = absl::GetFlag(FLAGS_data_seed);
   config.workers = absl::GetFlag(FLAGS_workers);
+  config.malicious = absl::GetFlag(FLAGS_malicious);
+  config.attack = absl::GetFlag(FLAGS_attack);
+  config.attack_scale = absl::GetFlag(FLAGS_attack_scale);
   config.progress = absl::GetFlag(FLAGS_quiet) ? nullptr : stdout;
   fedge::model::ConfigureRuntime(1);  // Each device trains on one thread.
   if (config.progress != nullptr) {

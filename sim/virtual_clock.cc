@@ -45,6 +45,7 @@ struct Device {
 // One invited device's round.
 struct Job {
   Device* device = nullptr;
+  int64_t device_index = 0;  // Its place in VirtualConfig::devices.
   fc::Task task;
   v1::Task proto;
   absl::Status error;
@@ -69,6 +70,14 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     return absl::InvalidArgumentError("workers and eval_every must be >= 1");
   }
   if (absl::Status s = options.Validate(); !s.ok()) return s;
+  if (config.malicious < 0 || config.malicious > static_cast<int64_t>(n) ||
+      (config.attack != "scale" && config.attack != "signflip" &&
+       config.attack != "nan") ||
+      !(config.attack_scale > 0)) {
+    return absl::InvalidArgumentError(
+        "malicious must be in [0, devices], attack scale, signflip or nan, "
+        "attack_scale > 0");
+  }
 
   // The base, as the coordinator loads it and as devices read it.
   absl::StatusOr<model::Model> base = fc::LoadBase(config.base_dir);
@@ -249,6 +258,15 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       job.seconds = download_s + local->build_s / speed;
       return;
     }
+    const bool hostile = job.device_index < config.malicious;
+    if (hostile && config.attack != "nan") {
+      const double sign = config.attack == "signflip" ? -1.0 : 1.0;
+      for (auto& item : local->update) {
+        const at::Tensor& sent = payload[item.key()];
+        item.value() =
+            sent + sign * config.attack_scale * (item.value() - sent);
+      }
+    }
     const auto encode_start = Clock::now();
     absl::StatusOr<transport::EncodedPayload> encoded = transport::EncodeUpdate(
         local->update, transport::UploadCodecOptions(job.proto), &d.feedback);
@@ -268,6 +286,9 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     s.round = job.task.round;
     s.nonce = job.task.nonce;
     s.update = *std::move(decoded);
+    if (hostile && config.attack == "nan" && !s.update.is_empty()) {
+      s.update[0].value().view(-1)[0] = NAN;
+    }
     s.importance = local->importance;
     s.num_examples = local->examples;
     s.loss_before = local->loss_before;
@@ -297,16 +318,19 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
   };
 
   int64_t idle_ticks = 0;
+  int64_t rejected_hostile = 0;
   while (!engine.finished()) {
     if (absl::Status s = engine.Tick(now); !s.ok()) return s;
     if (engine.finished()) break;
     // Every device asks for its task; the invited get one.
     std::vector<Job> jobs;
-    for (Device& d : devices) {
+    for (size_t i = 0; i < devices.size(); ++i) {
+      Device& d = devices[i];
       absl::StatusOr<fc::Task> task = engine.GetTask(d.facts.device_id, now);
       if (!task.ok()) continue;
       Job job;
       job.device = &d;
+      job.device_index = static_cast<int64_t>(i);
       job.task = *task;
       job.proto = fc::TaskToProto(*task, options, "virtual", 1 << 20);
       jobs.push_back(std::move(job));
@@ -361,7 +385,21 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
                                job.task.nonce, "memory", now)
               : engine.Submit(job.submission, now);
       // FailedPrecondition: the round closed on its target count already.
-      if (!status.ok() && !absl::IsFailedPrecondition(status)) return status;
+      // InvalidArgument from a hostile device: rejected, as it should be.
+      if (absl::IsInvalidArgument(status) &&
+          job.device_index < config.malicious) {
+        ++rejected_hostile;
+        if (config.progress != nullptr) {
+          std::fprintf(config.progress,
+                       "fedge-vclock: round %lld: hostile update of %s "
+                       "rejected: %s\n",
+                       static_cast<long long>(job.task.round),
+                       job.device->facts.device_id.c_str(),
+                       std::string(status.message()).c_str());
+        }
+      } else if (!status.ok() && !absl::IsFailedPrecondition(status)) {
+        return status;
+      }
       if (absl::Status s = engine.Tick(now); !s.ok()) return s;
       if (!still_open()) break;
     }
@@ -379,6 +417,14 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     if (engine.rounds_closed() > closed) now += absl::Seconds(aggregate_s);
   }
   evaluator.Drain();
+  if (config.malicious > 0 && config.progress != nullptr) {
+    std::fprintf(config.progress,
+                 "fedge-vclock: %lld hostile device(s), attack %s: %lld "
+                 "update(s) rejected by the coordinator\n",
+                 static_cast<long long>(config.malicious),
+                 config.attack.c_str(),
+                 static_cast<long long>(rejected_hostile));
+  }
   return engine.failure();
 }
 

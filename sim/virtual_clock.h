@@ -55,6 +55,16 @@ struct VirtualConfig {
   // sub-model), added to the training estimate for the memory check;
   // fedge-client measured ~200 MB on the default task (bench/run client).
   int64_t runtime_bytes = 200LL << 20;
+  // Hostile devices (docs/reliability.md): the first `malicious` devices
+  // replace their trained update u (sent the payload p) by
+  //   scale     p + attack_scale * (u - p)
+  //   signflip  p - attack_scale * (u - p)
+  //   nan       u with a NaN (crafted past the encoder, which refuses it)
+  // The coordinator must reject what it can recognise (NaN) and the
+  // aggregator must bound the rest.
+  int64_t malicious = 0;
+  std::string attack = "signflip";
+  double attack_scale = 10.0;
   std::FILE* progress = nullptr;  // Per-round lines; null: silent.
 };
 
