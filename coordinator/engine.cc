@@ -449,7 +449,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Engine::Participant*> Engine::SplitParticipant(
+absl::StatusOr<Engine::Participant*> Engine::OpenTask(
     const std::string& device_id, int64_t round, const std::string& nonce,
     absl::Time now) {
   absl::StatusOr<Device*> device = Touch(device_id, now);
@@ -464,15 +464,23 @@ absl::StatusOr<Engine::Participant*> Engine::SplitParticipant(
     return absl::FailedPreconditionError(absl::StrCat(
         "device ", device_id, " has no task with that nonce in round ", round));
   }
-  Participant& p = it->second;
+  if (it->second.stage == Stage::kAccepted) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", device_id, " already submitted round ", round));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<Engine::Participant*> Engine::SplitParticipant(
+    const std::string& device_id, int64_t round, const std::string& nonce,
+    absl::Time now) {
+  absl::StatusOr<Participant*> open = OpenTask(device_id, round, nonce, now);
+  if (!open.ok()) return open.status();
+  Participant& p = **open;
   if (p.task->cut == 0) {
     return absl::FailedPreconditionError(absl::StrCat("the task of device ",
                                                       device_id, " in round ",
                                                       round, " has no split"));
-  }
-  if (p.stage == Stage::kAccepted) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("device ", device_id, " already submitted round ", round));
   }
   return &p;
 }
@@ -560,25 +568,11 @@ absl::Status Engine::Decline(const std::string& device_id, int64_t round,
                              const std::string& nonce,
                              const std::string& reason, absl::Time now) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Device*> device = Touch(device_id, now);
-  if (!device.ok()) return device.status();
-  if (!round_ || round != round_->number) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("round ", round, " is not open"));
-  }
-  auto it = round_->participants.find(device_id);
-  if (it == round_->participants.end() || !it->second.task ||
-      it->second.task->nonce != nonce) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "device ", device_id, " has no task with that nonce in round ", round));
-  }
-  if (it->second.stage == Stage::kAccepted) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("device ", device_id, " already submitted round ", round));
-  }
+  absl::StatusOr<Participant*> p = OpenTask(device_id, round, nonce, now);
+  if (!p.ok()) return p.status();
   LOG(INFO) << "device " << device_id << " declined round " << round << ": "
             << reason;
-  it->second.stage = Stage::kDeclined;
+  (*p)->stage = Stage::kDeclined;
   return absl::OkStatus();
 }
 

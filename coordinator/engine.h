@@ -354,8 +354,14 @@ class Engine {
   void Play(const std::string& device_id, const strategies::Arm& arm,
             double reward) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The participant of the open round holding a split task with `nonce`,
-  // marking the device seen; the errors of SplitStep.
+  // The participant of the open round holding the task with `nonce`, not
+  // yet accepted, marking the device seen. NotFound: unknown device;
+  // FailedPrecondition otherwise.
+  absl::StatusOr<Participant*> OpenTask(const std::string& device_id,
+                                        int64_t round, const std::string& nonce,
+                                        absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OpenTask's participant if its task is split; the errors of SplitStep.
   absl::StatusOr<Participant*> SplitParticipant(const std::string& device_id,
                                                 int64_t round,
                                                 const std::string& nonce,
