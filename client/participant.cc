@@ -283,6 +283,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   if (split_link != nullptr) {
     report.split_bytes_up = split_link->bytes_up();
     report.split_bytes_down = split_link->bytes_down();
+    report.split_s = split_link->seconds();
   }
   if (!local.ok()) return local.status();
   if (local->declined) {
@@ -358,6 +359,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   timings->set_peak_rss_bytes(report.peak_rss_bytes);
   timings->set_split_bytes_up(report.split_bytes_up);
   timings->set_split_bytes_down(report.split_bytes_down);
+  timings->set_split_s(report.split_s);
   r->set_split_steps(report.split_steps);
   if (!local->importance.is_empty()) {
     if (absl::Status s =

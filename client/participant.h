@@ -72,6 +72,7 @@ struct RoundReport {
   // Split rounds: the Split stream's messages (during train_s), and the
   // steps applied on both sides.
   int64_t split_bytes_up = 0, split_bytes_down = 0, split_steps = 0;
+  double split_s = 0;            // Of train_s: in the step exchanges.
   int64_t transfer_resumes = 0;  // Streams restarted after a broken link.
   int64_t examples = 0;
   double loss_before = 0, loss_after = 0;

@@ -68,6 +68,7 @@ absl::Status GrpcSplitLink::Send(v1::SplitMessage& message,
 
 absl::StatusOr<split::StepReply> GrpcSplitLink::Step(
     const split::StepRequest& request) {
+  transport::SplitTimer timer(&seconds_);
   v1::SplitMessage message;
   if (absl::Status s = transport::StepRequestToProto(request, codec_, &message);
       !s.ok()) {
@@ -83,6 +84,7 @@ absl::StatusOr<split::StepReply> GrpcSplitLink::Step(
 }
 
 absl::Status GrpcSplitLink::Finish(int64_t applied_steps) {
+  transport::SplitTimer timer(&seconds_);
   if (stream_ == nullptr && applied_steps == 0) return absl::OkStatus();
   v1::SplitMessage message;
   message.set_applied_steps(applied_steps);

@@ -38,6 +38,9 @@ class GrpcSplitLink : public split::SplitLink {
 
   int64_t bytes_up() const { return bytes_up_; }  // Serialized messages.
   int64_t bytes_down() const { return bytes_down_; }
+  // Wall seconds in the exchanges: encoding, the wire both ways, the
+  // coordinator's half, decoding.
+  double seconds() const { return seconds_; }
 
  private:
   GrpcSplitLink(v1::Coordinator::StubInterface* stub, std::string device_id,
@@ -58,6 +61,7 @@ class GrpcSplitLink : public split::SplitLink {
       grpc::ClientReaderWriterInterface<v1::SplitMessage, v1::SplitMessage>>
       stream_;
   int64_t bytes_up_ = 0, bytes_down_ = 0;
+  double seconds_ = 0;
 };
 
 }  // namespace fedge::client

@@ -143,6 +143,7 @@ struct Timings {
   int64_t peak_rss_bytes = 0;
   // Split rounds: the step messages both ways (part of train_s).
   int64_t split_bytes_up = 0, split_bytes_down = 0;
+  double split_s = 0;  // Of train_s: waiting on the step exchanges.
 };
 
 struct Submission {

@@ -77,7 +77,8 @@ const std::vector<std::string>& RoundLog::ClientColumns() {
                                                             "reward",
                                                             "cut",
                                                             "split_bytes_up",
-                                                            "split_bytes_down"};
+                                                            "split_bytes_down",
+                                                            "split_s"};
   return *columns;
 }
 
@@ -134,7 +135,8 @@ absl::Status RoundLog::RecordRound(const RoundRecord& round) {
                                       F(c.reward),
                                       I(c.cut),
                                       I(t.split_bytes_up),
-                                      I(t.split_bytes_down)});
+                                      I(t.split_bytes_down),
+                                      F(t.split_s)});
     if (!s.ok()) return s;
     if (metrics_ == nullptr) continue;
     const std::string link = c.link.empty() ? "unknown" : c.link;

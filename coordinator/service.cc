@@ -26,6 +26,7 @@ Timings TimingsFromProto(const v1::Timings& t) {
   out.peak_rss_bytes = t.peak_rss_bytes();
   out.split_bytes_up = t.split_bytes_up();
   out.split_bytes_down = t.split_bytes_down();
+  out.split_s = t.split_s();
   return out;
 }
 

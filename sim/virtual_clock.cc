@@ -303,11 +303,12 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       const double server_s = split_link->seconds();
       t.split_bytes_up = split_link->bytes_up();
       t.split_bytes_down = split_link->bytes_down();
+      t.split_s = server_s + split_link->exchanges() * rtt +
+                  t.split_bytes_up / d.link.uplink_bytes_per_s() +
+                  t.split_bytes_down / d.link.downlink_bytes_per_s();
       t.train_s =
           (local->build_s + local->train_s - server_s + encode_s) / speed +
-          server_s + split_link->exchanges() * rtt +
-          t.split_bytes_up / d.link.uplink_bytes_per_s() +
-          t.split_bytes_down / d.link.downlink_bytes_per_s();
+          t.split_s;
     }
     t.bytes_up = static_cast<int64_t>(encoded->bytes.size());
     t.upload_s = rtt + t.bytes_up / d.link.uplink_bytes_per_s();

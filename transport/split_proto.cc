@@ -1,6 +1,5 @@
 #include "transport/split_proto.h"
 
-#include <chrono>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -104,29 +103,9 @@ absl::StatusOr<split::StepReply> StepReplyFromProto(
   return reply;
 }
 
-namespace {
-
-// Adds the wall time of its scope to `*seconds`.
-class Stopwatch {
- public:
-  explicit Stopwatch(double* seconds)
-      : seconds_(seconds), start_(std::chrono::steady_clock::now()) {}
-  ~Stopwatch() {
-    *seconds_ +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
-            .count();
-  }
-
- private:
-  double* seconds_;
-  std::chrono::steady_clock::time_point start_;
-};
-
-}  // namespace
-
 absl::StatusOr<split::StepReply> WireSplitLink::Step(
     const split::StepRequest& request) {
-  Stopwatch stopwatch(&seconds_);
+  SplitTimer timer(&seconds_);
   v1::SplitMessage up;
   if (absl::Status s = StepRequestToProto(request, codec_, &up); !s.ok()) {
     return s;
@@ -155,7 +134,7 @@ absl::StatusOr<split::StepReply> WireSplitLink::Step(
 }
 
 absl::Status WireSplitLink::Finish(int64_t applied_steps) {
-  Stopwatch stopwatch(&seconds_);
+  SplitTimer timer(&seconds_);
   v1::SplitMessage finish;
   finish.set_applied_steps(applied_steps);
   finish.set_finish(true);

@@ -7,6 +7,7 @@
 // messages).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <utility>
@@ -41,6 +42,25 @@ absl::Status StepReplyToProto(const split::StepReply& reply,
                               const CodecOptions& codec, v1::SplitMessage* out);
 absl::StatusOr<split::StepReply> StepReplyFromProto(
     const v1::SplitMessage& message, const DecodeLimits& limits = {});
+
+// Adds the wall time of its scope to `*seconds` (the split links' time in
+// their exchanges).
+class SplitTimer {
+ public:
+  explicit SplitTimer(double* seconds)
+      : seconds_(seconds), start_(std::chrono::steady_clock::now()) {}
+  ~SplitTimer() {
+    *seconds_ +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
+            .count();
+  }
+  SplitTimer(const SplitTimer&) = delete;
+  SplitTimer& operator=(const SplitTimer&) = delete;
+
+ private:
+  double* seconds_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 // Passes each step to a server half as the gRPC link would: encoded,
 // serialized, parsed and decoded both ways, counting the serialized bytes.

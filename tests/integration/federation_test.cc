@@ -199,6 +199,9 @@ TEST(FederationTest, SplitRoundsTrainBothHalvesOverGrpc) {
     EXPECT_EQ(r.split_steps, 13);
     EXPECT_EQ(std::stoll(row.at("split_bytes_up")), r.split_bytes_up);
     EXPECT_EQ(std::stoll(row.at("split_bytes_down")), r.split_bytes_down);
+    // The exchanges are part of training time.
+    EXPECT_GT(std::stod(row.at("split_s")), 0);
+    EXPECT_LE(std::stod(row.at("split_s")), std::stod(row.at("train_s")));
     // float16 activations of [32, 17, 32] per full step, up and down.
     EXPECT_GT(r.split_bytes_up, 12 * 32 * 17 * 32 * 2);
     EXPECT_GT(r.split_bytes_down, 12 * 32 * 17 * 32 * 2);
