@@ -31,6 +31,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "bench/check.h"
 #include "bench/step_timer.h"
 #include "lora/lora.h"
 #include "model/checkpoint.h"
@@ -67,17 +68,8 @@ namespace fp = fedge::pruning;
 
 namespace {
 
-[[noreturn]] void Die(const absl::Status& status) {
-  std::fprintf(stderr, "fedge-bench-prune-lora: %s\n",
-               status.ToString().c_str());
-  std::exit(1);
-}
-
-template <typename T>
-T Check(absl::StatusOr<T> value) {
-  if (!value.ok()) Die(value.status());
-  return *std::move(value);
-}
+using fedge::bench::Check;
+using fedge::bench::Die;
 
 double RssMib() {
   long pages = 0;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include <torch/types.h>
 
+#include "bench/check.h"
 #include "lora/lora.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
@@ -44,22 +45,7 @@ namespace ft = fedge::transport;
 
 namespace {
 
-template <typename T>
-T Check(absl::StatusOr<T> value) {
-  if (!value.ok()) {
-    std::fprintf(stderr, "bench split: %s\n",
-                 std::string(value.status().message()).c_str());
-    std::exit(1);
-  }
-  return *std::move(value);
-}
-void Check(const absl::Status& status) {
-  if (!status.ok()) {
-    std::fprintf(stderr, "bench split: %s\n",
-                 std::string(status.message()).c_str());
-    std::exit(1);
-  }
-}
+using fedge::bench::Check;
 
 using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t) {

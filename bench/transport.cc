@@ -21,6 +21,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "bench/check.h"
 #include "lora/lora.h"
 #include "model/dataset.h"
 #include "model/threads.h"
@@ -58,15 +59,7 @@ double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-template <typename T>
-T Check(absl::StatusOr<T> v) {
-  if (!v.ok()) {
-    std::fprintf(stderr, "bench transport: %s\n",
-                 v.status().ToString().c_str());
-    std::exit(1);
-  }
-  return *std::move(v);
-}
+using fedge::bench::Check;
 
 double RssMib() {
   long pages = 0, resident = 0;
