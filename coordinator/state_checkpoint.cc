@@ -3,6 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 #include "model/file_io.h"
@@ -83,6 +87,16 @@ absl::Status SaveCheckpoint(const std::string& dir,
   }
   // nlohmann writes doubles with round-trip precision, so replayed rewards
   // are bit-identical.
+  // A coordinator killed mid-write leaves its temporary file (named after
+  // its process id); the checkpoint itself is intact (atomic rename).
+  const std::string stale =
+      std::filesystem::path(CheckpointPath(dir)).filename().string() + ".tmp.";
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    if (absl::StartsWith(entry.path().filename().string(), stale)) {
+      std::filesystem::remove(entry.path(), error);
+    }
+  }
   absl::Status status = model::WriteSafetensors(
       CheckpointPath(dir), state.global, {{kMetadataKey, json.dump()}});
   if (status.ok()) SyncDirectory(dir);

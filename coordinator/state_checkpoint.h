@@ -25,7 +25,8 @@ struct Checkpoint {
 // The checkpoint's path inside a checkpoint directory.
 std::string CheckpointPath(const std::string& dir);
 
-// Writes `checkpoint` atomically to CheckpointPath(dir), creating `dir`.
+// Writes `checkpoint` atomically to CheckpointPath(dir), creating `dir`,
+// and removes temporary files a predecessor killed mid-write left there.
 absl::Status SaveCheckpoint(const std::string& dir,
                             const Checkpoint& checkpoint);
 

@@ -79,6 +79,9 @@ TEST(CheckpointTest, MissingTruncatedAndForeignFilesAreReported) {
 
 TEST(CheckpointTest, NoTemporaryFilesAreLeftBehind) {
   const std::string dir = TempDir("tmp");
+  ASSERT_TRUE(model::MakeDirectories(dir).ok());
+  // What a coordinator killed halfway through a write leaves.
+  std::ofstream(dir + "/coordinator.safetensors.tmp.12345") << "half";
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(SaveCheckpoint(dir, Sample()).ok());
   int files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 
+#include "model/kill_point.h"
 #include <sys/stat.h>
 
 namespace fedge::model {
@@ -63,8 +64,12 @@ absl::Status WriteFileAtomically(const std::string& path,
   if (fd < 0) return ErrnoToStatus(errno, "cannot create", temp);
   size_t written = 0;
   while (written < contents.size()) {
-    const ssize_t n =
-        ::write(fd, contents.data() + written, contents.size() - written);
+    // Crash tests: die with half the bytes in the temporary file.
+    const size_t half = contents.size() / 2;
+    const size_t chunk =
+        written < half ? half - written : contents.size() - written;
+    if (written == half && half > 0) KillPoint("atomic_write");
+    const ssize_t n = ::write(fd, contents.data() + written, chunk);
     if (n < 0) {
       if (errno == EINTR) continue;
       const int saved = errno;
