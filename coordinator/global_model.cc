@@ -1,10 +1,12 @@
 #include "coordinator/global_model.h"
 
 #include <cmath>
+#include <string_view>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include <torch/types.h>
 
 #include "lora/aggregate.h"
@@ -79,19 +81,44 @@ absl::StatusOr<NamedTensors> GlobalModel::Payload(
       pruning::SliceTensors(*base_, plan, trained_);
   if (!sliced.ok()) return sliced.status();
   if (mode_ == Mode::kDense) return sliced;
+  NamedTensors adapters;
+  for (const auto& item : *sliced) {
+    const std::string& name = item.key();
+    absl::StatusOr<const NamedTensors*> factors = Factorize(
+        name.substr(0, name.size() - kWeight.size()), item.value(), rank);
+    if (!factors.ok()) return factors.status();
+    // Copies: revival below changes them in place.
+    for (const auto& f : **factors) {
+      adapters.insert(f.key(), f.value().clone());
+    }
+  }
+  lora::ReviveDeadComponents(adapters, seed);
+  return adapters;
+}
+
+absl::StatusOr<const NamedTensors*> GlobalModel::Factorize(
+    const std::string& path, const at::Tensor& delta, int64_t rank) const {
+  const at::Tensor bytes = delta.contiguous();
+  const std::string key = absl::StrCat(
+      path, "|", rank, "|", absl::StrJoin(bytes.sizes(), "x"), "|",
+      std::hash<std::string_view>()(std::string_view(
+          static_cast<const char*>(bytes.data_ptr()), bytes.nbytes())));
+  auto it = factorized_.find(key);
+  if (it != factorized_.end() && torch::equal(it->second.delta, bytes)) {
+    return &it->second.factors;
+  }
   lora::GlobalAdapter global;
   global.method = lora::RankMethod::kSvd;
   global.alpha = lora_.alpha;
-  for (const auto& item : *sliced) {
-    const std::string& name = item.key();
-    global.deltas.insert(name.substr(0, name.size() - kWeight.size()),
-                         item.value());
-  }
+  global.deltas.insert(path, bytes);
   absl::StatusOr<lora::RankedAdapter> ranked =
       lora::AdapterForRank(global, rank);
   if (!ranked.ok()) return ranked.status();
-  lora::ReviveDeadComponents(ranked->adapters, seed);
-  return std::move(ranked->adapters);
+  if (factorized_.size() >= kMaxFactorized) factorized_.clear();
+  Factorized& entry = factorized_[key];
+  entry.delta = bytes;
+  entry.factors = std::move(ranked->adapters);
+  return &entry.factors;
 }
 
 absl::StatusOr<RoundAggregate> GlobalModel::BeginRound(
@@ -205,6 +232,7 @@ absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
   absl::StatusOr<NamedTensors> next = round.updates->Finish();
   if (!next.ok()) return next.status();
   trained_ = std::move(*next);
+  factorized_.clear();
   auto blend = [ema](at::Tensor& global, const at::Tensor& sums,
                      const at::Tensor& counts) {
     const at::Tensor held = counts > 0;

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "absl/status/statusor.h"
 
@@ -120,11 +121,26 @@ class GlobalModel {
   GlobalModel(model::Model base, Mode mode, const lora::LoraOptions& lora)
       : base_(std::move(base)), mode_(mode), lora_(lora) {}
 
+  // LoRA mode: the rank-`rank` factors of the sliced global delta of the
+  // Linear at `path` (lora::AdapterForRank). Devices whose plans keep the
+  // same rows and columns of a Linear (e.g. the same heads of q_proj) get
+  // the same slice, so its SVD is computed once: memoised by content until
+  // the next Commit. The pointer is valid until the next call.
+  absl::StatusOr<const NamedTensors*> Factorize(const std::string& path,
+                                                const at::Tensor& delta,
+                                                int64_t rank) const;
+
   model::Model base_;
   const Mode mode_;
   const lora::LoraOptions lora_;
   NamedTensors trained_;  // LoRA: "<path>.weight" -> D; dense: all weights.
   pruning::GroupScores scores_;  // Unit-norm per block.
+  struct Factorized {
+    at::Tensor delta;  // The slice, to rule out hash collisions.
+    NamedTensors factors;
+  };
+  static constexpr size_t kMaxFactorized = 4096;
+  mutable std::unordered_map<std::string, Factorized> factorized_;
 };
 
 // The base model in checkpoint directory `dir` (fedge-pretrain's output).

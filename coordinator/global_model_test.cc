@@ -111,6 +111,44 @@ TEST(GlobalModelTest, LowRankDevicesDoNotTruncateTheGlobalChange) {
   EXPECT_FALSE(global->AddUpdate(*round, full, low, other, 1.0).ok());
 }
 
+TEST(GlobalModelTest, PayloadsFactorizeEachSliceOnceAndStayExact) {
+  auto global = MakeGlobal(Mode::kLora);
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  auto round = global->BeginRound({});
+  ASSERT_TRUE(round.ok());
+  const NamedTensors sent = *global->Payload(full, 8, 1);
+  ASSERT_TRUE(global->AddUpdate(*round, full, Train(sent, 5), sent, 1.0).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  // Two plans that prune MLP channels differently keep the same heads, so
+  // q_proj's slice (and its SVD) is shared; each device still gets its own
+  // copy, revived from its own seed, equal to a fresh factorization.
+  const pruning::PruningPlan a = *global->Plan(0.1);
+  pruning::PruningPlan b = a;
+  b.blocks[0].channels.pop_back();
+  const NamedTensors pa = *global->Payload(a, 4, 7);
+  const NamedTensors pb = *global->Payload(b, 4, 7);
+  const std::string q = "layers.0.self_attn.q_proj.adapter.lora_";
+  EXPECT_TRUE(torch::equal(pa[q + "A"], pb[q + "A"]));
+  EXPECT_NE(pa[q + "A"].data_ptr(), pb[q + "A"].data_ptr());
+  lora::GlobalAdapter reference;
+  reference.method = lora::RankMethod::kSvd;
+  reference.alpha = 16.0;
+  reference.deltas.insert(
+      "layers.0.self_attn.q_proj",
+      (*lora::AdapterDeltas(pa, 16.0))["layers.0.self_attn.q_proj"]);
+  const lora::RankedAdapter fresh = *lora::AdapterForRank(reference, 4);
+  const at::Tensor product = torch::matmul(pa[q + "B"], pa[q + "A"]);
+  const at::Tensor expected =
+      torch::matmul(fresh.adapters[q + "B"], fresh.adapters[q + "A"]);
+  EXPECT_TRUE(torch::allclose(product, expected, 1e-5, 1e-6));
+  // A changed global model is factorized again.
+  auto next = global->BeginRound({});
+  ASSERT_TRUE(global->AddUpdate(*next, a, Train(pa, 6), pa, 1.0).ok());
+  ASSERT_TRUE(global->Commit(*next, 0.5).ok());
+  NamedTensors again = *global->Payload(a, 4, 7);
+  EXPECT_FALSE(torch::equal(again[q + "B"], pa[q + "B"]));
+}
+
 TEST(GlobalModelTest, DenseModeAveragesWeightsAndKeepsUncoveredOnes) {
   auto global = MakeGlobal(Mode::kDense);
   const pruning::PruningPlan half = *global->Plan(0.5);
