@@ -11,6 +11,7 @@
 #include <glog/logging.h>
 #include <torch/types.h>
 
+#include "model/kill_point.h"
 #include "transport/update_codec.h"
 
 namespace fedge::coordinator {
@@ -216,7 +217,8 @@ absl::StatusOr<std::string> Engine::Register(const DeviceFacts& facts,
   absl::MutexLock lock(&mu_);
   auto it = devices_.find(facts.device_id);
   if (it == devices_.end()) {
-    if (static_cast<int64_t>(devices_.size()) >= options_.max_devices) {
+    if (static_cast<int64_t>(devices_.size()) >= options_.max_devices &&
+        !EvictOneSilent(now)) {
       return absl::ResourceExhaustedError(
           absl::StrCat("registry full (", options_.max_devices, " devices)"));
     }
@@ -226,17 +228,40 @@ absl::StatusOr<std::string> Engine::Register(const DeviceFacts& facts,
   }
   it->second.facts = facts;
   it->second.last_seen = now;
+  it->second.polled = false;
   return RandomHex(16);
+}
+
+bool Engine::EvictOneSilent(absl::Time now) {
+  auto victim = devices_.end();
+  for (auto it = devices_.begin(); it != devices_.end(); ++it) {
+    if (it->second.polled ||
+        now - it->second.last_seen <= options_.heartbeat_timeout ||
+        (round_ && round_->participants.count(it->first) > 0)) {
+      continue;
+    }
+    if (victim == devices_.end() ||
+        it->second.last_seen < victim->second.last_seen) {
+      victim = it;
+    }
+  }
+  if (victim == devices_.end()) return false;
+  LOG(INFO) << "registry full: forgetting device " << victim->first
+            << ", which never asked for work";
+  devices_.erase(victim);
+  return true;
 }
 
 absl::Status Engine::OpenRound(absl::Time now) {
   if (next_round_ > options_.rounds || !failure_.ok()) return absl::OkStatus();
-  if (static_cast<int64_t>(devices_.size()) < options_.min_devices) {
-    return absl::OkStatus();
-  }
   std::vector<strategies::Candidate> candidates;
   for (const auto& [id, device] : devices_) {
+    if (options_.invite_only_polled && !device.polled) continue;
     candidates.push_back({id, device.expected_seconds});
+  }
+  if (candidates.empty() ||
+      static_cast<int64_t>(candidates.size()) < options_.min_devices) {
+    return absl::OkStatus();
   }
   std::mt19937_64 rng = Rng("", next_round_ * 1000 + attempt_);
   const strategies::Selection selection = strategies::SelectClients(
@@ -314,6 +339,7 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
   }
   absl::StatusOr<Device*> device = Touch(device_id, now);
   if (!device.ok()) return device.status();
+  (*device)->polled = true;
   if (!round_ || round_->participants.count(device_id) == 0) {
     return absl::UnavailableError(absl::StrCat(
         "device ", device_id, " is not in round ", next_round_, "; retry"));
@@ -640,6 +666,7 @@ absl::Status Engine::CloseRound(absl::Time now) {
   record.committed =
       round.accepted >= options_.min_updates && round.accepted > 0;
   if (record.committed) {
+    model::KillPoint("aggregate");  // Crash tests (model/kill_point.h).
     const absl::Time start = hooks_.clock();
     if (absl::Status s =
             global_->Commit(round.aggregate, options_.importance_ema);

@@ -116,7 +116,15 @@ struct EngineOptions {
   double topk_fraction = 0.01;
   double importance_ema = 0.5;
   int64_t max_examples = 1000000;  // Cap on a device's claimed weight.
+  // Registry size. When full, a device that never asked for work and has
+  // been silent past heartbeat_timeout is forgotten to make room (so a
+  // flood of fake registrations cannot lock out new honest devices);
+  // with none such, Register is RESOURCE_EXHAUSTED.
   int64_t max_devices = 100000;
+  // Invite (and count toward min_devices) only devices that have asked for
+  // a task since they last registered: registrations that never ask for
+  // work (a flood of fake devices) cannot be invited and stall a round.
+  bool invite_only_polled = false;
   std::set<std::string> allow_list;  // Empty: any valid device id.
   uint64_t seed = 1;
 
@@ -305,6 +313,7 @@ class Engine {
     DeviceFacts facts;
     std::unique_ptr<strategies::Bandit> bandit;
     absl::Time last_seen;
+    bool polled = false;           // GetTask called since registering.
     double expected_seconds = -1;  // EMA of task-to-submission seconds.
   };
   enum class Stage { kInvited, kAccepted, kDeclined, kDropped };
@@ -345,6 +354,10 @@ class Engine {
         hooks_(std::move(hooks)) {}
 
   absl::Status OpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes room in a full registry: forgets the longest-silent device that
+  // has not asked for work since registering, has been silent past the
+  // heartbeat timeout and is not in the open round. False if none is.
+  bool EvictOneSilent(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Task> MakeTask(const std::string& device_id, Device& device,
                                 Participant& participant, absl::Time now)

@@ -79,6 +79,10 @@ ABSL_FLAG(double, split_keep, 1.0,
           "(< 1 needs --split_local_steps > 0).");
 ABSL_FLAG(std::string, allow_list, "",
           "Comma-separated device ids allowed to register (empty: any).");
+ABSL_FLAG(bool, invite_only_polled, true,
+          "Invite a device to a round only once it has asked for a task "
+          "since registering, so registrations that never ask for work "
+          "(a flood of fake devices) cannot stall rounds.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of arm choices and selection.");
 
 namespace fedge::coordinator {
@@ -166,6 +170,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.split.activation_codec = absl::GetFlag(FLAGS_split_codec);
   e.split.local_loss_steps = absl::GetFlag(FLAGS_split_local_steps);
   e.split.keep_fraction = absl::GetFlag(FLAGS_split_keep);
+  e.invite_only_polled = absl::GetFlag(FLAGS_invite_only_polled);
   e.seed = absl::GetFlag(FLAGS_seed);
   if (absl::Status s = e.Validate(); !s.ok()) return s;
   return e;

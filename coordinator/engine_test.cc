@@ -107,6 +107,59 @@ TEST(EngineTest, FullRoundsCloseWhenEveryoneSubmitted) {
   }
 }
 
+TEST(EngineTest, OnlyDevicesThatAskedForWorkAreInvited) {
+  EngineOptions options = Options();
+  options.invite_only_polled = true;
+  options.min_devices = 2;
+  Harness h = MakeEngine(options);
+  RegisterAll(h, 5);  // pi-2..pi-4 register and never ask for work.
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  // No round yet: nobody asked. Asking before a round is "retry later".
+  EXPECT_EQ(h.engine->GetTask("pi-0", kStart).status().code(),
+            absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  EXPECT_EQ(h.engine->GetTask("pi-0", kStart).status().code(),
+            absl::StatusCode::kUnavailable);  // 1 < min_devices.
+  EXPECT_EQ(h.engine->GetTask("pi-1", kStart).status().code(),
+            absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  const absl::Time now = kStart + absl::Seconds(1);
+  for (const std::string id : {"pi-0", "pi-1"}) {
+    auto task = h.engine->GetTask(id, now);
+    ASSERT_TRUE(task.ok()) << task.status();
+    ASSERT_TRUE(h.engine->Submit(Train(h, id, *task), now).ok());
+  }
+  // The round closed with the two that asked, without waiting for the
+  // silent three.
+  ASSERT_TRUE(h.engine->Tick(now).ok());
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].invited, 2);
+  EXPECT_EQ(h.closed[0].accepted, 2);
+}
+
+TEST(EngineTest, FullRegistryForgetsSilentDevicesThatNeverAskedForWork) {
+  EngineOptions options = Options();
+  options.max_devices = 2;
+  Harness h = MakeEngine(options);
+  RegisterAll(h, 2);
+  ASSERT_TRUE(h.engine->GetTask("pi-0", kStart).status().code() !=
+              absl::StatusCode::kNotFound);  // pi-0 asked for work.
+  DeviceFacts f;
+  f.device_id = "pi-9";
+  // Full, and pi-1 is not silent for long enough yet.
+  EXPECT_EQ(h.engine->Register(f, kStart + absl::Seconds(10)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // pi-1 never asked and has been silent past the timeout: it makes room;
+  // pi-0, equally silent, asked for work and stays.
+  const absl::Time later = kStart + absl::Seconds(31);
+  ASSERT_TRUE(h.engine->Register(f, later).ok());
+  EXPECT_EQ(h.engine->GetTask("pi-1", later).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_NE(h.engine->GetTask("pi-0", later).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(h.engine->registered(), 2);
+}
+
 TEST(EngineTest, DeadlineDropsStragglersAndPenalisesTheirArm) {
   Harness h = MakeEngine(Options());
   RegisterAll(h, 3);

@@ -47,6 +47,15 @@ ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics address; empty disables it.");
 ABSL_FLAG(int64_t, retry_after_ms, 500,
           "How long a device without a task waits before asking again.");
+ABSL_FLAG(double, max_registrations_per_s, 100,
+          "Register calls allowed a second (with --registration_burst saved "
+          "up); more get RESOURCE_EXHAUSTED and clients retry. 0: no limit.");
+ABSL_FLAG(double, registration_burst, 1000,
+          "Registrations allowed at once above the steady rate (a fleet "
+          "coming back after an outage).");
+ABSL_FLAG(double, stream_idle_timeout_s, 60,
+          "Cancel a download, upload or split stream with no message for "
+          "this long (slow-loris peers; clients resume). 0: never.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads for evaluation (0: all).");
 ABSL_FLAG(bool, quiet, false, "No per-round progress lines.");
 
@@ -106,6 +115,18 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   }
   c.engine = *std::move(engine);
   c.service.retry_after_ms = absl::GetFlag(FLAGS_retry_after_ms);
+  c.service.max_registrations_per_s =
+      absl::GetFlag(FLAGS_max_registrations_per_s);
+  c.service.registration_burst = absl::GetFlag(FLAGS_registration_burst);
+  const double idle = absl::GetFlag(FLAGS_stream_idle_timeout_s);
+  if (c.service.max_registrations_per_s < 0 ||
+      c.service.registration_burst < 1 || idle < 0) {
+    return absl::InvalidArgumentError(
+        "--max_registrations_per_s and --stream_idle_timeout_s must be >= 0, "
+        "--registration_burst >= 1");
+  }
+  c.service.stream_idle_timeout =
+      idle > 0 ? absl::Seconds(idle) : absl::InfiniteDuration();
   return c;
 }
 

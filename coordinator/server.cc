@@ -57,7 +57,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 
   // The base is served from memory as safetensors; its digest is the
   // devices' cache key and binds checkpoints to it.
-  s.store_ = std::make_unique<transport::TransferStore>();
+  // Uploads only under the ids of tasks handed out (the service announces
+  // each with its size bound and owner).
+  s.store_ = std::make_unique<transport::TransferStore>(
+      transport::AssemblerLimits(), /*expected_uploads_only=*/true);
   absl::StatusOr<std::unique_ptr<transport::SafetensorsSource>> source =
       transport::SafetensorsSource::Create(model::CopyWeights(*s.base_));
   if (!source.ok()) return source.status();

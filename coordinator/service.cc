@@ -41,7 +41,9 @@ class SplitReactor final
  public:
   SplitReactor(CoordinatorService* service,
                grpc::CallbackServerContext* context)
-      : service_(service), context_(context) {
+      : service_(service),
+        context_(context),
+        watch_(service->watchdog().Watch(context)) {
     absl::StatusOr<transport::Codec> codec =
         transport::ParseCodec(service_->engine_options_.split.activation_codec);
     codec_.codec = codec.value_or(transport::Codec::kFloat16);
@@ -50,6 +52,7 @@ class SplitReactor final
   }
 
   void OnReadDone(bool ok) override {
+    service_->watchdog().Touch(watch_);
     if (!ok) {  // The device closed its side without finishing.
       Finish(grpc::Status::OK);
       return;
@@ -72,7 +75,10 @@ class SplitReactor final
     }
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->watchdog().Forget(watch_);
+    delete this;
+  }
 
  private:
   absl::Status Handle() {
@@ -109,6 +115,7 @@ class SplitReactor final
 
   CoordinatorService* const service_;
   grpc::CallbackServerContext* const context_;
+  const int64_t watch_;
   transport::CodecOptions codec_;
   std::string device_id_;
   int64_t round_ = 0;
@@ -127,7 +134,7 @@ CoordinatorService::CoordinatorService(Engine* engine,
                                        const EngineOptions& engine_options,
                                        ServiceOptions options,
                                        metrics::Registry* metrics)
-    : TransferService(store, options.chunk_bytes),
+    : TransferService(store, options.chunk_bytes, options.stream_idle_timeout),
       engine_(engine),
       store_(store),
       engine_options_(engine_options),
@@ -135,7 +142,14 @@ CoordinatorService::CoordinatorService(Engine* engine,
         if (!options.clock) options.clock = [] { return absl::Now(); };
         return std::move(options);
       }()),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      registrations_(options_.max_registrations_per_s,
+                     options_.registration_burst) {}
+
+absl::Status CoordinatorService::AuthorizeUpload(
+    grpc::CallbackServerContext* context, const std::string& owner) const {
+  return CheckIdentity(context, owner);
+}
 
 absl::Status CoordinatorService::CheckIdentity(
     grpc::CallbackServerContext* context, const std::string& device_id) const {
@@ -173,6 +187,11 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(
     v1::RegisterResponse* response) {
   const v1::DeviceInfo& d = request->device();
   absl::Status status = CheckIdentity(context, d.device_id());
+  if (status.ok() && !registrations_.Allow(options_.clock())) {
+    status = absl::ResourceExhaustedError(absl::StrFormat(
+        "more than %g registrations a second; retry in a moment",
+        options_.max_registrations_per_s));
+  }
   if (status.ok()) {
     DeviceFacts facts;
     facts.device_id = d.device_id();
@@ -266,6 +285,15 @@ grpc::ServerUnaryReactor* CoordinatorService::GetTask(
     if (task.ok()) {
       *response->mutable_task() = TaskToProto(
           *task, engine_options_, options_.base_digest, options_.chunk_bytes);
+      // One upload per task, from this device only, no larger than twice
+      // its payload (the update has the payload's tensors; any codec
+      // but float32 is smaller) plus headers.
+      absl::StatusOr<transport::TransferStore::Offered> payload =
+          store_->Find(task->payload_id);
+      const int64_t payload_bytes =
+          payload.ok() ? payload->info.total_bytes : 0;
+      store_->ExpectUpload(response->task().upload_transfer_id(),
+                           2 * payload_bytes + (1 << 20), request->device_id());
     } else if (absl::IsUnavailable(task.status())) {
       response->set_retry_after_ms(options_.retry_after_ms);
       response->set_reason(std::string(task.status().message()));

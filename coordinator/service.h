@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 
 #include "coordinator/engine.h"
+#include "coordinator/rate_limiter.h"
 #include "metrics/registry.h"
 #include "transport/transfer_service.h"
 #include "transport/update_codec.h"
@@ -26,8 +27,17 @@ struct ServiceOptions {
   int64_t retry_after_ms = 1000;  // When a device has no task now.
   transport::DecodeLimits decode_limits;
   // With mutual TLS: the client certificate's common name must equal the
-  // device id of every request (PERMISSION_DENIED otherwise).
+  // device id of every request, and of the task whose update an upload
+  // carries (PERMISSION_DENIED otherwise).
   bool require_peer_identity = false;
+  // Register calls beyond this rate (a second, with `registration_burst`
+  // saved up) get RESOURCE_EXHAUSTED; clients retry with back-off. 0: no
+  // limit.
+  double max_registrations_per_s = 0;
+  double registration_burst = 1000;
+  // Download, Upload and Split streams with no message for this long are
+  // cancelled (slow-loris peers); infinite: never.
+  absl::Duration stream_idle_timeout = absl::InfiniteDuration();
   std::function<absl::Time()> clock;  // Default absl::Now().
 };
 
@@ -68,6 +78,11 @@ class CoordinatorService : public transport::TransferService {
   grpc::ServerBidiReactor<v1::SplitMessage, v1::SplitMessage>* Split(
       grpc::CallbackServerContext* context) override;
 
+  // With require_peer_identity, only the device named by the client
+  // certificate may upload its task's update.
+  absl::Status AuthorizeUpload(grpc::CallbackServerContext* context,
+                               const std::string& owner) const override;
+
  private:
   friend class SplitReactor;
   absl::Status CheckIdentity(grpc::CallbackServerContext* context,
@@ -82,6 +97,7 @@ class CoordinatorService : public transport::TransferService {
   const EngineOptions engine_options_;
   const ServiceOptions options_;
   metrics::Registry* const metrics_;  // Not owned; may be null.
+  RateLimiter registrations_;
 };
 
 }  // namespace fedge::coordinator

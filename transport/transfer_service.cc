@@ -40,10 +40,13 @@ class BorrowedSink final : public ChunkSink {
 class DownloadReactor final : public grpc::ServerWriteReactor<v1::Chunk> {
  public:
   DownloadReactor(TransferStore::Offered offered, int64_t offset,
-                  int64_t chunk_bytes)
+                  int64_t chunk_bytes, grpc::CallbackServerContext* context,
+                  StreamWatchdog* watchdog)
       : offered_(std::move(offered)),
         offset_(offset),
-        chunk_bytes_(chunk_bytes) {
+        chunk_bytes_(chunk_bytes),
+        watchdog_(watchdog),
+        watch_(watchdog->Watch(context)) {
     WriteNext();
   }
   void OnWriteDone(bool ok) override {
@@ -52,10 +55,14 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::Chunk> {
           grpc::Status(grpc::StatusCode::CANCELLED, "download stream broken"));
       return;
     }
+    watchdog_->Touch(watch_);
     offset_ += last_size_;
     WriteNext();
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    watchdog_->Forget(watch_);
+    delete this;
+  }
 
  private:
   void WriteNext() {
@@ -82,6 +89,8 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::Chunk> {
   const TransferStore::Offered offered_;
   int64_t offset_;
   const int64_t chunk_bytes_;
+  StreamWatchdog* const watchdog_;
+  const int64_t watch_;
   int64_t last_size_ = 0;
   bool first_ = true;
   v1::Chunk chunk_;
@@ -89,11 +98,19 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::Chunk> {
 
 class UploadReactor final : public grpc::ServerReadReactor<v1::Chunk> {
  public:
-  UploadReactor(TransferStore* store, v1::UploadResponse* response)
-      : store_(store), response_(response) {
+  UploadReactor(const TransferService* service, TransferStore* store,
+                grpc::CallbackServerContext* context,
+                v1::UploadResponse* response, StreamWatchdog* watchdog)
+      : service_(service),
+        store_(store),
+        context_(context),
+        response_(response),
+        watchdog_(watchdog),
+        watch_(watchdog->Watch(context)) {
     StartRead(&chunk_);
   }
   void OnReadDone(bool ok) override {
+    watchdog_->Touch(watch_);
     if (!ok) {  // The client closed its side: report what we have.
       if (transfer_id_.empty()) {
         Finish(
@@ -113,7 +130,14 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::Chunk> {
                          "the first chunk of an upload must carry its header"));
         return;
       }
-      status = store_->BeginUpload(FromProto(chunk_.header()));
+      const std::string owner =
+          store_->UploadOwner(chunk_.header().transfer_id());
+      if (!owner.empty()) status = service_->AuthorizeUpload(context_, owner);
+      if (status.ok()) status = store_->BeginUpload(FromProto(chunk_.header()));
+      if (!status.ok()) {
+        Finish(ToGrpcStatus(status));
+        return;
+      }
       transfer_id_ = chunk_.header().transfer_id();
     }
     if (status.ok()) {
@@ -126,11 +150,18 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::Chunk> {
     }
     StartRead(&chunk_);
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    watchdog_->Forget(watch_);
+    delete this;
+  }
 
  private:
+  const TransferService* const service_;
   TransferStore* const store_;
+  grpc::CallbackServerContext* const context_;
   v1::UploadResponse* const response_;
+  StreamWatchdog* const watchdog_;
+  const int64_t watch_;
   std::string transfer_id_;
   v1::Chunk chunk_;
 };
@@ -171,6 +202,10 @@ int64_t TransferStore::Withdraw(absl::string_view prefix) {
   };
   drop(offered_);
   drop(uploads_);
+  for (auto it = expected_.lower_bound(std::string(prefix));
+       it != expected_.end() && absl::StartsWith(it->first, prefix);) {
+    it = expected_.erase(it);
+  }
   return removed;
 }
 
@@ -192,7 +227,33 @@ std::shared_ptr<TransferStore::UploadEntry> TransferStore::FindUpload(
   return it == uploads_.end() ? nullptr : it->second;
 }
 
+void TransferStore::ExpectUpload(const std::string& transfer_id,
+                                 int64_t max_bytes, std::string owner) {
+  absl::MutexLock lock(&mu_);
+  expected_.emplace(transfer_id, Expected{max_bytes, std::move(owner)});
+}
+
+std::string TransferStore::UploadOwner(const std::string& transfer_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = expected_.find(transfer_id);
+  return it == expected_.end() ? std::string() : it->second.owner;
+}
+
 absl::Status TransferStore::BeginUpload(const TransferInfo& info) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = expected_.find(info.transfer_id);
+    if (it == expected_.end() && expected_only_) {
+      return absl::NotFoundError(absl::StrCat(
+          "no upload is expected under \"", info.transfer_id,
+          "\" (not a current task's upload id, or its round closed)"));
+    }
+    if (it != expected_.end() && info.total_bytes > it->second.max_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "upload ", info.transfer_id, " declares ", info.total_bytes,
+          " bytes; this task's update is at most ", it->second.max_bytes));
+    }
+  }
   if (std::shared_ptr<UploadEntry> entry = FindUpload(info.transfer_id)) {
     absl::MutexLock lock(&entry->mu);
     if (!SameTransfer(entry->assembler->info(), info)) {
@@ -256,12 +317,19 @@ absl::StatusOr<std::string> TransferStore::TakeUpload(
 }
 
 TransferService::TransferService(TransferStore* store,
-                                 int64_t default_chunk_bytes)
-    : store_(store), default_chunk_bytes_(default_chunk_bytes) {}
+                                 int64_t default_chunk_bytes,
+                                 absl::Duration stream_idle_timeout)
+    : store_(store),
+      default_chunk_bytes_(default_chunk_bytes),
+      watchdog_(stream_idle_timeout) {}
+
+absl::Status TransferService::AuthorizeUpload(grpc::CallbackServerContext*,
+                                              const std::string&) const {
+  return absl::OkStatus();
+}
 
 grpc::ServerWriteReactor<v1::Chunk>* TransferService::Download(
-    grpc::CallbackServerContext* /*context*/,
-    const v1::DownloadRequest* request) {
+    grpc::CallbackServerContext* context, const v1::DownloadRequest* request) {
   absl::StatusOr<TransferStore::Offered> offered =
       store_->Find(request->transfer_id());
   absl::Status status = offered.status();
@@ -283,12 +351,13 @@ grpc::ServerWriteReactor<v1::Chunk>* TransferService::Download(
     };
     return new Failed(ToGrpcStatus(status));
   }
-  return new DownloadReactor(*std::move(offered), request->offset(), chunk);
+  return new DownloadReactor(*std::move(offered), request->offset(), chunk,
+                             context, &watchdog_);
 }
 
 grpc::ServerReadReactor<v1::Chunk>* TransferService::Upload(
-    grpc::CallbackServerContext* /*context*/, v1::UploadResponse* response) {
-  return new UploadReactor(store_, response);
+    grpc::CallbackServerContext* context, v1::UploadResponse* response) {
+  return new UploadReactor(this, store_, context, response, &watchdog_);
 }
 
 grpc::ServerUnaryReactor* TransferService::UploadStatus(

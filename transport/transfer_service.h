@@ -22,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "fedge/v1/coordinator_service.grpc.pb.h"
+#include "transport/stream_watchdog.h"
 #include "transport/transfer.h"
 
 namespace fedge::transport {
@@ -29,7 +30,12 @@ namespace fedge::transport {
 // Thread-safe.
 class TransferStore {
  public:
-  explicit TransferStore(AssemblerLimits limits = {}) : limits_(limits) {}
+  // `expected_uploads_only`: BeginUpload accepts only ids announced with
+  // ExpectUpload (a coordinator: one upload per task, of a bounded size),
+  // so a peer cannot make the store buffer uploads nobody asked for.
+  explicit TransferStore(AssemblerLimits limits = {},
+                         bool expected_uploads_only = false)
+      : limits_(limits), expected_only_(expected_uploads_only) {}
 
   // Makes a payload downloadable under info.transfer_id (replacing any).
   void Offer(const TransferInfo& info,
@@ -44,8 +50,20 @@ class TransferStore {
   absl::StatusOr<Offered> Find(const std::string& transfer_id) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Announces an upload: at most `max_bytes` under `transfer_id`, from the
+  // peer `owner` (a device id; empty: anyone). Idempotent: an upload in
+  // progress under the id is kept.
+  void ExpectUpload(const std::string& transfer_id, int64_t max_bytes,
+                    std::string owner) ABSL_LOCKS_EXCLUDED(mu_);
+  // Who may upload under `transfer_id` (ExpectUpload's owner); empty when
+  // anyone may, or nothing was announced.
+  std::string UploadOwner(const std::string& transfer_id) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // Starts an upload, or resumes it if `info` equals what was first
-  // declared. InvalidArgument if it differs; ResourceExhausted over limits.
+  // declared. InvalidArgument if it differs; ResourceExhausted over the
+  // limits or the announced size; NotFound if uploads must be announced
+  // and this one was not (or its round has been withdrawn).
   absl::Status BeginUpload(const TransferInfo& info) ABSL_LOCKS_EXCLUDED(mu_);
   // Appends at `offset` (which must equal the committed size).
   absl::Status AppendUpload(const std::string& transfer_id, int64_t offset,
@@ -59,8 +77,9 @@ class TransferStore {
   absl::StatusOr<std::string> TakeUpload(const std::string& transfer_id)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Forgets every offer and upload whose id starts with `prefix` (a closed
-  // round's payloads and unfinished updates); returns how many.
+  // Forgets every offer, announced upload and upload whose id starts with
+  // `prefix` (a closed round's payloads and unfinished updates); returns
+  // how many offers and uploads.
   int64_t Withdraw(absl::string_view prefix) ABSL_LOCKS_EXCLUDED(mu_);
 
   const AssemblerLimits& limits() const { return limits_; }
@@ -74,18 +93,28 @@ class TransferStore {
   std::shared_ptr<UploadEntry> FindUpload(const std::string& transfer_id) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  struct Expected {
+    int64_t max_bytes;
+    std::string owner;
+  };
+
   const AssemblerLimits limits_;
+  const bool expected_only_;
   mutable absl::Mutex mu_;
   std::map<std::string, Offered> offered_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Expected> expected_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<UploadEntry>> uploads_
       ABSL_GUARDED_BY(mu_);
 };
 
 class TransferService : public v1::Coordinator::CallbackService {
  public:
-  // `store` must outlive the service.
-  explicit TransferService(TransferStore* store,
-                           int64_t default_chunk_bytes = kDefaultChunkBytes);
+  // `store` must outlive the service. Download and Upload streams that make
+  // no progress (no chunk written or read) for `stream_idle_timeout` are
+  // cancelled (StreamWatchdog); infinite: never.
+  explicit TransferService(
+      TransferStore* store, int64_t default_chunk_bytes = kDefaultChunkBytes,
+      absl::Duration stream_idle_timeout = absl::InfiniteDuration());
 
   grpc::ServerWriteReactor<v1::Chunk>* Download(
       grpc::CallbackServerContext* context,
@@ -98,12 +127,22 @@ class TransferService : public v1::Coordinator::CallbackService {
       const v1::UploadStatusRequest* request,
       v1::UploadStatusResponse* response) override;
 
+  // Whether the caller of `context` may upload as `owner` (a device id,
+  // non-empty): OK or PermissionDenied. Default: anyone may; a service
+  // that knows its peers' identities (mutual TLS) overrides it.
+  virtual absl::Status AuthorizeUpload(grpc::CallbackServerContext* context,
+                                       const std::string& owner) const;
+
+  // Streams of this service (and of subclasses' streaming handlers).
+  StreamWatchdog& watchdog() { return watchdog_; }
+
  protected:
   TransferStore* store() const { return store_; }
 
  private:
   TransferStore* const store_;  // Not owned.
   const int64_t default_chunk_bytes_;
+  StreamWatchdog watchdog_;
 };
 
 struct TransferStats {

@@ -195,6 +195,106 @@ TEST_F(TransferServiceTest, UploadRejectsBadStreams) {
             absl::StatusCode::kDataLoss);
 }
 
+// A coordinator-like store: only announced uploads, each of a bounded size
+// from one owner; stalled streams cancelled after 300 ms.
+class GuardedTransferTest : public ::testing::Test {
+ protected:
+  // Allows an upload only when the test's `caller` is its owner.
+  class Service final : public TransferService {
+   public:
+    using TransferService::TransferService;
+    absl::Status AuthorizeUpload(grpc::CallbackServerContext*,
+                                 const std::string& owner) const override {
+      if (owner == caller) return absl::OkStatus();
+      return absl::PermissionDeniedError(caller + " is not " + owner);
+    }
+    std::string caller = "dev-a";
+  };
+
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    ConfigureServer(ChannelOptions(), builder);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    stub_ = v1::Coordinator::NewStub(
+        server_->InProcessChannel(ClientChannelArguments(ChannelOptions())));
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  // Sends `chunks` as one stream; its final status.
+  absl::Status Send(const std::vector<v1::Chunk>& chunks) {
+    grpc::ClientContext context;
+    v1::UploadResponse response;
+    auto writer = stub_->Upload(&context, &response);
+    for (const v1::Chunk& c : chunks) {
+      if (!writer->Write(c)) break;
+    }
+    writer->WritesDone();
+    return FromGrpcStatus(writer->Finish());
+  }
+  static v1::Chunk First(const TransferInfo& info, std::string data) {
+    v1::Chunk chunk;
+    ToProto(info, chunk.mutable_header());
+    chunk.set_data(std::move(data));
+    return chunk;
+  }
+
+  TransferStore store_{AssemblerLimits(), /*expected_uploads_only=*/true};
+  Service service_{&store_, kDefaultChunkBytes, absl::Milliseconds(300)};
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+};
+
+TEST_F(GuardedTransferTest, OnlyAnnouncedUploadsOfTheirSizeFromTheirOwner) {
+  StringSource source(std::string(1000, 'a'));
+  const TransferInfo info = *DescribePayload(source, "round-1/dev-a/up", 0);
+
+  EXPECT_EQ(Send({First(info, std::string(1000, 'a'))}).code(),
+            absl::StatusCode::kNotFound);  // Not announced.
+  store_.ExpectUpload(info.transfer_id, 999, "dev-a");
+  EXPECT_EQ(Send({First(info, std::string(1000, 'a'))}).code(),
+            absl::StatusCode::kResourceExhausted);  // Declares too much.
+  store_.Withdraw("round-1/");
+  store_.ExpectUpload(info.transfer_id, 1000, "dev-a");
+  service_.caller = "dev-b";
+  EXPECT_EQ(Send({First(info, std::string(1000, 'a'))}).code(),
+            absl::StatusCode::kPermissionDenied);  // Someone else's.
+  service_.caller = "dev-a";
+  ASSERT_TRUE(Send({First(info, std::string(1000, 'a'))}).ok());
+  EXPECT_EQ(*store_.TakeUpload(info.transfer_id), std::string(1000, 'a'));
+
+  store_.Withdraw("round-1/");  // The round closed: nothing more expected.
+  EXPECT_EQ(Send({First(info, std::string(1000, 'a'))}).code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(GuardedTransferTest, StalledUploadIsCancelledAndCanResume) {
+  StringSource source(std::string(1000, 'a'));
+  const TransferInfo info = *DescribePayload(source, "round-1/dev-a/up", 0);
+  store_.ExpectUpload(info.transfer_id, 1000, "dev-a");
+  // A slow-loris peer: a first chunk, then silence with the stream open.
+  grpc::ClientContext context;
+  v1::UploadResponse response;
+  auto writer = stub_->Upload(&context, &response);
+  ASSERT_TRUE(writer->Write(First(info, std::string(10, 'a'))));
+  const absl::Time start = absl::Now();
+  const absl::Status status = FromGrpcStatus(writer->Finish());
+
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
+  EXPECT_EQ(service_.watchdog().cancelled(), 1);
+  // The server's side of the call ends (OnDone) shortly after the client's.
+  for (int i = 0; i < 200 && service_.watchdog().watched() > 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(service_.watchdog().watched(), 0);
+  // The honest resumption carries on from what was committed.
+  TransferClient client(stub_.get());
+  absl::StatusOr<TransferStats> stats = client.Upload("d", info, source, 100);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->bytes, 990);
+}
+
 // TLS over a real socket, with certificates from deploy/certs.
 class TlsTest : public ::testing::Test {
  protected:
