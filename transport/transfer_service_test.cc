@@ -24,6 +24,19 @@ model::NamedTensors SomeTensors() {
   return t;
 }
 
+// Sends `chunks` as one Upload stream; its final status.
+absl::Status SendUpload(v1::Coordinator::Stub& stub,
+                        const std::vector<v1::Chunk>& chunks) {
+  grpc::ClientContext context;
+  v1::UploadResponse response;
+  auto writer = stub.Upload(&context, &response);
+  for (const v1::Chunk& c : chunks) {
+    if (!writer->Write(c)) break;
+  }
+  writer->WritesDone();
+  return FromGrpcStatus(writer->Finish());
+}
+
 // Fails one Read at or after `fail_at` bytes with UNAVAILABLE, as a broken
 // connection would, then serves normally.
 class FlakySource final : public PayloadSource {
@@ -158,14 +171,7 @@ TEST_F(TransferServiceTest, UploadRejectsBadStreams) {
   StringSource source(std::string(1000, 'a'));
   TransferInfo info = *DescribePayload(source, "u", 0);
   auto send = [&](const std::vector<v1::Chunk>& chunks) {
-    grpc::ClientContext context;
-    v1::UploadResponse response;
-    auto writer = stub_->Upload(&context, &response);
-    for (const v1::Chunk& c : chunks) {
-      if (!writer->Write(c)) break;
-    }
-    writer->WritesDone();
-    return FromGrpcStatus(writer->Finish());
+    return SendUpload(*stub_, chunks);
   };
   v1::Chunk headerless;
   headerless.set_data("abc");
@@ -221,16 +227,8 @@ class GuardedTransferTest : public ::testing::Test {
   }
   void TearDown() override { server_->Shutdown(); }
 
-  // Sends `chunks` as one stream; its final status.
   absl::Status Send(const std::vector<v1::Chunk>& chunks) {
-    grpc::ClientContext context;
-    v1::UploadResponse response;
-    auto writer = stub_->Upload(&context, &response);
-    for (const v1::Chunk& c : chunks) {
-      if (!writer->Write(c)) break;
-    }
-    writer->WritesDone();
-    return FromGrpcStatus(writer->Finish());
+    return SendUpload(*stub_, chunks);
   }
   static v1::Chunk First(const TransferInfo& info, std::string data) {
     v1::Chunk chunk;
