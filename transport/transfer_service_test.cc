@@ -293,6 +293,28 @@ TEST_F(GuardedTransferTest, StalledUploadIsCancelledAndCanResume) {
   EXPECT_EQ(stats->bytes, 990);
 }
 
+TEST_F(GuardedTransferTest, SlowButSteadyUploadIsNotCancelled) {
+  StringSource source(std::string(1000, 'a'));
+  const TransferInfo info = *DescribePayload(source, "round-1/dev-a/up", 0);
+  store_.ExpectUpload(info.transfer_id, 1000, "dev-a");
+  grpc::ClientContext context;
+  v1::UploadResponse response;
+  auto writer = stub_->Upload(&context, &response);
+  // Ten chunks 100 ms apart: 1 s in all, never 300 ms without progress.
+  for (int i = 0; i < 10; ++i) {
+    v1::Chunk chunk;
+    if (i == 0) ToProto(info, chunk.mutable_header());
+    chunk.set_offset(i * 100);
+    chunk.set_data(std::string(100, 'a'));
+    ASSERT_TRUE(writer->Write(chunk));
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  writer->WritesDone();
+  ASSERT_TRUE(FromGrpcStatus(writer->Finish()).ok());
+  EXPECT_EQ(service_.watchdog().cancelled(), 0);
+  EXPECT_EQ(*store_.TakeUpload(info.transfer_id), std::string(1000, 'a'));
+}
+
 // TLS over a real socket, with certificates from deploy/certs.
 class TlsTest : public ::testing::Test {
  protected:
