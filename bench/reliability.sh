@@ -153,12 +153,13 @@ part_fault() {
       coordinator "$dir" 0 "${common[@]}"
     fi
     # client I: straight to the coordinator, or (odd I, faulty run) through
-    # an LTE-shaped proxy that is killed now and then.
+    # a proxy shaped as a poor LTE link (1 Mbit/s up, 2 down, so that
+    # transfers are in flight when it is killed), killed now and then.
     # The restarted proxy keeps its port, as a link that comes back.
     start_proxy() {
       local skip
       skip=$(lines "$dir/proxy-$1.log")
-      "$bin/fedge-link" --target=127.0.0.1:"$port" --link=lte \
+      "$bin/fedge-link" --target=127.0.0.1:"$port" --link=lte:1/2/40 \
         --listen_port="${proxy_ports[$1]:-0}" >>"$dir/proxy-$1.log" 2>&1 &
       proxies[$1]=$!
       pids+=("${proxies[$1]}")
