@@ -109,6 +109,8 @@ struct Results {
   std::map<std::string, int64_t> errors;       // "method code" -> count
   std::map<std::string, std::string> outcome;  // Adversaries' metrics.
   int64_t resumes = 0;  // Transfer streams restarted after a broken link.
+  std::map<std::string, int64_t> slowloris_ends;  // By status code.
+  double slowloris_max_held_s = 0;
   std::atomic<int> registered{0};  // Clients registered at least once.
   // Upload ids of current tasks by device (for the identity attack).
   std::map<std::string, std::string> upload_ids;
@@ -354,9 +356,13 @@ class LoadClient {
     chunk.set_data(first);
     writer->Write(chunk);
     const absl::Status status = transport::FromGrpcStatus(writer->Finish());
-    results_->Outcome("slowloris_stream_code",
-                      absl::StatusCodeToString(status.code()));
-    results_->Outcome("slowloris_held_s", absl::StrCat(Ms(start) / 1000.0));
+    const double held_s = Ms(start) / 1000.0;
+    std::lock_guard<std::mutex> lock(results_->mu);
+    // How the stalled streams ended: CANCELLED by the coordinator's
+    // watchdog; NOT_FOUND when the round had closed before the upload.
+    ++results_->slowloris_ends[absl::StatusCodeToString(status.code())];
+    results_->slowloris_max_held_s =
+        std::max(results_->slowloris_max_held_s, held_s);
     return status;
   }
 
@@ -748,6 +754,14 @@ int Main() {
     std::printf("metric coordinator_mean_cores %.3f\n",
                 sampler.seconds > 0 ? sampler.cpu_s / sampler.seconds : 0);
     std::printf("metric coordinator_peak_cores %.3f\n", sampler.peak_cores);
+  }
+  for (const auto& [code, count] : results.slowloris_ends) {
+    std::printf("metric slowloris_streams_%s %ld\n", code.c_str(),
+                static_cast<long>(count));
+  }
+  if (!results.slowloris_ends.empty()) {
+    std::printf("metric slowloris_max_held_s %.3f\n",
+                results.slowloris_max_held_s);
   }
   for (const auto& [name, value] : results.outcome) {
     std::printf("metric %s %s\n", name.c_str(), value.c_str());
