@@ -192,21 +192,17 @@ void TransferStore::Offer(const TransferInfo& info,
 
 int64_t TransferStore::Withdraw(absl::string_view prefix) {
   absl::MutexLock lock(&mu_);
-  int64_t removed = 0;
   auto drop = [&](auto& map) {
+    int64_t removed = 0;
     for (auto it = map.lower_bound(std::string(prefix));
          it != map.end() && absl::StartsWith(it->first, prefix);) {
       it = map.erase(it);
       ++removed;
     }
+    return removed;
   };
-  drop(offered_);
-  drop(uploads_);
-  for (auto it = expected_.lower_bound(std::string(prefix));
-       it != expected_.end() && absl::StartsWith(it->first, prefix);) {
-    it = expected_.erase(it);
-  }
-  return removed;
+  drop(expected_);
+  return drop(offered_) + drop(uploads_);
 }
 
 absl::StatusOr<TransferStore::Offered> TransferStore::Find(
