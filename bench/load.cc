@@ -150,6 +150,22 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& device_id) {
                                    credentials, args);
 }
 
+// A board's registration: plausible hardware facts, no benchmark run.
+v1::RegisterRequest Registration(const std::string& device_id) {
+  v1::RegisterRequest request;
+  v1::DeviceInfo* d = request.mutable_device();
+  d->set_device_id(device_id);
+  d->set_cores(4);
+  d->set_memory_total_bytes(4LL << 30);
+  d->set_memory_available_bytes(2LL << 30);
+  d->set_arch("aarch64");
+  d->set_cpu_model("load generator");
+  d->set_benchmark_gflops(10);
+  d->set_link_type(v1::LINK_TYPE_ETHERNET);
+  d->set_software_version("fedge-bench-load");
+  return request;
+}
+
 class LoadClient {
  public:
   LoadClient(int index, Results* results, const std::atomic<bool>* stop)
@@ -236,17 +252,7 @@ class LoadClient {
   }
 
   bool Register() {
-    v1::RegisterRequest request;
-    v1::DeviceInfo* d = request.mutable_device();
-    d->set_device_id(id_);
-    d->set_cores(4);
-    d->set_memory_total_bytes(4LL << 30);
-    d->set_memory_available_bytes(2LL << 30);
-    d->set_arch("aarch64");
-    d->set_cpu_model("load generator");
-    d->set_benchmark_gflops(10);
-    d->set_link_type(v1::LINK_TYPE_ETHERNET);
-    d->set_software_version("fedge-bench-load");
+    const v1::RegisterRequest request = Registration(id_);
     v1::RegisterResponse response;
     const absl::Status status = Call("Register", [&](grpc::ClientContext& c) {
       return stub_->Register(&c, request, &response);
@@ -469,14 +475,8 @@ void Flood(int thread, int threads, double per_s, Results* results,
   absl::Time next = absl::Now();
   int64_t ok = 0, refused = 0, other = 0;
   for (int64_t n = 0; !*stop; ++n) {
-    v1::RegisterRequest request;
-    v1::DeviceInfo* d = request.mutable_device();
-    d->set_device_id(absl::StrCat("flood-", thread, "-", n));
-    d->set_cores(4);
-    d->set_memory_total_bytes(4LL << 30);
-    d->set_memory_available_bytes(2LL << 30);
-    d->set_arch("aarch64");
-    d->set_benchmark_gflops(10);
+    const v1::RegisterRequest request =
+        Registration(absl::StrCat("flood-", thread, "-", n));
     v1::RegisterResponse response;
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
@@ -509,7 +509,7 @@ struct ProcessSampler {
     const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
     const auto start = Clock::now();
     double first_cpu = -1, last_cpu = 0;
-    auto last_time = start;
+    Clock::time_point last_time;
     while (!*stop) {
       std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
       std::string line;
@@ -528,17 +528,14 @@ struct ProcessSampler {
         }
       }
       const auto now = Clock::now();
-      if (first_cpu < 0) {
-        first_cpu = cpu;
-      } else {
-        const double dt =
-            std::chrono::duration<double>(now - last_time).count();
-        if (dt > 0.9) {
-          peak_cores = std::max(peak_cores, (cpu - last_cpu) / dt);
-        }
+      if (first_cpu < 0) {  // CPU before the first sample is not counted.
+        first_cpu = last_cpu = cpu;
+        last_time = now;
       }
-      if (first_cpu >= 0 &&
-          std::chrono::duration<double>(now - last_time).count() > 0.9) {
+      // The busiest window of about a second.
+      const double dt = std::chrono::duration<double>(now - last_time).count();
+      if (dt > 0.9) {
+        peak_cores = std::max(peak_cores, (cpu - last_cpu) / dt);
         last_cpu = cpu;
         last_time = now;
       }
