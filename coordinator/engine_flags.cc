@@ -34,6 +34,11 @@ ABSL_FLAG(int, ratio_steps, 4, "Ratios in the grid of grid bandits.");
 ABSL_FLAG(std::string, ranks, "2,4,8,16", "LoRA ranks arms may have.");
 ABSL_FLAG(double, discount, 0.97, "Bandit discount per play (drift).");
 ABSL_FLAG(double, exploration, 0.2, "Bandit exploration weight.");
+ABSL_FLAG(int, ratio_ramp_plays, 10,
+          "Prune-and-tune pace: a device's pruning ratio may reach "
+          "--max_ratio only after this many of its rounds, rising linearly "
+          "from --min_ratio (every bandit but fixed; 0: the whole range "
+          "from round 1).");
 ABSL_FLAG(double, fixed_ratio, 0.0, "--bandit=fixed: the pruning ratio.");
 ABSL_FLAG(int64_t, fixed_rank, 8, "--bandit=fixed: the LoRA rank.");
 ABSL_FLAG(double, reward_loss, 1.0, "Reward weight of loss improvement.");
@@ -133,6 +138,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   }
   e.bandit.discount = absl::GetFlag(FLAGS_discount);
   e.bandit.exploration = absl::GetFlag(FLAGS_exploration);
+  e.bandit.ramp_plays = absl::GetFlag(FLAGS_ratio_ramp_plays);
   e.bandit.fixed_arm = {absl::GetFlag(FLAGS_fixed_ratio),
                         absl::GetFlag(FLAGS_fixed_rank)};
   e.reward = {

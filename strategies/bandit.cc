@@ -40,8 +40,18 @@ double StandardNormal(std::mt19937_64& rng) {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
 }
 
-// Shared by the discrete-grid bandits: the arms and the clipping of
-// rewards.
+// The largest ratio a device may be given after `plays` rewards
+// (BanditOptions::ramp_plays).
+double RatioCap(const BanditOptions& options, int64_t plays) {
+  const ArmSpace& space = options.space;
+  if (options.ramp_plays <= 0) return space.max_ratio;
+  const double progress =
+      std::min(1.0, static_cast<double>(plays) / options.ramp_plays);
+  return space.min_ratio + (space.max_ratio - space.min_ratio) * progress;
+}
+
+// Shared by the discrete-grid bandits: the arms, the clipping of rewards
+// and the prune-and-tune pace.
 class GridBandit : public Bandit {
  public:
   explicit GridBandit(const BanditOptions& options)
@@ -51,10 +61,25 @@ class GridBandit : public Bandit {
     if (!std::isfinite(reward)) return;
     Observe(Nearest(arm),
             std::clamp(reward, options_.reward_min, options_.reward_max));
+    ++plays_;
   }
 
  protected:
   virtual void Observe(size_t arm, double reward) = 0;
+
+  // Whether arm i is within the pace's cap now; the least pruned arms
+  // always are.
+  bool Open(size_t i) const {
+    return arms_[i].prune_ratio <= RatioCap(options_, plays_) + 1e-9;
+  }
+
+  // `scores` with the arms above the cap set to -infinity.
+  std::vector<double> OnlyOpen(std::vector<double> scores) const {
+    for (size_t i = 0; i < scores.size(); ++i) {
+      if (!Open(i)) scores[i] = -kInf;
+    }
+    return scores;
+  }
 
   size_t Nearest(const Arm& arm) const {
     size_t best = 0;
@@ -75,6 +100,7 @@ class GridBandit : public Bandit {
 
   const BanditOptions options_;
   const std::vector<Arm> arms_;
+  int64_t plays_ = 0;  // Rewards observed.
 };
 
 // UCB1, discounted UCB and sliding-window UCB differ only in how the
@@ -100,7 +126,7 @@ class Ucb : public GridBandit {
                      std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) /
                                counts_[i]);
     }
-    return arms_[ArgMaxRandomTies(index, rng)];
+    return arms_[ArgMaxRandomTies(OnlyOpen(std::move(index)), rng)];
   }
 
  protected:
@@ -155,7 +181,7 @@ class Thompson : public GridBandit {
           (prior_mean / prior_var + sums_[i] / noise_var) / precision;
       samples[i] = mean + StandardNormal(rng) / std::sqrt(precision);
     }
-    return arms_[ArgMaxRandomTies(samples, rng)];
+    return arms_[ArgMaxRandomTies(OnlyOpen(std::move(samples)), rng)];
   }
 
  protected:
@@ -179,17 +205,21 @@ class Exp3 : public GridBandit {
   Arm Choose(std::mt19937_64& rng) override {
     const std::vector<double> p = Probabilities();
     double u = UniformUnit(rng);
+    size_t last_open = 0;
     for (size_t i = 0; i < p.size(); ++i) {
+      if (p[i] <= 0) continue;
       if (u < p[i]) return arms_[i];
       u -= p[i];
+      last_open = i;
     }
-    return arms_.back();
+    return arms_[last_open];
   }
 
  protected:
   void Observe(size_t arm, double reward) override {
     // The probability the arm had when chosen: weights only change here.
     const double p = Probabilities()[arm];
+    if (!(p > 0)) return;  // Credited to a closed grid arm: no estimate.
     const double x = (reward - options_.reward_min) /
                      (options_.reward_max - options_.reward_min);
     log_weights_[arm] +=
@@ -197,18 +227,27 @@ class Exp3 : public GridBandit {
   }
 
  private:
+  // Over the open arms only; closed arms get 0. Update() sees the same cap
+  // as the Choose() before it, so replaying rewards rebuilds the weights.
   std::vector<double> Probabilities() const {
-    const double top =
-        *std::max_element(log_weights_.begin(), log_weights_.end());
+    double top = -kInf;
+    double open = 0;
+    for (size_t i = 0; i < arms_.size(); ++i) {
+      if (!Open(i)) continue;
+      top = std::max(top, log_weights_[i]);
+      open += 1;
+    }
     double total = 0;
-    std::vector<double> p(log_weights_.size());
+    std::vector<double> p(log_weights_.size(), 0.0);
     for (size_t i = 0; i < p.size(); ++i) {
+      if (!Open(i)) continue;
       p[i] = std::exp(log_weights_[i] - top);
       total += p[i];
     }
-    const double k = static_cast<double>(p.size());
-    for (double& v : p) {
-      v = (1.0 - options_.exp3_gamma) * v / total + options_.exp3_gamma / k;
+    for (size_t i = 0; i < p.size(); ++i) {
+      if (!Open(i)) continue;
+      p[i] = (1.0 - options_.exp3_gamma) * p[i] / total +
+             options_.exp3_gamma / open;
     }
     return p;
   }
@@ -230,7 +269,11 @@ class RandomArm : public GridBandit {
  public:
   using GridBandit::GridBandit;
   Arm Choose(std::mt19937_64& rng) override {
-    return arms_[static_cast<size_t>(UniformUnit(rng) * arms_.size())];
+    std::vector<size_t> open;
+    for (size_t i = 0; i < arms_.size(); ++i) {
+      if (Open(i)) open.push_back(i);
+    }
+    return arms_[open[static_cast<size_t>(UniformUnit(rng) * open.size())]];
   }
 
  protected:
@@ -245,7 +288,7 @@ class Oracle : public GridBandit {
     for (size_t i = 0; i < arms_.size(); ++i) {
       expected[i] = options_.oracle(arms_[i]);
     }
-    return arms_[ArgMaxRandomTies(expected, rng)];
+    return arms_[ArgMaxRandomTies(OnlyOpen(std::move(expected)), rng)];
   }
 
  protected:
@@ -267,11 +310,16 @@ class FedSpine : public Bandit {
   }
 
   Arm Choose(std::mt19937_64& rng) override {
+    const double cap = RatioCap(options_, plays_);
     double total = 0;
     for (const Cell& cell : cells_) total += cell.count;
     std::vector<double> index(cells_.size());
     for (size_t i = 0; i < cells_.size(); ++i) {
       const Cell& cell = cells_[i];
+      if (cell.lo > cap + 1e-9) {  // Beyond the pace: not yet.
+        index[i] = -kInf;
+        continue;
+      }
       if (cell.plays == 0 && cell.count <= 1e-12) {
         index[i] = kInf;
         continue;
@@ -283,8 +331,10 @@ class FedSpine : public Bandit {
                  options_.lipschitz * (cell.hi - cell.lo);
     }
     const Cell& cell = cells_[ArgMaxRandomTies(index, rng)];
-    // Any point of the cell may be played; a uniform one explores it.
-    return Arm{cell.lo + UniformUnit(rng) * (cell.hi - cell.lo), cell.rank};
+    // Any point of the cell under the cap may be played; a uniform one
+    // explores it.
+    const double hi = std::min(cell.hi, std::max(cap, cell.lo));
+    return Arm{cell.lo + UniformUnit(rng) * (hi - cell.lo), cell.rank};
   }
 
   void Update(const Arm& arm, double reward) override {
@@ -294,6 +344,7 @@ class FedSpine : public Bandit {
       cell.count *= options_.discount;
       cell.sum *= options_.discount;
     }
+    ++plays_;
     const size_t i = Find(arm);
     Cell& cell = cells_[i];
     cell.count += 1;
@@ -351,6 +402,7 @@ class FedSpine : public Bandit {
 
   const BanditOptions options_;
   std::vector<Cell> cells_;  // The leaves.
+  int64_t plays_ = 0;        // Rewards observed (the pace).
 };
 
 }  // namespace
@@ -443,6 +495,10 @@ absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
   if (!(options.discount > 0 && options.discount <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "bandit discount must be in (0, 1]; got ", options.discount));
+  }
+  if (options.ramp_plays < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bandit ramp_plays must be >= 0; got ", options.ramp_plays));
   }
   if (options.window < 1) {
     return absl::InvalidArgumentError(

@@ -92,6 +92,13 @@ struct BanditOptions {
   int split_after = 4;
   int max_depth = 2;
   double lipschitz = 0.2;
+  // Prune-and-tune pace (every kind but kFixed): after n rewards a
+  // device's arms prune at most min_ratio + (max_ratio - min_ratio) *
+  // min(1, n / ramp_plays), so each device starts on the dense model and
+  // its sub-model shrinks as it is tuned, instead of exploring heavy
+  // pruning before the adapters have learnt anything. Grid arms above the
+  // cap are not played. 0: the whole space from the first play.
+  int ramp_plays = 0;
   Arm fixed_arm;  // kFixed.
   // kOracle: the expected reward of an arm, known in hindsight (e.g. from
   // the simulator's profiles). Required for kOracle.
@@ -110,8 +117,8 @@ class Bandit {
 };
 
 // InvalidArgument for options that do not validate (bad space, discount
-// outside (0, 1], window < 1, reward_min >= reward_max, gamma outside
-// (0, 1], a fixed arm outside the space, kOracle without an oracle).
+// outside (0, 1], window < 1, ramp_plays < 0, reward_min >= reward_max, gamma
+// outside (0, 1], a fixed arm outside the space, kOracle without an oracle).
 absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
     const BanditOptions& options);
 

@@ -218,6 +218,9 @@ TEST(BanditTest, RejectsBadOptions) {
   options.discount = 0;
   EXPECT_FALSE(CreateBandit(options).ok());
   options = {};
+  options.ramp_plays = -1;
+  EXPECT_FALSE(CreateBandit(options).ok());
+  options = {};
   options.kind = BanditKind::kOracle;
   EXPECT_FALSE(CreateBandit(options).ok());
   options = {};
@@ -233,6 +236,47 @@ TEST(BanditTest, RejectsBadOptions) {
     EXPECT_EQ(BanditKindName(*kind), name);
   }
 }
+
+// The prune-and-tune pace: no kind plays a ratio above the cap, each
+// starts on the least pruned arms, and the whole range opens once the
+// device has played ramp_plays rounds. Rewards favour heavy pruning, so a
+// bandit that ignored the cap would show it.
+class RampTest : public ::testing::TestWithParam<BanditKind> {};
+
+TEST_P(RampTest, RatioNeverExceedsTheCapAndTheRangeOpensInTime) {
+  BanditOptions options;
+  options.kind = GetParam();
+  options.ramp_plays = 8;
+  options.space.min_ratio = 0.0;
+  options.space.max_ratio = 0.6;
+  options.space.ratio_steps = 4;  // 0, 0.2, 0.4, 0.6.
+  if (options.kind == BanditKind::kOracle) {
+    options.oracle = [](const Arm& arm) { return arm.prune_ratio; };
+  }
+  auto bandit = CreateBandit(options);
+  ASSERT_TRUE(bandit.ok()) << bandit.status();
+  std::mt19937_64 rng(7);
+  double top_late = 0;
+  for (int play = 0; play < 40; ++play) {
+    const Arm arm = (*bandit)->Choose(rng);
+    const double cap = 0.6 * std::min(1.0, play / 8.0);
+    ASSERT_LE(arm.prune_ratio, cap + 1e-9) << "play " << play;
+    if (play == 0) {
+      EXPECT_EQ(arm.prune_ratio, 0.0);
+    }
+    if (play >= 8) top_late = std::max(top_late, arm.prune_ratio);
+    (*bandit)->Update(arm, arm.prune_ratio);  // More pruning pays.
+  }
+  EXPECT_GT(top_late, 0.45) << "the range never opened";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllAdaptive, RampTest,
+    ::testing::Values(BanditKind::kFedSpine, BanditKind::kUcb1,
+                      BanditKind::kDiscountedUcb, BanditKind::kSlidingWindowUcb,
+                      BanditKind::kThompson, BanditKind::kExp3,
+                      BanditKind::kRandom, BanditKind::kOracle),
+    [](const auto& info) { return BanditKindName(info.param); });
 
 TEST(BanditTest, GridArms) {
   ArmSpace space;
