@@ -217,7 +217,7 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
   return StrategyOutcome{
       *std::move(run),
       absl::StrFormat("virtual clock: %s of %d devices train for real per "
-                      "round; compute charged as measured single-thread time "
+                      "round; compute charged as the CPU time of its thread "
                       "/ profile speed, transfers as bytes / link rate + RTT",
                       config.clients_per_round > 0
                           ? absl::StrCat(config.clients_per_round)

@@ -12,8 +12,10 @@
 //
 //   download = RTT + payload bytes (as the coordinator serves them)
 //                    / link downlink rate
-//   compute  = measured single-thread seconds (build + train + encode)
-//                    / device relative speed (this machine's core = laptop)
+//   compute  = measured CPU seconds of its thread (build + train + encode;
+//                    not wall time, so waiting for a shared core is not
+//                    charged) / device relative speed (this machine's
+//                    core = laptop)
 //   upload   = RTT + encoded update bytes / link uplink rate
 //
 // and the engine sees its update at round open + download + compute +
