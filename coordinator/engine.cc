@@ -294,6 +294,8 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
   Task task;
   task.round = round.number;
   task.nonce = RandomHex(16);
+  task.train_seed =
+      Seed(options_.seed, absl::StrCat(device_id, "/train"), salt);
   task.arm = device.bandit->Choose(rng);
   task.rank = options_.mode == Mode::kLora ? task.arm.rank : 0;
   task.global_ratio = round.global_ratio;

@@ -134,6 +134,10 @@ struct EngineOptions {
 struct Task {
   int64_t round = 0;
   std::string nonce;  // 16 random bytes, hex.
+  // The device's local-training seed (shuffling, dropout): from
+  // EngineOptions::seed, the device and the round, so a rerun with the same
+  // seed trains the same way. Not the nonce, which is unpredictable.
+  uint64_t train_seed = 0;
   strategies::Arm arm;
   double global_ratio = 0;    // The schedule's ratio this round.
   double combined_ratio = 0;  // What the device's plan removes in all.

@@ -1,5 +1,11 @@
 #include "coordinator/engine.h"
 
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include <torch/types.h>
 
@@ -105,6 +111,40 @@ TEST(EngineTest, FullRoundsCloseWhenEveryoneSubmitted) {
     EXPECT_EQ(r.clients[0].status, "accepted");
     EXPECT_NEAR(r.clients[0].terms.loss_improvement, 0.25, 1e-12);
   }
+}
+
+// Reruns with the same --seed train the same way: the training seed comes
+// from the seed, the device and the round, never from the random nonce.
+TEST(EngineTest, TrainingSeedsRepeatAcrossRunsAndDifferPerDeviceAndRound) {
+  std::vector<std::map<std::string, uint64_t>> runs;
+  for (int run = 0; run < 2; ++run) {
+    Harness h = MakeEngine(Options());
+    RegisterAll(h, 2);
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+    std::map<std::string, uint64_t> seeds;
+    std::set<std::string> nonces;
+    for (int r = 1; r <= 2; ++r) {
+      for (const std::string id : {"pi-0", "pi-1"}) {
+        auto task = h.engine->GetTask(id, kStart);
+        ASSERT_TRUE(task.ok()) << task.status();
+        seeds[absl::StrCat(id, "@", r)] = task->train_seed;
+        nonces.insert(task->nonce);
+        ASSERT_TRUE(h.engine->Submit(Train(h, id, *task), kStart).ok());
+      }
+    }
+    EXPECT_EQ(nonces.size(), 4u);
+    std::set<uint64_t> distinct;
+    for (const auto& [key, seed] : seeds) distinct.insert(seed);
+    EXPECT_EQ(distinct.size(), 4u) << "seeds repeat across devices or rounds";
+    runs.push_back(seeds);
+  }
+  EXPECT_EQ(runs[0], runs[1]);
+  EngineOptions other = Options();
+  other.seed = 2;
+  Harness h = MakeEngine(other);
+  RegisterAll(h, 2);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  EXPECT_NE(h.engine->GetTask("pi-0", kStart)->train_seed, runs[0]["pi-0@1"]);
 }
 
 TEST(EngineTest, OnlyDevicesThatAskedForWorkAreInvited) {

@@ -246,9 +246,7 @@ v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
   train->set_weight_decay(t.weight_decay);
   train->set_max_grad_norm(t.max_grad_norm);
   train->set_fedprox_mu(t.fedprox_mu);
-  // One seed per device and round, from the nonce: reproducible by the
-  // device, different across devices.
-  train->set_seed(std::hash<std::string>()(task.nonce));
+  train->set_seed(task.train_seed);
   // EngineOptions::Validate checked the codec name.
   out.set_upload_codec(
       transport::CodecToProto(transport::ParseCodec(engine.upload_codec)
