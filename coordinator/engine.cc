@@ -305,6 +305,9 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
       global_->Plan(task.combined_ratio);
   if (!plan.ok()) return plan.status();
   task.plan = std::move(*plan);
+  absl::StatusOr<double> cost = PruningCost(task.combined_ratio);
+  if (!cost.ok()) return cost.status();
+  task.pruning_cost = *cost;
   if (options_.mode == Mode::kLora) {
     absl::StatusOr<int64_t> cut =
         ChooseCut(options_.split, global_->base(), task.plan,
@@ -643,6 +646,32 @@ absl::Status Engine::Tick(absl::Time now) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<double> Engine::PruningCost(double ratio) {
+  if (ratio <= 0 || !hooks_.validation_loss ||
+      !(options_.reward.pruning_cost > 0)) {
+    return 0.0;
+  }
+  const auto loss = [this](double r) -> absl::StatusOr<double> {
+    absl::StatusOr<model::Model> model = global_->Materialize(r);
+    if (!model.ok()) return model.status();
+    absl::StatusOr<double> l = hooks_.validation_loss(**model);
+    if (l.ok() && !(std::isfinite(*l) && *l >= 0)) {
+      return absl::InternalError(
+          absl::StrCat("validation loss is not a finite loss: ", *l));
+    }
+    return l;
+  };
+  if (!dense_loss_) {
+    absl::StatusOr<double> dense = loss(0);
+    if (!dense.ok()) return dense.status();
+    dense_loss_ = *dense;
+  }
+  absl::StatusOr<double> pruned = loss(ratio);
+  if (!pruned.ok()) return pruned.status();
+  return *dense_loss_ > 0 ? std::clamp(*pruned / *dense_loss_ - 1, 0.0, 1.0)
+                          : 0.0;
+}
+
 void Engine::Play(const std::string& device_id, const strategies::Arm& arm,
                   double reward) {
   devices_.at(device_id).bandit->Update(arm, reward);
@@ -675,6 +704,7 @@ absl::Status Engine::CloseRound(absl::Time now) {
         !s.ok()) {
       return s;
     }
+    dense_loss_.reset();
     record.aggregate_s = absl::ToDoubleSeconds(hooks_.clock() - start);
   }
   double loss_sum = 0;
@@ -716,7 +746,7 @@ absl::Status Engine::CloseRound(absl::Time now) {
       c.terms = strategies::MakeRewardTerms(
           c.loss_before, c.loss_after, c.arm.prune_ratio,
           options_.bandit.space.max_ratio, c.update_norm, median_norm,
-          c.elapsed_s, median_elapsed, straggler);
+          c.elapsed_s, median_elapsed, straggler, p.task->pruning_cost);
       c.reward = strategies::Reward(c.terms, options_.reward);
       Play(id, c.arm, c.reward);
     }

@@ -139,6 +139,9 @@ struct Task {
   // seed trains the same way. Not the nonce, which is unpredictable.
   uint64_t train_seed = 0;
   strategies::Arm arm;
+  // The reward's pruning cost of this task's plan (RewardTerms), measured
+  // when the task was made; 0 without EngineHooks::validation_loss.
+  double pruning_cost = 0;
   double global_ratio = 0;    // The schedule's ratio this round.
   double combined_ratio = 0;  // What the device's plan removes in all.
   pruning::PruningPlan plan;
@@ -234,6 +237,12 @@ struct EngineHooks {
       on_round_closed;
   // Monotonic seconds for measuring aggregation; default absl::Now().
   std::function<absl::Time()> clock;
+  // The mean loss of `model` on held-out server data (e.g. the public
+  // split). When set, and RewardWeights::pruning_cost > 0, each pruned task
+  // is evaluated once to measure its pruning cost (the unpruned loss is
+  // kept until the next commit). Called under the engine's lock.
+  std::function<absl::StatusOr<double>(model::ModelImpl& model)>
+      validation_loss;
 };
 
 class Engine {
@@ -372,6 +381,10 @@ class Engine {
   void Play(const std::string& device_id, const strategies::Arm& arm,
             double reward) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RewardTerms::pruning_cost of the global model pruned by Plan(ratio);
+  // 0 for ratio 0, or without a validation_loss hook or weight.
+  absl::StatusOr<double> PruningCost(double ratio)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The participant of the open round holding the task with `nonce`, not
   // yet accepted, marking the device seen. NotFound: unknown device;
   // FailedPrecondition otherwise.
@@ -402,6 +415,8 @@ class Engine {
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::vector<BanditPlay> plays_ ABSL_GUARDED_BY(mu_);
   std::vector<RoundRecord> history_ ABSL_GUARDED_BY(mu_);
+  // The unpruned global model's validation loss, until the next commit.
+  std::optional<double> dense_loss_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fedge::coordinator

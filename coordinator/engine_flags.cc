@@ -46,6 +46,11 @@ ABSL_FLAG(double, reward_pruning, 0.3, "Reward weight of pruning progress.");
 ABSL_FLAG(double, reward_importance, 0.1, "Reward weight of update norm.");
 ABSL_FLAG(double, reward_time, 0.5,
           "Reward weight of completion time over the round median.");
+ABSL_FLAG(double, reward_pruning_cost, 1.0,
+          "Reward weight of what a task's pruning costs the global model "
+          "(its validation loss pruned over unpruned, minus 1); measured "
+          "where the binary holds validation data (fedge-vclock "
+          "--validation_examples), else 0.");
 ABSL_FLAG(double, target_sparsity, 0.0,
           "Global prune-and-tune target ratio (0: no global pruning).");
 ABSL_FLAG(int64_t, sparsity_start_round, 0, "Global pruning starts here.");
@@ -143,7 +148,8 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
                         absl::GetFlag(FLAGS_fixed_rank)};
   e.reward = {
       absl::GetFlag(FLAGS_reward_loss), absl::GetFlag(FLAGS_reward_pruning),
-      absl::GetFlag(FLAGS_reward_importance), absl::GetFlag(FLAGS_reward_time)};
+      absl::GetFlag(FLAGS_reward_importance), absl::GetFlag(FLAGS_reward_time),
+      absl::GetFlag(FLAGS_reward_pruning_cost)};
   e.schedule = {absl::GetFlag(FLAGS_target_sparsity),
                 absl::GetFlag(FLAGS_sparsity_start_round),
                 absl::GetFlag(FLAGS_sparsity_end_round)};

@@ -22,12 +22,14 @@ struct Harness {
   std::vector<RoundRecord> closed;
 };
 
-Harness MakeEngine(EngineOptions options) {
+Harness MakeEngine(EngineOptions options,
+                   decltype(EngineHooks::validation_loss) validation = {}) {
   torch::manual_seed(0);
   Harness h;
   auto global = GlobalModel::Create(testing::TinyVit(16), options.mode, {});
   EXPECT_TRUE(global.ok());
   EngineHooks hooks;
+  hooks.validation_loss = std::move(validation);
   hooks.publish = [&h](const std::string& id, const NamedTensors& t) {
     h.published[id] = t;
   };
@@ -198,6 +200,55 @@ TEST(EngineTest, FullRegistryForgetsSilentDevicesThatNeverAskedForWork) {
   EXPECT_NE(h.engine->GetTask("pi-0", later).status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(h.engine->registered(), 2);
+}
+
+// The pruning cost: each pruned task's plan is evaluated against the
+// unpruned model (here a stand-in loss that grows as parameters are
+// removed), recorded in the task and the client record, and subtracted
+// from the reward; unpruned tasks cost nothing and are not evaluated.
+TEST(EngineTest, PrunedTasksAreChargedWhatTheirPruningCostsTheGlobalModel) {
+  EngineOptions options = Options();
+  options.bandit.kind = strategies::BanditKind::kFixed;
+  int evaluations = 0;
+  const auto loss =
+      [&evaluations](model::ModelImpl& m) -> absl::StatusOr<double> {
+    ++evaluations;
+    double n = 0;
+    for (const at::Tensor& p : m.parameters()) n += p.numel();
+    return 1e6 / n;
+  };
+  for (double ratio : {0.0, 0.5}) {
+    evaluations = 0;
+    options.bandit.fixed_arm = strategies::Arm{ratio, 4};
+    Harness h = MakeEngine(options, loss);
+    RegisterAll(h, 2);
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+    std::map<std::string, Task> tasks;
+    for (const std::string id : {"pi-0", "pi-1"}) {
+      tasks[id] = *h.engine->GetTask(id, kStart);
+    }
+    if (ratio == 0) {
+      EXPECT_EQ(tasks["pi-0"].pruning_cost, 0.0);
+      EXPECT_EQ(evaluations, 0);
+    } else {
+      EXPECT_GT(tasks["pi-0"].pruning_cost, 0.05);
+      EXPECT_LE(tasks["pi-0"].pruning_cost, 1.0);
+      // The unpruned loss once, then each task's plan.
+      EXPECT_EQ(evaluations, 3);
+    }
+    for (const std::string id : {"pi-0", "pi-1"}) {
+      ASSERT_TRUE(h.engine->Submit(Train(h, id, tasks[id]), kStart).ok());
+    }
+    ASSERT_EQ(h.closed.size(), 1u);
+    const ClientRecord& c = h.closed[0].clients[0];
+    EXPECT_DOUBLE_EQ(c.terms.pruning_cost, tasks["pi-0"].pruning_cost);
+    strategies::RewardTerms without = c.terms;
+    without.pruning_cost = 0;
+    EXPECT_NEAR(c.reward,
+                strategies::Reward(without, options.reward) -
+                    options.reward.pruning_cost * c.terms.pruning_cost,
+                1e-12);
+  }
 }
 
 TEST(EngineTest, DeadlineDropsStragglersAndPenalisesTheirArm) {

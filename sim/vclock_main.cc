@@ -37,6 +37,9 @@ ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
 ABSL_FLAG(std::string, run_dir, "runs/vclock",
           "Where clients.csv and rounds.csv go (unix_time: virtual seconds).");
 ABSL_FLAG(int64_t, eval_examples, 2000, "Test images to evaluate on (0: all).");
+ABSL_FLAG(int64_t, validation_examples, 256,
+          "Public-split images the coordinator measures each task's pruning "
+          "cost on (--reward_pruning_cost; 0: not measured).");
 ABSL_FLAG(int64_t, eval_every, 1, "Evaluate every N committed rounds.");
 ABSL_FLAG(int, workers, 1,
           "Devices trained at once, one LibTorch thread each (more is faster "
@@ -91,6 +94,7 @@ int main(int argc, char** argv) {
   config.data_dir = absl::GetFlag(FLAGS_data_dir);
   config.run_dir = absl::GetFlag(FLAGS_run_dir);
   config.eval_examples = absl::GetFlag(FLAGS_eval_examples);
+  config.validation_examples = absl::GetFlag(FLAGS_validation_examples);
   config.eval_every = absl::GetFlag(FLAGS_eval_every);
   config.partition = absl::GetFlag(FLAGS_partition);
   config.alpha = absl::GetFlag(FLAGS_alpha);

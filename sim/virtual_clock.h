@@ -43,6 +43,10 @@ struct VirtualConfig {
   std::string data_dir;  // Fashion-MNIST (train and test splits).
   std::string run_dir;   // Gets clients.csv and rounds.csv.
   int64_t eval_examples = 2000;
+  // Images of the public split (never in a device's shard) the engine
+  // measures each task's pruning cost on (EngineHooks::validation_loss);
+  // 0: not measured.
+  int64_t validation_examples = 256;
   int64_t eval_every = 1;
   std::vector<DeviceProfile> devices;  // One per device.
   std::vector<std::string> links;      // Link specs, one per device.

@@ -12,14 +12,15 @@ double Reward(const RewardTerms& terms, const RewardWeights& weights) {
   return weights.loss * terms.loss_improvement +
          weights.pruning * terms.pruning_progress +
          weights.importance * terms.update_importance -
-         weights.time * terms.time_ratio;
+         weights.time * terms.time_ratio -
+         weights.pruning_cost * terms.pruning_cost;
 }
 
 RewardTerms MakeRewardTerms(double loss_before, double loss_after,
                             double prune_ratio, double max_ratio,
                             double update_norm, double median_update_norm,
                             double seconds, double median_seconds,
-                            bool straggler) {
+                            bool straggler, double pruning_cost) {
   RewardTerms terms;
   if (std::isfinite(loss_before) && std::isfinite(loss_after) &&
       loss_before > 0) {
@@ -39,6 +40,8 @@ RewardTerms MakeRewardTerms(double loss_before, double loss_after,
   } else {
     terms.time_ratio = 1.0;
   }
+  terms.pruning_cost =
+      std::isfinite(pruning_cost) ? std::clamp(pruning_cost, 0.0, 1.0) : 0.0;
   return terms;
 }
 
