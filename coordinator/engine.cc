@@ -305,9 +305,14 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
       global_->Plan(task.combined_ratio);
   if (!plan.ok()) return plan.status();
   task.plan = std::move(*plan);
+  // A reward term, not a correctness matter: a failed measurement is
+  // logged and costs nothing.
   absl::StatusOr<double> cost = PruningCost(task.combined_ratio);
-  if (!cost.ok()) return cost.status();
-  task.pruning_cost = *cost;
+  if (!cost.ok()) {
+    LOG(WARNING) << "pruning cost of ratio " << task.combined_ratio
+                 << " not measured: " << cost.status();
+  }
+  task.pruning_cost = cost.value_or(0.0);
   if (options_.mode == Mode::kLora) {
     absl::StatusOr<int64_t> cut =
         ChooseCut(options_.split, global_->base(), task.plan,
@@ -652,24 +657,25 @@ absl::StatusOr<double> Engine::PruningCost(double ratio) {
     return 0.0;
   }
   const auto loss = [this](double r) -> absl::StatusOr<double> {
+    if (auto it = validation_losses_.find(r); it != validation_losses_.end()) {
+      return it->second;
+    }
     absl::StatusOr<model::Model> model = global_->Materialize(r);
     if (!model.ok()) return model.status();
     absl::StatusOr<double> l = hooks_.validation_loss(**model);
-    if (l.ok() && !(std::isfinite(*l) && *l >= 0)) {
+    if (!l.ok()) return l.status();
+    if (!(std::isfinite(*l) && *l >= 0)) {
       return absl::InternalError(
           absl::StrCat("validation loss is not a finite loss: ", *l));
     }
-    return l;
+    validation_losses_[r] = *l;
+    return *l;
   };
-  if (!dense_loss_) {
-    absl::StatusOr<double> dense = loss(0);
-    if (!dense.ok()) return dense.status();
-    dense_loss_ = *dense;
-  }
+  absl::StatusOr<double> dense = loss(0);
+  if (!dense.ok()) return dense.status();
   absl::StatusOr<double> pruned = loss(ratio);
   if (!pruned.ok()) return pruned.status();
-  return *dense_loss_ > 0 ? std::clamp(*pruned / *dense_loss_ - 1, 0.0, 1.0)
-                          : 0.0;
+  return *dense > 0 ? std::clamp(*pruned / *dense - 1, 0.0, 1.0) : 0.0;
 }
 
 void Engine::Play(const std::string& device_id, const strategies::Arm& arm,
@@ -704,7 +710,7 @@ absl::Status Engine::CloseRound(absl::Time now) {
         !s.ok()) {
       return s;
     }
-    dense_loss_.reset();
+    validation_losses_.clear();
     record.aggregate_s = absl::ToDoubleSeconds(hooks_.clock() - start);
   }
   double loss_sum = 0;

@@ -238,9 +238,9 @@ struct EngineHooks {
   // Monotonic seconds for measuring aggregation; default absl::Now().
   std::function<absl::Time()> clock;
   // The mean loss of `model` on held-out server data (e.g. the public
-  // split). When set, and RewardWeights::pruning_cost > 0, each pruned task
-  // is evaluated once to measure its pruning cost (the unpruned loss is
-  // kept until the next commit). Called under the engine's lock.
+  // split). When set, and RewardWeights::pruning_cost > 0, each pruned
+  // task's ratio is evaluated once per round to measure its pruning cost (a
+  // failure is logged and costs 0). Called under the engine's lock.
   std::function<absl::StatusOr<double>(model::ModelImpl& model)>
       validation_loss;
 };
@@ -415,8 +415,9 @@ class Engine {
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::vector<BanditPlay> plays_ ABSL_GUARDED_BY(mu_);
   std::vector<RoundRecord> history_ ABSL_GUARDED_BY(mu_);
-  // The unpruned global model's validation loss, until the next commit.
-  std::optional<double> dense_loss_ ABSL_GUARDED_BY(mu_);
+  // Validation losses of the global model pruned by Plan(ratio), by ratio,
+  // until the next commit.
+  std::map<double, double> validation_losses_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fedge::coordinator

@@ -233,8 +233,8 @@ TEST(EngineTest, PrunedTasksAreChargedWhatTheirPruningCostsTheGlobalModel) {
     } else {
       EXPECT_GT(tasks["pi-0"].pruning_cost, 0.05);
       EXPECT_LE(tasks["pi-0"].pruning_cost, 1.0);
-      // The unpruned loss once, then each task's plan.
-      EXPECT_EQ(evaluations, 3);
+      // The unpruned loss once, then the one ratio both tasks share.
+      EXPECT_EQ(evaluations, 2);
     }
     for (const std::string id : {"pi-0", "pi-1"}) {
       ASSERT_TRUE(h.engine->Submit(Train(h, id, tasks[id]), kStart).ok());
@@ -248,6 +248,25 @@ TEST(EngineTest, PrunedTasksAreChargedWhatTheirPruningCostsTheGlobalModel) {
                 strategies::Reward(without, options.reward) -
                     options.reward.pruning_cost * c.terms.pruning_cost,
                 1e-12);
+  }
+}
+
+// A failing or nonsensical validation measurement costs nothing and never
+// withholds a task.
+TEST(EngineTest, AFailedPruningCostMeasurementStillGivesTheTask) {
+  EngineOptions options = Options();
+  options.bandit.kind = strategies::BanditKind::kFixed;
+  options.bandit.fixed_arm = strategies::Arm{0.5, 4};
+  for (absl::StatusOr<double> answer :
+       {absl::StatusOr<double>(absl::InternalError("eval died")),
+        absl::StatusOr<double>(NAN)}) {
+    Harness h =
+        MakeEngine(options, [answer](model::ModelImpl&) { return answer; });
+    RegisterAll(h, 1);
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+    absl::StatusOr<Task> task = h.engine->GetTask("pi-0", kStart);
+    ASSERT_TRUE(task.ok()) << task.status();
+    EXPECT_EQ(task->pruning_cost, 0.0);
   }
 }
 
