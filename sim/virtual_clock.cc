@@ -270,20 +270,25 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       }
       const std::string id = d.facts.device_id;
       const fc::Task& task = job.task;
+      // Runs `call` (the engine's half) and charges its CPU time to the
+      // server, not the device.
+      const auto on_server = [&server_cpu_s](auto call) {
+        const double start = ThreadCpuSeconds();
+        auto result = call();
+        server_cpu_s += ThreadCpuSeconds() - start;
+        return result;
+      };
       split_link = std::make_unique<transport::WireSplitLink>(
-          [&engine, id, &task, now,
-           &server_cpu_s](const split::StepRequest& r) {
-            const double start = ThreadCpuSeconds();
-            auto reply = engine.SplitStep(id, task.round, task.nonce, r, now);
-            server_cpu_s += ThreadCpuSeconds() - start;
-            return reply;
+          [&engine, id, &task, now, on_server](const split::StepRequest& r) {
+            return on_server([&] {
+              return engine.SplitStep(id, task.round, task.nonce, r, now);
+            });
           },
-          [&engine, id, &task, now, &server_cpu_s](int64_t applied) {
-            const double start = ThreadCpuSeconds();
-            absl::Status s =
-                engine.SplitFinish(id, task.round, task.nonce, applied, now);
-            server_cpu_s += ThreadCpuSeconds() - start;
-            return s;
+          [&engine, id, &task, now, on_server](int64_t applied) {
+            return on_server([&] {
+              return engine.SplitFinish(id, task.round, task.nonce, applied,
+                                        now);
+            });
           },
           *codec);
       local_hooks.split_link = split_link.get();
