@@ -40,6 +40,8 @@ double StandardNormal(std::mt19937_64& rng) {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
 }
 
+double Finite(double x) { return std::isfinite(x) ? x : 0.0; }
+
 // The largest ratio a device may be given after `plays` rewards
 // (BanditOptions::ramp_plays).
 double RatioCap(const BanditOptions& options, int64_t plays) {
@@ -81,6 +83,17 @@ class GridBandit : public Bandit {
     return scores;
   }
 
+  // `scores` plus each open arm's known reward (a non-finite one counts
+  // as 0).
+  std::vector<double> PlusKnown(std::vector<double> scores,
+                                const KnownReward& known) const {
+    if (!known) return scores;
+    for (size_t i = 0; i < scores.size(); ++i) {
+      if (Open(i)) scores[i] += Finite(known(arms_[i]));
+    }
+    return scores;
+  }
+
   size_t Nearest(const Arm& arm) const {
     size_t best = 0;
     double best_distance = kInf;
@@ -112,13 +125,15 @@ class Ucb : public GridBandit {
         counts_(arms_.size(), 0.0),
         sums_(arms_.size(), 0.0) {}
 
-  Arm Choose(std::mt19937_64& rng) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward& known) override {
     double total = 0;
     for (double n : counts_) total += n;
     std::vector<double> index(arms_.size());
     for (size_t i = 0; i < arms_.size(); ++i) {
       if (counts_[i] <= 1e-12) {
-        index[i] = kInf;  // Play every arm once first.
+        // Play every arm once first, unless what is known of it already
+        // rules it out: nothing learnt can exceed reward_max.
+        index[i] = known ? options_.reward_max : kInf;
         continue;
       }
       index[i] = sums_[i] / counts_[i] +
@@ -126,7 +141,8 @@ class Ucb : public GridBandit {
                      std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) /
                                counts_[i]);
     }
-    return arms_[ArgMaxRandomTies(OnlyOpen(std::move(index)), rng)];
+    return arms_[ArgMaxRandomTies(PlusKnown(OnlyOpen(std::move(index)), known),
+                                  rng)];
   }
 
  protected:
@@ -169,7 +185,7 @@ class Thompson : public GridBandit {
         counts_(arms_.size(), 0.0),
         sums_(arms_.size(), 0.0) {}
 
-  Arm Choose(std::mt19937_64& rng) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward& known) override {
     const double range = options_.reward_max - options_.reward_min;
     const double prior_mean = options_.reward_min + 0.5 * range;
     const double prior_var = 0.25 * range * range;
@@ -181,7 +197,8 @@ class Thompson : public GridBandit {
           (prior_mean / prior_var + sums_[i] / noise_var) / precision;
       samples[i] = mean + StandardNormal(rng) / std::sqrt(precision);
     }
-    return arms_[ArgMaxRandomTies(OnlyOpen(std::move(samples)), rng)];
+    return arms_[ArgMaxRandomTies(
+        PlusKnown(OnlyOpen(std::move(samples)), known), rng)];
   }
 
  protected:
@@ -202,7 +219,7 @@ class Exp3 : public GridBandit {
   explicit Exp3(const BanditOptions& options)
       : GridBandit(options), log_weights_(arms_.size(), 0.0) {}
 
-  Arm Choose(std::mt19937_64& rng) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward&) override {
     const std::vector<double> p = Probabilities();
     double u = UniformUnit(rng);
     size_t last_open = 0;
@@ -258,7 +275,7 @@ class Exp3 : public GridBandit {
 class FixedArm : public Bandit {
  public:
   explicit FixedArm(Arm arm) : arm_(arm) {}
-  Arm Choose(std::mt19937_64&) override { return arm_; }
+  Arm Choose(std::mt19937_64&, const KnownReward&) override { return arm_; }
   void Update(const Arm&, double) override {}
 
  private:
@@ -268,7 +285,7 @@ class FixedArm : public Bandit {
 class RandomArm : public GridBandit {
  public:
   using GridBandit::GridBandit;
-  Arm Choose(std::mt19937_64& rng) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward&) override {
     std::vector<size_t> open;
     for (size_t i = 0; i < arms_.size(); ++i) {
       if (Open(i)) open.push_back(i);
@@ -283,7 +300,7 @@ class RandomArm : public GridBandit {
 class Oracle : public GridBandit {
  public:
   using GridBandit::GridBandit;
-  Arm Choose(std::mt19937_64& rng) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward&) override {
     std::vector<double> expected(arms_.size());
     for (size_t i = 0; i < arms_.size(); ++i) {
       expected[i] = options_.oracle(arms_[i]);
@@ -309,28 +326,51 @@ class FedSpine : public Bandit {
     }
   }
 
-  Arm Choose(std::mt19937_64& rng) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward& known) override {
     const double cap = RatioCap(options_, plays_);
     double total = 0;
     for (const Cell& cell : cells_) total += cell.count;
     std::vector<double> index(cells_.size());
+    // With a known reward: the cell's points that are within kKnownTie of
+    // its best known reward.
+    std::vector<std::vector<double>> best_points(cells_.size());
     for (size_t i = 0; i < cells_.size(); ++i) {
       const Cell& cell = cells_[i];
       if (cell.lo > cap + 1e-9) {  // Beyond the pace: not yet.
         index[i] = -kInf;
         continue;
       }
+      double best_known = 0;
+      if (known) {
+        const std::vector<double> ratios = Points(cell, cap);
+        std::vector<double> values;
+        for (double ratio : ratios) {
+          values.push_back(Finite(known(Arm{ratio, cell.rank})));
+        }
+        best_known = *std::max_element(values.begin(), values.end());
+        for (size_t j = 0; j < ratios.size(); ++j) {
+          if (values[j] >= best_known - kKnownTie) {
+            best_points[i].push_back(ratios[j]);
+          }
+        }
+      }
       if (cell.plays == 0 && cell.count <= 1e-12) {
-        index[i] = kInf;
+        index[i] = known ? options_.reward_max + best_known : kInf;
         continue;
       }
       const double n = std::max(cell.count, 1e-6);
       index[i] = cell.sum / n +
                  options_.exploration *
                      std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) / n) +
-                 options_.lipschitz * (cell.hi - cell.lo);
+                 options_.lipschitz * (cell.hi - cell.lo) + best_known;
     }
-    const Cell& cell = cells_[ArgMaxRandomTies(index, rng)];
+    const size_t chosen = ArgMaxRandomTies(index, rng);
+    const Cell& cell = cells_[chosen];
+    if (known) {
+      const std::vector<double>& points = best_points[chosen];
+      return Arm{points[static_cast<size_t>(UniformUnit(rng) * points.size())],
+                 cell.rank};
+    }
     // Any point of the cell under the cap may be played; a uniform one
     // explores it.
     const double hi = std::min(cell.hi, std::max(cap, cell.lo));
@@ -375,6 +415,26 @@ class FedSpine : public Bandit {
     double sum = 0;     // Discounted.
     int64_t plays = 0;  // Since the cell was made.
   };
+
+  // The ratios of `cell` under `cap` on a grid four times finer than the
+  // finest cell (its low end always); the last cell also holds max_ratio.
+  std::vector<double> Points(const Cell& cell, double cap) const {
+    const ArmSpace& space = options_.space;
+    const double step = (space.max_ratio - space.min_ratio) /
+                        static_cast<double>(int64_t{4} << options_.max_depth);
+    std::vector<double> points = {cell.lo};
+    if (!(step > 0)) return points;
+    const bool last = cell.hi >= space.max_ratio;
+    for (int64_t j = 1;; ++j) {
+      const double ratio = cell.lo + static_cast<double>(j) * step;
+      if (ratio > cap + 1e-9 || ratio > cell.hi + 1e-9 ||
+          (!last && ratio > cell.hi - 1e-9)) {
+        break;
+      }
+      points.push_back(std::min(ratio, space.max_ratio));
+    }
+    return points;
+  }
 
   // The leaf holding `arm`: its rank (nearest if absent) and ratio.
   size_t Find(const Arm& arm) const {
@@ -512,10 +572,11 @@ absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
         "bandit exp3_gamma must be in (0, 1]; got ", options.exp3_gamma));
   }
   if (options.exploration < 0 || options.lipschitz < 0 ||
-      options.split_after < 1 || options.max_depth < 0) {
+      options.split_after < 1 || options.max_depth < 0 ||
+      options.max_depth > 20) {
     return absl::InvalidArgumentError(
         "bandit exploration and lipschitz must be >= 0, split_after >= 1, "
-        "max_depth >= 0");
+        "max_depth in [0, 20]");
   }
   switch (options.kind) {
     case BanditKind::kFedSpine:

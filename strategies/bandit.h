@@ -90,7 +90,7 @@ struct BanditOptions {
   // most max_depth; cells get a bonus of lipschitz * width for what their
   // interior may hold beyond the points played.
   int split_after = 4;
-  int max_depth = 2;
+  int max_depth = 2;  // [0, 20]
   double lipschitz = 0.2;
   // Prune-and-tune pace (every kind but kFixed): after n rewards a
   // device's arms prune at most min_ratio + (max_ratio - min_ratio) *
@@ -105,16 +105,35 @@ struct BanditOptions {
   std::function<double(const Arm&)> oracle;
 };
 
+// The part of an arm's reward that is known before the arm is played, as
+// a function of the arm: for example the measured cost of a pruning ratio
+// to the global model, the same for every device, which one play would
+// only estimate with noise. Empty: nothing is known.
+using KnownReward = std::function<double(const Arm&)>;
+
 // Not thread-safe; the coordinator keeps one per device.
 class Bandit {
  public:
   virtual ~Bandit() = default;
   // The arm to play next; all randomness comes from `rng`.
-  virtual Arm Choose(std::mt19937_64& rng) = 0;
+  Arm Choose(std::mt19937_64& rng) { return Choose(rng, KnownReward()); }
+  // The same, adding known(arm) to what has been learnt of each arm:
+  // FedSpine, the UCBs and Thompson sampling use it; EXP3, fixed, random
+  // and the oracle ignore it. An arm (or cell) not yet played counts as
+  // reward_max plus its known reward instead of being tried first, so an
+  // arm that what is known rules out is never tried. FedSpine plays, inside the
+  // cell it picks, the points whose known reward is within kKnownTie of the
+  // cell's best (on a ratio grid a quarter of its finest cell's width),
+  // instead of any point. The caller must then Update() with the reward
+  // less known(arm), so the same part is not counted twice.
+  virtual Arm Choose(std::mt19937_64& rng, const KnownReward& known) = 0;
   // Feeds back the reward observed for `arm`. Grid bandits credit the
   // nearest grid arm; a non-finite reward is ignored.
   virtual void Update(const Arm& arm, double reward) = 0;
 };
+
+// Known rewards this close count as equal when FedSpine picks a point.
+inline constexpr double kKnownTie = 0.01;
 
 // InvalidArgument for options that do not validate (bad space, discount
 // outside (0, 1], window < 1, ramp_plays < 0, reward_min >= reward_max, gamma

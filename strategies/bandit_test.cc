@@ -221,6 +221,9 @@ TEST(BanditTest, RejectsBadOptions) {
   options.ramp_plays = -1;
   EXPECT_FALSE(CreateBandit(options).ok());
   options = {};
+  options.max_depth = 21;
+  EXPECT_FALSE(CreateBandit(options).ok());
+  options = {};
   options.kind = BanditKind::kOracle;
   EXPECT_FALSE(CreateBandit(options).ok());
   options = {};
@@ -276,6 +279,60 @@ INSTANTIATE_TEST_SUITE_P(
                       BanditKind::kDiscountedUcb, BanditKind::kSlidingWindowUcb,
                       BanditKind::kThompson, BanditKind::kExp3,
                       BanditKind::kRandom, BanditKind::kOracle),
+    [](const auto& info) { return BanditKindName(info.param); });
+
+// A known reward: ratios above 0.25 cost 1 (as removing one head of four
+// costs the global model); below, pruning pays a little (the time it
+// saves), which the bandit must learn. Bandits that take the known part
+// play the costly ratios rarely, FedSpine never.
+class KnownRewardTest : public ::testing::TestWithParam<BanditKind> {};
+
+TEST_P(KnownRewardTest, CostlyRatiosAreAvoidedAndFreePruningIsLearnt) {
+  BanditOptions options;
+  options.kind = GetParam();
+  options.space.ratio_steps = 4;  // 0, 0.2, 0.4, 0.6.
+  const KnownReward known = [](const Arm& arm) {
+    return arm.prune_ratio > 0.25 ? -1.0 : 0.0;
+  };
+  const auto run = [&](bool use_known, double* late_mean_ratio) {
+    auto bandit = CreateBandit(options);
+    EXPECT_TRUE(bandit.ok()) << bandit.status();
+    std::mt19937_64 rng(11);
+    std::normal_distribution<double> noise(0.0, 0.05);
+    int costly = 0, late_costly = 0;
+    *late_mean_ratio = 0;
+    for (int play = 0; play < 80; ++play) {
+      const Arm arm =
+          use_known ? (*bandit)->Choose(rng, known) : (*bandit)->Choose(rng);
+      const double learnt = 0.8 * arm.prune_ratio + noise(rng);
+      // Without the known part, the bandit is fed all of the reward.
+      (*bandit)->Update(arm, use_known ? learnt : learnt + known(arm));
+      costly += arm.prune_ratio > 0.25;
+      if (play >= 40) {
+        late_costly += arm.prune_ratio > 0.25;
+        *late_mean_ratio += arm.prune_ratio / 40;
+      }
+    }
+    return std::make_pair(costly, late_costly);
+  };
+  double with_ratio = 0, without_ratio = 0;
+  const auto [with_costly, with_late] = run(true, &with_ratio);
+  const auto [without_costly, without_late] = run(false, &without_ratio);
+  EXPECT_LT(with_costly, without_costly);
+  EXPECT_LE(with_late, 4) << "of 40 late plays";
+  EXPECT_GT(with_ratio, 0.1) << "free pruning was not taken";
+  if (GetParam() == BanditKind::kFedSpine) {
+    // Inside a cell it plays only the best known points: it never has to
+    // try a costly ratio to learn that it costs.
+    EXPECT_EQ(with_costly, 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Learning, KnownRewardTest,
+    ::testing::Values(BanditKind::kFedSpine, BanditKind::kUcb1,
+                      BanditKind::kDiscountedUcb, BanditKind::kSlidingWindowUcb,
+                      BanditKind::kThompson),
     [](const auto& info) { return BanditKindName(info.param); });
 
 TEST(BanditTest, GridArms) {
