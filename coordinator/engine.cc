@@ -296,7 +296,7 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
   task.nonce = RandomHex(16);
   task.train_seed =
       Seed(options_.seed, absl::StrCat(device_id, "/train"), salt);
-  task.arm = device.bandit->Choose(rng);
+  task.arm = device.bandit->Choose(rng, KnownPruningCost(round.global_ratio));
   task.rank = options_.mode == Mode::kLora ? task.arm.rank : 0;
   task.global_ratio = round.global_ratio;
   task.combined_ratio =
@@ -305,14 +305,7 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
       global_->Plan(task.combined_ratio);
   if (!plan.ok()) return plan.status();
   task.plan = std::move(*plan);
-  // A reward term, not a correctness matter: a failed measurement is
-  // logged and costs nothing.
-  absl::StatusOr<double> cost = PruningCost(task.combined_ratio);
-  if (!cost.ok()) {
-    LOG(WARNING) << "pruning cost of ratio " << task.combined_ratio
-                 << " not measured: " << cost.status();
-  }
-  task.pruning_cost = cost.value_or(0.0);
+  task.pruning_cost = PruningCost(task.combined_ratio);
   if (options_.mode == Mode::kLora) {
     absl::StatusOr<int64_t> cut =
         ChooseCut(options_.split, global_->base(), task.plan,
@@ -651,31 +644,49 @@ absl::Status Engine::Tick(absl::Time now) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> Engine::PruningCost(double ratio) {
-  if (ratio <= 0 || !hooks_.validation_loss ||
-      !(options_.reward.pruning_cost > 0)) {
-    return 0.0;
-  }
-  const auto loss = [this](double r) -> absl::StatusOr<double> {
+bool Engine::MeasuresPruningCost() const {
+  return hooks_.validation_loss && options_.reward.pruning_cost > 0;
+}
+
+double Engine::PruningCost(double ratio) {
+  if (ratio <= 0 || !MeasuresPruningCost()) return 0;
+  // A reward term, not a correctness matter: a failed measurement costs
+  // nothing.
+  const auto loss = [this](double r) {
+    mu_.AssertHeld();
     if (auto it = validation_losses_.find(r); it != validation_losses_.end()) {
       return it->second;
     }
-    absl::StatusOr<model::Model> model = global_->Materialize(r);
-    if (!model.ok()) return model.status();
-    absl::StatusOr<double> l = hooks_.validation_loss(**model);
-    if (!l.ok()) return l.status();
-    if (!(std::isfinite(*l) && *l >= 0)) {
-      return absl::InternalError(
-          absl::StrCat("validation loss is not a finite loss: ", *l));
+    absl::StatusOr<double> l = [&]() -> absl::StatusOr<double> {
+      absl::StatusOr<model::Model> model = global_->Materialize(r);
+      if (!model.ok()) return model.status();
+      absl::StatusOr<double> l = hooks_.validation_loss(**model);
+      if (l.ok() && !(std::isfinite(*l) && *l >= 0)) {
+        return absl::InternalError(
+            absl::StrCat("validation loss is not a finite loss: ", *l));
+      }
+      return l;
+    }();
+    if (!l.ok()) {
+      LOG(WARNING) << "pruning cost of ratio " << r
+                   << " not measured this round: " << l.status();
     }
-    validation_losses_[r] = *l;
-    return *l;
+    return validation_losses_[r] = l.value_or(NAN);
   };
-  absl::StatusOr<double> dense = loss(0);
-  if (!dense.ok()) return dense.status();
-  absl::StatusOr<double> pruned = loss(ratio);
-  if (!pruned.ok()) return pruned.status();
-  return *dense > 0 ? std::clamp(*pruned / *dense - 1, 0.0, 1.0) : 0.0;
+  const double dense = loss(0);
+  const double pruned = loss(ratio);
+  if (!(std::isfinite(dense) && std::isfinite(pruned) && dense > 0)) return 0;
+  return std::clamp(pruned / dense - 1, 0.0, 1.0);
+}
+
+strategies::KnownReward Engine::KnownPruningCost(double global_ratio) {
+  if (!MeasuresPruningCost()) return {};
+  return [this, global_ratio](const strategies::Arm& arm) {
+    mu_.AssertHeld();
+    return -options_.reward.pruning_cost *
+           PruningCost(
+               strategies::CombinedRatio(global_ratio, arm.prune_ratio));
+  };
 }
 
 void Engine::Play(const std::string& device_id, const strategies::Arm& arm,
@@ -749,12 +760,26 @@ absl::Status Engine::CloseRound(absl::Time now) {
       ++record.dropped;
     }
     if (c.status == "accepted" || c.status == "straggler") {
-      c.terms = strategies::MakeRewardTerms(
-          c.loss_before, c.loss_after, c.arm.prune_ratio,
-          options_.bandit.space.max_ratio, c.update_norm, median_norm,
-          c.elapsed_s, median_elapsed, straggler, p.task->pruning_cost);
+      strategies::RewardInputs in;
+      in.loss_before = c.loss_before;
+      in.loss_after = c.loss_after;
+      in.prune_ratio = c.arm.prune_ratio;
+      in.target_ratio = strategies::RatioToTarget(round.global_ratio,
+                                                  options_.schedule.target);
+      in.update_norm = c.update_norm;
+      in.median_update_norm = median_norm;
+      in.seconds = c.elapsed_s;
+      in.median_seconds = median_elapsed;
+      in.straggler = straggler;
+      in.pruning_cost = p.task->pruning_cost;
+      c.terms = strategies::MakeRewardTerms(in);
       c.reward = strategies::Reward(c.terms, options_.reward);
-      Play(id, c.arm, c.reward);
+      // The bandit was told the pruning cost before it chose
+      // (KnownPruningCost): it learns the rest.
+      Play(id, c.arm,
+           MeasuresPruningCost()
+               ? c.reward + options_.reward.pruning_cost * c.terms.pruning_cost
+               : c.reward);
     }
     record.clients.push_back(std::move(c));
   }

@@ -208,7 +208,7 @@ struct RoundRecord {
 struct BanditPlay {
   std::string device_id;
   strategies::Arm arm;
-  double reward = 0;
+  double reward = 0;  // As fed to Bandit::Update(), less any known part.
 };
 
 // The engine's checkpointable state (see coordinator/state_checkpoint.h).
@@ -238,9 +238,12 @@ struct EngineHooks {
   // Monotonic seconds for measuring aggregation; default absl::Now().
   std::function<absl::Time()> clock;
   // The mean loss of `model` on held-out server data (e.g. the public
-  // split). When set, and RewardWeights::pruning_cost > 0, each pruned
-  // task's ratio is evaluated once per round to measure its pruning cost (a
-  // failure is logged and costs 0). Called under the engine's lock.
+  // split). When set, and RewardWeights::pruning_cost > 0, the pruning
+  // cost of a ratio is measured once per round when first needed (a
+  // failure is logged and costs 0), and the bandits are told each arm's
+  // cost before they choose (strategies::KnownReward): it is the same for
+  // every device and measured, so they need not learn it by playing it.
+  // Called under the engine's lock.
   std::function<absl::StatusOr<double>(model::ModelImpl& model)>
       validation_loss;
 };
@@ -381,9 +384,15 @@ class Engine {
   void Play(const std::string& device_id, const strategies::Arm& arm,
             double reward) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether pruning costs are measured (EngineHooks::validation_loss).
+  bool MeasuresPruningCost() const;
   // RewardTerms::pruning_cost of the global model pruned by Plan(ratio);
-  // 0 for ratio 0, or without a validation_loss hook or weight.
-  absl::StatusOr<double> PruningCost(double ratio)
+  // 0 for ratio 0, when not measured, or when the measurement fails (logged
+  // once per ratio per round).
+  double PruningCost(double ratio) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The reward's pruning-cost part for each arm at `global_ratio`, for the
+  // bandit's Choose(), which must run under mu_; empty when not measured.
+  strategies::KnownReward KnownPruningCost(double global_ratio)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The participant of the open round holding the task with `nonce`, not
   // yet accepted, marking the device seen. NotFound: unknown device;
@@ -417,6 +426,7 @@ class Engine {
   std::vector<RoundRecord> history_ ABSL_GUARDED_BY(mu_);
   // Validation losses of the global model pruned by Plan(ratio), by ratio,
   // until the next commit.
+  // By ratio, this round; NaN where the measurement failed.
   std::map<double, double> validation_losses_ ABSL_GUARDED_BY(mu_);
 };
 

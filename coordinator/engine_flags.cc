@@ -42,15 +42,18 @@ ABSL_FLAG(int, ratio_ramp_plays, 10,
 ABSL_FLAG(double, fixed_ratio, 0.0, "--bandit=fixed: the pruning ratio.");
 ABSL_FLAG(int64_t, fixed_rank, 8, "--bandit=fixed: the LoRA rank.");
 ABSL_FLAG(double, reward_loss, 1.0, "Reward weight of loss improvement.");
-ABSL_FLAG(double, reward_pruning, 0.3, "Reward weight of pruning progress.");
+ABSL_FLAG(double, reward_pruning, 0.3,
+          "Reward weight of pruning progress: how far a device's ratio goes "
+          "towards what the model still lacks of --target_sparsity (so 0 "
+          "without a target: pruning then pays only in time).");
 ABSL_FLAG(double, reward_importance, 0.1, "Reward weight of update norm.");
 ABSL_FLAG(double, reward_time, 0.5,
           "Reward weight of completion time over the round median.");
 ABSL_FLAG(double, reward_pruning_cost, 1.0,
           "Reward weight of what a task's pruning costs the global model "
           "(its validation loss pruned over unpruned, minus 1); measured "
-          "where the binary holds validation data (fedge-vclock "
-          "--validation_examples), else 0.");
+          "where the binary holds validation data (--validation_examples), "
+          "else 0. Bandits are told it before they choose.");
 ABSL_FLAG(double, target_sparsity, 0.0,
           "Global prune-and-tune target ratio (0: no global pruning).");
 ABSL_FLAG(int64_t, sparsity_start_round, 0, "Global pruning starts here.");

@@ -251,6 +251,60 @@ TEST(EngineTest, PrunedTasksAreChargedWhatTheirPruningCostsTheGlobalModel) {
   }
 }
 
+// The pruning cost is the same for every device and measured before the
+// bandit chooses, so FedSpine is told it (strategies::KnownReward) instead
+// of learning it by playing costly ratios, and its plays hold the reward
+// less the part it was told. Here every ratio that removes anything costs
+// the global model; without the measurement, FedSpine prunes.
+TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
+  EngineOptions options = Options();
+  options.bandit.kind = strategies::BanditKind::kFedSpine;
+  const decltype(EngineHooks::validation_loss) loss =
+      [](model::ModelImpl& m) -> absl::StatusOr<double> {
+    double n = 0;
+    for (const at::Tensor& p : m.parameters()) n += p.numel();
+    return 1e6 / n;
+  };
+  for (const bool measured : {true, false}) {
+    Harness h = MakeEngine(options, measured ? loss : nullptr);
+    RegisterAll(h, 2);
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+    int pruned = 0;
+    for (int round = 1; round <= 3; ++round) {
+      std::map<std::string, Task> tasks;
+      for (const std::string id : {"pi-0", "pi-1"}) {
+        absl::StatusOr<Task> task = h.engine->GetTask(id, kStart);
+        ASSERT_TRUE(task.ok()) << task.status();
+        tasks[id] = *task;
+        pruned += task->combined_ratio > 0.1;
+        if (measured) {
+          EXPECT_LE(task->pruning_cost, strategies::kKnownTie)
+              << id << " round " << round << " ratio " << task->combined_ratio;
+        }
+      }
+      for (const std::string id : {"pi-0", "pi-1"}) {
+        ASSERT_TRUE(h.engine->Submit(Train(h, id, tasks[id]), kStart).ok());
+      }
+    }
+    ASSERT_EQ(h.closed.size(), 3u);
+    if (!measured) {
+      EXPECT_GT(pruned, 0) << "FedSpine never pruned: the test shows nothing";
+      continue;
+    }
+    const std::vector<BanditPlay> plays = h.engine->Snapshot().plays;
+    ASSERT_EQ(plays.size(), 6u);
+    size_t i = 0;
+    for (const RoundRecord& r : h.closed) {
+      for (const ClientRecord& c : r.clients) {
+        EXPECT_NEAR(
+            plays[i++].reward,
+            c.reward + options.reward.pruning_cost * c.terms.pruning_cost,
+            1e-12);
+      }
+    }
+  }
+}
+
 // A failing or nonsensical validation measurement costs nothing and never
 // withholds a task.
 TEST(EngineTest, AFailedPruningCostMeasurementStillGivesTheTask) {

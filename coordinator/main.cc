@@ -23,6 +23,16 @@ ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
           "model; empty disables evaluation.");
 ABSL_FLAG(int64_t, eval_examples, 0, "Test images to evaluate on (0: all).");
 ABSL_FLAG(int64_t, eval_every, 1, "Evaluate every N committed rounds.");
+ABSL_FLAG(int64_t, validation_examples, 256,
+          "Images of the --data_dir training split's public part (which no "
+          "device holds) on which the coordinator measures what each pruning "
+          "ratio costs the global model (--reward_pruning_cost); 0: not "
+          "measured.");
+ABSL_FLAG(double, public_fraction, 0.1,
+          "The public part's share of the training split: the devices' "
+          "--public_fraction.");
+ABSL_FLAG(uint64_t, data_seed, 1,
+          "Seed of the public split: the devices' --data_seed.");
 ABSL_FLAG(std::string, run_dir, "runs/coordinator",
           "Where clients.csv, rounds.csv and checkpoint/ go.");
 ABSL_FLAG(bool, resume, false,
@@ -80,6 +90,9 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   c.data_dir = absl::GetFlag(FLAGS_data_dir);
   c.eval_examples = absl::GetFlag(FLAGS_eval_examples);
   c.eval_every = absl::GetFlag(FLAGS_eval_every);
+  c.validation_examples = absl::GetFlag(FLAGS_validation_examples);
+  c.public_fraction = absl::GetFlag(FLAGS_public_fraction);
+  c.data_seed = absl::GetFlag(FLAGS_data_seed);
   if (c.eval_every < 1) {
     return absl::InvalidArgumentError("--eval_every must be >= 1");
   }

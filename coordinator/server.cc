@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "coordinator/state_checkpoint.h"
+#include "coordinator/validation.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
 #include "model/safetensors.h"
@@ -53,6 +54,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
         model::LoadFashionMnist(c.data_dir, model::Split::kTest);
     if (!test.ok()) return test.status();
     s.test_ = model::Head(*test, c.eval_examples);
+    if (c.validation_examples > 0) {
+      absl::StatusOr<model::Dataset> train =
+          model::LoadFashionMnist(c.data_dir, model::Split::kTrain);
+      if (!train.ok()) return train.status();
+      absl::StatusOr<model::Dataset> validation = PublicValidationSet(
+          *train, c.public_fraction, c.data_seed, c.validation_examples);
+      if (!validation.ok()) return validation.status();
+      s.validation_ = *std::move(validation);
+    }
   }
 
   // The base is served from memory as safetensors; its digest is the
@@ -78,6 +88,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (!global.ok()) return global.status();
   DeclareMetrics(s.metrics_);
   EngineHooks hooks;
+  hooks.validation_loss = ValidationLoss(&s.validation_);
   transport::TransferStore* store = s.store_.get();
   hooks.publish = [store](const std::string& id, const NamedTensors& tensors) {
     absl::StatusOr<std::unique_ptr<transport::SafetensorsSource>> payload =

@@ -27,6 +27,12 @@ struct ServerConfig {
   std::string data_dir;
   int64_t eval_examples = 0;  // 0: the whole test split.
   int64_t eval_every = 1;     // Evaluate every N committed rounds (and last).
+  // Images of the training split's public part (coordinator/validation.h)
+  // that measure what pruning costs the global model; 0 or no data_dir:
+  // not measured. The fraction and seed must be the devices'.
+  int64_t validation_examples = 256;
+  double public_fraction = 0.1;
+  uint64_t data_seed = 1;
   std::string run_dir = "runs/coordinator";  // CSVs and the checkpoint.
   bool resume = false;             // Require a checkpoint and continue it.
   bool resume_if_present = false;  // Continue one if there is, else start.
@@ -80,6 +86,7 @@ class CoordinatorServer {
   metrics::Registry metrics_;
   model::Model base_;
   model::Dataset test_;
+  model::Dataset validation_;
   std::string base_digest_;
   std::unique_ptr<transport::TransferStore> store_;
   std::unique_ptr<Engine> engine_;

@@ -19,6 +19,7 @@
 #include "coordinator/global_model.h"
 #include "coordinator/records.h"
 #include "coordinator/service.h"
+#include "coordinator/validation.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
 #include "model/partition.h"
@@ -115,21 +116,10 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
   if (!partition.ok()) return partition.status();
   // The coordinator's validation images: from the public split, which no
   // device holds.
-  model::Dataset validation;
-  if (config.validation_examples > 0) {
-    absl::StatusOr<model::PublicSplit> split = model::SplitPublic(
-        train->size(), config.public_fraction, config.data_seed);
-    if (!split.ok()) return split.status();
-    std::vector<int64_t> held_out = split->public_indices;
-    if (static_cast<int64_t>(held_out.size()) > config.validation_examples) {
-      held_out.resize(static_cast<size_t>(config.validation_examples));
-    }
-    if (!held_out.empty()) {
-      absl::StatusOr<model::Dataset> subset = model::Subset(*train, held_out);
-      if (!subset.ok()) return subset.status();
-      validation = *std::move(subset);
-    }
-  }
+  absl::StatusOr<model::Dataset> validation =
+      fc::PublicValidationSet(*train, config.public_fraction, config.data_seed,
+                              config.validation_examples);
+  if (!validation.ok()) return validation.status();
 
   std::vector<Device> devices(n);
   for (size_t i = 0; i < n; ++i) {
@@ -184,14 +174,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
         }
       });
   fc::EngineHooks hooks;
-  if (validation.size() > 0) {
-    hooks.validation_loss =
-        [&validation](model::ModelImpl& m) -> absl::StatusOr<double> {
-      absl::StatusOr<model::EvalResult> r = model::Evaluate(m, validation);
-      if (!r.ok()) return r.status();
-      return r->loss;
-    };
-  }
+  hooks.validation_loss = fc::ValidationLoss(&*validation);
   hooks.publish = [&payloads](const std::string& id,
                               const model::NamedTensors& tensors) {
     payloads[id] = tensors;

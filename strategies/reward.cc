@@ -16,32 +16,33 @@ double Reward(const RewardTerms& terms, const RewardWeights& weights) {
          weights.pruning_cost * terms.pruning_cost;
 }
 
-RewardTerms MakeRewardTerms(double loss_before, double loss_after,
-                            double prune_ratio, double max_ratio,
-                            double update_norm, double median_update_norm,
-                            double seconds, double median_seconds,
-                            bool straggler, double pruning_cost) {
+RewardTerms MakeRewardTerms(const RewardInputs& in) {
   RewardTerms terms;
-  if (std::isfinite(loss_before) && std::isfinite(loss_after) &&
-      loss_before > 0) {
-    terms.loss_improvement =
-        std::clamp((loss_before - loss_after) / loss_before, -1.0, 1.0);
+  if (std::isfinite(in.loss_before) && std::isfinite(in.loss_after) &&
+      in.loss_before > 0) {
+    terms.loss_improvement = std::clamp(
+        (in.loss_before - in.loss_after) / in.loss_before, -1.0, 1.0);
   }
   terms.pruning_progress =
-      max_ratio > 0 ? std::clamp(prune_ratio / max_ratio, 0.0, 1.0) : 0.0;
+      in.target_ratio > 0
+          ? std::clamp(in.prune_ratio / in.target_ratio, 0.0, 1.0)
+          : 0.0;
   terms.update_importance =
-      median_update_norm > 0 && std::isfinite(update_norm)
-          ? std::clamp(update_norm / median_update_norm, 0.0, kMaxImportance)
+      in.median_update_norm > 0 && std::isfinite(in.update_norm)
+          ? std::clamp(in.update_norm / in.median_update_norm, 0.0,
+                       kMaxImportance)
           : 1.0;
-  if (straggler) {
+  if (in.straggler) {
     terms.time_ratio = kMaxTimeRatio;
-  } else if (median_seconds > 0 && std::isfinite(seconds)) {
-    terms.time_ratio = std::clamp(seconds / median_seconds, 0.0, kMaxTimeRatio);
+  } else if (in.median_seconds > 0 && std::isfinite(in.seconds)) {
+    terms.time_ratio =
+        std::clamp(in.seconds / in.median_seconds, 0.0, kMaxTimeRatio);
   } else {
     terms.time_ratio = 1.0;
   }
-  terms.pruning_cost =
-      std::isfinite(pruning_cost) ? std::clamp(pruning_cost, 0.0, 1.0) : 0.0;
+  terms.pruning_cost = std::isfinite(in.pruning_cost)
+                           ? std::clamp(in.pruning_cost, 0.0, 1.0)
+                           : 0.0;
   return terms;
 }
 

@@ -10,8 +10,11 @@ namespace fedge::strategies {
 struct RewardTerms {
   // (loss_before - loss_after) / loss_before, clipped to [-1, 1].
   double loss_improvement = 0;
-  // The arm's pruning ratio over the largest ratio in the arm space, [0, 1]:
-  // pruning more moves prune-and-tune towards its target.
+  // How far the arm's pruning ratio goes towards the ratio still needed to
+  // reach the target sparsity, [0, 1]: pruning more moves prune-and-tune
+  // towards its target, pruning past the target earns nothing, and without
+  // a target (RewardInputs::target_ratio 0) pruning is worth only the time
+  // it saves.
   double pruning_progress = 0;
   // The update's norm over the round's median update norm, capped at 2.
   double update_importance = 0;
@@ -39,15 +42,23 @@ struct RewardWeights {
 //   - pruning_cost * pruning_cost.
 double Reward(const RewardTerms& terms, const RewardWeights& weights);
 
-// The terms above from raw measurements. `median_seconds` and
-// `median_update_norm` are the round's medians (0 if unknown: the term is
-// then neutral, 1). `straggler` marks a device that missed the deadline.
-// `pruning_cost` is clipped to [0, 1] (non-finite: 0).
-RewardTerms MakeRewardTerms(double loss_before, double loss_after,
-                            double prune_ratio, double max_ratio,
-                            double update_norm, double median_update_norm,
-                            double seconds, double median_seconds,
-                            bool straggler, double pruning_cost = 0);
+// What the coordinator measured of one device's task.
+struct RewardInputs {
+  double loss_before = 0;  // Local training loss, before and after.
+  double loss_after = 0;
+  double prune_ratio = 0;  // The arm's.
+  // The device ratio that would take the round's global model to the
+  // target sparsity (RatioToTarget in schedule.h); 0 when none is wanted.
+  double target_ratio = 0;
+  double update_norm = 0;
+  double median_update_norm = 0;  // The round's; 0 if unknown: term 1.
+  double seconds = 0;             // Issue to submission.
+  double median_seconds = 0;      // The round's; 0 if unknown: term 1.
+  bool straggler = false;         // Missed the deadline.
+  double pruning_cost = 0;        // Clipped to [0, 1]; non-finite: 0.
+};
+
+RewardTerms MakeRewardTerms(const RewardInputs& in);
 
 // The median of `values` (the mean of the middle two for an even count);
 // 0 for none.

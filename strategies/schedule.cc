@@ -34,6 +34,11 @@ double CombinedRatio(double global_ratio, double device_ratio) {
   return 1.0 - (1.0 - global_ratio) * (1.0 - device_ratio);
 }
 
+double RatioToTarget(double global_ratio, double target) {
+  if (!(target > global_ratio) || !(global_ratio < 1)) return 0;
+  return 1.0 - (1.0 - target) / (1.0 - global_ratio);
+}
+
 absl::StatusOr<std::function<void()>> FedProxHook(model::ModelImpl& model,
                                                   double mu) {
   if (!(mu >= 0) || !std::isfinite(mu)) {

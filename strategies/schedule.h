@@ -29,6 +29,10 @@ struct SparsitySchedule {
 // `global_ratio`) keeps prunes this much of the base model in all.
 double CombinedRatio(double global_ratio, double device_ratio);
 
+// Its inverse: the device ratio that prunes a global model at
+// `global_ratio` to `target` in all; 0 once the global ratio is there.
+double RatioToTarget(double global_ratio, double target);
+
 // FedProx (Li et al. 2020): adds mu * (w - w_start) to the gradient of
 // every trainable parameter, the gradient of (mu / 2) ||w - w_start||^2, so
 // local training cannot drift far from where the round started. The start

@@ -4,7 +4,6 @@
 #include <torch/types.h>
 
 #include "lora/lora.h"
-#include "strategies/reward.h"
 #include "tests/testing/tiny_models.h"
 
 namespace fedge::strategies {
@@ -23,6 +22,11 @@ TEST(SparsityScheduleTest, RisesCubicallyToTheTarget) {
   EXPECT_FALSE((SparsitySchedule{0.3, 5, 5}).Validate().ok());
   EXPECT_TRUE((SparsitySchedule{0.0, 5, 5}).Validate().ok());
   EXPECT_NEAR(CombinedRatio(0.2, 0.5), 0.6, 1e-12);
+  EXPECT_NEAR(RatioToTarget(0.2, 0.6), 0.5, 1e-12);
+  EXPECT_NEAR(CombinedRatio(0.2, RatioToTarget(0.2, 0.45)), 0.45, 1e-12);
+  EXPECT_EQ(RatioToTarget(0.5, 0.5), 0.0);
+  EXPECT_EQ(RatioToTarget(0.5, 0.3), 0.0);
+  EXPECT_EQ(RatioToTarget(0.0, 0.0), 0.0);
 }
 
 TEST(FedProxTest, AddsTheProximalGradient) {
@@ -46,24 +50,6 @@ TEST(FedProxTest, AddsTheProximalGradient) {
   (*hook)();
   EXPECT_TRUE(torch::allclose(p.grad(), torch::full_like(p, 0.5)));
   EXPECT_FALSE(FedProxHook(*vit, -1).ok());
-}
-
-TEST(RewardTest, TermsAndWeights) {
-  const RewardTerms t =
-      MakeRewardTerms(2.0, 1.5, 0.3, 0.6, 4.0, 2.0, 30, 20, false);
-  EXPECT_DOUBLE_EQ(t.loss_improvement, 0.25);
-  EXPECT_DOUBLE_EQ(t.pruning_progress, 0.5);
-  EXPECT_DOUBLE_EQ(t.update_importance, 2.0);
-  EXPECT_DOUBLE_EQ(t.time_ratio, 1.5);
-  EXPECT_DOUBLE_EQ(Reward(t, {1, 1, 1, 1}), 0.25 + 0.5 + 2.0 - 1.5);
-  const RewardTerms late =
-      MakeRewardTerms(2.0, NAN, 0.3, 0.6, 1, 0, 30, 20, true);
-  EXPECT_EQ(late.loss_improvement, 0);
-  EXPECT_EQ(late.time_ratio, 4.0);
-  EXPECT_EQ(late.update_importance, 1.0);
-  EXPECT_EQ(Median({3, 1, 2}), 2);
-  EXPECT_EQ(Median({4, 1, 2, 3}), 2.5);
-  EXPECT_EQ(Median({}), 0);
 }
 
 }  // namespace
