@@ -282,6 +282,19 @@ absl::Status Engine::OpenRound(absl::Time now) {
     round.participants[id];
   }
   round_ = std::move(round);
+  // Every pruning cost the bandits may ask about, measured now, so no
+  // device's task waits for (and is charged) a measurement. The round
+  // opens when they are done: a device that asked meanwhile (its request
+  // waited for the lock) gets its task from then on.
+  if (MeasuresPruningCost()) {
+    const absl::Time start = hooks_.clock();
+    for (double ratio : strategies::CandidateRatios(options_.bandit)) {
+      PruningCost(strategies::CombinedRatio(round_->global_ratio, ratio));
+    }
+    const absl::Duration measuring = hooks_.clock() - start;
+    round_->opened += measuring;
+    round_->deadline += measuring;
+  }
   return absl::OkStatus();
 }
 
@@ -325,7 +338,7 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
   participant.split.reset();
   task.payload_id = absl::StrCat("round-", round.number, ".", round.attempt,
                                  "/", device_id, "/", task.nonce.substr(0, 8));
-  task.issued = now;
+  task.issued = std::max(now, round.opened);
   task.deadline = round.deadline;
   if (hooks_.publish) hooks_.publish(task.payload_id, *payload);
   participant.task = task;
@@ -654,10 +667,22 @@ double Engine::PruningCost(double ratio) {
   // nothing.
   const auto loss = [this](double r) {
     mu_.AssertHeld();
-    if (auto it = validation_losses_.find(r); it != validation_losses_.end()) {
+    // Ratios that remove the same units share a measurement.
+    absl::StatusOr<pruning::PruningPlan> plan = global_->Plan(r);
+    std::string key;
+    if (plan.ok()) {
+      for (const pruning::BlockPlan& b : plan->blocks) {
+        absl::StrAppend(&key, absl::StrJoin(b.heads, ","), ";",
+                        absl::StrJoin(b.kv_heads, ","), ";",
+                        absl::StrJoin(b.channels, ","), "|");
+      }
+    }
+    if (auto it = validation_losses_.find(key);
+        plan.ok() && it != validation_losses_.end()) {
       return it->second;
     }
     absl::StatusOr<double> l = [&]() -> absl::StatusOr<double> {
+      if (!plan.ok()) return plan.status();
       absl::StatusOr<model::Model> model = global_->Materialize(r);
       if (!model.ok()) return model.status();
       absl::StatusOr<double> l = hooks_.validation_loss(**model);
@@ -671,7 +696,7 @@ double Engine::PruningCost(double ratio) {
       LOG(WARNING) << "pruning cost of ratio " << r
                    << " not measured this round: " << l.status();
     }
-    return validation_losses_[r] = l.value_or(NAN);
+    return validation_losses_[key] = l.value_or(NAN);
   };
   const double dense = loss(0);
   const double pruned = loss(ratio);

@@ -388,7 +388,8 @@ class Engine {
   bool MeasuresPruningCost() const;
   // RewardTerms::pruning_cost of the global model pruned by Plan(ratio);
   // 0 for ratio 0, when not measured, or when the measurement fails (logged
-  // once per ratio per round).
+  // once per plan per round). Measured once per plan per round, normally
+  // when the round opens (strategies::CandidateRatios).
   double PruningCost(double ratio) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The reward's pruning-cost part for each arm at `global_ratio`, for the
   // bandit's Choose(), which must run under mu_; empty when not measured.
@@ -426,8 +427,9 @@ class Engine {
   std::vector<RoundRecord> history_ ABSL_GUARDED_BY(mu_);
   // Validation losses of the global model pruned by Plan(ratio), by ratio,
   // until the next commit.
-  // By ratio, this round; NaN where the measurement failed.
-  std::map<double, double> validation_losses_ ABSL_GUARDED_BY(mu_);
+  // By the plan's kept units, this round; NaN where the measurement
+  // failed.
+  std::map<std::string, double> validation_losses_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fedge::coordinator

@@ -259,8 +259,10 @@ TEST(EngineTest, PrunedTasksAreChargedWhatTheirPruningCostsTheGlobalModel) {
 TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
   EngineOptions options = Options();
   options.bandit.kind = strategies::BanditKind::kFedSpine;
+  int evaluations = 0;
   const decltype(EngineHooks::validation_loss) loss =
-      [](model::ModelImpl& m) -> absl::StatusOr<double> {
+      [&evaluations](model::ModelImpl& m) -> absl::StatusOr<double> {
+    ++evaluations;
     double n = 0;
     for (const at::Tensor& p : m.parameters()) n += p.numel();
     return 1e6 / n;
@@ -271,6 +273,11 @@ TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
     ASSERT_TRUE(h.engine->Tick(kStart).ok());
     int pruned = 0;
     for (int round = 1; round <= 3; ++round) {
+      // Measured when the round opened: no task waits for it.
+      const int measured_at_open = evaluations;
+      if (measured) {
+        EXPECT_GT(measured_at_open, 0);
+      }
       std::map<std::string, Task> tasks;
       for (const std::string id : {"pi-0", "pi-1"}) {
         absl::StatusOr<Task> task = h.engine->GetTask(id, kStart);
@@ -282,6 +289,8 @@ TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
               << id << " round " << round << " ratio " << task->combined_ratio;
         }
       }
+      EXPECT_EQ(evaluations, measured_at_open);
+      evaluations = 0;
       for (const std::string id : {"pi-0", "pi-1"}) {
         ASSERT_TRUE(h.engine->Submit(Train(h, id, tasks[id]), kStart).ok());
       }

@@ -57,7 +57,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     if (c.validation_examples > 0) {
       absl::StatusOr<model::Dataset> train =
           model::LoadFashionMnist(c.data_dir, model::Split::kTrain);
-      if (!train.ok()) return train.status();
+      if (!train.ok()) {
+        return absl::Status(
+            train.status().code(),
+            absl::StrCat("validation images (--validation_examples; 0 does "
+                         "without): ",
+                         train.status().message()));
+      }
       absl::StatusOr<model::Dataset> validation = PublicValidationSet(
           *train, c.public_fraction, c.data_seed, c.validation_examples);
       if (!validation.ok()) return validation.status();

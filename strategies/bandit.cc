@@ -42,6 +42,21 @@ double StandardNormal(std::mt19937_64& rng) {
 
 double Finite(double x) { return std::isfinite(x) ? x : 0.0; }
 
+// The ratios FedSpine plays when given a known reward: a grid four times
+// finer than its finest cell, ends included, so that cell ends are points.
+std::vector<double> FedSpineGrid(const BanditOptions& options) {
+  const ArmSpace& space = options.space;
+  const int64_t steps = int64_t{4} << options.max_depth;
+  std::vector<double> grid;
+  for (int64_t j = 0; j <= steps; ++j) {
+    grid.push_back(space.min_ratio + (space.max_ratio - space.min_ratio) *
+                                         static_cast<double>(j) /
+                                         static_cast<double>(steps));
+    if (!(space.max_ratio > space.min_ratio)) break;
+  }
+  return grid;
+}
+
 // The largest ratio a device may be given after `plays` rewards
 // (BanditOptions::ramp_plays).
 double RatioCap(const BanditOptions& options, int64_t plays) {
@@ -416,22 +431,19 @@ class FedSpine : public Bandit {
     int64_t plays = 0;  // Since the cell was made.
   };
 
-  // The ratios of `cell` under `cap` on a grid four times finer than the
-  // finest cell (its low end always); the last cell also holds max_ratio.
+  // The points of FedSpineGrid in `cell` under `cap` (its low end always);
+  // the last cell also holds max_ratio.
   std::vector<double> Points(const Cell& cell, double cap) const {
-    const ArmSpace& space = options_.space;
-    const double step = (space.max_ratio - space.min_ratio) /
-                        static_cast<double>(int64_t{4} << options_.max_depth);
-    std::vector<double> points = {cell.lo};
-    if (!(step > 0)) return points;
-    const bool last = cell.hi >= space.max_ratio;
-    for (int64_t j = 1;; ++j) {
-      const double ratio = cell.lo + static_cast<double>(j) * step;
-      if (ratio > cap + 1e-9 || ratio > cell.hi + 1e-9 ||
-          (!last && ratio > cell.hi - 1e-9)) {
+    const std::vector<double> grid = FedSpineGrid(options_);
+    const bool last = cell.hi >= options_.space.max_ratio;
+    std::vector<double> points;
+    for (double ratio : grid) {
+      if (ratio < cell.lo - 1e-9) continue;
+      if (!points.empty() &&
+          (ratio > cap + 1e-9 || (!last && ratio > cell.hi - 1e-9))) {
         break;
       }
-      points.push_back(std::min(ratio, space.max_ratio));
+      points.push_back(ratio);
     }
     return points;
   }
@@ -497,6 +509,24 @@ absl::Status ValidateArmSpace(const ArmSpace& space) {
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<double> CandidateRatios(const BanditOptions& options) {
+  switch (options.kind) {
+    case BanditKind::kFedSpine:
+      return FedSpineGrid(options);
+    case BanditKind::kFixed:
+      return {options.fixed_arm.prune_ratio};
+    default: {
+      std::vector<double> ratios;
+      for (const Arm& arm : GridArms(options.space)) {
+        if (ratios.empty() || ratios.back() != arm.prune_ratio) {
+          ratios.push_back(arm.prune_ratio);
+        }
+      }
+      return ratios;
+    }
+  }
 }
 
 std::vector<Arm> GridArms(const ArmSpace& space) {

@@ -124,7 +124,8 @@ class Bandit {
   // arm that what is known rules out is never tried. FedSpine plays, inside the
   // cell it picks, the points whose known reward is within kKnownTie of the
   // cell's best (on a ratio grid a quarter of its finest cell's width),
-  // instead of any point. The caller must then Update() with the reward
+  // instead of any point (CandidateRatios lists them all). The caller
+  // must then Update() with the reward
   // less known(arm), so the same part is not counted twice.
   virtual Arm Choose(std::mt19937_64& rng, const KnownReward& known) = 0;
   // Feeds back the reward observed for `arm`. Grid bandits credit the
@@ -140,6 +141,13 @@ inline constexpr double kKnownTie = 0.01;
 // outside (0, 1], a fixed arm outside the space, kOracle without an oracle).
 absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
     const BanditOptions& options);
+
+// Every pruning ratio the bandit of `options` plays, and asks a known
+// reward about, when it is given one: FedSpine's point grid, the grid
+// bandits' ratios, the fixed arm's. (Without a known reward FedSpine plays
+// any ratio.) A coordinator measures what it knows of these before a round
+// opens, so no device's task waits for a measurement.
+std::vector<double> CandidateRatios(const BanditOptions& options);
 
 // Uniform double in [0, 1) from 53 random bits (the same on every
 // platform, unlike std::uniform_real_distribution).

@@ -1,5 +1,6 @@
 #include "strategies/bandit.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <set>
@@ -301,9 +302,16 @@ TEST_P(KnownRewardTest, CostlyRatiosAreAvoidedAndFreePruningIsLearnt) {
     std::normal_distribution<double> noise(0.0, 0.05);
     int costly = 0, late_costly = 0;
     *late_mean_ratio = 0;
+    const std::vector<double> candidates = CandidateRatios(options);
     for (int play = 0; play < 80; ++play) {
       const Arm arm =
           use_known ? (*bandit)->Choose(rng, known) : (*bandit)->Choose(rng);
+      if (use_known) {  // Exactly: the coordinator measures these.
+        EXPECT_NE(
+            std::find(candidates.begin(), candidates.end(), arm.prune_ratio),
+            candidates.end())
+            << arm.prune_ratio << " is not a candidate ratio";
+      }
       const double learnt = 0.8 * arm.prune_ratio + noise(rng);
       // Without the known part, the bandit is fed all of the reward.
       (*bandit)->Update(arm, use_known ? learnt : learnt + known(arm));
@@ -334,6 +342,26 @@ INSTANTIATE_TEST_SUITE_P(
                       BanditKind::kDiscountedUcb, BanditKind::kSlidingWindowUcb,
                       BanditKind::kThompson),
     [](const auto& info) { return BanditKindName(info.param); });
+
+TEST(BanditTest, CandidateRatios) {
+  BanditOptions options;
+  options.space.min_ratio = 0.1;
+  options.space.max_ratio = 0.5;
+  options.space.ratio_steps = 3;
+  options.max_depth = 1;
+  const std::vector<double> fedspine = CandidateRatios(options);
+  ASSERT_EQ(fedspine.size(), 9u);  // 8 steps: a quarter of a half.
+  EXPECT_EQ(fedspine.front(), 0.1);
+  EXPECT_NEAR(fedspine[1], 0.15, 1e-12);
+  EXPECT_NEAR(fedspine.back(), 0.5, 1e-12);
+  options.kind = BanditKind::kUcb1;
+  const std::vector<double> grid = CandidateRatios(options);
+  ASSERT_EQ(grid.size(), 3u);
+  EXPECT_NEAR(grid[1], 0.3, 1e-12);
+  options.kind = BanditKind::kFixed;
+  options.fixed_arm = Arm{0.25, 4};
+  EXPECT_EQ(CandidateRatios(options), std::vector<double>{0.25});
+}
 
 TEST(BanditTest, GridArms) {
   ArmSpace space;
