@@ -393,7 +393,11 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       }
     }
 
-    // The engine hears from each device when its charged time is up.
+    // The engine hears from each device when its charged time is up,
+    // counted from when its task was issued: the round opens once the
+    // coordinator has measured its pruning costs (real server time, like
+    // aggregation).
+    for (const Job& job : jobs) now = std::max(now, job.task.issued);
     const absl::Time opened = now;
     std::sort(jobs.begin(), jobs.end(),
               [](const Job& a, const Job& b) { return a.seconds < b.seconds; });
