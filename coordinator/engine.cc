@@ -288,7 +288,17 @@ absl::Status Engine::OpenRound(absl::Time now) {
   // waited for the lock) gets its task from then on.
   if (MeasuresPruningCost()) {
     const absl::Time start = hooks_.clock();
-    for (double ratio : strategies::CandidateRatios(options_.bandit)) {
+    // Up to the pace's cap of the most-played invited device.
+    std::map<std::string, int64_t> plays;
+    for (const BanditPlay& play : plays_) ++plays[play.device_id];
+    int64_t most = 0;
+    for (const auto& [id, p] : round_->participants) {
+      if (auto it = plays.find(id); it != plays.end()) {
+        most = std::max(most, it->second);
+      }
+    }
+    for (double ratio : strategies::CandidateRatios(
+             options_.bandit, strategies::RatioCap(options_.bandit, most))) {
       PruningCost(strategies::CombinedRatio(round_->global_ratio, ratio));
     }
     const absl::Duration measuring = hooks_.clock() - start;

@@ -57,16 +57,6 @@ std::vector<double> FedSpineGrid(const BanditOptions& options) {
   return grid;
 }
 
-// The largest ratio a device may be given after `plays` rewards
-// (BanditOptions::ramp_plays).
-double RatioCap(const BanditOptions& options, int64_t plays) {
-  const ArmSpace& space = options.space;
-  if (options.ramp_plays <= 0) return space.max_ratio;
-  const double progress =
-      std::min(1.0, static_cast<double>(plays) / options.ramp_plays);
-  return space.min_ratio + (space.max_ratio - space.min_ratio) * progress;
-}
-
 // Shared by the discrete-grid bandits: the arms, the clipping of rewards
 // and the prune-and-tune pace.
 class GridBandit : public Bandit {
@@ -511,22 +501,33 @@ absl::Status ValidateArmSpace(const ArmSpace& space) {
   return absl::OkStatus();
 }
 
-std::vector<double> CandidateRatios(const BanditOptions& options) {
-  switch (options.kind) {
-    case BanditKind::kFedSpine:
-      return FedSpineGrid(options);
-    case BanditKind::kFixed:
-      return {options.fixed_arm.prune_ratio};
-    default: {
-      std::vector<double> ratios;
-      for (const Arm& arm : GridArms(options.space)) {
-        if (ratios.empty() || ratios.back() != arm.prune_ratio) {
-          ratios.push_back(arm.prune_ratio);
-        }
+double RatioCap(const BanditOptions& options, int64_t plays) {
+  const ArmSpace& space = options.space;
+  if (options.ramp_plays <= 0) return space.max_ratio;
+  const double progress =
+      std::min(1.0, static_cast<double>(plays) / options.ramp_plays);
+  return space.min_ratio + (space.max_ratio - space.min_ratio) * progress;
+}
+
+std::vector<double> CandidateRatios(const BanditOptions& options, double cap) {
+  if (options.kind == BanditKind::kFixed) {
+    return {options.fixed_arm.prune_ratio};
+  }
+  std::vector<double> all;
+  if (options.kind == BanditKind::kFedSpine) {
+    all = FedSpineGrid(options);
+  } else {
+    for (const Arm& arm : GridArms(options.space)) {
+      if (all.empty() || all.back() != arm.prune_ratio) {
+        all.push_back(arm.prune_ratio);
       }
-      return ratios;
     }
   }
+  std::vector<double> ratios;
+  for (double ratio : all) {
+    if (ratios.empty() || ratio <= cap + 1e-9) ratios.push_back(ratio);
+  }
+  return ratios;
 }
 
 std::vector<Arm> GridArms(const ArmSpace& space) {

@@ -142,12 +142,19 @@ inline constexpr double kKnownTie = 0.01;
 absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
     const BanditOptions& options);
 
-// Every pruning ratio the bandit of `options` plays, and asks a known
-// reward about, when it is given one: FedSpine's point grid, the grid
-// bandits' ratios, the fixed arm's. (Without a known reward FedSpine plays
-// any ratio.) A coordinator measures what it knows of these before a round
-// opens, so no device's task waits for a measurement.
-std::vector<double> CandidateRatios(const BanditOptions& options);
+// The largest pruning ratio the prune-and-tune pace allows a device after
+// `plays` rewards (BanditOptions::ramp_plays); every kind but kFixed keeps
+// to it.
+double RatioCap(const BanditOptions& options, int64_t plays);
+
+// Every pruning ratio up to `cap` that the bandit of `options` plays, and
+// asks a known reward about, when it is given one: FedSpine's point grid,
+// the grid bandits' ratios, the fixed arm's (whatever the cap). (Without a
+// known reward FedSpine plays any ratio.) A coordinator measures what it
+// knows of these before a round opens, so no device's task waits for a
+// measurement, and only up to the cap, so the pace's early rounds measure
+// little.
+std::vector<double> CandidateRatios(const BanditOptions& options, double cap);
 
 // Uniform double in [0, 1) from 53 random bits (the same on every
 // platform, unlike std::uniform_real_distribution).

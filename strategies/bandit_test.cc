@@ -302,7 +302,8 @@ TEST_P(KnownRewardTest, CostlyRatiosAreAvoidedAndFreePruningIsLearnt) {
     std::normal_distribution<double> noise(0.0, 0.05);
     int costly = 0, late_costly = 0;
     *late_mean_ratio = 0;
-    const std::vector<double> candidates = CandidateRatios(options);
+    const std::vector<double> candidates =
+        CandidateRatios(options, options.space.max_ratio);
     for (int play = 0; play < 80; ++play) {
       const Arm arm =
           use_known ? (*bandit)->Choose(rng, known) : (*bandit)->Choose(rng);
@@ -349,18 +350,23 @@ TEST(BanditTest, CandidateRatios) {
   options.space.max_ratio = 0.5;
   options.space.ratio_steps = 3;
   options.max_depth = 1;
-  const std::vector<double> fedspine = CandidateRatios(options);
+  const std::vector<double> fedspine = CandidateRatios(options, 0.5);
   ASSERT_EQ(fedspine.size(), 9u);  // 8 steps: a quarter of a half.
   EXPECT_EQ(fedspine.front(), 0.1);
   EXPECT_NEAR(fedspine[1], 0.15, 1e-12);
   EXPECT_NEAR(fedspine.back(), 0.5, 1e-12);
   options.kind = BanditKind::kUcb1;
-  const std::vector<double> grid = CandidateRatios(options);
+  const std::vector<double> grid = CandidateRatios(options, 0.5);
   ASSERT_EQ(grid.size(), 3u);
   EXPECT_NEAR(grid[1], 0.3, 1e-12);
+  // The pace's cap: only what may be played now (the least pruned always).
+  EXPECT_EQ(CandidateRatios(options, 0.3).size(), 2u);
+  EXPECT_EQ(CandidateRatios(options, 0.0), std::vector<double>{0.1});
+  options.kind = BanditKind::kFedSpine;
+  EXPECT_EQ(CandidateRatios(options, 0.2).size(), 3u);  // 0.1, 0.15, 0.2.
   options.kind = BanditKind::kFixed;
   options.fixed_arm = Arm{0.25, 4};
-  EXPECT_EQ(CandidateRatios(options), std::vector<double>{0.25});
+  EXPECT_EQ(CandidateRatios(options, 0.0), std::vector<double>{0.25});
 }
 
 TEST(BanditTest, GridArms) {
