@@ -239,11 +239,12 @@ struct EngineHooks {
   std::function<absl::Time()> clock;
   // The mean loss of `model` on held-out server data (e.g. the public
   // split). When set, and RewardWeights::pruning_cost > 0, the pruning
-  // cost of a ratio is measured once per round when first needed (a
-  // failure is logged and costs 0), and the bandits are told each arm's
-  // cost before they choose (strategies::KnownReward): it is the same for
-  // every device and measured, so they need not learn it by playing it.
-  // Called under the engine's lock.
+  // costs of the ratios the bandits may play are measured when a round
+  // opens, once per plan (a failure is logged and costs 0), and the
+  // bandits are told each arm's cost before they choose
+  // (strategies::KnownReward): it is the same for every device and
+  // measured, so they need not learn it by playing it. Called under the
+  // engine's lock.
   std::function<absl::StatusOr<double>(model::ModelImpl& model)>
       validation_loss;
 };

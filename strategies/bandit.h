@@ -121,12 +121,12 @@ class Bandit {
   // FedSpine, the UCBs and Thompson sampling use it; EXP3, fixed, random
   // and the oracle ignore it. An arm (or cell) not yet played counts as
   // reward_max plus its known reward instead of being tried first, so an
-  // arm that what is known rules out is never tried. FedSpine plays, inside the
-  // cell it picks, the points whose known reward is within kKnownTie of the
-  // cell's best (on a ratio grid a quarter of its finest cell's width),
-  // instead of any point (CandidateRatios lists them all). The caller
-  // must then Update() with the reward
-  // less known(arm), so the same part is not counted twice.
+  // arm that what is known rules out is never tried. FedSpine plays,
+  // inside the cell it picks, the points whose known reward is within
+  // kKnownTie of the cell's best (on a ratio grid a quarter of its finest
+  // cell's width), instead of any point (CandidateRatios lists them all).
+  // The caller must then Update() with the reward less known(arm), so the
+  // same part is not counted twice.
   virtual Arm Choose(std::mt19937_64& rng, const KnownReward& known) = 0;
   // Feeds back the reward observed for `arm`. Grid bandits credit the
   // nearest grid arm; a non-finite reward is ignored.
