@@ -135,6 +135,12 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
   if (!trained.ok()) return trained.status();
   result.train_s = Since(phase);
   result.examples = data.size();
+  result.steps = trained->steps;
+  if (cut == 0) {
+    result.train_flops =
+        split::TrainingFlops(net, trained->examples, net.max_tokens(), 0,
+                             static_cast<int64_t>(net.block_shapes().size()));
+  }
   result.loss_before = trained->first_loss;
   result.loss_after = trained->final_loss;
   result.update =

@@ -43,6 +43,12 @@ struct LocalResult {
   // when at least one gradient was scored.
   model::NamedTensors importance;
   int64_t examples = 0;
+  int64_t steps = 0;  // Optimizer steps run.
+  // Floating-point operations of the local training (not split tasks, 0
+  // for them): split::TrainingFlops of the whole sub-model, adapters
+  // included, for the samples processed, at the model's max_tokens
+  // positions each (the ViT's patches + 1; an upper bound for text).
+  double train_flops = 0;
   double loss_before = 0, loss_after = 0;
   double build_s = 0, train_s = 0;  // Wall seconds, steady clock.
   int64_t split_steps = 0;          // Split tasks: steps applied on both sides.

@@ -9,6 +9,7 @@
 #include "lora/lora.h"
 #include "model/safetensors.h"
 #include "pruning/plan.h"
+#include "split/client.h"
 #include "tests/testing/tiny_models.h"
 #include "transport/task_proto.h"
 
@@ -84,6 +85,7 @@ TEST_F(LocalRoundTest, TrainsTheAdapterOfThePrunedSubModel) {
   EXPECT_TRUE(started);
   EXPECT_GT(progress_calls, 0);
   EXPECT_EQ(result->examples, 32);
+  EXPECT_EQ(result->steps, 4);  // One epoch is 4 batches of 8.
   EXPECT_GT(result->estimated_bytes, 0);
   EXPECT_TRUE(std::isfinite(result->loss_after));
   // The same names and shapes as the payload, and changed by training.
@@ -120,6 +122,33 @@ TEST_F(LocalRoundTest, AdmitCanDeclineBeforeAnyStep) {
   EXPECT_FALSE(started);
   EXPECT_GT(asked, 0);
   EXPECT_EQ(result->update.size(), 0u);
+}
+
+TEST_F(LocalRoundTest, CountsTheFlopsOfTheSubModelItTrained) {
+  absl::StatusOr<LocalResult> result =
+      TrainLocally(task_, config_json_, *base_, payload_, data_);
+  ASSERT_TRUE(result.ok()) << result.status();
+  // The half-pruned sub-model with its rank-2 adapters, 4 steps of 8.
+  auto sub = pruning::LoadPrunedModel(
+      config_json_, transport::PlanFromProto(task_.plan()), *base_);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  lora::LoraOptions lora;
+  lora.rank = 2;
+  lora.alpha = 4;
+  lora.target_modules = {"q_proj", "v_proj"};
+  ASSERT_TRUE(lora::Inject(**sub, lora).ok());
+  const int64_t blocks = static_cast<int64_t>((*sub)->block_shapes().size());
+  EXPECT_DOUBLE_EQ(
+      result->train_flops,
+      split::TrainingFlops(**sub, 32, (*sub)->max_tokens(), 0, blocks));
+
+  v1::Task shorter = task_;
+  shorter.mutable_train()->set_max_steps(2);
+  result = TrainLocally(shorter, config_json_, *base_, payload_, data_);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_DOUBLE_EQ(
+      result->train_flops,
+      split::TrainingFlops(**sub, 16, (*sub)->max_tokens(), 0, blocks));
 }
 
 TEST_F(LocalRoundTest, PayloadOrPlanThatDoesNotFitIsRejected) {
