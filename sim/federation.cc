@@ -191,6 +191,7 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
       absl::StrCat("--max_steps=", config.local_steps),
       absl::StrCat("--eval_examples=", config.eval_examples),
       absl::StrCat("--workers=", config.workers),
+      "--compute_costs=" + config.compute_costs,
   };
   if (config.clients_per_round > 0) {
     argv.push_back("--selection=random");

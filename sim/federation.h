@@ -50,6 +50,9 @@ struct SimConfig {
   bool virtual_clock = false;
   int clients_per_round = 0;  // Virtual clock: k devices per round; 0: all.
   int workers = 1;            // Virtual clock: devices trained at once.
+  // Virtual clock: the compute-cost table every strategy reads and extends
+  // (sim/compute_costs.h); empty: each run keeps its own.
+  std::string compute_costs;
   std::vector<std::string> coordinator_flags;  // Passed through.
 };
 

@@ -45,6 +45,13 @@ ABSL_FLAG(int64_t, eval_every, 1, "Evaluate every N committed rounds.");
 ABSL_FLAG(int, workers, 1,
           "Devices trained at once, one LibTorch thread each (more is faster "
           "but their measured times then share the machine).");
+ABSL_FLAG(std::string, compute_costs, "",
+          "File of this machine's measured compute cost (CPU seconds per "
+          "training FLOP) to read, or to write when the first job has "
+          "measured it. Devices are charged FLOPs x that cost / their "
+          "speed, so runs that share the file charge the same work alike "
+          "(fedge-sim shares one across an experiment's strategies). Empty: "
+          "measured for this run only.");
 ABSL_FLAG(int64_t, malicious, 0,
           "Hostile devices (the first N): they send --attack updates.");
 ABSL_FLAG(std::string, attack, "signflip",
@@ -102,6 +109,7 @@ int main(int argc, char** argv) {
   config.public_fraction = absl::GetFlag(FLAGS_public_fraction);
   config.data_seed = absl::GetFlag(FLAGS_data_seed);
   config.workers = absl::GetFlag(FLAGS_workers);
+  config.compute_costs = absl::GetFlag(FLAGS_compute_costs);
   config.malicious = absl::GetFlag(FLAGS_malicious);
   config.attack = absl::GetFlag(FLAGS_attack);
   config.attack_scale = absl::GetFlag(FLAGS_attack_scale);

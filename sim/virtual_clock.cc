@@ -25,6 +25,7 @@
 #include "model/partition.h"
 #include "model/safetensors.h"
 #include "model/trainer.h"
+#include "sim/compute_costs.h"
 #include "transport/link_profile.h"
 #include "transport/split_proto.h"
 #include "transport/task_proto.h"
@@ -66,6 +67,13 @@ double ThreadCpuSeconds() {
   return static_cast<double>(ts.tv_sec) +
          1e-9 * static_cast<double>(ts.tv_nsec);
 }
+
+// The compute-cost table's key, followed by the mode (lora, dense): CPU
+// seconds of build + train + encode per training FLOP (client::LocalResult::
+// train_flops) on this machine.
+constexpr char kSecondsPerFlop[] = "seconds_per_training_flop";
+// How often the job that calibrates it is timed (the least is kept).
+constexpr int kCalibrationTimings = 3;
 
 }  // namespace
 
@@ -121,6 +129,10 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
                               config.validation_examples);
   if (!validation.ok()) return validation.status();
 
+  absl::StatusOr<std::unique_ptr<ComputeCostTable>> costs =
+      ComputeCostTable::Open(config.compute_costs);
+  if (!costs.ok()) return costs.status();
+
   std::vector<Device> devices(n);
   for (size_t i = 0; i < n; ++i) {
     Device& d = devices[i];
@@ -174,6 +186,12 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
         }
       });
   fc::EngineHooks hooks;
+  // The engine's own work (measuring pruning costs, aggregating) runs on
+  // this thread, one LibTorch thread: its CPU time is what it cost, with
+  // no wait for a core the workers or the evaluator hold.
+  hooks.clock = [] {
+    return absl::UnixEpoch() + absl::Seconds(ThreadCpuSeconds());
+  };
   hooks.validation_loss = fc::ValidationLoss(&*validation);
   hooks.publish = [&payloads](const std::string& id,
                               const model::NamedTensors& tensors) {
@@ -289,6 +307,10 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       job.seconds = download_s + (ThreadCpuSeconds() - cpu_start) / speed;
       return;
     }
+    // Build and train on the device; the engine's split half is charged at
+    // server speed below.
+    double train_cpu_s = ThreadCpuSeconds() - cpu_start - server_cpu_s;
+    const double encode_start = ThreadCpuSeconds();
     const bool hostile = job.device_index < config.malicious;
     if (hostile && config.attack != "nan") {
       const double sign = config.attack == "signflip" ? -1.0 : 1.0;
@@ -304,9 +326,31 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       job.error = encoded.status();
       return;
     }
-    // Build, train and encode on the device; the engine's split half is
-    // charged at server speed below.
-    const double device_cpu_s = ThreadCpuSeconds() - cpu_start - server_cpu_s;
+    const double encode_cpu_s = ThreadCpuSeconds() - encode_start;
+    double device_cpu_s = train_cpu_s + encode_cpu_s;
+    if (job.task.cut == 0 && local->train_flops > 0) {
+      const std::string key =
+          absl::StrCat(kSecondsPerFlop, job.proto.dense() ? " dense" : " lora");
+      std::optional<double> rate = (*costs)->Find(key);
+      if (!rate.has_value()) {
+        // The first job calibrates the rate: its training timed
+        // kCalibrationTimings times, the least kept (the timing least
+        // disturbed by this machine's other threads), plus its encoding.
+        for (int i = 1; i < kCalibrationTimings; ++i) {
+          const double start = ThreadCpuSeconds();
+          absl::StatusOr<client::LocalResult> again = client::TrainLocally(
+              job.proto, config_json, **reader, payload, *data, local_hooks);
+          if (!again.ok()) {
+            job.error = again.status();
+            return;
+          }
+          train_cpu_s = std::min(train_cpu_s, ThreadCpuSeconds() - start);
+        }
+        rate = (*costs)->Charge(
+            key, (train_cpu_s + encode_cpu_s) / local->train_flops);
+      }
+      device_cpu_s = *rate * local->train_flops;
+    }
     absl::StatusOr<model::NamedTensors> decoded =
         transport::DecodeUpdate(encoded->bytes);
     if (!decoded.ok()) {

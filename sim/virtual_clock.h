@@ -12,15 +12,21 @@
 //
 //   download = RTT + payload bytes (as the coordinator serves them)
 //                    / link downlink rate
-//   compute  = measured CPU seconds of its thread (build + train + encode;
-//                    not wall time, so waiting for a shared core is not
-//                    charged) / device relative speed (this machine's
-//                    core = laptop)
+//   compute  = the FLOPs it trained (client::LocalResult::train_flops)
+//               x this machine's CPU seconds (build + train + encode) per
+//               training FLOP, measured once on the first job (its
+//               training the least of 3 timings) and shared through the
+//               compute-cost table (sim/compute_costs.h)
+//               / device relative speed (this machine's core = laptop);
+//               split tasks: the CPU seconds of its thread as measured
+//               (CPU time, not wall time: waiting for a core is free)
 //   upload   = RTT + encoded update bytes / link uplink rate
 //
 // and the engine sees its update at round open + download + compute +
 // upload, in finishing order, with deadlines, stragglers and memory-budget
-// declines as in a real run. Aggregation time is measured and added.
+// declines as in a real run. The engine's own work (measuring pruning
+// costs when a round opens, aggregating) is charged as the CPU seconds of
+// the thread that drives it (this machine's core stands for the server).
 // The run directory gets the coordinator's clients.csv and rounds.csv
 // (unix_time is virtual seconds since the start), so sim/report.h reads it
 // like a real run.
@@ -57,6 +63,9 @@ struct VirtualConfig {
   double public_fraction = 0.1;
   uint64_t data_seed = 1;
   int workers = 1;  // Devices trained at once (each on one thread).
+  // The compute-cost table (sim/compute_costs.h) to read and extend; empty:
+  // one kept in memory for this run (calibrated on its first job).
+  std::string compute_costs;
   // Resident bytes of a client process before training (runtime, shard,
   // sub-model), added to the training estimate for the memory check;
   // fedge-client measured ~200 MB on the default task (bench/run client).

@@ -9,6 +9,8 @@
 # Then the same on the virtual clock with 300 devices, 6 invited per round:
 # accuracy rises, every round invites 6, and each device's transfer times
 # are exactly RTT + bytes / its link's rate (transport/link_profile.cc).
+# A rerun of fedge-vclock with the first run's compute-cost table charges
+# the same work the same.
 # Last, time dilation (the fallback without cgroups): a Raspberry Pi 4
 # (speed 0.16) reports several times the laptop's training time.
 #
@@ -68,6 +70,31 @@ for r in rows:
         want = rtt + int(r[size]) * 8 / (rate * 1e6)
         assert abs(float(r[phase]) - want) <= 1e-4 * want + 1e-6, (r, phase)
 assert len(devices) > 6, devices  # Different samples each round.
+PY
+
+# The compute-cost table: the first run measures this machine's seconds
+# per training FLOP; a rerun with the same seeds and the same table
+# measures nothing and charges every device exactly what it was charged
+# the first time, where CPU time alone varies by several percent.
+for run in 1 2; do
+  "$bin/fedge-vclock" --quiet --base_dir="$work/base" --run_dir="$work/c$run" \
+    --clients=4 --devices=mix --rounds=2 --max_steps=10 --eval_examples=200 \
+    --lr=5e-3 --compute_costs="$work/costs.tsv" >/dev/null
+  wc -l <"$work/costs.tsv" >"$work/costs$run.lines"
+done
+python3 - "$work" <<'PY'
+import csv, sys
+work = sys.argv[1]
+lines = [int(open(f"{work}/costs{r}.lines").read()) for r in (1, 2)]
+assert lines == [1, 1], lines  # One rate (LoRA mode), measured once.
+def train(run):
+    return {(r["round"], r["device"]): float(r["train_s"])
+            for r in csv.DictReader(open(f"{work}/c{run}/clients.csv"))}
+first, second = train(1), train(2)
+assert first.keys() == second.keys() and len(first) == 8, (first, second)
+worst = max(abs(first[k] - second[k]) / first[k] for k in first)
+print(f"compute-cost table: rerun charged within {worst:.1e}")
+assert worst < 1e-5, (first, second)
 PY
 
 "$bin/fedge-sim" --emulate_cpu=dilate --base_dir="$work/base" \
