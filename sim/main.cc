@@ -53,9 +53,9 @@ ABSL_FLAG(double, alpha, 0.5,
 ABSL_FLAG(int, local_steps, 40,
           "Optimizer steps per device per round (0: one epoch of its shard).");
 ABSL_FLAG(double, target_accuracy, 0,
-          "Accuracy for time-to-target (0: the median over strategies of the "
-          "best accuracy each reached, with one strategy its best, but at "
-          "least the base model's accuracy + 0.5 points).");
+          "Accuracy for time-to-target (0: halfway from the base model's "
+          "accuracy to the best any strategy reached, and at least the base "
+          "+ 0.5 points).");
 ABSL_FLAG(std::string, out, "",
           "Output directory (default: runs/sim-YYYYmmdd-HHMMSS).");
 ABSL_FLAG(std::string, base_dir, "runs/base",
@@ -253,16 +253,8 @@ int main(int argc, char** argv) {
   }
 
   double target = absl::GetFlag(FLAGS_target_accuracy);
-  if (!(target > 0)) {  // The median of the strategies' best accuracies.
-    std::vector<double> best;
-    for (const sim::StrategyRun& run : runs) {
-      best.push_back(sim::Summarize(run, 2.0).best_accuracy);
-    }
-    std::sort(best.begin(), best.end());
-    target = best[(best.size() - 1) / 2];
-    // The base model has its accuracy before any round: a target at or
-    // below it measures nothing.
-    target = std::max(target, *base_accuracy + 0.005);
+  if (!(target > 0)) {
+    target = sim::DefaultTargetAccuracy(runs, *base_accuracy);
   }
   std::vector<sim::StrategySummary> summaries;
   std::vector<std::string> problems;

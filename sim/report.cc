@@ -421,6 +421,16 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
   return s;
 }
 
+double DefaultTargetAccuracy(const std::vector<StrategyRun>& runs,
+                             double base_accuracy) {
+  double best = base_accuracy;
+  for (const StrategyRun& run : runs) {
+    best = std::max(best, Summarize(run, 2.0).best_accuracy);
+  }
+  return std::max(base_accuracy + 0.5 * (best - base_accuracy),
+                  base_accuracy + 0.005);
+}
+
 std::vector<std::string> CheckConsistency(const StrategyRun& run) {
   std::vector<std::string> problems;
   std::map<int64_t, double> round_s;

@@ -65,6 +65,14 @@ struct StrategySummary {
 
 StrategySummary Summarize(const StrategyRun& run, double target_accuracy);
 
+// The default time-to-target accuracy: halfway from `base_accuracy` (the
+// model before any round) to the best accuracy any of `runs` reached, and
+// at least base + 0.5 points. A target every start meets in round 1 (one
+// just above the base) compares round-1 lengths, not learning; one only the
+// best run reaches ranks nothing else.
+double DefaultTargetAccuracy(const std::vector<StrategyRun>& runs,
+                             double base_accuracy);
+
 // Problems found, empty if none: every accepted row's phases fit in its
 // elapsed time (5% + 50 ms slack), elapsed + wait matches the round's time
 // (10% + 0.5 s), bytes are positive and equal what the device itself

@@ -70,6 +70,16 @@ TEST(ReportTest, SummarisesTimeToTargetBytesAndUploadShares) {
   EXPECT_EQ(parsed["strategies"][0]["time_to_target_s"], 20);
 }
 
+TEST(ReportTest, DefaultTargetIsHalfwayToTheBestAccuracy) {
+  absl::StatusOr<StrategyRun> run = LoadRun("fedspine", WriteRun("t"), 1000);
+  ASSERT_TRUE(run.ok()) << run.status();
+  // Best 0.85 from base 0.75: 0.80.
+  EXPECT_DOUBLE_EQ(DefaultTargetAccuracy({*run}, 0.75), 0.80);
+  // No run gained half a point: base + 0.5 points.
+  EXPECT_DOUBLE_EQ(DefaultTargetAccuracy({*run}, 0.848), 0.853);
+  EXPECT_DOUBLE_EQ(DefaultTargetAccuracy({}, 0.5), 0.505);
+}
+
 TEST(ReportTest, FlagsPhasesThatDoNotFitTheirElapsedTime) {
   absl::StatusOr<StrategyRun> run = LoadRun("bad", WriteRun("b", true), 1000);
   ASSERT_TRUE(run.ok());
