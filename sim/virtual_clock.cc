@@ -294,9 +294,12 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
           *codec);
       local_hooks.split_link = split_link.get();
     }
+    const auto train_locally = [&] {
+      return client::TrainLocally(job.proto, config_json, **reader, payload,
+                                  *data, local_hooks);
+    };
     const double cpu_start = ThreadCpuSeconds();
-    absl::StatusOr<client::LocalResult> local = client::TrainLocally(
-        job.proto, config_json, **reader, payload, *data, local_hooks);
+    absl::StatusOr<client::LocalResult> local = train_locally();
     if (!local.ok()) {
       job.error = local.status();
       return;
@@ -338,8 +341,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
         // disturbed by this machine's other threads), plus its encoding.
         for (int i = 1; i < kCalibrationTimings; ++i) {
           const double start = ThreadCpuSeconds();
-          absl::StatusOr<client::LocalResult> again = client::TrainLocally(
-              job.proto, config_json, **reader, payload, *data, local_hooks);
+          absl::StatusOr<client::LocalResult> again = train_locally();
           if (!again.ok()) {
             job.error = again.status();
             return;
