@@ -43,9 +43,8 @@ class ComputeCostTable {
 
   // The cost of `key`: the one on record, or `measured` (recorded, and
   // appended to the file) if there is none: the first to charge a key sets
-  // it. `key` must hold no tab or
-  // newline. A failed append is reported on stderr once; the cost is kept
-  // in memory.
+  // it. `key` must hold no tab or newline. A failed append is reported on
+  // stderr once; the cost is kept in memory.
   double Charge(absl::string_view key, double measured);
 
   size_t size() const;

@@ -238,7 +238,11 @@ int main(int argc, char** argv) {
     // Measured afresh for this build and machine, then shared by every
     // strategy (sim/compute_costs.h).
     config.compute_costs = config.out_dir + "/compute_costs.tsv";
-    std::filesystem::remove(config.compute_costs);
+    std::error_code error;
+    if (std::filesystem::remove(config.compute_costs, error); error) {
+      return Fail(absl::StrCat("cannot remove the old ", config.compute_costs,
+                               ": ", error.message()));
+    }
   }
   std::vector<sim::StrategyRun> runs;
   std::string cpu_mode;
