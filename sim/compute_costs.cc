@@ -16,9 +16,10 @@ namespace fedge::sim {
 absl::StatusOr<std::unique_ptr<ComputeCostTable>> ComputeCostTable::Open(
     const std::string& path) {
   if (path.empty()) {
-    return std::unique_ptr<ComputeCostTable>(new ComputeCostTable("", nullptr));
+    return std::unique_ptr<ComputeCostTable>(
+        new ComputeCostTable("", nullptr, {}));
   }
-  std::map<std::string, double, std::less<>> costs;
+  Costs costs;
   absl::StatusOr<std::string> text = model::ReadFile(path);
   if (!text.ok() && !absl::IsNotFound(text.status())) return text.status();
   if (text.ok() && !text->empty()) {
@@ -51,16 +52,13 @@ absl::StatusOr<std::unique_ptr<ComputeCostTable>> ComputeCostTable::Open(
   if (file == nullptr) {
     return model::ErrnoToStatus(errno, "open for appending", path);
   }
-  std::unique_ptr<ComputeCostTable> table(new ComputeCostTable(path, file));
-  {
-    absl::MutexLock lock(&table->mu_);
-    table->costs_ = std::move(costs);
-  }
-  return table;
+  return std::unique_ptr<ComputeCostTable>(
+      new ComputeCostTable(path, file, std::move(costs)));
 }
 
-ComputeCostTable::ComputeCostTable(std::string path, std::FILE* file)
-    : path_(std::move(path)), file_(file) {}
+ComputeCostTable::ComputeCostTable(std::string path, std::FILE* file,
+                                   Costs costs)
+    : path_(std::move(path)), file_(file), costs_(std::move(costs)) {}
 
 ComputeCostTable::~ComputeCostTable() {
   absl::MutexLock lock(&mu_);

@@ -50,12 +50,13 @@ class ComputeCostTable {
   size_t size() const;
 
  private:
-  ComputeCostTable(std::string path, std::FILE* file);
+  using Costs = std::map<std::string, double, std::less<>>;
+  ComputeCostTable(std::string path, std::FILE* file, Costs costs);
 
   const std::string path_;
   mutable absl::Mutex mu_;
   std::FILE* file_ ABSL_GUARDED_BY(mu_);  // Owned; null: in memory only.
-  std::map<std::string, double, std::less<>> costs_ ABSL_GUARDED_BY(mu_);
+  Costs costs_ ABSL_GUARDED_BY(mu_);
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
