@@ -282,10 +282,12 @@ absl::Status Engine::OpenRound(absl::Time now) {
     round.participants[id];
   }
   round_ = std::move(round);
-  // Every pruning cost the bandits may ask about, measured now, so no
-  // device's task waits for (and is charged) a measurement. The round
-  // opens when they are done: a device that asked meanwhile (its request
-  // waited for the lock) gets its task from then on.
+  // Every pruning cost the bandits may ask about, normally measured during
+  // the round before (MeasureAhead). What is missing (the first round, a
+  // newly opened ratio) is measured now, so no device's task waits for (and
+  // is charged) a measurement. The round opens when that is done: a device
+  // that asked meanwhile (its request waited for the lock) gets its task
+  // from then on.
   if (MeasuresPruningCost()) {
     const absl::Time start = hooks_.clock();
     // Up to the pace's cap of the most-played invited device.
@@ -297,9 +299,8 @@ absl::Status Engine::OpenRound(absl::Time now) {
         most = std::max(most, it->second);
       }
     }
-    for (double ratio : strategies::CandidateRatios(
-             options_.bandit, strategies::RatioCap(options_.bandit, most))) {
-      PruningCost(strategies::CombinedRatio(round_->global_ratio, ratio));
+    for (double ratio : CandidateCombinedRatios(round_->global_ratio, most)) {
+      PruningCost(ratio);
     }
     const absl::Duration measuring = hooks_.clock() - start;
     round_->opened += measuring;
@@ -664,6 +665,14 @@ absl::Status Engine::Tick(absl::Time now) {
     }
   }
   if (now >= round_->deadline || AllDone()) return CloseRound(now);
+  if (!round_->measured_ahead &&
+      std::all_of(round_->participants.begin(), round_->participants.end(),
+                  [](const auto& entry) {
+                    const Participant& p = entry.second;
+                    return p.task.has_value() || p.stage != Stage::kInvited;
+                  })) {
+    MeasureAhead();
+  }
   return absl::OkStatus();
 }
 
@@ -672,6 +681,14 @@ bool Engine::MeasuresPruningCost() const {
 }
 
 double Engine::PruningCost(double ratio) {
+  if (ratio <= 0 || !MeasuresPruningCost()) return 0;
+  if (auto it = pruning_costs_.find(ratio); it != pruning_costs_.end()) {
+    return it->second;
+  }
+  return pruning_costs_[ratio] = MeasurePruningCost(ratio);
+}
+
+double Engine::MeasurePruningCost(double ratio) {
   if (ratio <= 0 || !MeasuresPruningCost()) return 0;
   // A reward term, not a correctness matter: a failed measurement costs
   // nothing.
@@ -714,6 +731,33 @@ double Engine::PruningCost(double ratio) {
   return std::clamp(pruned / dense - 1, 0.0, 1.0);
 }
 
+std::vector<double> Engine::CandidateCombinedRatios(double global_ratio,
+                                                    int64_t plays) const {
+  std::vector<double> combined;
+  for (double ratio : strategies::CandidateRatios(
+           options_.bandit, strategies::RatioCap(options_.bandit, plays))) {
+    combined.push_back(strategies::CombinedRatio(global_ratio, ratio));
+  }
+  return combined;
+}
+
+void Engine::MeasureAhead() {
+  round_->measured_ahead = true;
+  if (!MeasuresPruningCost()) return;
+  // The next round, if this one commits; a retry keeps this round's ratio
+  // and finds what it needs in pruning_costs_. Every device may have
+  // played once more by then.
+  int64_t most = 0;
+  std::map<std::string, int64_t> plays;
+  for (const BanditPlay& play : plays_) {
+    most = std::max(most, ++plays[play.device_id]);
+  }
+  for (double ratio : CandidateCombinedRatios(
+           options_.schedule.Ratio(round_->number + 1), most + 1)) {
+    next_pruning_costs_[ratio] = MeasurePruningCost(ratio);
+  }
+}
+
 strategies::KnownReward Engine::KnownPruningCost(double global_ratio) {
   if (!MeasuresPruningCost()) return {};
   return [this, global_ratio](const strategies::Arm& arm) {
@@ -751,12 +795,17 @@ absl::Status Engine::CloseRound(absl::Time now) {
   if (record.committed) {
     model::KillPoint("aggregate");  // Crash tests (model/kill_point.h).
     const absl::Time start = hooks_.clock();
+    // The last chance to measure on this round's model (a round that closed
+    // before Tick saw all its tasks out); charged as aggregation.
+    if (!round.measured_ahead) MeasureAhead();
     if (absl::Status s =
             global_->Commit(round.aggregate, options_.importance_ema);
         !s.ok()) {
       return s;
     }
     validation_losses_.clear();
+    pruning_costs_ = std::move(next_pruning_costs_);
+    next_pruning_costs_.clear();
     record.aggregate_s = absl::ToDoubleSeconds(hooks_.clock() - start);
   }
   double loss_sum = 0;

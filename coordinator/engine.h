@@ -239,12 +239,14 @@ struct EngineHooks {
   std::function<absl::Time()> clock;
   // The mean loss of `model` on held-out server data (e.g. the public
   // split). When set, and RewardWeights::pruning_cost > 0, the pruning
-  // costs of the ratios the bandits may play are measured when a round
-  // opens, once per plan (a failure is logged and costs 0), and the
-  // bandits are told each arm's cost before they choose
-  // (strategies::KnownReward): it is the same for every device and
-  // measured, so they need not learn it by playing it. Called under the
-  // engine's lock.
+  // costs of the ratios the bandits may play are measured once per plan (a
+  // failure is logged and costs 0), and the bandits are told each arm's
+  // cost before they choose (strategies::KnownReward): it is the same for
+  // every device and measured, so they need not learn it by playing it.
+  // The costs for a round are measured during the round before, on its
+  // model, once its tasks are out (Tick), so no round waits for them; only
+  // the first round, or one after a restore, measures when it opens.
+  // Called under the engine's lock.
   std::function<absl::StatusOr<double>(model::ModelImpl& model)>
       validation_loss;
 };
@@ -306,8 +308,10 @@ class Engine {
                        const std::string& nonce, const std::string& reason,
                        absl::Time now);
 
-  // Opens, times out and closes rounds. Call periodically (the service
-  // does, every 100 ms) and after each event in tests.
+  // Opens, times out and closes rounds, and once every participant of the
+  // open round has its task, measures the next round's pruning costs
+  // (EngineHooks::validation_loss). Call periodically (the service does,
+  // every 100 ms) and after each event in tests.
   absl::Status Tick(absl::Time now);
 
   int64_t round() const;  // The current (or next) round number.
@@ -362,6 +366,8 @@ class Engine {
     std::map<std::string, Participant> participants;
     RoundAggregate aggregate;
     int64_t accepted = 0;
+    // Whether MeasureAhead ran for this round.
+    bool measured_ahead = false;
   };
 
   Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
@@ -388,10 +394,22 @@ class Engine {
   // Whether pruning costs are measured (EngineHooks::validation_loss).
   bool MeasuresPruningCost() const;
   // RewardTerms::pruning_cost of the global model pruned by Plan(ratio);
-  // 0 for ratio 0, when not measured, or when the measurement fails (logged
-  // once per plan per round). Measured once per plan per round, normally
-  // when the round opens (strategies::CandidateRatios).
+  // 0 for ratio 0, when not measured, or when the measurement fails.
+  // Normally measured ahead, during the round before, on that round's
+  // model (MeasureAhead); otherwise measured now on the current model.
   double PruningCost(double ratio) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same, always measured on the current global model, once per plan
+  // until the next commit (a failure is logged once and costs 0).
+  double MeasurePruningCost(double ratio) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The combined ratios the bandits may ask about in a round at
+  // `global_ratio` when the most-played device has played `plays` times.
+  std::vector<double> CandidateCombinedRatios(double global_ratio,
+                                              int64_t plays) const;
+  // Measures, on the open round's model, the pruning costs the next
+  // round's bandits may ask about, so that round opens without measuring.
+  // Runs once the open round's tasks are out (Tick), while the devices
+  // train; the costs a round's bandits are told are thus one round old.
+  void MeasureAhead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The reward's pruning-cost part for each arm at `global_ratio`, for the
   // bandit's Choose(), which must run under mu_; empty when not measured.
   strategies::KnownReward KnownPruningCost(double global_ratio)
@@ -426,11 +444,14 @@ class Engine {
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::vector<BanditPlay> plays_ ABSL_GUARDED_BY(mu_);
   std::vector<RoundRecord> history_ ABSL_GUARDED_BY(mu_);
-  // Validation losses of the global model pruned by Plan(ratio), by ratio,
-  // until the next commit.
-  // By the plan's kept units, this round; NaN where the measurement
+  // Validation losses of the global model pruned by Plan(ratio), by the
+  // plan's kept units, until the next commit; NaN where the measurement
   // failed.
   std::map<std::string, double> validation_losses_ ABSL_GUARDED_BY(mu_);
+  // PruningCost by combined ratio, for the open round's tasks.
+  std::map<double, double> pruning_costs_ ABSL_GUARDED_BY(mu_);
+  // MeasureAhead's costs, for the round after the open one.
+  std::map<double, double> next_pruning_costs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fedge::coordinator

@@ -218,8 +218,10 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
   return StrategyOutcome{
       *std::move(run),
       absl::StrFormat("virtual clock: %s of %d devices train for real per "
-                      "round; compute charged as the CPU time of its thread "
-                      "/ profile speed, transfers as bytes / link rate + RTT",
+                      "round; compute charged as training FLOPs x this "
+                      "machine's seconds per FLOP (calibrated once) / "
+                      "profile speed (split tasks: their CPU time), "
+                      "transfers as bytes / link rate + RTT",
                       config.clients_per_round > 0
                           ? absl::StrCat(config.clients_per_round)
                           : std::string("all"),

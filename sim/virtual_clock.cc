@@ -420,6 +420,15 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       continue;
     }
     idle_ticks = 0;
+    // With every task out, the engine measures the next round's pruning
+    // costs while the devices train: it holds the engine, so no update is
+    // heard before it is done.
+    absl::Time opened = now;
+    for (const Job& job : jobs) opened = std::max(opened, job.task.issued);
+    const double measure_start = ThreadCpuSeconds();
+    if (absl::Status s = engine.Tick(opened); !s.ok()) return s;
+    const absl::Time measured =
+        opened + absl::Seconds(ThreadCpuSeconds() - measure_start);
     std::atomic<size_t> next{0};
     std::vector<std::thread> threads;
     const int workers =
@@ -440,11 +449,10 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     }
 
     // The engine hears from each device when its charged time is up,
-    // counted from when its task was issued: the round opens once the
-    // coordinator has measured its pruning costs (real server time, like
-    // aggregation).
-    for (const Job& job : jobs) now = std::max(now, job.task.issued);
-    const absl::Time opened = now;
+    // counted from when its task was issued (the round opens once the
+    // coordinator has measured any pruning cost it lacked, real server time
+    // like aggregation), and not before it measured ahead.
+    now = opened;
     std::sort(jobs.begin(), jobs.end(),
               [](const Job& a, const Job& b) { return a.seconds < b.seconds; });
     const int64_t closed = engine.rounds_closed();
@@ -455,7 +463,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       const Job& job = jobs[i];
       const absl::Time at = opened + absl::Seconds(job.seconds);
       if (at > job.task.deadline) break;  // This one and the rest are late.
-      now = at;
+      now = std::max(at, measured);
       for (size_t j = i + 1; j < jobs.size(); ++j) {  // Still working.
         (void)engine.Heartbeat(jobs[j].device->facts.device_id, now);
       }
