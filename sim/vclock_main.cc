@@ -38,8 +38,8 @@ ABSL_FLAG(std::string, run_dir, "runs/vclock",
           "Where clients.csv and rounds.csv go (unix_time: virtual seconds).");
 ABSL_FLAG(int64_t, eval_examples, 2000, "Test images to evaluate on (0: all).");
 ABSL_FLAG(int64_t, validation_examples, 256,
-          "Public-split images on which the coordinator measures, when a "
-          "round opens, what each ratio the bandits may play costs the "
+          "Public-split images on which the coordinator measures, during "
+          "the round before, what each ratio the bandits may play costs the "
           "global model (--reward_pruning_cost; 0: not measured).");
 ABSL_FLAG(int64_t, eval_every, 1, "Evaluate every N committed rounds.");
 ABSL_FLAG(int, workers, 1,

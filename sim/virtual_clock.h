@@ -24,9 +24,12 @@
 //
 // and the engine sees its update at round open + download + compute +
 // upload, in finishing order, with deadlines, stragglers and memory-budget
-// declines as in a real run. The engine's own work (measuring pruning
-// costs when a round opens, aggregating) is charged as the CPU seconds of
-// the thread that drives it (this machine's core stands for the server).
+// declines as in a real run. The engine's own work (aggregating, measuring
+// any pruning cost a round lacks as it opens) is charged as the CPU seconds
+// of the thread that drives it (this machine's core stands for the
+// server). Its measuring of the next round's pruning costs, once the
+// round's tasks are out, overlaps the devices' work: no update is heard
+// before it is done.
 // The run directory gets the coordinator's clients.csv and rounds.csv
 // (unix_time is virtual seconds since the start), so sim/report.h reads it
 // like a real run.
