@@ -399,6 +399,7 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
     }
   }
   int64_t accepted = 0;
+  std::map<std::string, std::vector<double>> uploads;  // By link.
   for (const Row& c : run.clients) {
     if (RowText(c, "status") != "accepted") continue;
     ++accepted;
@@ -407,6 +408,7 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
     s.bytes_up += static_cast<int64_t>(RowNumber(c, "bytes_up"));
     s.bytes_down += static_cast<int64_t>(RowNumber(c, "bytes_down"));
     AddPhases(s.by_link[RowText(c, "link")], c);
+    uploads[RowText(c, "link")].push_back(RowNumber(c, "upload_s"));
   }
   if (accepted > 0) {
     s.mean_prune_ratio /= accepted;
@@ -417,6 +419,10 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
     p.train /= p.rows;
     p.upload /= p.rows;
     p.wait /= p.rows;
+    std::vector<double>& u = uploads[link];
+    std::sort(u.begin(), u.end());
+    const size_t n = u.size();
+    p.upload_median = n % 2 == 1 ? u[n / 2] : (u[n / 2 - 1] + u[n / 2]) / 2;
   }
   return s;
 }
@@ -494,10 +500,13 @@ std::string SummaryJson(const std::vector<StrategySummary>& summaries,
   for (const StrategySummary& s : summaries) {
     nlohmann::json links = nlohmann::json::object();
     for (const auto& [link, p] : s.by_link) {
-      links[link] = {
-          {"download_s", p.download}, {"train_s", p.train},
-          {"upload_s", p.upload},     {"wait_s", p.wait},
-          {"updates", p.rows},        {"upload_share", p.upload_share()}};
+      links[link] = {{"download_s", p.download},
+                     {"train_s", p.train},
+                     {"upload_s", p.upload},
+                     {"wait_s", p.wait},
+                     {"upload_median_s", p.upload_median},
+                     {"updates", p.rows},
+                     {"upload_share", p.upload_share()}};
     }
     list.push_back({{"strategy", s.name},
                     {"rounds", s.rounds},
