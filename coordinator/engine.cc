@@ -448,6 +448,11 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
     return absl::AlreadyExistsError(absl::StrCat(
         "device ", id, " already submitted round ", round_->number));
   }
+  if (round_->accepted >= round_->target) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", round_->number, " has the ", round_->target,
+                     " updates it waits for and is closing"));
+  }
   Submission merged;
   const Submission* checked = &submission;
   if (participant.task->cut > 0) {
@@ -498,7 +503,6 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   double& expected = (*device)->expected_seconds;
   expected = expected < 0 ? elapsed : 0.7 * expected + 0.3 * elapsed;
   ++round_->accepted;
-  if (round_->accepted >= round_->target) return CloseRound(now);
   return absl::OkStatus();
 }
 
@@ -647,6 +651,13 @@ bool Engine::AllDone() const {
   return true;
 }
 
+bool Engine::AllTasksOut() const {
+  for (const auto& [id, p] : round_->participants) {
+    if (p.stage == Stage::kInvited && !p.task.has_value()) return false;
+  }
+  return true;
+}
+
 absl::Status Engine::Tick(absl::Time now) {
   absl::MutexLock lock(&mu_);
   if (next_round_ > options_.rounds || !failure_.ok()) return absl::OkStatus();
@@ -664,15 +675,11 @@ absl::Status Engine::Tick(absl::Time now) {
       p.stage = Stage::kDropped;
     }
   }
-  if (now >= round_->deadline || AllDone()) return CloseRound(now);
-  if (!round_->measured_ahead &&
-      std::all_of(round_->participants.begin(), round_->participants.end(),
-                  [](const auto& entry) {
-                    const Participant& p = entry.second;
-                    return p.task.has_value() || p.stage != Stage::kInvited;
-                  })) {
-    MeasureAhead();
+  if (now >= round_->deadline || round_->accepted >= round_->target ||
+      AllDone()) {
+    return CloseRound(now);
   }
+  if (!round_->measured_ahead && AllTasksOut()) MeasureAhead();
   return absl::OkStatus();
 }
 

@@ -7,10 +7,13 @@
 // arm (pruning ratio, LoRA rank) with its own bandit, cuts its plan from the
 // global importance scores at the combined ratio (global schedule x arm) and
 // publishes its payload. Updates are validated and folded into the round's
-// streamed aggregate as they arrive. The round closes when the target count
-// of updates arrived, when every invited device has submitted or dropped,
-// or at the deadline; stragglers are dropped from the round but still feed
-// their bandit a penalty. A round with fewer than min_updates updates is
+// streamed aggregate as they arrive. The round closes, at the next Tick,
+// once the target count of updates arrived, every invited device has
+// submitted or dropped, or the deadline passed (closing is never done
+// inside the Submit that completed the round, so that device's upload is
+// answered without waiting for aggregation, commit and checkpoint).
+// Stragglers are dropped from the round but still feed their bandit a
+// penalty. A round with fewer than min_updates updates is
 // retried (same round number, new selection), never silently accepted.
 // A closed round updates the global model, the bandits and the records,
 // and is checkpointed before the next one opens.
@@ -269,10 +272,13 @@ class Engine {
   // federation finished.
   absl::StatusOr<Task> GetTask(const std::string& device_id, absl::Time now);
 
+  // Folds the update into the round's aggregate; the round is closed by
+  // the next Tick (the caller's cue: the update completed the round).
   // NotFound: unknown device. FailedPrecondition: no open round, wrong
-  // round or nonce, device not invited or already dropped.
-  // AlreadyExists: second update this round. InvalidArgument: names,
-  // shapes or values that do not match the task, or non-finite losses.
+  // round or nonce, device not invited or already dropped, or the round
+  // already has its target count and is closing. AlreadyExists: second
+  // update this round. InvalidArgument: names, shapes or values that do
+  // not match the task, or non-finite losses.
   absl::Status Submit(const Submission& submission, absl::Time now);
 
   // Split rounds: one step of the coordinator's half of the device's
@@ -310,8 +316,9 @@ class Engine {
 
   // Opens, times out and closes rounds, and once every participant of the
   // open round has its task, measures the next round's pruning costs
-  // (EngineHooks::validation_loss). Call periodically (the service does,
-  // every 100 ms) and after each event in tests.
+  // (EngineHooks::validation_loss). Call periodically (the server does,
+  // every 100 ms, and at once after an accepted update) and after each
+  // event in tests.
   absl::Status Tick(absl::Time now);
 
   int64_t round() const;  // The current (or next) round number.
@@ -390,7 +397,10 @@ class Engine {
   std::mt19937_64 Rng(const std::string& device_id, int64_t salt) const;
   void Play(const std::string& device_id, const strategies::Arm& arm,
             double reward) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether no participant of the open round is still waited for.
   bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether every participant still waited for has its task.
+  bool AllTasksOut() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether pruning costs are measured (EngineHooks::validation_loss).
   bool MeasuresPruningCost() const;
   // RewardTerms::pruning_cost of the global model pruned by Plan(ratio);

@@ -99,6 +99,11 @@ TEST(EngineTest, FullRoundsCloseWhenEveryoneSubmitted) {
       ASSERT_TRUE(
           h.engine->Submit(Train(h, id, *task), now + absl::Seconds(i)).ok());
     }
+    // The last update is answered before the round closes: the next Tick
+    // closes it.
+    EXPECT_EQ(h.closed.size(), static_cast<size_t>(r - 1));
+    ASSERT_TRUE(h.engine->Tick(now + absl::Seconds(2)).ok());
+    EXPECT_EQ(h.closed.size(), static_cast<size_t>(r));
   }
   ASSERT_EQ(h.closed.size(), 3u);
   EXPECT_TRUE(h.engine->finished());
@@ -133,6 +138,7 @@ TEST(EngineTest, TrainingSeedsRepeatAcrossRunsAndDifferPerDeviceAndRound) {
         nonces.insert(task->nonce);
         ASSERT_TRUE(h.engine->Submit(Train(h, id, *task), kStart).ok());
       }
+      ASSERT_TRUE(h.engine->Tick(kStart).ok());
     }
     EXPECT_EQ(nonces.size(), 4u);
     std::set<uint64_t> distinct;
@@ -239,6 +245,7 @@ TEST(EngineTest, PrunedTasksAreChargedWhatTheirPruningCostsTheGlobalModel) {
     for (const std::string id : {"pi-0", "pi-1"}) {
       ASSERT_TRUE(h.engine->Submit(Train(h, id, tasks[id]), kStart).ok());
     }
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
     ASSERT_EQ(h.closed.size(), 1u);
     const ClientRecord& c = h.closed[0].clients[0];
     EXPECT_DOUBLE_EQ(c.terms.pruning_cost, tasks["pi-0"].pruning_cost);
@@ -306,6 +313,7 @@ TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
       for (const std::string id : {"pi-0", "pi-1"}) {
         ASSERT_TRUE(h.engine->Submit(Train(h, id, tasks[id]), kStart).ok());
       }
+      ASSERT_TRUE(h.engine->Tick(kStart).ok());
     }
     ASSERT_EQ(h.closed.size(), 3u);
     if (!measured) {
@@ -395,10 +403,19 @@ TEST(EngineTest, OvercommitClosesAtTheTargetCount) {
     if (h.engine->GetTask(id, kStart).ok()) invited.push_back(id);
   }
   ASSERT_EQ(invited.size(), 3u);
-  for (int k = 0; k < 2; ++k) {
-    auto task = h.engine->GetTask(invited[k], kStart);
-    ASSERT_TRUE(h.engine->Submit(Train(h, invited[k], *task), kStart).ok());
+  std::vector<Task> tasks;
+  for (const std::string& id : invited) {
+    tasks.push_back(*h.engine->GetTask(id, kStart));
   }
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_TRUE(h.engine->Submit(Train(h, invited[k], tasks[k]), kStart).ok());
+  }
+  // The round has its two updates: a third, before the tick that closes
+  // it, is refused and the device counts as a straggler.
+  EXPECT_EQ(h.engine->Submit(Train(h, invited[2], tasks[2]), kStart).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(h.closed.empty());
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
   ASSERT_EQ(h.closed.size(), 1u);
   EXPECT_EQ(h.closed[0].accepted, 2);
   EXPECT_EQ(h.closed[0].stragglers, 1);
@@ -566,6 +583,7 @@ void RunRounds(Harness& h, int from, int to) {
                                now + absl::Seconds(i + 1))
                       .ok());
     }
+    ASSERT_TRUE(h.engine->Tick(now + absl::Seconds(3)).ok());
   }
 }
 
@@ -687,6 +705,7 @@ TEST(EngineTest, SplitRoundsMergeTheCoordinatorsHalfIntoTheUpdate) {
             absl::StatusCode::kFailedPrecondition);
   s.split_steps = 2;
   ASSERT_TRUE(h.engine->Submit(s, kStart + absl::Seconds(1)).ok());
+  ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(1)).ok());
   ASSERT_EQ(h.closed.size(), 1u);
   EXPECT_EQ(h.closed[0].clients[0].cut, 1);
   EXPECT_GT(h.closed[0].clients[0].update_norm, 0);

@@ -9,7 +9,9 @@
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 #include "coordinator/engine.h"
 #include "coordinator/evaluator.h"
@@ -75,7 +77,10 @@ class CoordinatorServer {
 
  private:
   CoordinatorServer() = default;
+  // Ticks the engine every config_.tick, and at once when woken.
   void TickLoop();
+  // Has the ticker tick now (an update may have completed its round).
+  void WakeTicker();
   absl::Status OnRoundClosed(const RoundRecord& round,
                              const EngineState& state);
   void OnEvaluated(const RoundRecord& round,
@@ -98,6 +103,8 @@ class CoordinatorServer {
   int port_ = 0;
   int64_t committed_ = 0;  // Under the engine's lock (hook).
   std::atomic<bool> stop_{false};
+  absl::Mutex wake_mu_;
+  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
   std::thread ticker_;
 };
 

@@ -342,6 +342,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(
     v1::SubmitUpdateResponse* response) {
   absl::Status status = CheckIdentity(context, request->report().device_id());
   if (status.ok()) status = DoSubmit(request->report());
+  if (status.ok() && options_.on_update_accepted) options_.on_update_accepted();
   if (!status.ok()) {
     LOG(WARNING) << "update of device '"
                  << absl::CHexEscape(request->report().device_id())

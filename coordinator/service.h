@@ -39,6 +39,10 @@ struct ServiceOptions {
   // cancelled (slow-loris peers); infinite: never.
   absl::Duration stream_idle_timeout = absl::InfiniteDuration();
   std::function<absl::Time()> clock;  // Default absl::Now().
+  // Called after each accepted update, outside the engine's lock: it may
+  // have completed its round, which the next Engine::Tick closes (the
+  // server wakes its ticker). Empty: nothing.
+  std::function<void()> on_update_accepted;
 };
 
 // The proto form of an engine task (what GetTask sends): the task itself

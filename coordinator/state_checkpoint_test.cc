@@ -150,6 +150,7 @@ TEST(CheckpointTest, KillAndResumeMatchesAnUninterruptedRun) {
         }
         ASSERT_TRUE(run.engine->Submit(s, now + absl::Seconds(i + 1)).ok());
       }
+      ASSERT_TRUE(run.engine->Tick(now + absl::Seconds(3)).ok());
     }
   };
   auto register_all = [&](Run& run) {

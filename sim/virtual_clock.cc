@@ -472,7 +472,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
               ? engine.Decline(job.device->facts.device_id, job.task.round,
                                job.task.nonce, "memory", now)
               : engine.Submit(job.submission, now);
-      // FailedPrecondition: the round closed on its target count already.
+      // FailedPrecondition: the round has its target count already.
       // InvalidArgument from a hostile device: rejected, as it should be.
       if (absl::IsInvalidArgument(status) &&
           job.device_index < config.malicious) {

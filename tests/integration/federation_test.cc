@@ -50,9 +50,11 @@ struct Federation {
   double base_accuracy = 0;
 };
 
-// Runs `rounds` rounds with three devices of 400 Fashion-MNIST images each.
+// Runs `rounds` rounds with three devices of 400 Fashion-MNIST images each;
+// the coordinator ticks every `tick`.
 Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
-                         const std::string& split = "off") {
+                         const std::string& split = "off",
+                         absl::Duration tick = absl::Milliseconds(20)) {
   Federation f;
   f.dir = TempDir(mode == coordinator::Mode::kDense ? "dense"
                   : split == "off"                  ? "lora"
@@ -76,7 +78,7 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
   config.listen = "127.0.0.1:0";
   config.quiet = true;
   config.metrics_listen = "127.0.0.1:0";
-  config.tick = absl::Milliseconds(20);
+  config.tick = tick;
   config.linger = absl::Milliseconds(300);
   config.service.retry_after_ms = 50;
   coordinator::EngineOptions& e = config.engine;
@@ -127,10 +129,23 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
 
 TEST(FederationTest, LoraRoundsOverGrpcWriteConsistentRecords) {
   model::ConfigureRuntime(1);
-  Federation f = RunFederation(coordinator::Mode::kLora, 3, 0.5);
+  // Ticks 2 s apart: the round closes at once only if the last update
+  // wakes the ticker (its upload is answered before the close).
+  Federation f =
+      RunFederation(coordinator::Mode::kLora, 3, 0.5, "off", absl::Seconds(2));
   ASSERT_NE(f.server, nullptr);
   const auto clients = ReadCsv(f.dir + "/run/clients.csv");
   ASSERT_EQ(clients.size(), 9u);
+  std::map<std::string, double> last_wait;  // By round.
+  for (const auto& row : clients) {
+    const double wait = std::stod(row.at("wait_s"));
+    auto [it, added] = last_wait.emplace(row.at("round"), wait);
+    if (!added) it->second = std::min(it->second, wait);
+  }
+  for (const auto& [round, wait] : last_wait) {
+    EXPECT_LT(wait, 0.2) << "round " << round
+                         << " closed long after its last update";
+  }
   for (const auto& row : clients) {
     EXPECT_EQ(row.at("status"), "accepted");
     const double download = std::stod(row.at("download_s"));
