@@ -272,8 +272,9 @@ class Engine {
   // federation finished.
   absl::StatusOr<Task> GetTask(const std::string& device_id, absl::Time now);
 
-  // Folds the update into the round's aggregate; the round is closed by
-  // the next Tick (the caller's cue: the update completed the round).
+  // Folds the update into the round's aggregate. A round this completes
+  // is closed by the next Tick, not here: call Tick after an accepted
+  // update.
   // NotFound: unknown device. FailedPrecondition: no open round, wrong
   // round or nonce, device not invited or already dropped, or the round
   // already has its target count and is closing. AlreadyExists: second

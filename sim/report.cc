@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "metrics/csv.h"
+#include "strategies/reward.h"
 
 namespace fedge::sim {
 namespace {
@@ -419,10 +420,7 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
     p.train /= p.rows;
     p.upload /= p.rows;
     p.wait /= p.rows;
-    std::vector<double>& u = uploads[link];
-    std::sort(u.begin(), u.end());
-    const size_t n = u.size();
-    p.upload_median = n % 2 == 1 ? u[n / 2] : (u[n / 2 - 1] + u[n / 2]) / 2;
+    p.upload_median = strategies::Median(std::move(uploads[link]));
   }
   return s;
 }
