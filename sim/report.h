@@ -47,8 +47,8 @@ absl::StatusOr<StrategyRun> LoadRun(const std::string& name,
 struct PhaseShares {
   double download = 0, train = 0, upload = 0, wait = 0;  // Mean seconds.
   // The median seconds of one upload: what the link takes. A mean of
-  // small uploads is swayed by the few that also waited for a busy CPU on
-  // the simulating machine (8 devices' processes on 2 cores).
+  // small uploads is swayed by the few that also waited for their
+  // device's emulated CPU (a throttled cgroup waits out its 100 ms period).
   double upload_median = 0;
   int64_t rows = 0;
   double upload_share() const;  // upload / (sum of the four).
