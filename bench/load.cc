@@ -51,6 +51,8 @@
 #include "bench/check.h"
 #include "fedge/v1/coordinator_service.grpc.pb.h"
 #include "model/safetensors.h"
+#include "task/spec.h"
+#include "task/task_data.h"
 #include "transport/channel_options.h"
 #include "transport/status_convert.h"
 #include "transport/task_proto.h"
@@ -163,6 +165,10 @@ v1::RegisterRequest Registration(const std::string& device_id) {
   d->set_benchmark_gflops(10);
   d->set_link_type(v1::LINK_TYPE_ETHERNET);
   d->set_software_version("fedge-bench-load");
+  // The coordinator runs the built-in task (bench/reliability.sh).
+  transport::IdentityToProto(
+      task::IdentityOf(task::FashionMnistTask(), nullptr),
+      request.mutable_task());
   return request;
 }
 

@@ -16,9 +16,10 @@
 #include <glog/logging.h>
 
 #include "client/participant.h"
-#include "client/shard.h"
 #include "metrics/csv.h"
 #include "model/threads.h"
+#include "task/spec.h"
+#include "task/task_data.h"
 #include "transport/channel_options.h"
 #include "transport/task_proto.h"
 
@@ -29,15 +30,31 @@ ABSL_FLAG(std::string, device_id, "",
           "With mutual TLS it must equal the certificate's common name.");
 ABSL_FLAG(std::string, link, "",
           "Link type to report: ethernet, wifi, lte, 5g-sa (empty: unknown).");
-ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Fashion-MNIST directory holding this device's data.");
+ABSL_FLAG(std::string, task, "",
+          "Task file (docs/tasks.md): objective, tokenizer, sequence length "
+          "and data format; must match the coordinator's. Empty: the "
+          "built-in Fashion-MNIST task.");
+ABSL_FLAG(std::string, data, "",
+          "This device's own training data in the task's format: a text file "
+          "or a directory of them (causal_lm), or a directory with "
+          "Fashion-MNIST IDX training files (image_classification). The "
+          "production path. Empty: a simulated shard of the task's public "
+          "corpus (--shard).");
 ABSL_FLAG(std::string, shard, "0/1",
-          "I/N: this device holds shard I of N of the private images.");
-ABSL_FLAG(std::string, partition, "dirichlet", "iid or dirichlet.");
-ABSL_FLAG(double, alpha, 0.5, "Dirichlet concentration (non-IID-ness).");
+          "Simulation, without --data: this device holds shard I/N of the "
+          "task's corpus (the part its public fraction leaves over, split "
+          "as the task's simulation.partition says).");
+ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
+          "Without --task: the Fashion-MNIST directory the shard comes from.");
+ABSL_FLAG(std::string, partition, "dirichlet",
+          "Without --task: iid or dirichlet.");
+ABSL_FLAG(double, alpha, 0.5,
+          "Without --task: Dirichlet concentration (non-IID-ness).");
 ABSL_FLAG(double, public_fraction, 0.1,
-          "The coordinator's public share (as fedge-pretrain).");
-ABSL_FLAG(uint64_t, data_seed, 1, "Seed of the split (as fedge-pretrain).");
+          "Without --task: the coordinator's public share (as "
+          "fedge-pretrain).");
+ABSL_FLAG(uint64_t, data_seed, 1,
+          "Without --task: seed of the split (as fedge-pretrain).");
 ABSL_FLAG(std::string, cache_dir, "cache",
           "Where the base model is cached by digest.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
@@ -135,20 +152,44 @@ int main(int argc, char** argv) {
   }
   options.give_up_after = absl::Seconds(absl::GetFlag(FLAGS_give_up_after_s));
 
-  fedge::client::ShardSpec shard;
-  shard.data_dir = absl::GetFlag(FLAGS_data_dir);
-  std::vector<std::string> parts =
-      absl::StrSplit(absl::GetFlag(FLAGS_shard), '/');
-  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &shard.index) ||
-      !absl::SimpleAtoi(parts[1], &shard.count)) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "--shard: '", absl::GetFlag(FLAGS_shard), "' is not I/N")));
+  namespace ft = fedge::task;
+  ft::TaskSpec spec = ft::FashionMnistTask();
+  if (!absl::GetFlag(FLAGS_task).empty()) {
+    absl::StatusOr<ft::TaskSpec> loaded =
+        ft::LoadTaskSpec(absl::GetFlag(FLAGS_task));
+    if (!loaded.ok()) return Fail(loaded.status());
+    spec = *std::move(loaded);
+  } else {
+    spec.data.corpus = absl::GetFlag(FLAGS_data_dir);
+    spec.simulation.partition = absl::GetFlag(FLAGS_partition);
+    spec.simulation.alpha = absl::GetFlag(FLAGS_alpha);
+    spec.simulation.public_fraction = absl::GetFlag(FLAGS_public_fraction);
+    spec.simulation.seed = absl::GetFlag(FLAGS_data_seed);
+    if (spec.simulation.partition != "iid" &&
+        spec.simulation.partition != "dirichlet") {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--partition: '", spec.simulation.partition,
+                       "' is not iid or dirichlet")));
+    }
   }
-  shard.partition = absl::GetFlag(FLAGS_partition);
-  shard.alpha = absl::GetFlag(FLAGS_alpha);
-  shard.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-  shard.seed = absl::GetFlag(FLAGS_data_seed);
-  absl::StatusOr<fedge::model::Dataset> data = fedge::client::LoadShard(shard);
+  absl::StatusOr<std::unique_ptr<ft::TaskData>> task_data =
+      ft::TaskData::Create(spec);
+  if (!task_data.ok()) return Fail(task_data.status());
+  options.task = (*task_data)->Identity();
+  absl::StatusOr<fedge::model::Dataset> data;
+  if (!absl::GetFlag(FLAGS_data).empty()) {
+    data = (*task_data)->DeviceData(absl::GetFlag(FLAGS_data));
+  } else {
+    int index = 0, count = 0;
+    std::vector<std::string> parts =
+        absl::StrSplit(absl::GetFlag(FLAGS_shard), '/');
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &index) ||
+        !absl::SimpleAtoi(parts[1], &count)) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--shard: '", absl::GetFlag(FLAGS_shard), "' is not I/N")));
+    }
+    data = (*task_data)->Shard(index, count);
+  }
   if (!data.ok()) return Fail(data.status());
 
   fedge::transport::TlsFiles tls;

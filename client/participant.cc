@@ -123,9 +123,13 @@ absl::Status Participant::Register() {
   d->set_benchmark_gflops(probe.benchmark_gflops);
   d->set_link_type(transport::ParseLinkType(options_.link));
   d->set_software_version("fedge 0.1");
-  return Retry("Register", [&](grpc::ClientContext& context) {
+  transport::IdentityToProto(options_.task, request.mutable_task());
+  absl::Status status = Retry("Register", [&](grpc::ClientContext& context) {
     return stub_->Register(&context, request, &registration_);
   });
+  if (!status.ok()) return status;
+  return task::CheckIdentity(transport::IdentityFromProto(registration_.task()),
+                             options_.task);
 }
 
 absl::Status Participant::EnsureBase() {

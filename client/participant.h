@@ -26,6 +26,7 @@
 #include "model/dataset.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "task/task_data.h"
 #include "transport/transfer_service.h"
 #include "transport/update_codec.h"
 
@@ -33,6 +34,10 @@ namespace fedge::client {
 
 struct ParticipantOptions {
   std::string device_id;
+  // This device's task, sent at registration: a coordinator running another
+  // task (name, objective, tokenizer, sequence length) refuses the device,
+  // and the device refuses a coordinator whose identity differs.
+  task::TaskIdentity task;
   std::string link;  // "ethernet", "wifi", "lte", "5g-sa" or "".
   std::string cache_dir = "cache";
   // The process may use at most this much memory (bytes; 0: no limit): a

@@ -15,24 +15,34 @@
 #include "coordinator/server.h"
 #include "model/dataset.h"
 #include "model/threads.h"
+#include "task/spec.h"
 
+ABSL_FLAG(std::string, task, "",
+          "Task file (docs/tasks.md): the base, the objective, the held-out "
+          "data the global model is evaluated on and the public split. "
+          "Empty: the built-in Fashion-MNIST task, shaped by --base_dir, "
+          "--data_dir, --public_fraction and --data_seed.");
 ABSL_FLAG(std::string, base_dir, "runs/base",
-          "Base model: config.json + model.safetensors (fedge-pretrain).");
+          "Without --task: the base model, config.json + model.safetensors "
+          "(fedge-pretrain).");
 ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Fashion-MNIST directory whose test split evaluates the global "
-          "model; empty disables evaluation.");
-ABSL_FLAG(int64_t, eval_examples, 0, "Test images to evaluate on (0: all).");
+          "Without --task: the Fashion-MNIST directory whose test split "
+          "evaluates the global model. Empty (with or without --task) "
+          "disables evaluation.");
+ABSL_FLAG(int64_t, eval_examples, 0,
+          "Held-out examples to evaluate on (0: the task's "
+          "evaluation.examples; without --task, the whole test split).");
 ABSL_FLAG(int64_t, eval_every, 1, "Evaluate every N committed rounds.");
 ABSL_FLAG(int64_t, validation_examples, 256,
-          "Images of the --data_dir training split's public part (which no "
-          "device holds) on which the coordinator measures what each pruning "
-          "ratio costs the global model (--reward_pruning_cost); 0: not "
-          "measured.");
+          "Examples of the task's public split (which no device holds) on "
+          "which the coordinator measures what each pruning ratio costs the "
+          "global model (--reward_pruning_cost); 0: not measured.");
 ABSL_FLAG(double, public_fraction, 0.1,
-          "The public part's share of the training split: the devices' "
-          "--public_fraction.");
+          "Without --task: the public part's share of the training split, "
+          "the devices' --public_fraction.");
 ABSL_FLAG(uint64_t, data_seed, 1,
-          "Seed of the public split: the devices' --data_seed.");
+          "Without --task: seed of the public split, the devices' "
+          "--data_seed.");
 ABSL_FLAG(std::string, run_dir, "runs/coordinator",
           "Where clients.csv, rounds.csv and checkpoint/ go.");
 ABSL_FLAG(bool, resume, false,
@@ -86,13 +96,22 @@ int Fail(const absl::Status& status) {
 absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   namespace fc = fedge::coordinator;
   fc::ServerConfig c;
-  c.base_dir = absl::GetFlag(FLAGS_base_dir);
-  c.data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (!absl::GetFlag(FLAGS_task).empty()) {
+    absl::StatusOr<fedge::task::TaskSpec> task =
+        fedge::task::LoadTaskSpec(absl::GetFlag(FLAGS_task));
+    if (!task.ok()) return task.status();
+    c.task = *std::move(task);
+  } else {
+    c.task.base_dir = absl::GetFlag(FLAGS_base_dir);
+    c.task.data.corpus = absl::GetFlag(FLAGS_data_dir);
+    c.task.simulation.public_fraction = absl::GetFlag(FLAGS_public_fraction);
+    c.task.simulation.seed = absl::GetFlag(FLAGS_data_seed);
+    c.task.evaluation.examples = 1 << 30;  // The whole test split.
+  }
+  c.evaluate = !absl::GetFlag(FLAGS_data_dir).empty();
   c.eval_examples = absl::GetFlag(FLAGS_eval_examples);
   c.eval_every = absl::GetFlag(FLAGS_eval_every);
   c.validation_examples = absl::GetFlag(FLAGS_validation_examples);
-  c.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-  c.data_seed = absl::GetFlag(FLAGS_data_seed);
   if (c.eval_every < 1) {
     return absl::InvalidArgumentError("--eval_every must be >= 1");
   }
@@ -163,10 +182,11 @@ int main(int argc, char** argv) {
   auto server = fedge::coordinator::CoordinatorServer::Start(*config);
   if (!server.ok()) return Fail(server.status());
   std::printf(
-      "fedge-coordinator: serving on port %d (%s), base %s, digest "
-      "%.12s..., metrics %s, run dir %s\n",
+      "fedge-coordinator: serving on port %d (%s), task %s, base %s, "
+      "digest %.12s..., metrics %s, run dir %s\n",
       (*server)->port(), config->tls.insecure() ? "insecure" : "TLS",
-      config->base_dir.c_str(), (*server)->base_digest().c_str(),
+      config->task.name.c_str(), config->task.base_dir.c_str(),
+      (*server)->base_digest().c_str(),
       (*server)->metrics_port() > 0
           ? absl::StrCat("port ", (*server)->metrics_port()).c_str()
           : "off",

@@ -41,6 +41,9 @@ void DeclareMetrics(metrics::Registry& r) {
                  "Test accuracy of the global model at its last evaluation.");
   r.DeclareGauge("fedge_global_loss",
                  "Test loss of the global model at its last evaluation.");
+  r.DeclareGauge("fedge_global_bits_per_byte",
+                 "Held-out bits per byte of the global model at its last "
+                 "evaluation (text tasks).");
   r.DeclareGauge("fedge_global_prune_ratio",
                  "Share of block units the global schedule has removed.");
   r.DeclareCounter("fedge_arm_choices_total",
@@ -85,10 +88,11 @@ const std::vector<std::string>& RoundLog::ClientColumns() {
 
 const std::vector<std::string>& RoundLog::RoundColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "round",    "attempt",   "committed",   "global_prune_ratio",
-      "invited",  "accepted",  "stragglers",  "declined",
-      "dropped",  "round_s",   "aggregate_s", "mean_loss_after",
-      "accuracy", "test_loss", "eval_s",      "unix_time"};
+      "round",    "attempt",   "committed",          "global_prune_ratio",
+      "invited",  "accepted",  "stragglers",         "declined",
+      "dropped",  "round_s",   "aggregate_s",        "mean_loss_after",
+      "accuracy", "test_loss", "test_bits_per_byte", "eval_s",
+      "unix_time"};
   return *columns;
 }
 
@@ -188,6 +192,9 @@ absl::Status RoundLog::RecordEvaluation(
   if (eval && metrics_ != nullptr) {
     metrics_->Set("fedge_global_accuracy", {}, eval->accuracy);
     metrics_->Set("fedge_global_loss", {}, eval->loss);
+    if (eval->bits_per_byte > 0) {
+      metrics_->Set("fedge_global_bits_per_byte", {}, eval->bits_per_byte);
+    }
   }
   return rounds_->Write(
       {I(round.round), I(round.attempt), round.committed ? "1" : "0",
@@ -195,6 +202,7 @@ absl::Status RoundLog::RecordEvaluation(
        I(round.stragglers), I(round.declined), I(round.dropped),
        F(round.round_s), F(round.aggregate_s), F(round.mean_loss_after),
        eval ? F(eval->accuracy) : "", eval ? F(eval->loss) : "",
+       eval && eval->bits_per_byte > 0 ? F(eval->bits_per_byte) : "",
        eval ? F(eval_seconds) : "",
        absl::StrFormat("%.3f",
                        absl::ToDoubleSeconds(recorded - absl::UnixEpoch()))});

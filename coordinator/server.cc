@@ -46,28 +46,33 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   const ServerConfig& c = s.config_;
   if (absl::Status st = c.channel.Validate(); !st.ok()) return st;
 
-  absl::StatusOr<model::Model> base = LoadBase(c.base_dir);
+  absl::StatusOr<model::Model> base = LoadBase(c.task.base_dir);
   if (!base.ok()) return base.status();
   s.base_ = *base;
-  if (!c.data_dir.empty()) {
-    absl::StatusOr<model::Dataset> test =
-        model::LoadFashionMnist(c.data_dir, model::Split::kTest);
+  task::TaskSpec spec = c.task;
+  if (c.eval_examples > 0) spec.evaluation.examples = c.eval_examples;
+  absl::StatusOr<std::unique_ptr<task::TaskData>> data =
+      task::TaskData::Create(spec);
+  if (!data.ok()) return data.status();
+  if (absl::Status st = task::CheckModelFitsTask(**data, **base); !st.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base ", c.task.base_dir, ": ", st.message()));
+  }
+  s.identity_ = (*data)->Identity();
+  if (c.evaluate) {
+    absl::StatusOr<model::Dataset> test = (*data)->Eval();
     if (!test.ok()) return test.status();
-    s.test_ = model::Head(*test, c.eval_examples);
+    s.test_ = *std::move(test);
     if (c.validation_examples > 0) {
-      absl::StatusOr<model::Dataset> train =
-          model::LoadFashionMnist(c.data_dir, model::Split::kTrain);
-      if (!train.ok()) {
+      absl::StatusOr<model::Dataset> pub = (*data)->Public();
+      if (!pub.ok()) {
         return absl::Status(
-            train.status().code(),
-            absl::StrCat("validation images (--validation_examples; 0 does "
+            pub.status().code(),
+            absl::StrCat("validation data (--validation_examples; 0 does "
                          "without): ",
-                         train.status().message()));
+                         pub.status().message()));
       }
-      absl::StatusOr<model::Dataset> validation = PublicValidationSet(
-          *train, c.public_fraction, c.data_seed, c.validation_examples);
-      if (!validation.ok()) return validation.status();
-      s.validation_ = *std::move(validation);
+      s.validation_ = model::Head(*pub, c.validation_examples);
     }
   }
 
@@ -152,6 +157,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 
   ServiceOptions service = c.service;
   service.base_digest = s.base_digest_;
+  service.task = s.identity_;
   service.model_config_json = s.base_->ConfigJson();
   service.chunk_bytes =
       std::min<int64_t>(service.chunk_bytes, c.channel.max_message_bytes / 2);
@@ -276,9 +282,17 @@ void CoordinatorServer::OnEvaluated(
     const RoundRecord& round, const std::optional<model::EvalResult>& eval,
     double seconds) {
   if (eval && !config_.quiet) {
-    std::printf("round %d: global accuracy %.2f%%, test loss %.4f (%.1f s)\n",
-                static_cast<int>(round.round), 100.0 * eval->accuracy,
-                eval->loss, seconds);
+    if (eval->bits_per_byte > 0) {
+      std::printf(
+          "round %d: held-out %.4f bits per byte, loss %.4f, perplexity "
+          "%.2f (%.1f s)\n",
+          static_cast<int>(round.round), eval->bits_per_byte, eval->loss,
+          eval->perplexity, seconds);
+    } else {
+      std::printf("round %d: global accuracy %.2f%%, test loss %.4f (%.1f s)\n",
+                  static_cast<int>(round.round), 100.0 * eval->accuracy,
+                  eval->loss, seconds);
+    }
     std::fflush(stdout);
   }
   if (absl::Status s = log_->RecordEvaluation(round, eval, seconds); !s.ok()) {

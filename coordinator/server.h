@@ -19,22 +19,24 @@
 #include "coordinator/service.h"
 #include "metrics/http_server.h"
 #include "metrics/registry.h"
+#include "task/spec.h"
+#include "task/task_data.h"
 #include "transport/channel_options.h"
 
 namespace fedge::coordinator {
 
 struct ServerConfig {
-  std::string base_dir = "runs/base";  // config.json + model.safetensors.
-  // Fashion-MNIST directory for the test split; empty: no evaluation.
-  std::string data_dir;
-  int64_t eval_examples = 0;  // 0: the whole test split.
+  // What the federation learns: the base (task.base_dir), the held-out data
+  // the global model is evaluated on and the public split pruning costs are
+  // measured on (task/task_data.h), and the identity devices must match.
+  task::TaskSpec task = task::FashionMnistTask();
+  bool evaluate = true;       // false: no evaluation data is read.
+  int64_t eval_examples = 0;  // 0: the task's evaluation.examples.
   int64_t eval_every = 1;     // Evaluate every N committed rounds (and last).
-  // Images of the training split's public part (coordinator/validation.h)
-  // that measure what pruning costs the global model; 0 or no data_dir:
-  // not measured. The fraction and seed must be the devices'.
+  // Examples of the task's public split (which no device holds) that
+  // measure what pruning costs the global model; 0 or !evaluate: not
+  // measured.
   int64_t validation_examples = 256;
-  double public_fraction = 0.1;
-  uint64_t data_seed = 1;
   std::string run_dir = "runs/coordinator";  // CSVs and the checkpoint.
   bool resume = false;             // Require a checkpoint and continue it.
   bool resume_if_present = false;  // Continue one if there is, else start.
@@ -93,6 +95,7 @@ class CoordinatorServer {
   model::Dataset test_;
   model::Dataset validation_;
   std::string base_digest_;
+  task::TaskIdentity identity_;
   std::unique_ptr<transport::TransferStore> store_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<CoordinatorService> service_;

@@ -187,6 +187,16 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(
     v1::RegisterResponse* response) {
   const v1::DeviceInfo& d = request->device();
   absl::Status status = CheckIdentity(context, d.device_id());
+  if (status.ok()) {
+    status =
+        request->has_task()
+            ? task::CheckIdentity(options_.task,
+                                  transport::IdentityFromProto(request->task()))
+            : absl::FailedPreconditionError(
+                  "the request carries no task identity "
+                  "(RegisterRequest.task); the coordinator's task is '" +
+                  options_.task.name + "'");
+  }
   if (status.ok() && !registrations_.Allow(options_.clock())) {
     status = absl::ResourceExhaustedError(absl::StrFormat(
         "more than %g registrations a second; retry in a moment",
@@ -214,6 +224,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(
       response->set_base_transfer_id(options_.base_transfer_id);
       response->set_base_model_digest(options_.base_digest);
       response->set_model_config_json(options_.model_config_json);
+      transport::IdentityToProto(options_.task, response->mutable_task());
     }
   }
   return Finish(context, "Register", status);

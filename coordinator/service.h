@@ -13,6 +13,7 @@
 #include "coordinator/engine.h"
 #include "coordinator/rate_limiter.h"
 #include "metrics/registry.h"
+#include "task/task_data.h"
 #include "transport/transfer_service.h"
 #include "transport/update_codec.h"
 
@@ -22,6 +23,9 @@ struct ServiceOptions {
   std::string base_transfer_id = "base";
   std::string base_digest;        // SHA-256 hex of the base's weights.
   std::string model_config_json;  // The base's config.json.
+  // The federation's task; Register refuses a device whose identity
+  // differs (FAILED_PRECONDITION naming the fields).
+  task::TaskIdentity task;
   int64_t heartbeat_interval_ms = 10000;
   int64_t chunk_bytes = transport::kDefaultChunkBytes;
   int64_t retry_after_ms = 1000;  // When a device has no task now.

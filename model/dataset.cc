@@ -28,6 +28,9 @@ absl::StatusOr<Dataset> Subset(const Dataset& data,
   out.inputs = data.inputs.index_select(0, index);
   out.targets = data.targets.index_select(0, index);
   out.num_classes = data.num_classes;
+  if (data.target_bytes.defined()) {
+    out.target_bytes = data.target_bytes.index_select(0, index);
+  }
   return out;
 }
 
@@ -37,6 +40,9 @@ Dataset Head(const Dataset& data, int64_t n) {
   out.inputs = data.inputs.narrow(0, 0, n);
   out.targets = data.targets.narrow(0, 0, n);
   out.num_classes = data.num_classes;
+  if (data.target_bytes.defined()) {
+    out.target_bytes = data.target_bytes.narrow(0, 0, n);
+  }
   return out;
 }
 

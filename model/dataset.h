@@ -23,6 +23,9 @@ struct Dataset {
   at::Tensor inputs;
   at::Tensor targets;
   int64_t num_classes = 0;  // Label count or vocabulary size.
+  // Text only, optional: int64 [N], the UTF-8 bytes of text that example
+  // i's targets stand for (bits per byte divides the loss by their sum).
+  at::Tensor target_bytes;
 
   int64_t size() const { return inputs.defined() ? inputs.size(0) : 0; }
 };

@@ -135,4 +135,47 @@ std::vector<JsonReader> JsonReader::Objects(absl::string_view key,
   return out;
 }
 
+JsonReader JsonReader::Object(absl::string_view key) {
+  static const nlohmann::json* const kEmpty =
+      new nlohmann::json(nlohmann::json::object());
+  std::string context = absl::StrCat(context_, ".", key);
+  const nlohmann::json* v = Field(key, false);
+  if (v == nullptr) return JsonReader(*kEmpty, std::move(context), status_);
+  if (!v->is_object()) {
+    Fail(key, "must be an object");
+    return JsonReader(*kEmpty, std::move(context), status_);
+  }
+  return JsonReader(*v, std::move(context), status_);
+}
+
+std::vector<std::string> JsonReader::Strings(absl::string_view key) {
+  std::vector<std::string> out;
+  const nlohmann::json* v = Field(key, false);
+  if (v == nullptr) return out;
+  if (!v->is_array()) {
+    Fail(key, "must be an array of strings");
+    return out;
+  }
+  for (const nlohmann::json& element : *v) {
+    if (!element.is_string()) {
+      Fail(key, "must be an array of strings");
+      return {};
+    }
+    out.push_back(element.get<std::string>());
+  }
+  return out;
+}
+
+void JsonReader::RejectUnknown(const std::vector<absl::string_view>& known) {
+  if (!object_.is_object()) return;
+  for (auto it = object_.begin(); it != object_.end(); ++it) {
+    bool found = false;
+    for (absl::string_view k : known) found = found || it.key() == k;
+    if (!found) {
+      Fail(it.key(), "is not supported (misspelt, or a feature fedge lacks)");
+      return;
+    }
+  }
+}
+
 }  // namespace fedge::model

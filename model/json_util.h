@@ -41,6 +41,14 @@ class JsonReader {
   std::string String(absl::string_view key, absl::string_view fallback);
   bool Bool(absl::string_view key, bool fallback);
   bool Has(absl::string_view key) const;
+  // A nested object; absent or null reads as an empty object (every field
+  // then takes its fallback). A present non-object records an error.
+  JsonReader Object(absl::string_view key);
+  // An optional array of strings; absent: empty.
+  std::vector<std::string> Strings(absl::string_view key);
+  // Records InvalidArgument naming the first field not in `known`, so that
+  // a misspelt or unsupported field is refused rather than ignored.
+  void RejectUnknown(const std::vector<absl::string_view>& known);
 
   // The elements of an array of objects; each child reports errors into this
   // reader's status. Missing: records an error unless `optional`.

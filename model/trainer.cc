@@ -36,6 +36,13 @@ absl::Status ValidateDataset(const ModelImpl& model, const Dataset& data) {
   if (data.targets.scalar_type() != torch::kLong) {
     return absl::InvalidArgumentError("dataset targets must be int64");
   }
+  if (data.target_bytes.defined() &&
+      (data.target_bytes.scalar_type() != torch::kLong ||
+       data.target_bytes.dim() != 1 ||
+       data.target_bytes.size(0) != data.size())) {
+    return absl::InvalidArgumentError(
+        "dataset target_bytes must be int64 [N], one count per example");
+  }
   // Validate one sample's shape and every target's range up front, so that
   // no batch can make LibTorch throw halfway through training.
   if (absl::Status s = model.ValidateInput(data.inputs.narrow(0, 0, 1));
@@ -297,6 +304,10 @@ absl::StatusOr<EvalResult> Evaluate(ModelImpl& model, const Dataset& data,
   result.loss = loss_sum / targets_seen;
   result.accuracy = double(correct) / targets_seen;
   result.perplexity = std::exp(result.loss);
+  if (data.target_bytes.defined()) {
+    const int64_t bytes = data.target_bytes.sum().item<int64_t>();
+    if (bytes > 0) result.bits_per_byte = loss_sum / std::log(2.0) / bytes;
+  }
   return result;
 }
 

@@ -118,6 +118,9 @@ struct EvalResult {
   double loss = 0;        // Mean cross-entropy per target.
   double accuracy = 0;    // Fraction of correct top-1 predictions per target.
   double perplexity = 0;  // exp(loss); meaningful for language models.
+  // Total cross-entropy in bits over the UTF-8 bytes the targets stand for
+  // (Dataset::target_bytes); 0 when the data set does not carry them.
+  double bits_per_byte = 0;
 };
 
 // Evaluates without gradients, in eval mode (the previous mode is restored).

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -26,6 +27,27 @@
 
 namespace fedge::sim {
 namespace {
+
+// The task every process runs: a task file, or the built-in Fashion-MNIST
+// task's flags (the coordinator and fedge-vclock take the base; the devices
+// the label skew).
+void AddTaskFlags(const SimConfig& config, bool client,
+                  std::vector<std::string>* argv) {
+  if (!config.task.empty()) {
+    argv->push_back("--task=" + config.task);
+    return;
+  }
+  if (client) {
+    argv->push_back(absl::StrCat("--alpha=", config.alpha));
+  } else {
+    argv->push_back("--base_dir=" + config.base_dir);
+    if (argv->front().find("fedge-vclock") != std::string::npos) {
+      argv->push_back(absl::StrCat("--alpha=", config.alpha));
+    }
+  }
+  if (!config.data_dir.empty())
+    argv->push_back("--data_dir=" + config.data_dir);
+}
 
 absl::StatusOr<int> FreePort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -83,7 +105,12 @@ class ProgressPrinter {
       std::string line = absl::StrFormat(
           "[%s] round %s/%d: %s/%s updates", strategy_, RowText(r, "round"),
           rounds_, RowText(r, "accepted"), RowText(r, "invited"));
-      if (r.count("accuracy") && !RowText(r, "accuracy").empty()) {
+      if (r.count("test_bits_per_byte") &&
+          !RowText(r, "test_bits_per_byte").empty()) {
+        absl::StrAppendFormat(&line, ", held-out %.4f bits/byte (ppl %.2f)",
+                              RowNumber(r, "test_bits_per_byte"),
+                              std::exp(RowNumber(r, "test_loss")));
+      } else if (r.count("accuracy") && !RowText(r, "accuracy").empty()) {
         absl::StrAppendFormat(&line, ", accuracy %.2f%%",
                               100 * RowNumber(r, "accuracy"));
       }
@@ -176,7 +203,6 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
   std::vector<std::string> argv = {
       config.bin_dir + "/fedge-vclock",
       "--quiet",
-      "--base_dir=" + config.base_dir,
       "--run_dir=" + run_dir,
       absl::StrCat("--clients=", n),
       "--devices=" +
@@ -185,7 +211,6 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
                           out->append(d.name);
                         }),
       "--links=" + absl::StrJoin(config.links, ","),
-      absl::StrCat("--alpha=", config.alpha),
       absl::StrCat("--rounds=", config.rounds),
       absl::StrCat("--min_devices=", n),
       absl::StrCat("--max_steps=", config.local_steps),
@@ -198,7 +223,7 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
     argv.push_back(
         absl::StrCat("--clients_per_round=", config.clients_per_round));
   }
-  if (!config.data_dir.empty()) argv.push_back("--data_dir=" + config.data_dir);
+  AddTaskFlags(config, /*client=*/false, &argv);
   argv.insert(argv.end(), strategy.flags.begin(), strategy.flags.end());
   argv.insert(argv.end(), config.coordinator_flags.begin(),
               config.coordinator_flags.end());
@@ -308,7 +333,6 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
       config.bin_dir + "/fedge-coordinator",
       "--insecure",
       absl::StrCat("--listen=127.0.0.1:", *port),
-      "--base_dir=" + config.base_dir,
       "--run_dir=" + run_dir,
       absl::StrCat("--rounds=", config.rounds),
       absl::StrCat("--min_devices=", n),
@@ -318,7 +342,7 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
       "--retry_after_ms=200",
       "--metrics_listen=",
   };
-  if (!config.data_dir.empty()) argv.push_back("--data_dir=" + config.data_dir);
+  AddTaskFlags(config, /*client=*/false, &argv);
   argv.insert(argv.end(), strategy.flags.begin(), strategy.flags.end());
   argv.insert(argv.end(), config.coordinator_flags.begin(),
               config.coordinator_flags.end());
@@ -396,7 +420,6 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
         "--coordinator=" + (*proxy)->address(),
         "--device_id=" + id,
         absl::StrCat("--shard=", i, "/", n),
-        absl::StrCat("--alpha=", config.alpha),
         "--link=" + link->name,
         "--threads=1",
         absl::StrCat("--memory_budget_mb=", config.devices[i].memory_mb),
@@ -404,9 +427,7 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
         "--benchmark=false",
         "--report_csv=" + run_dir + "/" + id + ".csv",
     };
-    if (!config.data_dir.empty()) {
-      client.push_back("--data_dir=" + config.data_dir);
-    }
+    AddTaskFlags(config, /*client=*/true, &client);
     if (emulation == CpuEmulation::kDilate) {
       client.push_back(absl::StrCat("--compute_slowdown=",
                                     1 / config.devices[i].relative_speed));

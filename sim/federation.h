@@ -32,6 +32,9 @@ absl::StatusOr<CpuEmulation> ParseCpuEmulation(absl::string_view name);
 struct SimConfig {
   std::string bin_dir;  // Holds fedge-coordinator and fedge-client.
   std::string out_dir;  // This experiment's output directory.
+  // Task file given to every process (docs/tasks.md); empty: the built-in
+  // Fashion-MNIST task shaped by base_dir, data_dir and alpha.
+  std::string task;
   std::string base_dir = "runs/base";
   std::string data_dir;  // Empty: the clients' default (Fashion-MNIST).
   std::string cache_dir = "runs/cache";

@@ -1,6 +1,7 @@
 // fedge-sim: a whole federation on this machine, the real coordinator and
 // real client daemons over loopback gRPC, with device profiles (CPU caps)
-// and link profiles (link emulators), on the built-in Fashion-MNIST task.
+// and link profiles (link emulators), on a task file's task (--task) or the
+// built-in Fashion-MNIST task.
 // With several --strategies it is the experiment runner: the same
 // federation (seeds, shards, profiles) under each, compared in one report.
 // Every flag is in --help.
@@ -27,6 +28,8 @@
 #include "sim/process.h"
 #include "sim/profiles.h"
 #include "sim/report.h"
+#include "task/spec.h"
+#include "task/task_data.h"
 
 ABSL_FLAG(int, clients, 8,
           "Client devices (processes; with --clock=virtual, simulated "
@@ -48,22 +51,30 @@ ABSL_FLAG(std::string, strategies, "fedspine",
 ABSL_FLAG(std::string, devices, "mix", fedge::sim::kDevicesHelp);
 ABSL_FLAG(std::string, links, "mix", fedge::sim::kLinksHelp);
 ABSL_FLAG(double, alpha, 0.5,
-          "Dirichlet concentration of each device's label mix (smaller: "
-          "more non-IID).");
+          "Without --task: Dirichlet concentration of each device's label "
+          "mix (smaller: more non-IID).");
 ABSL_FLAG(int, local_steps, 40,
           "Optimizer steps per device per round (0: one epoch of its shard).");
-ABSL_FLAG(double, target_accuracy, 0,
-          "Accuracy for time-to-target (0: halfway from the base model's "
-          "accuracy to the best any strategy reached, and at least the base "
-          "+ 0.5 points).");
+ABSL_FLAG(std::string, task, "",
+          "Task file (docs/tasks.md; e.g. tasks/fortunes.json, the text "
+          "federation); every process runs it and its base is pretrained "
+          "here on first use. Empty: the built-in Fashion-MNIST task shaped "
+          "by --base_dir, --data_dir and --alpha.");
+ABSL_FLAG(double, target, 0,
+          "Value of the task's metric for time-to-target (accuracy in [0, "
+          "1], or bits per byte). 0: halfway from the base model's value to "
+          "the best any strategy reached, and at least 0.5 points (0.005 "
+          "bits per byte) better than the base.");
 ABSL_FLAG(std::string, out, "",
           "Output directory (default: runs/sim-YYYYmmdd-HHMMSS).");
 ABSL_FLAG(std::string, base_dir, "runs/base",
-          "Pretrained base model; pretrained here on first use.");
+          "Without --task: the pretrained base model; pretrained here on "
+          "first use.");
 ABSL_FLAG(std::string, cache_dir, "runs/cache",
           "Where each device caches the base model (one folder per device).");
 ABSL_FLAG(std::string, data_dir, "",
-          "Fashion-MNIST directory (default: the Debian package's).");
+          "Without --task: the Fashion-MNIST directory (default: the Debian "
+          "package's).");
 ABSL_FLAG(std::string, bin_dir, "",
           "Where fedge-coordinator, fedge-client and fedge-pretrain are "
           "(default: next to fedge-sim).");
@@ -74,7 +85,9 @@ ABSL_FLAG(std::string, emulate_cpu, "auto",
           "else dilate) or off. The report says which ran.");
 ABSL_FLAG(double, cores, 0,
           "CPU the devices may use together (0: 90% of this machine's).");
-ABSL_FLAG(int, eval_examples, 2000, "Test images per global evaluation.");
+ABSL_FLAG(int, eval_examples, 2000,
+          "Held-out examples per global evaluation (images; with --task: at "
+          "most the task's evaluation.examples).");
 ABSL_FLAG(double, timeout_minutes, 60, "Give up on a strategy after this.");
 ABSL_FLAG(std::string, coordinator_flags, "",
           "Extra fedge-coordinator flags, space-separated (e.g. "
@@ -94,22 +107,27 @@ std::string SelfDir() {
   return error ? "." : self.parent_path().string();
 }
 
-// The base model's accuracy on the images the coordinator evaluates on
-// (the first `examples` test images), so round 0 compares like with like.
-absl::StatusOr<double> BaseAccuracy(const std::string& base_dir,
-                                    const std::string& data_dir,
-                                    int64_t examples) {
+// The base model's metric on the held-out data the coordinator evaluates on
+// (the task's first `examples`), so round 0 compares like with like.
+absl::StatusOr<double> BaseValue(const fedge::task::TaskSpec& spec,
+                                 int64_t examples) {
   absl::StatusOr<fedge::model::Model> base =
-      fedge::model::LoadCheckpoint(base_dir);
+      fedge::model::LoadCheckpoint(spec.base_dir);
   if (!base.ok()) return base.status();
-  absl::StatusOr<fedge::model::Dataset> test = fedge::model::LoadFashionMnist(
-      data_dir.empty() ? fedge::model::kFashionMnistDir : data_dir,
-      fedge::model::Split::kTest);
-  if (!test.ok()) return test.status();
-  absl::StatusOr<fedge::model::EvalResult> eval =
-      fedge::model::Evaluate(**base, fedge::model::Head(*test, examples));
+  fedge::task::TaskSpec eval_spec = spec;
+  eval_spec.evaluation.examples =
+      std::min<int64_t>(eval_spec.evaluation.examples, examples);
+  absl::StatusOr<std::unique_ptr<fedge::task::TaskData>> data =
+      fedge::task::TaskData::Create(eval_spec);
+  if (!data.ok()) return data.status();
+  absl::StatusOr<fedge::model::Dataset> eval = (*data)->Eval();
   if (!eval.ok()) return eval.status();
-  return eval->accuracy;
+  absl::StatusOr<fedge::model::EvalResult> result =
+      fedge::model::Evaluate(**base, *eval, 64);
+  if (!result.ok()) return result.status();
+  return spec.objective == fedge::task::Objective::kCausalLm
+             ? result->bits_per_byte
+             : result->accuracy;
 }
 
 }  // namespace
@@ -149,8 +167,24 @@ int main(int argc, char** argv) {
   config.bin_dir = absl::GetFlag(FLAGS_bin_dir).empty()
                        ? SelfDir()
                        : absl::GetFlag(FLAGS_bin_dir);
-  config.base_dir = absl::GetFlag(FLAGS_base_dir);
-  config.data_dir = absl::GetFlag(FLAGS_data_dir);
+  config.task = absl::GetFlag(FLAGS_task);
+  fedge::task::TaskSpec spec = fedge::task::FashionMnistTask();
+  if (!config.task.empty()) {
+    absl::StatusOr<fedge::task::TaskSpec> loaded =
+        fedge::task::LoadTaskSpec(config.task);
+    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+    spec = *std::move(loaded);
+    config.base_dir = spec.base_dir;
+  } else {
+    config.base_dir = absl::GetFlag(FLAGS_base_dir);
+    config.data_dir = absl::GetFlag(FLAGS_data_dir);
+    spec.base_dir = config.base_dir;
+    if (!config.data_dir.empty()) spec.data.corpus = config.data_dir;
+    spec.evaluation.examples = 1 << 30;
+  }
+  const bool text = spec.objective == fedge::task::Objective::kCausalLm;
+  const sim::Metric metric =
+      text ? sim::BitsPerByteMetric() : sim::AccuracyMetric();
   config.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   absl::StatusOr<sim::CpuEmulation> emulation =
       sim::ParseCpuEmulation(absl::GetFlag(FLAGS_emulate_cpu));
@@ -160,6 +194,10 @@ int main(int argc, char** argv) {
   config.cpu_emulation = *emulation;
   config.usable_cores = absl::GetFlag(FLAGS_cores);
   config.eval_examples = absl::GetFlag(FLAGS_eval_examples);
+  if (!config.task.empty()) {
+    config.eval_examples = static_cast<int>(
+        std::min<int64_t>(config.eval_examples, spec.evaluation.examples));
+  }
   config.timeout = absl::Minutes(absl::GetFlag(FLAGS_timeout_minutes));
   const std::string clock = absl::GetFlag(FLAGS_clock);
   if (clock != "real" && clock != "virtual") {
@@ -203,6 +241,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> pretrain = {config.bin_dir + "/fedge-pretrain",
                                          "--out=" + config.base_dir,
                                          "--progress_every=100"};
+    if (!config.task.empty()) pretrain.push_back("--task=" + config.task);
     if (!config.data_dir.empty())
       pretrain.push_back("--data_dir=" + config.data_dir);
     auto process = sim::ChildProcess::Start(pretrain, "");
@@ -210,15 +249,13 @@ int main(int argc, char** argv) {
     absl::StatusOr<int> code = (*process)->Wait();
     if (!code.ok() || *code != 0) return Fail("pretraining failed");
   }
-  absl::StatusOr<double> base_accuracy =
-      BaseAccuracy(config.base_dir, config.data_dir, config.eval_examples);
-  if (!base_accuracy.ok()) {
-    return Fail(absl::StrCat("base model: ", base_accuracy.status().message()));
+  absl::StatusOr<double> base_value = BaseValue(spec, config.eval_examples);
+  if (!base_value.ok()) {
+    return Fail(absl::StrCat("base model: ", base_value.status().message()));
   }
-  std::printf(
-      "fedge-sim: base model accuracy %.2f%% on the %d evaluation "
-      "images\n",
-      100 * *base_accuracy, config.eval_examples);
+  std::printf("fedge-sim: task %s; base model %s %s on the held-out data\n",
+              spec.name.c_str(), metric.label.c_str(),
+              metric.Format(*base_value).c_str());
 
   std::printf(
       "fedge-sim: %s clock, %d devices, %d rounds, %zu strateg%s; output in "
@@ -251,15 +288,14 @@ int main(int argc, char** argv) {
     absl::StatusOr<sim::StrategyOutcome> outcome =
         sim::RunStrategy(config, strategy, stdout);
     if (!outcome.ok()) return Fail(std::string(outcome.status().message()));
-    outcome->run.base_accuracy = *base_accuracy;
+    outcome->run.metric = metric;
+    outcome->run.base_value = *base_value;
     cpu_mode = outcome->cpu_mode;
     runs.push_back(std::move(outcome->run));
   }
 
-  double target = absl::GetFlag(FLAGS_target_accuracy);
-  if (!(target > 0)) {
-    target = sim::DefaultTargetAccuracy(runs, *base_accuracy);
-  }
+  double target = absl::GetFlag(FLAGS_target);
+  if (!(target > 0)) target = sim::DefaultTarget(runs, metric, *base_value);
   std::vector<sim::StrategySummary> summaries;
   std::vector<std::string> problems;
   for (const sim::StrategyRun& run : runs) {
@@ -272,8 +308,9 @@ int main(int argc, char** argv) {
   info.title = absl::StrFormat(
       "fedge simulated federation: %d devices, %d rounds%s", clients,
       config.rounds, config.virtual_clock ? " (virtual clock)" : "");
-  info.target_accuracy = target;
-  info.base_accuracy = *base_accuracy;
+  info.metric = metric;
+  info.target = target;
+  info.base_value = *base_value;
   info.notes = {
       config.virtual_clock
           ? "Mode: VIRTUAL CLOCK. The real round engine in-process (fedge-"
@@ -287,11 +324,18 @@ int main(int argc, char** argv) {
           : "Links: one user-space link emulator per device (token bucket per "
             "direction plus half the RTT each way); transfer times are real "
             "times of the bytes sent.",
-      absl::StrFormat("Data: Fashion-MNIST, label-Dirichlet alpha %.2f shards; "
-                      "%d local steps per round; base model accuracy %.2f%%.",
-                      config.alpha, config.local_steps, 100 * *base_accuracy),
-      absl::StrFormat("Time to target: first evaluation at or above %.2f%%.",
-                      100 * target),
+      text ? absl::StrFormat(
+                 "Task %s: causal language modelling on %s, %s shards "
+                 "(seed %d); %d local steps per round; base model %.4f "
+                 "held-out bits per byte.",
+                 spec.name, spec.data.corpus, spec.simulation.partition,
+                 spec.simulation.seed, config.local_steps, *base_value)
+           : absl::StrFormat(
+                 "Data: Fashion-MNIST, label-Dirichlet alpha %.2f shards; "
+                 "%d local steps per round; base model accuracy %.2f%%.",
+                 config.alpha, config.local_steps, 100 * *base_value),
+      absl::StrFormat("Time to target: first evaluation at %s or better.",
+                      metric.Format(target)),
       problems.empty() ? "Consistency checks: all records consistent."
                        : absl::StrCat("Consistency problems: ", problems.size(),
                                       " (see stderr)"),
@@ -308,11 +352,12 @@ int main(int argc, char** argv) {
   }
 
   std::printf("\n%-16s %7s %9s %12s %9s %8s %6s %9s\n", "strategy", "rounds",
-              "accuracy", "to target", "wall", "pruning", "rank", "MB up");
+              text ? "bits/byte" : "accuracy", "to target", "wall", "pruning",
+              "rank", "MB up");
   for (const sim::StrategySummary& s : summaries) {
-    std::printf("%-16s %7lld %8.2f%% %12s %8.1fs %8.3f %6.1f %9.2f\n",
+    std::printf("%-16s %7lld %9s %12s %8.1fs %8.3f %6.1f %9.2f\n",
                 s.name.c_str(), static_cast<long long>(s.rounds),
-                100 * s.final_accuracy,
+                metric.Format(s.final_value).c_str(),
                 s.time_to_target_s < 0
                     ? "-"
                     : absl::StrFormat("%.1fs", s.time_to_target_s).c_str(),

@@ -112,25 +112,26 @@ struct Frame {
   }
 };
 
-// Accuracy after each evaluated round against seconds since the start.
-std::vector<std::pair<double, double>> AccuracyCurve(const StrategyRun& run) {
+// The metric after each evaluated round against seconds since the start.
+std::vector<std::pair<double, double>> MetricCurve(const StrategyRun& run) {
   std::vector<std::pair<double, double>> points;
-  if (run.base_accuracy >= 0) points.push_back({0, run.base_accuracy});
+  if (run.base_value >= 0) points.push_back({0, run.base_value});
   for (const Row& r : run.rounds) {
-    const double accuracy = RowNumber(r, "accuracy", -1);
-    if (RowText(r, "committed") != "1" || accuracy < 0) continue;
-    points.push_back({RowNumber(r, "unix_time") - run.start_unix, accuracy});
+    const double value = RowNumber(r, run.metric.column, -1);
+    if (RowText(r, "committed") != "1" || value < 0) continue;
+    points.push_back({RowNumber(r, "unix_time") - run.start_unix, value});
   }
   return points;
 }
 
-std::string AccuracyChart(const std::vector<StrategyRun>& runs, double target) {
+std::string MetricChart(const std::vector<StrategyRun>& runs,
+                        const Metric& metric, double target) {
   Frame f;
   f.w = 760;
   f.right = 220;
   double x_max = 1, y_min = 1, y_max = 0;
   for (const StrategyRun& run : runs) {
-    for (auto [x, y] : AccuracyCurve(run)) {
+    for (auto [x, y] : MetricCurve(run)) {
       x_max = std::max(x_max, x);
       y_min = std::min(y_min, y);
       y_max = std::max(y_max, y);
@@ -138,10 +139,11 @@ std::string AccuracyChart(const std::vector<StrategyRun>& runs, double target) {
   }
   if (y_min > y_max) y_min = 0, y_max = 1;
   f.x1 = x_max;
-  f.y0 = std::max(0.0, y_min - 0.02);
-  f.y1 = std::min(1.0, y_max + 0.02);
-  std::string s = f.Open("accuracy versus wall time");
-  s += f.Axes("wall time (s)", "global test accuracy");
+  const double pad = metric.percent ? 0.02 : 0.05 * (y_max - y_min + 1e-3);
+  f.y0 = std::max(0.0, y_min - pad);
+  f.y1 = metric.percent ? std::min(1.0, y_max + pad) : y_max + pad;
+  std::string s = f.Open(metric.label + " versus wall time");
+  s += f.Axes("wall time (s)", "global held-out " + metric.label);
   if (target > f.y0 && target < f.y1) {
     absl::StrAppendFormat(
         &s,
@@ -151,11 +153,11 @@ std::string AccuracyChart(const std::vector<StrategyRun>& runs, double target) {
   }
   for (size_t i = 0; i < runs.size(); ++i) {
     std::vector<std::string> points;
-    for (auto [x, y] : AccuracyCurve(runs[i])) {
+    for (auto [x, y] : MetricCurve(runs[i])) {
       points.push_back(absl::StrFormat("%.1f,%.1f", f.X(x), f.Y(y)));
     }
     absl::StrAppendFormat(&s,
-                          "<polyline class=\"accuracy\" fill=\"none\" "
+                          "<polyline class=\"metric\" fill=\"none\" "
                           "stroke=\"%s\" stroke-width=\"2\" points=\"%s\"/>",
                           Color(i), absl::StrJoin(points, " "));
     s += f.Legend(i, runs[i].name, Color(i));
@@ -336,6 +338,27 @@ std::string Seconds(double s) {
 
 }  // namespace
 
+std::string Metric::Format(double value) const {
+  if (value < 0) return "-";
+  return percent ? absl::StrFormat("%.2f%%", 100 * value)
+                 : absl::StrFormat("%.4f", value);
+}
+
+bool Metric::Reaches(double value, double target) const {
+  return higher_is_better ? value >= target : value <= target;
+}
+
+Metric AccuracyMetric() { return Metric(); }
+
+Metric BitsPerByteMetric() {
+  Metric m;
+  m.column = "test_bits_per_byte";
+  m.label = "bits per byte";
+  m.higher_is_better = false;
+  m.percent = false;
+  return m;
+}
+
 std::string RowText(const Row& row, const std::string& column) {
   auto it = row.find(column);
   return it == row.end() ? "" : it->second;
@@ -383,7 +406,7 @@ absl::StatusOr<StrategyRun> LoadRun(const std::string& name,
   return run;
 }
 
-StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
+StrategySummary Summarize(const StrategyRun& run, double target) {
   StrategySummary s;
   s.name = run.name;
   for (const Row& r : run.rounds) {
@@ -391,11 +414,13 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
     ++s.rounds;
     const double t = RowNumber(r, "unix_time") - run.start_unix;
     s.wall_s = std::max(s.wall_s, t);
-    const double accuracy = RowNumber(r, "accuracy", -1);
-    if (accuracy < 0) continue;
-    s.final_accuracy = accuracy;
-    s.best_accuracy = std::max(s.best_accuracy, accuracy);
-    if (s.time_to_target_s < 0 && accuracy >= target_accuracy) {
+    const double value = RowNumber(r, run.metric.column, -1);
+    if (value < 0) continue;
+    s.final_value = value;
+    if (s.best_value < 0 || run.metric.Reaches(value, s.best_value)) {
+      s.best_value = value;
+    }
+    if (s.time_to_target_s < 0 && run.metric.Reaches(value, target)) {
       s.time_to_target_s = t;
     }
   }
@@ -425,14 +450,18 @@ StrategySummary Summarize(const StrategyRun& run, double target_accuracy) {
   return s;
 }
 
-double DefaultTargetAccuracy(const std::vector<StrategyRun>& runs,
-                             double base_accuracy) {
-  double best = base_accuracy;
+double DefaultTarget(const std::vector<StrategyRun>& runs, const Metric& metric,
+                     double base_value) {
+  const double sign = metric.higher_is_better ? 1 : -1;
+  double best = base_value;
   for (const StrategyRun& run : runs) {
-    best = std::max(best, Summarize(run, 2.0).best_accuracy);
+    // A target nothing reaches, so that the summary is only of values.
+    const double value = Summarize(run, sign * 1e9).best_value;
+    if (value >= 0 && metric.Reaches(value, best)) best = value;
   }
-  return std::max(base_accuracy + 0.5 * (best - base_accuracy),
-                  base_accuracy + 0.005);
+  const double halfway = base_value + 0.5 * (best - base_value);
+  const double least = base_value + sign * 0.005;
+  return metric.Reaches(halfway, least) ? halfway : least;
 }
 
 std::vector<std::string> CheckConsistency(const StrategyRun& run) {
@@ -443,6 +472,12 @@ std::vector<std::string> CheckConsistency(const StrategyRun& run) {
     if (accuracy < 0 || accuracy > 1) {
       problems.push_back(absl::StrCat("round ", RowText(r, "round"),
                                       ": accuracy ", RowText(r, "accuracy")));
+    }
+    const double bpb = RowNumber(r, "test_bits_per_byte", 0);
+    if (!(bpb >= 0) || !std::isfinite(bpb)) {
+      problems.push_back(absl::StrCat("round ", RowText(r, "round"),
+                                      ": bits per byte ",
+                                      RowText(r, "test_bits_per_byte")));
     }
     round_s[static_cast<int64_t>(RowNumber(r, "round"))] =
         RowNumber(r, "round_s");
@@ -492,8 +527,9 @@ std::string SummaryJson(const std::vector<StrategySummary>& summaries,
                         const ReportInfo& info) {
   nlohmann::json out = {{"title", info.title},
                         {"notes", info.notes},
-                        {"target_accuracy", info.target_accuracy},
-                        {"base_accuracy", info.base_accuracy}};
+                        {"metric", info.metric.column},
+                        {"target", info.target},
+                        {"base", info.base_value}};
   nlohmann::json list = nlohmann::json::array();
   for (const StrategySummary& s : summaries) {
     nlohmann::json links = nlohmann::json::object();
@@ -508,8 +544,8 @@ std::string SummaryJson(const std::vector<StrategySummary>& summaries,
     }
     list.push_back({{"strategy", s.name},
                     {"rounds", s.rounds},
-                    {"final_accuracy", s.final_accuracy},
-                    {"best_accuracy", s.best_accuracy},
+                    {"final", s.final_value},
+                    {"best", s.best_value},
                     {"time_to_target_s", s.time_to_target_s},
                     {"wall_s", s.wall_s},
                     {"mean_prune_ratio", s.mean_prune_ratio},
@@ -539,8 +575,9 @@ std::string HtmlReport(const std::vector<StrategyRun>& runs,
   absl::StrAppend(
       &h,
       "</ul><h2>Strategies</h2><table id=\"strategies\"><tr>"
-      "<th>strategy</th><th>rounds</th><th>final accuracy</th>",
-      absl::StrFormat("<th>time to %.1f%%</th>", 100 * info.target_accuracy),
+      "<th>strategy</th><th>rounds</th><th>final ",
+      Escape(info.metric.label), "</th>",
+      absl::StrFormat("<th>time to %s</th>", info.metric.Format(info.target)),
       "<th>wall time</th><th>mean pruning</th><th>mean rank</th>"
       "<th>MB up</th><th>MB down</th><th>speedup of the first "
       "</th></tr>");
@@ -552,15 +589,16 @@ std::string HtmlReport(const std::vector<StrategyRun>& runs,
             : "-";
     absl::StrAppendFormat(
         &h,
-        "<tr><td>%s</td><td>%d</td><td>%.2f%%</td><td>%s</td><td>%s</td>"
+        "<tr><td>%s</td><td>%d</td><td>%s</td><td>%s</td><td>%s</td>"
         "<td>%.3f</td><td>%.1f</td><td>%.2f</td><td>%.2f</td><td>%s</td>"
         "</tr>",
-        Escape(s.name), s.rounds, 100 * s.final_accuracy,
+        Escape(s.name), s.rounds, info.metric.Format(s.final_value),
         Seconds(s.time_to_target_s), Seconds(s.wall_s), s.mean_prune_ratio,
         s.mean_rank, s.bytes_up / 1e6, s.bytes_down / 1e6, speedup);
   }
-  absl::StrAppend(&h, "</table><h2>Accuracy versus wall time</h2>",
-                  AccuracyChart(runs, info.target_accuracy));
+  absl::StrAppend(&h, "</table><h2>Held-out ", Escape(info.metric.label),
+                  " versus wall time</h2>",
+                  MetricChart(runs, info.metric, info.target));
   if (!runs.empty()) {
     const StrategyRun& run = runs.front();
     absl::StrAppend(&h, "<h2>Time per round by link type (", Escape(run.name),

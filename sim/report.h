@@ -1,6 +1,7 @@
 // The results of simulated federations: each strategy's run read back from
-// the coordinator's CSVs, summarised (time to a target accuracy, final
-// accuracy, bytes, sparsity, phase shares per link type), checked for
+// the coordinator's CSVs, summarised (time to a target value of the task's
+// metric, its final value, bytes, sparsity, phase shares per link type),
+// checked for
 // consistency, and rendered as a JSON summary and a self-contained HTML
 // report with SVG plots (no external assets).
 #pragma once
@@ -13,6 +14,21 @@
 
 namespace fedge::sim {
 
+// The task's metric as rounds.csv records it: accuracy for image tasks,
+// held-out bits per byte for text tasks.
+struct Metric {
+  std::string column = "accuracy";  // rounds.csv column.
+  std::string label = "accuracy";   // For people.
+  bool higher_is_better = true;
+  bool percent = true;  // Print as a percentage.
+  // "87.20%" or "1.2345".
+  std::string Format(double value) const;
+  // Whether `value` is at least as good as `target`.
+  bool Reaches(double value, double target) const;
+};
+Metric AccuracyMetric();
+Metric BitsPerByteMetric();
+
 // One row of a CSV file by column name.
 using Row = std::map<std::string, std::string>;
 
@@ -24,10 +40,11 @@ double RowNumber(const Row& row, const std::string& column,
 
 // One strategy's federation as the coordinator recorded it.
 struct StrategyRun {
-  std::string name;           // "fedspine", "fixed p=0.3 r=8", ...
-  std::string run_dir;        // Holds rounds.csv and clients.csv.
-  double start_unix = 0;      // When the coordinator started.
-  double base_accuracy = -1;  // The pretrained model's, if known.
+  std::string name;       // "fedspine", "fixed p=0.3 r=8", ...
+  std::string run_dir;    // Holds rounds.csv and clients.csv.
+  double start_unix = 0;  // When the coordinator started.
+  Metric metric;
+  double base_value = -1;  // The pretrained model's metric, if known.
   std::vector<Row> rounds;
   std::vector<Row> clients;
   // What each device measured itself (fedge-client --report_csv files
@@ -57,8 +74,8 @@ struct PhaseShares {
 struct StrategySummary {
   std::string name;
   int64_t rounds = 0;            // Committed rounds.
-  double final_accuracy = -1;    // Of the last evaluated round.
-  double best_accuracy = -1;     // Of any evaluated round.
+  double final_value = -1;       // The metric of the last evaluated round.
+  double best_value = -1;        // The best of any evaluated round.
   double time_to_target_s = -1;  // -1: never reached.
   double wall_s = 0;             // Start to the last round's close.
   double mean_prune_ratio = 0;   // Over accepted updates.
@@ -67,36 +84,39 @@ struct StrategySummary {
   std::map<std::string, PhaseShares> by_link;
 };
 
-StrategySummary Summarize(const StrategyRun& run, double target_accuracy);
+StrategySummary Summarize(const StrategyRun& run, double target);
 
-// The default time-to-target accuracy: halfway from `base_accuracy` (the
-// model before any round) to the best accuracy any of `runs` reached, and
-// at least base + 0.5 points. A target every start meets in round 1 (one
-// just above the base) compares round-1 lengths, not learning; one only the
-// best run reaches ranks nothing else.
-double DefaultTargetAccuracy(const std::vector<StrategyRun>& runs,
-                             double base_accuracy);
+// The default time-to-target value of the runs' metric: halfway from
+// `base_value` (the model before any round) to the best value any of `runs`
+// reached, and at least 0.5 accuracy points (0.005 bits per byte) better
+// than the base. A target every start meets in round 1 (one just past the
+// base) compares round-1 lengths, not learning; one only the best run
+// reaches ranks nothing else.
+double DefaultTarget(const std::vector<StrategyRun>& runs, const Metric& metric,
+                     double base_value);
 
 // Problems found, empty if none: every accepted row's phases fit in its
 // elapsed time (5% + 50 ms slack), elapsed + wait matches the round's time
 // (10% + 0.5 s), bytes are positive and equal what the device itself
-// counted (its report, if any), and accuracy is in [0, 1].
+// counted (its report, if any), and accuracy is in [0, 1] (bits per byte
+// positive and finite).
 std::vector<std::string> CheckConsistency(const StrategyRun& run);
 
 struct ReportInfo {
   std::string title;
   std::vector<std::string> notes;  // How it ran (emulation modes, ...).
-  double target_accuracy = 0;
-  double base_accuracy = -1;  // Before any round, on the same images.
+  double target = 0;               // Of the metric.
+  double base_value = -1;  // Before any round, on the same held-out data.
+  Metric metric;
 };
 
 std::string SummaryJson(const std::vector<StrategySummary>& summaries,
                         const ReportInfo& info);
 
-// The whole report: the strategy table (with speedups over each), accuracy
-// versus wall time per strategy, the per-round time breakdown per link type,
-// the arms chosen per device over rounds and peak memory per device (these
-// three for the first run).
+// The whole report: the strategy table (with speedups over each), the
+// metric versus wall time per strategy, the per-round time breakdown per link
+// type, the arms chosen per device over rounds and peak memory per device
+// (these three for the first run).
 std::string HtmlReport(const std::vector<StrategyRun>& runs,
                        const std::vector<StrategySummary>& summaries,
                        const ReportInfo& info);

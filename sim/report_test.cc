@@ -10,6 +10,16 @@
 namespace fedge::sim {
 namespace {
 
+// An accuracy report's description.
+ReportInfo Info(std::string title, std::vector<std::string> notes,
+                double target) {
+  ReportInfo info;
+  info.title = std::move(title);
+  info.notes = std::move(notes);
+  info.target = target;
+  return info;
+}
+
 size_t Count(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t at = text.find(what); at != std::string::npos;
@@ -57,7 +67,7 @@ TEST(ReportTest, SummarisesTimeToTargetBytesAndUploadShares) {
   EXPECT_TRUE(CheckConsistency(*run).empty());
   const StrategySummary s = Summarize(*run, 0.84);
   EXPECT_EQ(s.rounds, 2);
-  EXPECT_DOUBLE_EQ(s.final_accuracy, 0.85);
+  EXPECT_DOUBLE_EQ(s.final_value, 0.85);
   EXPECT_DOUBLE_EQ(s.time_to_target_s, 20);
   EXPECT_DOUBLE_EQ(Summarize(*run, 0.9).time_to_target_s, -1);
   EXPECT_DOUBLE_EQ(s.mean_prune_ratio, 0.4);
@@ -66,7 +76,7 @@ TEST(ReportTest, SummarisesTimeToTargetBytesAndUploadShares) {
   EXPECT_NEAR(s.by_link.at("5g-sa").upload_share(), 3 / 9.7, 1e-9);
   EXPECT_DOUBLE_EQ(s.by_link.at("5g-sa").upload_median, 3);
 
-  const std::string json = SummaryJson({s}, {"t", {"note"}, 0.84});
+  const std::string json = SummaryJson({s}, Info("t", {"note"}, 0.84));
   nlohmann::json parsed = nlohmann::json::parse(json);
   EXPECT_EQ(parsed["strategies"][0]["time_to_target_s"], 20);
 }
@@ -91,7 +101,7 @@ TEST(ReportTest, MedianUploadIgnoresAFewSlowedUploads) {
   EXPECT_DOUBLE_EQ(Summarize(*run, 0.84).by_link.at("ethernet").upload_median,
                    0.2);
   nlohmann::json parsed = nlohmann::json::parse(
-      SummaryJson({Summarize(*run, 0.84)}, {"t", {"note"}, 0.84}));
+      SummaryJson({Summarize(*run, 0.84)}, Info("t", {"note"}, 0.84)));
   EXPECT_DOUBLE_EQ(
       parsed["strategies"][0]["links"]["ethernet"]["upload_median_s"], 0.2);
 }
@@ -100,10 +110,49 @@ TEST(ReportTest, DefaultTargetIsHalfwayToTheBestAccuracy) {
   absl::StatusOr<StrategyRun> run = LoadRun("fedspine", WriteRun("t"), 1000);
   ASSERT_TRUE(run.ok()) << run.status();
   // Best 0.85 from base 0.75: 0.80.
-  EXPECT_DOUBLE_EQ(DefaultTargetAccuracy({*run}, 0.75), 0.80);
+  EXPECT_DOUBLE_EQ(DefaultTarget({*run}, AccuracyMetric(), 0.75), 0.80);
   // No run gained half a point: base + 0.5 points.
-  EXPECT_DOUBLE_EQ(DefaultTargetAccuracy({*run}, 0.848), 0.853);
-  EXPECT_DOUBLE_EQ(DefaultTargetAccuracy({}, 0.5), 0.505);
+  EXPECT_DOUBLE_EQ(DefaultTarget({*run}, AccuracyMetric(), 0.848), 0.853);
+  EXPECT_DOUBLE_EQ(DefaultTarget({}, AccuracyMetric(), 0.5), 0.505);
+}
+
+// A text task's bits per byte: lower is better, in the summary, the default
+// target, time to target and the report's labels.
+TEST(ReportTest, BitsPerByteIsSummarisedLowerIsBetter) {
+  const std::string dir = WriteRun("bpb");
+  std::filesystem::remove(dir + "/rounds.csv");
+  auto rounds = *metrics::CsvWriter::Open(
+      dir + "/rounds.csv",
+      {"round", "committed", "invited", "accepted", "round_s", "aggregate_s",
+       "accuracy", "test_bits_per_byte", "unix_time"});
+  ASSERT_TRUE(
+      rounds->Write({"1", "1", "2", "2", "10", "0.1", "0.3", "2.05", "1010"})
+          .ok());
+  ASSERT_TRUE(
+      rounds->Write({"2", "1", "2", "2", "10", "0.1", "0.3", "1.90", "1020"})
+          .ok());
+  rounds.reset();
+  absl::StatusOr<StrategyRun> run = LoadRun("fedspine", dir, 1000);
+  ASSERT_TRUE(run.ok()) << run.status();
+  run->metric = BitsPerByteMetric();
+  run->base_value = 2.3;
+  // Halfway from 2.3 to the best, 1.9: 2.1, passed in round 1 (2.05).
+  const double target = DefaultTarget({*run}, run->metric, 2.3);
+  EXPECT_NEAR(target, 2.1, 1e-12);
+  const StrategySummary s = Summarize(*run, target);
+  EXPECT_DOUBLE_EQ(s.final_value, 1.9);
+  EXPECT_DOUBLE_EQ(s.best_value, 1.9);
+  EXPECT_DOUBLE_EQ(s.time_to_target_s, 10);
+  // Nothing better than the base by 0.005: the target is base - 0.005.
+  EXPECT_NEAR(DefaultTarget({}, run->metric, 2.3), 2.295, 1e-12);
+  ReportInfo info;
+  info.metric = run->metric;
+  info.target = target;
+  info.base_value = 2.3;
+  const std::string html = HtmlReport({*run}, {s}, info);
+  EXPECT_NE(html.find("bits per byte versus wall time"), std::string::npos);
+  EXPECT_NE(html.find("<td>1.9000</td>"), std::string::npos);
+  EXPECT_TRUE(CheckConsistency(*run).empty());
 }
 
 TEST(ReportTest, FlagsPhasesThatDoNotFitTheirElapsedTime) {
@@ -121,9 +170,9 @@ TEST(ReportTest, HtmlHasEveryPlotAndNoExternalAssets) {
   const std::vector<StrategySummary> summaries = {Summarize(a, 0.84),
                                                   Summarize(b, 0.84)};
   const std::string html =
-      HtmlReport({a, b}, summaries, {"title <&>", {"mode"}, 0.84});
+      HtmlReport({a, b}, summaries, Info("title <&>", {"mode"}, 0.84));
   EXPECT_NE(html.find("title &lt;&amp;&gt;"), std::string::npos);
-  EXPECT_EQ(Count(html, "class=\"accuracy\""), 2u);  // One line each.
+  EXPECT_EQ(Count(html, "class=\"metric\""), 2u);  // One line each.
   EXPECT_EQ(Count(html, "<svg"), 5u);  // Accuracy, 2 links, arms, memory.
   EXPECT_EQ(Count(html, "class=\"phase-upload\""), 4u);  // 2 links x 2.
   EXPECT_EQ(Count(html, "class=\"arm\""), 4u);

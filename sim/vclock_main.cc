@@ -18,22 +18,28 @@
 #include "model/threads.h"
 #include "sim/profiles.h"
 #include "sim/virtual_clock.h"
+#include "task/spec.h"
 
 ABSL_FLAG(int, clients, 100, "Devices in the federation.");
 ABSL_FLAG(std::string, devices, "mix", fedge::sim::kDevicesHelp);
 ABSL_FLAG(std::string, links, "mix", fedge::sim::kLinksHelp);
+ABSL_FLAG(std::string, task, "",
+          "Task file (docs/tasks.md): base, held-out data and how the corpus "
+          "is split among the devices. Empty: the built-in Fashion-MNIST "
+          "task shaped by the five flags below.");
 ABSL_FLAG(std::string, partition, "dirichlet",
-          "Device data: iid or dirichlet.");
-ABSL_FLAG(double, alpha, 0.5, "Dirichlet concentration of the label mix.");
+          "Without --task: iid or dirichlet (label skew).");
+ABSL_FLAG(double, alpha, 0.5,
+          "Without --task: Dirichlet concentration of the label mix.");
 ABSL_FLAG(double, public_fraction, 0.1,
-          "Share of the training split held out for pretraining (as "
-          "fedge-pretrain's).");
+          "Without --task: the coordinator's public share of the training "
+          "images (as fedge-pretrain).");
 ABSL_FLAG(uint64_t, data_seed, 1,
-          "Seed of the data split (as fedge-pretrain's).");
+          "Without --task: seed of the public split and the shards.");
 ABSL_FLAG(std::string, base_dir, "runs/base",
-          "Pretrained base model (fedge-pretrain writes it).");
+          "Without --task: the base model (fedge-pretrain).");
 ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Fashion-MNIST directory.");
+          "Without --task: the Fashion-MNIST directory.");
 ABSL_FLAG(std::string, run_dir, "runs/vclock",
           "Where clients.csv and rounds.csv go (unix_time: virtual seconds).");
 ABSL_FLAG(int64_t, eval_examples, 2000, "Test images to evaluate on (0: all).");
@@ -98,16 +104,30 @@ int main(int argc, char** argv) {
   if (!links.ok()) return Fail(links.status());
   config.devices = *devices;
   config.links = *links;
-  config.base_dir = absl::GetFlag(FLAGS_base_dir);
-  config.data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (!absl::GetFlag(FLAGS_task).empty()) {
+    absl::StatusOr<fedge::task::TaskSpec> task =
+        fedge::task::LoadTaskSpec(absl::GetFlag(FLAGS_task));
+    if (!task.ok()) return Fail(task.status());
+    config.task = *std::move(task);
+  } else {
+    fedge::task::TaskSpec& t = config.task;
+    t.base_dir = absl::GetFlag(FLAGS_base_dir);
+    t.data.corpus = absl::GetFlag(FLAGS_data_dir);
+    t.simulation.partition = absl::GetFlag(FLAGS_partition);
+    t.simulation.alpha = absl::GetFlag(FLAGS_alpha);
+    t.simulation.public_fraction = absl::GetFlag(FLAGS_public_fraction);
+    t.simulation.seed = absl::GetFlag(FLAGS_data_seed);
+    if (t.simulation.partition != "iid" &&
+        t.simulation.partition != "dirichlet") {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--partition: '", t.simulation.partition,
+                       "' is not iid or dirichlet")));
+    }
+  }
   config.run_dir = absl::GetFlag(FLAGS_run_dir);
   config.eval_examples = absl::GetFlag(FLAGS_eval_examples);
   config.validation_examples = absl::GetFlag(FLAGS_validation_examples);
   config.eval_every = absl::GetFlag(FLAGS_eval_every);
-  config.partition = absl::GetFlag(FLAGS_partition);
-  config.alpha = absl::GetFlag(FLAGS_alpha);
-  config.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-  config.data_seed = absl::GetFlag(FLAGS_data_seed);
   config.workers = absl::GetFlag(FLAGS_workers);
   config.compute_costs = absl::GetFlag(FLAGS_compute_costs);
   config.malicious = absl::GetFlag(FLAGS_malicious);

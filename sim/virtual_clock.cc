@@ -14,7 +14,6 @@
 #include <torch/types.h>
 
 #include "client/local_round.h"
-#include "client/shard.h"
 #include "coordinator/evaluator.h"
 #include "coordinator/global_model.h"
 #include "coordinator/records.h"
@@ -22,10 +21,10 @@
 #include "coordinator/validation.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
-#include "model/partition.h"
 #include "model/safetensors.h"
 #include "model/trainer.h"
 #include "sim/compute_costs.h"
+#include "task/task_data.h"
 #include "transport/link_profile.h"
 #include "transport/split_proto.h"
 #include "transport/task_proto.h"
@@ -41,7 +40,7 @@ struct Device {
   fc::DeviceFacts facts;
   DeviceProfile profile;
   transport::LinkProfile link;
-  std::vector<int64_t> indices;  // Its shard of the training split.
+  model::Dataset data;  // Its shard of the task's private data.
   transport::ErrorFeedback feedback;
 };
 
@@ -97,37 +96,34 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
   }
 
   // The base, as the coordinator loads it and as devices read it.
-  absl::StatusOr<model::Model> base = fc::LoadBase(config.base_dir);
+  absl::StatusOr<model::Model> base = fc::LoadBase(config.task.base_dir);
   if (!base.ok()) return base.status();
   absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> reader =
-      model::SafetensorsReader::Open(config.base_dir + "/" +
+      model::SafetensorsReader::Open(config.task.base_dir + "/" +
                                      model::kWeightsFile);
   if (!reader.ok()) return reader.status();
   const std::string config_json = (*base)->ConfigJson();
 
-  // Data: every device's shard, and the coordinator's test images.
-  absl::StatusOr<model::Dataset> train =
-      model::LoadFashionMnist(config.data_dir, model::Split::kTrain);
-  if (!train.ok()) return train.status();
-  absl::StatusOr<model::Dataset> test_split =
-      model::LoadFashionMnist(config.data_dir, model::Split::kTest);
-  if (!test_split.ok()) return test_split.status();
-  const model::Dataset test = model::Head(*test_split, config.eval_examples);
-  client::ShardSpec shards;
-  shards.count = static_cast<int>(n);
-  shards.partition = config.partition;
-  shards.alpha = config.alpha;
-  shards.public_fraction = config.public_fraction;
-  shards.seed = config.data_seed;
-  absl::StatusOr<model::Partition> partition =
-      client::PartitionShards(*train, shards);
-  if (!partition.ok()) return partition.status();
-  // The coordinator's validation images: from the public split, which no
-  // device holds.
-  absl::StatusOr<model::Dataset> validation =
-      fc::PublicValidationSet(*train, config.public_fraction, config.data_seed,
-                              config.validation_examples);
-  if (!validation.ok()) return validation.status();
+  // Data: every device's shard, the coordinator's held-out data, and its
+  // validation examples from the public split, which no device holds.
+  task::TaskSpec spec = config.task;
+  spec.evaluation.examples = config.eval_examples;
+  absl::StatusOr<std::unique_ptr<task::TaskData>> task_data =
+      task::TaskData::Create(spec);
+  if (!task_data.ok()) return task_data.status();
+  if (absl::Status s = task::CheckModelFitsTask(**task_data, **base); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<model::Dataset> eval = (*task_data)->Eval();
+  if (!eval.ok()) return eval.status();
+  const model::Dataset test = *std::move(eval);
+  absl::StatusOr<std::vector<model::Dataset>> shards =
+      (*task_data)->Shards(static_cast<int>(n));
+  if (!shards.ok()) return shards.status();
+  absl::StatusOr<model::Dataset> pub = (*task_data)->Public();
+  if (!pub.ok()) return pub.status();
+  const model::Dataset validation =
+      model::Head(*pub, config.validation_examples);
 
   absl::StatusOr<std::unique_ptr<ComputeCostTable>> costs =
       ComputeCostTable::Open(config.compute_costs);
@@ -141,7 +137,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
         transport::ParseLinkProfile(config.links[i]);
     if (!link.ok()) return link.status();
     d.link = *link;
-    d.indices = (*partition)[i];
+    d.data = std::move((*shards)[i]);
     d.facts.device_id = absl::StrCat("device-", i);
     d.facts.cores = 4;
     d.facts.memory_total_bytes = d.profile.memory_mb << 20;
@@ -174,10 +170,17 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
           at = closed_at[{r.round, r.attempt}];
         }
         if (e && config.progress != nullptr) {
-          std::fprintf(config.progress,
-                       "round %d: global accuracy %.2f%% at %.1f virtual s\n",
-                       static_cast<int>(r.round), 100 * e->accuracy,
-                       absl::ToDoubleSeconds(at - absl::UnixEpoch()));
+          const double t = absl::ToDoubleSeconds(at - absl::UnixEpoch());
+          if (e->bits_per_byte > 0) {
+            std::fprintf(config.progress,
+                         "round %d: held-out %.4f bits per byte at %.1f "
+                         "virtual s\n",
+                         static_cast<int>(r.round), e->bits_per_byte, t);
+          } else {
+            std::fprintf(config.progress,
+                         "round %d: global accuracy %.2f%% at %.1f virtual s\n",
+                         static_cast<int>(r.round), 100 * e->accuracy, t);
+          }
           std::fflush(config.progress);
         }
         if (absl::Status s = (*log)->RecordEvaluation(r, e, seconds, at);
@@ -192,7 +195,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
   hooks.clock = [] {
     return absl::UnixEpoch() + absl::Seconds(ThreadCpuSeconds());
   };
-  hooks.validation_loss = fc::ValidationLoss(&*validation);
+  hooks.validation_loss = fc::ValidationLoss(&validation);
   hooks.publish = [&payloads](const std::string& id,
                               const model::NamedTensors& tensors) {
     payloads[id] = tensors;
@@ -249,11 +252,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     const double rtt = absl::ToDoubleSeconds(d.link.rtt);
     const double download_s =
         rtt + (*served)->size() / d.link.downlink_bytes_per_s();
-    absl::StatusOr<model::Dataset> data = model::Subset(*train, d.indices);
-    if (!data.ok()) {
-      job.error = data.status();
-      return;
-    }
+    const model::Dataset* data = &d.data;
     client::LocalHooks local_hooks;
     local_hooks.admit = [&](int64_t bytes) {
       return bytes + config.runtime_bytes <= d.facts.memory_budget_bytes;

@@ -44,27 +44,22 @@
 
 #include "coordinator/engine.h"
 #include "sim/profiles.h"
+#include "task/spec.h"
 
 namespace fedge::sim {
 
 struct VirtualConfig {
-  std::string base_dir = "runs/base";
-  std::string data_dir;  // Fashion-MNIST (train and test splits).
-  std::string run_dir;   // Gets clients.csv and rounds.csv.
+  // The task (base, held-out data, the devices' shards: task/task_data.h).
+  task::TaskSpec task = task::FashionMnistTask();
+  std::string run_dir;  // Gets clients.csv and rounds.csv.
   int64_t eval_examples = 2000;
-  // Images of the public split (never in a device's shard) the engine
+  // Examples of the public split (never in a device's shard) the engine
   // measures each task's pruning cost on (EngineHooks::validation_loss);
   // 0: not measured.
   int64_t validation_examples = 256;
   int64_t eval_every = 1;
   std::vector<DeviceProfile> devices;  // One per device.
   std::vector<std::string> links;      // Link specs, one per device.
-  // The devices' data: as fedge-client's --partition/--alpha/
-  // --public_fraction/--data_seed.
-  std::string partition = "dirichlet";
-  double alpha = 0.5;
-  double public_fraction = 0.1;
-  uint64_t data_seed = 1;
   int workers = 1;  // Devices trained at once (each on one thread).
   // The compute-cost table (sim/compute_costs.h) to read and extend; empty:
   // one kept in memory for this run (calibrated on its first job).

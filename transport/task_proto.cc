@@ -53,4 +53,21 @@ v1::LinkType ParseLinkType(absl::string_view name) {
   return v1::LINK_TYPE_UNSPECIFIED;
 }
 
+task::TaskIdentity IdentityFromProto(const v1::TaskIdentity& proto) {
+  task::TaskIdentity identity;
+  identity.name = proto.name();
+  identity.objective = proto.objective();
+  identity.tokenizer_digest = proto.tokenizer_digest();
+  identity.sequence_length = proto.sequence_length();
+  return identity;
+}
+
+void IdentityToProto(const task::TaskIdentity& identity,
+                     v1::TaskIdentity* proto) {
+  proto->set_name(identity.name);
+  proto->set_objective(identity.objective);
+  proto->set_tokenizer_digest(identity.tokenizer_digest);
+  proto->set_sequence_length(identity.sequence_length);
+}
+
 }  // namespace fedge::transport

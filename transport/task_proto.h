@@ -7,8 +7,10 @@
 
 #include "absl/strings/string_view.h"
 
+#include "fedge/v1/coordinator_service.pb.h"
 #include "fedge/v1/task.pb.h"
 #include "pruning/plan.h"
+#include "task/task_data.h"
 #include "transport/update_codec.h"
 
 namespace fedge::transport {
@@ -23,5 +25,9 @@ void PlanToProto(const pruning::PruningPlan& plan, v1::PruningPlan* proto);
 std::string LinkName(v1::LinkType link);
 // The inverse; LINK_TYPE_UNSPECIFIED for an unknown name.
 v1::LinkType ParseLinkType(absl::string_view name);
+
+task::TaskIdentity IdentityFromProto(const v1::TaskIdentity& proto);
+void IdentityToProto(const task::TaskIdentity& identity,
+                     v1::TaskIdentity* proto);
 
 }  // namespace fedge::transport

@@ -43,6 +43,16 @@ expect "--memory_budget_mb" --device_id=a --insecure --memory_budget_mb=-3
 expect "/nonexistent/train-images" --device_id=a --insecure --data_dir=/nonexistent
 expect "header promises 60000 images" --device_id=a --insecure --data_dir="$work/cut"
 expect "TLS is the default" --device_id=a
+# Task files and a device's own text (docs/tasks.md).
+expect "task file $work/none.json" --device_id=a --insecure --task="$work/none.json"
+printf '{"name": "t", "objective": "causal_lm", "base": "b",\n "sequence": {"lenght": 8}}' >"$work/typo.json"
+expect 'field "lenght" is not supported' --device_id=a --insecure --task="$work/typo.json"
+printf '{"name": "t", "objective": "causal_lm", "base": "b",\n "sequence": {"length": 8}}' >"$work/bytes.json"
+printf 'good text\n\nbad \xff text\n' >"$work/bad.txt"
+expect "$work/bad.txt:3: not valid UTF-8" --device_id=a --insecure --task="$work/bytes.json" --data="$work/bad.txt"
+printf 'hi\n' >"$work/short.txt"
+expect "fewer than one window of 9" --device_id=a --insecure --task="$work/bytes.json" --data="$work/short.txt"
+expect "does not exist" --device_id=a --insecure --task="$work/bytes.json" --data="$work/absent.txt"
 expect "$work/absent-ca.pem" --device_id=a --tls_ca="$work/absent-ca.pem"
 # Nothing listens there: give up after the deadline with a clear status.
 expect "coordinator unreachable" --device_id=a --insecure \

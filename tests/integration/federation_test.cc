@@ -7,6 +7,7 @@
 #include <sstream>
 #include <thread>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include <torch/types.h>
 
@@ -19,10 +20,13 @@
 #include "model/dataset.h"
 #include "model/threads.h"
 #include "model/trainer.h"
+#include "task/spec.h"
+#include "task/task_data.h"
 #include "tests/testing/tiny_models.h"
 #include "transport/channel_options.h"
 #include "transport/sha256.h"
 #include "transport/shaping_proxy.h"
+#include "transport/task_proto.h"
 
 namespace fedge {
 namespace {
@@ -71,8 +75,7 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
   f.base_accuracy = model::Evaluate(*base, model::Head(*test, 1000))->accuracy;
 
   coordinator::ServerConfig config;
-  config.base_dir = f.dir + "/base";
-  config.data_dir = model::kFashionMnistDir;
+  config.task.base_dir = f.dir + "/base";
   config.eval_examples = 1000;
   config.run_dir = f.dir + "/run";
   config.listen = "127.0.0.1:0";
@@ -105,6 +108,7 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
       std::vector<int64_t> shard(400);
       for (int64_t i = 0; i < 400; ++i) shard[i] = d * 400 + i;
       client::ParticipantOptions options;
+      options.task = task::IdentityOf(task::FashionMnistTask(), nullptr);
       options.device_id = "dev-" + std::to_string(d);
       options.link = d == 0 ? "ethernet" : "wifi";
       options.cache_dir = f.dir + "/cache-" + std::to_string(d);
@@ -254,7 +258,8 @@ TEST(FederationTest, MutualTlsIdentityMustMatchTheDeviceId) {
   torch::manual_seed(0);
   ASSERT_TRUE(model::SaveCheckpoint(*testing::TinyVit(16), dir + "/base").ok());
   coordinator::ServerConfig config;
-  config.base_dir = dir + "/base";
+  config.task.base_dir = dir + "/base";
+  config.evaluate = false;
   config.run_dir = dir + "/run";
   config.listen = "127.0.0.1:0";
   config.quiet = true;
@@ -273,6 +278,9 @@ TEST(FederationTest, MutualTlsIdentityMustMatchTheDeviceId) {
     auto stub = v1::Coordinator::NewStub(*channel);
     v1::RegisterRequest request;
     request.mutable_device()->set_device_id(id);
+    transport::IdentityToProto(
+        task::IdentityOf(task::FashionMnistTask(), nullptr),
+        request.mutable_task());
     v1::RegisterResponse response;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
@@ -297,7 +305,8 @@ std::unique_ptr<coordinator::CoordinatorServer> StartCoordinator(
         model::SaveCheckpoint(*testing::TinyVit(32), dir + "/base").ok());
   }
   coordinator::ServerConfig config;
-  config.base_dir = dir + "/base";
+  config.task.base_dir = dir + "/base";
+  config.evaluate = false;
   config.run_dir = dir + "/run";
   config.listen = "127.0.0.1:0";
   config.quiet = true;
@@ -326,9 +335,47 @@ model::Dataset Shard(int64_t first, int64_t count) {
   return *model::Subset(*train, index);
 }
 
+// A device whose task differs from the coordinator's (or that names none)
+// is refused at registration, naming what differs; the coordinator's own
+// identity comes back to a device that matches.
+TEST(FederationTest, RegistrationRefusesAnotherTask) {
+  const std::string dir = TempDir("identity");
+  auto server = StartCoordinator(dir, 1, 1);
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::Coordinator::NewStub(server->InProcessChannel());
+  auto register_with = [&](const task::TaskIdentity* identity,
+                           v1::RegisterResponse* response) {
+    v1::RegisterRequest request;
+    request.mutable_device()->set_device_id("dev-x");
+    if (identity != nullptr) {
+      transport::IdentityToProto(*identity, request.mutable_task());
+    }
+    grpc::ClientContext context;
+    return stub->Register(&context, request, response);
+  };
+  task::TaskIdentity same = task::IdentityOf(task::FashionMnistTask(), nullptr);
+  v1::RegisterResponse response;
+  ASSERT_TRUE(register_with(&same, &response).ok());
+  EXPECT_EQ(response.task().name(), "fashion-mnist");
+  EXPECT_EQ(response.task().objective(), "image_classification");
+
+  task::TaskIdentity other = same;
+  other.name = "fortunes-lm";
+  other.objective = "causal_lm";
+  grpc::Status status = register_with(&other, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(),
+              ::testing::HasSubstr("name 'fortunes-lm'"));
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("objective"));
+  status = register_with(nullptr, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("no task identity"));
+}
+
 client::ParticipantOptions ClientOptions(const std::string& dir,
                                          const std::string& id) {
   client::ParticipantOptions options;
+  options.task = task::IdentityOf(task::FashionMnistTask(), nullptr);
   options.device_id = id;
   options.cache_dir = dir + "/cache-" + id;
   options.progress = client::ParticipantOptions::Progress::kNone;

@@ -1,0 +1,108 @@
+#include "task/spec.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fedge::task {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kText[] = R"({
+  "name": "fortunes-lm",
+  "objective": "causal_lm",
+  "base": "runs/text-base",
+  "tokenizer": {"type": "sentencepiece"},
+  "sequence": {"length": 64},
+  "data": {"corpus": "/usr/share/games/fortunes", "skip": ["*.dat"],
+           "record_separator": "%"},
+  "evaluation": {"examples": 32, "fraction": 0.1},
+  "simulation": {"public_fraction": 0.2, "partition": "by_file", "seed": 3}
+})";
+
+TEST(TaskSpecTest, ParsesATextTaskAndFillsDefaults) {
+  absl::StatusOr<TaskSpec> spec = ParseTaskSpec(kText, "t.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name, "fortunes-lm");
+  EXPECT_EQ(spec->objective, Objective::kCausalLm);
+  EXPECT_EQ(spec->tokenizer.model_path, "runs/text-base/tokenizer.model");
+  EXPECT_EQ(spec->sequence.length, 64);
+  EXPECT_EQ(spec->data.format, "text");
+  EXPECT_EQ(spec->data.skip, std::vector<std::string>{"*.dat"});
+  EXPECT_EQ(spec->evaluation.metric, Metric::kBitsPerByte);
+  EXPECT_EQ(spec->simulation.partition, "by_file");
+  EXPECT_EQ(spec->simulation.seed, 3u);
+}
+
+TEST(TaskSpecTest, ImageTaskDefaultsToFashionMnistAndAccuracy) {
+  absl::StatusOr<TaskSpec> spec = ParseTaskSpec(
+      R"({"name": "fm", "objective": "image_classification",
+          "base": "runs/base"})",
+      "i.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->data.format, "idx");
+  EXPECT_EQ(spec->evaluation.metric, Metric::kAccuracy);
+  EXPECT_FALSE(spec->data.corpus.empty());
+}
+
+// Each bad file is refused with a message naming the file and the field.
+TEST(TaskSpecTest, ErrorsNameTheField) {
+  const struct {
+    std::string json;
+    std::string field;
+  } cases[] = {
+      {R"({"objective": "causal_lm", "base": "b"})", "\"name\" is missing"},
+      {R"({"name": "a b", "objective": "causal_lm", "base": "b"})", "\"name\""},
+      {R"({"name": "a", "objective": "vqa", "base": "b"})", "\"objective\""},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "sequence": {"length": 1}})",
+       "\"sequence.length\""},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "sequence": {"lenght": 64}})",
+       "\"lenght\" is not supported"},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b", "extra": 1})",
+       "\"extra\" is not supported"},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "tokenizer": {"type": "tokenizer.json"}})",
+       "byte-level BPE"},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "evaluation": {"metric": "f1"}})",
+       "\"evaluation.metric\""},
+      {R"({"name": "a", "objective": "image_classification", "base": "b",
+           "evaluation": {"metric": "bits_per_byte"}})",
+       "need a text objective"},
+      {R"({"name": "a", "objective": "image_classification", "base": "b",
+           "simulation": {"partition": "by_file"}})",
+       "\"simulation.partition\""},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "simulation": {"public_fraction": 0.95}})",
+       "\"simulation.public_fraction\""},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "sequence": {"length": "64"}})",
+       "must be an integer"},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "pretrain": {"heads": 5}})",
+       "\"pretrain.heads\""},
+      {R"([1, 2])", "expected a JSON object"},
+      {R"({"name": )", "invalid JSON"},
+  };
+  for (const auto& c : cases) {
+    absl::StatusOr<TaskSpec> spec = ParseTaskSpec(c.json, "bad.json");
+    ASSERT_FALSE(spec.ok()) << c.json;
+    EXPECT_TRUE(absl::IsInvalidArgument(spec.status())) << spec.status();
+    EXPECT_THAT(spec.status().message(), HasSubstr("bad.json")) << c.json;
+    EXPECT_THAT(spec.status().message(), HasSubstr(c.field)) << c.json;
+  }
+}
+
+TEST(TaskSpecTest, MissingFileIsNotFoundNamingIt) {
+  absl::StatusOr<TaskSpec> spec = LoadTaskSpec("/nonexistent/task.json");
+  EXPECT_TRUE(absl::IsNotFound(spec.status())) << spec.status();
+  EXPECT_THAT(spec.status().message(), HasSubstr("/nonexistent/task.json"));
+}
+
+}  // namespace
+}  // namespace fedge::task

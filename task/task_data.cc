@@ -1,0 +1,344 @@
+#include "task/task_data.h"
+
+#include <algorithm>
+#include <numeric>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+#include "model/partition.h"
+#include "task/text_corpus.h"
+
+namespace fedge::task {
+namespace {
+
+absl::Status CheckCount(int count) {
+  if (count < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device count ", count, ": need at least 1"));
+  }
+  return absl::OkStatus();
+}
+
+// At least 32 examples per device; in federations too large for that to be
+// likely under skew (more than ~170 devices), a tenth of the average share.
+int64_t MinShard(size_t total, int count) {
+  const int64_t average = static_cast<int64_t>(total) / count;
+  return std::max<int64_t>(1, std::min<int64_t>(32, average / 10));
+}
+
+// Fashion-MNIST: the built-in image task, exactly as before tasks existed.
+class ImageTaskData : public TaskData {
+ public:
+  explicit ImageTaskData(TaskSpec spec) : TaskData(std::move(spec), nullptr) {}
+
+  absl::StatusOr<model::Dataset> Public() override {
+    absl::Status s = LoadTrain();
+    if (!s.ok()) return s;
+    absl::StatusOr<model::PublicSplit> split =
+        model::SplitPublic(train_.size(), spec().simulation.public_fraction,
+                           spec().simulation.seed);
+    if (!split.ok()) return split.status();
+    return model::Subset(train_, split->public_indices);
+  }
+
+  absl::StatusOr<model::Dataset> Eval() override {
+    absl::StatusOr<model::Dataset> test =
+        model::LoadFashionMnist(spec().data.corpus, model::Split::kTest);
+    if (!test.ok()) return test.status();
+    return model::Head(*test, spec().evaluation.examples);
+  }
+
+  absl::StatusOr<std::vector<model::Dataset>> Shards(int count) override {
+    absl::StatusOr<model::Partition> parts = Partition(count);
+    if (!parts.ok()) return parts.status();
+    std::vector<model::Dataset> out;
+    for (const std::vector<int64_t>& part : *parts) {
+      absl::StatusOr<model::Dataset> shard = model::Subset(train_, part);
+      if (!shard.ok()) return shard.status();
+      out.push_back(*std::move(shard));
+    }
+    return out;
+  }
+
+  absl::StatusOr<model::Dataset> Shard(int index, int count) override {
+    if (index < 0 || index >= count) return TaskData::Shard(index, count);
+    absl::StatusOr<model::Partition> parts = Partition(count);
+    if (!parts.ok()) return parts.status();
+    return model::Subset(train_, (*parts)[static_cast<size_t>(index)]);
+  }
+
+  absl::StatusOr<model::Dataset> DeviceData(const std::string& path) override {
+    return model::LoadFashionMnist(path, model::Split::kTrain);
+  }
+
+ private:
+  absl::Status LoadTrain() {
+    if (train_.size() > 0) return absl::OkStatus();
+    absl::StatusOr<model::Dataset> train =
+        model::LoadFashionMnist(spec().data.corpus, model::Split::kTrain);
+    if (!train.ok()) return train.status();
+    train_ = *std::move(train);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<model::Partition> Partition(int count) {
+    if (absl::Status s = CheckCount(count); !s.ok()) return s;
+    if (absl::Status s = LoadTrain(); !s.ok()) return s;
+    const SimulationSpec& sim = spec().simulation;
+    absl::StatusOr<model::PublicSplit> split =
+        model::SplitPublic(train_.size(), sim.public_fraction, sim.seed);
+    if (!split.ok()) return split.status();
+    if (sim.partition == "iid") {
+      return model::PartitionIid(split->private_indices, count, sim.seed);
+    }
+    return model::PartitionDirichlet(
+        split->private_indices, model::Labels(train_), 10, count, sim.alpha,
+        sim.seed, MinShard(split->private_indices.size(), count));
+  }
+
+  model::Dataset train_;
+};
+
+// Causal language modelling on plain text.
+class TextTaskData : public TaskData {
+ public:
+  TextTaskData(TaskSpec spec, std::unique_ptr<Tokenizer> tokenizer)
+      : TaskData(std::move(spec), std::move(tokenizer)) {}
+
+  absl::StatusOr<model::Dataset> Public() override {
+    if (absl::Status s = Split(); !s.ok()) return s;
+    return Pack(public_, "the public split");
+  }
+
+  absl::StatusOr<model::Dataset> Eval() override {
+    if (absl::Status s = Split(); !s.ok()) return s;
+    absl::StatusOr<model::Dataset> eval = Pack(eval_, "the held-out split");
+    if (!eval.ok()) return eval.status();
+    return model::Head(*eval, spec().evaluation.examples);
+  }
+
+  absl::StatusOr<std::vector<model::Dataset>> Shards(int count) override {
+    if (absl::Status s = CheckCount(count); !s.ok()) return s;
+    if (absl::Status s = Split(); !s.ok()) return s;
+    absl::StatusOr<model::Partition> parts = Partition(count);
+    if (!parts.ok()) return parts.status();
+    std::vector<model::Dataset> out;
+    for (size_t i = 0; i < parts->size(); ++i) {
+      std::sort((*parts)[i].begin(), (*parts)[i].end());
+      absl::StatusOr<model::Dataset> shard =
+          Pack((*parts)[i], absl::StrCat("device ", i, "'s shard"));
+      if (!shard.ok()) return shard.status();
+      out.push_back(*std::move(shard));
+    }
+    return out;
+  }
+
+  absl::StatusOr<model::Dataset> DeviceData(const std::string& path) override {
+    absl::StatusOr<TextCorpus> corpus = ReadTextCorpus(path, spec().data);
+    if (!corpus.ok()) return corpus.status();
+    std::vector<int64_t> all(corpus->records.size());
+    std::iota(all.begin(), all.end(), 0);
+    return PackRecords(*corpus, all, *tokenizer(), spec().sequence.length,
+                       absl::StrCat("data ", path));
+  }
+
+  absl::StatusOr<std::string> PublicText() {
+    if (absl::Status s = Split(); !s.ok()) return s;
+    std::string text;
+    for (int64_t i : public_) {
+      absl::StrAppend(&text, corpus_->records[static_cast<size_t>(i)].text,
+                      "\n");
+    }
+    return text;
+  }
+
+ private:
+  // Reads the corpus once and splits its records into held-out, public and
+  // private, each sorted (records keep their corpus order).
+  absl::Status Split() {
+    if (corpus_.has_value()) return absl::OkStatus();
+    if (spec().data.corpus.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          spec().origin,
+          ": field \"data.corpus\" is empty; the coordinator "
+          "evaluates on held-out text from it (and simulations split it)"));
+    }
+    absl::StatusOr<TextCorpus> corpus =
+        ReadTextCorpus(spec().data.corpus, spec().data);
+    if (!corpus.ok()) return corpus.status();
+    const SimulationSpec& sim = spec().simulation;
+    const int64_t n = static_cast<int64_t>(corpus->records.size());
+    absl::StatusOr<model::PublicSplit> held =
+        model::SplitPublic(n, spec().evaluation.fraction, sim.seed);
+    if (!held.ok()) return held.status();
+    // The public fraction is of the whole corpus.
+    const double rest = 1 - spec().evaluation.fraction;
+    absl::StatusOr<model::PublicSplit> pub =
+        model::SplitPublic(static_cast<int64_t>(held->private_indices.size()),
+                           sim.public_fraction / rest, sim.seed + 1);
+    if (!pub.ok()) return pub.status();
+    eval_ = held->public_indices;
+    for (int64_t i : pub->public_indices) {
+      public_.push_back(held->private_indices[static_cast<size_t>(i)]);
+    }
+    for (int64_t i : pub->private_indices) {
+      private_.push_back(held->private_indices[static_cast<size_t>(i)]);
+    }
+    corpus_ = *std::move(corpus);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<model::Dataset> Pack(const std::vector<int64_t>& records,
+                                      absl::string_view what) {
+    return PackRecords(*corpus_, records, *tokenizer(), spec().sequence.length,
+                       absl::StrCat(what, " of ", spec().data.corpus));
+  }
+
+  absl::StatusOr<model::Partition> Partition(int count) {
+    const SimulationSpec& sim = spec().simulation;
+    if (sim.partition == "iid") {
+      return model::PartitionIid(private_, count, sim.seed);
+    }
+    const int files = static_cast<int>(corpus_->files.size());
+    if (sim.partition == "dirichlet") {
+      std::vector<int64_t> labels;
+      for (const TextRecord& r : corpus_->records) labels.push_back(r.file);
+      return model::PartitionDirichlet(private_, labels, files, count,
+                                       sim.alpha, sim.seed,
+                                       MinShard(private_.size(), count));
+    }
+    // by_file: whole files, the largest first, each to the device holding
+    // the fewest bytes so far (deterministic; sizes stay close).
+    if (files < count) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "simulation.partition by_file: ", files, " files in ",
+          spec().data.corpus, " cannot serve ", count, " devices"));
+    }
+    std::vector<int64_t> bytes(static_cast<size_t>(files), 0);
+    std::vector<std::vector<int64_t>> by_file(static_cast<size_t>(files));
+    for (int64_t i : private_) {
+      const TextRecord& r = corpus_->records[static_cast<size_t>(i)];
+      bytes[static_cast<size_t>(r.file)] += static_cast<int64_t>(r.text.size());
+      by_file[static_cast<size_t>(r.file)].push_back(i);
+    }
+    std::vector<int> order(static_cast<size_t>(files));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      return bytes[static_cast<size_t>(a)] > bytes[static_cast<size_t>(b)];
+    });
+    model::Partition parts(static_cast<size_t>(count));
+    std::vector<int64_t> load(static_cast<size_t>(count), 0);
+    for (int f : order) {
+      const size_t device = static_cast<size_t>(
+          std::min_element(load.begin(), load.end()) - load.begin());
+      load[device] += bytes[static_cast<size_t>(f)];
+      const std::vector<int64_t>& records = by_file[static_cast<size_t>(f)];
+      parts[device].insert(parts[device].end(), records.begin(), records.end());
+    }
+    return parts;
+  }
+
+  std::optional<TextCorpus> corpus_;
+  std::vector<int64_t> eval_, public_, private_;
+};
+
+}  // namespace
+
+absl::Status CheckIdentity(const TaskIdentity& coordinator,
+                           const TaskIdentity& device) {
+  std::vector<std::string> differ;
+  const auto check = [&](absl::string_view field, const std::string& a,
+                         const std::string& b) {
+    if (a != b) {
+      differ.push_back(
+          absl::StrCat(field, " '", b, "' (coordinator: '", a, "')"));
+    }
+  };
+  check("name", coordinator.name, device.name);
+  check("objective", coordinator.objective, device.objective);
+  check("tokenizer digest", coordinator.tokenizer_digest,
+        device.tokenizer_digest);
+  check("sequence length", absl::StrCat(coordinator.sequence_length),
+        absl::StrCat(device.sequence_length));
+  if (differ.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("this device's task does not match the coordinator's: ",
+                   absl::StrJoin(differ, "; ")));
+}
+
+absl::StatusOr<std::unique_ptr<TaskData>> TaskData::Create(TaskSpec spec) {
+  switch (spec.objective) {
+    case Objective::kImageClassification:
+      return std::unique_ptr<TaskData>(new ImageTaskData(std::move(spec)));
+    case Objective::kCausalLm: {
+      absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+          LoadTokenizer(spec.tokenizer);
+      if (!tokenizer.ok()) return tokenizer.status();
+      return std::unique_ptr<TaskData>(
+          new TextTaskData(std::move(spec), *std::move(tokenizer)));
+    }
+  }
+  return absl::InvalidArgumentError("unknown objective");
+}
+
+absl::Status CheckModelFitsTask(const TaskData& data,
+                                const model::ModelImpl& model) {
+  const bool text = data.spec().objective == Objective::kCausalLm;
+  if (text != (model.task() == model::Task::kLanguageModel)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the task's objective is ",
+                     ObjectiveName(data.spec().objective), " but the model is ",
+                     text ? "an image classifier" : "a language model"));
+  }
+  if (!text) return absl::OkStatus();
+  if (data.tokenizer()->vocab_size() > model.num_outputs()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the tokenizer (", data.spec().tokenizer.model_path, ") has ",
+        data.tokenizer()->vocab_size(), " ids but the model's embedding only ",
+        model.num_outputs()));
+  }
+  if (data.spec().sequence.length > model.max_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence.length ", data.spec().sequence.length,
+        " exceeds the model's context of ", model.max_tokens(), " tokens"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> PublicText(const TaskSpec& spec) {
+  if (spec.objective != Objective::kCausalLm) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(spec.origin, ": not a text task"));
+  }
+  TextTaskData data(spec, nullptr);
+  return data.PublicText();
+}
+
+TaskIdentity IdentityOf(const TaskSpec& spec, const Tokenizer* tokenizer) {
+  TaskIdentity id;
+  id.name = spec.name;
+  id.objective = std::string(ObjectiveName(spec.objective));
+  if (tokenizer != nullptr) {
+    id.tokenizer_digest = tokenizer->digest();
+    id.sequence_length = spec.sequence.length;
+  }
+  return id;
+}
+
+TaskIdentity TaskData::Identity() const {
+  return IdentityOf(spec_, tokenizer_.get());
+}
+
+absl::StatusOr<model::Dataset> TaskData::Shard(int index, int count) {
+  if (count < 1 || index < 0 || index >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shard ", index, "/", count, ": need 0 <= I < N"));
+  }
+  absl::StatusOr<std::vector<model::Dataset>> shards = Shards(count);
+  if (!shards.ok()) return shards.status();
+  return std::move((*shards)[static_cast<size_t>(index)]);
+}
+
+}  // namespace fedge::task

@@ -1,0 +1,174 @@
+#include "task/task_data.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include <torch/types.h>
+
+#include "model/file_io.h"
+#include "task/text_corpus.h"
+
+namespace fedge::task {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A corpus of six "topic" files whose records differ by topic, and a task
+// over it with a SentencePiece tokenizer trained on the public split.
+class TextTaskTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/task_" + std::to_string(::getpid());
+    std::filesystem::create_directories(dir_ + "/corpus");
+    const char* topics[] = {"apples", "boats", "cats",
+                            "dunes",  "eels",  "frost"};
+    for (int f = 0; f < 6; ++f) {
+      std::ofstream out(absl::StrCat(dir_, "/corpus/", topics[f], ".txt"));
+      for (int r = 0; r < 40; ++r) {
+        out << "The " << topics[f] << " number " << r
+            << " said: " << topics[(f + r) % 6] << " and more " << topics[f]
+            << ".\nA second line, " << r * 7 << ".\n%\n";
+      }
+    }
+    std::ofstream(dir_ + "/corpus/skip.bin") << std::string("\0\0", 2);
+    spec_.name = "toy";
+    spec_.objective = Objective::kCausalLm;
+    spec_.base_dir = dir_ + "/base";
+    spec_.tokenizer.type = "sentencepiece";
+    spec_.tokenizer.model_path = dir_ + "/base/tokenizer.model";
+    spec_.sequence.length = 16;
+    spec_.data.format = "text";
+    spec_.data.corpus = dir_ + "/corpus";
+    spec_.data.skip = {"*.bin"};
+    spec_.data.record_separator = "%";
+    spec_.evaluation.metric = Metric::kBitsPerByte;
+    spec_.evaluation.examples = 1000;
+    spec_.evaluation.fraction = 0.1;
+    spec_.simulation.public_fraction = 0.2;
+    spec_.simulation.partition = "by_file";
+    std::filesystem::create_directories(spec_.base_dir);
+    absl::StatusOr<std::string> text = PublicText(spec_);
+    ASSERT_TRUE(text.ok()) << text.status();
+    ASSERT_TRUE(model::WriteFileAtomically(dir_ + "/public.txt", *text).ok());
+    ASSERT_TRUE(TrainSentencePiece(dir_ + "/public.txt", 320,
+                                   spec_.tokenizer.model_path, 1)
+                    .ok());
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string dir_;
+  TaskSpec spec_;
+};
+
+TEST_F(TextTaskTest, SentencePieceRoundTripsTextAndCountsItsBytes) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok =
+      LoadTokenizer(spec_.tokenizer);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_LE((*tok)->vocab_size(), 320);
+  EXPECT_EQ((*tok)->eos_id(), 2);
+  EXPECT_EQ((*tok)->digest().size(), 64u);
+  // Newlines, tabs, unseen characters (byte fallback) all survive.
+  const std::string text = "The cats said:\n\tboats  and \xc3\xa9t\xc3\xa9 #42";
+  absl::StatusOr<std::vector<int64_t>> ids = (*tok)->Encode(text);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ((*tok)->Decode(*ids), text);
+  int64_t bytes = 0;
+  for (int64_t id : *ids) bytes += (*tok)->ByteLength(id);
+  EXPECT_EQ(bytes, static_cast<int64_t>(text.size()));
+}
+
+TEST_F(TextTaskTest, SplitsAreDisjointAndByFileGivesWholeFiles) {
+  absl::StatusOr<std::unique_ptr<TaskData>> data = TaskData::Create(spec_);
+  ASSERT_TRUE(data.ok()) << data.status();
+  absl::StatusOr<model::Dataset> pub = (*data)->Public();
+  absl::StatusOr<model::Dataset> eval = (*data)->Eval();
+  absl::StatusOr<std::vector<model::Dataset>> shards = (*data)->Shards(3);
+  ASSERT_TRUE(pub.ok()) << pub.status();
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  ASSERT_TRUE(shards.ok()) << shards.status();
+  ASSERT_EQ(shards->size(), 3u);
+  // Every window's bytes, in every part, add up to about the corpus (minus
+  // the partial windows dropped at each part's end).
+  int64_t bytes = pub->target_bytes.sum().item<int64_t>() +
+                  eval->target_bytes.sum().item<int64_t>();
+  for (const model::Dataset& s : *shards) {
+    EXPECT_GT(s.size(), 0);
+    bytes += s.target_bytes.sum().item<int64_t>();
+  }
+  int64_t corpus_bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(spec_.data.corpus)) {
+    if (e.path().extension() == ".txt") corpus_bytes += e.file_size();
+  }
+  // Separator lines ("%\n", 2 bytes per record) are not text.
+  EXPECT_LE(bytes, corpus_bytes);
+  EXPECT_GT(bytes, corpus_bytes * 8 / 10);
+  // by_file: 6 files over 3 devices of about equal size: two files each.
+  for (const model::Dataset& s : *shards) {
+    EXPECT_NEAR(s.size(), (*shards)[0].size(), (*shards)[0].size() / 3 + 2);
+  }
+  absl::StatusOr<std::vector<model::Dataset>> too_many = (*data)->Shards(7);
+  EXPECT_THAT(too_many.status().message(), HasSubstr("cannot serve 7"));
+  // Dirichlet over files and IID work too.
+  TaskSpec iid = spec_;
+  iid.simulation.partition = "iid";
+  absl::StatusOr<std::unique_ptr<TaskData>> iid_data = TaskData::Create(iid);
+  ASSERT_TRUE(iid_data.ok());
+  EXPECT_TRUE((*iid_data)->Shards(7).ok());
+}
+
+TEST_F(TextTaskTest, DeviceDataReadsAFileAndNamesBadLines) {
+  absl::StatusOr<std::unique_ptr<TaskData>> data = TaskData::Create(spec_);
+  ASSERT_TRUE(data.ok());
+  absl::StatusOr<model::Dataset> own =
+      (*data)->DeviceData(dir_ + "/corpus/cats.txt");
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ(own->inputs.size(1), 16);
+  std::ofstream(dir_ + "/bad.txt") << "fine\n%\nbroken \xfe\n";
+  absl::StatusOr<model::Dataset> bad = (*data)->DeviceData(dir_ + "/bad.txt");
+  EXPECT_THAT(bad.status().message(), HasSubstr("bad.txt:3: not valid UTF-8"));
+}
+
+TEST_F(TextTaskTest, IdentityMismatchIsRefusedNamingEachField) {
+  absl::StatusOr<std::unique_ptr<TaskData>> data = TaskData::Create(spec_);
+  ASSERT_TRUE(data.ok());
+  const TaskIdentity coordinator = (*data)->Identity();
+  EXPECT_TRUE(CheckIdentity(coordinator, coordinator).ok());
+  TaskSpec other = spec_;
+  other.tokenizer.type = "byte";
+  other.sequence.length = 32;
+  absl::StatusOr<std::unique_ptr<TaskData>> device = TaskData::Create(other);
+  ASSERT_TRUE(device.ok());
+  const absl::Status s = CheckIdentity(coordinator, (*device)->Identity());
+  EXPECT_TRUE(absl::IsFailedPrecondition(s));
+  EXPECT_THAT(s.message(), HasSubstr("tokenizer digest 'byte'"));
+  EXPECT_THAT(s.message(), HasSubstr("sequence length '32'"));
+}
+
+TEST(TaskDataTest, MissingTokenizerIsNotFoundNamingTheFile) {
+  TaskSpec spec;
+  spec.name = "x";
+  spec.objective = Objective::kCausalLm;
+  spec.tokenizer.type = "sentencepiece";
+  spec.tokenizer.model_path = "/nonexistent/tokenizer.model";
+  absl::StatusOr<std::unique_ptr<TaskData>> data = TaskData::Create(spec);
+  EXPECT_TRUE(absl::IsNotFound(data.status())) << data.status();
+  EXPECT_THAT(data.status().message(), HasSubstr("/nonexistent/tokenizer"));
+}
+
+TEST(TaskDataTest, AGarbageTokenizerFileIsInvalidArgument) {
+  const std::string path = ::testing::TempDir() + "/garbage.model";
+  std::ofstream(path) << "not a model";
+  TokenizerSpec spec;
+  spec.type = "sentencepiece";
+  spec.model_path = path;
+  EXPECT_TRUE(absl::IsInvalidArgument(LoadTokenizer(spec).status()));
+}
+
+}  // namespace
+}  // namespace fedge::task
