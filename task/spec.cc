@@ -94,9 +94,12 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
   spec.evaluation.fraction = eval.Double("fraction", spec.evaluation.fraction);
 
   model::JsonReader sim = r.Object("simulation");
-  sim.RejectUnknown({"public_fraction", "partition", "alpha", "seed"});
+  sim.RejectUnknown(
+      {"public_fraction", "public_by", "partition", "alpha", "seed"});
   spec.simulation.public_fraction =
       sim.Double("public_fraction", spec.simulation.public_fraction);
+  spec.simulation.public_by =
+      sim.String("public_by", spec.simulation.public_by);
   spec.simulation.partition =
       sim.String("partition", spec.simulation.partition);
   spec.simulation.alpha = sim.Double("alpha", spec.simulation.alpha);
@@ -223,6 +226,12 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
     return FieldError(origin, "simulation.public_fraction",
                       "must be in [0, 1) and leave the devices some data "
                       "(with evaluation.fraction, under 1)");
+  }
+  if (spec.simulation.public_by != "record" &&
+      !(text && spec.simulation.public_by == "file")) {
+    return FieldError(origin, "simulation.public_by",
+                      absl::StrCat("'", spec.simulation.public_by,
+                                   "' is not record", text ? " or file" : ""));
   }
   const std::string& part = spec.simulation.partition;
   if (part != "iid" && part != "dirichlet" && !(text && part == "by_file")) {

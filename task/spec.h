@@ -84,6 +84,11 @@ struct SimulationSpec {
   // Share of the training data the coordinator holds as its public split:
   // the base model is pretrained on it and pruning costs are measured on it.
   double public_fraction = 0.1;
+  // text: what the public split is made of. "record": records drawn from
+  // every file (the base has seen every topic); "file": whole files (the
+  // base has seen other topics than the devices: a domain the federation
+  // adapts it to), and the held-out records come from the devices' files.
+  std::string public_by = "record";
   // "iid", "dirichlet" (label skew; text: skew over source files) or
   // "by_file" (text: each source file goes whole to one device).
   std::string partition = "dirichlet";

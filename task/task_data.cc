@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 #include <optional>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -169,24 +170,77 @@ class TextTaskData : public TaskData {
         ReadTextCorpus(spec().data.corpus, spec().data);
     if (!corpus.ok()) return corpus.status();
     const SimulationSpec& sim = spec().simulation;
-    const int64_t n = static_cast<int64_t>(corpus->records.size());
-    absl::StatusOr<model::PublicSplit> held =
-        model::SplitPublic(n, spec().evaluation.fraction, sim.seed);
-    if (!held.ok()) return held.status();
-    // The public fraction is of the whole corpus.
-    const double rest = 1 - spec().evaluation.fraction;
-    absl::StatusOr<model::PublicSplit> pub =
-        model::SplitPublic(static_cast<int64_t>(held->private_indices.size()),
-                           sim.public_fraction / rest, sim.seed + 1);
-    if (!pub.ok()) return pub.status();
-    eval_ = held->public_indices;
-    for (int64_t i : pub->public_indices) {
-      public_.push_back(held->private_indices[static_cast<size_t>(i)]);
-    }
-    for (int64_t i : pub->private_indices) {
-      private_.push_back(held->private_indices[static_cast<size_t>(i)]);
+    if (sim.public_by == "file") {
+      if (absl::Status s = SplitByFile(*corpus); !s.ok()) return s;
+    } else {
+      const int64_t n = static_cast<int64_t>(corpus->records.size());
+      absl::StatusOr<model::PublicSplit> held =
+          model::SplitPublic(n, spec().evaluation.fraction, sim.seed);
+      if (!held.ok()) return held.status();
+      // The public fraction is of the whole corpus.
+      const double rest = 1 - spec().evaluation.fraction;
+      absl::StatusOr<model::PublicSplit> pub = model::SplitPublic(
+          static_cast<int64_t>(held->private_indices.size()),
+          sim.public_fraction / rest, sim.seed + 1);
+      if (!pub.ok()) return pub.status();
+      eval_ = held->public_indices;
+      for (int64_t i : pub->public_indices) {
+        public_.push_back(held->private_indices[static_cast<size_t>(i)]);
+      }
+      for (int64_t i : pub->private_indices) {
+        private_.push_back(held->private_indices[static_cast<size_t>(i)]);
+      }
     }
     corpus_ = *std::move(corpus);
+    return absl::OkStatus();
+  }
+
+  // Whole files, in an order shuffled by the seed, go public until they
+  // hold public_fraction of the corpus's bytes; evaluation.fraction of the
+  // other files' records is held out, the rest is the devices'.
+  absl::Status SplitByFile(const TextCorpus& corpus) {
+    const SimulationSpec& sim = spec().simulation;
+    const size_t files = corpus.files.size();
+    std::vector<int64_t> bytes(files, 0);
+    int64_t total = 0;
+    for (const TextRecord& r : corpus.records) {
+      bytes[static_cast<size_t>(r.file)] += static_cast<int64_t>(r.text.size());
+      total += static_cast<int64_t>(r.text.size());
+    }
+    std::vector<size_t> order(files);
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937_64 rng(sim.seed);
+    std::shuffle(order.begin(), order.end(), rng);
+    std::vector<bool> is_public(files, false);
+    int64_t taken = 0;
+    for (size_t f : order) {
+      if (taken >= sim.public_fraction * static_cast<double>(total)) break;
+      is_public[f] = true;
+      taken += bytes[f];
+    }
+    std::vector<int64_t> domain;
+    for (size_t i = 0; i < corpus.records.size(); ++i) {
+      if (is_public[static_cast<size_t>(corpus.records[i].file)]) {
+        public_.push_back(static_cast<int64_t>(i));
+      } else {
+        domain.push_back(static_cast<int64_t>(i));
+      }
+    }
+    if (domain.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          spec().origin, ": simulation.public_fraction ", sim.public_fraction,
+          " leaves no file of ", spec().data.corpus, " to the devices"));
+    }
+    absl::StatusOr<model::PublicSplit> held = model::SplitPublic(
+        static_cast<int64_t>(domain.size()), spec().evaluation.fraction,
+        sim.seed);
+    if (!held.ok()) return held.status();
+    for (int64_t i : held->public_indices) {
+      eval_.push_back(domain[static_cast<size_t>(i)]);
+    }
+    for (int64_t i : held->private_indices) {
+      private_.push_back(domain[static_cast<size_t>(i)]);
+    }
     return absl::OkStatus();
   }
 
@@ -211,17 +265,21 @@ class TextTaskData : public TaskData {
     }
     // by_file: whole files, the largest first, each to the device holding
     // the fewest bytes so far (deterministic; sizes stay close).
-    if (files < count) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "simulation.partition by_file: ", files, " files in ",
-          spec().data.corpus, " cannot serve ", count, " devices"));
-    }
     std::vector<int64_t> bytes(static_cast<size_t>(files), 0);
     std::vector<std::vector<int64_t>> by_file(static_cast<size_t>(files));
     for (int64_t i : private_) {
       const TextRecord& r = corpus_->records[static_cast<size_t>(i)];
       bytes[static_cast<size_t>(r.file)] += static_cast<int64_t>(r.text.size());
       by_file[static_cast<size_t>(r.file)].push_back(i);
+    }
+    const int64_t with_data =
+        std::count_if(by_file.begin(), by_file.end(),
+                      [](const std::vector<int64_t>& r) { return !r.empty(); });
+    if (with_data < count) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "simulation.partition by_file: ", with_data, " files of ",
+          spec().data.corpus, " hold the devices' data; they cannot serve ",
+          count, " devices"));
     }
     std::vector<int> order(static_cast<size_t>(files));
     std::iota(order.begin(), order.end(), 0);

@@ -122,6 +122,44 @@ TEST_F(TextTaskTest, SplitsAreDisjointAndByFileGivesWholeFiles) {
   EXPECT_TRUE((*iid_data)->Shards(7).ok());
 }
 
+// public_by file: the base's files and the devices' files are disjoint, and
+// the held-out records come from the devices' files.
+TEST_F(TextTaskTest, PublicByFileKeepsTheDevicesDomainApart) {
+  TaskSpec spec = spec_;
+  spec.simulation.public_by = "file";
+  spec.simulation.public_fraction = 0.3;
+  spec.tokenizer.type = "byte";
+  spec.tokenizer.model_path.clear();
+  absl::StatusOr<std::unique_ptr<TaskData>> data = TaskData::Create(spec);
+  ASSERT_TRUE(data.ok());
+  // Decode each part back to text and see which topics it names first.
+  const auto topics = [&](const model::Dataset& d) {
+    std::set<std::string> seen;
+    const std::string text = (*data)->tokenizer()->Decode(std::vector<int64_t>(
+        d.inputs.data_ptr<int64_t>(),
+        d.inputs.data_ptr<int64_t>() + d.inputs.numel()));
+    for (const char* t : {"apples", "boats", "cats", "dunes", "eels", "frost"}) {
+      if (text.find(std::string("The ") + t) != std::string::npos) seen.insert(t);
+    }
+    return seen;
+  };
+  absl::StatusOr<model::Dataset> pub = (*data)->Public();
+  absl::StatusOr<model::Dataset> eval = (*data)->Eval();
+  absl::StatusOr<std::vector<model::Dataset>> shards = (*data)->Shards(2);
+  ASSERT_TRUE(pub.ok() && eval.ok() && shards.ok());
+  const std::set<std::string> base_topics = topics(*pub);
+  std::set<std::string> device_topics = topics((*shards)[0]);
+  for (const std::string& t : topics((*shards)[1])) device_topics.insert(t);
+  EXPECT_EQ(base_topics.size(), 2u);  // 30% of six equal files: two.
+  EXPECT_EQ(device_topics.size(), 4u);
+  for (const std::string& t : base_topics) {
+    EXPECT_EQ(device_topics.count(t), 0u) << t;
+  }
+  for (const std::string& t : topics(*eval)) {
+    EXPECT_EQ(base_topics.count(t), 0u) << t;
+  }
+}
+
 TEST_F(TextTaskTest, DeviceDataReadsAFileAndNamesBadLines) {
   absl::StatusOr<std::unique_ptr<TaskData>> data = TaskData::Create(spec_);
   ASSERT_TRUE(data.ok());
