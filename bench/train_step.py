@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""The default fedge ViT and one training step, in Python with Debian's
+"""The default fedge ViT (--model=vit), or the text task's decoder with LoRA
+r8 on all seven projections (--model=llama), and one training step, in
+Python with Debian's
 python3-torch (the same LibTorch 1.13 build fedge links), mirroring
 bench/train_step.cc and fedge::model::Train step for step: batch gather by a
 shuffled index, learning-rate update, zero_grad, forward, cross-entropy,
@@ -79,9 +81,101 @@ class Vit(nn.Module):
         return self.head(self.norm(x[:, 0]))
 
 
+class LoraLinear(nn.Module):
+    """A frozen Linear (no bias, as LLaMA's) plus a rank-r adapter: the base
+    output plus B(A x * alpha / r), as fedge::lora computes it."""
+
+    def __init__(self, inp, out, rank=8, alpha=16.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out, inp) * 0.02, requires_grad=False)
+        bound = 1.0 / math.sqrt(inp)
+        self.lora_A = nn.Parameter(torch.empty(rank, inp).uniform_(-bound, bound))
+        self.lora_B = nn.Parameter(torch.zeros(out, rank))
+        self.scale = alpha / rank
+
+    def forward(self, x):
+        return F.linear(x, self.weight) + F.linear(F.linear(x, self.lora_A) * self.scale, self.lora_B)
+
+
+class RmsNorm(nn.Module):
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, dim, heads, kv_heads, head_dim, hidden):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.input_layernorm = RmsNorm(dim)
+        self.q_proj = LoraLinear(dim, heads * head_dim)
+        self.k_proj = LoraLinear(dim, kv_heads * head_dim)
+        self.v_proj = LoraLinear(dim, kv_heads * head_dim)
+        self.o_proj = LoraLinear(heads * head_dim, dim)
+        self.post_attention_layernorm = RmsNorm(dim)
+        self.gate_proj = LoraLinear(dim, hidden)
+        self.up_proj = LoraLinear(dim, hidden)
+        self.down_proj = LoraLinear(hidden, dim)
+
+    def forward(self, x, cos, sin):
+        b, t, _ = x.shape
+        h = self.input_layernorm(x)
+        q = self.q_proj(h).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        future = torch.ones(t, t, dtype=torch.bool).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+        out = torch.matmul(torch.softmax(scores, -1), v)
+        x = x + self.o_proj(out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+        h = self.post_attention_layernorm(x)
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class Llama(nn.Module):
+    """tasks/fortunes.json's base: vocabulary 2048, width 128, 4 blocks of 4
+    heads x 32 with 2 KV heads and SwiGLU 384, tied embeddings, 64 tokens."""
+
+    def __init__(self, vocab=2048, dim=128, heads=4, kv_heads=2, head_dim=32,
+                 hidden=384, layers=4, context=64, theta=10000.0):
+        super().__init__()
+        self.embed_tokens = nn.Parameter(torch.randn(vocab, dim) * 0.02, requires_grad=False)
+        self.layers = nn.ModuleList(
+            [LlamaBlock(dim, heads, kv_heads, head_dim, hidden) for _ in range(layers)])
+        self.norm = RmsNorm(dim)
+        inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+        emb = torch.outer(torch.arange(context, dtype=torch.float64), inv)
+        emb = torch.cat((emb, emb), -1)
+        self.register_buffer("cos", emb.cos().float())
+        self.register_buffer("sin", emb.sin().float())
+
+    def forward(self, tokens):
+        t = tokens.shape[1]
+        x = F.embedding(tokens, self.embed_tokens)
+        cos, sin = self.cos[:t], self.sin[:t]
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        return F.linear(self.norm(x), self.embed_tokens)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--model", default="vit", choices=["vit", "llama"])
+    parser.add_argument("--batch_size", type=int, default=0,
+                        help="0: 128 for vit, 16 for llama")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
@@ -91,10 +185,17 @@ def main():
     torch.set_flush_denormal(True)  # as fedge::model::ConfigureRuntime
     torch.manual_seed(0)
 
-    model = Vit()
+    llama = args.model == "llama"
+    args.batch_size = args.batch_size or (16 if llama else 128)
     n = args.batch_size * (args.warmup + args.steps)
-    inputs = torch.randn(n, 1, 28, 28)
-    targets = torch.randint(0, 10, (n,))
+    if llama:
+        model = Llama()
+        inputs = torch.randint(0, 2048, (n, 64))
+        targets = torch.randint(0, 2048, (n, 64))
+    else:
+        model = Vit()
+        inputs = torch.randn(n, 1, 28, 28)
+        targets = torch.randint(0, 10, (n,))
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -113,7 +214,8 @@ def main():
         for group in optimizer.param_groups:
             group["lr"] = 1e-3
         optimizer.zero_grad(set_to_none=True)  # as fedge::model::Train
-        loss = F.cross_entropy(model(x), y)
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         loss.item()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

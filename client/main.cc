@@ -153,27 +153,17 @@ int main(int argc, char** argv) {
   options.give_up_after = absl::Seconds(absl::GetFlag(FLAGS_give_up_after_s));
 
   namespace ft = fedge::task;
-  ft::TaskSpec spec = ft::FashionMnistTask();
-  if (!absl::GetFlag(FLAGS_task).empty()) {
-    absl::StatusOr<ft::TaskSpec> loaded =
-        ft::LoadTaskSpec(absl::GetFlag(FLAGS_task));
-    if (!loaded.ok()) return Fail(loaded.status());
-    spec = *std::move(loaded);
-  } else {
-    spec.data.corpus = absl::GetFlag(FLAGS_data_dir);
-    spec.simulation.partition = absl::GetFlag(FLAGS_partition);
-    spec.simulation.alpha = absl::GetFlag(FLAGS_alpha);
-    spec.simulation.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-    spec.simulation.seed = absl::GetFlag(FLAGS_data_seed);
-    if (spec.simulation.partition != "iid" &&
-        spec.simulation.partition != "dirichlet") {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--partition: '", spec.simulation.partition,
-                       "' is not iid or dirichlet")));
-    }
-  }
+  ft::BuiltInTaskFlags built_in;
+  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
+  built_in.partition = absl::GetFlag(FLAGS_partition);
+  built_in.alpha = absl::GetFlag(FLAGS_alpha);
+  built_in.public_fraction = absl::GetFlag(FLAGS_public_fraction);
+  built_in.seed = absl::GetFlag(FLAGS_data_seed);
+  absl::StatusOr<ft::TaskSpec> spec =
+      ft::ResolveTask(absl::GetFlag(FLAGS_task), built_in);
+  if (!spec.ok()) return Fail(spec.status());
   absl::StatusOr<std::unique_ptr<ft::TaskData>> task_data =
-      ft::TaskData::Create(spec);
+      ft::TaskData::Create(*spec);
   if (!task_data.ok()) return Fail(task_data.status());
   options.task = (*task_data)->Identity();
   absl::StatusOr<fedge::model::Dataset> data;

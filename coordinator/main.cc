@@ -96,18 +96,15 @@ int Fail(const absl::Status& status) {
 absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   namespace fc = fedge::coordinator;
   fc::ServerConfig c;
-  if (!absl::GetFlag(FLAGS_task).empty()) {
-    absl::StatusOr<fedge::task::TaskSpec> task =
-        fedge::task::LoadTaskSpec(absl::GetFlag(FLAGS_task));
-    if (!task.ok()) return task.status();
-    c.task = *std::move(task);
-  } else {
-    c.task.base_dir = absl::GetFlag(FLAGS_base_dir);
-    c.task.data.corpus = absl::GetFlag(FLAGS_data_dir);
-    c.task.simulation.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-    c.task.simulation.seed = absl::GetFlag(FLAGS_data_seed);
-    c.task.evaluation.examples = 1 << 30;  // The whole test split.
-  }
+  fedge::task::BuiltInTaskFlags built_in;
+  built_in.base_dir = absl::GetFlag(FLAGS_base_dir);
+  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
+  built_in.public_fraction = absl::GetFlag(FLAGS_public_fraction);
+  built_in.seed = absl::GetFlag(FLAGS_data_seed);
+  absl::StatusOr<fedge::task::TaskSpec> task =
+      fedge::task::ResolveTask(absl::GetFlag(FLAGS_task), built_in);
+  if (!task.ok()) return task.status();
+  c.task = *std::move(task);
   c.evaluate = !absl::GetFlag(FLAGS_data_dir).empty();
   c.eval_examples = absl::GetFlag(FLAGS_eval_examples);
   c.eval_every = absl::GetFlag(FLAGS_eval_every);

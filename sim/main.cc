@@ -168,20 +168,16 @@ int main(int argc, char** argv) {
                        ? SelfDir()
                        : absl::GetFlag(FLAGS_bin_dir);
   config.task = absl::GetFlag(FLAGS_task);
-  fedge::task::TaskSpec spec = fedge::task::FashionMnistTask();
-  if (!config.task.empty()) {
-    absl::StatusOr<fedge::task::TaskSpec> loaded =
-        fedge::task::LoadTaskSpec(config.task);
-    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
-    spec = *std::move(loaded);
-    config.base_dir = spec.base_dir;
-  } else {
-    config.base_dir = absl::GetFlag(FLAGS_base_dir);
-    config.data_dir = absl::GetFlag(FLAGS_data_dir);
-    spec.base_dir = config.base_dir;
-    if (!config.data_dir.empty()) spec.data.corpus = config.data_dir;
-    spec.evaluation.examples = 1 << 30;
-  }
+  fedge::task::BuiltInTaskFlags built_in;
+  built_in.base_dir = absl::GetFlag(FLAGS_base_dir);
+  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
+  built_in.alpha = config.alpha;
+  absl::StatusOr<fedge::task::TaskSpec> resolved =
+      fedge::task::ResolveTask(config.task, built_in);
+  if (!resolved.ok()) return Fail(std::string(resolved.status().message()));
+  const fedge::task::TaskSpec spec = *std::move(resolved);
+  config.base_dir = spec.base_dir;
+  if (config.task.empty()) config.data_dir = built_in.data_dir;
   const bool text = spec.objective == fedge::task::Objective::kCausalLm;
   const sim::Metric metric =
       text ? sim::BitsPerByteMetric() : sim::AccuracyMetric();

@@ -104,26 +104,17 @@ int main(int argc, char** argv) {
   if (!links.ok()) return Fail(links.status());
   config.devices = *devices;
   config.links = *links;
-  if (!absl::GetFlag(FLAGS_task).empty()) {
-    absl::StatusOr<fedge::task::TaskSpec> task =
-        fedge::task::LoadTaskSpec(absl::GetFlag(FLAGS_task));
-    if (!task.ok()) return Fail(task.status());
-    config.task = *std::move(task);
-  } else {
-    fedge::task::TaskSpec& t = config.task;
-    t.base_dir = absl::GetFlag(FLAGS_base_dir);
-    t.data.corpus = absl::GetFlag(FLAGS_data_dir);
-    t.simulation.partition = absl::GetFlag(FLAGS_partition);
-    t.simulation.alpha = absl::GetFlag(FLAGS_alpha);
-    t.simulation.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-    t.simulation.seed = absl::GetFlag(FLAGS_data_seed);
-    if (t.simulation.partition != "iid" &&
-        t.simulation.partition != "dirichlet") {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--partition: '", t.simulation.partition,
-                       "' is not iid or dirichlet")));
-    }
-  }
+  fedge::task::BuiltInTaskFlags built_in;
+  built_in.base_dir = absl::GetFlag(FLAGS_base_dir);
+  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
+  built_in.partition = absl::GetFlag(FLAGS_partition);
+  built_in.alpha = absl::GetFlag(FLAGS_alpha);
+  built_in.public_fraction = absl::GetFlag(FLAGS_public_fraction);
+  built_in.seed = absl::GetFlag(FLAGS_data_seed);
+  absl::StatusOr<fedge::task::TaskSpec> task =
+      fedge::task::ResolveTask(absl::GetFlag(FLAGS_task), built_in);
+  if (!task.ok()) return Fail(task.status());
+  config.task = *std::move(task);
   config.run_dir = absl::GetFlag(FLAGS_run_dir);
   config.eval_examples = absl::GetFlag(FLAGS_eval_examples);
   config.validation_examples = absl::GetFlag(FLAGS_validation_examples);

@@ -186,18 +186,14 @@ int main(int argc, char** argv) {
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   torch::manual_seed(seed);  // Initialisation.
 
-  ft::TaskSpec spec = ft::FashionMnistTask();
-  if (!absl::GetFlag(FLAGS_task).empty()) {
-    absl::StatusOr<ft::TaskSpec> loaded =
-        ft::LoadTaskSpec(absl::GetFlag(FLAGS_task));
-    if (!loaded.ok()) return Fail(loaded.status());
-    spec = *std::move(loaded);
-  } else {
-    spec.data.corpus = absl::GetFlag(FLAGS_data_dir);
-    spec.simulation.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-    spec.simulation.seed = seed;
-    spec.evaluation.examples = 1 << 30;  // The whole test set.
-  }
+  ft::BuiltInTaskFlags built_in;
+  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
+  built_in.public_fraction = absl::GetFlag(FLAGS_public_fraction);
+  built_in.seed = seed;
+  absl::StatusOr<ft::TaskSpec> resolved =
+      ft::ResolveTask(absl::GetFlag(FLAGS_task), built_in);
+  if (!resolved.ok()) return Fail(resolved.status());
+  ft::TaskSpec spec = *std::move(resolved);
   const std::string out = absl::GetFlag(FLAGS_out).empty()
                               ? spec.base_dir
                               : absl::GetFlag(FLAGS_out);

@@ -296,4 +296,22 @@ TaskSpec FashionMnistTask() {
   return spec;
 }
 
+absl::StatusOr<TaskSpec> ResolveTask(const std::string& path,
+                                     const BuiltInTaskFlags& flags) {
+  if (!path.empty()) return LoadTaskSpec(path);
+  if (flags.partition != "iid" && flags.partition != "dirichlet") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--partition: '", flags.partition, "' is not iid or dirichlet"));
+  }
+  TaskSpec spec = FashionMnistTask();
+  spec.base_dir = flags.base_dir;
+  if (!flags.data_dir.empty()) spec.data.corpus = flags.data_dir;
+  spec.simulation.partition = flags.partition;
+  spec.simulation.alpha = flags.alpha;
+  spec.simulation.public_fraction = flags.public_fraction;
+  spec.simulation.seed = flags.seed;
+  spec.evaluation.examples = 1 << 30;  // The whole test split.
+  return spec;
+}
+
 }  // namespace fedge::task

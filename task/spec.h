@@ -129,6 +129,24 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
 // Reads and parses `path`. NotFound if it does not exist.
 absl::StatusOr<TaskSpec> LoadTaskSpec(const std::string& path);
 
+// What the binaries' data flags from before task files set. They shape the
+// built-in task, and only when no task file is given.
+struct BuiltInTaskFlags {
+  std::string base_dir = "runs/base";
+  std::string data_dir;  // Empty: Debian's Fashion-MNIST directory.
+  std::string partition = "dirichlet";
+  double alpha = 0.5;
+  double public_fraction = 0.1;
+  uint64_t seed = 1;
+};
+
+// The task a binary runs: the task file at `path`, or, for an empty
+// `path`, FashionMnistTask() shaped by `flags` and evaluated on the whole
+// test split. LoadTaskSpec's errors; InvalidArgument for a partition other
+// than iid or dirichlet.
+absl::StatusOr<TaskSpec> ResolveTask(const std::string& path,
+                                     const BuiltInTaskFlags& flags);
+
 // The built-in task that binaries run without --task: fedge's ViT on
 // Fashion-MNIST, exactly as before tasks existed (the label-Dirichlet split
 // of the training images left over by the public fraction; accuracy on the

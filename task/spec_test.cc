@@ -98,6 +98,25 @@ TEST(TaskSpecTest, ErrorsNameTheField) {
   }
 }
 
+TEST(TaskSpecTest, WithoutAFileTheBuiltInTaskTakesTheOldFlags) {
+  BuiltInTaskFlags flags;
+  flags.base_dir = "b";
+  flags.partition = "iid";
+  flags.alpha = 2;
+  flags.public_fraction = 0.3;
+  flags.seed = 7;
+  absl::StatusOr<TaskSpec> spec = ResolveTask("", flags);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name, "fashion-mnist");
+  EXPECT_EQ(spec->base_dir, "b");
+  EXPECT_EQ(spec->simulation.partition, "iid");
+  EXPECT_EQ(spec->simulation.seed, 7u);
+  EXPECT_DOUBLE_EQ(spec->simulation.public_fraction, 0.3);
+  flags.partition = "zipf";
+  EXPECT_THAT(ResolveTask("", flags).status().message(),
+              HasSubstr("--partition: 'zipf'"));
+}
+
 TEST(TaskSpecTest, MissingFileIsNotFoundNamingIt) {
   absl::StatusOr<TaskSpec> spec = LoadTaskSpec("/nonexistent/task.json");
   EXPECT_TRUE(absl::IsNotFound(spec.status())) << spec.status();
