@@ -181,6 +181,7 @@ int main(int argc, char** argv) {
     data = (*task_data)->Shard(index, count);
   }
   if (!data.ok()) return Fail(data.status());
+  task_data->reset();  // The data is loaded: end the tokenizer's helper.
 
   fedge::transport::TlsFiles tls;
   tls.ca_file = absl::GetFlag(FLAGS_tls_ca);

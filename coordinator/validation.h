@@ -1,5 +1,6 @@
-// The coordinator's own held-out data, with which it measures what a
-// pruning ratio costs the global model (EngineHooks::validation_loss).
+// How the coordinator measures what a pruning ratio costs the global model
+// (EngineHooks::validation_loss) on its own data: the task's public split
+// (task::TaskData::Public), which no device holds.
 #pragma once
 
 #include <cstdint>
@@ -11,16 +12,6 @@
 #include "model/model.h"
 
 namespace fedge::coordinator {
-
-// The first `n` images of the public split of `train`
-// (model::SplitPublic(train.size(), public_fraction, seed)): the split the
-// base was pretrained on and that no device holds, when devices shard the
-// same training set with the same fraction and seed (fedge-client's
-// --public_fraction and --data_seed). Fewer if the split is smaller; empty
-// for n <= 0. InvalidArgument for a fraction outside [0, 1].
-absl::StatusOr<model::Dataset> PublicValidationSet(const model::Dataset& train,
-                                                   double public_fraction,
-                                                   uint64_t seed, int64_t n);
 
 // EngineHooks::validation_loss: a model's mean loss on `data`, which must
 // outlive the hook. Empty (no measurement) when `data` is empty.

@@ -179,9 +179,9 @@ class TextTaskData : public TaskData {
       if (!held.ok()) return held.status();
       // The public fraction is of the whole corpus.
       const double rest = 1 - spec().evaluation.fraction;
-      absl::StatusOr<model::PublicSplit> pub = model::SplitPublic(
-          static_cast<int64_t>(held->private_indices.size()),
-          sim.public_fraction / rest, sim.seed + 1);
+      absl::StatusOr<model::PublicSplit> pub =
+          model::SplitPublic(static_cast<int64_t>(held->private_indices.size()),
+                             sim.public_fraction / rest, sim.seed + 1);
       if (!pub.ok()) return pub.status();
       eval_ = held->public_indices;
       for (int64_t i : pub->public_indices) {
@@ -231,9 +231,9 @@ class TextTaskData : public TaskData {
           spec().origin, ": simulation.public_fraction ", sim.public_fraction,
           " leaves no file of ", spec().data.corpus, " to the devices"));
     }
-    absl::StatusOr<model::PublicSplit> held = model::SplitPublic(
-        static_cast<int64_t>(domain.size()), spec().evaluation.fraction,
-        sim.seed);
+    absl::StatusOr<model::PublicSplit> held =
+        model::SplitPublic(static_cast<int64_t>(domain.size()),
+                           spec().evaluation.fraction, sim.seed);
     if (!held.ok()) return held.status();
     for (int64_t i : held->public_indices) {
       eval_.push_back(domain[static_cast<size_t>(i)]);

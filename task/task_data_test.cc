@@ -135,11 +135,13 @@ TEST_F(TextTaskTest, PublicByFileKeepsTheDevicesDomainApart) {
   // Decode each part back to text and see which topics it names first.
   const auto topics = [&](const model::Dataset& d) {
     std::set<std::string> seen;
-    const std::string text = (*data)->tokenizer()->Decode(std::vector<int64_t>(
-        d.inputs.data_ptr<int64_t>(),
-        d.inputs.data_ptr<int64_t>() + d.inputs.numel()));
-    for (const char* t : {"apples", "boats", "cats", "dunes", "eels", "frost"}) {
-      if (text.find(std::string("The ") + t) != std::string::npos) seen.insert(t);
+    const std::string text = (*data)->tokenizer()->Decode(
+        std::vector<int64_t>(d.inputs.data_ptr<int64_t>(),
+                             d.inputs.data_ptr<int64_t>() + d.inputs.numel()));
+    for (const char* t :
+         {"apples", "boats", "cats", "dunes", "eels", "frost"}) {
+      if (text.find(std::string("The ") + t) != std::string::npos)
+        seen.insert(t);
     }
     return seen;
   };
@@ -186,6 +188,30 @@ TEST_F(TextTaskTest, IdentityMismatchIsRefusedNamingEachField) {
   EXPECT_TRUE(absl::IsFailedPrecondition(s));
   EXPECT_THAT(s.message(), HasSubstr("tokenizer digest 'byte'"));
   EXPECT_THAT(s.message(), HasSubstr("sequence length '32'"));
+}
+
+// The built-in image task: the coordinator's public split and the devices'
+// shards partition the training images; the held-out images are the test
+// split's first evaluation.examples.
+TEST(TaskDataTest, FashionMnistPublicAndShardsShareNoImage) {
+  TaskSpec spec = FashionMnistTask();
+  spec.evaluation.examples = 500;
+  absl::StatusOr<std::unique_ptr<TaskData>> data = TaskData::Create(spec);
+  ASSERT_TRUE(data.ok());
+  EXPECT_EQ((*data)->tokenizer(), nullptr);
+  absl::StatusOr<model::Dataset> pub = (*data)->Public();
+  ASSERT_TRUE(pub.ok()) << pub.status();
+  EXPECT_EQ(pub->size(), 6000);
+  absl::StatusOr<std::vector<model::Dataset>> shards = (*data)->Shards(5);
+  ASSERT_TRUE(shards.ok()) << shards.status();
+  int64_t devices = 0;
+  for (const model::Dataset& s : *shards) devices += s.size();
+  EXPECT_EQ(devices, 54000);
+  absl::StatusOr<model::Dataset> one = (*data)->Shard(3, 5);
+  ASSERT_TRUE(one.ok());
+  EXPECT_TRUE(torch::equal(one->targets, (*shards)[3].targets));
+  EXPECT_EQ((*data)->Eval()->size(), 500);
+  EXPECT_TRUE(absl::IsInvalidArgument((*data)->Shard(5, 5).status()));
 }
 
 TEST(TaskDataTest, MissingTokenizerIsNotFoundNamingTheFile) {
