@@ -3,21 +3,48 @@
 # round is committed exactly once, each with both devices' updates, and the
 # clients (which retry with back-off) finish without being restarted.
 #
-# Usage: kill_resume_test.sh BIN_DIR   (ctest passes build/<preset>/bin)
+# With `text`, the same on a tiny text task (docs/tasks.md): a SentencePiece
+# tokenizer and decoder pretrained on two of six fortune files, each client
+# holding other files.
+#
+# Usage: kill_resume_test.sh BIN_DIR [text]   (ctest passes build/<preset>/bin)
 set -euo pipefail
 bin=$1
 work=$(mktemp -d)
 trap 'kill -9 ${pids[*]:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 pids=()
 
-"$bin/fedge-pretrain" --out="$work/base" --public_fraction=0.02 --epochs=1 \
-  --dim=32 --heads=4 --mlp_hidden=32 --layers=2 --threads=1 \
-  --progress_every=1000 >"$work/pretrain.log"
+if [ "${2:-}" = text ]; then
+  mkdir -p "$work/corpus"
+  for f in art computers food law science work; do
+    head -c 30000 "/usr/share/games/fortunes/$f" | sed '$d' >"$work/corpus/$f"
+  done
+  cat >"$work/task.json" <<JSON
+{"name": "fortunes-tiny", "objective": "causal_lm", "base": "$work/base",
+ "tokenizer": {"type": "sentencepiece"}, "sequence": {"length": 32},
+ "data": {"corpus": "$work/corpus", "record_separator": "%"},
+ "evaluation": {"examples": 32},
+ "simulation": {"public_fraction": 0.34, "public_by": "file",
+                "partition": "by_file"},
+ "pretrain": {"vocab_size": 400, "hidden_size": 32, "layers": 2, "heads": 2,
+              "kv_heads": 1, "intermediate_size": 64, "epochs": 1}}
+JSON
+  task=(--task="$work/task.json")
+  client_task=("${task[@]}")
+  "$bin/fedge-pretrain" "${task[@]}" --threads=1 --progress_every=100000 \
+    >"$work/pretrain.log"
+else
+  task=(--base_dir="$work/base")
+  client_task=()
+  "$bin/fedge-pretrain" --out="$work/base" --public_fraction=0.02 --epochs=1 \
+    --dim=32 --heads=4 --mlp_hidden=32 --layers=2 --threads=1 \
+    --progress_every=1000 >"$work/pretrain.log"
+fi
 
 port=$((20000 + RANDOM % 20000))
 coordinator() {
   "$bin/fedge-coordinator" --insecure --listen=127.0.0.1:$port \
-    --base_dir="$work/base" --run_dir="$work/run" --rounds=4 \
+    "${task[@]}" --run_dir="$work/run" --rounds=4 \
     --min_devices=2 --max_steps=5 --eval_examples=300 --retry_after_ms=100 \
     --metrics_listen= --threads=1 --quiet "$@" >>"$work/coordinator.log" 2>&1 &
   c=$!
@@ -32,6 +59,7 @@ pids+=("$c")
 for i in 0 1; do
   "$bin/fedge-client" --insecure --coordinator=127.0.0.1:$port \
     --device_id=dev-$i --shard=$i/2 --threads=1 --quiet --benchmark=false \
+    ${client_task[@]+"${client_task[@]}"} \
     --cache_dir="$work/cache-$i" --give_up_after_s=120 \
     >"$work/client-$i.log" 2>&1 &
   pids+=($!)
