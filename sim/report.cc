@@ -129,7 +129,9 @@ std::string MetricChart(const std::vector<StrategyRun>& runs,
   Frame f;
   f.w = 760;
   f.right = 220;
-  double x_max = 1, y_min = 1, y_max = 0;
+  double x_max = 1;
+  double y_min = std::numeric_limits<double>::infinity();
+  double y_max = -std::numeric_limits<double>::infinity();
   for (const StrategyRun& run : runs) {
     for (auto [x, y] : MetricCurve(run)) {
       x_max = std::max(x_max, x);
@@ -143,7 +145,9 @@ std::string MetricChart(const std::vector<StrategyRun>& runs,
   f.y0 = std::max(0.0, y_min - pad);
   f.y1 = metric.percent ? std::min(1.0, y_max + pad) : y_max + pad;
   std::string s = f.Open(metric.label + " versus wall time");
-  s += f.Axes("wall time (s)", "global held-out " + metric.label);
+  // Bits per byte move in the third decimal.
+  s += f.Axes("wall time (s)", "global held-out " + metric.label,
+              metric.percent ? 2 : 4);
   if (target > f.y0 && target < f.y1) {
     absl::StrAppendFormat(
         &s,
