@@ -125,9 +125,22 @@ absl::StatusOr<double> BaseValue(const fedge::task::TaskSpec& spec,
   absl::StatusOr<fedge::model::EvalResult> result =
       fedge::model::Evaluate(**base, *eval, 64);
   if (!result.ok()) return result.status();
-  return spec.objective == fedge::task::Objective::kCausalLm
-             ? result->bits_per_byte
-             : result->accuracy;
+  return fedge::task::MetricValue(spec.evaluation.metric, *result);
+}
+
+// How rounds.csv records the task's evaluation.metric.
+fedge::sim::Metric SimMetric(fedge::task::Metric metric) {
+  switch (metric) {
+    case fedge::task::Metric::kAccuracy:
+      return fedge::sim::AccuracyMetric();
+    case fedge::task::Metric::kLoss:
+      return fedge::sim::LossMetric();
+    case fedge::task::Metric::kPerplexity:
+      return fedge::sim::PerplexityMetric();
+    case fedge::task::Metric::kBitsPerByte:
+      return fedge::sim::BitsPerByteMetric();
+  }
+  return fedge::sim::AccuracyMetric();
 }
 
 }  // namespace
@@ -179,8 +192,7 @@ int main(int argc, char** argv) {
   config.base_dir = spec.base_dir;
   if (config.task.empty()) config.data_dir = built_in.data_dir;
   const bool text = spec.objective == fedge::task::Objective::kCausalLm;
-  const sim::Metric metric =
-      text ? sim::BitsPerByteMetric() : sim::AccuracyMetric();
+  const sim::Metric metric = SimMetric(spec.evaluation.metric);
   config.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   absl::StatusOr<sim::CpuEmulation> emulation =
       sim::ParseCpuEmulation(absl::GetFlag(FLAGS_emulate_cpu));
@@ -322,14 +334,16 @@ int main(int argc, char** argv) {
             "times of the bytes sent.",
       text ? absl::StrFormat(
                  "Task %s: causal language modelling on %s, %s shards "
-                 "(seed %d); %d local steps per round; base model %.4f "
-                 "held-out bits per byte.",
+                 "(seed %d); %d local steps per round; base model held-out "
+                 "%s %s.",
                  spec.name, spec.data.corpus, spec.simulation.partition,
-                 spec.simulation.seed, config.local_steps, *base_value)
+                 spec.simulation.seed, config.local_steps, metric.label,
+                 metric.Format(*base_value))
            : absl::StrFormat(
                  "Data: Fashion-MNIST, label-Dirichlet alpha %.2f shards; "
-                 "%d local steps per round; base model accuracy %.2f%%.",
-                 config.alpha, config.local_steps, 100 * *base_value),
+                 "%d local steps per round; base model %s %s.",
+                 config.alpha, config.local_steps, metric.label,
+                 metric.Format(*base_value)),
       absl::StrFormat("Time to target: first evaluation at %s or better.",
                       metric.Format(target)),
       problems.empty() ? "Consistency checks: all records consistent."
@@ -347,11 +361,11 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("\n%-16s %7s %9s %12s %9s %8s %6s %9s\n", "strategy", "rounds",
-              text ? "bits/byte" : "accuracy", "to target", "wall", "pruning",
-              "rank", "MB up");
+  std::printf("\n%-16s %7s %13s %12s %9s %8s %6s %9s\n", "strategy", "rounds",
+              metric.label.c_str(), "to target", "wall", "pruning", "rank",
+              "MB up");
   for (const sim::StrategySummary& s : summaries) {
-    std::printf("%-16s %7lld %9s %12s %8.1fs %8.3f %6.1f %9.2f\n",
+    std::printf("%-16s %7lld %13s %12s %8.1fs %8.3f %6.1f %9.2f\n",
                 s.name.c_str(), static_cast<long long>(s.rounds),
                 metric.Format(s.final_value).c_str(),
                 s.time_to_target_s < 0

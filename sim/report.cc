@@ -117,7 +117,7 @@ std::vector<std::pair<double, double>> MetricCurve(const StrategyRun& run) {
   std::vector<std::pair<double, double>> points;
   if (run.base_value >= 0) points.push_back({0, run.base_value});
   for (const Row& r : run.rounds) {
-    const double value = RowNumber(r, run.metric.column, -1);
+    const double value = run.metric.Read(r);
     if (RowText(r, "committed") != "1" || value < 0) continue;
     points.push_back({RowNumber(r, "unix_time") - run.start_unix, value});
   }
@@ -352,7 +352,28 @@ bool Metric::Reaches(double value, double target) const {
   return higher_is_better ? value >= target : value <= target;
 }
 
+double Metric::Read(const Row& row) const {
+  const double value = RowNumber(row, column, -1);
+  return value < 0 || !exponent ? value : std::exp(value);
+}
+
 Metric AccuracyMetric() { return Metric(); }
+
+Metric LossMetric() {
+  Metric m;
+  m.column = "test_loss";
+  m.label = "loss";
+  m.higher_is_better = false;
+  m.percent = false;
+  return m;
+}
+
+Metric PerplexityMetric() {
+  Metric m = LossMetric();
+  m.label = "perplexity";
+  m.exponent = true;
+  return m;
+}
 
 Metric BitsPerByteMetric() {
   Metric m;
@@ -418,7 +439,7 @@ StrategySummary Summarize(const StrategyRun& run, double target) {
     ++s.rounds;
     const double t = RowNumber(r, "unix_time") - run.start_unix;
     s.wall_s = std::max(s.wall_s, t);
-    const double value = RowNumber(r, run.metric.column, -1);
+    const double value = run.metric.Read(r);
     if (value < 0) continue;
     s.final_value = value;
     if (s.best_value < 0 || run.metric.Reaches(value, s.best_value)) {

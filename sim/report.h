@@ -14,20 +14,24 @@
 
 namespace fedge::sim {
 
-// The task's metric as rounds.csv records it: accuracy for image tasks,
-// held-out bits per byte for text tasks.
+// The task's metric (its evaluation.metric) as rounds.csv records it.
 struct Metric {
   std::string column = "accuracy";  // rounds.csv column.
   std::string label = "accuracy";   // For people.
   bool higher_is_better = true;
-  bool percent = true;  // Print as a percentage.
+  bool percent = true;    // Print as a percentage.
+  bool exponent = false;  // The metric is exp(column): perplexity.
   // "87.20%" or "1.2345".
   std::string Format(double value) const;
   // Whether `value` is at least as good as `target`.
   bool Reaches(double value, double target) const;
+  // The metric in `row`; -1 if the row was not evaluated.
+  double Read(const std::map<std::string, std::string>& row) const;
 };
 Metric AccuracyMetric();
 Metric BitsPerByteMetric();
+Metric LossMetric();
+Metric PerplexityMetric();
 
 // One row of a CSV file by column name.
 using Row = std::map<std::string, std::string>;

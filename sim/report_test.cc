@@ -1,5 +1,6 @@
 #include "sim/report.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "gtest/gtest.h"
@@ -153,6 +154,21 @@ TEST(ReportTest, BitsPerByteIsSummarisedLowerIsBetter) {
   EXPECT_NE(html.find("bits per byte versus wall time"), std::string::npos);
   EXPECT_NE(html.find("<td>1.9000</td>"), std::string::npos);
   EXPECT_TRUE(CheckConsistency(*run).empty());
+}
+
+// Every metric reads its own column; perplexity is exp(test_loss), and a
+// round without an evaluation reads as -1 whatever the metric.
+TEST(ReportTest, MetricsReadTheirColumns) {
+  const Row row = {
+      {"accuracy", "0.8"}, {"test_loss", "2"}, {"test_bits_per_byte", "1.5"}};
+  EXPECT_DOUBLE_EQ(AccuracyMetric().Read(row), 0.8);
+  EXPECT_DOUBLE_EQ(LossMetric().Read(row), 2);
+  EXPECT_DOUBLE_EQ(PerplexityMetric().Read(row), std::exp(2.0));
+  EXPECT_DOUBLE_EQ(BitsPerByteMetric().Read(row), 1.5);
+  const Row empty = {{"accuracy", ""}, {"test_loss", ""}};
+  EXPECT_EQ(PerplexityMetric().Read(empty), -1);
+  EXPECT_EQ(AccuracyMetric().Read(empty), -1);
+  EXPECT_FALSE(PerplexityMetric().higher_is_better);
 }
 
 TEST(ReportTest, FlagsPhasesThatDoNotFitTheirElapsedTime) {

@@ -41,22 +41,6 @@ absl::string_view ObjectiveName(Objective objective) {
   return "unknown";
 }
 
-absl::string_view MetricName(Metric metric) {
-  switch (metric) {
-    case Metric::kAccuracy:
-      return "accuracy";
-    case Metric::kLoss:
-      return "loss";
-    case Metric::kPerplexity:
-      return "perplexity";
-    case Metric::kBitsPerByte:
-      return "bits_per_byte";
-  }
-  return "unknown";
-}
-
-bool HigherIsBetter(Metric metric) { return metric == Metric::kAccuracy; }
-
 absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
                                        absl::string_view origin) {
   absl::StatusOr<nlohmann::json> object = model::ParseJsonObject(json, origin);

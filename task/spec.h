@@ -38,9 +38,6 @@ enum class Metric {
   kBitsPerByte,  // Total cross-entropy in bits over the UTF-8 bytes the
                  // targets cover: comparable across tokenizers.
 };
-absl::string_view MetricName(Metric metric);
-// Whether a larger value of `metric` is better.
-bool HigherIsBetter(Metric metric);
 
 struct TokenizerSpec {
   // "byte" (one id per UTF-8 byte, vocabulary 256) or "sentencepiece"

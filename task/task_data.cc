@@ -365,6 +365,20 @@ absl::Status CheckModelFitsTask(const TaskData& data,
   return absl::OkStatus();
 }
 
+double MetricValue(Metric metric, const model::EvalResult& result) {
+  switch (metric) {
+    case Metric::kAccuracy:
+      return result.accuracy;
+    case Metric::kLoss:
+      return result.loss;
+    case Metric::kPerplexity:
+      return result.perplexity;
+    case Metric::kBitsPerByte:
+      return result.bits_per_byte;
+  }
+  return result.accuracy;
+}
+
 absl::StatusOr<std::string> PublicText(const TaskSpec& spec) {
   if (spec.objective != Objective::kCausalLm) {
     return absl::InvalidArgumentError(

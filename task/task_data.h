@@ -31,6 +31,7 @@
 
 #include "model/dataset.h"
 #include "model/model.h"
+#include "model/trainer.h"
 #include "task/spec.h"
 #include "task/tokenizer.h"
 
@@ -92,6 +93,9 @@ class TaskData {
 // task's sequence length. InvalidArgument naming the mismatch otherwise.
 absl::Status CheckModelFitsTask(const TaskData& data,
                                 const model::ModelImpl& model);
+
+// The value of `metric` in an evaluation's result.
+double MetricValue(Metric metric, const model::EvalResult& result);
 
 // The text of a text task's public split, records separated by newlines:
 // what fedge-pretrain trains the task's tokenizer on before the tokenizer

@@ -67,8 +67,6 @@ absl::Status AppendRecords(absl::string_view text, absl::string_view name,
     if (text[i] == '\n') ++line;
     i += n;
   }
-  TextRecord current;
-  current.file = file;
   std::string body;
   int64_t start = 1;
   line = 0;

@@ -46,12 +46,7 @@ class SentencePieceTokenizer : public Tokenizer {
  public:
   SentencePieceTokenizer(std::unique_ptr<spm::Processor> processor,
                          std::string digest)
-      : processor_(std::move(processor)), digest_(std::move(digest)) {
-    byte_length_.resize(static_cast<size_t>(processor_->vocab_size()));
-    for (int id = 0; id < processor_->vocab_size(); ++id) {
-      byte_length_[static_cast<size_t>(id)] = processor_->ByteLength(id);
-    }
-  }
+      : processor_(std::move(processor)), digest_(std::move(digest)) {}
   absl::StatusOr<std::vector<int64_t>> Encode(
       absl::string_view text) const override {
     std::vector<int> ids;
@@ -73,8 +68,9 @@ class SentencePieceTokenizer : public Tokenizer {
   int64_t eos_id() const override { return processor_->eos_id(); }
   int64_t bos_id() const override { return processor_->bos_id(); }
   int64_t ByteLength(int64_t id) const override {
-    return id >= 0 && id < vocab_size() ? byte_length_[static_cast<size_t>(id)]
-                                        : 0;
+    return id >= 0 && id < vocab_size()
+               ? processor_->ByteLength(static_cast<int>(id))
+               : 0;
   }
   absl::string_view type() const override { return "sentencepiece"; }
   const std::string& digest() const override { return digest_; }
@@ -82,7 +78,6 @@ class SentencePieceTokenizer : public Tokenizer {
  private:
   std::unique_ptr<spm::Processor> processor_;
   std::string digest_;
-  std::vector<int64_t> byte_length_;
 };
 
 }  // namespace
