@@ -7,10 +7,13 @@
 //       and learning rate; prints the held-out bits per byte before and
 //       after. The federation is compared with it.
 //   fedge-bench-text --mode=logits --out=DIR
-//       writes a small random LLaMA-family checkpoint in the Hugging Face
-//       layout (grouped KV heads, tied embeddings, a non-default rope_theta
-//       and rms_norm_eps, every weight perturbed) with a batch of token ids
-//       and fedge's logits for them, for bench/llama_reference.py.
+//       writes two small random LLaMA-family checkpoints in the Hugging
+//       Face layout, every weight perturbed: DIR/llama (grouped KV heads,
+//       tied embeddings, llama3 rope scaling, non-default rope_theta and
+//       rms_norm_eps) and DIR/qwen2 (q/k/v biases, bf16 weights in two
+//       shards with an index), each with a batch of token ids and the
+//       logits of the model fedge's loader reads back, for
+//       bench/llama_reference.py.
 //   fedge-bench-text --mode=ids --task=FILE --out=PATH
 //       writes every record of the corpus (held-out ones included) with
 //       fedge's token ids, one JSON object per line, for
@@ -34,6 +37,7 @@
 #include "bench/check.h"
 #include "lora/lora.h"
 #include "model/checkpoint.h"
+#include "model/file_io.h"
 #include "model/llama.h"
 #include "model/safetensors.h"
 #include "model/threads.h"
@@ -117,6 +121,72 @@ int Central(const ft::TaskSpec& spec) {
   return 0;
 }
 
+// Writes `model`'s weights as bfloat16 in two shards with
+// model.safetensors.index.json, and its config.json, into `dir`, as a
+// Hugging Face export of a larger model would.
+void WriteShardedBf16(fm::LlamaImpl& model, const std::string& dir) {
+  fb::Check(fm::MakeDirectories(dir));
+  fm::NamedTensors shards[2];
+  nlohmann::json map = nlohmann::json::object();
+  const auto params = model.named_parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const int shard = i < params.size() / 2 ? 0 : 1;
+    const std::string file =
+        absl::StrCat("model-0000", shard + 1, "-of-00002.safetensors");
+    shards[shard].insert(params[i].key(),
+                         params[i].value().detach().to(torch::kBFloat16));
+    map[params[i].key()] = file;
+  }
+  for (int shard = 0; shard < 2; ++shard) {
+    fb::Check(fm::WriteSafetensors(
+        absl::StrCat(dir, "/model-0000", shard + 1, "-of-00002.safetensors"),
+        shards[shard]));
+  }
+  fb::Check(fm::WriteFileAtomically(
+      dir + "/" + fm::kWeightsIndexFile,
+      nlohmann::json{{"metadata", nlohmann::json::object()},
+                     {"weight_map", map}}
+          .dump(2)));
+  fb::Check(
+      fm::WriteFileAtomically(dir + "/" + fm::kConfigFile, model.ConfigJson()));
+}
+
+// One random checkpoint of `config` in `dir` (float32 single file, or
+// bf16 shards), read back through fedge's loader, and that model's logits
+// for a batch of random tokens.
+void WriteLogits(const fm::LlamaConfig& config, const std::string& dir,
+                 bool sharded_bf16) {
+  fm::Llama llama = fb::Check(fm::CreateLlama(config));
+  {
+    torch::NoGradGuard no_grad;
+    for (at::Tensor& p : llama->parameters())
+      p.add_(torch::randn_like(p) * 0.05);
+  }
+  if (sharded_bf16) {
+    WriteShardedBf16(*llama, dir);
+  } else {
+    fb::Check(fm::SaveCheckpoint(*llama, dir));
+  }
+  fm::Model loaded = fb::Check(fm::LoadCheckpoint(dir));
+  const at::Tensor tokens =
+      torch::randint(0, config.vocab_size, {3, 40}, torch::kLong);
+  at::Tensor logits;
+  {
+    torch::NoGradGuard no_grad;
+    loaded->eval();
+    logits = loaded->forward(tokens);
+  }
+  fm::NamedTensors out;
+  out.insert("tokens", tokens);
+  out.insert("logits", logits.contiguous());
+  fb::Check(fm::WriteSafetensors(dir + "/fedge_logits.safetensors", out));
+  std::printf(
+      "logits: %s checkpoint and fedge's logits [%lld, %lld, %lld] in %s\n",
+      config.model_type.c_str(), static_cast<long long>(logits.size(0)),
+      static_cast<long long>(logits.size(1)),
+      static_cast<long long>(logits.size(2)), dir.c_str());
+}
+
 int Logits() {
   const std::string dir = absl::GetFlag(FLAGS_out);
   fm::LlamaConfig config;
@@ -127,33 +197,26 @@ int Logits() {
   config.rope_theta = 500000;
   config.max_position_embeddings = 64;
   config.tie_word_embeddings = true;
+  // Llama 3.1's scaling with a context short enough that the 8 frequencies
+  // fall in all three of its regimes (kept, blended, stretched).
+  config.rope_scaling.kind = fm::RopeScaling::Kind::kLlama3;
+  config.rope_scaling.factor = 8;
+  config.rope_scaling.low_freq_factor = 1;
+  config.rope_scaling.high_freq_factor = 4;
+  config.rope_scaling.original_max_position_embeddings = 64;
   // Uniform blocks: the standard config keys describe them (fedge's
   // per-block "fedge_layers" extension is not what a reference reads).
   config.layers = {{6, 2, 160}, {6, 2, 160}, {6, 2, 160}};
-  fm::Llama llama = fb::Check(fm::CreateLlama(config));
-  {
-    torch::NoGradGuard no_grad;
-    for (at::Tensor& p : llama->parameters())
-      p.add_(torch::randn_like(p) * 0.05);
-  }
-  fb::Check(fm::SaveCheckpoint(*llama, dir));
-  const at::Tensor tokens =
-      torch::randint(0, config.vocab_size, {3, 40}, torch::kLong);
-  at::Tensor logits;
-  {
-    torch::NoGradGuard no_grad;
-    llama->eval();
-    logits = llama->forward(tokens);
-  }
-  fm::NamedTensors out;
-  out.insert("tokens", tokens);
-  out.insert("logits", logits.contiguous());
-  fb::Check(fm::WriteSafetensors(dir + "/fedge_logits.safetensors", out));
-  std::printf(
-      "logits: checkpoint and fedge's logits [%lld, %lld, %lld] in %s\n",
-      static_cast<long long>(logits.size(0)),
-      static_cast<long long>(logits.size(1)),
-      static_cast<long long>(logits.size(2)), dir.c_str());
+  WriteLogits(config, dir + "/llama", /*sharded_bf16=*/false);
+
+  // Qwen2: q/k/v biases, untied head, bf16 shards.
+  fm::LlamaConfig qwen2 = config;
+  qwen2.model_type = "qwen2";
+  qwen2.qkv_bias = true;
+  qwen2.tie_word_embeddings = false;
+  qwen2.rope_scaling = {};
+  qwen2.rope_theta = 1e6;
+  WriteLogits(qwen2, dir + "/qwen2", /*sharded_bf16=*/true);
   return 0;
 }
 

@@ -1,6 +1,9 @@
 #include "model/checkpoint.h"
 
+#include <filesystem>
+#include <map>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -66,7 +69,7 @@ absl::StatusOr<ParsedConfig> ParseConfig(
     parsed.vit = *std::move(config);
     return parsed;
   }
-  if (type == "llama") {
+  if (type == "llama" || type == "qwen2") {
     absl::StatusOr<LlamaConfig> config = LlamaConfigFromJson(config_json);
     if (!config.ok()) return config.status();
     if (absl::Status s = apply(*config); !s.ok()) return s;
@@ -75,7 +78,67 @@ absl::StatusOr<ParsedConfig> ParseConfig(
   }
   return absl::InvalidArgumentError(
       absl::StrCat("config.json: model_type \"", type,
-                   "\" is not supported (fedge_vit or llama)"));
+                   "\" is not supported (fedge_vit, llama or qwen2)"));
+}
+
+// The tensors of `dir`'s model.safetensors, or of the shards its index
+// names, each shard checked against the index.
+absl::StatusOr<NamedTensors> ReadWeights(const std::string& dir) {
+  const std::string single = absl::StrCat(dir, "/", kWeightsFile);
+  const std::string index_path = absl::StrCat(dir, "/", kWeightsIndexFile);
+  if (std::filesystem::exists(single) || !std::filesystem::exists(index_path)) {
+    absl::StatusOr<SafetensorsFile> file = ReadSafetensors(single);
+    if (absl::IsNotFound(file.status())) {
+      return absl::NotFoundError(
+          absl::StrCat("no ", single, " and no ", index_path));
+    }
+    if (!file.ok()) return file.status();
+    return std::move(file->tensors);
+  }
+  absl::StatusOr<std::string> index_text = ReadFile(index_path);
+  if (!index_text.ok()) return index_text.status();
+  absl::StatusOr<nlohmann::json> index =
+      ParseJsonObject(*index_text, index_path);
+  if (!index.ok()) return index.status();
+  const auto map = index->find("weight_map");
+  if (map == index->end() || !map->is_object() || map->empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(index_path, ": weight_map must be a non-empty object"));
+  }
+  std::map<std::string, std::set<std::string>> shards;  // file -> names.
+  for (auto it = map->begin(); it != map->end(); ++it) {
+    if (!it.value().is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          index_path, ": weight_map[\"", it.key(), "\"] is not a string"));
+    }
+    const std::string shard = it.value().get<std::string>();
+    if (shard.empty() || absl::StrContains(shard, "/") || shard[0] == '.') {
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path, ": shard \"", shard,
+                       "\" must be a plain file name beside the index"));
+    }
+    shards[shard].insert(it.key());
+  }
+  NamedTensors weights;
+  for (auto& [shard, names] : shards) {
+    const std::string path = absl::StrCat(dir, "/", shard);
+    absl::StatusOr<SafetensorsFile> file = ReadSafetensors(path);
+    if (!file.ok()) return file.status();
+    for (auto& item : file->tensors) {
+      if (names.erase(item.key()) == 0) {
+        return absl::DataLossError(absl::StrCat(path, ": tensor ", item.key(),
+                                                " is not mapped to ", shard,
+                                                " in ", index_path));
+      }
+      weights.insert(item.key(), std::move(item.value()));
+    }
+    if (!names.empty()) {
+      return absl::DataLossError(absl::StrCat(path, ": lacks tensor ",
+                                              *names.begin(), " that ",
+                                              index_path, " maps to it"));
+    }
+  }
+  return weights;
 }
 
 absl::StatusOr<Model> Build(const ParsedConfig& parsed) {
@@ -116,22 +179,20 @@ absl::StatusOr<Model> LoadCheckpoint(const std::string& dir) {
         model.status().code(),
         absl::StrCat(config_path, ": ", model.status().message()));
   }
-  const std::string weights_path = absl::StrCat(dir, "/", kWeightsFile);
-  absl::StatusOr<SafetensorsFile> file = ReadSafetensors(weights_path);
+  absl::StatusOr<NamedTensors> file = ReadWeights(dir);
   if (!file.ok()) return file.status();
   // Hugging Face files may carry rotary caches (old LLaMA exports) and a
   // duplicate lm_head for tied embeddings; neither is a parameter here.
   const bool has_lm_head =
       (*model)->named_parameters().find("lm_head.weight") != nullptr;
   NamedTensors weights;
-  for (auto& item : file->tensors) {
+  for (auto& item : *file) {
     if (absl::EndsWith(item.key(), "rotary_emb.inv_freq")) continue;
     if (item.key() == "lm_head.weight" && !has_lm_head) continue;
     weights.insert(item.key(), std::move(item.value()));
   }
   if (absl::Status s = LoadWeights(**model, weights); !s.ok()) {
-    return absl::Status(s.code(),
-                        absl::StrCat(weights_path, ": ", s.message()));
+    return absl::Status(s.code(), absl::StrCat(dir, ": ", s.message()));
   }
   return model;
 }

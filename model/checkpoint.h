@@ -15,15 +15,21 @@ namespace fedge::model {
 
 inline constexpr char kConfigFile[] = "config.json";
 inline constexpr char kWeightsFile[] = "model.safetensors";
+// Sharded weights: {"weight_map": {tensor name: shard file name}, ...}, the
+// shards beside it.
+inline constexpr char kWeightsIndexFile[] = "model.safetensors.index.json";
 
 // Writes `model`'s config.json and float32 weights into `dir` (created if
 // missing), each file atomically. Errors are the file system's.
 absl::Status SaveCheckpoint(ModelImpl& model, const std::string& dir);
 
-// Builds the model described by `dir`/config.json ("fedge_vit" or "llama")
-// and loads `dir`/model.safetensors into it (bf16/f16 converted to float32).
-// NotFound if either file is missing; InvalidArgument/DataLoss for a bad
-// config or weights file, naming the file and the problem.
+// Builds the model described by `dir`/config.json ("fedge_vit", "llama" or
+// "qwen2") and loads its weights into it (bf16/f16 converted to float32):
+// `dir`/model.safetensors, or else the shards
+// `dir`/model.safetensors.index.json names. NotFound if the config or both
+// weight layouts are missing; InvalidArgument/DataLoss for a bad config, index
+// or weights file (a shard outside `dir`, a tensor the index places in another
+// shard or misses), naming the file and the problem.
 absl::StatusOr<Model> LoadCheckpoint(const std::string& dir);
 
 // Builds an untrained model from a config.json text.

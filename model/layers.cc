@@ -76,13 +76,13 @@ AttentionImpl::AttentionImpl(const AttentionOptions& options)
   const int64_t q_width = options.num_heads * options.head_dim;
   const int64_t kv_width = options.num_kv_heads * options.head_dim;
   q_proj =
-      register_module("q_proj", Linear(options.dim, q_width, options.bias));
-  k_proj =
-      register_module("k_proj", Linear(options.dim, kv_width, options.bias));
-  v_proj =
-      register_module("v_proj", Linear(options.dim, kv_width, options.bias));
+      register_module("q_proj", Linear(options.dim, q_width, options.qkv_bias));
+  k_proj = register_module("k_proj",
+                           Linear(options.dim, kv_width, options.qkv_bias));
+  v_proj = register_module("v_proj",
+                           Linear(options.dim, kv_width, options.qkv_bias));
   o_proj =
-      register_module("o_proj", Linear(q_width, options.dim, options.bias));
+      register_module("o_proj", Linear(q_width, options.dim, options.o_bias));
 }
 
 namespace {
@@ -153,11 +153,14 @@ at::Tensor MlpImpl::forward(const at::Tensor& x) {
   return down_proj(torch::gelu(up_proj(x)));
 }
 
+at::Tensor RotaryInverseFrequencies(int64_t head_dim, double theta) {
+  return 1.0 /
+         torch::pow(theta, torch::arange(0, head_dim, 2, torch::kFloat64) /
+                               static_cast<double>(head_dim));
+}
+
 std::pair<at::Tensor, at::Tensor> RotaryTables(int64_t seq_len,
-                                               int64_t head_dim, double theta) {
-  const at::Tensor inv_freq =
-      1.0 / torch::pow(theta, torch::arange(0, head_dim, 2, torch::kFloat64) /
-                                  static_cast<double>(head_dim));
+                                               const at::Tensor& inv_freq) {
   const at::Tensor positions = torch::arange(seq_len, torch::kFloat64);
   const at::Tensor freqs = torch::outer(positions, inv_freq);
   const at::Tensor emb = torch::cat({freqs, freqs}, -1);

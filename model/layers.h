@@ -105,8 +105,9 @@ struct AttentionOptions {
   int64_t head_dim = 32;  // Width of one head; fixed under pruning.
   int64_t num_heads = 4;  // Query heads.
   int64_t num_kv_heads = 4;
-  bool bias = true;     // Bias on all four projections.
-  bool causal = false;  // Mask future positions (decoder).
+  bool qkv_bias = true;  // Bias on q_proj, k_proj and v_proj.
+  bool o_bias = true;    // Bias on o_proj.
+  bool causal = false;   // Mask future positions (decoder).
 };
 
 // Multi-head self-attention with optional grouped KV heads and rotary
@@ -149,10 +150,15 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
+// Hugging Face's default rotary inverse frequencies theta^(-2i/head_dim),
+// i < head_dim/2, as float64 [head_dim/2].
+at::Tensor RotaryInverseFrequencies(int64_t head_dim, double theta);
+
 // Rotary embedding tables as Hugging Face's LLaMA computes them (the
-// "rotate half" convention): cos and sin of shape [seq_len, head_dim].
+// "rotate half" convention) from `inv_freq` [head_dim/2]: cos and sin of
+// shape [seq_len, head_dim], float32.
 std::pair<at::Tensor, at::Tensor> RotaryTables(int64_t seq_len,
-                                               int64_t head_dim, double theta);
+                                               const at::Tensor& inv_freq);
 
 // Every Linear under `root`, with its dotted path
 // ("layers.0.self_attn.q_proj"), in registration order.

@@ -62,7 +62,7 @@ TEST(AttentionTest, GroupedKvHeadsEqualRepeatedFullHeads) {
     }
   }
   const at::Tensor x = torch::randn({2, 5, 16});
-  auto [cos, sin] = RotaryTables(5, 4, 10000.0);
+  auto [cos, sin] = RotaryTables(5, RotaryInverseFrequencies(4, 10000.0));
 
   EXPECT_TRUE(
       torch::allclose(grouped(x, cos, sin), expanded(x, cos, sin), 1e-5, 1e-6));

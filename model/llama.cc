@@ -1,5 +1,8 @@
 #include "model/llama.h"
 
+#include <cmath>
+#include <iterator>
+
 #include "absl/strings/str_cat.h"
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
@@ -22,6 +25,30 @@ absl::Status LlamaConfig::Validate() const {
   if (max_position_embeddings <= 0) {
     return bad("max_position_embeddings must be positive");
   }
+  if (model_type == "llama") {
+    if (qkv_bias != o_bias) {
+      return bad("llama's attention_bias covers q, k, v and o together");
+    }
+  } else if (model_type == "qwen2") {
+    if (!qkv_bias || o_bias || mlp_bias) {
+      return bad("qwen2 has biases on q, k and v only");
+    }
+  } else {
+    return bad(absl::StrCat("model_type \"", model_type,
+                            "\" is not supported (llama or qwen2)"));
+  }
+  if (rope_scaling.kind != RopeScaling::Kind::kNone &&
+      !(rope_scaling.factor > 0)) {
+    return bad("rope_scaling.factor must be positive");
+  }
+  if (rope_scaling.kind == RopeScaling::Kind::kLlama3 &&
+      (!(rope_scaling.low_freq_factor > 0) ||
+       !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor) ||
+       rope_scaling.original_max_position_embeddings <= 0)) {
+    return bad(
+        "rope_scaling llama3 needs 0 < low_freq_factor < high_freq_factor and "
+        "a positive original_max_position_embeddings");
+  }
   if (layers.empty()) return bad("no layers");
   for (size_t i = 0; i < layers.size(); ++i) {
     if (absl::Status s = ValidateBlockShape(layers[i], i); !s.ok()) {
@@ -33,9 +60,10 @@ absl::Status LlamaConfig::Validate() const {
 
 std::string LlamaConfigToJson(const LlamaConfig& config) {
   const BlockShape& first = config.layers.front();
+  const bool qwen2 = config.model_type == "qwen2";
   nlohmann::json json = {
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
+      {"architectures", {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", config.model_type},
       {"vocab_size", config.vocab_size},
       {"hidden_size", config.hidden_size},
       {"intermediate_size", first.mlp_hidden},
@@ -48,8 +76,30 @@ std::string LlamaConfigToJson(const LlamaConfig& config) {
       {"rope_theta", config.rope_theta},
       {"max_position_embeddings", config.max_position_embeddings},
       {"tie_word_embeddings", config.tie_word_embeddings},
-      {"attention_bias", false},
       {"torch_dtype", "float32"}};
+  if (qwen2) {
+    json["use_sliding_window"] = false;
+  } else {
+    json["attention_bias"] = config.qkv_bias;
+    json["mlp_bias"] = config.mlp_bias;
+  }
+  const RopeScaling& rope = config.rope_scaling;
+  switch (rope.kind) {
+    case RopeScaling::Kind::kNone:
+      json["rope_scaling"] = nullptr;
+      break;
+    case RopeScaling::Kind::kLinear:
+      json["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope.factor}};
+      break;
+    case RopeScaling::Kind::kLlama3:
+      json["rope_scaling"] = {{"rope_type", "llama3"},
+                              {"factor", rope.factor},
+                              {"low_freq_factor", rope.low_freq_factor},
+                              {"high_freq_factor", rope.high_freq_factor},
+                              {"original_max_position_embeddings",
+                               rope.original_max_position_embeddings}};
+      break;
+  }
   bool uniform = true;
   for (const BlockShape& s : config.layers) uniform = uniform && s == first;
   if (!uniform) {
@@ -64,30 +114,112 @@ std::string LlamaConfigToJson(const LlamaConfig& config) {
   return json.dump(2);
 }
 
+namespace {
+
+// Keys read below, and metadata that does not change what the model
+// computes: token ids are the tokenizer's business, initializer_range and
+// use_cache only matter to training from scratch and to generation caches,
+// pretraining_tp only splits matmuls, torch_dtype is checked but each
+// tensor's own dtype is what the safetensors loader reads.
+constexpr absl::string_view kLlamaKeys[] = {
+    "architectures", "model_type", "vocab_size", "hidden_size",
+    "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "hidden_act", "rms_norm_eps",
+    "rope_theta", "rope_scaling", "max_position_embeddings",
+    "tie_word_embeddings", "attention_bias", "mlp_bias", "attention_dropout",
+    "torch_dtype", "fedge_layers",
+    // Qwen2: the sliding window must be off.
+    "use_sliding_window", "sliding_window", "max_window_layers",
+    // Metadata.
+    "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range",
+    "use_cache", "pretraining_tp", "transformers_version", "_name_or_path"};
+
+absl::StatusOr<RopeScaling> ReadRopeScaling(JsonReader& r) {
+  RopeScaling rope;
+  if (!r.Has("rope_scaling")) return rope;  // Absent or null.
+  JsonReader s = r.Object("rope_scaling");
+  // Hugging Face wrote "type" before it wrote "rope_type".
+  const std::string kind =
+      s.Has("rope_type") ? s.String("rope_type") : s.String("type", "");
+  if (kind == "linear") {
+    s.RejectUnknown({"rope_type", "type", "factor"});
+    rope.kind = RopeScaling::Kind::kLinear;
+    rope.factor = s.Double("factor");
+  } else if (kind == "llama3") {
+    s.RejectUnknown({"rope_type", "type", "factor", "low_freq_factor",
+                     "high_freq_factor", "original_max_position_embeddings"});
+    rope.kind = RopeScaling::Kind::kLlama3;
+    rope.factor = s.Double("factor");
+    rope.low_freq_factor = s.Double("low_freq_factor");
+    rope.high_freq_factor = s.Double("high_freq_factor");
+    rope.original_max_position_embeddings =
+        s.Int("original_max_position_embeddings");
+  } else if (kind == "default") {
+    s.RejectUnknown({"rope_type", "type"});
+  } else {
+    if (!r.status().ok()) return r.status();
+    return absl::InvalidArgumentError(
+        absl::StrCat("llama config: rope_scaling type \"", kind,
+                     "\" is not supported (linear, llama3 or default)"));
+  }
+  if (!r.status().ok()) return r.status();
+  return rope;
+}
+
+}  // namespace
+
 absl::StatusOr<LlamaConfig> LlamaConfigFromJson(absl::string_view text) {
   absl::StatusOr<nlohmann::json> json = ParseJsonObject(text, "llama config");
   if (!json.ok()) return json.status();
   JsonReader r(*json, "llama config");
-  const std::string model_type = r.String("model_type", "llama");
-  if (model_type != "llama") {
+  r.RejectUnknown({std::begin(kLlamaKeys), std::end(kLlamaKeys)});
+  if (!r.status().ok()) return r.status();
+  LlamaConfig c;
+  c.model_type = r.String("model_type", "llama");
+  const bool qwen2 = c.model_type == "qwen2";
+  if (c.model_type != "llama" && !qwen2) {
     return absl::InvalidArgumentError(
-        absl::StrCat("llama config: model_type \"", model_type,
-                     "\" is not supported (only \"llama\")"));
+        absl::StrCat("llama config: model_type \"", c.model_type,
+                     "\" is not supported (llama or qwen2)"));
   }
-  if (r.Has("rope_scaling")) {
-    return absl::InvalidArgumentError(
-        "llama config: rope_scaling is not supported");
-  }
-  if (r.Bool("attention_bias", false) || r.Bool("mlp_bias", false)) {
-    return absl::InvalidArgumentError(
-        "llama config: attention_bias/mlp_bias are not supported");
+  const std::string architecture =
+      qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+  for (const std::string& a : r.Strings("architectures")) {
+    if (a != architecture) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("llama config: architecture \"", a,
+                       "\" is not supported with model_type \"", c.model_type,
+                       "\" (only ", architecture, ")"));
+    }
   }
   const std::string act = r.String("hidden_act", "silu");
   if (act != "silu") {
     return absl::InvalidArgumentError(absl::StrCat(
         "llama config: hidden_act \"", act, "\" is not supported (only silu)"));
   }
-  LlamaConfig c;
+  const std::string dtype = r.String("torch_dtype", "float32");
+  if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("llama config: torch_dtype \"", dtype,
+                     "\" is not supported (float32, float16 or bfloat16)"));
+  }
+  if (r.Double("attention_dropout", 0.0) != 0.0) {
+    return absl::InvalidArgumentError(
+        "llama config: attention_dropout is not supported (must be 0)");
+  }
+  if (r.Bool("use_sliding_window", false)) {
+    return absl::InvalidArgumentError(
+        "llama config: use_sliding_window is not supported (must be false)");
+  }
+  absl::StatusOr<RopeScaling> rope = ReadRopeScaling(r);
+  if (!rope.ok()) return rope.status();
+  c.rope_scaling = *rope;
+  if (qwen2) {
+    c.qkv_bias = true;
+  } else {
+    c.qkv_bias = c.o_bias = r.Bool("attention_bias", false);
+    c.mlp_bias = r.Bool("mlp_bias", false);
+  }
   c.vocab_size = r.Int("vocab_size");
   c.hidden_size = r.Int("hidden_size");
   const int64_t heads = r.Int("num_attention_heads");
@@ -123,6 +255,34 @@ absl::StatusOr<LlamaConfig> LlamaConfigFromJson(absl::string_view text) {
   return c;
 }
 
+at::Tensor LlamaInverseFrequencies(const LlamaConfig& config) {
+  const at::Tensor inv_freq =
+      RotaryInverseFrequencies(config.head_dim, config.rope_theta);
+  const RopeScaling& rope = config.rope_scaling;
+  switch (rope.kind) {
+    case RopeScaling::Kind::kNone:
+      return inv_freq;
+    case RopeScaling::Kind::kLinear:
+      return inv_freq / rope.factor;
+    case RopeScaling::Kind::kLlama3:
+      break;
+  }
+  // Wavelengths longer than the original context / low_freq_factor are
+  // divided by the factor, shorter than context / high_freq_factor kept,
+  // and those between interpolated linearly in context / wavelength.
+  const double context =
+      static_cast<double>(rope.original_max_position_embeddings);
+  const at::Tensor wavelength = 2.0 * M_PI / inv_freq;
+  const at::Tensor smooth = (context / wavelength - rope.low_freq_factor) /
+                            (rope.high_freq_factor - rope.low_freq_factor);
+  const at::Tensor between =
+      (1.0 - smooth) * inv_freq / rope.factor + smooth * inv_freq;
+  return torch::where(wavelength > context / rope.low_freq_factor,
+                      inv_freq / rope.factor,
+                      torch::where(wavelength < context / rope.high_freq_factor,
+                                   inv_freq, between));
+}
+
 LlamaBlockImpl::LlamaBlockImpl(const LlamaConfig& config,
                                const BlockShape& shape) {
   input_layernorm = register_module(
@@ -132,14 +292,15 @@ LlamaBlockImpl::LlamaBlockImpl(const LlamaConfig& config,
   attention.head_dim = config.head_dim;
   attention.num_heads = shape.num_heads;
   attention.num_kv_heads = shape.num_kv_heads;
-  attention.bias = false;
+  attention.qkv_bias = config.qkv_bias;
+  attention.o_bias = config.o_bias;
   attention.causal = true;
   self_attn = register_module("self_attn", Attention(attention));
   post_attention_layernorm =
       register_module("post_attention_layernorm",
                       RmsNorm(config.hidden_size, config.rms_norm_eps));
   mlp = register_module("mlp", Mlp(config.hidden_size, shape.mlp_hidden,
-                                   MlpKind::kSwiGlu, /*bias=*/false));
+                                   MlpKind::kSwiGlu, config.mlp_bias));
 }
 
 at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos,
@@ -171,7 +332,7 @@ LlamaImpl::LlamaImpl(const LlamaConfig& config) : config_(config) {
         "lm_head", Linear(config.hidden_size, config.vocab_size, false));
   }
   std::tie(rope_cos_, rope_sin_) = RotaryTables(
-      config.max_position_embeddings, config.head_dim, config.rope_theta);
+      config.max_position_embeddings, LlamaInverseFrequencies(config));
 }
 
 // Per sample: the embeddings and the blocks (rotary q/k copies included in

@@ -4,6 +4,9 @@
 // ("model.layers.N.self_attn.q_proj.weight", "model.norm.weight",
 // "lm_head.weight", ...).
 //
+// Qwen2 checkpoints (model_type "qwen2": the same decoder with biases on
+// q/k/v) load too.
+//
 // Pruned models keep the same names with smaller tensors; their per-layer
 // widths are stored in config.json under "fedge_layers", a key Hugging Face
 // ignores.
@@ -25,7 +28,23 @@
 
 namespace fedge::model {
 
+// Hugging Face's rope_scaling: how rotary frequencies are stretched for
+// contexts longer than the model was first trained on.
+struct RopeScaling {
+  enum class Kind {
+    kNone,
+    kLinear,  // Every frequency divided by `factor`.
+    kLlama3,  // Llama 3.1: low frequencies / factor, high kept, smooth between.
+  };
+  Kind kind = Kind::kNone;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;                     // kLlama3 only.
+  double high_freq_factor = 4.0;                    // kLlama3 only.
+  int64_t original_max_position_embeddings = 8192;  // kLlama3 only.
+};
+
 struct LlamaConfig {
+  std::string model_type = "llama";  // "llama" or "qwen2".
   int64_t vocab_size = 256;
   int64_t hidden_size = 128;
   int64_t head_dim = 32;  // Hugging Face default: hidden_size / heads.
@@ -33,19 +52,32 @@ struct LlamaConfig {
   double rope_theta = 10000.0;
   int64_t max_position_embeddings = 512;
   bool tie_word_embeddings = false;  // lm_head shares embed_tokens' weight.
+  RopeScaling rope_scaling;
+  // Biases: llama's attention_bias puts one on all four projections, qwen2
+  // has them on q/k/v only; llama's mlp_bias on gate/up/down.
+  bool qkv_bias = false;
+  bool o_bias = false;
+  bool mlp_bias = false;
   std::vector<BlockShape> layers = std::vector<BlockShape>(
       2, BlockShape{/*num_heads=*/4, /*num_kv_heads=*/4, /*mlp_hidden=*/256});
 
   absl::Status Validate() const;
 };
 
-// Hugging Face config.json. Reading accepts the standard keys
-// (num_hidden_layers, num_attention_heads, num_key_value_heads,
-// intermediate_size, head_dim, ...) and fedge's optional "fedge_layers";
-// architectures other than LlamaForCausalLM/model_type "llama" are rejected
-// with InvalidArgument, as are rope_scaling variants we do not implement.
+// Hugging Face config.json. Reading accepts the keys LlamaForCausalLM and
+// Qwen2ForCausalLM use (num_hidden_layers, num_attention_heads,
+// num_key_value_heads, intermediate_size, head_dim, rope_scaling of type
+// "linear" or "llama3", attention_bias, mlp_bias, ...), metadata that does
+// not change the computation (token ids, torch_dtype, initializer_range,
+// ...) and fedge's optional "fedge_layers". Any other key, another
+// architecture, a rope_scaling kind fedge lacks, attention dropout or a
+// sliding window is refused with InvalidArgument naming it.
 std::string LlamaConfigToJson(const LlamaConfig& config);
 absl::StatusOr<LlamaConfig> LlamaConfigFromJson(absl::string_view json);
+
+// The rotary inverse frequencies [head_dim/2] (float64) of `config`, with
+// its rope_scaling applied as Hugging Face does.
+at::Tensor LlamaInverseFrequencies(const LlamaConfig& config);
 
 class LlamaBlockImpl : public torch::nn::Module {
  public:

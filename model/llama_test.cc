@@ -1,6 +1,9 @@
 #include "model/llama.h"
 
 #include <cmath>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include <torch/types.h>
@@ -218,6 +221,118 @@ TEST(LlamaTest, UnsupportedConfigsAreRejected) {
       LlamaConfigFromJson(R"({"model_type":"llama","hidden_size":8})");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("vocab_size"), std::string::npos);
+}
+
+// Llama 3.1's rope scaling, written out per frequency from its definition:
+// long wavelengths divided by the factor, short ones kept, a linear blend
+// in context / wavelength between.
+TEST(LlamaTest, Llama3RopeScalingMatchesItsDefinition) {
+  LlamaConfig c = TinyConfig();
+  c.head_dim = 16;
+  c.rope_theta = 500000;
+  c.rope_scaling.kind = RopeScaling::Kind::kLlama3;
+  c.rope_scaling.factor = 8;
+  c.rope_scaling.low_freq_factor = 1;
+  c.rope_scaling.high_freq_factor = 4;
+  c.rope_scaling.original_max_position_embeddings = 64;
+  const at::Tensor inv = LlamaInverseFrequencies(c);
+  ASSERT_EQ(inv.size(0), 8);
+  int kept = 0, divided = 0, blended = 0;
+  for (int64_t i = 0; i < 8; ++i) {
+    const double f = std::pow(500000.0, -2.0 * i / 16);
+    const double wavelength = 2 * M_PI / f;
+    double want;
+    if (wavelength < 64.0 / 4) {
+      want = f, ++kept;
+    } else if (wavelength > 64.0 / 1) {
+      want = f / 8, ++divided;
+    } else {
+      const double smooth = (64.0 / wavelength - 1) / (4 - 1);
+      want = (1 - smooth) * f / 8 + smooth * f, ++blended;
+    }
+    EXPECT_NEAR(inv[i].item<double>(), want, 1e-12 * f) << i;
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(blended, 0);
+}
+
+TEST(LlamaTest, ScalingBiasesAndModelTypeRoundTrip) {
+  LlamaConfig c = TinyConfig();
+  c.rope_scaling.kind = RopeScaling::Kind::kLlama3;
+  c.rope_scaling.factor = 32;
+  c.rope_scaling.original_max_position_embeddings = 8;
+  c.qkv_bias = c.o_bias = c.mlp_bias = true;
+  absl::StatusOr<LlamaConfig> back = LlamaConfigFromJson(LlamaConfigToJson(c));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->rope_scaling.kind, RopeScaling::Kind::kLlama3);
+  EXPECT_EQ(back->rope_scaling.factor, 32);
+  EXPECT_EQ(back->rope_scaling.original_max_position_embeddings, 8);
+  EXPECT_TRUE(back->qkv_bias && back->o_bias && back->mlp_bias);
+
+  c = TinyConfig();
+  c.model_type = "qwen2";
+  c.qkv_bias = true;
+  back = LlamaConfigFromJson(LlamaConfigToJson(c));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->model_type, "qwen2");
+  EXPECT_TRUE(back->qkv_bias);
+  EXPECT_FALSE(back->o_bias || back->mlp_bias);
+  absl::StatusOr<Llama> model = CreateLlama(*back);
+  ASSERT_TRUE(model.ok());
+  EXPECT_NE(
+      (*model)->named_parameters().find("model.layers.0.self_attn.k_proj.bias"),
+      nullptr);
+  EXPECT_EQ(
+      (*model)->named_parameters().find("model.layers.0.self_attn.o_proj.bias"),
+      nullptr);
+}
+
+// The config.json of a published small model (Llama 3.2 1B's keys, shrunk)
+// loads; every key fedge does not implement is refused by name.
+TEST(LlamaTest, RealConfigKeysLoadAndUnsupportedOnesAreNamed) {
+  const std::string real = R"({
+    "architectures": ["LlamaForCausalLM"], "attention_bias": false,
+    "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": 128001,
+    "head_dim": 4, "hidden_act": "silu", "hidden_size": 8,
+    "initializer_range": 0.02, "intermediate_size": 16,
+    "max_position_embeddings": 131072, "mlp_bias": false,
+    "model_type": "llama", "num_attention_heads": 2,
+    "num_hidden_layers": 1, "num_key_value_heads": 1, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0,
+                     "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192,
+                     "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": true,
+    "torch_dtype": "bfloat16", "transformers_version": "4.45.0.dev0",
+    "use_cache": true, "vocab_size": 64})";
+  absl::StatusOr<LlamaConfig> config = LlamaConfigFromJson(real);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->rope_scaling.kind, RopeScaling::Kind::kLlama3);
+  EXPECT_EQ(config->layers[0].num_kv_heads, 1);
+
+  auto refused = [&](const std::string& from, const std::string& to) {
+    std::string text = real;
+    text.replace(text.find(from), from.size(), to);
+    return LlamaConfigFromJson(text).status();
+  };
+  for (const auto& [from, to, named] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {R"("use_cache")", R"("quantization_config")",
+            "quantization_config"},
+           {R"("llama3")", R"("yarn")", "yarn"},
+           {R"("attention_dropout": 0.0)", R"("attention_dropout": 0.1)",
+            "attention_dropout"},
+           {R"("bfloat16")", R"("int8")", "int8"},
+           {R"("hidden_act": "silu")", R"("hidden_act": "gelu")", "gelu"},
+           {R"(["LlamaForCausalLM"])", R"(["MistralForCausalLM"])",
+            "MistralForCausalLM"},
+           {R"("low_freq_factor")", R"("beta_fast")", "beta_fast"}}) {
+    const absl::Status s = refused(from, to);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << to;
+    EXPECT_NE(s.message().find(named), std::string::npos) << s.message();
+  }
 }
 
 TEST(LlamaTest, ValidateInputChecksTokenRangeAndLength) {

@@ -105,7 +105,8 @@ VitBlockImpl::VitBlockImpl(const VitConfig& config, const BlockShape& shape) {
   attention.head_dim = config.head_dim;
   attention.num_heads = shape.num_heads;
   attention.num_kv_heads = shape.num_kv_heads;
-  attention.bias = true;
+  attention.qkv_bias = true;
+  attention.o_bias = true;
   self_attn = register_module("self_attn", Attention(attention));
   norm2 = register_module("norm2", LayerNorm(config.dim, config.norm_eps));
   mlp = register_module(
