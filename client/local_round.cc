@@ -106,7 +106,7 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
         trainable += item.value().nbytes();
       }
     }
-    result.estimated_bytes = 3 * trainable + activations + activations / 2;
+    result.estimated_bytes = model::TrainingPeakBytes(trainable, activations);
   } else {
     result.estimated_bytes =
         model::EstimateTrainingBytes(net, data.inputs.narrow(0, 0, 1), train);

@@ -239,6 +239,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.prune_ratio = task.prune_ratio();
   report.rank = task.lora().rank();
   const auto round_start = Clock::now();
+  ReleaseFreeMemory();
   ResetPeakRss();
 
   auto enter = [&](const char* phase) {

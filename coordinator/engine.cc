@@ -12,6 +12,7 @@
 #include <torch/types.h>
 
 #include "model/kill_point.h"
+#include "model/trainer.h"
 #include "transport/update_codec.h"
 
 namespace fedge::coordinator {
@@ -107,9 +108,11 @@ absl::StatusOr<int64_t> ChooseCut(const SplitPolicy& policy,
       base.WithBlockShapes(pruning::PlannedShapes(plan));
   if (!sub.ok()) return sub.status();
   const std::vector<int64_t> shape = (*sub)->ExampleInputShape(batch_size);
-  // The trainer's estimate (activations + 50% for temporaries); the
-  // adapters' gradients and moments are negligible beside them.
-  auto peak = [](int64_t activations) { return activations + activations / 2; };
+  // The trainer's estimate; the adapters' gradients and moments are
+  // negligible beside the activations.
+  auto peak = [](int64_t activations) {
+    return model::TrainingPeakBytes(/*trainable_bytes=*/0, activations);
+  };
   if (peak((*sub)->TrainingActivationBytes(shape)) <= budget_bytes) return 0;
   for (int64_t cut = blocks - 1; cut > 1; --cut) {
     if (peak((*sub)->HeadTrainingActivationBytes(shape, cut)) <= budget_bytes) {

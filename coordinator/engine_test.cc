@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include <torch/types.h>
 
+#include "model/trainer.h"
 #include "tests/testing/tiny_models.h"
 
 namespace fedge::coordinator {
@@ -639,7 +640,7 @@ TEST(ChooseCutTest, SplitsOnlyDevicesWhoseBudgetCannotHoldTraining) {
   ASSERT_TRUE(global.ok());
   const pruning::PruningPlan plan = *(*global)->Plan(0.0);
   const std::vector<int64_t> shape = vit->ExampleInputShape(32);
-  auto peak = [](int64_t a) { return a + a / 2; };
+  auto peak = [](int64_t a) { return model::TrainingPeakBytes(0, a); };
   const int64_t full = peak(vit->TrainingActivationBytes(shape));
   SplitPolicy policy;                                   // auto
   EXPECT_EQ(*ChooseCut(policy, *vit, plan, 0, 32), 0);  // No budget known.

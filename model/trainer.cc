@@ -99,6 +99,10 @@ at::Tensor TaskLoss(Task task, const at::Tensor& logits,
   return torch::cross_entropy_loss(logits, targets);
 }
 
+int64_t TrainingPeakBytes(int64_t trainable_bytes, int64_t activation_bytes) {
+  return 3 * trainable_bytes + activation_bytes * 5 / 2;
+}
+
 int64_t EstimateTrainingBytes(const ModelImpl& model, const at::Tensor& example,
                               const TrainOptions& options) {
   int64_t trainable = 0;
@@ -107,8 +111,7 @@ int64_t EstimateTrainingBytes(const ModelImpl& model, const at::Tensor& example,
   }
   std::vector<int64_t> shape = example.sizes().vec();
   shape[0] = options.batch_size;
-  const int64_t activations = model.TrainingActivationBytes(shape);
-  return 3 * trainable + activations + activations / 2;
+  return TrainingPeakBytes(trainable, model.TrainingActivationBytes(shape));
 }
 
 struct Optimizer::State {

@@ -58,11 +58,20 @@ struct TrainOptions {
   absl::Status Validate() const;
 };
 
-// Estimated memory a Train() call adds to the process at its peak, for
-// batches of `options.batch_size` shaped like `example` (one sample or a
-// batch): gradients and AdamW's two moments of the trainable parameters,
-// plus the activations autograd keeps (ModelImpl::TrainingActivationBytes)
-// with 50% headroom for temporaries. The parameters and the data are not
+// The peak a training step adds to the process, from the bytes of its
+// trainable parameters (their gradients and AdamW's two moments: 3x) and
+// of the activations autograd keeps (ModelImpl::TrainingActivationBytes).
+// The activations count 2.5x: the backward pass holds each saved tensor's
+// gradient beside it, and freed temporaries stay resident in malloc's
+// arenas within a step. Calibrated, not derived: the resident peak of one
+// step measured 2.0-2.4x the saved activations on the decoder (64 and 128
+// tokens, batch 4 and 16, python3-torch on the same LibTorch, and
+// fedge-client's own peak RSS); docs/tasks.md has the figures.
+int64_t TrainingPeakBytes(int64_t trainable_bytes, int64_t activation_bytes);
+
+// Estimated memory a Train() call adds to the process at its peak
+// (TrainingPeakBytes), for batches of `options.batch_size` shaped like
+// `example` (one sample or a batch). The parameters and the data are not
 // counted: they are resident before training starts.
 int64_t EstimateTrainingBytes(const ModelImpl& model, const at::Tensor& example,
                               const TrainOptions& options);
