@@ -250,7 +250,7 @@ int main(int argc, char** argv) {
   if (mode == "logits") return Logits();
   const ft::TaskSpec spec =
       fb::Check(ft::LoadTaskSpec(absl::GetFlag(FLAGS_task)));
-  if (spec.objective != ft::Objective::kCausalLm) {
+  if (!ft::IsText(spec.objective)) {
     fb::Die(absl::InvalidArgumentError("--task must be a text task"));
   }
   if (mode == "central") return Central(spec);

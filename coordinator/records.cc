@@ -44,6 +44,9 @@ void DeclareMetrics(metrics::Registry& r) {
   r.DeclareGauge("fedge_global_bits_per_byte",
                  "Held-out bits per byte of the global model at its last "
                  "evaluation (text tasks).");
+  r.DeclareGauge("fedge_global_exact_match",
+                 "Share of held-out instruction records the global model "
+                 "answers exactly (instruction tasks).");
   r.DeclareGauge("fedge_global_prune_ratio",
                  "Share of block units the global schedule has removed.");
   r.DeclareCounter("fedge_arm_choices_total",
@@ -91,8 +94,8 @@ const std::vector<std::string>& RoundLog::RoundColumns() {
       "round",    "attempt",   "committed",          "global_prune_ratio",
       "invited",  "accepted",  "stragglers",         "declined",
       "dropped",  "round_s",   "aggregate_s",        "mean_loss_after",
-      "accuracy", "test_loss", "test_bits_per_byte", "eval_s",
-      "unix_time"};
+      "accuracy", "test_loss", "test_bits_per_byte", "test_exact_match",
+      "eval_s",   "unix_time"};
   return *columns;
 }
 
@@ -195,6 +198,9 @@ absl::Status RoundLog::RecordEvaluation(
     if (eval->bits_per_byte > 0) {
       metrics_->Set("fedge_global_bits_per_byte", {}, eval->bits_per_byte);
     }
+    if (eval->exact_match >= 0) {
+      metrics_->Set("fedge_global_exact_match", {}, eval->exact_match);
+    }
   }
   return rounds_->Write(
       {I(round.round), I(round.attempt), round.committed ? "1" : "0",
@@ -203,6 +209,7 @@ absl::Status RoundLog::RecordEvaluation(
        F(round.round_s), F(round.aggregate_s), F(round.mean_loss_after),
        eval ? F(eval->accuracy) : "", eval ? F(eval->loss) : "",
        eval && eval->bits_per_byte > 0 ? F(eval->bits_per_byte) : "",
+       eval && eval->exact_match >= 0 ? F(eval->exact_match) : "",
        eval ? F(eval_seconds) : "",
        absl::StrFormat("%.3f",
                        absl::ToDoubleSeconds(recorded - absl::UnixEpoch()))});

@@ -285,9 +285,14 @@ void CoordinatorServer::OnEvaluated(
     if (eval->bits_per_byte > 0) {
       std::printf(
           "round %d: held-out %.4f bits per byte, loss %.4f, perplexity "
-          "%.2f (%.1f s)\n",
+          "%.2f%s (%.1f s)\n",
           static_cast<int>(round.round), eval->bits_per_byte, eval->loss,
-          eval->perplexity, seconds);
+          eval->perplexity,
+          eval->exact_match >= 0
+              ? absl::StrFormat(", exact match %.1f%%", 100 * eval->exact_match)
+                    .c_str()
+              : "",
+          seconds);
     } else {
       std::printf("round %d: global accuracy %.2f%%, test loss %.4f (%.1f s)\n",
                   static_cast<int>(round.round), 100.0 * eval->accuracy,

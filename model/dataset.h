@@ -19,9 +19,13 @@ namespace fedge::model {
 // inputs[i] pairs with targets[i]. For classification inputs are float
 // images [N, C, H, W] and targets int64 labels [N]; for language modelling
 // both are int64 token windows [N, T] with targets shifted by one.
+// A language-model target that is not scored (prompt and padding positions
+// of instruction records): LibTorch's cross-entropy ignore_index.
+inline constexpr int64_t kIgnoreTarget = -100;
+
 struct Dataset {
   at::Tensor inputs;
-  at::Tensor targets;
+  at::Tensor targets;       // Language models may hold kIgnoreTarget.
   int64_t num_classes = 0;  // Label count or vocabulary size.
   // Text only, optional: int64 [N], the UTF-8 bytes of text that example
   // i's targets stand for (bits per byte divides the loss by their sum).

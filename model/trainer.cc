@@ -58,8 +58,15 @@ absl::Status ValidateDataset(const ModelImpl& model, const Dataset& data) {
   } else if (data.targets.dim() != 1) {
     return absl::InvalidArgumentError("class targets must be a vector [N]");
   }
-  const int64_t lo = data.targets.min().item<int64_t>();
-  const int64_t hi = data.targets.max().item<int64_t>();
+  at::Tensor scored = data.targets;
+  if (model.task() == Task::kLanguageModel) {
+    scored = data.targets.masked_select(data.targets.ne(kIgnoreTarget));
+    if (scored.numel() == 0) {
+      return absl::InvalidArgumentError("every target is masked");
+    }
+  }
+  const int64_t lo = scored.min().item<int64_t>();
+  const int64_t hi = scored.max().item<int64_t>();
   if (lo < 0 || hi >= model.num_outputs()) {
     return absl::InvalidArgumentError(
         absl::StrCat("targets span [", lo, ", ", hi, "], the model has ",
@@ -290,20 +297,33 @@ absl::StatusOr<EvalResult> Evaluate(ModelImpl& model, const Dataset& data,
   double loss_sum = 0;
   int64_t correct = 0;
   int64_t targets_seen = 0;
+  int64_t exact = 0;
+  bool masked = false;
   const int64_t n = data.size();
   for (int64_t begin = 0; begin < n; begin += batch_size) {
     const int64_t size = std::min(batch_size, n - begin);
     const at::Tensor inputs = data.inputs.narrow(0, begin, size);
     const at::Tensor targets = data.targets.narrow(0, begin, size);
     const at::Tensor logits = model.forward(inputs);
-    const int64_t count = targets.numel();
+    const at::Tensor scored = targets.ne(kIgnoreTarget);
+    const int64_t count = scored.sum().item<int64_t>();
+    if (count == 0) continue;
     loss_sum += TaskLoss(model.task(), logits, targets).item<double>() * count;
-    correct += logits.argmax(-1).eq(targets).sum().item<int64_t>();
+    const at::Tensor right = logits.argmax(-1).eq(targets);
+    correct += right.logical_and(scored).sum().item<int64_t>();
     targets_seen += count;
+    if (targets.dim() == 2) {
+      masked = masked || count < targets.numel();
+      exact += right.logical_or(scored.logical_not())
+                   .all(/*dim=*/1)
+                   .sum()
+                   .item<int64_t>();
+    }
   }
   model.train(was_training);
   EvalResult result;
   result.examples = n;
+  if (masked) result.exact_match = double(exact) / n;
   result.loss = loss_sum / targets_seen;
   result.accuracy = double(correct) / targets_seen;
   result.perplexity = std::exp(result.loss);

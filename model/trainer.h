@@ -130,9 +130,16 @@ struct EvalResult {
   // Total cross-entropy in bits over the UTF-8 bytes the targets stand for
   // (Dataset::target_bytes); 0 when the data set does not carry them.
   double bits_per_byte = 0;
+  // Language models whose data mask targets (kIgnoreTarget: one record per
+  // window, its prompt masked): the share of examples whose every scored
+  // target is the top-1 prediction, which is exactly the share a greedy
+  // decoder would answer word for word (each step's prefix is then the
+  // reference's). -1 when the data masks nothing.
+  double exact_match = -1;
 };
 
 // Evaluates without gradients, in eval mode (the previous mode is restored).
+// Loss, accuracy and bytes count scored targets only.
 // InvalidArgument for an empty or mismatched dataset.
 absl::StatusOr<EvalResult> Evaluate(ModelImpl& model, const Dataset& data,
                                     int64_t batch_size = 256);

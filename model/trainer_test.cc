@@ -141,6 +141,58 @@ TEST(TrainerTest, TrainsALanguageModelOnBytes) {
   EXPECT_LT(eval->perplexity, 4.0);  // Uniform over 256 bytes would be 256.
 }
 
+// Masked targets (instruction records) are left out of the loss and the
+// accuracy; exact match is the share of examples whose every scored target
+// is the argmax.
+TEST(TrainerTest, EvaluateScoresOnlyUnmaskedTargetsAndCountsExactMatches) {
+  torch::manual_seed(4);
+  LlamaConfig config;
+  config.vocab_size = 16;
+  config.hidden_size = 16;
+  config.head_dim = 8;
+  config.layers = {{2, 2, 16}};
+  Llama llama = *CreateLlama(config);
+  Dataset data;
+  data.inputs = torch::randint(0, 16, {3, 5}, torch::kLong);
+  data.num_classes = 16;
+  at::Tensor argmax;
+  {
+    torch::NoGradGuard no_grad;
+    llama->eval();
+    argmax = llama->forward(data.inputs).argmax(-1);
+  }
+  const int64_t x = kIgnoreTarget;
+  data.targets = torch::full({3, 5}, x, torch::kLong);
+  // Example 0: two scored targets, both the argmax. Example 1: one right,
+  // one wrong. Example 2: one scored target, the argmax.
+  data.targets[0][3] = argmax[0][3];
+  data.targets[0][4] = argmax[0][4];
+  data.targets[1][1] = argmax[1][1];
+  data.targets[1][2] = (argmax[1][2] + 1) % 16;
+  data.targets[2][0] = argmax[2][0];
+  absl::StatusOr<EvalResult> eval = Evaluate(*llama, data, /*batch_size=*/2);
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  EXPECT_NEAR(eval->exact_match, 2.0 / 3, 1e-9);
+  EXPECT_NEAR(eval->accuracy, 4.0 / 5, 1e-9);
+  // The loss is the mean over the five scored targets alone.
+  at::Tensor logits;
+  {
+    torch::NoGradGuard no_grad;
+    logits = llama->forward(data.inputs);
+  }
+  const at::Tensor mask = data.targets.ne(x);
+  const double want = torch::cross_entropy_loss(logits.index({mask}),
+                                                data.targets.index({mask}))
+                          .item<double>();
+  EXPECT_NEAR(eval->loss, want, 1e-5);
+  // Nothing masked: no exact match.
+  data.targets = argmax;
+  EXPECT_EQ(Evaluate(*llama, data)->exact_match, -1);
+  // Everything masked: refused.
+  data.targets = torch::full({3, 5}, x, torch::kLong);
+  EXPECT_FALSE(Evaluate(*llama, data).ok());
+}
+
 TEST(TrainerTest, NanWeightsStopTrainingWithAClearError) {
   Vit vit = *CreateVit(TinyVit());
   {

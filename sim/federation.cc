@@ -108,6 +108,10 @@ class ProgressPrinter {
         absl::StrAppendFormat(&line, ", held-out %.4f bits/byte (ppl %.2f)",
                               RowNumber(r, "test_bits_per_byte"),
                               std::exp(RowNumber(r, "test_loss")));
+        if (!RowText(r, "test_exact_match").empty()) {
+          absl::StrAppendFormat(&line, ", exact match %.1f%%",
+                                100 * RowNumber(r, "test_exact_match"));
+        }
       } else if (r.count("accuracy") && !RowText(r, "accuracy").empty()) {
         absl::StrAppendFormat(&line, ", accuracy %.2f%%",
                               100 * RowNumber(r, "accuracy"));

@@ -139,6 +139,8 @@ fedge::sim::Metric SimMetric(fedge::task::Metric metric) {
       return fedge::sim::PerplexityMetric();
     case fedge::task::Metric::kBitsPerByte:
       return fedge::sim::BitsPerByteMetric();
+    case fedge::task::Metric::kExactMatch:
+      return fedge::sim::ExactMatchMetric();
   }
   return fedge::sim::AccuracyMetric();
 }
@@ -191,7 +193,7 @@ int main(int argc, char** argv) {
   const fedge::task::TaskSpec spec = *std::move(resolved);
   config.base_dir = spec.base_dir;
   if (config.task.empty()) config.data_dir = built_in.data_dir;
-  const bool text = spec.objective == fedge::task::Objective::kCausalLm;
+  const bool text = fedge::task::IsText(spec.objective);
   const sim::Metric metric = SimMetric(spec.evaluation.metric);
   config.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   absl::StatusOr<sim::CpuEmulation> emulation =

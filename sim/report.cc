@@ -375,6 +375,13 @@ Metric PerplexityMetric() {
   return m;
 }
 
+Metric ExactMatchMetric() {
+  Metric m;
+  m.column = "test_exact_match";
+  m.label = "exact match";
+  return m;
+}
+
 Metric BitsPerByteMetric() {
   Metric m;
   m.column = "test_bits_per_byte";

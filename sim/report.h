@@ -30,6 +30,7 @@ struct Metric {
 };
 Metric AccuracyMetric();
 Metric BitsPerByteMetric();
+Metric ExactMatchMetric();  // Share of held-out instruction records, in %.
 Metric LossMetric();
 Metric PerplexityMetric();
 

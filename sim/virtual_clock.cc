@@ -172,10 +172,15 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
         if (e && config.progress != nullptr) {
           const double t = absl::ToDoubleSeconds(at - absl::UnixEpoch());
           if (e->bits_per_byte > 0) {
-            std::fprintf(config.progress,
-                         "round %d: held-out %.4f bits per byte at %.1f "
-                         "virtual s\n",
-                         static_cast<int>(r.round), e->bits_per_byte, t);
+            std::fprintf(
+                config.progress,
+                "round %d: held-out %.4f bits per byte%s at %.1f virtual s\n",
+                static_cast<int>(r.round), e->bits_per_byte,
+                e->exact_match >= 0 ? absl::StrFormat(", exact match %.1f%%",
+                                                      100 * e->exact_match)
+                                          .c_str()
+                                    : "",
+                t);
           } else {
             std::fprintf(config.progress,
                          "round %d: global accuracy %.2f%% at %.1f virtual s\n",

@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
   const std::string out = absl::GetFlag(FLAGS_out).empty()
                               ? spec.base_dir
                               : absl::GetFlag(FLAGS_out);
-  if (spec.objective == ft::Objective::kCausalLm) {
+  if (ft::IsText(spec.objective)) {
     // A tokenizer that lives in the base is trained with it; one from
     // elsewhere (a user's tokenizer.model) is used as it is.
     const bool train_tokenizer =

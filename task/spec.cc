@@ -31,12 +31,25 @@ absl::Status FieldError(absl::string_view origin, absl::string_view field,
 
 }  // namespace
 
+bool IsText(Objective objective) {
+  return objective != Objective::kImageClassification;
+}
+
+bool IsRecordTask(Objective objective) {
+  return objective == Objective::kInstructionTuning ||
+         objective == Objective::kSequenceClassification;
+}
+
 absl::string_view ObjectiveName(Objective objective) {
   switch (objective) {
     case Objective::kImageClassification:
       return "image_classification";
     case Objective::kCausalLm:
       return "causal_lm";
+    case Objective::kInstructionTuning:
+      return "instruction_tuning";
+    case Objective::kSequenceClassification:
+      return "sequence_classification";
   }
   return "unknown";
 }
@@ -114,16 +127,21 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
     spec.objective = Objective::kImageClassification;
   } else if (objective == "causal_lm") {
     spec.objective = Objective::kCausalLm;
+  } else if (objective == "instruction_tuning") {
+    spec.objective = Objective::kInstructionTuning;
+  } else if (objective == "sequence_classification") {
+    spec.objective = Objective::kSequenceClassification;
   } else {
-    return FieldError(origin, "objective",
-                      absl::StrCat("'", objective,
-                                   "' is not image_classification or "
-                                   "causal_lm (instruction tuning and "
-                                   "sequence classification are not built "
-                                   "yet)"));
+    return FieldError(
+        origin, "objective",
+        absl::StrCat("'", objective,
+                     "' is not image_classification, causal_lm, "
+                     "instruction_tuning or sequence_classification"));
   }
   if (spec.base_dir.empty()) return FieldError(origin, "base", "is empty");
-  const bool text = spec.objective == Objective::kCausalLm;
+  const bool text = IsText(spec.objective);
+  // Record tasks: one JSONL record per window.
+  const bool records = IsRecordTask(spec.objective);
 
   if (spec.tokenizer.type == "sentencepiece") {
     if (spec.tokenizer.model_path.empty()) {
@@ -151,16 +169,28 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
   if (spec.sequence.length < 2 || spec.sequence.length > 8192) {
     return FieldError(origin, "sequence.length", "must be in [2, 8192]");
   }
-  if (text && !spec.sequence.packing) {
+  if (records) {
+    // One window per record; a "packing" field saying otherwise is wrong.
+    if (seq.Has("packing") && spec.sequence.packing) {
+      return FieldError(
+          origin, "sequence.packing",
+          absl::StrCat("must be false for ", ObjectiveName(spec.objective),
+                       " (one window per record, the prompt "
+                       "masked)"));
+    }
+    spec.sequence.packing = false;
+  } else if (text && !spec.sequence.packing) {
     return FieldError(origin, "sequence.packing",
-                      "false (one padded window per record) is not built "
-                      "yet; records are packed");
+                      "false (one padded window per record) is only built "
+                      "for JSONL record tasks; causal_lm packs records");
   }
-  if (spec.data.format.empty()) spec.data.format = text ? "text" : "idx";
-  if (text && spec.data.format != "text") {
-    return FieldError(origin, "data.format",
-                      absl::StrCat("'", spec.data.format,
-                                   "' is not text (the format of causal_lm)"));
+  const char* format = records ? "jsonl" : text ? "text" : "idx";
+  if (spec.data.format.empty()) spec.data.format = format;
+  if (text && spec.data.format != format) {
+    return FieldError(
+        origin, "data.format",
+        absl::StrCat("'", spec.data.format, "' is not ", format,
+                     " (the format of ", ObjectiveName(spec.objective), ")"));
   }
   if (!text && spec.data.format != "idx") {
     return FieldError(origin, "data.format",
@@ -176,7 +206,18 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
   }
 
   if (metric.empty()) {
-    spec.evaluation.metric = text ? Metric::kBitsPerByte : Metric::kAccuracy;
+    spec.evaluation.metric =
+        spec.objective == Objective::kSequenceClassification
+            ? Metric::kExactMatch
+        : text ? Metric::kBitsPerByte
+               : Metric::kAccuracy;
+  } else if (metric == "exact_match") {
+    if (!records) {
+      return FieldError(origin, "evaluation.metric",
+                        "exact_match needs instruction_tuning or "
+                        "sequence_classification");
+    }
+    spec.evaluation.metric = Metric::kExactMatch;
   } else if (metric == "accuracy") {
     spec.evaluation.metric = Metric::kAccuracy;
   } else if (metric == "loss") {
@@ -188,8 +229,8 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
   } else {
     return FieldError(origin, "evaluation.metric",
                       absl::StrCat("'", metric,
-                                   "' is not accuracy, loss, perplexity or "
-                                   "bits_per_byte"));
+                                   "' is not accuracy, loss, perplexity, "
+                                   "bits_per_byte or exact_match"));
   }
   if (!text && (spec.evaluation.metric == Metric::kBitsPerByte ||
                 spec.evaluation.metric == Metric::kPerplexity)) {
@@ -211,17 +252,23 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
                       "must be in [0, 1) and leave the devices some data "
                       "(with evaluation.fraction, under 1)");
   }
-  if (spec.simulation.public_by != "record" &&
-      !(text && spec.simulation.public_by == "file")) {
+  const std::string& by = spec.simulation.public_by;
+  if (by != "record" && !(text && by == "file") &&
+      !(records && by == "category")) {
     return FieldError(origin, "simulation.public_by",
-                      absl::StrCat("'", spec.simulation.public_by,
-                                   "' is not record", text ? " or file" : ""));
+                      absl::StrCat("'", by, "' is not record",
+                                   records ? ", file or category"
+                                   : text  ? " or file"
+                                           : ""));
   }
   const std::string& part = spec.simulation.partition;
-  if (part != "iid" && part != "dirichlet" && !(text && part == "by_file")) {
+  if (part != "iid" && part != "dirichlet" && !(text && part == "by_file") &&
+      !(records && part == "by_category")) {
     return FieldError(origin, "simulation.partition",
                       absl::StrCat("'", part, "' is not iid, dirichlet",
-                                   text ? " or by_file" : ""));
+                                   records ? ", by_file or by_category"
+                                   : text  ? " or by_file"
+                                           : ""));
   }
   if (!(spec.simulation.alpha > 0) || !std::isfinite(spec.simulation.alpha)) {
     return FieldError(origin, "simulation.alpha", "must be > 0");

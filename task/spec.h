@@ -26,9 +26,18 @@ namespace fedge::task {
 enum class Objective {
   kImageClassification,  // Images -> class logits; cross-entropy on labels.
   kCausalLm,             // Plain text -> next-token cross-entropy.
+  // JSONL instruction / optional context / response records (Alpaca or
+  // Dolly fields) in a prompt template (docs/tasks.md); next-token
+  // cross-entropy on the response tokens only, one window per record.
+  kInstructionTuning,
+  // JSONL text + label records: the label is the response to a fixed
+  // prompt around the text (docs/tasks.md), so the decoder classifies by
+  // generating it; exact match is the classification accuracy.
+  kSequenceClassification,
 };
 
-// "image_classification", "causal_lm".
+// "image_classification", "causal_lm", "instruction_tuning",
+// "sequence_classification".
 absl::string_view ObjectiveName(Objective objective);
 
 enum class Metric {
@@ -37,7 +46,16 @@ enum class Metric {
   kPerplexity,   // exp(loss) per token (lower is better).
   kBitsPerByte,  // Total cross-entropy in bits over the UTF-8 bytes the
                  // targets cover: comparable across tokenizers.
+  kExactMatch,   // Record tasks: share of held-out records whose greedy
+                 // answer is the response (the label) exactly (higher is
+                 // better).
 };
+
+// True for the text objectives (all but image_classification).
+bool IsText(Objective objective);
+// True for the objectives whose JSONL records each fill one window with a
+// masked prompt (instruction_tuning, sequence_classification).
+bool IsRecordTask(Objective objective);
 
 struct TokenizerSpec {
   // "byte" (one id per UTF-8 byte, vocabulary 256) or "sentencepiece"
@@ -47,8 +65,9 @@ struct TokenizerSpec {
 };
 
 struct DataSpec {
-  // "idx" (Fashion-MNIST IDX files in `corpus`) or "text" (UTF-8 plain text:
-  // a file or a directory of files).
+  // "idx" (Fashion-MNIST IDX files in `corpus`), "text" (UTF-8 plain text:
+  // a file or a directory of files) or "jsonl" (one JSON record per line:
+  // instruction_tuning).
   std::string format = "idx";
   // The public corpus fedge-sim, fedge-vclock, CI and fedge-pretrain split;
   // a device in production reads its own data instead (fedge-client --data).
@@ -84,10 +103,12 @@ struct SimulationSpec {
   // text: what the public split is made of. "record": records drawn from
   // every file (the base has seen every topic); "file": whole files (the
   // base has seen other topics than the devices: a domain the federation
-  // adapts it to), and the held-out records come from the devices' files.
+  // adapts it to), and the held-out records come from the devices' files;
+  // "category" (jsonl): whole categories, likewise.
   std::string public_by = "record";
-  // "iid", "dirichlet" (label skew; text: skew over source files) or
-  // "by_file" (text: each source file goes whole to one device).
+  // "iid", "dirichlet" (label skew; text: skew over source files),
+  // "by_file" (text: each source file goes whole to one device) or
+  // "by_category" (jsonl: each record category goes whole to one device).
   std::string partition = "dirichlet";
   double alpha = 0.5;  // Dirichlet concentration.
   uint64_t seed = 1;   // The split's seed (public/eval/private and shards).

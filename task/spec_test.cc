@@ -37,6 +37,32 @@ TEST(TaskSpecTest, ParsesATextTaskAndFillsDefaults) {
   EXPECT_EQ(spec->simulation.seed, 3u);
 }
 
+TEST(TaskSpecTest, InstructionTuningDefaultsToJsonlWithoutPacking) {
+  absl::StatusOr<TaskSpec> spec = ParseTaskSpec(
+      R"({"name": "d", "objective": "instruction_tuning", "base": "b",
+          "evaluation": {"metric": "exact_match"},
+          "simulation": {"public_by": "category", "partition": "by_category"}})",
+      "i.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->objective, Objective::kInstructionTuning);
+  EXPECT_EQ(spec->data.format, "jsonl");
+  EXPECT_FALSE(spec->sequence.packing);
+  EXPECT_EQ(spec->evaluation.metric, Metric::kExactMatch);
+  EXPECT_TRUE(IsText(spec->objective));
+}
+
+TEST(TaskSpecTest, SequenceClassificationDefaultsToExactMatch) {
+  absl::StatusOr<TaskSpec> spec = ParseTaskSpec(
+      R"({"name": "c", "objective": "sequence_classification", "base": "b"})",
+      "c.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->data.format, "jsonl");
+  EXPECT_FALSE(spec->sequence.packing);
+  EXPECT_EQ(spec->evaluation.metric, Metric::kExactMatch);
+  EXPECT_TRUE(IsRecordTask(spec->objective));
+  EXPECT_FALSE(IsRecordTask(Objective::kCausalLm));
+}
+
 TEST(TaskSpecTest, ImageTaskDefaultsToFashionMnistAndAccuracy) {
   absl::StatusOr<TaskSpec> spec = ParseTaskSpec(
       R"({"name": "fm", "objective": "image_classification",
@@ -86,6 +112,21 @@ TEST(TaskSpecTest, ErrorsNameTheField) {
       {R"({"name": "a", "objective": "causal_lm", "base": "b",
            "pretrain": {"heads": 5}})",
        "\"pretrain.heads\""},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "evaluation": {"metric": "exact_match"}})",
+       "exact_match needs instruction_tuning or sequence_classification"},
+      {R"({"name": "a", "objective": "instruction_tuning", "base": "b",
+           "sequence": {"packing": true}})",
+       "\"sequence.packing\" must be false"},
+      {R"({"name": "a", "objective": "instruction_tuning", "base": "b",
+           "data": {"format": "text"}})",
+       "is not jsonl"},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "simulation": {"partition": "by_category"}})",
+       "\"simulation.partition\""},
+      {R"({"name": "a", "objective": "causal_lm", "base": "b",
+           "simulation": {"public_by": "category"}})",
+       "\"simulation.public_by\""},
       {R"([1, 2])", "expected a JSON object"},
       {R"({"name": )", "invalid JSON"},
   };

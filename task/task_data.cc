@@ -102,7 +102,9 @@ class ImageTaskData : public TaskData {
   model::Dataset train_;
 };
 
-// Causal language modelling on plain text.
+// Text: causal language modelling on plain text (records packed into
+// windows), and instruction tuning on JSONL records (one window each, the
+// prompt masked). The two differ only in how records become windows.
 class TextTaskData : public TaskData {
  public:
   TextTaskData(TaskSpec spec, std::unique_ptr<Tokenizer> tokenizer)
@@ -137,20 +139,19 @@ class TextTaskData : public TaskData {
   }
 
   absl::StatusOr<model::Dataset> DeviceData(const std::string& path) override {
-    absl::StatusOr<TextCorpus> corpus = ReadTextCorpus(path, spec().data);
+    absl::StatusOr<TextCorpus> corpus = Read(path);
     if (!corpus.ok()) return corpus.status();
     std::vector<int64_t> all(corpus->records.size());
     std::iota(all.begin(), all.end(), 0);
-    return PackRecords(*corpus, all, *tokenizer(), spec().sequence.length,
-                       absl::StrCat("data ", path));
+    return Windows(*corpus, all, absl::StrCat("data ", path));
   }
 
   absl::StatusOr<std::string> PublicText() {
     if (absl::Status s = Split(); !s.ok()) return s;
     std::string text;
     for (int64_t i : public_) {
-      absl::StrAppend(&text, corpus_->records[static_cast<size_t>(i)].text,
-                      "\n");
+      const TextRecord& r = corpus_->records[static_cast<size_t>(i)];
+      absl::StrAppend(&text, r.prompt, r.text, "\n");
     }
     return text;
   }
@@ -166,12 +167,11 @@ class TextTaskData : public TaskData {
           ": field \"data.corpus\" is empty; the coordinator "
           "evaluates on held-out text from it (and simulations split it)"));
     }
-    absl::StatusOr<TextCorpus> corpus =
-        ReadTextCorpus(spec().data.corpus, spec().data);
+    absl::StatusOr<TextCorpus> corpus = Read(spec().data.corpus);
     if (!corpus.ok()) return corpus.status();
     const SimulationSpec& sim = spec().simulation;
-    if (sim.public_by == "file") {
-      if (absl::Status s = SplitByFile(*corpus); !s.ok()) return s;
+    if (sim.public_by != "record") {
+      if (absl::Status s = SplitByGroup(*corpus); !s.ok()) return s;
     } else {
       const int64_t n = static_cast<int64_t>(corpus->records.size());
       absl::StatusOr<model::PublicSplit> held =
@@ -195,23 +195,43 @@ class TextTaskData : public TaskData {
     return absl::OkStatus();
   }
 
-  // Whole files, in an order shuffled by the seed, go public until they
-  // hold public_fraction of the corpus's bytes; evaluation.fraction of the
-  // other files' records is held out, the rest is the devices'.
-  absl::Status SplitByFile(const TextCorpus& corpus) {
+  // The group of `r` a split by `how` ("file" or "category") keeps whole;
+  // InvalidArgument for a record without a category.
+  absl::StatusOr<size_t> Group(const TextCorpus& corpus, const TextRecord& r,
+                               absl::string_view how) const {
+    if (how != "category") return static_cast<size_t>(r.file);
+    if (r.category < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          corpus.files[static_cast<size_t>(r.file)], ":", r.line,
+          ": a split by category needs a \"category\" on every record"));
+    }
+    return static_cast<size_t>(r.category);
+  }
+
+  // Whole files (public_by file) or categories (public_by category), in an
+  // order shuffled by the seed, go public until they hold public_fraction
+  // of the corpus's bytes; evaluation.fraction of the other groups' records
+  // is held out, the rest is the devices'.
+  absl::Status SplitByGroup(const TextCorpus& corpus) {
     const SimulationSpec& sim = spec().simulation;
-    const size_t files = corpus.files.size();
-    std::vector<int64_t> bytes(files, 0);
+    const size_t groups = sim.public_by == "category" ? corpus.categories.size()
+                                                      : corpus.files.size();
+    std::vector<int64_t> bytes(groups, 0);
+    std::vector<size_t> group;
     int64_t total = 0;
     for (const TextRecord& r : corpus.records) {
-      bytes[static_cast<size_t>(r.file)] += static_cast<int64_t>(r.text.size());
-      total += static_cast<int64_t>(r.text.size());
+      absl::StatusOr<size_t> g = Group(corpus, r, sim.public_by);
+      if (!g.ok()) return g.status();
+      group.push_back(*g);
+      const auto size = static_cast<int64_t>(r.prompt.size() + r.text.size());
+      bytes[*g] += size;
+      total += size;
     }
-    std::vector<size_t> order(files);
+    std::vector<size_t> order(groups);
     std::iota(order.begin(), order.end(), 0);
     std::mt19937_64 rng(sim.seed);
     std::shuffle(order.begin(), order.end(), rng);
-    std::vector<bool> is_public(files, false);
+    std::vector<bool> is_public(groups, false);
     int64_t taken = 0;
     for (size_t f : order) {
       if (taken >= sim.public_fraction * static_cast<double>(total)) break;
@@ -220,16 +240,17 @@ class TextTaskData : public TaskData {
     }
     std::vector<int64_t> domain;
     for (size_t i = 0; i < corpus.records.size(); ++i) {
-      if (is_public[static_cast<size_t>(corpus.records[i].file)]) {
+      if (is_public[group[i]]) {
         public_.push_back(static_cast<int64_t>(i));
       } else {
         domain.push_back(static_cast<int64_t>(i));
       }
     }
     if (domain.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          spec().origin, ": simulation.public_fraction ", sim.public_fraction,
-          " leaves no file of ", spec().data.corpus, " to the devices"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(spec().origin, ": simulation.public_fraction ",
+                       sim.public_fraction, " leaves no ", sim.public_by,
+                       " of ", spec().data.corpus, " to the devices"));
     }
     absl::StatusOr<model::PublicSplit> held =
         model::SplitPublic(static_cast<int64_t>(domain.size()),
@@ -244,10 +265,27 @@ class TextTaskData : public TaskData {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<TextCorpus> Read(const std::string& path) const {
+    return ReadTextCorpus(path, spec().data,
+                          spec().objective == Objective::kSequenceClassification
+                              ? JsonlKind::kClassification
+                              : JsonlKind::kInstruction);
+  }
+
   absl::StatusOr<model::Dataset> Pack(const std::vector<int64_t>& records,
                                       absl::string_view what) {
-    return PackRecords(*corpus_, records, *tokenizer(), spec().sequence.length,
-                       absl::StrCat(what, " of ", spec().data.corpus));
+    return Windows(*corpus_, records,
+                   absl::StrCat(what, " of ", spec().data.corpus));
+  }
+
+  absl::StatusOr<model::Dataset> Windows(const TextCorpus& corpus,
+                                         const std::vector<int64_t>& records,
+                                         absl::string_view what) const {
+    return IsRecordTask(spec().objective)
+               ? PadRecords(corpus, records, *tokenizer(),
+                            spec().sequence.length, what)
+               : PackRecords(corpus, records, *tokenizer(),
+                             spec().sequence.length, what);
   }
 
   absl::StatusOr<model::Partition> Partition(int count) {
@@ -258,30 +296,46 @@ class TextTaskData : public TaskData {
     const int files = static_cast<int>(corpus_->files.size());
     if (sim.partition == "dirichlet") {
       std::vector<int64_t> labels;
-      for (const TextRecord& r : corpus_->records) labels.push_back(r.file);
-      return model::PartitionDirichlet(private_, labels, files, count,
+      // Skew over categories (labels) when every record has one, else over
+      // source files.
+      const bool by_category =
+          std::all_of(corpus_->records.begin(), corpus_->records.end(),
+                      [](const TextRecord& r) { return r.category >= 0; });
+      for (const TextRecord& r : corpus_->records) {
+        labels.push_back(by_category ? r.category : r.file);
+      }
+      const int classes =
+          by_category ? static_cast<int>(corpus_->categories.size()) : files;
+      return model::PartitionDirichlet(private_, labels, classes, count,
                                        sim.alpha, sim.seed,
                                        MinShard(private_.size(), count));
     }
-    // by_file: whole files, the largest first, each to the device holding
-    // the fewest bytes so far (deterministic; sizes stay close).
-    std::vector<int64_t> bytes(static_cast<size_t>(files), 0);
-    std::vector<std::vector<int64_t>> by_file(static_cast<size_t>(files));
+    // by_file / by_category: whole groups, the largest first, each to the
+    // device holding the fewest bytes so far (deterministic; sizes stay
+    // close).
+    const bool by_category = sim.partition == "by_category";
+    const int groups =
+        by_category ? static_cast<int>(corpus_->categories.size()) : files;
+    std::vector<int64_t> bytes(static_cast<size_t>(groups), 0);
+    std::vector<std::vector<int64_t>> by_group(static_cast<size_t>(groups));
     for (int64_t i : private_) {
       const TextRecord& r = corpus_->records[static_cast<size_t>(i)];
-      bytes[static_cast<size_t>(r.file)] += static_cast<int64_t>(r.text.size());
-      by_file[static_cast<size_t>(r.file)].push_back(i);
+      absl::StatusOr<size_t> group =
+          Group(*corpus_, r, by_category ? "category" : "file");
+      if (!group.ok()) return group.status();
+      bytes[*group] += static_cast<int64_t>(r.prompt.size() + r.text.size());
+      by_group[*group].push_back(i);
     }
     const int64_t with_data =
-        std::count_if(by_file.begin(), by_file.end(),
+        std::count_if(by_group.begin(), by_group.end(),
                       [](const std::vector<int64_t>& r) { return !r.empty(); });
     if (with_data < count) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "simulation.partition by_file: ", with_data, " files of ",
-          spec().data.corpus, " hold the devices' data; they cannot serve ",
-          count, " devices"));
+          "simulation.partition ", sim.partition, ": ", with_data,
+          by_category ? " categories" : " files", " of ", spec().data.corpus,
+          " hold the devices' data; they cannot serve ", count, " devices"));
     }
-    std::vector<int> order(static_cast<size_t>(files));
+    std::vector<int> order(static_cast<size_t>(groups));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
       return bytes[static_cast<size_t>(a)] > bytes[static_cast<size_t>(b)];
@@ -292,7 +346,7 @@ class TextTaskData : public TaskData {
       const size_t device = static_cast<size_t>(
           std::min_element(load.begin(), load.end()) - load.begin());
       load[device] += bytes[static_cast<size_t>(f)];
-      const std::vector<int64_t>& records = by_file[static_cast<size_t>(f)];
+      const std::vector<int64_t>& records = by_group[static_cast<size_t>(f)];
       parts[device].insert(parts[device].end(), records.begin(), records.end());
     }
     return parts;
@@ -330,7 +384,9 @@ absl::StatusOr<std::unique_ptr<TaskData>> TaskData::Create(TaskSpec spec) {
   switch (spec.objective) {
     case Objective::kImageClassification:
       return std::unique_ptr<TaskData>(new ImageTaskData(std::move(spec)));
-    case Objective::kCausalLm: {
+    case Objective::kCausalLm:
+    case Objective::kInstructionTuning:
+    case Objective::kSequenceClassification: {
       absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
           LoadTokenizer(spec.tokenizer);
       if (!tokenizer.ok()) return tokenizer.status();
@@ -343,7 +399,7 @@ absl::StatusOr<std::unique_ptr<TaskData>> TaskData::Create(TaskSpec spec) {
 
 absl::Status CheckModelFitsTask(const TaskData& data,
                                 const model::ModelImpl& model) {
-  const bool text = data.spec().objective == Objective::kCausalLm;
+  const bool text = IsText(data.spec().objective);
   if (text != (model.task() == model::Task::kLanguageModel)) {
     return absl::InvalidArgumentError(
         absl::StrCat("the task's objective is ",
@@ -375,12 +431,14 @@ double MetricValue(Metric metric, const model::EvalResult& result) {
       return result.perplexity;
     case Metric::kBitsPerByte:
       return result.bits_per_byte;
+    case Metric::kExactMatch:
+      return result.exact_match;
   }
   return result.accuracy;
 }
 
 absl::StatusOr<std::string> PublicText(const TaskSpec& spec) {
-  if (spec.objective != Objective::kCausalLm) {
+  if (!IsText(spec.objective)) {
     return absl::InvalidArgumentError(
         absl::StrCat(spec.origin, ": not a text task"));
   }

@@ -4,18 +4,16 @@
 // benchmarks get their data only from here; a new kind of task is one class
 // in task_data.cc and one line in TaskData::Create.
 //
-//   kind                  public (coordinator)    held out (evaluation) devices
-//   image_classification  `public_fraction` of   the test images           the
-//   rest of the training
-//                         the training images images, iid or label-Dirichlet
-//   causal_lm             `public_fraction` of   `evaluation.fraction` of  the
-//   rest of the records, iid,
-//                         the corpus's records   the records Dirichlet over
-//                         source files,
-//                                                                          or
-//                                                                          whole
-//                                                                          files
-//                                                                          (by_file)
+// - image_classification: the coordinator's public split is
+//   `public_fraction` of the training images, evaluation uses the test
+//   images, devices share the rest of the training images iid or by
+//   label-Dirichlet.
+// - causal_lm (records packed into windows) and instruction_tuning (one
+//   window per JSONL record, the prompt masked): the held-out split is
+//   `evaluation.fraction` of the records, the public split
+//   `public_fraction` of them (or whole files: public_by file), devices
+//   share the rest iid, Dirichlet over source files, by whole file
+//   (by_file) or, for JSONL, by whole category (by_category).
 //
 // In production a device reads its own data (DeviceData); the shards are a
 // simulation feature (fedge-sim, fedge-vclock, CI).

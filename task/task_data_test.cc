@@ -214,6 +214,59 @@ TEST(TaskDataTest, FashionMnistPublicAndShardsShareNoImage) {
   EXPECT_TRUE(absl::IsInvalidArgument((*data)->Shard(5, 5).status()));
 }
 
+// Instruction records in six categories, byte tokenizer: whole categories
+// go public or to one device, every window holds one record with its prompt
+// masked, and a device's own JSONL file is read the same way.
+TEST(TaskDataTest, InstructionTaskSplitsByCategoryAndMasksPrompts) {
+  const std::string dir =
+      ::testing::TempDir() + "/instruct_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream out(dir + "/data.jsonl");
+    for (int r = 0; r < 240; ++r) {
+      out << R"({"instruction": "Name it.", "context": "item )" << r
+          << R"(", "response": "thing )" << r % 13 << R"(", "category": "c)"
+          << r % 6 << "\"}\n";
+    }
+  }
+  TaskSpec spec;
+  spec.name = "toy-instruct";
+  spec.objective = Objective::kInstructionTuning;
+  spec.tokenizer.type = "byte";
+  spec.sequence.length = 96;
+  spec.sequence.packing = false;
+  spec.data.format = "jsonl";
+  spec.data.corpus = dir + "/data.jsonl";
+  spec.evaluation.fraction = 0.1;
+  spec.simulation.public_fraction = 0.2;
+  spec.simulation.public_by = "category";
+  spec.simulation.partition = "by_category";
+  absl::StatusOr<std::unique_ptr<TaskData>> data = TaskData::Create(spec);
+  ASSERT_TRUE(data.ok()) << data.status();
+  absl::StatusOr<model::Dataset> pub = (*data)->Public();
+  ASSERT_TRUE(pub.ok()) << pub.status();
+  EXPECT_EQ(pub->size() % 40, 0);  // Whole categories of 40 records.
+  absl::StatusOr<std::vector<model::Dataset>> shards = (*data)->Shards(4);
+  ASSERT_TRUE(shards.ok()) << shards.status();
+  int64_t total = pub->size() + (*data)->Eval()->size();
+  for (const model::Dataset& shard : *shards) {
+    EXPECT_GT(shard.size(), 0);
+    total += shard.size();
+    // Every window scores its response only: the first target is masked.
+    EXPECT_TRUE(
+        shard.targets.select(1, 0).eq(model::kIgnoreTarget).all().item<bool>());
+  }
+  EXPECT_EQ(total, 240);
+  EXPECT_THAT((*data)->Shards(6).status().message(), HasSubstr("categories"));
+  absl::StatusOr<model::Dataset> own = (*data)->DeviceData(dir + "/data.jsonl");
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ(own->size(), 240);
+  std::ofstream(dir + "/bad.jsonl") << "{\"instruction\": \"x\"}\n";
+  EXPECT_THAT((*data)->DeviceData(dir + "/bad.jsonl").status().message(),
+              HasSubstr("bad.jsonl:1"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(TaskDataTest, MissingTokenizerIsNotFoundNamingTheFile) {
   TaskSpec spec;
   spec.name = "x";

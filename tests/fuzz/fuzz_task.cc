@@ -1,6 +1,7 @@
 // Fuzz target: what a user or a device hands fedge as a task: the task
-// file (task/spec.h) and the text of a data file (task/text_corpus.h), both
-// split from one input at its first NUL byte.
+// file (task/spec.h) and the text of a data file (task/text_corpus.h: plain
+// text and JSONL instruction records), both split from one input at its
+// first NUL byte.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -20,6 +21,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                      &records);
     (void)fedge::task::AppendRecords(input.substr(nul + 1), "fuzz.txt", 0, "",
                                      &records);
+    std::vector<std::string> categories;
+    for (auto kind : {fedge::task::JsonlKind::kInstruction,
+                      fedge::task::JsonlKind::kClassification}) {
+      (void)fedge::task::AppendJsonlRecords(input.substr(nul + 1), "fuzz.jsonl",
+                                            0, kind, &categories, &records);
+    }
   }
   return 0;
 }
