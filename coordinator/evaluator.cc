@@ -4,6 +4,8 @@
 
 #include <glog/logging.h>
 
+#include "model/checkpoint.h"
+
 namespace fedge::coordinator {
 
 Evaluator::Evaluator(const model::ModelImpl* base, Mode mode,
@@ -20,9 +22,11 @@ Evaluator::~Evaluator() {
   thread_.join();
 }
 
-void Evaluator::Submit(RoundRecord round, NamedTensors state, bool evaluate) {
+void Evaluator::Submit(RoundRecord round, NamedTensors state, bool evaluate,
+                       std::string export_dir) {
   absl::MutexLock lock(&mu_);
-  jobs_.push_back({std::move(round), std::move(state), evaluate});
+  jobs_.push_back(
+      {std::move(round), std::move(state), evaluate, std::move(export_dir)});
 }
 
 void Evaluator::Drain() {
@@ -51,17 +55,29 @@ void Evaluator::Run() {
     }
     std::optional<model::EvalResult> result;
     const auto start = std::chrono::steady_clock::now();
-    if (job.evaluate && job.round.committed) {
+    const bool write = !job.export_dir.empty();
+    if ((job.evaluate || write) && job.round.committed) {
       absl::StatusOr<model::Model> model =
           MaterializeState(*base_, mode_, job.state, job.round.global_ratio);
-      absl::StatusOr<model::EvalResult> eval =
-          model.ok() ? model::Evaluate(**model, *test_)
-                     : absl::StatusOr<model::EvalResult>(model.status());
-      if (eval.ok()) {
-        result = *eval;
-      } else {
-        LOG(ERROR) << "evaluation of round " << job.round.round
-                   << " failed: " << eval.status();
+      if (job.evaluate) {
+        absl::StatusOr<model::EvalResult> eval =
+            model.ok() ? model::Evaluate(**model, *test_)
+                       : absl::StatusOr<model::EvalResult>(model.status());
+        if (eval.ok()) {
+          result = *eval;
+        } else {
+          LOG(ERROR) << "evaluation of round " << job.round.round
+                     << " failed: " << eval.status();
+        }
+      }
+      if (write) {
+        const absl::Status s =
+            model.ok() ? model::SaveCheckpoint(**model, job.export_dir)
+                       : model.status();
+        if (!s.ok()) {
+          LOG(ERROR) << "writing the model of round " << job.round.round
+                     << " to " << job.export_dir << " failed: " << s;
+        }
       }
     }
     const double seconds =

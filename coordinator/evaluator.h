@@ -1,11 +1,14 @@
 // Evaluates the global model on the held-out test split on a thread of its
-// own, so RPC handlers never wait for it. Jobs run in submission order; each
-// reports through a callback on the evaluator's thread.
+// own, so RPC handlers never wait for it, and writes the federation's
+// result (the final global model, merged and pruned) the same way. Jobs run
+// in submission order; each reports through a callback on the evaluator's
+// thread.
 #pragma once
 
 #include <deque>
 #include <functional>
 #include <optional>
+#include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -31,8 +34,12 @@ class Evaluator {
 
   // Queues a round; `evaluate` false only records it (no accuracy).
   // `state` is the engine's state after the round (its tensors are never
-  // modified in place, so sharing them is safe).
-  void Submit(RoundRecord round, NamedTensors state, bool evaluate);
+  // modified in place, so sharing them is safe). A non-empty `export_dir`
+  // also writes that committed round's model there (model::SaveCheckpoint:
+  // the base with the global change merged, pruned to the round's ratio,
+  // config.json stating the per-block widths); an export error is logged.
+  void Submit(RoundRecord round, NamedTensors state, bool evaluate,
+              std::string export_dir = "");
   // Blocks until every queued job is done.
   void Drain();
 
@@ -41,6 +48,7 @@ class Evaluator {
     RoundRecord round;
     NamedTensors state;
     bool evaluate;
+    std::string export_dir;
   };
   void Run();
 

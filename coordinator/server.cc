@@ -16,12 +16,26 @@
 #include "coordinator/validation.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
+#include "model/file_io.h"
 #include "model/safetensors.h"
 #include "transport/sha256.h"
 #include "transport/transfer.h"
 
 namespace fedge::coordinator {
+
 namespace {
+
+// Puts the task's SentencePiece model beside an exported checkpoint, so the
+// directory is a complete Hugging Face-style model; nothing for other
+// tokenizers.
+absl::Status CopyTokenizer(const task::TaskSpec& task, const std::string& dir) {
+  if (task.tokenizer.type != "sentencepiece") return absl::OkStatus();
+  absl::StatusOr<std::string> bytes =
+      model::ReadFile(task.tokenizer.model_path);
+  if (!bytes.ok()) return bytes.status();
+  if (absl::Status s = model::MakeDirectories(dir); !s.ok()) return s;
+  return model::WriteFileAtomically(dir + "/tokenizer.model", *bytes);
+}
 
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(
     const std::string& address, const std::string& what) {
@@ -271,7 +285,16 @@ absl::Status CoordinatorServer::OnRoundClosed(const RoundRecord& round,
     evaluate = test_.size() > 0 && (committed_ % config_.eval_every == 0 ||
                                     round.round == config_.engine.rounds);
   }
-  evaluator_->Submit(round, state.global, evaluate);
+  // The federation's result: the last round's model, merged and pruned, in
+  // the Hugging Face layout with the task's tokenizer (docs/tasks.md).
+  std::string export_dir;
+  if (round.committed && round.round == config_.engine.rounds) {
+    export_dir = config_.run_dir + "/model";
+    if (absl::Status s = CopyTokenizer(config_.task, export_dir); !s.ok()) {
+      LOG(ERROR) << "copying the tokenizer to " << export_dir << ": " << s;
+    }
+  }
+  evaluator_->Submit(round, state.global, evaluate, export_dir);
   return SaveCheckpoint(
       config_.run_dir + "/checkpoint",
       {state, base_digest_,

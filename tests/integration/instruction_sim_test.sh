@@ -7,7 +7,9 @@
 #    (by_category), 3 rounds of LoRA over real gRPC; the held-out bits per
 #    byte of the responses fall below the base's and exact match is recorded
 #    in rounds.csv;
-# 2. a device's own JSONL file with a malformed line is refused, naming the
+# 2. the coordinator's final model (merged, pruned, with its tokenizer)
+#    answers an instruction and scores the records with fedge-generate;
+# 3. a device's own JSONL file with a malformed line is refused, naming the
 #    file and line, before any training.
 #
 # Usage: instruction_sim_test.sh BIN_DIR   (ctest passes build/<preset>/bin)
@@ -57,6 +59,21 @@ for r in rows:
     assert 0 <= float(r["test_exact_match"]) <= 1, r
 PY
 grep -q "exact match" "$work/sim.log"
+
+# The federation's result: a merged, pruned checkpoint with the tokenizer,
+# which fedge-generate loads to answer and to score.
+model=$(ls -d "$work"/sim/*/model)
+test -f "$model/config.json" -a -f "$model/model.safetensors" -a -f "$model/tokenizer.model"
+"$bin/fedge-generate" --task="$work/task.json" --model="$model" --threads=1 \
+  --instruction="Define the word." --context="harbor" --max_new_tokens=16 \
+  | tee "$work/generate.log"
+grep -q "### Response:" "$work/generate.log"
+"$bin/fedge-generate" --task="$work/task.json" --model="$model" --threads=1 \
+  --score="$work/data.jsonl" | tee "$work/score.log"
+grep -q "540 examples.*exact match" "$work/score.log"
+if "$bin/fedge-generate" --task="$work/task.json" --prompt=x --score=y 2>/dev/null; then
+  echo "fedge-generate accepted two modes"; exit 1
+fi
 
 # A device's own file with a broken line: refused by file and line.
 { head -3 "$work/data.jsonl"; echo '{"instruction": "Define the word."}'; } \
