@@ -127,13 +127,10 @@ int main(int argc, char** argv) {
                                   absl::GetFlag(FLAGS_context));
   absl::StatusOr<std::vector<int64_t>> ids = tokenizer.Encode(prompt);
   if (!ids.ok()) return Fail(ids.status());
-  // The id that ends a record: the tokenizer's, or a newline (byte).
-  int64_t stop = tokenizer.eos_id();
-  if (stop < 0) {
-    absl::StatusOr<std::vector<int64_t>> newline = tokenizer.Encode("\n");
-    if (!newline.ok()) return Fail(newline.status());
-    stop = newline->front();
-  }
+  // Generation ends where a record ends.
+  absl::StatusOr<std::vector<int64_t>> end = ft::RecordEndIds(tokenizer);
+  if (!end.ok()) return Fail(end.status());
+  const int64_t stop = end->front();
   fm::GenerateOptions options;
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.temperature = absl::GetFlag(FLAGS_temperature);

@@ -68,13 +68,6 @@ absl::Status CheckText(absl::string_view text, absl::string_view name) {
   return absl::OkStatus();
 }
 
-// The ids that end a record: the tokenizer's end-of-sequence id, or the
-// encoded newline for a tokenizer without one (byte).
-absl::StatusOr<std::vector<int64_t>> EndIds(const Tokenizer& tokenizer) {
-  if (tokenizer.eos_id() >= 0) return std::vector<int64_t>{tokenizer.eos_id()};
-  return tokenizer.Encode("\n");
-}
-
 std::string Where(const TextCorpus& corpus, const TextRecord& record) {
   return absl::StrCat(corpus.files[static_cast<size_t>(record.file)], ":",
                       record.line);
@@ -113,6 +106,11 @@ absl::Status CheckIndex(const TextCorpus& corpus, int64_t index) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<int64_t>> RecordEndIds(const Tokenizer& tokenizer) {
+  if (tokenizer.eos_id() >= 0) return std::vector<int64_t>{tokenizer.eos_id()};
+  return tokenizer.Encode("\n");
+}
 
 std::string InstructionPrompt(absl::string_view instruction,
                               absl::string_view context) {
@@ -300,7 +298,7 @@ absl::StatusOr<model::Dataset> PackRecords(const TextCorpus& corpus,
                                            int64_t length,
                                            absl::string_view what) {
   std::vector<int64_t> stream;
-  absl::StatusOr<std::vector<int64_t>> separator = EndIds(tokenizer);
+  absl::StatusOr<std::vector<int64_t>> separator = RecordEndIds(tokenizer);
   if (!separator.ok()) return separator.status();
   const int64_t vocab = tokenizer.vocab_size();
   for (int64_t index : records) {
@@ -344,7 +342,7 @@ absl::StatusOr<model::Dataset> PadRecords(const TextCorpus& corpus,
   if (records.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(what, " has no records"));
   }
-  absl::StatusOr<std::vector<int64_t>> end = EndIds(tokenizer);
+  absl::StatusOr<std::vector<int64_t>> end = RecordEndIds(tokenizer);
   if (!end.ok()) return end.status();
   const auto n = static_cast<int64_t>(records.size());
   at::Tensor inputs = torch::full({n, length}, end->front(), torch::kLong);

@@ -39,6 +39,11 @@ struct TextCorpus {
   std::vector<std::string> categories;  // JSONL "category" values, sorted.
 };
 
+// The ids that end a record (and that generation stops at): the
+// tokenizer's end-of-sequence id, or the encoded newline for a tokenizer
+// without one (byte). The tokenizer's errors.
+absl::StatusOr<std::vector<int64_t>> RecordEndIds(const Tokenizer& tokenizer);
+
 // fedge's prompt template for instruction records (Alpaca's sections
 // without its preamble); the response follows it directly:
 //   ### Instruction:\n{instruction}\n\n[### Input:\n{context}\n\n]###
