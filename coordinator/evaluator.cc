@@ -5,6 +5,7 @@
 #include <glog/logging.h>
 
 #include "model/checkpoint.h"
+#include "model/file_io.h"
 
 namespace fedge::coordinator {
 
@@ -23,10 +24,10 @@ Evaluator::~Evaluator() {
 }
 
 void Evaluator::Submit(RoundRecord round, NamedTensors state, bool evaluate,
-                       std::string export_dir) {
+                       Export out) {
   absl::MutexLock lock(&mu_);
   jobs_.push_back(
-      {std::move(round), std::move(state), evaluate, std::move(export_dir)});
+      {std::move(round), std::move(state), evaluate, std::move(out)});
 }
 
 void Evaluator::Drain() {
@@ -55,7 +56,7 @@ void Evaluator::Run() {
     }
     std::optional<model::EvalResult> result;
     const auto start = std::chrono::steady_clock::now();
-    const bool write = !job.export_dir.empty();
+    const bool write = !job.out.model_dir.empty();
     if ((job.evaluate || write) && job.round.committed) {
       absl::StatusOr<model::Model> model =
           MaterializeState(*base_, mode_, job.state, job.round.global_ratio);
@@ -71,14 +72,25 @@ void Evaluator::Run() {
         }
       }
       if (write) {
-        const absl::Status s =
-            model.ok() ? model::SaveCheckpoint(**model, job.export_dir)
-                       : model.status();
+        absl::Status s = model.ok()
+                             ? model::SaveCheckpoint(**model, job.out.model_dir)
+                             : model.status();
+        if (s.ok() && !job.out.tokenizer_path.empty()) {
+          absl::StatusOr<std::string> bytes =
+              model::ReadFile(job.out.tokenizer_path);
+          s = bytes.ok() ? model::WriteFileAtomically(
+                               job.out.model_dir + "/tokenizer.model", *bytes)
+                         : bytes.status();
+        }
         if (!s.ok()) {
           LOG(ERROR) << "writing the model of round " << job.round.round
-                     << " to " << job.export_dir << " failed: " << s;
+                     << " to " << job.out.model_dir << " failed: " << s;
         }
       }
+    }
+    if (job.round.committed && !job.out.adapter_dir.empty() &&
+        mode_ == Mode::kLora) {
+      WriteAdapter(job);
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
@@ -87,6 +99,44 @@ void Evaluator::Run() {
     absl::MutexLock lock(&mu_);
     busy_ = false;
   }
+}
+
+Evaluator::Export FinalExport(const task::TaskSpec& task,
+                              const EngineOptions& engine,
+                              const std::string& run_dir) {
+  Evaluator::Export out;
+  out.model_dir = run_dir + "/model";
+  if (task.tokenizer.type == "sentencepiece") {
+    out.tokenizer_path = task.tokenizer.model_path;
+  }
+  if (engine.mode != Mode::kLora) return out;
+  out.adapter_dir = run_dir + "/adapter";
+  out.peft.rank = engine.bandit.space.ranks.back();
+  out.peft.alpha = engine.lora.alpha;
+  out.peft.dropout = engine.lora.dropout;
+  out.peft.target_modules = engine.lora.target_modules;
+  if (task::IsText(task.objective)) out.peft.task_type = "CAUSAL_LM";
+  out.peft.base_model_name_or_path = task.base_dir;
+  return out;
+}
+
+void Evaluator::WriteAdapter(const Job& job) {
+  const std::string& dir = job.out.adapter_dir;
+  if (job.round.global_ratio > 0) {
+    LOG(INFO) << "no PEFT adapter in " << dir << ": the global model is "
+              << "pruned to " << job.round.global_ratio << ", which an "
+              << "adapter for the unpruned base cannot express (the merged, "
+              << "pruned model is the result)";
+    return;
+  }
+  absl::StatusOr<double> error = WritePeftAdapter(job.state, job.out.peft, dir);
+  if (!error.ok()) {
+    LOG(ERROR) << "writing the PEFT adapter of round " << job.round.round
+               << " to " << dir << " failed: " << error.status();
+    return;
+  }
+  LOG(INFO) << "PEFT adapter (rank " << job.out.peft.rank << ") written to "
+            << dir << "; largest relative truncation error " << *error;
 }
 
 }  // namespace fedge::coordinator

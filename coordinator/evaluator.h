@@ -18,6 +18,7 @@
 #include "coordinator/global_model.h"
 #include "model/dataset.h"
 #include "model/trainer.h"
+#include "task/spec.h"
 
 namespace fedge::coordinator {
 
@@ -32,14 +33,27 @@ class Evaluator {
             Done done);
   ~Evaluator();  // Finishes queued jobs, then joins.
 
+  // Where a committed round's result is written (empty: not written).
+  struct Export {
+    // The model (model::SaveCheckpoint: the base with the global change
+    // merged, pruned to the round's ratio, config.json stating the
+    // per-block widths).
+    std::string model_dir;
+    // A SentencePiece tokenizer.model copied into model_dir (empty: none).
+    std::string tokenizer_path;
+    // LoRA mode, unpruned global model only: the global change as a PEFT
+    // adapter for the unpruned base (WritePeftAdapter with `peft`). A
+    // pruned model has no such adapter: the log says so.
+    std::string adapter_dir;
+    lora::PeftExportOptions peft;
+  };
+
   // Queues a round; `evaluate` false only records it (no accuracy).
   // `state` is the engine's state after the round (its tensors are never
-  // modified in place, so sharing them is safe). A non-empty `export_dir`
-  // also writes that committed round's model there (model::SaveCheckpoint:
-  // the base with the global change merged, pruned to the round's ratio,
-  // config.json stating the per-block widths); an export error is logged.
+  // modified in place, so sharing them is safe). A committed round is also
+  // written as `out` says; an export error is logged.
   void Submit(RoundRecord round, NamedTensors state, bool evaluate,
-              std::string export_dir = "");
+              Export out = {});
   // Blocks until every queued job is done.
   void Drain();
 
@@ -48,9 +62,10 @@ class Evaluator {
     RoundRecord round;
     NamedTensors state;
     bool evaluate;
-    std::string export_dir;
+    Export out;
   };
   void Run();
+  void WriteAdapter(const Job& job);
 
   const model::ModelImpl* const base_;
   const Mode mode_;
@@ -62,5 +77,13 @@ class Evaluator {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
+
+// What the federation's last committed round writes into `run_dir`: the
+// merged, pruned model in model/ with the task's SentencePiece tokenizer
+// beside it, and in LoRA mode adapter/, the PEFT adapter at the largest
+// rank devices train, with the engine's LoRA alpha and targets.
+Evaluator::Export FinalExport(const task::TaskSpec& task,
+                              const EngineOptions& engine,
+                              const std::string& run_dir);
 
 }  // namespace fedge::coordinator

@@ -7,6 +7,7 @@
 #include <torch/types.h>
 
 #include "model/checkpoint.h"
+#include "model/file_io.h"
 #include "tests/testing/tiny_models.h"
 
 namespace fedge::coordinator {
@@ -40,7 +41,15 @@ TEST(EvaluatorTest, EvaluatesAndWritesTheFinalModelOffTheCallersThread) {
   test.num_classes = 10;
   std::vector<Reported> reported;
   const std::string dir = ::testing::TempDir() + "/evaluator_test_model";
+  const std::string adapter_dir =
+      ::testing::TempDir() + "/evaluator_test_adapter";
   std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(adapter_dir);
+  const std::string tokenizer = ::testing::TempDir() + "/evaluator_test.spm";
+  ASSERT_TRUE(model::WriteFileAtomically(tokenizer, "pieces").ok());
+  lora::PeftExportOptions peft;
+  peft.rank = 4;
+  peft.target_modules = {"q_proj", "v_proj"};
   {
     Evaluator evaluator(vit.get(), Mode::kLora, &test,
                         [&](const RoundRecord& r,
@@ -49,17 +58,29 @@ TEST(EvaluatorTest, EvaluatesAndWritesTheFinalModelOffTheCallersThread) {
                         });
     RoundRecord retried;
     retried.round = 2;  // Not committed: neither evaluated nor written.
-    evaluator.Submit(retried, state, /*evaluate=*/true, dir);
+    evaluator.Submit(retried, state, /*evaluate=*/true,
+                     {dir, tokenizer, adapter_dir, peft});
     evaluator.Drain();
     EXPECT_FALSE(std::filesystem::exists(dir));
+    EXPECT_FALSE(std::filesystem::exists(adapter_dir));
     RoundRecord last;
     last.round = 2;
     last.attempt = 1;
     last.committed = true;
-    last.global_ratio = 0.5;
-    evaluator.Submit(last, state, /*evaluate=*/true, dir);
+    last.global_ratio = 0.5;  // Pruned: a model, but no adapter.
+    evaluator.Submit(last, state, /*evaluate=*/true,
+                     {dir, tokenizer, adapter_dir, peft});
+    evaluator.Drain();
+    EXPECT_FALSE(std::filesystem::exists(adapter_dir));
+    last.global_ratio = 0;  // Unpruned: the adapter too.
+    evaluator.Submit(last, state, /*evaluate=*/false,
+                     {"", "", adapter_dir, peft});
   }  // The destructor finishes queued jobs.
-  ASSERT_EQ(reported.size(), 2u);
+  EXPECT_TRUE(std::filesystem::exists(adapter_dir + "/adapter_config.json"));
+  EXPECT_TRUE(
+      std::filesystem::exists(adapter_dir + "/adapter_model.safetensors"));
+  ASSERT_EQ(reported.size(), 3u);
+  EXPECT_EQ(*model::ReadFile(dir + "/tokenizer.model"), "pieces");
   EXPECT_FALSE(reported[0].eval.has_value());
   ASSERT_TRUE(reported[1].eval.has_value());
   // The written model is the evaluated one: merged, pruned to the ratio.

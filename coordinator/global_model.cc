@@ -297,6 +297,34 @@ absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
   return pruning::ApplyPlan(**merged, *plan);
 }
 
+absl::StatusOr<double> WritePeftAdapter(const NamedTensors& state,
+                                        const lora::PeftExportOptions& options,
+                                        const std::string& dir) {
+  constexpr absl::string_view kWeight = ".weight";
+  lora::GlobalAdapter global;
+  global.method = lora::RankMethod::kSvd;
+  global.alpha = options.alpha;
+  global.max_rank = options.rank;
+  for (const auto& item : state) {
+    const std::string& name = item.key();
+    if (absl::StartsWith(name, "scores.")) continue;
+    if (!absl::EndsWith(name, kWeight) || item.value().dim() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "global state tensor '", name, "' is not a Linear's weight change"));
+    }
+    global.deltas.insert(name.substr(0, name.size() - kWeight.size()),
+                         item.value());
+  }
+  absl::StatusOr<lora::RankedAdapter> ranked =
+      lora::AdapterForRank(global, options.rank);
+  if (!ranked.ok()) return ranked.status();
+  if (absl::Status s = lora::ExportPeft(dir, ranked->adapters, options);
+      !s.ok()) {
+    return s;
+  }
+  return ranked->max_truncation_error;
+}
+
 absl::StatusOr<model::Model> GlobalModel::DeviceModel(
     const pruning::PruningPlan& plan, int64_t rank,
     const NamedTensors& payload) const {

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 
 #include "lora/lora.h"
+#include "lora/peft.h"
 #include "model/model.h"
 #include "pruning/importance.h"
 #include "pruning/plan.h"
@@ -142,6 +143,17 @@ class GlobalModel {
   static constexpr size_t kMaxFactorized = 4096;
   mutable std::unordered_map<std::string, Factorized> factorized_;
 };
+
+// Writes a LoRA-mode `state` (as GlobalModel::State() gave it) as a PEFT
+// adapter for the unpruned base (lora/peft.h) into `dir`: each Linear's
+// global change factored to `options.rank` by truncated SVD. Returns the
+// largest relative Frobenius error of that truncation over the Linears
+// (FlexLoRA's global change may have a higher rank than any device's).
+// InvalidArgument for a tensor that is not a Linear's weight change; the
+// writer's errors.
+absl::StatusOr<double> WritePeftAdapter(const NamedTensors& state,
+                                        const lora::PeftExportOptions& options,
+                                        const std::string& dir);
 
 // The base model in checkpoint directory `dir` (fedge-pretrain's output).
 // Its loader's error, naming the directory and suggesting fedge-pretrain.

@@ -6,6 +6,7 @@
 #include <torch/types.h>
 
 #include "lora/aggregate.h"
+#include "model/safetensors.h"
 #include "tests/testing/tiny_models.h"
 
 namespace fedge::coordinator {
@@ -190,13 +191,20 @@ TEST(GlobalModelTest, ReportedScoresSteerThePlan) {
   EXPECT_FALSE(global->AddScores(*round, full, wrong).ok());
 }
 
-TEST(GlobalModelTest, MaterializeMergesTheGlobalChange) {
+// A LoRA global model after one committed round of one unpruned rank-4
+// device.
+std::unique_ptr<GlobalModel> AfterOneRound() {
   auto global = MakeGlobal(Mode::kLora);
   const pruning::PruningPlan full = *global->Plan(0.0);
   auto round = global->BeginRound({});
   const NamedTensors sent = *global->Payload(full, 4, 1);
-  ASSERT_TRUE(global->AddUpdate(*round, full, Train(sent, 5), sent, 1.0).ok());
-  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  EXPECT_TRUE(global->AddUpdate(*round, full, Train(sent, 5), sent, 1.0).ok());
+  EXPECT_TRUE(global->Commit(*round, 0.5).ok());
+  return global;
+}
+
+TEST(GlobalModelTest, MaterializeMergesTheGlobalChange) {
+  auto global = AfterOneRound();
   auto merged = global->Materialize(0.0);
   ASSERT_TRUE(merged.ok()) << merged.status();
   const std::string name = "layers.1.self_attn.v_proj.weight";
@@ -206,6 +214,44 @@ TEST(GlobalModelTest, MaterializeMergesTheGlobalChange) {
   auto pruned = global->Materialize(0.5);
   ASSERT_TRUE(pruned.ok());
   EXPECT_LT(model::CountParameters(**pruned), model::CountParameters(**merged));
+}
+
+TEST(GlobalModelTest, PeftAdapterReproducesTheGlobalChange) {
+  auto global = AfterOneRound();
+  lora::PeftExportOptions peft;
+  peft.alpha = 16;
+  peft.target_modules = {"q_proj", "v_proj"};
+  const std::string dir = ::testing::TempDir() + "/peft_global";
+  const std::string path = "layers.1.self_attn.v_proj";
+  const at::Tensor want = global->State()[path + ".weight"];
+
+  // At the rank the change has, the adapter is the change itself.
+  peft.rank = 4;
+  absl::StatusOr<double> error = WritePeftAdapter(global->State(), peft, dir);
+  ASSERT_TRUE(error.ok()) << error.status();
+  EXPECT_LT(*error, 1e-4);
+  absl::StatusOr<model::SafetensorsFile> file =
+      model::ReadSafetensors(dir + "/adapter_model.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  const std::string peft_path = "base_model.model." + path;
+  const at::Tensor* a = file->tensors.find(peft_path + ".lora_A.weight");
+  const at::Tensor* b = file->tensors.find(peft_path + ".lora_B.weight");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(a->size(0), 4);
+  EXPECT_TRUE(
+      torch::allclose(torch::matmul(*b, *a) * (16.0 / 4), want, 1e-4, 1e-5));
+
+  // Below it, the truncation is reported, not hidden.
+  peft.rank = 1;
+  error = WritePeftAdapter(global->State(), peft, dir);
+  ASSERT_TRUE(error.ok()) << error.status();
+  EXPECT_GT(*error, 0.01);
+
+  NamedTensors bad = global->State();
+  bad.insert("layers.0.norm1.bias", torch::zeros({16}));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(WritePeftAdapter(bad, peft, dir).status()));
 }
 
 TEST(GlobalModelTest, RestoreChecksTheState) {

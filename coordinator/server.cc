@@ -28,15 +28,6 @@ namespace {
 // Puts the task's SentencePiece model beside an exported checkpoint, so the
 // directory is a complete Hugging Face-style model; nothing for other
 // tokenizers.
-absl::Status CopyTokenizer(const task::TaskSpec& task, const std::string& dir) {
-  if (task.tokenizer.type != "sentencepiece") return absl::OkStatus();
-  absl::StatusOr<std::string> bytes =
-      model::ReadFile(task.tokenizer.model_path);
-  if (!bytes.ok()) return bytes.status();
-  if (absl::Status s = model::MakeDirectories(dir); !s.ok()) return s;
-  return model::WriteFileAtomically(dir + "/tokenizer.model", *bytes);
-}
-
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(
     const std::string& address, const std::string& what) {
   const size_t colon = address.rfind(':');
@@ -287,14 +278,11 @@ absl::Status CoordinatorServer::OnRoundClosed(const RoundRecord& round,
   }
   // The federation's result: the last round's model, merged and pruned, in
   // the Hugging Face layout with the task's tokenizer (docs/tasks.md).
-  std::string export_dir;
+  Evaluator::Export out;
   if (round.committed && round.round == config_.engine.rounds) {
-    export_dir = config_.run_dir + "/model";
-    if (absl::Status s = CopyTokenizer(config_.task, export_dir); !s.ok()) {
-      LOG(ERROR) << "copying the tokenizer to " << export_dir << ": " << s;
-    }
+    out = FinalExport(config_.task, config_.engine, config_.run_dir);
   }
-  evaluator_->Submit(round, state.global, evaluate, export_dir);
+  evaluator_->Submit(round, state.global, evaluate, std::move(out));
   return SaveCheckpoint(
       config_.run_dir + "/checkpoint",
       {state, base_digest_,

@@ -51,7 +51,9 @@ namespace fedge::sim {
 struct VirtualConfig {
   // The task (base, held-out data, the devices' shards: task/task_data.h).
   task::TaskSpec task = task::FashionMnistTask();
-  std::string run_dir;  // Gets clients.csv and rounds.csv.
+  // Gets clients.csv and rounds.csv, and the result: model/ and, in LoRA
+  // mode with an unpruned global model, adapter/ (coordinator::FinalExport).
+  std::string run_dir;
   int64_t eval_examples = 2000;
   // Examples of the public split (never in a device's shard) the engine
   // measures each task's pruning cost on (EngineHooks::validation_loss);

@@ -71,6 +71,22 @@ grep -q "### Response:" "$work/generate.log"
 "$bin/fedge-generate" --task="$work/task.json" --model="$model" --threads=1 \
   --score="$work/data.jsonl" | tee "$work/score.log"
 grep -q "540 examples.*exact match" "$work/score.log"
+# The global change as a PEFT adapter for the base (FedSpine's global
+# model stays unpruned without --target_sparsity), at the largest rank.
+python3 - "$(ls -d "$work"/sim/*/adapter)" <<'PY'
+import json, struct, sys
+adapter = sys.argv[1]
+config = json.load(open(f"{adapter}/adapter_config.json"))
+assert config["peft_type"] == "LORA" and config["r"] == 16, config
+assert config["task_type"] == "CAUSAL_LM", config
+assert "down_proj" in config["target_modules"], config
+with open(f"{adapter}/adapter_model.safetensors", "rb") as f:
+    (n,) = struct.unpack("<Q", f.read(8))
+    header = json.loads(f.read(n))
+a = [k for k in header if k.endswith("lora_A.weight")]
+assert len(a) == 7 * 2 and all(header[k]["shape"][0] == 16 for k in a), a
+print(f"adapter: {len(a)} LoRA pairs at rank 16")
+PY
 if "$bin/fedge-generate" --task="$work/task.json" --prompt=x --score=y 2>/dev/null; then
   echo "fedge-generate accepted two modes"; exit 1
 fi
