@@ -1,5 +1,6 @@
 // Coordinator scaling: one round of N simulated devices through the real
-// round engine (no gRPC) on the default ViT with LoRA. Pass 1 hands every
+// round engine (no gRPC) on the task's model (--task; the built-in task
+// without its base: a fresh default ViT) with LoRA. Pass 1 hands every
 // device its task and keeps its payload (as the transfer store would until
 // the round closes); pass 2 submits each device's update (its payload plus
 // noise, made just before submitting), timing the engine's validation,
@@ -16,9 +17,10 @@
 #include "absl/flags/parse.h"
 #include <torch/types.h>
 
+#include "bench/task_bench.h"
 #include "coordinator/engine.h"
 #include "model/threads.h"
-#include "model/vit.h"
+#include "task/task_flags.h"
 #include <sys/resource.h>
 
 ABSL_FLAG(int, clients, 100, "Simulated devices in the round.");
@@ -40,8 +42,9 @@ int main(int argc, char** argv) {
   fedge::model::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const int n = absl::GetFlag(FLAGS_clients);
   torch::manual_seed(0);
-  auto base = fedge::model::CreateVit({});
-  auto global = fc::GlobalModel::Create(*base, fc::Mode::kLora, {});
+  fedge::model::Model base = fedge::bench::TaskModel(
+      fedge::bench::Check(fedge::task::TaskFromFlags()));
+  auto global = fc::GlobalModel::Create(base, fc::Mode::kLora, {});
   fc::EngineOptions options;
   options.rounds = 1;
   options.min_devices = n;

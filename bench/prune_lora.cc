@@ -5,10 +5,12 @@
 //   fedge-bench-prune-lora --mode=speed     the grid; each configuration runs
 //                                           in a child process (its own peak
 //                                           memory), results as a table
-//   fedge-bench-prune-lora --mode=quality --base=DIR --data_dir=...
-//                                           prune the pretrained ViT to 50% by
-//                                           each score, LoRA fine-tune one
-//                                           epoch, report test accuracy
+//   fedge-bench-prune-lora --mode=quality [--task=FILE] [--base=DIR]
+//                                           prune the task's pretrained base
+//                                           to 50% by each score, LoRA
+//                                           fine-tune one epoch on the task's
+//                                           private data, report the task's
+//                                           metric on its held-out data
 //
 // Prints `metric NAME VALUE` lines for bench/run.
 #include <spawn.h>
@@ -33,6 +35,7 @@
 
 #include "bench/check.h"
 #include "bench/step_timer.h"
+#include "bench/task_bench.h"
 #include "lora/lora.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
@@ -43,6 +46,7 @@
 #include "model/vit.h"
 #include "pruning/importance.h"
 #include "pruning/plan.h"
+#include "task/task_flags.h"
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -53,12 +57,9 @@ ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores.");
 ABSL_FLAG(int64_t, steps, 12, "Measured steps per configuration (speed).");
 ABSL_FLAG(int64_t, vit_batch, 128, "ViT mini-batch in the speed grid.");
 ABSL_FLAG(int64_t, llama_batch, 16, "Decoder mini-batch (x 64 tokens).");
-ABSL_FLAG(std::string, base, "", "Pretrained ViT checkpoint dir (quality).");
-ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Fashion-MNIST directory (quality).");
-ABSL_FLAG(
-    double, public_fraction, 0.1,
-    "Public split the base was pretrained on; fine-tuning uses the rest.");
+ABSL_FLAG(std::string, base, "",
+          "Quality: the pretrained checkpoint dir (empty: the task's base, "
+          "pretrained on its public split; fine-tuning uses the rest).");
 ABSL_FLAG(int64_t, calibration_steps, 50,
           "LoRA steps that accumulate importance before pruning (quality).");
 
@@ -70,6 +71,7 @@ namespace {
 
 using fedge::bench::Check;
 using fedge::bench::Die;
+using fedge::bench::TaskMetric;
 
 double RssMib() {
   long pages = 0;
@@ -289,12 +291,14 @@ int RunSpeed() {
 
 // One quality arm: LoRA (rank 8, all projections) on the pretrained base,
 // `calibration` steps of LoRA training scoring importance, prune to `ratio`
-// by `kind`, then fine-tune for one epoch. Returns test accuracy.
-double QualityArm(const std::string& label, const fm::Dataset& train,
-                  const fm::Dataset& test, double ratio,
+// by `kind`, then fine-tune for one epoch. Returns the task's metric on
+// `test` (accuracy in %).
+double QualityArm(const std::string& label, const std::string& base,
+                  const fm::Dataset& train, const fm::Dataset& test,
+                  fedge::task::Metric metric, double ratio,
                   fp::ImportanceKind kind) {
   torch::manual_seed(1);
-  fm::Model model = Check(fm::LoadCheckpoint(absl::GetFlag(FLAGS_base)));
+  fm::Model model = Check(fm::LoadCheckpoint(base));
   fl::LoraOptions lora;
   lora.rank = 8;
   lora.target_modules = {"q_proj", "k_proj",  "v_proj",
@@ -323,39 +327,46 @@ double QualityArm(const std::string& label, const fm::Dataset& train,
                  label.c_str(), 100 * fp::RemovedFraction(*model, plan));
     model = Check(fp::ApplyPlan(*model, plan));
   }
-  const double before = Check(fm::Evaluate(*model, test)).accuracy;
+  const double before = TaskMetric(*model, test, metric);
   Check(fm::Train(*model, train, options));
-  const double after = Check(fm::Evaluate(*model, test)).accuracy;
+  const double after = TaskMetric(*model, test, metric);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   std::printf(
-      "quality %-28s accuracy after pruning %6.2f%%  after 1 epoch LoRA "
-      "%6.2f%%  (%.0f s)\n",
-      label.c_str(), 100 * before, 100 * after, seconds);
+      "quality %-28s %s after pruning %8.4f  after 1 epoch LoRA %8.4f  "
+      "(%.0f s)\n",
+      label.c_str(), std::string(fedge::task::MetricName(metric)).c_str(),
+      before, after, seconds);
   std::fflush(stdout);
-  return 100 * after;
+  return after;
 }
 
 int RunQuality() {
-  const std::string dir = absl::GetFlag(FLAGS_data_dir);
-  const fm::Dataset all = Check(fm::LoadFashionMnist(dir, fm::Split::kTrain));
-  const fm::Dataset test = Check(fm::LoadFashionMnist(dir, fm::Split::kTest));
-  // The base was pretrained on the public split with the same seed
-  // (fedge-pretrain --seed=1); fine-tune on the rest.
-  const fm::PublicSplit split = Check(
-      fm::SplitPublic(all.size(), absl::GetFlag(FLAGS_public_fraction), 1));
-  const fm::Dataset train = Check(fm::Subset(all, split.private_indices));
-  const double base = QualityArm("unpruned LoRA r8", train, test, 0.0,
-                                 fp::ImportanceKind::kMagnitude);
-  const double magnitude = QualityArm("50% by magnitude + LoRA r8", train, test,
-                                      0.5, fp::ImportanceKind::kMagnitude);
+  // The base was pretrained on the task's public split; fine-tune on all
+  // the rest (one device holding every private example).
+  const fedge::task::TaskSpec spec = Check(fedge::task::TaskFromFlags());
+  const std::string base = absl::GetFlag(FLAGS_base).empty()
+                               ? spec.base_dir
+                               : absl::GetFlag(FLAGS_base);
+  std::unique_ptr<fedge::task::TaskData> data =
+      Check(fedge::task::TaskData::Create(spec));
+  const fm::Dataset train = Check(data->Shard(0, 1));
+  const fm::Dataset test = Check(data->Eval());
+  const fedge::task::Metric metric = spec.evaluation.metric;
+  const double unpruned =
+      QualityArm("unpruned LoRA r8", base, train, test, metric, 0.0,
+                 fp::ImportanceKind::kMagnitude);
+  const double magnitude =
+      QualityArm("50% by magnitude + LoRA r8", base, train, test, metric, 0.5,
+                 fp::ImportanceKind::kMagnitude);
   const double gradient =
-      QualityArm("50% by LoRA gradient + LoRA r8", train, test, 0.5,
-                 fp::ImportanceKind::kLoraGradient);
-  std::printf("metric unpruned_accuracy %.2f\n", base);
-  std::printf("metric magnitude_accuracy %.2f\n", magnitude);
-  std::printf("metric lora_gradient_accuracy %.2f\n", gradient);
+      QualityArm("50% by LoRA gradient + LoRA r8", base, train, test, metric,
+                 0.5, fp::ImportanceKind::kLoraGradient);
+  const std::string name(fedge::task::MetricName(metric));
+  std::printf("metric unpruned_%s %.4f\n", name.c_str(), unpruned);
+  std::printf("metric magnitude_%s %.4f\n", name.c_str(), magnitude);
+  std::printf("metric lora_gradient_%s %.4f\n", name.c_str(), gradient);
   return 0;
 }
 

@@ -49,8 +49,8 @@ coordinator() {
   local dir=$1 want=$2 skip
   shift 2
   skip=$(lines "$dir/coordinator.log")
-  "$bin/fedge-coordinator" --listen=127.0.0.1:"$want" --base_dir="$base" \
-    --run_dir="$dir/run" --data_dir= --metrics_listen= --threads=1 --quiet \
+  "$bin/fedge-coordinator" --listen=127.0.0.1:"$want" --task_set=base="$base" \
+    --run_dir="$dir/run" --evaluate=false --metrics_listen= --threads=1 --quiet \
     --retry_after_ms=1000 "$@" >>"$dir/coordinator.log" 2>&1 &
   cpid=$!
   pids+=("$cpid")

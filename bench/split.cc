@@ -1,9 +1,10 @@
-// Split fine-tuning on the default task (issue 8): one device's epoch over
-// its shard with the default ViT and LoRA r8 on q,v, trained fully locally
-// and split at k = 1 and 2 (float16, int8 and float32 activations), with
-// and without SFPrompt's local-loss updates and EL2N dataset pruning.
-// Every split step goes through the wire format (transport::WireSplitLink),
-// so the bytes are those of the serialized messages gRPC carries.
+// Split fine-tuning on a task (issue 8; --task, default the built-in ViT on
+// Fashion-MNIST): one device's epoch over its shard with LoRA r8 on q,v,
+// trained fully locally and split at k = 1 and 2 (float16, int8 and float32
+// activations), with and without SFPrompt's local-loss updates and EL2N dataset
+// pruning. Every split step goes through the wire format
+// (transport::WireSplitLink), so the bytes are those of the serialized messages
+// gRPC carries.
 //
 // Prints a table on stderr and `metric NAME VALUE` lines on stdout.
 #include <chrono>
@@ -18,6 +19,7 @@
 #include <torch/types.h>
 
 #include "bench/check.h"
+#include "bench/task_bench.h"
 #include "lora/lora.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
@@ -26,26 +28,28 @@
 #include "model/trainer.h"
 #include "split/client.h"
 #include "split/server.h"
+#include "task/task_flags.h"
 #include "transport/split_proto.h"
 #include "transport/update_codec.h"
 
 ABSL_FLAG(std::string, base, "",
-          "Pretrained ViT checkpoint dir (fedge-pretrain).");
-ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Fashion-MNIST directory.");
-ABSL_FLAG(double, public_fraction, 0.1,
-          "The base's public split (fedge-pretrain --public_fraction).");
-ABSL_FLAG(int64_t, devices, 8, "The device's shard is 1/devices of the rest.");
-ABSL_FLAG(int64_t, eval_examples, 5000, "Test images for accuracy.");
+          "Pretrained checkpoint dir (fedge-pretrain); empty: the task's "
+          "base.");
+ABSL_FLAG(int64_t, devices, 8,
+          "The device holds shard 0 of this many (the task's partition).");
+ABSL_FLAG(int64_t, eval_examples, 5000,
+          "Held-out examples for the task's metric.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores.");
 
 namespace fm = fedge::model;
+namespace fk = fedge::task;
 namespace fs = fedge::split;
 namespace ft = fedge::transport;
 
 namespace {
 
 using fedge::bench::Check;
+using fedge::bench::TaskMetric;
 
 using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t) {
@@ -64,7 +68,7 @@ struct Outcome {
   double client_gflop = 0;
   double client_s = 0;
   double megabytes = 0;
-  double accuracy = 0;
+  double value = 0;  // The task's metric on the held-out examples.
   int64_t exchanges = 0;
 };
 
@@ -85,10 +89,11 @@ int64_t AdapterBytes(const fm::NamedTensors& adapters) {
          EncodedBytes(adapters, ft::Codec::kInt8Row, true);
 }
 
-Outcome RunArm(const Arm& arm, const fm::Dataset& shard,
-               const fm::Dataset& test) {
+Outcome RunArm(const Arm& arm, const std::string& base,
+               const fm::Dataset& shard, const fm::Dataset& test,
+               fk::Metric metric) {
   torch::manual_seed(1);
-  fm::Model device = Check(fm::LoadCheckpoint(absl::GetFlag(FLAGS_base)));
+  fm::Model device = Check(fm::LoadCheckpoint(base));
   fedge::lora::LoraOptions lora;  // r8 on q_proj, v_proj: the default task.
   Check(fedge::lora::Inject(*device, lora));
   fm::TrainOptions options;
@@ -109,7 +114,7 @@ Outcome RunArm(const Arm& arm, const fm::Dataset& shard,
   } else {
     // The coordinator's copy of the same sub-model and adapter.
     torch::manual_seed(1);
-    fm::Model tail_model = Check(fm::LoadCheckpoint(absl::GetFlag(FLAGS_base)));
+    fm::Model tail_model = Check(fm::LoadCheckpoint(base));
     Check(fedge::lora::Inject(*tail_model, lora));
     Check(fedge::lora::LoadAdapters(*tail_model,
                                     fedge::lora::ExtractAdapters(*device)));
@@ -153,12 +158,13 @@ Outcome RunArm(const Arm& arm, const fm::Dataset& shard,
       if (const at::Tensor* t = tail.find(item.key())) item.value().copy_(*t);
     }
   }
-  out.accuracy = 100 * Check(fm::Evaluate(*device, test)).accuracy;
+  out.value = TaskMetric(*device, test, metric);
   std::fprintf(stderr,
-               "  %-34s %7.1f GFLOP  %6.1f s  %8.2f MB  %6.2f %%  %5lld "
+               "  %-34s %7.1f GFLOP  %6.1f s  %8.2f MB  %8.4f %s  %5lld "
                "exchanges\n",
                arm.label.c_str(), out.client_gflop, out.client_s, out.megabytes,
-               out.accuracy, static_cast<long long>(out.exchanges));
+               out.value, std::string(fk::MetricName(metric)).c_str(),
+               static_cast<long long>(out.exchanges));
   return out;
 }
 
@@ -166,27 +172,23 @@ Outcome RunArm(const Arm& arm, const fm::Dataset& shard,
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  if (absl::GetFlag(FLAGS_base).empty()) {
-    std::fprintf(stderr, "bench split: --base is required\n");
-    return 2;
-  }
   fm::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
-  const std::string dir = absl::GetFlag(FLAGS_data_dir);
-  const fm::Dataset all = Check(fm::LoadFashionMnist(dir, fm::Split::kTrain));
+  const fk::TaskSpec spec = Check(fk::TaskFromFlags());
+  const std::string base = absl::GetFlag(FLAGS_base).empty()
+                               ? spec.base_dir
+                               : absl::GetFlag(FLAGS_base);
+  std::unique_ptr<fk::TaskData> data = Check(fk::TaskData::Create(spec));
   const fm::Dataset test =
-      fm::Head(Check(fm::LoadFashionMnist(dir, fm::Split::kTest)),
-               absl::GetFlag(FLAGS_eval_examples));
-  const fm::PublicSplit split = Check(
-      fm::SplitPublic(all.size(), absl::GetFlag(FLAGS_public_fraction), 1));
-  const fm::Dataset rest = Check(fm::Subset(all, split.private_indices));
+      fm::Head(Check(data->Eval()), absl::GetFlag(FLAGS_eval_examples));
   const fm::Dataset shard =
-      fm::Head(rest, rest.size() / absl::GetFlag(FLAGS_devices));
+      Check(data->Shard(0, static_cast<int>(absl::GetFlag(FLAGS_devices))));
+  const fk::Metric metric = spec.evaluation.metric;
   const int64_t steps = (shard.size() + 31) / 32;
   std::fprintf(stderr,
-               "bench split: one epoch over %lld images (%lld steps of 32), "
-               "default ViT, LoRA r8 on q,v; client-side figures\n",
+               "bench split: one epoch over %lld examples (%lld steps of 32) "
+               "of task %s, base %s, LoRA r8 on q,v; client-side figures\n",
                static_cast<long long>(shard.size()),
-               static_cast<long long>(steps));
+               static_cast<long long>(steps), spec.name.c_str(), base.c_str());
 
   const int64_t local = steps / 4;  // A quarter epoch of local-loss steps.
   const std::vector<Arm> arms = {
@@ -202,22 +204,25 @@ int main(int argc, char** argv) {
        0.5},
   };
   std::vector<Outcome> outcomes;
-  for (const Arm& arm : arms) outcomes.push_back(RunArm(arm, shard, test));
+  for (const Arm& arm : arms) {
+    outcomes.push_back(RunArm(arm, base, shard, test, metric));
+  }
 
+  const std::string name(fk::MetricName(metric));
   // For scale: the base before this epoch, and what classic FedAvg of the
   // whole model (SFPrompt's baseline) would move per round: the float32
   // weights down and an int8_row + zstd update up.
-  fm::Model base = Check(fm::LoadCheckpoint(absl::GetFlag(FLAGS_base)));
-  const double base_accuracy = 100 * Check(fm::Evaluate(*base, test)).accuracy;
-  const fm::NamedTensors weights = fm::CopyWeights(*base);
+  fm::Model base_model = Check(fm::LoadCheckpoint(base));
+  const double base_value = TaskMetric(*base_model, test, metric);
+  const fm::NamedTensors weights = fm::CopyWeights(*base_model);
   const double dense_mb = (EncodedBytes(weights, ft::Codec::kFloat32, false) +
                            EncodedBytes(weights, ft::Codec::kInt8Row, true)) /
                           1e6;
   std::fprintf(stderr,
-               "  base before the epoch: %.2f %%; whole-model FedAvg would "
+               "  base before the epoch: %.4f %s; whole-model FedAvg would "
                "move %.2f MB per round\n",
-               base_accuracy, dense_mb);
-  std::printf("metric base_accuracy %.2f\n", base_accuracy);
+               base_value, name.c_str(), dense_mb);
+  std::printf("metric base_%s %.4f\n", name.c_str(), base_value);
   std::printf("metric dense_fedavg_mb %.3f\n", dense_mb);
 
   const Outcome& full = outcomes[0];
@@ -234,14 +239,14 @@ int main(int argc, char** argv) {
     std::printf("metric %s_gflop %.2f\n", names[i], o.client_gflop);
     std::printf("metric %s_client_s %.2f\n", names[i], o.client_s);
     std::printf("metric %s_mb %.3f\n", names[i], o.megabytes);
-    std::printf("metric %s_accuracy %.2f\n", names[i], o.accuracy);
+    std::printf("metric %s_%s %.4f\n", names[i], name.c_str(), o.value);
   }
   std::printf("metric split_k1_client_compute_share %.4f\n",
               outcomes[1].client_gflop / full.client_gflop);
   std::printf("metric split_k1_bytes_over_full %.2f\n",
               outcomes[1].megabytes / full.megabytes);
-  std::printf("metric split_k1_accuracy_minus_full %.2f\n",
-              outcomes[1].accuracy - full.accuracy);
+  std::printf("metric split_k1_%s_minus_full %.4f\n", name.c_str(),
+              outcomes[1].value - full.value);
   std::printf("metric savers_bytes_over_plain_split %.3f\n",
               outcomes[6].megabytes / outcomes[1].megabytes);
   return 0;

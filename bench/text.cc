@@ -44,10 +44,10 @@
 #include "model/trainer.h"
 #include "task/spec.h"
 #include "task/task_data.h"
+#include "task/task_flags.h"
 #include "task/text_corpus.h"
 
 ABSL_FLAG(std::string, mode, "central", "central | logits | ids");
-ABSL_FLAG(std::string, task, "tasks/fortunes.json", "The text task file.");
 ABSL_FLAG(int, clients, 8, "central: devices whose shards are pooled.");
 ABSL_FLAG(int64_t, rank, 8, "central: LoRA rank.");
 ABSL_FLAG(std::string, lora_targets,
@@ -248,10 +248,10 @@ int main(int argc, char** argv) {
   torch::manual_seed(1);
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (mode == "logits") return Logits();
-  const ft::TaskSpec spec =
-      fb::Check(ft::LoadTaskSpec(absl::GetFlag(FLAGS_task)));
+  const ft::TaskSpec spec = fb::Check(ft::TaskFromFlags());
   if (!ft::IsText(spec.objective)) {
-    fb::Die(absl::InvalidArgumentError("--task must be a text task"));
+    fb::Die(absl::InvalidArgumentError(
+        "--task must be a text task (e.g. tasks/fortunes.json)"));
   }
   if (mode == "central") return Central(spec);
   if (mode == "ids") return Ids(spec);

@@ -22,11 +22,13 @@
 #include <torch/utils.h>
 
 #include "bench/check.h"
+#include "bench/task_bench.h"
 #include "lora/lora.h"
 #include "model/dataset.h"
 #include "model/threads.h"
 #include "model/trainer.h"
-#include "model/vit.h"
+#include "task/task_data.h"
+#include "task/task_flags.h"
 #include "transport/channel_options.h"
 #include "transport/link_profile.h"
 #include "transport/shaping_proxy.h"
@@ -45,8 +47,6 @@ ABSL_FLAG(int64_t, memory_mb, 300, "Tensor set for the memory part.");
 ABSL_FLAG(int64_t, window_kb, -1,
           "HTTP/2 stream window for the throughput and memory parts (-1: "
           "fedge's default, 0: gRPC's adaptive BDP-probed window).");
-ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Fashion-MNIST.");
 
 namespace ft = fedge::transport;
 namespace fm = fedge::model;
@@ -176,22 +176,24 @@ void Throughput() {
   std::printf("metric grpc_over_tcp_throughput %.4f\n", best_grpc / best_tcp);
 }
 
-// A LoRA update trained for real: default ViT, rank 8 on `targets`, 40
-// steps on Fashion-MNIST training images (the adapters are the update).
+// A LoRA update trained for real: the task's model (--task; the built-in
+// task without its base: a fresh default ViT), rank 8 on `targets`, 40
+// steps of 64 of the task's private training data (the adapters are the
+// update).
 fm::NamedTensors RealLoraUpdate(const std::vector<std::string>& targets) {
+  const fedge::task::TaskSpec spec = Check(fedge::task::TaskFromFlags());
   torch::manual_seed(0);
-  fm::Vit vit = Check(fm::CreateVit(fm::VitConfig()));
+  fm::Model model = fedge::bench::TaskModel(spec);
   fedge::lora::LoraOptions lora;
   lora.target_modules = targets;
-  Check(fedge::lora::Inject(*vit, lora));
-  fm::Dataset train = Check(
-      fm::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir), fm::Split::kTrain));
-  std::vector<int64_t> first(2560);
-  for (int64_t i = 0; i < 2560; ++i) first[i] = i;
+  Check(fedge::lora::Inject(*model, lora));
+  std::unique_ptr<fedge::task::TaskData> data =
+      Check(fedge::task::TaskData::Create(spec));
   fm::TrainOptions options;
   options.batch_size = 64;
-  Check(fm::Train(*vit, Check(fm::Subset(train, first)), options));
-  return fedge::lora::ExtractAdapters(*vit);
+  options.max_steps = 40;
+  Check(fm::Train(*model, Check(data->Shard(0, 1)), options));
+  return fedge::lora::ExtractAdapters(*model);
 }
 
 // `all_projections`: the prune-and-tune configuration (adapters on every

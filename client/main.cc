@@ -20,6 +20,7 @@
 #include "model/threads.h"
 #include "task/spec.h"
 #include "task/task_data.h"
+#include "task/task_flags.h"
 #include "transport/channel_options.h"
 #include "transport/task_proto.h"
 
@@ -30,10 +31,6 @@ ABSL_FLAG(std::string, device_id, "",
           "With mutual TLS it must equal the certificate's common name.");
 ABSL_FLAG(std::string, link, "",
           "Link type to report: ethernet, wifi, lte, 5g-sa (empty: unknown).");
-ABSL_FLAG(std::string, task, "",
-          "Task file (docs/tasks.md): objective, tokenizer, sequence length "
-          "and data format; must match the coordinator's. Empty: the "
-          "built-in Fashion-MNIST task.");
 ABSL_FLAG(std::string, data, "",
           "This device's own training data in the task's format: a text file "
           "or a directory of them (causal_lm), or a directory with "
@@ -44,17 +41,6 @@ ABSL_FLAG(std::string, shard, "0/1",
           "Simulation, without --data: this device holds shard I/N of the "
           "task's corpus (the part its public fraction leaves over, split "
           "as the task's simulation.partition says).");
-ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Without --task: the Fashion-MNIST directory the shard comes from.");
-ABSL_FLAG(std::string, partition, "dirichlet",
-          "Without --task: iid or dirichlet.");
-ABSL_FLAG(double, alpha, 0.5,
-          "Without --task: Dirichlet concentration (non-IID-ness).");
-ABSL_FLAG(double, public_fraction, 0.1,
-          "Without --task: the coordinator's public share (as "
-          "fedge-pretrain).");
-ABSL_FLAG(uint64_t, data_seed, 1,
-          "Without --task: seed of the split (as fedge-pretrain).");
 ABSL_FLAG(std::string, cache_dir, "cache",
           "Where the base model is cached by digest.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0: all cores).");
@@ -153,14 +139,7 @@ int main(int argc, char** argv) {
   options.give_up_after = absl::Seconds(absl::GetFlag(FLAGS_give_up_after_s));
 
   namespace ft = fedge::task;
-  ft::BuiltInTaskFlags built_in;
-  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
-  built_in.partition = absl::GetFlag(FLAGS_partition);
-  built_in.alpha = absl::GetFlag(FLAGS_alpha);
-  built_in.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-  built_in.seed = absl::GetFlag(FLAGS_data_seed);
-  absl::StatusOr<ft::TaskSpec> spec =
-      ft::ResolveTask(absl::GetFlag(FLAGS_task), built_in);
+  absl::StatusOr<ft::TaskSpec> spec = ft::TaskFromFlags();
   if (!spec.ok()) return Fail(spec.status());
   absl::StatusOr<std::unique_ptr<ft::TaskData>> task_data =
       ft::TaskData::Create(*spec);

@@ -15,34 +15,20 @@
 #include "coordinator/server.h"
 #include "model/dataset.h"
 #include "model/threads.h"
-#include "task/spec.h"
+#include "task/task_flags.h"
 
-ABSL_FLAG(std::string, task, "",
-          "Task file (docs/tasks.md): the base, the objective, the held-out "
-          "data the global model is evaluated on and the public split. "
-          "Empty: the built-in Fashion-MNIST task, shaped by --base_dir, "
-          "--data_dir, --public_fraction and --data_seed.");
-ABSL_FLAG(std::string, base_dir, "runs/base",
-          "Without --task: the base model, config.json + model.safetensors "
-          "(fedge-pretrain).");
-ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Without --task: the Fashion-MNIST directory whose test split "
-          "evaluates the global model. Empty (with or without --task) "
-          "disables evaluation.");
+ABSL_FLAG(bool, evaluate, true,
+          "Read the task's data: evaluate the global model on its held-out "
+          "part and measure pruning costs on its public part (false: no data "
+          "on this machine; no metric in rounds.csv, no pruning cost).");
 ABSL_FLAG(int64_t, eval_examples, 0,
           "Held-out examples to evaluate on (0: the task's "
-          "evaluation.examples; without --task, the whole test split).");
+          "evaluation.examples).");
 ABSL_FLAG(int64_t, eval_every, 1, "Evaluate every N committed rounds.");
 ABSL_FLAG(int64_t, validation_examples, 256,
           "Examples of the task's public split (which no device holds) on "
           "which the coordinator measures what each pruning ratio costs the "
           "global model (--reward_pruning_cost); 0: not measured.");
-ABSL_FLAG(double, public_fraction, 0.1,
-          "Without --task: the public part's share of the training split, "
-          "the devices' --public_fraction.");
-ABSL_FLAG(uint64_t, data_seed, 1,
-          "Without --task: seed of the public split, the devices' "
-          "--data_seed.");
 ABSL_FLAG(std::string, run_dir, "runs/coordinator",
           "Where clients.csv, rounds.csv and checkpoint/ go.");
 ABSL_FLAG(bool, resume, false,
@@ -96,16 +82,10 @@ int Fail(const absl::Status& status) {
 absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   namespace fc = fedge::coordinator;
   fc::ServerConfig c;
-  fedge::task::BuiltInTaskFlags built_in;
-  built_in.base_dir = absl::GetFlag(FLAGS_base_dir);
-  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
-  built_in.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-  built_in.seed = absl::GetFlag(FLAGS_data_seed);
-  absl::StatusOr<fedge::task::TaskSpec> task =
-      fedge::task::ResolveTask(absl::GetFlag(FLAGS_task), built_in);
+  absl::StatusOr<fedge::task::TaskSpec> task = fedge::task::TaskFromFlags();
   if (!task.ok()) return task.status();
   c.task = *std::move(task);
-  c.evaluate = !absl::GetFlag(FLAGS_data_dir).empty();
+  c.evaluate = absl::GetFlag(FLAGS_evaluate);
   c.eval_examples = absl::GetFlag(FLAGS_eval_examples);
   c.eval_every = absl::GetFlag(FLAGS_eval_every);
   c.validation_examples = absl::GetFlag(FLAGS_validation_examples);

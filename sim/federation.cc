@@ -28,25 +28,6 @@
 namespace fedge::sim {
 namespace {
 
-enum class Role { kCoordinator, kClient, kVirtualClock };
-
-// The task every process runs: a task file, or the built-in Fashion-MNIST
-// task's flags (the coordinator takes the base, a device the label skew,
-// fedge-vclock, which is both, both).
-void AddTaskFlags(const SimConfig& config, Role role,
-                  std::vector<std::string>* argv) {
-  if (!config.task.empty()) {
-    argv->push_back("--task=" + config.task);
-    return;
-  }
-  if (role != Role::kClient) argv->push_back("--base_dir=" + config.base_dir);
-  if (role != Role::kCoordinator) {
-    argv->push_back(absl::StrCat("--alpha=", config.alpha));
-  }
-  if (!config.data_dir.empty())
-    argv->push_back("--data_dir=" + config.data_dir);
-}
-
 absl::StatusOr<int> FreePort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
@@ -225,7 +206,7 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
     argv.push_back(
         absl::StrCat("--clients_per_round=", config.clients_per_round));
   }
-  AddTaskFlags(config, Role::kVirtualClock, &argv);
+  argv.insert(argv.end(), config.task_args.begin(), config.task_args.end());
   argv.insert(argv.end(), strategy.flags.begin(), strategy.flags.end());
   argv.insert(argv.end(), config.coordinator_flags.begin(),
               config.coordinator_flags.end());
@@ -344,7 +325,7 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
       "--retry_after_ms=200",
       "--metrics_listen=",
   };
-  AddTaskFlags(config, Role::kCoordinator, &argv);
+  argv.insert(argv.end(), config.task_args.begin(), config.task_args.end());
   argv.insert(argv.end(), strategy.flags.begin(), strategy.flags.end());
   argv.insert(argv.end(), config.coordinator_flags.begin(),
               config.coordinator_flags.end());
@@ -429,7 +410,8 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
         "--benchmark=false",
         "--report_csv=" + run_dir + "/" + id + ".csv",
     };
-    AddTaskFlags(config, Role::kClient, &client);
+    client.insert(client.end(), config.task_args.begin(),
+                  config.task_args.end());
     if (emulation == CpuEmulation::kDilate) {
       client.push_back(absl::StrCat("--compute_slowdown=",
                                     1 / config.devices[i].relative_speed));

@@ -32,14 +32,12 @@ absl::StatusOr<CpuEmulation> ParseCpuEmulation(absl::string_view name);
 struct SimConfig {
   std::string bin_dir;  // Holds fedge-coordinator and fedge-client.
   std::string out_dir;  // This experiment's output directory.
-  // Task file given to every process (docs/tasks.md); empty: the built-in
-  // Fashion-MNIST task shaped by base_dir, data_dir and alpha.
-  std::string task;
-  std::string base_dir = "runs/base";
-  std::string data_dir;  // Empty: the clients' default (Fashion-MNIST).
+  // --task and --task_set as every process gets them (task/task_flags.h),
+  // so that all run the same task.
+  std::vector<std::string> task_args;
+  std::string base_dir = "runs/base";  // The task's base.
   std::string cache_dir = "runs/cache";
   int rounds = 10;
-  double alpha = 0.5;    // Dirichlet concentration of the label skew.
   int local_steps = 40;  // Optimizer steps per client per round (0: epoch).
   int eval_examples = 2000;
   std::vector<DeviceProfile> devices;  // One per client.

@@ -30,6 +30,7 @@
 #include "sim/report.h"
 #include "task/spec.h"
 #include "task/task_data.h"
+#include "task/task_flags.h"
 
 ABSL_FLAG(int, clients, 8,
           "Client devices (processes; with --clock=virtual, simulated "
@@ -50,16 +51,8 @@ ABSL_FLAG(std::string, strategies, "fedspine",
           "exp3, random, fixed:RATIO:RANK, fixed-grid (8 uniform fixed arms).");
 ABSL_FLAG(std::string, devices, "mix", fedge::sim::kDevicesHelp);
 ABSL_FLAG(std::string, links, "mix", fedge::sim::kLinksHelp);
-ABSL_FLAG(double, alpha, 0.5,
-          "Without --task: Dirichlet concentration of each device's label "
-          "mix (smaller: more non-IID).");
 ABSL_FLAG(int, local_steps, 40,
           "Optimizer steps per device per round (0: one epoch of its shard).");
-ABSL_FLAG(std::string, task, "",
-          "Task file (docs/tasks.md; e.g. tasks/fortunes.json, the text "
-          "federation); every process runs it and its base is pretrained "
-          "here on first use. Empty: the built-in Fashion-MNIST task shaped "
-          "by --base_dir, --data_dir and --alpha.");
 ABSL_FLAG(double, target, 0,
           "Value of the task's metric for time-to-target (accuracy in [0, "
           "1], or bits per byte). 0: halfway from the base model's value to "
@@ -67,14 +60,8 @@ ABSL_FLAG(double, target, 0,
           "bits per byte) better than the base.");
 ABSL_FLAG(std::string, out, "",
           "Output directory (default: runs/sim-YYYYmmdd-HHMMSS).");
-ABSL_FLAG(std::string, base_dir, "runs/base",
-          "Without --task: the pretrained base model; pretrained here on "
-          "first use.");
 ABSL_FLAG(std::string, cache_dir, "runs/cache",
           "Where each device caches the base model (one folder per device).");
-ABSL_FLAG(std::string, data_dir, "",
-          "Without --task: the Fashion-MNIST directory (default: the Debian "
-          "package's).");
 ABSL_FLAG(std::string, bin_dir, "",
           "Where fedge-coordinator, fedge-client and fedge-pretrain are "
           "(default: next to fedge-sim).");
@@ -86,8 +73,8 @@ ABSL_FLAG(std::string, emulate_cpu, "auto",
 ABSL_FLAG(double, cores, 0,
           "CPU the devices may use together (0: 90% of this machine's).");
 ABSL_FLAG(int, eval_examples, 2000,
-          "Held-out examples per global evaluation (images; with --task: at "
-          "most the task's evaluation.examples).");
+          "Held-out examples per global evaluation (at most the task's "
+          "evaluation.examples).");
 ABSL_FLAG(double, timeout_minutes, 60, "Give up on a strategy after this.");
 ABSL_FLAG(std::string, coordinator_flags, "",
           "Extra fedge-coordinator flags, space-separated (e.g. "
@@ -162,11 +149,8 @@ int main(int argc, char** argv) {
   const int clients = absl::GetFlag(FLAGS_clients);
   config.rounds = absl::GetFlag(FLAGS_rounds);
   config.local_steps = absl::GetFlag(FLAGS_local_steps);
-  config.alpha = absl::GetFlag(FLAGS_alpha);
-  if (clients < 1 || config.rounds < 1 || config.local_steps < 0 ||
-      !(config.alpha > 0)) {
-    return Fail(
-        "--clients and --rounds must be >= 1, --local_steps >= 0, --alpha > 0");
+  if (clients < 1 || config.rounds < 1 || config.local_steps < 0) {
+    return Fail("--clients and --rounds must be >= 1, --local_steps >= 0");
   }
   absl::StatusOr<std::vector<sim::Strategy>> strategies =
       sim::ParseStrategies(absl::GetFlag(FLAGS_strategies));
@@ -182,18 +166,11 @@ int main(int argc, char** argv) {
   config.bin_dir = absl::GetFlag(FLAGS_bin_dir).empty()
                        ? SelfDir()
                        : absl::GetFlag(FLAGS_bin_dir);
-  config.task = absl::GetFlag(FLAGS_task);
-  fedge::task::BuiltInTaskFlags built_in;
-  built_in.base_dir = absl::GetFlag(FLAGS_base_dir);
-  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
-  built_in.alpha = config.alpha;
-  absl::StatusOr<fedge::task::TaskSpec> resolved =
-      fedge::task::ResolveTask(config.task, built_in);
+  config.task_args = fedge::task::TaskFlagArguments();
+  absl::StatusOr<fedge::task::TaskSpec> resolved = fedge::task::TaskFromFlags();
   if (!resolved.ok()) return Fail(std::string(resolved.status().message()));
   const fedge::task::TaskSpec spec = *std::move(resolved);
   config.base_dir = spec.base_dir;
-  if (config.task.empty()) config.data_dir = built_in.data_dir;
-  const bool text = fedge::task::IsText(spec.objective);
   const sim::Metric metric = SimMetric(spec.evaluation.metric);
   config.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   absl::StatusOr<sim::CpuEmulation> emulation =
@@ -203,11 +180,8 @@ int main(int argc, char** argv) {
   }
   config.cpu_emulation = *emulation;
   config.usable_cores = absl::GetFlag(FLAGS_cores);
-  config.eval_examples = absl::GetFlag(FLAGS_eval_examples);
-  if (!config.task.empty()) {
-    config.eval_examples = static_cast<int>(
-        std::min<int64_t>(config.eval_examples, spec.evaluation.examples));
-  }
+  config.eval_examples = static_cast<int>(std::min<int64_t>(
+      absl::GetFlag(FLAGS_eval_examples), spec.evaluation.examples));
   config.timeout = absl::Minutes(absl::GetFlag(FLAGS_timeout_minutes));
   const std::string clock = absl::GetFlag(FLAGS_clock);
   if (clock != "real" && clock != "virtual") {
@@ -251,9 +225,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> pretrain = {config.bin_dir + "/fedge-pretrain",
                                          "--out=" + config.base_dir,
                                          "--progress_every=100"};
-    if (!config.task.empty()) pretrain.push_back("--task=" + config.task);
-    if (!config.data_dir.empty())
-      pretrain.push_back("--data_dir=" + config.data_dir);
+    pretrain.insert(pretrain.end(), config.task_args.begin(),
+                    config.task_args.end());
     auto process = sim::ChildProcess::Start(pretrain, "");
     if (!process.ok()) return Fail(std::string(process.status().message()));
     absl::StatusOr<int> code = (*process)->Wait();
@@ -334,18 +307,16 @@ int main(int argc, char** argv) {
           : "Links: one user-space link emulator per device (token bucket per "
             "direction plus half the RTT each way); transfer times are real "
             "times of the bytes sent.",
-      text ? absl::StrFormat(
-                 "Task %s: causal language modelling on %s, %s shards "
-                 "(seed %d); %d local steps per round; base model held-out "
-                 "%s %s.",
-                 spec.name, spec.data.corpus, spec.simulation.partition,
-                 spec.simulation.seed, config.local_steps, metric.label,
-                 metric.Format(*base_value))
-           : absl::StrFormat(
-                 "Data: Fashion-MNIST, label-Dirichlet alpha %.2f shards; "
-                 "%d local steps per round; base model %s %s.",
-                 config.alpha, config.local_steps, metric.label,
-                 metric.Format(*base_value)),
+      absl::StrFormat(
+          "Task %s (%s) on %s: %s shards%s (seed %d); %d local steps per "
+          "round; base model held-out %s %s.",
+          spec.name, fedge::task::ObjectiveName(spec.objective),
+          spec.data.corpus, spec.simulation.partition,
+          spec.simulation.partition == "dirichlet"
+              ? absl::StrFormat(", alpha %.2f", spec.simulation.alpha)
+              : "",
+          spec.simulation.seed, config.local_steps, metric.label,
+          metric.Format(*base_value)),
       absl::StrFormat("Time to target: first evaluation at %s or better.",
                       metric.Format(target)),
       problems.empty() ? "Consistency checks: all records consistent."

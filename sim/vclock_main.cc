@@ -14,32 +14,14 @@
 #include "absl/strings/str_cat.h"
 
 #include "coordinator/engine_flags.h"
-#include "model/dataset.h"
 #include "model/threads.h"
 #include "sim/profiles.h"
 #include "sim/virtual_clock.h"
-#include "task/spec.h"
+#include "task/task_flags.h"
 
 ABSL_FLAG(int, clients, 100, "Devices in the federation.");
 ABSL_FLAG(std::string, devices, "mix", fedge::sim::kDevicesHelp);
 ABSL_FLAG(std::string, links, "mix", fedge::sim::kLinksHelp);
-ABSL_FLAG(std::string, task, "",
-          "Task file (docs/tasks.md): base, held-out data and how the corpus "
-          "is split among the devices. Empty: the built-in Fashion-MNIST "
-          "task shaped by the five flags below.");
-ABSL_FLAG(std::string, partition, "dirichlet",
-          "Without --task: iid or dirichlet (label skew).");
-ABSL_FLAG(double, alpha, 0.5,
-          "Without --task: Dirichlet concentration of the label mix.");
-ABSL_FLAG(double, public_fraction, 0.1,
-          "Without --task: the coordinator's public share of the training "
-          "images (as fedge-pretrain).");
-ABSL_FLAG(uint64_t, data_seed, 1,
-          "Without --task: seed of the public split and the shards.");
-ABSL_FLAG(std::string, base_dir, "runs/base",
-          "Without --task: the base model (fedge-pretrain).");
-ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Without --task: the Fashion-MNIST directory.");
 ABSL_FLAG(std::string, run_dir, "runs/vclock",
           "Where clients.csv and rounds.csv go (unix_time: virtual seconds).");
 ABSL_FLAG(int64_t, eval_examples, 2000, "Test images to evaluate on (0: all).");
@@ -104,15 +86,7 @@ int main(int argc, char** argv) {
   if (!links.ok()) return Fail(links.status());
   config.devices = *devices;
   config.links = *links;
-  fedge::task::BuiltInTaskFlags built_in;
-  built_in.base_dir = absl::GetFlag(FLAGS_base_dir);
-  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
-  built_in.partition = absl::GetFlag(FLAGS_partition);
-  built_in.alpha = absl::GetFlag(FLAGS_alpha);
-  built_in.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-  built_in.seed = absl::GetFlag(FLAGS_data_seed);
-  absl::StatusOr<fedge::task::TaskSpec> task =
-      fedge::task::ResolveTask(absl::GetFlag(FLAGS_task), built_in);
+  absl::StatusOr<fedge::task::TaskSpec> task = fedge::task::TaskFromFlags();
   if (!task.ok()) return Fail(task.status());
   config.task = *std::move(task);
   config.run_dir = absl::GetFlag(FLAGS_run_dir);

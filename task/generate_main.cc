@@ -23,9 +23,9 @@
 #include "model/trainer.h"
 #include "task/spec.h"
 #include "task/task_data.h"
+#include "task/task_flags.h"
 #include "task/text_corpus.h"
 
-ABSL_FLAG(std::string, task, "", "Text task file (docs/tasks.md). Required.");
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (config.json + model.safetensors or shards); "
           "empty: the task's base. A federation's result is "
@@ -84,9 +84,6 @@ int main(int argc, char** argv) {
       "[--context=TEXT] | --score=PATH) [--model=DIR]");
   absl::ParseCommandLine(argc, argv);
   fm::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
-  if (absl::GetFlag(FLAGS_task).empty()) {
-    return Fail(absl::InvalidArgumentError("--task is required"));
-  }
   const int modes = !absl::GetFlag(FLAGS_prompt).empty() +
                     !absl::GetFlag(FLAGS_instruction).empty() +
                     !absl::GetFlag(FLAGS_score).empty();
@@ -98,12 +95,11 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_instruction).empty()) {
     return Fail(absl::InvalidArgumentError("--context needs --instruction"));
   }
-  absl::StatusOr<ft::TaskSpec> spec =
-      ft::LoadTaskSpec(absl::GetFlag(FLAGS_task));
+  absl::StatusOr<ft::TaskSpec> spec = ft::TaskFromFlags();
   if (!spec.ok()) return Fail(spec.status());
   if (!ft::IsText(spec->objective)) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat(spec->origin, " is not a text task")));
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        spec->origin, " is not a text task (give one with --task)")));
   }
   absl::StatusOr<std::unique_ptr<ft::TaskData>> data =
       ft::TaskData::Create(*spec);

@@ -25,21 +25,13 @@
 #include "model/vit.h"
 #include "task/spec.h"
 #include "task/task_data.h"
+#include "task/task_flags.h"
 #include "task/tokenizer.h"
 
-ABSL_FLAG(std::string, task, "",
-          "Task file (docs/tasks.md); empty: the built-in Fashion-MNIST task "
-          "shaped by --data_dir/--public_fraction/--seed.");
-ABSL_FLAG(std::string, data_dir, fedge::model::kFashionMnistDir,
-          "Without --task: directory with the Fashion-MNIST IDX files "
-          "(Debian package dataset-fashion-mnist).");
 ABSL_FLAG(std::string, out, "",
           "Output directory for config.json, model.safetensors and "
           "metrics.json (created if missing); empty: the task's base "
           "(runs/base without --task).");
-ABSL_FLAG(double, public_fraction, 0.1,
-          "Fraction of the 60,000 training images held by the coordinator as "
-          "its public split and used here; 1.0 pretrains on all of them.");
 ABSL_FLAG(int64_t, epochs, 8,
           "Passes over the training images (text tasks: the task's "
           "pretrain.epochs).");
@@ -50,7 +42,9 @@ ABSL_FLAG(double, lr, 2e-3,
           "pretrain.learning_rate).");
 ABSL_FLAG(double, weight_decay, 0.05, "AdamW decoupled weight decay.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores.");
-ABSL_FLAG(uint64_t, seed, 1, "Seed for initialisation, split and shuffling.");
+ABSL_FLAG(uint64_t, seed, 1,
+          "Seed for initialisation and shuffling (the split's is the task's "
+          "simulation.seed).");
 ABSL_FLAG(int64_t, progress_every, 50, "Print progress every N steps.");
 ABSL_FLAG(int64_t, patch_size, fedge::model::VitConfig().patch_size,
           "ViT patch size in pixels (divides 28).");
@@ -173,8 +167,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Pretrains a task's base model on the task's public split and reports "
       "its held-out metric.\nUsage: fedge-pretrain [--task=FILE] "
-      "[--out=DIR]\n       fedge-pretrain [--public_fraction=0.1] "
-      "[--epochs=8] [--out=runs/base]   (the built-in ViT on Fashion-MNIST)");
+      "[--task_set=FIELD=VALUE,...] [--out=DIR]\n"
+      "  e.g. fedge-pretrain --task_set=simulation.public_fraction=1.0 "
+      "--epochs=8   (the built-in ViT, on all of Fashion-MNIST's training "
+      "images)");
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
@@ -186,12 +182,7 @@ int main(int argc, char** argv) {
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   torch::manual_seed(seed);  // Initialisation.
 
-  ft::BuiltInTaskFlags built_in;
-  built_in.data_dir = absl::GetFlag(FLAGS_data_dir);
-  built_in.public_fraction = absl::GetFlag(FLAGS_public_fraction);
-  built_in.seed = seed;
-  absl::StatusOr<ft::TaskSpec> resolved =
-      ft::ResolveTask(absl::GetFlag(FLAGS_task), built_in);
+  absl::StatusOr<ft::TaskSpec> resolved = ft::TaskFromFlags();
   if (!resolved.ok()) return Fail(resolved.status());
   ft::TaskSpec spec = *std::move(resolved);
   const std::string out = absl::GetFlag(FLAGS_out).empty()
@@ -215,7 +206,7 @@ int main(int argc, char** argv) {
   if (!test.ok()) return Fail(test.status());
   if (public_data->size() == 0) {
     return Fail(absl::InvalidArgumentError(
-        "--public_fraction leaves no training images"));
+        "simulation.public_fraction leaves no training images"));
   }
 
   fm::VitConfig config;

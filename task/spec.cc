@@ -4,6 +4,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "glog/logging.h"
 
 #include "model/dataset.h"
 #include "model/file_io.h"
@@ -54,11 +56,11 @@ absl::string_view ObjectiveName(Objective objective) {
   return "unknown";
 }
 
-absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
-                                       absl::string_view origin) {
-  absl::StatusOr<nlohmann::json> object = model::ParseJsonObject(json, origin);
-  if (!object.ok()) return object.status();
-  model::JsonReader r(*object, std::string(origin));
+namespace {
+
+absl::StatusOr<TaskSpec> SpecFromJson(const nlohmann::json& object,
+                                      absl::string_view origin) {
+  model::JsonReader r(object, std::string(origin));
   r.RejectUnknown({"name", "objective", "base", "tokenizer", "sequence", "data",
                    "evaluation", "simulation", "pretrain"});
   TaskSpec spec;
@@ -305,44 +307,100 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
   return spec;
 }
 
+// Sets the field `override_text` ("a.b=VALUE") names in `object`, making
+// the objects on the way where they are missing.
+absl::Status ApplyOverride(const std::string& override_text,
+                           nlohmann::json& object) {
+  const size_t eq = override_text.find('=');
+  const std::string path = override_text.substr(0, eq);
+  if (eq == std::string::npos || path.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--task_set: '", override_text, "' is not FIELD=VALUE"));
+  }
+  const std::string text = override_text.substr(eq + 1);
+  nlohmann::json value = nlohmann::json::parse(text, nullptr,
+                                               /*allow_exceptions=*/false);
+  if (value.is_discarded()) value = text;
+  nlohmann::json* at = &object;  // A null on the way becomes an object.
+  for (absl::string_view key : absl::StrSplit(path, '.')) {
+    if (key.empty() || !(at->is_object() || at->is_null())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--task_set: '", path, "' is not a path of objects in the task"));
+    }
+    at = &(*at)[std::string(key)];
+  }
+  *at = std::move(value);
+  return absl::OkStatus();
+}
+
+// The built-in task as a file would say it (tasks/fashion-mnist.json).
+std::string BuiltInTaskJson() {
+  return absl::StrCat(R"({
+  "name": "fashion-mnist",
+  "objective": "image_classification",
+  "base": "runs/base",
+  "data": {"format": "idx", "corpus": ")",
+                      model::kFashionMnistDir, R"("},
+  "evaluation": {"metric": "accuracy", "examples": 10000},
+  "simulation": {"public_fraction": 0.1, "partition": "dirichlet",
+                 "alpha": 0.5, "seed": 1}
+})");
+}
+constexpr absl::string_view kBuiltInOrigin = "built-in task fashion-mnist";
+
+}  // namespace
+
+absl::string_view MetricName(Metric metric) {
+  switch (metric) {
+    case Metric::kAccuracy:
+      return "accuracy";
+    case Metric::kLoss:
+      return "loss";
+    case Metric::kPerplexity:
+      return "perplexity";
+    case Metric::kBitsPerByte:
+      return "bits_per_byte";
+    case Metric::kExactMatch:
+      return "exact_match";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
+                                       absl::string_view origin) {
+  absl::StatusOr<nlohmann::json> object = model::ParseJsonObject(json, origin);
+  if (!object.ok()) return object.status();
+  return SpecFromJson(*object, origin);
+}
+
 absl::StatusOr<TaskSpec> LoadTaskSpec(const std::string& path) {
-  absl::StatusOr<std::string> text = model::ReadFile(path);
+  return ResolveTask(path, {});
+}
+
+TaskSpec FashionMnistTask() {
+  absl::StatusOr<TaskSpec> spec =
+      ParseTaskSpec(BuiltInTaskJson(), kBuiltInOrigin);
+  CHECK(spec.ok()) << spec.status();  // A constant: the tests parse it.
+  return *std::move(spec);
+}
+
+absl::StatusOr<TaskSpec> ResolveTask(
+    const std::string& path, const std::vector<std::string>& overrides) {
+  std::string origin(path.empty() ? kBuiltInOrigin : path);
+  absl::StatusOr<std::string> text =
+      path.empty() ? BuiltInTaskJson() : model::ReadFile(path);
   if (!text.ok()) {
     return absl::Status(
         text.status().code(),
         absl::StrCat("task file ", path, ": ", text.status().message()));
   }
-  return ParseTaskSpec(*text, path);
-}
-
-TaskSpec FashionMnistTask() {
-  TaskSpec spec;
-  spec.name = "fashion-mnist";
-  spec.objective = Objective::kImageClassification;
-  spec.base_dir = "runs/base";
-  spec.data.format = "idx";
-  spec.data.corpus = model::kFashionMnistDir;
-  spec.evaluation.metric = Metric::kAccuracy;
-  spec.origin = "built-in task fashion-mnist";
-  return spec;
-}
-
-absl::StatusOr<TaskSpec> ResolveTask(const std::string& path,
-                                     const BuiltInTaskFlags& flags) {
-  if (!path.empty()) return LoadTaskSpec(path);
-  if (flags.partition != "iid" && flags.partition != "dirichlet") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--partition: '", flags.partition, "' is not iid or dirichlet"));
+  absl::StatusOr<nlohmann::json> object = model::ParseJsonObject(*text, origin);
+  if (!object.ok()) return object.status();
+  for (const std::string& o : overrides) {
+    if (absl::Status s = ApplyOverride(o, *object); !s.ok()) return s;
   }
-  TaskSpec spec = FashionMnistTask();
-  spec.base_dir = flags.base_dir;
-  if (!flags.data_dir.empty()) spec.data.corpus = flags.data_dir;
-  spec.simulation.partition = flags.partition;
-  spec.simulation.alpha = flags.alpha;
-  spec.simulation.public_fraction = flags.public_fraction;
-  spec.simulation.seed = flags.seed;
-  spec.evaluation.examples = 1 << 30;  // The whole test split.
-  return spec;
+  if (!overrides.empty()) absl::StrAppend(&origin, " with --task_set");
+  return SpecFromJson(*object, origin);
 }
 
 }  // namespace fedge::task

@@ -51,6 +51,10 @@ enum class Metric {
                  // better).
 };
 
+// "accuracy", "loss", "perplexity", "bits_per_byte", "exact_match": the
+// name evaluation.metric takes.
+absl::string_view MetricName(Metric metric);
+
 // True for the text objectives (all but image_classification).
 bool IsText(Objective objective);
 // True for the objectives whose JSONL records each fill one window with a
@@ -147,28 +151,22 @@ absl::StatusOr<TaskSpec> ParseTaskSpec(absl::string_view json,
 // Reads and parses `path`. NotFound if it does not exist.
 absl::StatusOr<TaskSpec> LoadTaskSpec(const std::string& path);
 
-// What the binaries' data flags from before task files set. They shape the
-// built-in task, and only when no task file is given.
-struct BuiltInTaskFlags {
-  std::string base_dir = "runs/base";
-  std::string data_dir;  // Empty: Debian's Fashion-MNIST directory.
-  std::string partition = "dirichlet";
-  double alpha = 0.5;
-  double public_fraction = 0.1;
-  uint64_t seed = 1;
-};
-
-// The task a binary runs: the task file at `path`, or, for an empty
-// `path`, FashionMnistTask() shaped by `flags` and evaluated on the whole
-// test split. LoadTaskSpec's errors; InvalidArgument for a partition other
-// than iid or dirichlet.
+// The task a binary runs: the task file at `path` (an empty `path`: the
+// built-in task, FashionMnistTask()), with `overrides` applied to its JSON
+// before it is validated. An override is "FIELD=VALUE": FIELD a dotted path
+// ("simulation.alpha", "base"), VALUE JSON ("0.1", "true", "\"x\"") or, if
+// it does not parse as JSON, a string ("runs/base2"). The result is checked
+// exactly as a file is, so an unknown field or a wrong value is refused by
+// name; an override that is not FIELD=VALUE, or whose path crosses a
+// non-object, is InvalidArgument naming it.
 absl::StatusOr<TaskSpec> ResolveTask(const std::string& path,
-                                     const BuiltInTaskFlags& flags);
+                                     const std::vector<std::string>& overrides);
 
 // The built-in task that binaries run without --task: fedge's ViT on
-// Fashion-MNIST, exactly as before tasks existed (the label-Dirichlet split
-// of the training images left over by the public fraction; accuracy on the
-// test images).
+// Fashion-MNIST from runs/base, exactly as before tasks existed (the
+// label-Dirichlet split, alpha 0.5, of the training images left over by a
+// 10% public fraction; accuracy on the whole test split). The same as
+// tasks/fashion-mnist.json.
 TaskSpec FashionMnistTask();
 
 }  // namespace fedge::task

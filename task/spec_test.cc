@@ -139,23 +139,71 @@ TEST(TaskSpecTest, ErrorsNameTheField) {
   }
 }
 
-TEST(TaskSpecTest, WithoutAFileTheBuiltInTaskTakesTheOldFlags) {
-  BuiltInTaskFlags flags;
-  flags.base_dir = "b";
-  flags.partition = "iid";
-  flags.alpha = 2;
-  flags.public_fraction = 0.3;
-  flags.seed = 7;
-  absl::StatusOr<TaskSpec> spec = ResolveTask("", flags);
+TEST(TaskSpecTest, WithoutAFileTheBuiltInTaskRuns) {
+  absl::StatusOr<TaskSpec> spec = ResolveTask("", {});
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->name, "fashion-mnist");
-  EXPECT_EQ(spec->base_dir, "b");
+  EXPECT_EQ(spec->objective, Objective::kImageClassification);
+  EXPECT_EQ(spec->base_dir, "runs/base");
+  EXPECT_EQ(spec->simulation.partition, "dirichlet");
+  EXPECT_DOUBLE_EQ(spec->simulation.alpha, 0.5);
+  EXPECT_DOUBLE_EQ(spec->simulation.public_fraction, 0.1);
+  EXPECT_EQ(spec->evaluation.examples, 10000);
+  EXPECT_EQ(FashionMnistTask().origin, spec->origin);
+}
+
+TEST(TaskSpecTest, ShippedTasksParseAndTheBuiltInIsItsFile) {
+  for (const char* name :
+       {"fashion-mnist", "fortunes", "wordnet", "wordnet-pos"}) {
+    absl::StatusOr<TaskSpec> spec =
+        LoadTaskSpec(absl::StrCat(FEDGE_TASKS_DIR, "/", name, ".json"));
+    EXPECT_TRUE(spec.ok()) << spec.status();
+  }
+  absl::StatusOr<TaskSpec> file =
+      LoadTaskSpec(absl::StrCat(FEDGE_TASKS_DIR, "/fashion-mnist.json"));
+  ASSERT_TRUE(file.ok());
+  const TaskSpec built_in = FashionMnistTask();
+  EXPECT_EQ(file->base_dir, built_in.base_dir);
+  EXPECT_EQ(file->data.corpus, built_in.data.corpus);
+  EXPECT_EQ(file->evaluation.metric, built_in.evaluation.metric);
+  EXPECT_EQ(file->evaluation.examples, built_in.evaluation.examples);
+  EXPECT_EQ(file->simulation.partition, built_in.simulation.partition);
+  EXPECT_DOUBLE_EQ(file->simulation.alpha, built_in.simulation.alpha);
+  EXPECT_DOUBLE_EQ(file->simulation.public_fraction,
+                   built_in.simulation.public_fraction);
+  EXPECT_EQ(file->simulation.seed, built_in.simulation.seed);
+}
+
+TEST(TaskSpecTest, OverridesSetFieldsAndAreCheckedAsTheFileIs) {
+  absl::StatusOr<TaskSpec> spec = ResolveTask(
+      "", {"base=other/base", "simulation.partition=iid", "simulation.alpha=2",
+           "simulation.seed=7", "sequence.packing=false", "name=\"x\""});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name, "x");
+  EXPECT_EQ(spec->base_dir, "other/base");
   EXPECT_EQ(spec->simulation.partition, "iid");
+  EXPECT_DOUBLE_EQ(spec->simulation.alpha, 2);
   EXPECT_EQ(spec->simulation.seed, 7u);
-  EXPECT_DOUBLE_EQ(spec->simulation.public_fraction, 0.3);
-  flags.partition = "zipf";
-  EXPECT_THAT(ResolveTask("", flags).status().message(),
-              HasSubstr("--partition: 'zipf'"));
+  EXPECT_FALSE(spec->sequence.packing);  // An object the file lacked.
+  EXPECT_THAT(spec->origin, HasSubstr("--task_set"));
+
+  const struct {
+    std::string override_text, says;
+  } bad[] = {
+      {"simulation.alpha", "not FIELD=VALUE"},
+      {"=3", "not FIELD=VALUE"},
+      {"simulation.apha=3", "apha"},
+      {"simulation.alpha=\"high\"", "\"alpha\" must be a number"},
+      {"simulation.partition=zipf", "zipf"},
+      {"name.first=a", "name.first"},
+      {"simulation..alpha=1", "simulation..alpha"},
+  };
+  for (const auto& b : bad) {
+    absl::StatusOr<TaskSpec> s = ResolveTask("", {b.override_text});
+    ASSERT_FALSE(s.ok()) << b.override_text;
+    EXPECT_TRUE(absl::IsInvalidArgument(s.status())) << s.status();
+    EXPECT_THAT(s.status().message(), HasSubstr(b.says)) << b.override_text;
+  }
 }
 
 TEST(TaskSpecTest, MissingFileIsNotFoundNamingIt) {

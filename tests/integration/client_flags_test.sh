@@ -40,8 +40,11 @@ expect "--shard: '3' is not I/N" --device_id=a --shard=3
 expect "shard 5/4" --device_id=a --shard=5/4
 expect "--progress_format: 'xml'" --device_id=a --insecure --progress_format=xml
 expect "--memory_budget_mb" --device_id=a --insecure --memory_budget_mb=-3
-expect "/nonexistent/train-images" --device_id=a --insecure --data_dir=/nonexistent
-expect "header promises 60000 images" --device_id=a --insecure --data_dir="$work/cut"
+expect "/nonexistent/train-images" --device_id=a --insecure --data=/nonexistent
+expect "/nonexistent/train-images" --device_id=a --insecure --task_set=data.corpus=/nonexistent
+expect "header promises 60000 images" --device_id=a --insecure --data="$work/cut"
+expect "--task_set: 'alpha' is not FIELD=VALUE" --device_id=a --insecure --task_set=alpha
+expect 'field "apha" is not supported' --device_id=a --insecure --task_set=simulation.apha=1
 expect "TLS is the default" --device_id=a
 # Task files and a device's own text (docs/tasks.md).
 expect "task file $work/none.json" --device_id=a --insecure --task="$work/none.json"

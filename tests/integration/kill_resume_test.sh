@@ -34,9 +34,9 @@ JSON
   "$bin/fedge-pretrain" "${task[@]}" --threads=1 --progress_every=100000 \
     >"$work/pretrain.log"
 else
-  task=(--base_dir="$work/base")
+  task=(--task_set=base="$work/base")
   client_task=()
-  "$bin/fedge-pretrain" --out="$work/base" --public_fraction=0.02 --epochs=1 \
+  "$bin/fedge-pretrain" --out="$work/base" --task_set=simulation.public_fraction=0.02 --epochs=1 \
     --dim=32 --heads=4 --mlp_hidden=32 --layers=2 --threads=1 \
     --progress_every=1000 >"$work/pretrain.log"
 fi

@@ -10,7 +10,7 @@ set -euo pipefail
 bin=$1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$bin/fedge-pretrain" --out="$work/base" --public_fraction=0.02 --epochs=1 \
+"$bin/fedge-pretrain" --out="$work/base" --task_set=simulation.public_fraction=0.02 --epochs=1 \
   --dim=32 --heads=4 --mlp_hidden=32 --layers=2 --threads=1 \
   --progress_every=1000 >"$work/pretrain.log"
 LOAD_CLIENTS=50 LIMITS_CLIENTS=10 FAULT_CLIENTS=4 FAULT_ROUNDS=4 \

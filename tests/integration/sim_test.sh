@@ -20,10 +20,10 @@ bin=$1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-"$bin/fedge-pretrain" --out="$work/base" --public_fraction=0.02 --epochs=1 \
+"$bin/fedge-pretrain" --out="$work/base" --task_set=simulation.public_fraction=0.02 --epochs=1 \
   --dim=32 --heads=4 --mlp_hidden=32 --layers=2 --threads=1 \
   --progress_every=1000 >"$work/pretrain.log"
-"$bin/fedge-sim" --base_dir="$work/base" --out="$work/sim" --clients=4 \
+"$bin/fedge-sim" --task_set=base="$work/base" --out="$work/sim" --clients=4 \
   --rounds=3 --local_steps=20 --eval_examples=1000 --cache_dir="$work/cache" \
   --coordinator_flags="--lr=5e-3" | tee "$work/sim.log"
 
@@ -42,7 +42,7 @@ assert html.count("<svg") >= 5 and 'class="metric"' in html, "plots missing"
 PY
 grep -q "round 3/3" "$work/sim.log"
 
-"$bin/fedge-sim" --clock=virtual --base_dir="$work/base" --out="$work/vsim" \
+"$bin/fedge-sim" --clock=virtual --task_set=base="$work/base" --out="$work/vsim" \
   --clients=300 --clients_per_round=6 --rounds=4 --local_steps=20 \
   --eval_examples=1000 --coordinator_flags="--lr=5e-3" | tee "$work/vsim.log"
 python3 - "$work" <<'PY'
@@ -71,13 +71,15 @@ for r in rows:
         assert abs(float(r[phase]) - want) <= 1e-4 * want + 1e-6, (r, phase)
 assert len(devices) > 6, devices  # Different samples each round.
 PY
+# The virtual clock writes the federation's result as the coordinator does.
+test -f "$work/vsim/fedspine/model/config.json"
 
 # The compute-cost table: the first run measures this machine's seconds
 # per training FLOP; a rerun with the same seeds and the same table
 # measures nothing and charges every device exactly what it was charged
 # the first time, where CPU time alone varies by several percent.
 for run in 1 2; do
-  "$bin/fedge-vclock" --quiet --base_dir="$work/base" --run_dir="$work/c$run" \
+  "$bin/fedge-vclock" --quiet --task_set=base="$work/base" --run_dir="$work/c$run" \
     --clients=4 --devices=mix --rounds=2 --max_steps=10 --eval_examples=200 \
     --lr=5e-3 --compute_costs="$work/costs.tsv" >/dev/null
   wc -l <"$work/costs.tsv" >"$work/costs$run.lines"
@@ -97,7 +99,7 @@ print(f"compute-cost table: rerun charged within {worst:.1e}")
 assert worst < 1e-5, (first, second)
 PY
 
-"$bin/fedge-sim" --emulate_cpu=dilate --base_dir="$work/base" \
+"$bin/fedge-sim" --emulate_cpu=dilate --task_set=base="$work/base" \
   --out="$work/dsim" --clients=4 --rounds=2 --local_steps=20 \
   --eval_examples=500 --cache_dir="$work/cache" >"$work/dsim.log"
 python3 - "$work" <<'PY'
