@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -180,6 +181,18 @@ double Optimizer::Step(int64_t step) {
   return lr;
 }
 
+double LossWindows::first() const {
+  const auto n = std::min<size_t>(losses_.size(), window_);
+  if (n == 0) return 0;
+  return std::accumulate(losses_.begin(), losses_.begin() + n, 0.0) / n;
+}
+
+double LossWindows::last() const {
+  const auto n = std::min<size_t>(losses_.size(), window_);
+  if (n == 0) return 0;
+  return std::accumulate(losses_.end() - n, losses_.end(), 0.0) / n;
+}
+
 absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
                                   const TrainOptions& options) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
@@ -211,17 +224,11 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
   double report_loss = 0;
   int64_t report_steps = 0;
   int64_t report_examples = 0;
-  double epoch_loss = 0;
-  int64_t epoch_steps = 0;
-  double first_loss = 0;
-  int64_t first_steps = 0;
-  const int64_t first_window = std::max<int64_t>(1, steps_per_epoch / 10);
+  LossWindows windows(total_steps);
 
   for (int64_t epoch = 0; epoch < options.epochs && result.steps < total_steps;
        ++epoch) {
     const at::Tensor order = torch::randperm(n, generator, torch::kLong);
-    epoch_loss = 0;
-    epoch_steps = 0;
     for (int64_t begin = 0; begin < n && result.steps < total_steps;
          begin += options.batch_size) {
       const int64_t size = std::min(options.batch_size, n - begin);
@@ -246,12 +253,7 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
 
       ++result.steps;
       result.examples += size;
-      epoch_loss += value;
-      ++epoch_steps;
-      if (epoch == 0 && epoch_steps <= first_window) {
-        first_loss += value;
-        ++first_steps;
-      }
+      windows.Add(value);
       report_loss += value;
       ++report_steps;
       report_examples += size;
@@ -277,8 +279,8 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
     }
   }
   model.train(false);
-  result.first_loss = first_steps > 0 ? first_loss / first_steps : 0;
-  result.final_loss = epoch_steps > 0 ? epoch_loss / epoch_steps : 0;
+  result.first_loss = windows.first();
+  result.final_loss = windows.last();
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();

@@ -79,9 +79,26 @@ int64_t EstimateTrainingBytes(const ModelImpl& model, const at::Tensor& example,
 struct TrainResult {
   int64_t steps = 0;
   int64_t examples = 0;   // Samples processed (counting repeats by epoch).
-  double first_loss = 0;  // Mean loss of the first epoch's first 10% steps.
-  double final_loss = 0;  // Mean loss over the last epoch.
+  double first_loss = 0;  // Mean loss of the first 10% of the steps run.
+  double final_loss = 0;  // Mean loss of the last 10% of the steps run.
   double seconds = 0;
+};
+
+// The mean training loss of a run's first and last tenth of its steps (at
+// least one step each), so that first - final is what the run did to its
+// own loss even when it stops long before an epoch ends (a round's
+// max_steps). Two windows of one step each when the run has fewer than 20.
+class LossWindows {
+ public:
+  explicit LossWindows(int64_t total_steps)
+      : window_(total_steps >= 20 ? total_steps / 10 : 1) {}
+  void Add(double loss) { losses_.push_back(loss); }  // In step order.
+  double first() const;                               // 0 before any step.
+  double last() const;
+
+ private:
+  int64_t window_;
+  std::vector<double> losses_;
 };
 
 // InvalidArgument unless `data` is a non-empty data set `model` can train

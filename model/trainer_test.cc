@@ -33,6 +33,36 @@ VitConfig TinyVit() {
   return config;
 }
 
+TEST(LossWindowsTest, FirstAndLastTenthOfTheStepsRun) {
+  LossWindows forty(40);
+  for (int i = 0; i < 40; ++i) forty.Add(i);
+  EXPECT_DOUBLE_EQ(forty.first(), 1.5);  // Steps 0-3.
+  EXPECT_DOUBLE_EQ(forty.last(), 37.5);  // Steps 36-39.
+  LossWindows five(5);
+  EXPECT_EQ(five.first(), 0);
+  for (int i = 0; i < 5; ++i) five.Add(i);
+  EXPECT_DOUBLE_EQ(five.first(), 0);
+  EXPECT_DOUBLE_EQ(five.last(), 4);
+}
+
+// A round stops long before its shard's epoch ends (max_steps): its first
+// and final losses must still be its own first and last steps', not one
+// window that covers the whole run twice.
+TEST(TrainerTest, LossWindowsOfARunCutByMaxSteps) {
+  torch::manual_seed(0);
+  Vit vit = *CreateVit(TinyVit());
+  TrainOptions options;
+  options.batch_size = 8;
+  options.learning_rate = 3e-3;
+  options.max_steps = 30;  // The epoch has 64 steps.
+  absl::StatusOr<TrainResult> result =
+      Train(*vit, QuadrantImages(512, 1), options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->steps, 30);
+  EXPECT_NE(result->first_loss, result->final_loss);
+  EXPECT_LT(result->final_loss, result->first_loss);
+}
+
 TEST(TrainerTest, LearnsASimpleImageTask) {
   torch::manual_seed(0);
   Vit vit = *CreateVit(TinyVit());

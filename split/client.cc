@@ -209,19 +209,13 @@ absl::StatusOr<SplitResult> TrainSplit(model::ModelImpl& model,
   }
 
   Batches batches(kept.size(), options.batch_size, options.seed);
-  double epoch_loss = 0, first_loss = 0, report_loss = 0;
-  int64_t epoch_steps = 0, first_steps = 0, report_steps = 0;
-  int64_t current_epoch = 0;
-  const int64_t first_window = std::max<int64_t>(1, steps_per_epoch / 10);
+  double report_loss = 0;
+  int64_t report_steps = 0;
+  model::LossWindows windows(total);
   absl::Status failure;
   for (int64_t step = 0; step < total; ++step) {
     int64_t epoch = 0;
     const at::Tensor index = batches.Next(&epoch);
-    if (epoch != current_epoch) {
-      current_epoch = epoch;
-      epoch_loss = 0;
-      epoch_steps = 0;
-    }
     if (optimizer) optimizer->DropGrads();
     const at::Tensor hidden =
         model.ForwardHead(kept.inputs.index_select(0, index), split.cut);
@@ -253,12 +247,7 @@ absl::StatusOr<SplitResult> TrainSplit(model::ModelImpl& model,
     const double lr = optimizer ? optimizer->Step(step) : 0;
     ++result.split_steps;
     result.train.examples += index.size(0);
-    epoch_loss += reply->loss;
-    ++epoch_steps;
-    if (epoch == 0 && epoch_steps <= first_window) {
-      first_loss += reply->loss;
-      ++first_steps;
-    }
+    windows.Add(reply->loss);
     report_loss += reply->loss;
     ++report_steps;
     if (options.on_progress &&
@@ -279,8 +268,8 @@ absl::StatusOr<SplitResult> TrainSplit(model::ModelImpl& model,
   if (!failure.ok()) return failure;
   if (!finished.ok()) return finished;
   result.train.steps = result.split_steps;
-  result.train.first_loss = first_steps > 0 ? first_loss / first_steps : 0;
-  result.train.final_loss = epoch_steps > 0 ? epoch_loss / epoch_steps : 0;
+  result.train.first_loss = windows.first();
+  result.train.final_loss = windows.last();
   result.train.seconds = Since(start);
   return result;
 }
