@@ -77,6 +77,9 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
   train.weight_decay = t.weight_decay();
   train.max_grad_norm = t.max_grad_norm();
   train.seed = t.seed();
+  // A classifier's loss only: a language model's devices train plain.
+  train.balanced_softmax =
+      t.balanced_softmax() && net.task() != model::Task::kLanguageModel;
   train.progress_every = 10;
   std::function<void()> prox;
   if (t.fedprox_mu() > 0) {

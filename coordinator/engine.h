@@ -73,6 +73,8 @@ struct TrainSpec {
   double weight_decay = 0.0;
   double max_grad_norm = 1.0;
   double fedprox_mu = 0.0;
+  // model::TrainOptions::balanced_softmax, on classifiers' devices.
+  bool balanced_softmax = true;
 };
 
 // Split fine-tuning (docs/split.md): which devices train only the first

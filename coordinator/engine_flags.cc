@@ -72,6 +72,12 @@ ABSL_FLAG(double, lr, 1e-3,
           "Local learning rate (3e-3 made round 1 dip on the default task).");
 ABSL_FLAG(double, weight_decay, 0.0, "Local AdamW weight decay.");
 ABSL_FLAG(double, fedprox_mu, 0.0, "FedProx proximal weight (0: off).");
+ABSL_FLAG(bool, balanced_softmax, true,
+          "Image classification: devices train on logits plus the log of "
+          "their own label frequencies (balanced softmax, FedLC's logit "
+          "adjustment), so label-skewed shards do not pull the shared model "
+          "towards their labels (docs/simulation.md measures it). Text "
+          "tasks' devices train plain.");
 ABSL_FLAG(std::string, upload_codec, "int8_row",
           "Update codec: float32, float16, bfloat16, int8_row or topk.");
 ABSL_FLAG(bool, zstd, true, "zstd on top of the codec.");
@@ -169,6 +175,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.train.learning_rate = absl::GetFlag(FLAGS_lr);
   e.train.weight_decay = absl::GetFlag(FLAGS_weight_decay);
   e.train.fedprox_mu = absl::GetFlag(FLAGS_fedprox_mu);
+  e.train.balanced_softmax = absl::GetFlag(FLAGS_balanced_softmax);
   if (auto codec =
           fedge::transport::ParseCodec(absl::GetFlag(FLAGS_upload_codec));
       !codec.ok()) {

@@ -257,6 +257,7 @@ v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
   train->set_weight_decay(t.weight_decay);
   train->set_max_grad_norm(t.max_grad_norm);
   train->set_fedprox_mu(t.fedprox_mu);
+  train->set_balanced_softmax(t.balanced_softmax);
   train->set_seed(task.train_seed);
   // EngineOptions::Validate checked the codec name.
   out.set_upload_codec(

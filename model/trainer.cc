@@ -198,6 +198,20 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   if (absl::Status s = ValidateDataset(model, data); !s.ok()) return s;
 
+  // Balanced softmax: log of the label frequencies, add-one smoothed so
+  // that a label the shard lacks costs a finite logit.
+  at::Tensor log_prior;
+  if (options.balanced_softmax) {
+    if (model.task() == Task::kLanguageModel) {
+      return absl::InvalidArgumentError(
+          "train options: balanced_softmax needs a classification model");
+    }
+    const at::Tensor counts =
+        torch::bincount(data.targets.reshape({-1}), {}, model.num_outputs())
+            .to(torch::kFloat32);
+    log_prior = ((counts + 1) / (counts.sum() + counts.numel())).log();
+  }
+
   std::vector<at::Tensor> trainable;
   for (const at::Tensor& p : model.parameters(/*recurse=*/true)) {
     if (p.requires_grad()) trainable.push_back(p);
@@ -237,8 +251,9 @@ absl::StatusOr<TrainResult> Train(ModelImpl& model, const Dataset& data,
       const at::Tensor targets = data.targets.index_select(0, index);
 
       (*optimizer)->DropGrads();
-      const at::Tensor loss =
-          TaskLoss(model.task(), model.forward(inputs), targets);
+      at::Tensor logits = model.forward(inputs);
+      if (log_prior.defined()) logits = logits + log_prior;
+      const at::Tensor loss = TaskLoss(model.task(), logits, targets);
       const double value = loss.item<double>();
       if (!std::isfinite(value)) {
         model.train(false);

@@ -53,6 +53,12 @@ struct TrainOptions {
   // Called after each backward pass, before clipping and the optimizer step,
   // with gradients in place (importance scoring reads them here).
   std::function<void()> after_backward;
+  // Classification only: the loss is taken on logits + log(the data's label
+  // frequencies) (balanced softmax, the logit adjustment FedLC applies to
+  // label-skewed devices), so that a shard holding few labels does not pull
+  // the shared model towards them. The model is unchanged and is evaluated
+  // without it. Train refuses it for a language model.
+  bool balanced_softmax = false;
 
   // InvalidArgument naming the first bad field.
   absl::Status Validate() const;

@@ -147,6 +147,63 @@ TEST(TrainerTest, IsDeterministicGivenTheSeed) {
   }
 }
 
+// A shard where one label dominates: plain training pulls the model's
+// predictions towards it; balanced softmax trains on the label prior's
+// logit adjustment, so the plain model it leaves predicts it less often.
+TEST(TrainerTest, BalancedSoftmaxResistsASkewedShard) {
+  Dataset skewed = QuadrantImages(2048, 7);
+  skewed.targets.fill_(0);  // Every label 0, but 1 in 16 left as drawn.
+  const Dataset drawn = QuadrantImages(2048, 7);
+  for (int64_t i = 0; i < 2048; i += 16) {
+    skewed.targets[i] = drawn.targets[i];
+  }
+  // Images that show their own quadrant again.
+  skewed.inputs = torch::randn({2048, 1, 28, 28}) * 0.1;
+  for (int64_t i = 0; i < 2048; ++i) {
+    const int64_t q = skewed.targets[i].item<int64_t>();
+    skewed.inputs[i][0]
+        .narrow(0, (q / 2) * 14, 14)
+        .narrow(1, (q % 2) * 14, 14) += 1.0;
+  }
+  const Dataset test = QuadrantImages(512, 8);
+  auto zero_share = [&](bool balanced) {
+    torch::manual_seed(0);
+    Vit vit = *CreateVit(TinyVit());
+    TrainOptions options;
+    options.batch_size = 32;
+    options.learning_rate = 3e-3;
+    options.max_steps = 20;
+    options.balanced_softmax = balanced;
+    EXPECT_TRUE(Train(*vit, skewed, options).ok());
+    torch::NoGradGuard no_grad;
+    vit->eval();
+    return vit->forward(test.inputs)
+        .argmax(-1)
+        .eq(0)
+        .to(torch::kFloat32)
+        .mean()
+        .item<double>();
+  };
+  const double plain = zero_share(false);
+  const double balanced = zero_share(true);
+  EXPECT_GT(plain, 0.5);  // A quarter of the test images are label 0.
+  EXPECT_LT(balanced, plain - 0.2);
+}
+
+TEST(TrainerTest, BalancedSoftmaxIsRefusedForALanguageModel) {
+  LlamaConfig config;
+  config.hidden_size = 16;
+  config.head_dim = 8;
+  config.layers = {{2, 2, 16}};
+  Llama llama = *CreateLlama(config);
+  absl::StatusOr<Dataset> data = MakeByteTextDataset("some bytes here", 8);
+  ASSERT_TRUE(data.ok());
+  TrainOptions options;
+  options.balanced_softmax = true;
+  absl::StatusOr<TrainResult> result = Train(*llama, *data, options);
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+}
+
 TEST(TrainerTest, TrainsALanguageModelOnBytes) {
   torch::manual_seed(3);
   LlamaConfig config;
