@@ -63,8 +63,12 @@ ABSL_FLAG(std::string, aggregator, "mean",
 ABSL_FLAG(double, trim_fraction, 0.1, "trimmed_mean: share cut per end.");
 ABSL_FLAG(double, clip_norm, 0.0, "Clip each update's delta norm (0: off).");
 ABSL_FLAG(double, lora_alpha, 16.0, "LoRA alpha (scale alpha / rank).");
-ABSL_FLAG(std::string, lora_targets, "q_proj,v_proj",
-          "Linears that get adapters (last path component).");
+ABSL_FLAG(std::string, lora_targets,
+          "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+          "Linears that get adapters (last path component; names a model "
+          "lacks are skipped, e.g. the ViT has no gate_proj). Every "
+          "projection by default: q and v alone learn less "
+          "(docs/simulation.md).");
 ABSL_FLAG(int, epochs, 1, "Local epochs per round.");
 ABSL_FLAG(int64_t, max_steps, 0, "Local optimizer steps cap (0: none).");
 ABSL_FLAG(int, batch_size, 32, "Local batch size.");

@@ -39,7 +39,7 @@ struct SimConfig {
   std::string cache_dir = "runs/cache";
   int rounds = 10;
   int local_steps = 40;  // Optimizer steps per client per round (0: epoch).
-  int eval_examples = 2000;
+  int eval_examples = 10000;
   std::vector<DeviceProfile> devices;  // One per client.
   std::vector<std::string> links;      // One per client.
   CpuEmulation cpu_emulation = CpuEmulation::kAuto;
