@@ -1,5 +1,6 @@
 #include "coordinator/global_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string_view>
 
@@ -318,7 +319,19 @@ absl::StatusOr<double> WritePeftAdapter(const NamedTensors& state,
   absl::StatusOr<lora::RankedAdapter> ranked =
       lora::AdapterForRank(global, options.rank);
   if (!ranked.ok()) return ranked.status();
-  if (absl::Status s = lora::ExportPeft(dir, ranked->adapters, options);
+  // The config names the modules the adapter has (the default targets list
+  // names, such as gate_proj, that a ViT lacks).
+  lora::PeftExportOptions written = options;
+  written.target_modules.clear();
+  for (const auto& item : global.deltas) {
+    const std::string& path = item.key();
+    const std::string module = path.substr(path.rfind('.') + 1);
+    if (std::find(written.target_modules.begin(), written.target_modules.end(),
+                  module) == written.target_modules.end()) {
+      written.target_modules.push_back(module);
+    }
+  }
+  if (absl::Status s = lora::ExportPeft(dir, ranked->adapters, written);
       !s.ok()) {
     return s;
   }

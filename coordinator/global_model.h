@@ -149,6 +149,7 @@ class GlobalModel {
 // global change factored to `options.rank` by truncated SVD. Returns the
 // largest relative Frobenius error of that truncation over the Linears
 // (FlexLoRA's global change may have a higher rank than any device's).
+// The config's target modules are those the state holds changes for.
 // InvalidArgument for a tensor that is not a Linear's weight change; the
 // writer's errors.
 absl::StatusOr<double> WritePeftAdapter(const NamedTensors& state,

@@ -6,6 +6,7 @@
 #include <torch/types.h>
 
 #include "lora/aggregate.h"
+#include "model/file_io.h"
 #include "model/safetensors.h"
 #include "tests/testing/tiny_models.h"
 
@@ -220,7 +221,7 @@ TEST(GlobalModelTest, PeftAdapterReproducesTheGlobalChange) {
   auto global = AfterOneRound();
   lora::PeftExportOptions peft;
   peft.alpha = 16;
-  peft.target_modules = {"q_proj", "v_proj"};
+  peft.target_modules = {"q_proj", "v_proj", "gate_proj"};  // No gate_proj.
   const std::string dir = ::testing::TempDir() + "/peft_global";
   const std::string path = "layers.1.self_attn.v_proj";
   const at::Tensor want = global->State()[path + ".weight"];
@@ -241,6 +242,11 @@ TEST(GlobalModelTest, PeftAdapterReproducesTheGlobalChange) {
   EXPECT_EQ(a->size(0), 4);
   EXPECT_TRUE(
       torch::allclose(torch::matmul(*b, *a) * (16.0 / 4), want, 1e-4, 1e-5));
+  absl::StatusOr<std::string> config =
+      model::ReadFile(dir + "/adapter_config.json");
+  ASSERT_TRUE(config.ok());
+  EXPECT_NE(config->find("\"q_proj\""), std::string::npos);
+  EXPECT_EQ(config->find("gate_proj"), std::string::npos);
 
   // Below it, the truncation is reported, not hidden.
   peft.rank = 1;
