@@ -101,10 +101,12 @@ void Evaluator::Run() {
   }
 }
 
-Evaluator::Export FinalExport(const task::TaskSpec& task,
+Evaluator::Export FinalExport(const RoundRecord& round,
+                              const task::TaskSpec& task,
                               const EngineOptions& engine,
                               const std::string& run_dir) {
   Evaluator::Export out;
+  if (!round.committed || round.round != engine.rounds) return out;
   out.model_dir = run_dir + "/model";
   if (task.tokenizer.type == "sentencepiece") {
     out.tokenizer_path = task.tokenizer.model_path;
@@ -114,7 +116,6 @@ Evaluator::Export FinalExport(const task::TaskSpec& task,
   out.peft.rank = engine.bandit.space.ranks.back();
   out.peft.alpha = engine.lora.alpha;
   out.peft.dropout = engine.lora.dropout;
-  out.peft.target_modules = engine.lora.target_modules;
   if (task::IsText(task.objective)) out.peft.task_type = "CAUSAL_LM";
   out.peft.base_model_name_or_path = task.base_dir;
   return out;

@@ -78,11 +78,13 @@ class Evaluator {
   std::thread thread_;
 };
 
-// What the federation's last committed round writes into `run_dir`: the
-// merged, pruned model in model/ with the task's SentencePiece tokenizer
-// beside it, and in LoRA mode adapter/, the PEFT adapter at the largest
-// rank devices train, with the engine's LoRA alpha and targets.
-Evaluator::Export FinalExport(const task::TaskSpec& task,
+// What `round` writes into `run_dir`: nothing, unless it is the
+// federation's last round and committed; then the merged, pruned model in
+// model/ with the task's SentencePiece tokenizer beside it, and in LoRA mode
+// adapter/, the PEFT adapter at the largest rank devices train, with the
+// engine's LoRA alpha.
+Evaluator::Export FinalExport(const RoundRecord& round,
+                              const task::TaskSpec& task,
                               const EngineOptions& engine,
                               const std::string& run_dir);
 

@@ -25,9 +25,6 @@ namespace fedge::coordinator {
 
 namespace {
 
-// Puts the task's SentencePiece model beside an exported checkpoint, so the
-// directory is a complete Hugging Face-style model; nothing for other
-// tokenizers.
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(
     const std::string& address, const std::string& what) {
   const size_t colon = address.rfind(':');
@@ -278,11 +275,9 @@ absl::Status CoordinatorServer::OnRoundClosed(const RoundRecord& round,
   }
   // The federation's result: the last round's model, merged and pruned, in
   // the Hugging Face layout with the task's tokenizer (docs/tasks.md).
-  Evaluator::Export out;
-  if (round.committed && round.round == config_.engine.rounds) {
-    out = FinalExport(config_.task, config_.engine, config_.run_dir);
-  }
-  evaluator_->Submit(round, state.global, evaluate, std::move(out));
+  evaluator_->Submit(
+      round, state.global, evaluate,
+      FinalExport(round, config_.task, config_.engine, config_.run_dir));
   return SaveCheckpoint(
       config_.run_dir + "/checkpoint",
       {state, base_digest_,

@@ -219,11 +219,9 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       evaluate = test.size() > 0 && (committed % config.eval_every == 0 ||
                                      r.round == options.rounds);
     }
-    fc::Evaluator::Export out;  // The result, as the coordinator's.
-    if (r.committed && r.round == options.rounds) {
-      out = fc::FinalExport(config.task, options, config.run_dir);
-    }
-    evaluator.Submit(r, state.global, evaluate, std::move(out));
+    // The result, as the coordinator writes it.
+    evaluator.Submit(r, state.global, evaluate,
+                     fc::FinalExport(r, config.task, options, config.run_dir));
     if (config.progress != nullptr) {
       std::fprintf(config.progress,
                    "round %d/%d%s: %d/%d updates (%d late, %d declined), "

@@ -213,26 +213,26 @@ absl::StatusOr<TaskSpec> SpecFromJson(const nlohmann::json& object,
             ? Metric::kExactMatch
         : text ? Metric::kBitsPerByte
                : Metric::kAccuracy;
-  } else if (metric == "exact_match") {
-    if (!records) {
-      return FieldError(origin, "evaluation.metric",
-                        "exact_match needs instruction_tuning or "
-                        "sequence_classification");
-    }
-    spec.evaluation.metric = Metric::kExactMatch;
-  } else if (metric == "accuracy") {
-    spec.evaluation.metric = Metric::kAccuracy;
-  } else if (metric == "loss") {
-    spec.evaluation.metric = Metric::kLoss;
-  } else if (metric == "perplexity") {
-    spec.evaluation.metric = Metric::kPerplexity;
-  } else if (metric == "bits_per_byte") {
-    spec.evaluation.metric = Metric::kBitsPerByte;
   } else {
+    bool known = false;
+    for (Metric m : {Metric::kAccuracy, Metric::kLoss, Metric::kPerplexity,
+                     Metric::kBitsPerByte, Metric::kExactMatch}) {
+      if (metric == MetricName(m)) {
+        spec.evaluation.metric = m;
+        known = true;
+      }
+    }
+    if (!known) {
+      return FieldError(origin, "evaluation.metric",
+                        absl::StrCat("'", metric,
+                                     "' is not accuracy, loss, perplexity, "
+                                     "bits_per_byte or exact_match"));
+    }
+  }
+  if (spec.evaluation.metric == Metric::kExactMatch && !records) {
     return FieldError(origin, "evaluation.metric",
-                      absl::StrCat("'", metric,
-                                   "' is not accuracy, loss, perplexity, "
-                                   "bits_per_byte or exact_match"));
+                      "exact_match needs instruction_tuning or "
+                      "sequence_classification");
   }
   if (!text && (spec.evaluation.metric == Metric::kBitsPerByte ||
                 spec.evaluation.metric == Metric::kPerplexity)) {
