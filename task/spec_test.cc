@@ -1,5 +1,6 @@
 #include "task/spec.h"
 
+#include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -153,14 +154,18 @@ TEST(TaskSpecTest, WithoutAFileTheBuiltInTaskRuns) {
 }
 
 TEST(TaskSpecTest, ShippedTasksParseAndTheBuiltInIsItsFile) {
+  // ctest sets FEDGE_TEST_SRCDIR for every test (CMakeLists.txt).
+  const char* src = std::getenv("FEDGE_TEST_SRCDIR");
+  ASSERT_NE(src, nullptr) << "run through ctest, or set FEDGE_TEST_SRCDIR";
+  const std::string tasks_dir = absl::StrCat(src, "/tasks");
   for (const char* name :
        {"fashion-mnist", "fortunes", "wordnet", "wordnet-pos"}) {
     absl::StatusOr<TaskSpec> spec =
-        LoadTaskSpec(absl::StrCat(FEDGE_TASKS_DIR, "/", name, ".json"));
+        LoadTaskSpec(absl::StrCat(tasks_dir, "/", name, ".json"));
     EXPECT_TRUE(spec.ok()) << spec.status();
   }
   absl::StatusOr<TaskSpec> file =
-      LoadTaskSpec(absl::StrCat(FEDGE_TASKS_DIR, "/fashion-mnist.json"));
+      LoadTaskSpec(absl::StrCat(tasks_dir, "/fashion-mnist.json"));
   ASSERT_TRUE(file.ok());
   const TaskSpec built_in = FashionMnistTask();
   EXPECT_EQ(file->base_dir, built_in.base_dir);
