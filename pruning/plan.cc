@@ -388,4 +388,17 @@ double RemovedFraction(const model::ModelImpl& model, const PruningPlan& plan) {
   return total > 0 ? 1.0 - kept / total : 0.0;
 }
 
+double PrunableShare(const model::ModelImpl& model) {
+  const PruningPlan full = FullPlan(model);
+  const std::vector<model::BlockShape> shapes = model.block_shapes();
+  double all = 0, prunable = 0;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    if (absl::StrContains(item.key(), ".adapter.")) continue;
+    const double numel = static_cast<double>(item.value().numel());
+    all += numel;
+    if (SliceFor(model, full, shapes, item.key())) prunable += numel;
+  }
+  return all > 0 ? prunable / all : 0.0;
+}
+
 }  // namespace fedge::pruning

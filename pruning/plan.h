@@ -117,4 +117,10 @@ absl::StatusOr<PruningPlan> ComposePlans(const PruningPlan& outer,
 // that `plan` removes, in [0, 1].
 double RemovedFraction(const model::ModelImpl& model, const PruningPlan& plan);
 
+// Fraction of all the model's parameters (adapters aside) that structured
+// pruning can remove, (0, 1]: the block projections over everything. A
+// combined ratio p leaves about 1 - share * p of the training work
+// (strategies/time_model.h).
+double PrunableShare(const model::ModelImpl& model);
+
 }  // namespace fedge::pruning

@@ -1,5 +1,6 @@
 #include "pruning/plan.h"
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include <torch/types.h>
 
@@ -268,6 +269,27 @@ TEST(PlanTest, RemovedFractionCountsBlockParameters) {
   }
   EXPECT_NEAR(RemovedFraction(*vit, half), 0.5,
               0.02);  // Biases of o/down stay.
+}
+
+TEST(PlanTest, PrunableShareIsTheBlockProjections) {
+  model::Vit vit = SmallVit();
+  double all = 0, projections = 0;
+  for (const auto& item : vit->named_parameters()) {
+    all += static_cast<double>(item.value().numel());
+    // o_proj's and down_proj's biases are outputs of the block: kept.
+    if (absl::StrContains(item.key(), "_proj.") &&
+        !absl::StrContains(item.key(), "o_proj.bias") &&
+        !absl::StrContains(item.key(), "down_proj.bias")) {
+      projections += static_cast<double>(item.value().numel());
+    }
+  }
+  ASSERT_GT(projections, 0);
+  EXPECT_NEAR(PrunableShare(*vit), projections / all, 1e-12);
+  // Adapters do not count.
+  lora::LoraOptions options;
+  options.rank = 4;
+  ASSERT_TRUE(lora::Inject(*vit, options).ok());
+  EXPECT_NEAR(PrunableShare(*vit), projections / all, 1e-12);
 }
 
 }  // namespace
