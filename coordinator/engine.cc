@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <optional>
 #include <random>
 
 #include "absl/strings/escaping.h"
@@ -13,6 +15,7 @@
 
 #include "model/kill_point.h"
 #include "model/trainer.h"
+#include "pruning/plan.h"
 #include "transport/update_codec.h"
 
 namespace fedge::coordinator {
@@ -205,6 +208,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
       new Engine(std::move(global), std::move(options), std::move(hooks)));
 }
 
+Engine::Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
+               EngineHooks hooks)
+    : global_(std::move(global)),
+      options_(std::move(options)),
+      hooks_(std::move(hooks)),
+      prunable_share_(pruning::PrunableShare(global_->base())) {}
+
 std::mt19937_64 Engine::Rng(const std::string& device_id, int64_t salt) const {
   return std::mt19937_64(Seed(options_.seed, device_id, salt));
 }
@@ -227,6 +237,7 @@ absl::StatusOr<std::string> Engine::Register(const DeviceFacts& facts,
     }
     Device device;
     device.bandit = *strategies::CreateBandit(options_.bandit);
+    device.times = strategies::DeviceTimeModel(prunable_share_);
     it = devices_.emplace(facts.device_id, std::move(device)).first;
   }
   it->second.facts = facts;
@@ -294,8 +305,7 @@ absl::Status Engine::OpenRound(absl::Time now) {
   if (MeasuresPruningCost()) {
     const absl::Time start = hooks_.clock();
     // Up to the pace's cap of the most-played invited device.
-    std::map<std::string, int64_t> plays;
-    for (const BanditPlay& play : plays_) ++plays[play.device_id];
+    const std::map<std::string, int64_t> plays = PlaysPerDevice();
     int64_t most = 0;
     for (const auto& [id, p] : round_->participants) {
       if (auto it = plays.find(id); it != plays.end()) {
@@ -309,6 +319,7 @@ absl::Status Engine::OpenRound(absl::Time now) {
     round_->opened += measuring;
     round_->deadline += measuring;
   }
+  round_->pace_s = Pace();
   return absl::OkStatus();
 }
 
@@ -323,7 +334,11 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
   task.nonce = RandomHex(16);
   task.train_seed =
       Seed(options_.seed, absl::StrCat(device_id, "/train"), salt);
-  task.arm = device.bandit->Choose(rng, KnownPruningCost(round.global_ratio));
+  const strategies::KnownReward known = KnownReward(device);
+  task.arm = device.bandit->Choose(rng, known);
+  if (known && std::isfinite(known(task.arm))) {
+    task.known_reward = known(task.arm);
+  }
   task.rank = options_.mode == Mode::kLora ? task.arm.rank : 0;
   task.global_ratio = round.global_ratio;
   task.combined_ratio =
@@ -758,24 +773,62 @@ void Engine::MeasureAhead() {
   // and finds what it needs in pruning_costs_. Every device may have
   // played once more by then.
   int64_t most = 0;
-  std::map<std::string, int64_t> plays;
-  for (const BanditPlay& play : plays_) {
-    most = std::max(most, ++plays[play.device_id]);
-  }
+  for (const auto& [id, n] : PlaysPerDevice()) most = std::max(most, n);
   for (double ratio : CandidateCombinedRatios(
            options_.schedule.Ratio(round_->number + 1), most + 1)) {
     next_pruning_costs_[ratio] = MeasurePruningCost(ratio);
   }
 }
 
-strategies::KnownReward Engine::KnownPruningCost(double global_ratio) {
-  if (!MeasuresPruningCost()) return {};
-  return [this, global_ratio](const strategies::Arm& arm) {
-    mu_.AssertHeld();
-    return -options_.reward.pruning_cost *
-           PruningCost(
-               strategies::CombinedRatio(global_ratio, arm.prune_ratio));
-  };
+strategies::KnownReward Engine::KnownReward(const Device& device) {
+  const double global_ratio = round_->global_ratio;
+  const double pace = round_->pace_s;
+  const bool timed = pace > 0 && device.times.state().observations > 0 &&
+                     options_.reward.time > 0;
+  if (!MeasuresPruningCost() && !timed) return {};
+  return
+      [this, &device, global_ratio, pace, timed](const strategies::Arm& arm) {
+        mu_.AssertHeld();
+        const double combined =
+            strategies::CombinedRatio(global_ratio, arm.prune_ratio);
+        double known = -options_.reward.pruning_cost * PruningCost(combined);
+        if (timed) {
+          known -= options_.reward.time *
+                   strategies::TimeOverPace(
+                       *device.times.Predict(combined, arm.rank), pace);
+        }
+        return known;
+      };
+}
+
+std::map<std::string, int64_t> Engine::PlaysPerDevice() const {
+  std::map<std::string, int64_t> plays;
+  for (const BanditPlay& play : plays_) ++plays[play.device_id];
+  return plays;
+}
+
+double Engine::Pace() const {
+  const std::map<std::string, int64_t> plays = PlaysPerDevice();
+  const std::vector<int64_t> ranks =
+      options_.bandit.kind == strategies::BanditKind::kFixed
+          ? std::vector<int64_t>{options_.bandit.fixed_arm.rank}
+          : options_.bandit.space.ranks;
+  std::vector<double> fastest;
+  for (const auto& [id, participant] : round_->participants) {
+    const strategies::DeviceTimeModel& times = devices_.at(id).times;
+    auto it = plays.find(id);
+    double best = std::numeric_limits<double>::infinity();
+    for (double ratio : CandidateCombinedRatios(
+             round_->global_ratio, it == plays.end() ? 0 : it->second)) {
+      for (int64_t rank : ranks) {
+        if (std::optional<double> t = times.Predict(ratio, rank)) {
+          best = std::min(best, *t);
+        }
+      }
+    }
+    if (std::isfinite(best)) fastest.push_back(best);
+  }
+  return strategies::RoundPace(fastest);
 }
 
 void Engine::Play(const std::string& device_id, const strategies::Arm& arm,
@@ -839,6 +892,11 @@ absl::Status Engine::CloseRound(absl::Time now) {
       c.loss_after = p.report.loss_after;
       c.update_norm = p.update_norm;
       loss_sum += c.loss_after;
+      const Timings& t = c.timings;
+      devices_.at(id).times.Observe(
+          {c.combined_ratio, std::max<int64_t>(c.arm.rank, 1), t.train_s,
+           t.download_s + t.upload_s,
+           std::max(0.0, c.elapsed_s - t.train_s - t.download_s - t.upload_s)});
       ++record.accepted;
     } else if (straggler) {
       c.status = "straggler";
@@ -863,17 +921,15 @@ absl::Status Engine::CloseRound(absl::Time now) {
       in.update_norm = c.update_norm;
       in.median_update_norm = median_norm;
       in.seconds = c.elapsed_s;
+      in.pace_seconds = round.pace_s;
       in.median_seconds = median_elapsed;
       in.straggler = straggler;
       in.pruning_cost = p.task->pruning_cost;
       c.terms = strategies::MakeRewardTerms(in);
       c.reward = strategies::Reward(c.terms, options_.reward);
-      // The bandit was told the pruning cost before it chose
-      // (KnownPruningCost): it learns the rest.
-      Play(id, c.arm,
-           MeasuresPruningCost()
-               ? c.reward + options_.reward.pruning_cost * c.terms.pruning_cost
-               : c.reward);
+      // The bandit was told part of the reward before it chose
+      // (KnownReward): it learns the rest.
+      Play(id, c.arm, c.reward - p.task->known_reward);
     }
     record.clients.push_back(std::move(c));
   }
@@ -943,6 +999,7 @@ Engine::State Engine::SnapshotLocked() const {
   for (const auto& [id, device] : devices_) {
     state.devices.push_back(device.facts);
     state.expected_seconds[id] = device.expected_seconds;
+    state.time_models[id] = device.times.state();
   }
   state.plays = plays_;
   state.global = global_->State();
@@ -964,6 +1021,11 @@ absl::Status Engine::Restore(const State& state) {
     Device device;
     device.facts = facts;
     device.bandit = *strategies::CreateBandit(options_.bandit);
+    device.times = strategies::DeviceTimeModel(prunable_share_);
+    if (auto times = state.time_models.find(facts.device_id);
+        times != state.time_models.end()) {
+      device.times.Restore(times->second);
+    }
     auto seconds = state.expected_seconds.find(facts.device_id);
     if (seconds != state.expected_seconds.end()) {
       device.expected_seconds = seconds->second;

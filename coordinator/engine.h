@@ -45,6 +45,7 @@
 #include "strategies/reward.h"
 #include "strategies/schedule.h"
 #include "strategies/selection.h"
+#include "strategies/time_model.h"
 
 namespace fedge::coordinator {
 
@@ -147,6 +148,11 @@ struct Task {
   // The reward's pruning cost of this task's plan (RewardTerms), measured
   // when the task was made; 0 without EngineHooks::validation_loss.
   double pruning_cost = 0;
+  // What the bandit was told of this arm's reward before it chose
+  // (strategies::KnownReward): minus the weighted pruning cost and the
+  // weighted time term its device's time model predicted. The bandit
+  // learns the reward less this.
+  double known_reward = 0;
   double global_ratio = 0;    // The schedule's ratio this round.
   double combined_ratio = 0;  // What the device's plan removes in all.
   pruning::PruningPlan plan;
@@ -222,6 +228,8 @@ struct EngineState {
   std::vector<DeviceFacts> devices;
   std::vector<BanditPlay> plays;  // Every bandit update, in order.
   std::map<std::string, double> expected_seconds;
+  // Each device's time model (strategies/time_model.h).
+  std::map<std::string, strategies::TimeModelState> time_models;
   NamedTensors global;
 };
 
@@ -346,6 +354,8 @@ class Engine {
     absl::Time last_seen;
     bool polled = false;           // GetTask called since registering.
     double expected_seconds = -1;  // EMA of task-to-submission seconds.
+    // How long its tasks take under each arm.
+    strategies::DeviceTimeModel times{1.0};
   };
   enum class Stage { kInvited, kAccepted, kDeclined, kDropped };
   struct SplitSession {
@@ -378,13 +388,13 @@ class Engine {
     int64_t accepted = 0;
     // Whether MeasureAhead ran for this round.
     bool measured_ahead = false;
+    // The round's pace (strategies::RoundPace) over its participants'
+    // predicted times, as the round opened; 0 before any prediction.
+    double pace_s = 0;
   };
 
   Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
-         EngineHooks hooks)
-      : global_(std::move(global)),
-        options_(std::move(options)),
-        hooks_(std::move(hooks)) {}
+         EngineHooks hooks);
 
   absl::Status OpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes room in a full registry: forgets the longest-silent device that
@@ -423,9 +433,17 @@ class Engine {
   // Runs once the open round's tasks are out (Tick), while the devices
   // train; the costs a round's bandits are told are thus one round old.
   void MeasureAhead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The reward's pruning-cost part for each arm at `global_ratio`, for the
-  // bandit's Choose(), which must run under mu_; empty when not measured.
-  strategies::KnownReward KnownPruningCost(double global_ratio)
+  // What is known of each arm's reward for `device` in the open round, for
+  // the bandit's Choose(), which must run under mu_: the pruning cost at
+  // the round's global ratio (when measured) and the time term at its pace
+  // (once the device has a time model); empty when neither is known.
+  strategies::KnownReward KnownReward(const Device& device)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The open round's pace from its participants' time models, each over
+  // the arms it may play now.
+  double Pace() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rewards each device has fed its bandit so far.
+  std::map<std::string, int64_t> PlaysPerDevice() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The participant of the open round holding the task with `nonce`, not
   // yet accepted, marking the device seen. NotFound: unknown device;
@@ -448,6 +466,8 @@ class Engine {
   const std::unique_ptr<GlobalModel> global_ ABSL_PT_GUARDED_BY(mu_);
   const EngineOptions options_;
   const EngineHooks hooks_;
+  // pruning::PrunableShare of the base, for the devices' time models.
+  const double prunable_share_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, Device> devices_ ABSL_GUARDED_BY(mu_);

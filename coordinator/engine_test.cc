@@ -10,6 +10,7 @@
 #include <torch/types.h>
 
 #include "model/trainer.h"
+#include "pruning/plan.h"
 #include "tests/testing/tiny_models.h"
 
 namespace fedge::coordinator {
@@ -269,6 +270,7 @@ TEST(EngineTest, PrunedTasksAreChargedWhatTheirPruningCostsTheGlobalModel) {
 TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
   EngineOptions options = Options();
   options.bandit.kind = strategies::BanditKind::kFedSpine;
+  options.reward.time = 0;  // The time term has its own test.
   int evaluations = 0;
   const decltype(EngineHooks::validation_loss) loss =
       [&evaluations](model::ModelImpl& m) -> absl::StatusOr<double> {
@@ -335,6 +337,64 @@ TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
   }
 }
 
+// Each device's time model predicts its time under every arm after its
+// first task, and the bandit is told the time term at the round's pace
+// before it chooses: the slow device prunes to keep up, the fast one, off
+// the critical path, need not. What the bandit learns is the reward less
+// what it was told.
+TEST(EngineTest, BanditsAreToldTheirTimeAtTheRoundsPace) {
+  EngineOptions options = Options();
+  options.rounds = 8;
+  options.bandit.kind = strategies::BanditKind::kFedSpine;
+  options.bandit.space.max_ratio = 0.6;
+  Harness h = MakeEngine(options);
+  RegisterAll(h, 2);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  const std::map<std::string, double> seconds_per_work = {{"pi-0", 40},
+                                                          {"pi-1", 5}};
+  std::map<std::string, double> late_ratio;
+  absl::Time now = kStart;
+  for (int round = 1; round <= options.rounds; ++round) {
+    std::map<std::string, Task> tasks;
+    for (const auto& [id, s] : seconds_per_work) {
+      absl::StatusOr<Task> task = h.engine->GetTask(id, now);
+      ASSERT_TRUE(task.ok()) << task.status();
+      if (round == 1) {
+        EXPECT_EQ(task->known_reward, 0) << "nothing known yet";
+      }
+      if (round > options.rounds / 2) {
+        late_ratio[id] += task->combined_ratio / (options.rounds / 2);
+      }
+      tasks[id] = *task;
+    }
+    // Training time as the time model counts work; the slow device takes
+    // the whole round.
+    for (const auto& [id, s] : seconds_per_work) {
+      Submission sub = Train(h, id, tasks[id]);
+      sub.timings.train_s =
+          s * strategies::RelativeWork(
+                  tasks[id].combined_ratio,
+                  pruning::PrunableShare(*testing::TinyVit(16)));
+      ASSERT_TRUE(
+          h.engine->Submit(sub, now + absl::Seconds(sub.timings.train_s)).ok());
+    }
+    now += absl::Seconds(60);
+    ASSERT_TRUE(h.engine->Tick(now).ok());
+  }
+  ASSERT_EQ(h.closed.size(), static_cast<size_t>(options.rounds));
+  EXPECT_GT(late_ratio["pi-0"], 0.3) << "the slow device did not prune";
+  EXPECT_LT(late_ratio["pi-1"], 0.1) << "the fast device pruned for nothing";
+  EXPECT_EQ(h.closed.back().clients[1].terms.time_over_pace, 0)
+      << "the fast device is off the critical path";
+  // Round 1 knew nothing: its plays hold the whole reward.
+  const std::vector<BanditPlay> plays = h.engine->Snapshot().plays;
+  ASSERT_EQ(plays.size(), 2u * options.rounds);
+  EXPECT_EQ(plays[0].reward, h.closed[0].clients[0].reward);
+  // The time models are checkpointed with the engine.
+  EXPECT_EQ(h.engine->Snapshot().time_models.at("pi-0").observations,
+            options.rounds);
+}
+
 // A failing or nonsensical validation measurement costs nothing and never
 // withholds a task.
 TEST(EngineTest, AFailedPruningCostMeasurementStillGivesTheTask) {
@@ -380,7 +440,7 @@ TEST(EngineTest, DeadlineDropsStragglersAndPenalisesTheirArm) {
   EXPECT_EQ(h.closed[0].accepted, 2);
   EXPECT_EQ(h.closed[0].stragglers, 1);
   EXPECT_EQ(h.closed[0].clients[2].status, "straggler");
-  EXPECT_EQ(h.closed[0].clients[2].terms.time_ratio, 4.0);
+  EXPECT_EQ(h.closed[0].clients[2].terms.time_over_pace, 4.0);
   EXPECT_EQ(h.engine->Snapshot().plays.size(), 3u);  // Penalty played.
   // Its late update is refused: the round is closed.
   EXPECT_EQ(

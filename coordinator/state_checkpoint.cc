@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <system_error>
 
@@ -76,6 +77,14 @@ absl::Status SaveCheckpoint(const std::string& dir,
     auto seconds = state.expected_seconds.find(f.device_id);
     d["expected_seconds"] =
         seconds == state.expected_seconds.end() ? -1.0 : seconds->second;
+    if (auto times = state.time_models.find(f.device_id);
+        times != state.time_models.end()) {
+      const strategies::TimeModelState& t = times->second;
+      d["time_model"] = {{"observations", t.observations},
+                         {"work_s", t.work_s},
+                         {"byte_s", t.byte_s},
+                         {"other_s", t.other_s}};
+    }
     json["devices"].push_back(std::move(d));
   }
   json["plays"] = nlohmann::json::array();
@@ -132,6 +141,23 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& dir) {
     DeviceFacts f = FactsFromJson(d);
     checkpoint.state.expected_seconds[f.device_id] =
         d.Double("expected_seconds");
+    // Checkpoints before the time models have none: rebuilt from the
+    // device's next task.
+    if (d.Has("time_model")) {
+      model::JsonReader t = d.Object("time_model");
+      strategies::TimeModelState& times =
+          checkpoint.state.time_models[f.device_id];
+      times.observations = t.Int("observations");
+      times.work_s = t.Double("work_s");
+      times.byte_s = t.Double("byte_s");
+      times.other_s = t.Double("other_s");
+      if (times.observations < 0 || !(times.work_s >= 0) ||
+          !(times.byte_s >= 0) || !(times.other_s >= 0) ||
+          !std::isfinite(times.work_s + times.byte_s + times.other_s)) {
+        return absl::DataLossError(absl::StrCat(
+            path, ": device ", f.device_id, " has an impossible time_model"));
+      }
+    }
     checkpoint.state.devices.push_back(std::move(f));
   }
   for (model::JsonReader& p : r.Objects("plays")) {

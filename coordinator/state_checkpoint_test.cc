@@ -33,6 +33,7 @@ Checkpoint Sample() {
   f.benchmark_gflops = 12.5;
   c.state.devices.push_back(f);
   c.state.expected_seconds["pi-7"] = 42.125;
+  c.state.time_models["pi-7"] = {3, 1.5, 0.25, 0.125};
   c.state.plays.push_back({"pi-7", {0.1 + 0.2, 8}, -0.1234567890123456789});
   c.state.global.insert("layers.0.self_attn.q_proj.weight",
                         torch::randn({4, 4}));
@@ -51,6 +52,11 @@ TEST(CheckpointTest, RoundTripsExactly) {
   EXPECT_EQ(loaded->state.devices[0].link, "5g-sa");
   EXPECT_EQ(loaded->state.devices[0].memory_total_bytes, 4LL << 30);
   EXPECT_EQ(loaded->state.expected_seconds["pi-7"], 42.125);
+  const strategies::TimeModelState& times = loaded->state.time_models["pi-7"];
+  EXPECT_EQ(times.observations, 3);
+  EXPECT_EQ(times.work_s, 1.5);
+  EXPECT_EQ(times.byte_s, 0.25);
+  EXPECT_EQ(times.other_s, 0.125);
   ASSERT_EQ(loaded->state.plays.size(), 1u);
   // Bit-exact doubles: replayed bandits must match.
   EXPECT_EQ(loaded->state.plays[0].reward, c.state.plays[0].reward);

@@ -277,14 +277,23 @@ class Exp3 : public GridBandit {
   std::vector<double> log_weights_;
 };
 
+// Plays its arm, pruned no more than the prune-and-tune pace allows, so a
+// fixed arm and a bandit reach the same ratio on the same schedule.
 class FixedArm : public Bandit {
  public:
-  explicit FixedArm(Arm arm) : arm_(arm) {}
-  Arm Choose(std::mt19937_64&, const KnownReward&) override { return arm_; }
-  void Update(const Arm&, double) override {}
+  explicit FixedArm(const BanditOptions& options) : options_(options) {}
+  Arm Choose(std::mt19937_64&, const KnownReward&) override {
+    Arm arm = options_.fixed_arm;
+    arm.prune_ratio = std::min(arm.prune_ratio, RatioCap(options_, plays_));
+    return arm;
+  }
+  void Update(const Arm&, double reward) override {
+    if (std::isfinite(reward)) ++plays_;
+  }
 
  private:
-  const Arm arm_;
+  const BanditOptions options_;
+  int64_t plays_ = 0;
 };
 
 class RandomArm : public GridBandit {
@@ -337,7 +346,7 @@ class FedSpine : public Bandit {
     for (const Cell& cell : cells_) total += cell.count;
     std::vector<double> index(cells_.size());
     // With a known reward: the cell's points that are within kKnownTie of
-    // its best known reward.
+    // its best known reward, ascending.
     std::vector<std::vector<double>> best_points(cells_.size());
     for (size_t i = 0; i < cells_.size(); ++i) {
       const Cell& cell = cells_[i];
@@ -359,22 +368,24 @@ class FedSpine : public Bandit {
           }
         }
       }
-      if (cell.plays == 0 && cell.count <= 1e-12) {
-        index[i] = known ? options_.reward_max + best_known : kInf;
-        continue;
-      }
-      const double n = std::max(cell.count, 1e-6);
-      index[i] = cell.sum / n +
-                 options_.exploration *
+      // A cell never played counts as one play of the device's mean: it is
+      // tried when the bonus of one play outweighs what is known against it,
+      // not before everything else.
+      const bool unplayed = cell.plays == 0 && cell.count <= 1e-12;
+      const double n = unplayed ? 1.0 : std::max(cell.count, 1e-6);
+      const double mean = unplayed ? PriorMean() : cell.sum / n;
+      index[i] = mean +
+                 options_.exploration * Spread() *
                      std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) / n) +
                  options_.lipschitz * (cell.hi - cell.lo) + best_known;
     }
     const size_t chosen = ArgMaxRandomTies(index, rng);
     const Cell& cell = cells_[chosen];
     if (known) {
-      const std::vector<double>& points = best_points[chosen];
-      return Arm{points[static_cast<size_t>(UniformUnit(rng) * points.size())],
-                 cell.rank};
+      // The least pruned of the best known points: pruning costs accuracy
+      // that a known reward may not hold (no validation data, or a cost
+      // within the tie).
+      return Arm{best_points[chosen].front(), cell.rank};
     }
     // Any point of the cell under the cap may be played; a uniform one
     // explores it.
@@ -389,6 +400,9 @@ class FedSpine : public Bandit {
       cell.count *= options_.discount;
       cell.sum *= options_.discount;
     }
+    all_count_ = options_.discount * all_count_ + 1;
+    all_sum_ = options_.discount * all_sum_ + reward;
+    all_squares_ = options_.discount * all_squares_ + reward * reward;
     ++plays_;
     const size_t i = Find(arm);
     Cell& cell = cells_[i];
@@ -420,6 +434,25 @@ class FedSpine : public Bandit {
     double sum = 0;     // Discounted.
     int64_t plays = 0;  // Since the cell was made.
   };
+
+  // The discounted mean of the device's rewards over every cell; 0 before
+  // the first.
+  double PriorMean() const {
+    return all_count_ > 0 ? all_sum_ / all_count_ : 0.0;
+  }
+
+  // The discounted standard deviation of the device's rewards, which
+  // scales the exploration bonus (as UCB-V and UCB1-Tuned do): the bonus
+  // is worth what arms are seen to differ by, not the whole reward range.
+  // Until two plays: a quarter of the range. Never below 1% of it.
+  double Spread() const {
+    const double range = options_.reward_max - options_.reward_min;
+    if (plays_ < 2) return 0.25 * range;
+    const double mean = PriorMean();
+    const double variance =
+        std::max(0.0, all_squares_ / all_count_ - mean * mean);
+    return std::max(std::sqrt(variance), 0.01 * range);
+  }
 
   // The points of FedSpineGrid in `cell` under `cap` (its low end always);
   // the last cell also holds max_ratio.
@@ -465,6 +498,8 @@ class FedSpine : public Bandit {
   const BanditOptions options_;
   std::vector<Cell> cells_;  // The leaves.
   int64_t plays_ = 0;        // Rewards observed (the pace).
+  // Discounted count, sum and sum of squares of every reward observed.
+  double all_count_ = 0, all_sum_ = 0, all_squares_ = 0;
 };
 
 }  // namespace
@@ -511,7 +546,7 @@ double RatioCap(const BanditOptions& options, int64_t plays) {
 
 std::vector<double> CandidateRatios(const BanditOptions& options, double cap) {
   if (options.kind == BanditKind::kFixed) {
-    return {options.fixed_arm.prune_ratio};
+    return {std::min(options.fixed_arm.prune_ratio, cap)};
   }
   std::vector<double> all;
   if (options.kind == BanditKind::kFedSpine) {
@@ -627,7 +662,7 @@ absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
             absl::StrCat("fixed arm ", ArmToString(arm),
                          " needs a ratio in [0, 1) and a rank >= 1"));
       }
-      return std::make_unique<FixedArm>(arm);
+      return std::make_unique<FixedArm>(options);
     }
     case BanditKind::kRandom:
       return std::make_unique<RandomArm>(options);

@@ -73,7 +73,10 @@ std::string BanditKindName(BanditKind kind);
 struct BanditOptions {
   BanditKind kind = BanditKind::kFedSpine;
   ArmSpace space;
-  // Weight of the UCB exploration bonus c * sqrt(2 ln n / n_arm).
+  // Weight c of the UCB exploration bonus: the grid UCBs add
+  // c * sqrt(2 ln n / n_arm); FedSpine adds c * s * sqrt(2 ln n / n_cell),
+  // s the spread of the device's own rewards, so its bonus is worth what
+  // its arms are seen to differ by rather than the whole reward range.
   double exploration = 0.2;
   // Per-update discount of past rewards: FedSpine and discounted UCB.
   // 0.97 remembers about 33 plays (rounds of one device): drift in speed
@@ -92,12 +95,13 @@ struct BanditOptions {
   int split_after = 4;
   int max_depth = 2;  // [0, 20]
   double lipschitz = 0.2;
-  // Prune-and-tune pace (every kind but kFixed): after n rewards a
+  // Prune-and-tune pace (every kind): after n rewards a
   // device's arms prune at most min_ratio + (max_ratio - min_ratio) *
   // min(1, n / ramp_plays), so each device starts on the dense model and
   // its sub-model shrinks as it is tuned, instead of exploring heavy
   // pruning before the adapters have learnt anything. Grid arms above the
-  // cap are not played. 0: the whole space from the first play.
+  // cap are not played; the fixed arm prunes up to the cap. 0: the whole
+  // space from the first play.
   int ramp_plays = 0;
   Arm fixed_arm;  // kFixed.
   // kOracle: the expected reward of an arm, known in hindsight (e.g. from
@@ -119,12 +123,14 @@ class Bandit {
   Arm Choose(std::mt19937_64& rng) { return Choose(rng, KnownReward()); }
   // The same, adding known(arm) to what has been learnt of each arm:
   // FedSpine, the UCBs and Thompson sampling use it; EXP3, fixed, random
-  // and the oracle ignore it. An arm (or cell) not yet played counts as
-  // reward_max plus its known reward instead of being tried first, so an
+  // and the oracle ignore it. An arm not yet played counts as reward_max
+  // plus its known reward instead of being tried first (FedSpine: a cell
+  // not yet played counts as one play of the device's mean reward), so an
   // arm that what is known rules out is never tried. FedSpine plays,
-  // inside the cell it picks, the points whose known reward is within
-  // kKnownTie of the cell's best (on a ratio grid a quarter of its finest
-  // cell's width), instead of any point (CandidateRatios lists them all).
+  // inside the cell it picks, the least pruned of the points whose known
+  // reward is within kKnownTie of the cell's best (on a ratio grid a
+  // quarter of its finest cell's width), instead of any point
+  // (CandidateRatios lists them all).
   // The caller must then Update() with the reward less known(arm), so the
   // same part is not counted twice.
   virtual Arm Choose(std::mt19937_64& rng, const KnownReward& known) = 0;
@@ -143,13 +149,12 @@ absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
     const BanditOptions& options);
 
 // The largest pruning ratio the prune-and-tune pace allows a device after
-// `plays` rewards (BanditOptions::ramp_plays); every kind but kFixed keeps
-// to it.
+// `plays` rewards (BanditOptions::ramp_plays); every kind keeps to it.
 double RatioCap(const BanditOptions& options, int64_t plays);
 
 // Every pruning ratio up to `cap` that the bandit of `options` plays, and
 // asks a known reward about, when it is given one: FedSpine's point grid,
-// the grid bandits' ratios, the fixed arm's (whatever the cap). (Without a
+// the grid bandits' ratios, the fixed arm's (up to the cap). (Without a
 // known reward FedSpine plays any ratio.) A coordinator measures what it
 // knows of these before a round opens, so no device's task waits for a
 // measurement, and only up to the cap, so the pace's early rounds measure

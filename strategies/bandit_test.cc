@@ -119,6 +119,70 @@ TEST(FedSpineBanditTest, FindsTheBestRegionOfTheContinuousRatio) {
   EXPECT_LT(late_regret, 0.07);
 }
 
+// The setting of a federation (issue 22): a device plays 40 times; its
+// time term is known before it chooses (strategies/time_model.h), and what
+// it learns, the loss improvement per rank, differs between arms by a few
+// hundredths, below the noise of one play. A slow device should prune as
+// far as its time asks and settle on a rank within the race, not spend it
+// trying every cell, and a fast device should stay dense.
+double SmallRankEffect(const Arm& arm) {
+  return 0.01 * std::log2(static_cast<double>(arm.rank));  // 0.02 .. 0.05.
+}
+
+// The time term and the pruning cost, as the coordinator tells them.
+KnownReward TimeAndPruningCost(double speed) {
+  return [speed](const Arm& arm) {
+    // Work and bytes as time_model.h counts them; the pace is 10 s.
+    const double seconds =
+        10.0 / speed * (1.0 - 0.9 * arm.prune_ratio) +
+        0.05 * static_cast<double>(arm.rank) * (1.0 - 0.5 * arm.prune_ratio);
+    return -0.5 * std::clamp(seconds / 10.0 - 1.0, 0.0, 4.0) -
+           0.2 * arm.prune_ratio;
+  };
+}
+
+TEST(FedSpineBanditTest, TheRatioFollowsSpeedAndExplorationStaysSmall) {
+  BanditOptions options;
+  options.kind = BanditKind::kFedSpine;
+  options.space.max_ratio = 0.4;
+  options.space.ranks = {4, 16, 32};
+  for (const double speed : {0.7, 1.5}) {
+    auto bandit = CreateBandit(options);
+    ASSERT_TRUE(bandit.ok());
+    std::mt19937_64 rng(5);
+    std::normal_distribution<double> noise(0.0, 0.03);
+    const KnownReward known = TimeAndPruningCost(speed);
+    double best = -1e9;
+    for (double ratio : CandidateRatios(options, 0.4)) {
+      for (int64_t rank : options.space.ranks) {
+        best = std::max(
+            best, known(Arm{ratio, rank}) + SmallRankEffect(Arm{ratio, rank}));
+      }
+    }
+    double regret = 0, late_ratio = 0;
+    const int plays = 40;
+    for (int t = 0; t < plays; ++t) {
+      const Arm arm = (*bandit)->Choose(rng, known);
+      const double mean = known(arm) + SmallRankEffect(arm);
+      regret += best - mean;
+      if (t >= plays / 2) late_ratio += arm.prune_ratio / (plays / 2);
+      (*bandit)->Update(arm, SmallRankEffect(arm) + noise(rng));
+    }
+    if (speed < 1) {
+      // 0.7x needs about 0.35 of the blocks pruned to finish in time.
+      EXPECT_GT(late_ratio, 0.25) << "the slow device did not prune";
+    } else {
+      // Ties go to the least pruned point; a pruned cell is still tried
+      // now and then.
+      EXPECT_LT(late_ratio, 0.1) << "the fast device pruned for nothing";
+    }
+    // Trying every rank cell once or twice costs about 0.03 a play; the
+    // old bonus (the whole reward range, unplayed cells at the maximum)
+    // kept that up for the whole race.
+    EXPECT_LT(regret / plays, 0.02) << "speed " << speed;
+  }
+}
+
 // The best arm moves after three quarters of the plays: the discounted
 // learners follow within the last quarter; UCB1 clings to the old optimum.
 double DriftingReward(const Arm& arm, int t, int plays) {
@@ -366,7 +430,9 @@ TEST(BanditTest, CandidateRatios) {
   EXPECT_EQ(CandidateRatios(options, 0.2).size(), 3u);  // 0.1, 0.15, 0.2.
   options.kind = BanditKind::kFixed;
   options.fixed_arm = Arm{0.25, 4};
-  EXPECT_EQ(CandidateRatios(options, 0.0), std::vector<double>{0.25});
+  // The fixed arm keeps to the pace too.
+  EXPECT_EQ(CandidateRatios(options, 0.1), std::vector<double>{0.1});
+  EXPECT_EQ(CandidateRatios(options, 0.5), std::vector<double>{0.25});
 }
 
 TEST(BanditTest, GridArms) {

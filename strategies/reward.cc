@@ -3,16 +3,17 @@
 #include <algorithm>
 #include <cmath>
 
+#include "strategies/time_model.h"
+
 namespace fedge::strategies {
 
-constexpr double kMaxTimeRatio = 4.0;
 constexpr double kMaxImportance = 2.0;
 
 double Reward(const RewardTerms& terms, const RewardWeights& weights) {
   return weights.loss * terms.loss_improvement +
          weights.pruning * terms.pruning_progress +
          weights.importance * terms.update_importance -
-         weights.time * terms.time_ratio -
+         weights.time * terms.time_over_pace -
          weights.pruning_cost * terms.pruning_cost;
 }
 
@@ -32,14 +33,11 @@ RewardTerms MakeRewardTerms(const RewardInputs& in) {
           ? std::clamp(in.update_norm / in.median_update_norm, 0.0,
                        kMaxImportance)
           : 1.0;
-  if (in.straggler) {
-    terms.time_ratio = kMaxTimeRatio;
-  } else if (in.median_seconds > 0 && std::isfinite(in.seconds)) {
-    terms.time_ratio =
-        std::clamp(in.seconds / in.median_seconds, 0.0, kMaxTimeRatio);
-  } else {
-    terms.time_ratio = 1.0;
-  }
+  terms.time_over_pace =
+      in.straggler
+          ? kMaxTimeOverPace
+          : TimeOverPace(in.seconds, in.pace_seconds > 0 ? in.pace_seconds
+                                                         : in.median_seconds);
   terms.pruning_cost = std::isfinite(in.pruning_cost)
                            ? std::clamp(in.pruning_cost, 0.0, 1.0)
                            : 0.0;

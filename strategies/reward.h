@@ -18,9 +18,10 @@ struct RewardTerms {
   double pruning_progress = 0;
   // The update's norm over the round's median update norm, capped at 2.
   double update_importance = 0;
-  // The device's completion time over the round's median completion time,
-  // capped at 4; a straggler past the deadline gets the cap.
-  double time_ratio = 0;
+  // How far past the round's pace the device finished (TimeOverPace in
+  // time_model.h), [0, 4]: finishing before the round would have ended
+  // anyway costs nothing; a straggler past the deadline gets the cap.
+  double time_over_pace = 0;
   // What the task's pruning costs the global model, [0, 1]: the loss of the
   // global model pruned as the device's sub-model was, over the unpruned
   // global model's loss, minus 1, on held-out server data (0 when not
@@ -38,7 +39,7 @@ struct RewardWeights {
 };
 
 // loss * loss_improvement + pruning * pruning_progress
-//   + importance * update_importance - time * time_ratio
+//   + importance * update_importance - time * time_over_pace
 //   - pruning_cost * pruning_cost.
 double Reward(const RewardTerms& terms, const RewardWeights& weights);
 
@@ -53,9 +54,12 @@ struct RewardInputs {
   double update_norm = 0;
   double median_update_norm = 0;  // The round's; 0 if unknown: term 1.
   double seconds = 0;             // Issue to submission.
-  double median_seconds = 0;      // The round's; 0 if unknown: term 1.
-  bool straggler = false;         // Missed the deadline.
-  double pruning_cost = 0;        // Clipped to [0, 1]; non-finite: 0.
+  // The round's pace (RoundPace in time_model.h); 0 if unknown: the
+  // round's median seconds stand in.
+  double pace_seconds = 0;
+  double median_seconds = 0;
+  bool straggler = false;   // Missed the deadline.
+  double pruning_cost = 0;  // Clipped to [0, 1]; non-finite: 0.
 };
 
 RewardTerms MakeRewardTerms(const RewardInputs& in);

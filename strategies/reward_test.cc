@@ -4,6 +4,8 @@
 
 #include "gtest/gtest.h"
 
+#include "strategies/time_model.h"
+
 namespace fedge::strategies {
 namespace {
 
@@ -26,10 +28,20 @@ TEST(RewardTest, TermsAndWeights) {
   EXPECT_DOUBLE_EQ(t.loss_improvement, 0.25);
   EXPECT_DOUBLE_EQ(t.pruning_progress, 0.5);
   EXPECT_DOUBLE_EQ(t.update_importance, 2.0);
-  EXPECT_DOUBLE_EQ(t.time_ratio, 1.5);
+  EXPECT_DOUBLE_EQ(t.time_over_pace, 0.5);  // 30 s against a median of 20.
   EXPECT_DOUBLE_EQ(t.pruning_cost, 0.2);
-  EXPECT_DOUBLE_EQ(Reward(t, {1, 1, 1, 1, 1}), 0.25 + 0.5 + 2.0 - 1.5 - 0.2);
+  EXPECT_DOUBLE_EQ(Reward(t, {1, 1, 1, 1, 1}), 0.25 + 0.5 + 2.0 - 0.5 - 0.2);
   EXPECT_DOUBLE_EQ(Reward(t, {1, 0, 0, 0, 2}), 0.25 - 0.4);
+}
+
+TEST(RewardTest, OnlyTimePastThePaceCosts) {
+  RewardInputs in = Measured();
+  in.pace_seconds = 40;  // The round waits 40 s anyway: 30 s is free.
+  EXPECT_EQ(MakeRewardTerms(in).time_over_pace, 0);
+  in.seconds = 60;
+  EXPECT_DOUBLE_EQ(MakeRewardTerms(in).time_over_pace, 0.5);
+  in.seconds = 1000;
+  EXPECT_DOUBLE_EQ(MakeRewardTerms(in).time_over_pace, kMaxTimeOverPace);
 }
 
 TEST(RewardTest, PruningProgressCountsOnlyTowardsTheTarget) {
@@ -51,7 +63,7 @@ TEST(RewardTest, MissingOrBadMeasurementsAreNeutral) {
   in.pruning_cost = NAN;
   const RewardTerms late = MakeRewardTerms(in);
   EXPECT_EQ(late.loss_improvement, 0);
-  EXPECT_EQ(late.time_ratio, 4.0);  // A straggler gets the cap.
+  EXPECT_EQ(late.time_over_pace, 4.0);  // A straggler gets the cap.
   EXPECT_EQ(late.update_importance, 1.0);
   EXPECT_EQ(late.pruning_cost, 0);
   in = Measured();
@@ -59,7 +71,7 @@ TEST(RewardTest, MissingOrBadMeasurementsAreNeutral) {
   in.pruning_cost = 7;
   in.loss_after = 100;  // Training diverged: the term is clipped.
   const RewardTerms odd = MakeRewardTerms(in);
-  EXPECT_EQ(odd.time_ratio, 1.0);
+  EXPECT_EQ(odd.time_over_pace, 0);  // Neither pace nor median: no term.
   EXPECT_EQ(odd.pruning_cost, 1.0);
   EXPECT_EQ(odd.loss_improvement, -1.0);
 }

@@ -1,0 +1,61 @@
+#include "strategies/time_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace fedge::strategies {
+namespace {
+
+bool NonNegative(double x) { return std::isfinite(x) && x >= 0; }
+
+}  // namespace
+
+double RelativeWork(double combined_ratio, double prunable_share) {
+  return std::max(1e-6, 1.0 - std::clamp(prunable_share, 0.0, 1.0) *
+                                  std::clamp(combined_ratio, 0.0, 1.0));
+}
+
+double RelativeBytes(double combined_ratio, int64_t rank) {
+  return static_cast<double>(std::max<int64_t>(rank, 1)) *
+         (1.0 - 0.5 * std::clamp(combined_ratio, 0.0, 1.0));
+}
+
+bool DeviceTimeModel::Observe(const TaskTime& task) {
+  if (!NonNegative(task.train_s) || !NonNegative(task.transfer_s) ||
+      !NonNegative(task.other_s) || !NonNegative(task.combined_ratio) ||
+      task.rank < 1) {
+    return false;
+  }
+  const double work_s =
+      task.train_s / RelativeWork(task.combined_ratio, share_);
+  const double byte_s =
+      task.transfer_s / RelativeBytes(task.combined_ratio, task.rank);
+  const double w = state_.observations == 0 ? 1.0 : 0.5;
+  state_.work_s += w * (work_s - state_.work_s);
+  state_.byte_s += w * (byte_s - state_.byte_s);
+  state_.other_s += w * (task.other_s - state_.other_s);
+  ++state_.observations;
+  return true;
+}
+
+std::optional<double> DeviceTimeModel::Predict(double combined_ratio,
+                                               int64_t rank) const {
+  if (state_.observations == 0) return std::nullopt;
+  return state_.work_s * RelativeWork(combined_ratio, share_) +
+         state_.byte_s * RelativeBytes(combined_ratio, rank) + state_.other_s;
+}
+
+double RoundPace(const std::vector<double>& fastest) {
+  double pace = 0;
+  for (double t : fastest) {
+    if (NonNegative(t)) pace = std::max(pace, t);
+  }
+  return pace;
+}
+
+double TimeOverPace(double seconds, double pace) {
+  if (!(pace > 0) || !NonNegative(seconds) || !std::isfinite(pace)) return 0;
+  return std::clamp(seconds / pace - 1.0, 0.0, kMaxTimeOverPace);
+}
+
+}  // namespace fedge::strategies

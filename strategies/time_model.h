@@ -1,0 +1,91 @@
+// How long a device's task will take under each arm, predicted from what
+// its earlier tasks took, and the round's pace: the time the round has to
+// wait for anyway.
+//
+// FedSpine's reward has a term for a device's completion time. Learning
+// that term by playing arms costs a device one round per arm and cell, and
+// with the 30-40 plays a device gets in a federation the exploration alone
+// fills the race (issue 22). But how an arm changes a device's time is
+// known up to two per-device constants: training work shrinks with the
+// pruned share of the blocks, and the adapter's bytes with its rank and
+// pruned dimensions. One measured task gives those constants; the bandit
+// is then told each arm's time term before it chooses (KnownReward) and
+// learns only what cannot be predicted (loss improvement, update
+// importance and the prediction's error). docs/architecture.md ("Time,
+// known from one task") says where this departs from the paper and why.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace fedge::strategies {
+
+// The share of training work in the structured-prunable blocks: what a
+// combined ratio p leaves is 1 - share * p of the dense model's work.
+// The adapter's bytes: every LoRA target sits in a block, and pruning
+// shrinks one of each target's two dimensions, so an adapter of rank r at
+// ratio p has r * (1 - p / 2) of a rank-1 dense adapter's bytes.
+// Both are approximations; the bandit learns their error.
+double RelativeWork(double combined_ratio, double prunable_share);
+double RelativeBytes(double combined_ratio, int64_t rank);
+
+// What one task took, in seconds: training as the device measured it,
+// transfer both ways, and the rest of its task-to-submission time (model
+// build, encoding, waiting), all >= 0.
+struct TaskTime {
+  double combined_ratio = 0;
+  int64_t rank = 1;
+  double train_s = 0;
+  double transfer_s = 0;
+  double other_s = 0;
+};
+
+// The checkpointed part of a DeviceTimeModel.
+struct TimeModelState {
+  int64_t observations = 0;
+  double work_s = 0;   // Seconds per unit of RelativeWork.
+  double byte_s = 0;   // Seconds per unit of RelativeBytes.
+  double other_s = 0;  // Per task.
+};
+
+// Per device. Not thread-safe.
+class DeviceTimeModel {
+ public:
+  // The newest task weighs half of the running averages, so a device
+  // whose speed changed is followed within two or three tasks.
+  explicit DeviceTimeModel(double prunable_share) : share_(prunable_share) {}
+
+  // Folds in one task; a task with a non-finite or negative time, or a
+  // rank below 1, is ignored (returns false).
+  bool Observe(const TaskTime& task);
+
+  // Seconds from task to submission under an arm; nullopt before the
+  // first observation.
+  std::optional<double> Predict(double combined_ratio, int64_t rank) const;
+
+  const TimeModelState& state() const { return state_; }
+  void Restore(const TimeModelState& state) { state_ = state; }
+
+ private:
+  double share_;
+  TimeModelState state_;
+};
+
+// The round's pace: the longest of the participants' shortest predicted
+// times, `fastest[i]` being device i's least predicted time over the arms
+// it may play. A round in which every invited device is waited for cannot
+// close sooner, so a device that finishes by then costs the round nothing.
+// 0 when no device has a prediction.
+double RoundPace(const std::vector<double>& fastest);
+
+// The reward's time term (RewardTerms::time_over_pace): how far past the
+// pace a task of `seconds` ends, as a multiple of the pace,
+// max(0, seconds / pace - 1), capped at kMaxTimeOverPace. Oort (Lai et al.,
+// OSDI 2021) likewise penalises only the time beyond a preferred round
+// duration; fedge takes the duration from the participants themselves.
+// 0 when the pace or the time is not known.
+inline constexpr double kMaxTimeOverPace = 4.0;
+double TimeOverPace(double seconds, double pace);
+
+}  // namespace fedge::strategies

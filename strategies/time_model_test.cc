@@ -1,0 +1,62 @@
+#include "strategies/time_model.h"
+
+#include <cmath>
+
+#include "gtest/gtest.h"
+
+namespace fedge::strategies {
+namespace {
+
+TEST(TimeModelTest, OneTaskPredictsEveryArm) {
+  DeviceTimeModel model(/*prunable_share=*/0.8);
+  EXPECT_FALSE(model.Predict(0, 8).has_value());
+  // Dense, rank 8: 10 s training, 4 s transfer, 1 s else.
+  ASSERT_TRUE(model.Observe({0.0, 8, 10.0, 4.0, 1.0}));
+  EXPECT_DOUBLE_EQ(*model.Predict(0, 8), 15.0);
+  // Half the blocks pruned: 1 - 0.8 * 0.5 of the work, 3/4 of the bytes.
+  EXPECT_DOUBLE_EQ(*model.Predict(0.5, 8), 10.0 * 0.6 + 4.0 * 0.75 + 1.0);
+  // Rank 32: four times the bytes, the same work.
+  EXPECT_DOUBLE_EQ(*model.Predict(0, 32), 10.0 + 16.0 + 1.0);
+}
+
+TEST(TimeModelTest, ObservationsAtOtherArmsGiveTheSameConstants) {
+  DeviceTimeModel a(0.8), b(0.8);
+  ASSERT_TRUE(a.Observe({0.0, 8, 10.0, 4.0, 1.0}));
+  // The same device at p=0.5, r=4: 6 s training, 1.5 s transfer.
+  ASSERT_TRUE(b.Observe({0.5, 4, 6.0, 1.5, 1.0}));
+  EXPECT_NEAR(*a.Predict(0.25, 16), *b.Predict(0.25, 16), 1e-12);
+}
+
+TEST(TimeModelTest, FollowsASpeedChangeWithinAFewTasks) {
+  DeviceTimeModel model(1.0);
+  for (int i = 0; i < 10; ++i) model.Observe({0.0, 4, 10.0, 0.0, 0.0});
+  // The device became ten times slower.
+  for (int i = 0; i < 3; ++i) model.Observe({0.0, 4, 100.0, 0.0, 0.0});
+  EXPECT_GT(*model.Predict(0, 4), 85.0);
+  EXPECT_EQ(model.state().observations, 13);
+}
+
+TEST(TimeModelTest, BadTasksAreIgnored) {
+  DeviceTimeModel model(0.8);
+  EXPECT_FALSE(model.Observe({0.0, 8, NAN, 1.0, 0.0}));
+  EXPECT_FALSE(model.Observe({0.0, 8, 1.0, -1.0, 0.0}));
+  EXPECT_FALSE(model.Observe({0.0, 0, 1.0, 1.0, 0.0}));
+  EXPECT_FALSE(model.Predict(0, 8).has_value());
+  DeviceTimeModel restored(0.8);
+  ASSERT_TRUE(model.Observe({0.0, 8, 10.0, 4.0, 1.0}));
+  restored.Restore(model.state());
+  EXPECT_EQ(*restored.Predict(0.3, 2), *model.Predict(0.3, 2));
+}
+
+TEST(TimeModelTest, PaceIsTheSlowestDevicesFastestArm) {
+  EXPECT_EQ(RoundPace({}), 0);
+  EXPECT_EQ(RoundPace({3.0, 12.0, NAN, 5.0}), 12.0);
+  EXPECT_EQ(TimeOverPace(10, 12), 0);
+  EXPECT_DOUBLE_EQ(TimeOverPace(18, 12), 0.5);
+  EXPECT_EQ(TimeOverPace(1e9, 12), kMaxTimeOverPace);
+  EXPECT_EQ(TimeOverPace(18, 0), 0);
+  EXPECT_EQ(TimeOverPace(NAN, 12), 0);
+}
+
+}  // namespace
+}  // namespace fedge::strategies
