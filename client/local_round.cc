@@ -1,7 +1,11 @@
 #include "client/local_round.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include <torch/types.h>
@@ -21,6 +25,15 @@ using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// kProbeExamples of `data` spread evenly over it (all of a smaller shard):
+// a shard stored by label is then probed on every label it holds.
+absl::StatusOr<model::Dataset> Probe(const model::Dataset& data) {
+  const int64_t n = std::min<int64_t>(kProbeExamples, data.size());
+  std::vector<int64_t> indices;
+  for (int64_t i = 0; i < n; ++i) indices.push_back(i * data.size() / n);
+  return model::Subset(data, indices);
 }
 
 }  // namespace
@@ -120,6 +133,18 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
   }
   if (hooks.on_train_start) hooks.on_train_start();
   phase = Clock::now();
+  // Local training: the probe's loss before and after (LocalResult).
+  std::optional<model::Dataset> probe;
+  double probe_before = 0;
+  if (cut == 0) {
+    absl::StatusOr<model::Dataset> examples = Probe(data);
+    if (!examples.ok()) return examples.status();
+    probe = std::move(*examples);
+    absl::StatusOr<model::EvalResult> before =
+        model::Evaluate(net, *probe, train.batch_size);
+    if (!before.ok()) return before.status();
+    probe_before = before->loss;
+  }
   absl::StatusOr<model::TrainResult> trained;
   if (cut > 0) {
     split::SplitOptions split;
@@ -136,16 +161,29 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
     trained = model::Train(net, data, train);
   }
   if (!trained.ok()) return trained.status();
+  result.loss_before = trained->first_loss;
+  result.loss_after = trained->final_loss;
+  if (probe) {
+    absl::StatusOr<model::EvalResult> after =
+        model::Evaluate(net, *probe, train.batch_size);
+    if (!after.ok()) return after.status();
+    result.loss_before = probe_before;
+    result.loss_after = after->loss;
+  }
   result.train_s = Since(phase);
   result.examples = data.size();
   result.steps = trained->steps;
   if (cut == 0) {
+    // The probe's two forward passes count a third of a training step's
+    // operations per example each.
+    const int64_t blocks = static_cast<int64_t>(net.block_shapes().size());
     result.train_flops =
         split::TrainingFlops(net, trained->examples, net.max_tokens(), 0,
-                             static_cast<int64_t>(net.block_shapes().size()));
+                             blocks) +
+        split::TrainingFlops(net, 2 * probe->size(), net.max_tokens(), 0,
+                             blocks) /
+            3.0;
   }
-  result.loss_before = trained->first_loss;
-  result.loss_after = trained->final_loss;
   result.update =
       task.dense() ? model::CopyWeights(net) : lora::ExtractAdapters(net);
   if (scorer != nullptr && scorer->updates() > 0) {

@@ -35,6 +35,9 @@ struct LocalHooks {
   split::SplitLink* split_link = nullptr;
 };
 
+// Examples the loss improvement is measured on (LocalResult::loss_before).
+inline constexpr int64_t kProbeExamples = 128;
+
 struct LocalResult {
   bool declined = false;  // `admit` said no; nothing below is set.
   int64_t estimated_bytes = 0;
@@ -47,10 +50,19 @@ struct LocalResult {
   // Floating-point operations of the local training (not split tasks, 0
   // for them): split::TrainingFlops of the whole sub-model, adapters
   // included, for the samples processed, at the model's max_tokens
-  // positions each (the ViT's patches + 1; an upper bound for text).
+  // positions each (the ViT's patches + 1; an upper bound for text), and
+  // the probe's two forward passes.
   double train_flops = 0;
+  // What training did to the device's loss, for the bandit's reward. Local
+  // tasks: the mean loss on the same kProbeExamples of the shard (spread
+  // evenly over it) before and after training, evaluated without dropout,
+  // so the difference is the adapter's doing and not which batches the
+  // first and last steps drew (ten times noisier, issue 22). Split tasks:
+  // the first and last tenth of the training steps' losses
+  // (model::LossWindows); the loss is the coordinator's.
   double loss_before = 0, loss_after = 0;
-  double build_s = 0, train_s = 0;  // Wall seconds, steady clock.
+  // Wall seconds, steady clock; train_s includes the probe's evaluations.
+  double build_s = 0, train_s = 0;
   int64_t split_steps = 0;          // Split tasks: steps applied on both sides.
 };
 

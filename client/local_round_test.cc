@@ -106,6 +106,27 @@ TEST_F(LocalRoundTest, TrainsTheAdapterOfThePrunedSubModel) {
   EXPECT_EQ(result->importance["channels.1"].numel(), 8);
 }
 
+// The loss improvement is paired: the same examples before and after. A
+// step too small to change anything measures no change (the first and last
+// steps' batches would differ by their examples), and real training
+// lowers the probe's loss.
+TEST_F(LocalRoundTest, LossBeforeAndAfterAreOnTheSameExamples) {
+  task_.mutable_train()->set_learning_rate(1e-12);
+  absl::StatusOr<LocalResult> still =
+      TrainLocally(task_, config_json_, *base_, payload_, data_);
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_NEAR(still->loss_before, still->loss_after, 1e-6);
+  EXPECT_GT(still->loss_before, 0);
+  task_.mutable_train()->set_learning_rate(3e-2);
+  task_.mutable_train()->set_epochs(8);
+  task_.mutable_train()->set_max_steps(32);
+  absl::StatusOr<LocalResult> trained =
+      TrainLocally(task_, config_json_, *base_, payload_, data_);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->loss_before, still->loss_before);
+  EXPECT_LT(trained->loss_after, trained->loss_before);
+}
+
 TEST_F(LocalRoundTest, AdmitCanDeclineBeforeAnyStep) {
   bool started = false;
   int64_t asked = 0;
@@ -130,11 +151,15 @@ TEST_F(LocalRoundTest, CountsTheFlopsOfTheSubModelItTrained) {
   absl::StatusOr<LocalResult> result =
       TrainLocally(task_, config_json_, *base_, payload_, data_);
   ASSERT_TRUE(result.ok()) << result.status();
-  // The half-pruned sub-model with its rank-2 adapters, 4 steps of 8.
+  // The half-pruned sub-model with its rank-2 adapters, 4 steps of 8, and
+  // the probe's two forward passes over the 32 examples (a third of a
+  // training step's operations each).
   const int64_t blocks = static_cast<int64_t>(sub_->block_shapes().size());
+  const double probe =
+      split::TrainingFlops(*sub_, 64, sub_->max_tokens(), 0, blocks) / 3.0;
   EXPECT_DOUBLE_EQ(
       result->train_flops,
-      split::TrainingFlops(*sub_, 32, sub_->max_tokens(), 0, blocks));
+      split::TrainingFlops(*sub_, 32, sub_->max_tokens(), 0, blocks) + probe);
 
   v1::Task shorter = task_;
   shorter.mutable_train()->set_max_steps(2);
@@ -142,7 +167,7 @@ TEST_F(LocalRoundTest, CountsTheFlopsOfTheSubModelItTrained) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_DOUBLE_EQ(
       result->train_flops,
-      split::TrainingFlops(*sub_, 16, sub_->max_tokens(), 0, blocks));
+      split::TrainingFlops(*sub_, 16, sub_->max_tokens(), 0, blocks) + probe);
 }
 
 TEST_F(LocalRoundTest, PayloadOrPlanThatDoesNotFitIsRejected) {
