@@ -31,6 +31,44 @@ TEST(ProfilesTest, RejectsUnknownProfilesNamingThem) {
   EXPECT_TRUE(AssignLinks("wifi:300/300/6", 2).ok());
 }
 
+TEST(ProfilesTest, CustomSpeedsAndRepeats) {
+  absl::StatusOr<std::vector<DeviceProfile>> devices =
+      AssignDevices("cpu:0.1*2,cpu:0.5:2048,laptop*3", 6);
+  ASSERT_TRUE(devices.ok()) << devices.status();
+  EXPECT_EQ((*devices)[1].relative_speed, 0.1);
+  EXPECT_EQ((*devices)[1].memory_mb, 8192);
+  EXPECT_EQ((*devices)[2].relative_speed, 0.5);
+  EXPECT_EQ((*devices)[2].memory_mb, 2048);
+  EXPECT_EQ((*devices)[5].name, "laptop");
+  absl::StatusOr<std::vector<std::string>> links =
+      AssignLinks("lte*2,wifi:1/10/40", 4);
+  ASSERT_TRUE(links.ok()) << links.status();
+  EXPECT_EQ((*links)[1], "lte");
+  EXPECT_EQ((*links)[2], "wifi:1/10/40");
+  EXPECT_EQ((*links)[3], "lte");
+  for (const char* bad : {"cpu:0", "cpu:fast", "cpu:0.5:1", "cpu:1:2:3",
+                          "laptop*0", "laptop*x", "cpu:200"}) {
+    absl::Status s = AssignDevices(bad, 2).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find(bad), std::string::npos) << s.message();
+  }
+}
+
+TEST(ProfilesTest, SpeedSwaps) {
+  EXPECT_EQ(ParseSpeedSwap("", 4)->round, 0);
+  absl::StatusOr<SpeedSwap> swap = ParseSpeedSwap("20:0-3,1-2", 4);
+  ASSERT_TRUE(swap.ok()) << swap.status();
+  EXPECT_EQ(swap->round, 20);
+  ASSERT_EQ(swap->pairs.size(), 2u);
+  EXPECT_EQ(swap->pairs[0], (std::pair<int64_t, int64_t>{0, 3}));
+  for (const char* bad : {"0:0-1", "x:0-1", "5", "5:0-4", "5:0-1,1-2",
+                          "5:0", "5:0-1-2"}) {
+    EXPECT_EQ(ParseSpeedSwap(bad, 4).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
 TEST(ProfilesTest, CpuSharesKeepRatiosAndFitTheCores) {
   const std::vector<DeviceProfile> devices = *AssignDevices("mix", 8);
   const std::vector<double> shares = CpuShares(devices, 1.8);

@@ -47,6 +47,10 @@ ABSL_FLAG(std::string, attack, "signflip",
           "(p - s(u - p)) or nan (a NaN crafted past the encoder); p: the "
           "payload they got, u: what they trained, s: --attack_scale.");
 ABSL_FLAG(double, attack_scale, 10.0, "s of --attack.");
+ABSL_FLAG(std::string, swap_speeds, "",
+          "ROUND:A-B[,C-D...]: from round ROUND on, device A computes at "
+          "B's speed and B at A's (devices numbered from 0), to test how a "
+          "strategy re-adapts. Empty: none.");
 ABSL_FLAG(bool, quiet, false, "No per-round progress lines.");
 
 namespace {
@@ -86,6 +90,10 @@ int main(int argc, char** argv) {
   if (!links.ok()) return Fail(links.status());
   config.devices = *devices;
   config.links = *links;
+  absl::StatusOr<fedge::sim::SpeedSwap> swap =
+      fedge::sim::ParseSpeedSwap(absl::GetFlag(FLAGS_swap_speeds), clients);
+  if (!swap.ok()) return Fail(swap.status());
+  config.swap = *std::move(swap);
   absl::StatusOr<fedge::task::TaskSpec> task = fedge::task::TaskFromFlags();
   if (!task.ok()) return Fail(task.status());
   config.task = *std::move(task);

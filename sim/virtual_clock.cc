@@ -401,9 +401,24 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
 
   int64_t idle_ticks = 0;
   int64_t rejected_hostile = 0;
+  bool swapped = false;
   while (!engine.finished()) {
     if (absl::Status s = engine.Tick(now); !s.ok()) return s;
     if (engine.finished()) break;
+    if (!swapped && config.swap.round > 0 &&
+        engine.round() >= config.swap.round) {
+      swapped = true;
+      for (const auto& [a, b] : config.swap.pairs) {
+        std::swap(devices[a].profile.relative_speed,
+                  devices[b].profile.relative_speed);
+      }
+      if (config.progress != nullptr) {
+        std::fprintf(config.progress, "round %lld: %zu device pairs swapped "
+                                      "their speeds\n",
+                     static_cast<long long>(engine.round()),
+                     config.swap.pairs.size());
+      }
+    }
     // Every device asks for its task; the invited get one.
     std::vector<Job> jobs;
     for (size_t i = 0; i < devices.size(); ++i) {

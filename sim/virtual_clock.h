@@ -61,6 +61,8 @@ struct VirtualConfig {
   int64_t validation_examples = 256;
   int64_t eval_every = 1;
   std::vector<DeviceProfile> devices;  // One per device.
+  // Devices that trade compute speeds from a round on (ParseSpeedSwap).
+  SpeedSwap swap;
   std::vector<std::string> links;      // Link specs, one per device.
   int workers = 1;  // Devices trained at once (each on one thread).
   // The compute-cost table (sim/compute_costs.h) to read and extend; empty:
