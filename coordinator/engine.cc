@@ -320,6 +320,18 @@ absl::Status Engine::OpenRound(absl::Time now) {
     round_->deadline += measuring;
   }
   round_->pace_s = Pace();
+  if (options_.bandit.kind == strategies::BanditKind::kStatic) {
+    std::vector<double> densest;
+    const strategies::ArmSpace& space = options_.bandit.space;
+    for (const auto& [id, participant] : round_->participants) {
+      if (std::optional<double> t = devices_.at(id).times.Predict(
+              strategies::CombinedRatio(round_->global_ratio, space.min_ratio),
+              space.ranks.back())) {
+        densest.push_back(*t);
+      }
+    }
+    round_->capability_budget_s = strategies::Quantile(densest, 0.75);
+  }
   return absl::OkStatus();
 }
 
@@ -336,6 +348,9 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
       Seed(options_.seed, absl::StrCat(device_id, "/train"), salt);
   const strategies::KnownReward known = KnownReward(device);
   task.arm = device.bandit->Choose(rng, known);
+  if (std::optional<strategies::Arm> arm = CapabilityArm(device)) {
+    task.arm = *arm;
+  }
   if (known && std::isfinite(known(task.arm))) {
     task.known_reward = known(task.arm);
   }
@@ -799,6 +814,33 @@ strategies::KnownReward Engine::KnownReward(const Device& device) {
         }
         return known;
       };
+}
+
+std::optional<strategies::Arm> Engine::CapabilityArm(
+    const Device& device) const {
+  if (options_.bandit.kind != strategies::BanditKind::kStatic ||
+      !(round_->capability_budget_s > 0) ||
+      device.times.state().observations == 0) {
+    return std::nullopt;
+  }
+  // The grid's arms under the device's prune-and-tune cap.
+  const std::map<std::string, int64_t> plays = PlaysPerDevice();
+  auto it = plays.find(device.facts.device_id);
+  const double cap =
+      strategies::RatioCap(options_.bandit, it == plays.end() ? 0 : it->second);
+  std::vector<strategies::Arm> arms;
+  for (const strategies::Arm& arm :
+       strategies::GridArms(options_.bandit.space)) {
+    if (arm.prune_ratio <= cap + 1e-9) arms.push_back(arm);
+  }
+  const double global_ratio = round_->global_ratio;
+  return strategies::CapabilityArm(
+      arms,
+      [&](const strategies::Arm& arm) {
+        return *device.times.Predict(
+            strategies::CombinedRatio(global_ratio, arm.prune_ratio), arm.rank);
+      },
+      round_->capability_budget_s);
 }
 
 std::map<std::string, int64_t> Engine::PlaysPerDevice() const {

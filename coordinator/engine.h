@@ -391,6 +391,10 @@ class Engine {
     // The round's pace (strategies::RoundPace) over its participants'
     // predicted times, as the round opened; 0 before any prediction.
     double pace_s = 0;
+    // BanditKind::kStatic: the capability rule's budget, the 75th
+    // percentile of the participants' predicted times for the least
+    // pruned arm at the highest rank; 0 before any prediction.
+    double capability_budget_s = 0;
   };
 
   Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
@@ -442,6 +446,10 @@ class Engine {
   // The open round's pace from its participants' time models, each over
   // the arms it may play now.
   double Pace() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // BanditKind::kStatic: the arm the capability rule gives `device` in the
+  // open round, or nullopt while it has no time model.
+  std::optional<strategies::Arm> CapabilityArm(const Device& device) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Rewards each device has fed its bandit so far.
   std::map<std::string, int64_t> PlaysPerDevice() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

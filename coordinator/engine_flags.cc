@@ -27,7 +27,10 @@ ABSL_FLAG(int, clients_per_round, 0, "k for random/deadline; 0: all.");
 ABSL_FLAG(double, overcommit, 1.3, "Invite k * overcommit (deadline).");
 ABSL_FLAG(std::string, bandit, "fedspine",
           "Per-device arm choice: fedspine, ucb1, discounted_ucb, "
-          "sliding_window_ucb, thompson, exp3, fixed, random.");
+          "sliding_window_ucb, thompson, exp3, fixed, random, or static "
+          "(not learnt: per device the least pruning and then the highest "
+          "rank whose predicted time is within the round's 75th-percentile "
+          "device's time at the least pruned arm and highest rank).");
 ABSL_FLAG(double, min_ratio, 0.0, "Smallest pruning ratio an arm may have.");
 ABSL_FLAG(double, max_ratio, 0.6, "Largest pruning ratio an arm may have.");
 ABSL_FLAG(int, ratio_steps, 4, "Ratios in the grid of grid bandits.");
@@ -37,7 +40,7 @@ ABSL_FLAG(double, exploration, 0.2, "Bandit exploration weight.");
 ABSL_FLAG(int, ratio_ramp_plays, 10,
           "Prune-and-tune pace: a device's pruning ratio may reach "
           "--max_ratio only after this many of its rounds, rising linearly "
-          "from --min_ratio (every bandit but fixed; 0: the whole range "
+          "from --min_ratio (every kind, fixed too; 0: the whole range "
           "from round 1).");
 ABSL_FLAG(double, fixed_ratio, 0.0, "--bandit=fixed: the pruning ratio.");
 ABSL_FLAG(int64_t, fixed_rank, 8, "--bandit=fixed: the LoRA rank.");

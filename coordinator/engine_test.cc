@@ -342,46 +342,58 @@ TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
 // before it chooses: the slow device prunes to keep up, the fast one, off
 // the critical path, need not. What the bandit learns is the reward less
 // what it was told.
+// Runs `options.rounds` rounds of devices pi-0, pi-1, ... whose training
+// takes `seconds_per_work` per unit of strategies::RelativeWork; returns
+// each round's tasks.
+std::vector<std::map<std::string, Task>> RunTimedRounds(
+    Harness& h, const EngineOptions& options,
+    const std::map<std::string, double>& seconds_per_work) {
+  std::vector<std::map<std::string, Task>> rounds;
+  RegisterAll(h, static_cast<int>(seconds_per_work.size()));
+  EXPECT_TRUE(h.engine->Tick(kStart).ok());
+  const double share = pruning::PrunableShare(*testing::TinyVit(16));
+  absl::Time now = kStart;
+  for (int round = 1; round <= options.rounds; ++round) {
+    std::map<std::string, Task>& tasks = rounds.emplace_back();
+    for (const auto& [id, s] : seconds_per_work) {
+      absl::StatusOr<Task> task = h.engine->GetTask(id, now);
+      EXPECT_TRUE(task.ok()) << task.status();
+      if (!task.ok()) return rounds;
+      tasks[id] = *task;
+    }
+    for (const auto& [id, s] : seconds_per_work) {
+      Submission sub = Train(h, id, tasks[id]);
+      sub.timings.train_s =
+          s * strategies::RelativeWork(tasks[id].combined_ratio, share);
+      EXPECT_TRUE(
+          h.engine->Submit(sub, now + absl::Seconds(sub.timings.train_s)).ok());
+    }
+    now += absl::Seconds(60);
+    EXPECT_TRUE(h.engine->Tick(now).ok());
+  }
+  return rounds;
+}
+
 TEST(EngineTest, BanditsAreToldTheirTimeAtTheRoundsPace) {
   EngineOptions options = Options();
   options.rounds = 8;
   options.bandit.kind = strategies::BanditKind::kFedSpine;
   options.bandit.space.max_ratio = 0.6;
   Harness h = MakeEngine(options);
-  RegisterAll(h, 2);
-  ASSERT_TRUE(h.engine->Tick(kStart).ok());
-  const std::map<std::string, double> seconds_per_work = {{"pi-0", 40},
-                                                          {"pi-1", 5}};
+  const std::vector<std::map<std::string, Task>> rounds =
+      RunTimedRounds(h, options, {{"pi-0", 40}, {"pi-1", 5}});
+  ASSERT_EQ(h.closed.size(), static_cast<size_t>(options.rounds));
   std::map<std::string, double> late_ratio;
-  absl::Time now = kStart;
   for (int round = 1; round <= options.rounds; ++round) {
-    std::map<std::string, Task> tasks;
-    for (const auto& [id, s] : seconds_per_work) {
-      absl::StatusOr<Task> task = h.engine->GetTask(id, now);
-      ASSERT_TRUE(task.ok()) << task.status();
+    for (const auto& [id, task] : rounds[round - 1]) {
       if (round == 1) {
-        EXPECT_EQ(task->known_reward, 0) << "nothing known yet";
+        EXPECT_EQ(task.known_reward, 0) << "nothing known yet";
       }
       if (round > options.rounds / 2) {
-        late_ratio[id] += task->combined_ratio / (options.rounds / 2);
+        late_ratio[id] += task.combined_ratio / (options.rounds / 2);
       }
-      tasks[id] = *task;
     }
-    // Training time as the time model counts work; the slow device takes
-    // the whole round.
-    for (const auto& [id, s] : seconds_per_work) {
-      Submission sub = Train(h, id, tasks[id]);
-      sub.timings.train_s =
-          s * strategies::RelativeWork(
-                  tasks[id].combined_ratio,
-                  pruning::PrunableShare(*testing::TinyVit(16)));
-      ASSERT_TRUE(
-          h.engine->Submit(sub, now + absl::Seconds(sub.timings.train_s)).ok());
-    }
-    now += absl::Seconds(60);
-    ASSERT_TRUE(h.engine->Tick(now).ok());
   }
-  ASSERT_EQ(h.closed.size(), static_cast<size_t>(options.rounds));
   EXPECT_GT(late_ratio["pi-0"], 0.3) << "the slow device did not prune";
   EXPECT_LT(late_ratio["pi-1"], 0.1) << "the fast device pruned for nothing";
   EXPECT_EQ(h.closed.back().clients[1].terms.time_over_pace, 0)
@@ -393,6 +405,31 @@ TEST(EngineTest, BanditsAreToldTheirTimeAtTheRoundsPace) {
   // The time models are checkpointed with the engine.
   EXPECT_EQ(h.engine->Snapshot().time_models.at("pi-0").observations,
             options.rounds);
+}
+
+// The static capability rule: once its time model knows it, a device gets
+// the least pruning, then the highest rank, that keeps it within the 75th
+// percentile device's time at the least pruned arm and highest rank (here
+// a fast device's), or its fastest arm when nothing does.
+TEST(EngineTest, TheStaticRuleGivesEachDeviceWhatFitsTheBudget) {
+  EngineOptions options = Options();
+  options.rounds = 3;
+  options.bandit.kind = strategies::BanditKind::kStatic;
+  options.bandit.space.ranks = {2, 4, 8};
+  Harness h = MakeEngine(options);
+  const std::vector<std::map<std::string, Task>> rounds = RunTimedRounds(
+      h, options, {{"pi-0", 40}, {"pi-1", 5}, {"pi-2", 5}, {"pi-3", 5}});
+  ASSERT_EQ(rounds.size(), 3u);
+  // Round 1 knows no times: everyone plays the least pruned, highest rank.
+  for (const auto& [id, task] : rounds[0]) {
+    EXPECT_EQ(task.arm, (strategies::Arm{0.0, 8})) << id;
+  }
+  for (size_t r = 1; r < rounds.size(); ++r) {
+    EXPECT_EQ(rounds[r].at("pi-1").arm, (strategies::Arm{0.0, 8}));
+    // The slow device fits no arm: its fastest, the most pruned at the
+    // lowest rank.
+    EXPECT_EQ(rounds[r].at("pi-0").arm, (strategies::Arm{0.5, 2}));
+  }
 }
 
 // A failing or nonsensical validation measurement costs nothing and never

@@ -582,13 +582,14 @@ absl::StatusOr<BanditKind> ParseBanditKind(absl::string_view name) {
   for (BanditKind kind :
        {BanditKind::kFedSpine, BanditKind::kUcb1, BanditKind::kDiscountedUcb,
         BanditKind::kSlidingWindowUcb, BanditKind::kThompson, BanditKind::kExp3,
-        BanditKind::kFixed, BanditKind::kRandom, BanditKind::kOracle}) {
+        BanditKind::kFixed, BanditKind::kRandom, BanditKind::kOracle,
+        BanditKind::kStatic}) {
     if (name == BanditKindName(kind)) return kind;
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown bandit '", name,
       "' (want fedspine, ucb1, discounted_ucb, sliding_window_ucb, "
-      "thompson, exp3, fixed, random or oracle)"));
+      "thompson, exp3, fixed, random, oracle or static)"));
 }
 
 std::string BanditKindName(BanditKind kind) {
@@ -611,6 +612,8 @@ std::string BanditKindName(BanditKind kind) {
       return "random";
     case BanditKind::kOracle:
       return "oracle";
+    case BanditKind::kStatic:
+      return "static";
   }
   return "unknown";
 }
@@ -666,6 +669,12 @@ absl::StatusOr<std::unique_ptr<Bandit>> CreateBandit(
     }
     case BanditKind::kRandom:
       return std::make_unique<RandomArm>(options);
+    case BanditKind::kStatic: {
+      BanditOptions densest = options;
+      densest.fixed_arm =
+          Arm{options.space.min_ratio, options.space.ranks.back()};
+      return std::make_unique<FixedArm>(densest);
+    }
     case BanditKind::kOracle:
       if (!options.oracle) {
         return absl::InvalidArgumentError(

@@ -63,10 +63,16 @@ enum class BanditKind {
   kFixed,
   kRandom,
   kOracle,
+  // Not learnt: the static capability rule (CapabilityArm in
+  // time_model.h), which the coordinator applies from each device's time
+  // model; its Bandit plays the least pruned arm at the highest rank until
+  // the device has one.
+  kStatic,
 };
 
 // "fedspine", "ucb1", "discounted_ucb", "sliding_window_ucb", "thompson",
-// "exp3", "fixed", "random", "oracle". InvalidArgument otherwise.
+// "exp3", "fixed", "random", "oracle", "static". InvalidArgument
+// otherwise.
 absl::StatusOr<BanditKind> ParseBanditKind(absl::string_view name);
 std::string BanditKindName(BanditKind kind);
 

@@ -58,4 +58,34 @@ double TimeOverPace(double seconds, double pace) {
   return std::clamp(seconds / pace - 1.0, 0.0, kMaxTimeOverPace);
 }
 
+Arm CapabilityArm(const std::vector<Arm>& arms,
+                  const std::function<double(const Arm&)>& seconds,
+                  double budget) {
+  const Arm* best = nullptr;
+  const Arm* fastest = &arms.front();
+  double fastest_s = seconds(arms.front());
+  for (const Arm& arm : arms) {
+    const double t = seconds(arm);
+    if (t < fastest_s) {
+      fastest = &arm;
+      fastest_s = t;
+    }
+    if (!(t <= budget)) continue;
+    if (best == nullptr || arm.prune_ratio < best->prune_ratio ||
+        (arm.prune_ratio == best->prune_ratio && arm.rank > best->rank)) {
+      best = &arm;
+    }
+  }
+  return best != nullptr ? *best : *fastest;
+}
+
+double Quantile(std::vector<double> values, double q) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const double rank =
+      std::ceil(std::clamp(q, 0.0, 1.0) * static_cast<double>(values.size()));
+  const size_t i = static_cast<size_t>(std::max(rank, 1.0)) - 1;
+  return values[std::min(i, values.size() - 1)];
+}
+
 }  // namespace fedge::strategies

@@ -16,8 +16,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
+
+#include "strategies/bandit.h"
 
 namespace fedge::strategies {
 
@@ -87,5 +90,19 @@ double RoundPace(const std::vector<double>& fastest);
 // 0 when the pace or the time is not known.
 inline constexpr double kMaxTimeOverPace = 4.0;
 double TimeOverPace(double seconds, double pace);
+
+// The static capability rule, a baseline for the bandits (issue 22): of
+// `arms`, the least pruned and then the highest ranked whose predicted
+// `seconds` are within `budget`; the fastest arm when none is. The
+// coordinator's budget is the 75th percentile of the round's devices'
+// predicted times for the least pruned arm at the highest rank.
+// REQUIRES: `arms` non-empty.
+Arm CapabilityArm(const std::vector<Arm>& arms,
+                  const std::function<double(const Arm&)>& seconds,
+                  double budget);
+
+// The q-quantile of `values`, q in [0, 1], by the nearest rank (a value
+// of the list); 0 for none.
+double Quantile(std::vector<double> values, double q);
 
 }  // namespace fedge::strategies

@@ -58,5 +58,27 @@ TEST(TimeModelTest, PaceIsTheSlowestDevicesFastestArm) {
   EXPECT_EQ(TimeOverPace(NAN, 12), 0);
 }
 
+TEST(TimeModelTest, CapabilityRuleTakesTheLeastPruningThatFitsTheBudget) {
+  const std::vector<Arm> arms = GridArms({0.0, 0.4, 3, {4, 16, 32}});
+  DeviceTimeModel slow(1.0);
+  ASSERT_TRUE(slow.Observe({0.0, 4, 20.0, 0.4, 0.0}));  // 0.1 s per rank.
+  const auto seconds = [&](const Arm& a) {
+    return *slow.Predict(a.prune_ratio, a.rank);
+  };
+  // 20 s of work: ratio 0.2 leaves 16 s, 0.4 leaves 12 s.
+  EXPECT_EQ(CapabilityArm(arms, seconds, 100), (Arm{0.0, 32}));
+  EXPECT_EQ(CapabilityArm(arms, seconds, 21), (Arm{0.0, 4}));
+  EXPECT_EQ(CapabilityArm(arms, seconds, 18), (Arm{0.2, 16}));
+  // Nothing fits: the fastest arm.
+  EXPECT_EQ(CapabilityArm(arms, seconds, 1), (Arm{0.4, 4}));
+}
+
+TEST(TimeModelTest, Quantile) {
+  EXPECT_EQ(Quantile({}, 0.75), 0);
+  EXPECT_EQ(Quantile({4, 1, 3, 2}, 0.75), 3);
+  EXPECT_EQ(Quantile({4, 1, 3, 2}, 1.0), 4);
+  EXPECT_EQ(Quantile({4, 1, 3, 2}, 0.0), 1);
+}
+
 }  // namespace
 }  // namespace fedge::strategies
