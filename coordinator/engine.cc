@@ -305,12 +305,9 @@ absl::Status Engine::OpenRound(absl::Time now) {
   if (MeasuresPruningCost()) {
     const absl::Time start = hooks_.clock();
     // Up to the pace's cap of the most-played invited device.
-    const std::map<std::string, int64_t> plays = PlaysPerDevice();
     int64_t most = 0;
     for (const auto& [id, p] : round_->participants) {
-      if (auto it = plays.find(id); it != plays.end()) {
-        most = std::max(most, it->second);
-      }
+      most = std::max(most, devices_.at(id).plays);
     }
     for (double ratio : CandidateCombinedRatios(round_->global_ratio, most)) {
       PruningCost(ratio);
@@ -788,7 +785,9 @@ void Engine::MeasureAhead() {
   // and finds what it needs in pruning_costs_. Every device may have
   // played once more by then.
   int64_t most = 0;
-  for (const auto& [id, n] : PlaysPerDevice()) most = std::max(most, n);
+  for (const auto& [id, device] : devices_) {
+    most = std::max(most, device.plays);
+  }
   for (double ratio : CandidateCombinedRatios(
            options_.schedule.Ratio(round_->number + 1), most + 1)) {
     next_pruning_costs_[ratio] = MeasurePruningCost(ratio);
@@ -824,10 +823,7 @@ std::optional<strategies::Arm> Engine::CapabilityArm(
     return std::nullopt;
   }
   // The grid's arms under the device's prune-and-tune cap.
-  const std::map<std::string, int64_t> plays = PlaysPerDevice();
-  auto it = plays.find(device.facts.device_id);
-  const double cap =
-      strategies::RatioCap(options_.bandit, it == plays.end() ? 0 : it->second);
+  const double cap = strategies::RatioCap(options_.bandit, device.plays);
   std::vector<strategies::Arm> arms;
   for (const strategies::Arm& arm :
        strategies::GridArms(options_.bandit.space)) {
@@ -843,27 +839,19 @@ std::optional<strategies::Arm> Engine::CapabilityArm(
       round_->capability_budget_s);
 }
 
-std::map<std::string, int64_t> Engine::PlaysPerDevice() const {
-  std::map<std::string, int64_t> plays;
-  for (const BanditPlay& play : plays_) ++plays[play.device_id];
-  return plays;
-}
-
 double Engine::Pace() const {
-  const std::map<std::string, int64_t> plays = PlaysPerDevice();
   const std::vector<int64_t> ranks =
       options_.bandit.kind == strategies::BanditKind::kFixed
           ? std::vector<int64_t>{options_.bandit.fixed_arm.rank}
           : options_.bandit.space.ranks;
   std::vector<double> fastest;
   for (const auto& [id, participant] : round_->participants) {
-    const strategies::DeviceTimeModel& times = devices_.at(id).times;
-    auto it = plays.find(id);
+    const Device& device = devices_.at(id);
     double best = std::numeric_limits<double>::infinity();
-    for (double ratio : CandidateCombinedRatios(
-             round_->global_ratio, it == plays.end() ? 0 : it->second)) {
+    for (double ratio :
+         CandidateCombinedRatios(round_->global_ratio, device.plays)) {
       for (int64_t rank : ranks) {
-        if (std::optional<double> t = times.Predict(ratio, rank)) {
+        if (std::optional<double> t = device.times.Predict(ratio, rank)) {
           best = std::min(best, *t);
         }
       }
@@ -877,6 +865,7 @@ void Engine::Play(const std::string& device_id, const strategies::Arm& arm,
                   double reward) {
   devices_.at(device_id).bandit->Update(arm, reward);
   plays_.push_back({device_id, arm, reward});
+  ++devices_.at(device_id).plays;
 }
 
 absl::Status Engine::CloseRound(absl::Time now) {
@@ -1081,6 +1070,7 @@ absl::Status Engine::Restore(const State& state) {
           "checkpoint: bandit play of unknown device ", play.device_id));
     }
     device->second.bandit->Update(play.arm, play.reward);
+    ++device->second.plays;
   }
   plays_ = state.plays;
   next_round_ = state.next_round;

@@ -356,6 +356,7 @@ class Engine {
     double expected_seconds = -1;  // EMA of task-to-submission seconds.
     // How long its tasks take under each arm.
     strategies::DeviceTimeModel times{1.0};
+    int64_t plays = 0;  // Rewards fed to its bandit: its ramp's progress.
   };
   enum class Stage { kInvited, kAccepted, kDeclined, kDropped };
   struct SplitSession {
@@ -450,9 +451,7 @@ class Engine {
   // open round, or nullopt while it has no time model.
   std::optional<strategies::Arm> CapabilityArm(const Device& device) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Rewards each device has fed its bandit so far.
-  std::map<std::string, int64_t> PlaysPerDevice() const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // The participant of the open round holding the task with `nonce`, not
   // yet accepted, marking the device seen. NotFound: unknown device;
   // FailedPrecondition otherwise.
