@@ -54,6 +54,10 @@ ABSL_FLAG(std::string, lora_targets,
           "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
           "central: LoRA target modules.");
 ABSL_FLAG(int64_t, epochs, 1, "central: passes over the pooled shards.");
+ABSL_FLAG(int64_t, max_steps, 0,
+          "central: stop after this many optimizer steps (0: --epochs "
+          "decides), e.g. the federation's devices x rounds x local steps "
+          "for a comparison at equal steps.");
 ABSL_FLAG(int64_t, batch_size, 32, "central: mini-batch size.");
 ABSL_FLAG(double, lr, 3e-3, "central: peak learning rate.");
 ABSL_FLAG(std::string, out, "",
@@ -94,6 +98,7 @@ int Central(const ft::TaskSpec& spec) {
   fb::Check(fedge::lora::Inject(*model, lora));
   fm::TrainOptions options;
   options.epochs = absl::GetFlag(FLAGS_epochs);
+  options.max_steps = absl::GetFlag(FLAGS_max_steps);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.learning_rate = absl::GetFlag(FLAGS_lr);
   options.weight_decay = 0;
