@@ -359,7 +359,7 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
       global_->Plan(task.combined_ratio);
   if (!plan.ok()) return plan.status();
   task.plan = std::move(*plan);
-  task.pruning_cost = PruningCost(task.combined_ratio);
+  task.pruning_cost = RoundShare() * PruningCost(task.combined_ratio);
   if (options_.mode == Mode::kLora) {
     absl::StatusOr<int64_t> cut =
         ChooseCut(options_.split, global_->base(), task.plan,
@@ -805,7 +805,8 @@ strategies::KnownReward Engine::KnownReward(const Device& device) {
         mu_.AssertHeld();
         const double combined =
             strategies::CombinedRatio(global_ratio, arm.prune_ratio);
-        double known = -options_.reward.pruning_cost * PruningCost(combined);
+        double known = -options_.reward.pruning_cost * RoundShare() *
+                       PruningCost(combined);
         if (timed) {
           known -= options_.reward.time *
                    strategies::TimeOverPace(
@@ -813,6 +814,10 @@ strategies::KnownReward Engine::KnownReward(const Device& device) {
         }
         return known;
       };
+}
+
+double Engine::RoundShare() const {
+  return 1.0 / static_cast<double>(std::max<int64_t>(round_->target, 1));
 }
 
 std::optional<strategies::Arm> Engine::CapabilityArm(

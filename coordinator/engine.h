@@ -145,8 +145,9 @@ struct Task {
   // seed trains the same way. Not the nonce, which is unpredictable.
   uint64_t train_seed = 0;
   strategies::Arm arm;
-  // The reward's pruning cost of this task's plan (RewardTerms), measured
-  // when the task was made; 0 without EngineHooks::validation_loss.
+  // The reward's pruning cost of this task's plan (RewardTerms: the
+  // measured one-shot cost times the device's share of the round), as the
+  // task was made; 0 without EngineHooks::validation_loss.
   double pruning_cost = 0;
   // What the bandit was told of this arm's reward before it chose
   // (strategies::KnownReward): minus the weighted pruning cost and the
@@ -444,6 +445,9 @@ class Engine {
   // (once the device has a time model); empty when neither is known.
   strategies::KnownReward KnownReward(const Device& device)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A device's share of the open round's aggregate: 1 / the updates the
+  // round waits for. Scales the pruning cost (RewardTerms::pruning_cost).
+  double RoundShare() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The open round's pace from its participants' time models, each over
   // the arms it may play now.
   double Pace() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

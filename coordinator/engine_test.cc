@@ -432,6 +432,31 @@ TEST(EngineTest, TheStaticRuleGivesEachDeviceWhatFitsTheBudget) {
   }
 }
 
+// A device's pruning cost is its share of the round's aggregate: with
+// twice the devices, each pruned sub-model moves the global model half as
+// far, and is charged half.
+TEST(EngineTest, ThePruningCostIsTheDevicesShareOfTheRound) {
+  EngineOptions options = Options();
+  options.bandit.kind = strategies::BanditKind::kFixed;
+  options.bandit.fixed_arm = strategies::Arm{0.5, 4};
+  const auto loss = [](model::ModelImpl& m) -> absl::StatusOr<double> {
+    double n = 0;
+    for (const at::Tensor& p : m.parameters()) n += p.numel();
+    return 1e6 / n;
+  };
+  std::map<int, double> cost;
+  for (int devices : {2, 4}) {
+    Harness h = MakeEngine(options, loss);
+    RegisterAll(h, devices);
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+    absl::StatusOr<Task> task = h.engine->GetTask("pi-0", kStart);
+    ASSERT_TRUE(task.ok()) << task.status();
+    cost[devices] = task->pruning_cost;
+  }
+  EXPECT_GT(cost[2], 0);
+  EXPECT_NEAR(cost[4], cost[2] / 2, 1e-12);
+}
+
 // A failing or nonsensical validation measurement costs nothing and never
 // withholds a task.
 TEST(EngineTest, AFailedPruningCostMeasurementStillGivesTheTask) {

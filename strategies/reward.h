@@ -25,8 +25,12 @@ struct RewardTerms {
   // What the task's pruning costs the global model, [0, 1]: the loss of the
   // global model pruned as the device's sub-model was, over the unpruned
   // global model's loss, minus 1, on held-out server data (0 when not
-  // measured). The local loss cannot see this: a device trains inside its
-  // sub-model and never meets the units it lacks.
+  // measured), times the device's share of the round (1 / the updates the
+  // round waits for): the global model moves by the mean of the round's
+  // updates, so one device's sub-model moves it by that share, and its
+  // pruned units still get the other devices' updates. The local loss
+  // cannot see this: a device trains inside its sub-model and never meets
+  // the units it lacks.
   double pruning_cost = 0;
 };
 
