@@ -177,12 +177,11 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
     // The probe's two forward passes count a third of a training step's
     // operations per example each.
     const int64_t blocks = static_cast<int64_t>(net.block_shapes().size());
-    result.train_flops =
-        split::TrainingFlops(net, trained->examples, net.max_tokens(), 0,
-                             blocks) +
-        split::TrainingFlops(net, 2 * probe->size(), net.max_tokens(), 0,
-                             blocks) /
-            3.0;
+    result.train_flops = split::TrainingFlops(net, trained->examples,
+                                              net.max_tokens(), 0, blocks) +
+                         split::TrainingFlops(net, 2 * probe->size(),
+                                              net.max_tokens(), 0, blocks) /
+                             3.0;
   }
   result.update =
       task.dense() ? model::CopyWeights(net) : lora::ExtractAdapters(net);
