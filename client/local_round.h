@@ -63,7 +63,7 @@ struct LocalResult {
   double loss_before = 0, loss_after = 0;
   // Wall seconds, steady clock; train_s includes the probe's evaluations.
   double build_s = 0, train_s = 0;
-  int64_t split_steps = 0;          // Split tasks: steps applied on both sides.
+  int64_t split_steps = 0;  // Split tasks: steps applied on both sides.
 };
 
 // A split task trains only the head of the sub-model (split::TrainSplit)

@@ -120,9 +120,9 @@ absl::StatusOr<SpeedSwap> ParseSpeedSwap(absl::string_view spec, int count) {
   SpeedSwap swap;
   if (spec.empty()) return swap;
   const auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--swap_speeds=\"", spec, "\": ", why,
-        " (want ROUND:A-B[,C-D...], devices 0..", count - 1, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--swap_speeds=\"", spec, "\": ", why,
+                     " (want ROUND:A-B[,C-D...], devices 0..", count - 1, ")"));
   };
   const std::vector<absl::string_view> parts =
       absl::StrSplit(spec, absl::MaxSplits(':', 1));

@@ -61,8 +61,8 @@ TEST(ProfilesTest, SpeedSwaps) {
   EXPECT_EQ(swap->round, 20);
   ASSERT_EQ(swap->pairs.size(), 2u);
   EXPECT_EQ(swap->pairs[0], (std::pair<int64_t, int64_t>{0, 3}));
-  for (const char* bad : {"0:0-1", "x:0-1", "5", "5:0-4", "5:0-1,1-2",
-                          "5:0", "5:0-1-2"}) {
+  for (const char* bad :
+       {"0:0-1", "x:0-1", "5", "5:0-4", "5:0-1,1-2", "5:0", "5:0-1-2"}) {
     EXPECT_EQ(ParseSpeedSwap(bad, 4).status().code(),
               absl::StatusCode::kInvalidArgument)
         << bad;

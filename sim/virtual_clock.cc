@@ -413,8 +413,9 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
                   devices[b].profile.relative_speed);
       }
       if (config.progress != nullptr) {
-        std::fprintf(config.progress, "round %lld: %zu device pairs swapped "
-                                      "their speeds\n",
+        std::fprintf(config.progress,
+                     "round %lld: %zu device pairs swapped "
+                     "their speeds\n",
                      static_cast<long long>(engine.round()),
                      config.swap.pairs.size());
       }

@@ -63,7 +63,7 @@ struct VirtualConfig {
   std::vector<DeviceProfile> devices;  // One per device.
   // Devices that trade compute speeds from a round on (ParseSpeedSwap).
   SpeedSwap swap;
-  std::vector<std::string> links;      // Link specs, one per device.
+  std::vector<std::string> links;  // Link specs, one per device.
   int workers = 1;  // Devices trained at once (each on one thread).
   // The compute-cost table (sim/compute_costs.h) to read and extend; empty:
   // one kept in memory for this run (calibrated on its first job).
