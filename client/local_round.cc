@@ -161,14 +161,15 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
     trained = model::Train(net, data, train);
   }
   if (!trained.ok()) return trained.status();
-  result.loss_before = trained->first_loss;
-  result.loss_after = trained->final_loss;
   if (probe) {
     absl::StatusOr<model::EvalResult> after =
         model::Evaluate(net, *probe, train.batch_size);
     if (!after.ok()) return after.status();
     result.loss_before = probe_before;
     result.loss_after = after->loss;
+  } else {  // Split: the coordinator's loss, over the steps.
+    result.loss_before = trained->first_loss;
+    result.loss_after = trained->final_loss;
   }
   result.train_s = Since(phase);
   result.examples = data.size();

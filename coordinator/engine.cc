@@ -318,16 +318,7 @@ absl::Status Engine::OpenRound(absl::Time now) {
   }
   round_->pace_s = Pace();
   if (options_.bandit.kind == strategies::BanditKind::kStatic) {
-    std::vector<double> densest;
-    const strategies::ArmSpace& space = options_.bandit.space;
-    for (const auto& [id, participant] : round_->participants) {
-      if (std::optional<double> t = devices_.at(id).times.Predict(
-              strategies::CombinedRatio(round_->global_ratio, space.min_ratio),
-              space.ranks.back())) {
-        densest.push_back(*t);
-      }
-    }
-    round_->capability_budget_s = strategies::Quantile(densest, 0.75);
+    round_->capability_budget_s = CapabilityBudget();
   }
   return absl::OkStatus();
 }
@@ -348,8 +339,9 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
   if (std::optional<strategies::Arm> arm = CapabilityArm(device)) {
     task.arm = *arm;
   }
-  if (known && std::isfinite(known(task.arm))) {
-    task.known_reward = known(task.arm);
+  if (known) {
+    const double told = known(task.arm);
+    if (std::isfinite(told)) task.known_reward = told;
   }
   task.rank = options_.mode == Mode::kLora ? task.arm.rank : 0;
   task.global_ratio = round.global_ratio;
@@ -359,7 +351,7 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
       global_->Plan(task.combined_ratio);
   if (!plan.ok()) return plan.status();
   task.plan = std::move(*plan);
-  task.pruning_cost = RoundShare() * PruningCost(task.combined_ratio);
+  task.pruning_cost = ChargedPruningCost(task.combined_ratio);
   if (options_.mode == Mode::kLora) {
     absl::StatusOr<int64_t> cut =
         ChooseCut(options_.split, global_->base(), task.plan,
@@ -800,24 +792,24 @@ strategies::KnownReward Engine::KnownReward(const Device& device) {
   const bool timed = pace > 0 && device.times.state().observations > 0 &&
                      options_.reward.time > 0;
   if (!MeasuresPruningCost() && !timed) return {};
-  return
-      [this, &device, global_ratio, pace, timed](const strategies::Arm& arm) {
-        mu_.AssertHeld();
-        const double combined =
-            strategies::CombinedRatio(global_ratio, arm.prune_ratio);
-        double known = -options_.reward.pruning_cost * RoundShare() *
-                       PruningCost(combined);
-        if (timed) {
-          known -= options_.reward.time *
-                   strategies::TimeOverPace(
-                       *device.times.Predict(combined, arm.rank), pace);
-        }
-        return known;
-      };
+  return [this, &device, global_ratio, pace,
+          timed](const strategies::Arm& arm) {
+    mu_.AssertHeld();
+    const double combined =
+        strategies::CombinedRatio(global_ratio, arm.prune_ratio);
+    double known = -options_.reward.pruning_cost * ChargedPruningCost(combined);
+    if (timed) {
+      known -= options_.reward.time *
+               strategies::TimeOverPace(
+                   *device.times.Predict(combined, arm.rank), pace);
+    }
+    return known;
+  };
 }
 
-double Engine::RoundShare() const {
-  return 1.0 / static_cast<double>(std::max<int64_t>(round_->target, 1));
+double Engine::ChargedPruningCost(double ratio) {
+  return PruningCost(ratio) /
+         static_cast<double>(std::max<int64_t>(round_->target, 1));
 }
 
 std::optional<strategies::Arm> Engine::CapabilityArm(
@@ -842,6 +834,20 @@ std::optional<strategies::Arm> Engine::CapabilityArm(
             strategies::CombinedRatio(global_ratio, arm.prune_ratio), arm.rank);
       },
       round_->capability_budget_s);
+}
+
+double Engine::CapabilityBudget() const {
+  const strategies::ArmSpace& space = options_.bandit.space;
+  const double densest_ratio =
+      strategies::CombinedRatio(round_->global_ratio, space.min_ratio);
+  std::vector<double> densest;
+  for (const auto& [id, participant] : round_->participants) {
+    if (std::optional<double> t =
+            devices_.at(id).times.Predict(densest_ratio, space.ranks.back())) {
+      densest.push_back(*t);
+    }
+  }
+  return strategies::Quantile(densest, 0.75);
 }
 
 double Engine::Pace() const {

@@ -422,8 +422,9 @@ class Engine {
   bool AllTasksOut() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether pruning costs are measured (EngineHooks::validation_loss).
   bool MeasuresPruningCost() const;
-  // RewardTerms::pruning_cost of the global model pruned by Plan(ratio);
-  // 0 for ratio 0, when not measured, or when the measurement fails.
+  // The one-shot cost of the global model pruned by Plan(ratio) (the loss
+  // over the unpruned one's, minus 1, clipped to [0, 1]); 0 for ratio 0,
+  // when not measured, or when the measurement fails.
   // Normally measured ahead, during the round before, on that round's
   // model (MeasureAhead); otherwise measured now on the current model.
   double PruningCost(double ratio) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -445,12 +446,16 @@ class Engine {
   // (once the device has a time model); empty when neither is known.
   strategies::KnownReward KnownReward(const Device& device)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A device's share of the open round's aggregate: 1 / the updates the
-  // round waits for. Scales the pruning cost (RewardTerms::pruning_cost).
-  double RoundShare() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RewardTerms::pruning_cost of a task at `ratio` in the open round:
+  // PruningCost(ratio) times a device's share of the round's aggregate,
+  // 1 / the updates the round waits for.
+  double ChargedPruningCost(double ratio) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The open round's pace from its participants' time models, each over
   // the arms it may play now.
   double Pace() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // BanditKind::kStatic: the open round's capability budget
+  // (Round::capability_budget_s).
+  double CapabilityBudget() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // BanditKind::kStatic: the arm the capability rule gives `device` in the
   // open round, or nullopt while it has no time model.
   std::optional<strategies::Arm> CapabilityArm(const Device& device) const

@@ -83,6 +83,18 @@ Submission Train(const Harness& h, const std::string& id, const Task& task,
   return s;
 }
 
+// A validation loss that grows as a model loses parameters (1e6 / their
+// count), so every pruned plan costs something; counts its calls in
+// `calls` when given.
+decltype(EngineHooks::validation_loss) SizeLoss(int* calls = nullptr) {
+  return [calls](model::ModelImpl& m) -> absl::StatusOr<double> {
+    if (calls != nullptr) ++*calls;
+    double n = 0;
+    for (const at::Tensor& p : m.parameters()) n += p.numel();
+    return 1e6 / n;
+  };
+}
+
 TEST(EngineTest, FullRoundsCloseWhenEveryoneSubmitted) {
   Harness h = MakeEngine(Options());
   EXPECT_EQ(h.engine->GetTask("pi-0", kStart).status().code(),
@@ -218,13 +230,7 @@ TEST(EngineTest, PrunedTasksAreChargedWhatTheirPruningCostsTheGlobalModel) {
   EngineOptions options = Options();
   options.bandit.kind = strategies::BanditKind::kFixed;
   int evaluations = 0;
-  const auto loss =
-      [&evaluations](model::ModelImpl& m) -> absl::StatusOr<double> {
-    ++evaluations;
-    double n = 0;
-    for (const at::Tensor& p : m.parameters()) n += p.numel();
-    return 1e6 / n;
-  };
+  const auto loss = SizeLoss(&evaluations);
   for (double ratio : {0.0, 0.5}) {
     evaluations = 0;
     options.bandit.fixed_arm = strategies::Arm{ratio, 4};
@@ -272,13 +278,7 @@ TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
   options.bandit.kind = strategies::BanditKind::kFedSpine;
   options.reward.time = 0;  // The time term has its own test.
   int evaluations = 0;
-  const decltype(EngineHooks::validation_loss) loss =
-      [&evaluations](model::ModelImpl& m) -> absl::StatusOr<double> {
-    ++evaluations;
-    double n = 0;
-    for (const at::Tensor& p : m.parameters()) n += p.numel();
-    return 1e6 / n;
-  };
+  const auto loss = SizeLoss(&evaluations);
   for (const bool measured : {true, false}) {
     Harness h = MakeEngine(options, measured ? loss : nullptr);
     RegisterAll(h, 2);
@@ -439,11 +439,7 @@ TEST(EngineTest, ThePruningCostIsTheDevicesShareOfTheRound) {
   EngineOptions options = Options();
   options.bandit.kind = strategies::BanditKind::kFixed;
   options.bandit.fixed_arm = strategies::Arm{0.5, 4};
-  const auto loss = [](model::ModelImpl& m) -> absl::StatusOr<double> {
-    double n = 0;
-    for (const at::Tensor& p : m.parameters()) n += p.numel();
-    return 1e6 / n;
-  };
+  const auto loss = SizeLoss();
   std::map<int, double> cost;
   for (int devices : {2, 4}) {
     Harness h = MakeEngine(options, loss);
