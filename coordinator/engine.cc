@@ -227,7 +227,7 @@ absl::StatusOr<std::string> Engine::Register(const DeviceFacts& facts,
     return absl::PermissionDeniedError(
         absl::StrCat("device ", facts.device_id, " is not on the allow-list"));
   }
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "register");
   auto it = devices_.find(facts.device_id);
   if (it == devices_.end()) {
     if (static_cast<int64_t>(devices_.size()) >= options_.max_devices &&
@@ -380,7 +380,7 @@ absl::StatusOr<Task> Engine::MakeTask(const std::string& device_id,
 
 absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
                                      absl::Time now) {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "get_task");
   if (!failure_.ok()) return failure_;
   if (next_round_ > options_.rounds) {
     return absl::OutOfRangeError(absl::StrCat("the federation finished after ",
@@ -447,7 +447,7 @@ absl::Status Engine::ValidateUpdate(const Participant& participant,
 }
 
 absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "submit");
   const std::string& id = submission.device_id;
   absl::StatusOr<Device*> device = Touch(id, now);
   if (!device.ok()) return device.status();
@@ -569,7 +569,7 @@ absl::StatusOr<split::StepReply> Engine::SplitStep(
     const split::StepRequest& request, absl::Time now) {
   std::shared_ptr<SplitSession> session;
   {
-    absl::MutexLock lock(&mu_);
+    TimedLock lock(&mu_, &hooks_.lock_held, "split_step");
     absl::StatusOr<Participant*> p =
         SplitParticipant(device_id, round, nonce, now);
     if (!p.ok()) return p.status();
@@ -606,7 +606,7 @@ absl::Status Engine::SplitFinish(const std::string& device_id, int64_t round,
                                  int64_t applied_steps, absl::Time now) {
   std::shared_ptr<SplitSession> session;
   {
-    absl::MutexLock lock(&mu_);
+    TimedLock lock(&mu_, &hooks_.lock_held, "split_finish");
     absl::StatusOr<Participant*> p =
         SplitParticipant(device_id, round, nonce, now);
     if (!p.ok()) return p.status();
@@ -625,7 +625,7 @@ absl::Status Engine::SplitFinish(const std::string& device_id, int64_t round,
 
 absl::StatusOr<bool> Engine::Heartbeat(const std::string& device_id,
                                        absl::Time now) {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "heartbeat");
   absl::StatusOr<Device*> device = Touch(device_id, now);
   if (!device.ok()) return device.status();
   if (!round_) return false;
@@ -635,7 +635,7 @@ absl::StatusOr<bool> Engine::Heartbeat(const std::string& device_id,
 }
 
 void Engine::Disconnect(const std::string& device_id, absl::Time) {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "disconnect");
   if (!round_) return;
   auto it = round_->participants.find(device_id);
   if (it != round_->participants.end() && it->second.stage == Stage::kInvited) {
@@ -646,7 +646,7 @@ void Engine::Disconnect(const std::string& device_id, absl::Time) {
 absl::Status Engine::Decline(const std::string& device_id, int64_t round,
                              const std::string& nonce,
                              const std::string& reason, absl::Time now) {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "decline");
   absl::StatusOr<Participant*> p = OpenTask(device_id, round, nonce, now);
   if (!p.ok()) return p.status();
   LOG(INFO) << "device " << device_id << " declined round " << round << ": "
@@ -681,7 +681,7 @@ bool Engine::AllTasksOut() const {
 }
 
 absl::Status Engine::Tick(absl::Time now) {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "tick");
   if (next_round_ > options_.rounds || !failure_.ok()) return absl::OkStatus();
   if (!round_) return OpenRound(now);
   for (auto& [id, p] : round_->participants) {
@@ -1001,37 +1001,37 @@ absl::Status Engine::CloseRound(absl::Time now) {
 }
 
 int64_t Engine::round() const {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "read");
   return round_ ? round_->number : next_round_;
 }
 
 bool Engine::finished() const {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "read");
   return next_round_ > options_.rounds || !failure_.ok();
 }
 
 absl::Status Engine::failure() const {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "read");
   return failure_;
 }
 
 int64_t Engine::registered() const {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "read");
   return static_cast<int64_t>(devices_.size());
 }
 
 std::vector<RoundRecord> Engine::history() const {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "read");
   return history_;
 }
 
 int64_t Engine::rounds_closed() const {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "read");
   return static_cast<int64_t>(history_.size());
 }
 
 Engine::State Engine::Snapshot() const {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "snapshot");
   return SnapshotLocked();
 }
 
@@ -1049,7 +1049,7 @@ Engine::State Engine::SnapshotLocked() const {
 }
 
 absl::Status Engine::Restore(const State& state) {
-  absl::MutexLock lock(&mu_);
+  TimedLock lock(&mu_, &hooks_.lock_held, "restore");
   if (round_ || !devices_.empty() || next_round_ != 1) {
     return absl::FailedPreconditionError(
         "restore needs a fresh engine (before any registration or tick)");

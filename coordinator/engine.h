@@ -38,6 +38,7 @@
 #include "absl/time/time.h"
 
 #include "coordinator/global_model.h"
+#include "coordinator/timed_lock.h"
 #include "split/protocol.h"
 #include "split/server.h"
 #include "strategies/aggregator.h"
@@ -263,6 +264,10 @@ struct EngineHooks {
   // Called under the engine's lock.
   std::function<absl::StatusOr<double>(model::ModelImpl& model)>
       validation_loss;
+  // Told how long each operation held the engine's lock ("register",
+  // "get_task", "submit", "tick", "split_step", ...; coordinator/
+  // timed_lock.h): for the metrics and bench/coordinator. Thread-safe.
+  LockObserver lock_held;
 };
 
 class Engine {
