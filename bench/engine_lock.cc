@@ -217,9 +217,9 @@ int main(int argc, char** argv) {
             {
               std::lock_guard<std::mutex> lock(payloads_mu);
               for (const auto& item : payloads.at(d.task->payload_id)) {
-                s.update.insert(item.key(),
-                                item.value() +
-                                    0.01 * torch::randn_like(item.value()));
+                s.update.insert(
+                    item.key(),
+                    item.value() + 0.01 * torch::randn_like(item.value()));
               }
             }
             const auto start = Clock::now();

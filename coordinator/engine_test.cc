@@ -1,8 +1,11 @@
 #include "coordinator/engine.h"
 
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -306,7 +309,7 @@ TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
       }
       EXPECT_EQ(evaluations, measured_at_open) << "a task waited";
       // Every task is out: the next round's costs, on this round's model
-      // (round 1's was measured as it opened).
+      // (round 1's were measured as it opened).
       evaluations = 0;
       ASSERT_TRUE(h.engine->Tick(kStart).ok());
       if (measured && round > 1) {
@@ -748,35 +751,6 @@ TEST(EngineTest, RestoredEngineContinuesBitIdentically) {
 namespace fedge::coordinator {
 namespace {
 
-TEST(ChooseCutTest, SplitsOnlyDevicesWhoseBudgetCannotHoldTraining) {
-  model::VitConfig config;
-  config.dim = 32;
-  config.head_dim = 8;
-  config.layers.assign(4, model::BlockShape{4, 4, 64});
-  model::Vit vit = *model::CreateVit(config);
-  auto global = GlobalModel::Create(vit, Mode::kLora, {});
-  ASSERT_TRUE(global.ok());
-  const pruning::PruningPlan plan = *(*global)->Plan(0.0);
-  const std::vector<int64_t> shape = vit->ExampleInputShape(32);
-  auto peak = [](int64_t a) { return model::TrainingPeakBytes(0, a); };
-  const int64_t full = peak(vit->TrainingActivationBytes(shape));
-  SplitPolicy policy;                                   // auto
-  EXPECT_EQ(*ChooseCut(policy, *vit, plan, 0, 32), 0);  // No budget known.
-  EXPECT_EQ(*ChooseCut(policy, *vit, plan, full, 32), 0);
-  EXPECT_EQ(*ChooseCut(policy, *vit, plan, full - 1, 32), 3);
-  const int64_t two = peak(vit->HeadTrainingActivationBytes(shape, 2));
-  EXPECT_EQ(*ChooseCut(policy, *vit, plan, two, 32), 2);
-  EXPECT_EQ(*ChooseCut(policy, *vit, plan, two - 1, 32), 1);
-  EXPECT_EQ(*ChooseCut(policy, *vit, plan, 1, 32), 1);  // The least it can.
-  policy.mode = "off";
-  EXPECT_EQ(*ChooseCut(policy, *vit, plan, 1, 32), 0);
-  policy.mode = "2";
-  EXPECT_EQ(*ChooseCut(policy, *vit, plan, 0, 32), 2);
-  policy.mode = "5";
-  EXPECT_EQ(ChooseCut(policy, *vit, plan, 0, 32).status().code(),
-            absl::StatusCode::kInvalidArgument);
-}
-
 split::StepRequest SplitBatch(int64_t step) {
   split::StepRequest r;
   r.step = step;
@@ -828,6 +802,122 @@ TEST(EngineTest, SplitRoundsMergeTheCoordinatorsHalfIntoTheUpdate) {
   ASSERT_EQ(h.closed.size(), 1u);
   EXPECT_EQ(h.closed[0].clients[0].cut, 1);
   EXPECT_GT(h.closed[0].clients[0].update_norm, 0);
+}
+
+// The engine driven from many threads at once, as the gRPC callback threads
+// and the ticker do: devices re-registering, polling for tasks, running
+// split steps, heartbeating and submitting while the ticker opens, measures
+// and closes rounds. Every round must commit with every device's update,
+// and every status must be one the contract allows. Run under ASan and TSan
+// builds, this is where a data race or a lock-order bug shows.
+TEST(EngineConcurrencyTest, ManyThreadsDriveEveryRoundToItsEnd) {
+  constexpr int kDevices = 8;
+  EngineOptions o = Options();
+  o.rounds = 4;
+  o.min_devices = kDevices;
+  o.round_deadline = absl::Hours(1);
+  o.heartbeat_timeout = absl::Hours(1);
+  o.split.mode = "auto";  // Devices with a tiny memory budget are split.
+  torch::manual_seed(0);
+  auto global = GlobalModel::Create(testing::TinyVit(16), o.mode, {});
+  ASSERT_TRUE(global.ok());
+  std::mutex mu;  // Guards `published`: publish runs concurrently.
+  std::map<std::string, NamedTensors> published;
+  std::atomic<int> closed{0};
+  EngineHooks hooks;
+  hooks.validation_loss = SizeLoss();
+  hooks.publish = [&](const std::string& id, const NamedTensors& t) {
+    std::lock_guard<std::mutex> lock(mu);
+    published[id] = t;
+  };
+  hooks.on_round_closed = [&](const RoundRecord& r, const EngineState& st) {
+    EXPECT_TRUE(r.committed);
+    EXPECT_EQ(st.next_round, r.round + 1);
+    ++closed;
+    return absl::OkStatus();
+  };
+  auto engine = Engine::Create(std::move(*global), o, hooks);
+  ASSERT_TRUE(engine.ok());
+  Engine& e = **engine;
+  auto facts = [](int i) {
+    DeviceFacts f;
+    f.device_id = "pi-" + std::to_string(i);
+    f.memory_budget_bytes = i % 2 ? 1 : 0;  // Odd devices are split.
+    return f;
+  };
+  for (int i = 0; i < kDevices; ++i) {
+    ASSERT_TRUE(e.Register(facts(i), absl::Now()).ok());
+  }
+  std::atomic<bool> stop{false};
+  std::thread ticker([&] {
+    while (!e.finished()) {
+      const absl::Status s = e.Tick(absl::Now());
+      EXPECT_TRUE(s.ok()) << s;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    stop = true;
+  });
+  std::vector<std::thread> devices;
+  for (int i = 0; i < kDevices; ++i) {
+    devices.emplace_back([&, i] {
+      const std::string id = "pi-" + std::to_string(i);
+      int64_t submitted = 0;
+      for (int n = 0; !stop; ++n) {
+        if (n % 50 == 49) {  // Re-registration keeps the device's history.
+          EXPECT_TRUE(e.Register(facts(i), absl::Now()).ok());
+        }
+        EXPECT_TRUE(e.Heartbeat(id, absl::Now()).ok());
+        absl::StatusOr<Task> task = e.GetTask(id, absl::Now());
+        if (!task.ok()) {
+          EXPECT_TRUE(absl::IsUnavailable(task.status()) ||
+                      absl::IsOutOfRange(task.status()))
+              << task.status();
+          std::this_thread::yield();
+          continue;
+        }
+        if (task->round == submitted) continue;
+        EXPECT_EQ(task->cut > 0, i % 2 == 1);
+        Submission s;
+        s.device_id = id;
+        s.round = task->round;
+        s.nonce = task->nonce;
+        s.num_examples = 10;
+        s.loss_before = 2;
+        s.loss_after = 1.5;
+        for (int64_t step = 1; step <= 2 && task->cut > 0; ++step) {
+          split::StepRequest r;
+          r.step = step;
+          r.applied_steps = step - 1;
+          r.total_steps = 2;
+          r.activations = torch::randn({2, 17, 32});
+          r.targets = torch::tensor({0, 1}, torch::kLong);
+          absl::StatusOr<split::StepReply> reply =
+              e.SplitStep(id, task->round, task->nonce, r, absl::Now());
+          EXPECT_TRUE(reply.ok()) << reply.status();
+          s.split_steps = step;
+        }
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          for (const auto& item : published.at(task->payload_id)) {
+            s.update.insert(item.key(), item.value() + 0.01);
+          }
+        }
+        const absl::Status status = e.Submit(s, absl::Now());
+        EXPECT_TRUE(status.ok()) << status;
+        submitted = task->round;
+      }
+    });
+  }
+  ticker.join();
+  for (std::thread& t : devices) t.join();
+  EXPECT_TRUE(e.failure().ok()) << e.failure();
+  const std::vector<RoundRecord> history = e.history();
+  ASSERT_EQ(history.size(), 4u);
+  for (const RoundRecord& r : history) {
+    EXPECT_TRUE(r.committed);
+    EXPECT_EQ(r.accepted, kDevices) << "round " << r.round;
+  }
+  EXPECT_EQ(closed.load(), 4);
 }
 
 }  // namespace

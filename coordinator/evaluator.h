@@ -14,7 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 
-#include "coordinator/engine.h"
+#include "coordinator/engine_types.h"
 #include "coordinator/global_model.h"
 #include "model/dataset.h"
 #include "model/trainer.h"

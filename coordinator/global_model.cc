@@ -51,15 +51,16 @@ absl::StatusOr<std::unique_ptr<GlobalModel>> GlobalModel::Create(
   torch::NoGradGuard no_grad;
   auto global = std::unique_ptr<GlobalModel>(
       new GlobalModel(std::move(base), mode, lora));
+  NamedTensors trained;
   if (mode == Mode::kDense) {
-    global->trained_ = model::CopyWeights(*global->base_);
+    trained = model::CopyWeights(*global->base_);
   } else {
     for (auto& [path, linear] : model::NamedLinears(*global->base_)) {
       if (!lora.Targets(path)) continue;
-      global->trained_.insert(path + std::string(kWeight),
-                              torch::zeros_like(linear->weight));
+      trained.insert(path + std::string(kWeight),
+                     torch::zeros_like(linear->weight));
     }
-    if (global->trained_.is_empty()) {
+    if (trained.is_empty()) {
       return absl::InvalidArgumentError(
           "no Linear of the base model matches the LoRA target modules");
     }
@@ -67,29 +68,46 @@ absl::StatusOr<std::unique_ptr<GlobalModel>> GlobalModel::Create(
   pruning::GroupScores scores = pruning::MagnitudeScores(*global->base_);
   for (at::Tensor& h : scores.heads) h = UnitNorm(h.to(torch::kFloat64));
   for (at::Tensor& c : scores.channels) c = UnitNorm(c.to(torch::kFloat64));
+  absl::MutexLock lock(&global->mu_);
+  global->trained_ = std::move(trained);
   global->scores_ = std::move(scores);
   return global;
 }
 
+NamedTensors GlobalModel::Trained() const {
+  absl::MutexLock lock(&mu_);
+  return trained_;
+}
+
+pruning::GroupScores GlobalModel::Scores() const {
+  absl::MutexLock lock(&mu_);
+  return scores_;
+}
+
+int64_t GlobalModel::version() const {
+  absl::MutexLock lock(&mu_);
+  return version_;
+}
+
 absl::StatusOr<pruning::PruningPlan> GlobalModel::Plan(double ratio) const {
-  return pruning::PlanFromScores(*base_, scores_, ratio);
+  return pruning::PlanFromScores(*base_, Scores(), ratio);
 }
 
 absl::StatusOr<NamedTensors> GlobalModel::Payload(
     const pruning::PruningPlan& plan, int64_t rank, uint64_t seed) const {
   torch::NoGradGuard no_grad;
   absl::StatusOr<NamedTensors> sliced =
-      pruning::SliceTensors(*base_, plan, trained_);
+      pruning::SliceTensors(*base_, plan, Trained());
   if (!sliced.ok()) return sliced.status();
   if (mode_ == Mode::kDense) return sliced;
   NamedTensors adapters;
   for (const auto& item : *sliced) {
     const std::string& name = item.key();
-    absl::StatusOr<const NamedTensors*> factors = Factorize(
+    absl::StatusOr<NamedTensors> factors = Factorize(
         name.substr(0, name.size() - kWeight.size()), item.value(), rank);
     if (!factors.ok()) return factors.status();
     // Copies: revival below changes them in place.
-    for (const auto& f : **factors) {
+    for (const auto& f : *factors) {
       adapters.insert(f.key(), f.value().clone());
     }
   }
@@ -97,16 +115,20 @@ absl::StatusOr<NamedTensors> GlobalModel::Payload(
   return adapters;
 }
 
-absl::StatusOr<const NamedTensors*> GlobalModel::Factorize(
-    const std::string& path, const at::Tensor& delta, int64_t rank) const {
+absl::StatusOr<NamedTensors> GlobalModel::Factorize(const std::string& path,
+                                                    const at::Tensor& delta,
+                                                    int64_t rank) const {
   const at::Tensor bytes = delta.contiguous();
   const std::string key = absl::StrCat(
       path, "|", rank, "|", absl::StrJoin(bytes.sizes(), "x"), "|",
       std::hash<std::string_view>()(std::string_view(
           static_cast<const char*>(bytes.data_ptr()), bytes.nbytes())));
-  auto it = factorized_.find(key);
-  if (it != factorized_.end() && torch::equal(it->second.delta, bytes)) {
-    return &it->second.factors;
+  {
+    absl::MutexLock lock(&memo_mu_);
+    auto it = factorized_.find(key);
+    if (it != factorized_.end() && torch::equal(it->second.delta, bytes)) {
+      return it->second.factors;
+    }
   }
   lora::GlobalAdapter global;
   global.method = lora::RankMethod::kSvd;
@@ -115,24 +137,26 @@ absl::StatusOr<const NamedTensors*> GlobalModel::Factorize(
   absl::StatusOr<lora::RankedAdapter> ranked =
       lora::AdapterForRank(global, rank);
   if (!ranked.ok()) return ranked.status();
+  absl::MutexLock lock(&memo_mu_);
   if (factorized_.size() >= kMaxFactorized) factorized_.clear();
   Factorized& entry = factorized_[key];
   entry.delta = bytes;
   entry.factors = std::move(ranked->adapters);
-  return &entry.factors;
+  return entry.factors;
 }
 
 absl::StatusOr<RoundAggregate> GlobalModel::BeginRound(
     const strategies::AggregatorOptions& options) const {
   RoundAggregate round;
-  auto updates = strategies::UpdateAggregator::Create(trained_, options);
+  auto updates = strategies::UpdateAggregator::Create(Trained(), options);
   if (!updates.ok()) return updates.status();
   round.updates = std::move(*updates);
-  for (size_t b = 0; b < scores_.heads.size(); ++b) {
-    round.head_sums.push_back(torch::zeros_like(scores_.heads[b]));
-    round.head_counts.push_back(torch::zeros_like(scores_.heads[b]));
-    round.channel_sums.push_back(torch::zeros_like(scores_.channels[b]));
-    round.channel_counts.push_back(torch::zeros_like(scores_.channels[b]));
+  const pruning::GroupScores scores = Scores();
+  for (size_t b = 0; b < scores.heads.size(); ++b) {
+    round.head_sums.push_back(torch::zeros_like(scores.heads[b]));
+    round.head_counts.push_back(torch::zeros_like(scores.heads[b]));
+    round.channel_sums.push_back(torch::zeros_like(scores.channels[b]));
+    round.channel_counts.push_back(torch::zeros_like(scores.channels[b]));
   }
   return round;
 }
@@ -153,7 +177,7 @@ absl::StatusOr<double> GlobalModel::AddUpdate(RoundAggregate& round,
     absl::StatusOr<NamedTensors> given = lora::AdapterDeltas(sent, lora_.alpha);
     if (!given.ok()) return given.status();
     absl::StatusOr<NamedTensors> global =
-        pruning::SliceTensors(*base_, plan, trained_);
+        pruning::SliceTensors(*base_, plan, Trained());
     if (!global.ok()) return global.status();
     for (const auto& item : *trained) {
       const std::string name = item.key() + std::string(kWeight);
@@ -179,7 +203,7 @@ absl::Status GlobalModel::AddScores(RoundAggregate& round,
                                     const NamedTensors& importance) const {
   torch::NoGradGuard no_grad;
   const size_t blocks = plan.blocks.size();
-  if (blocks != scores_.heads.size()) {
+  if (blocks != round.head_sums.size()) {
     return absl::InvalidArgumentError("importance: plan has the wrong blocks");
   }
   // Validate all, then fold.
@@ -232,8 +256,7 @@ absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
   torch::NoGradGuard no_grad;
   absl::StatusOr<NamedTensors> next = round.updates->Finish();
   if (!next.ok()) return next.status();
-  trained_ = std::move(*next);
-  factorized_.clear();
+  pruning::GroupScores scores = Scores();
   auto blend = [ema](at::Tensor& global, const at::Tensor& sums,
                      const at::Tensor& counts) {
     const at::Tensor held = counts > 0;
@@ -244,10 +267,18 @@ absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
     global =
         UnitNorm(torch::where(held, ema * global + (1 - ema) * mean, global));
   };
-  for (size_t b = 0; b < scores_.heads.size(); ++b) {
-    blend(scores_.heads[b], round.head_sums[b], round.head_counts[b]);
-    blend(scores_.channels[b], round.channel_sums[b], round.channel_counts[b]);
+  for (size_t b = 0; b < scores.heads.size(); ++b) {
+    blend(scores.heads[b], round.head_sums[b], round.head_counts[b]);
+    blend(scores.channels[b], round.channel_sums[b], round.channel_counts[b]);
   }
+  {
+    absl::MutexLock lock(&mu_);
+    trained_ = std::move(*next);
+    scores_ = std::move(scores);
+    ++version_;
+  }
+  absl::MutexLock lock(&memo_mu_);
+  factorized_.clear();
   return absl::OkStatus();
 }
 
@@ -359,6 +390,7 @@ absl::StatusOr<model::Model> GlobalModel::DeviceModel(
 }
 
 NamedTensors GlobalModel::State() const {
+  absl::MutexLock lock(&mu_);
   NamedTensors state;
   for (const auto& item : trained_) state.insert(item.key(), item.value());
   for (size_t b = 0; b < scores_.heads.size(); ++b) {
@@ -384,15 +416,25 @@ absl::Status GlobalModel::Restore(const NamedTensors& state) {
           "' is missing, mis-shaped or not finite for this base model"));
     }
   }
-  for (auto& item : trained_) {
+  NamedTensors trained = Trained();
+  for (auto& item : trained) {
     item.value() = state[item.key()].to(item.value().scalar_type()).clone();
   }
-  for (size_t b = 0; b < scores_.heads.size(); ++b) {
-    scores_.heads[b] =
+  pruning::GroupScores scores = Scores();
+  for (size_t b = 0; b < scores.heads.size(); ++b) {
+    scores.heads[b] =
         state[absl::StrCat("scores.heads.", b)].to(torch::kFloat64).clone();
-    scores_.channels[b] =
+    scores.channels[b] =
         state[absl::StrCat("scores.channels.", b)].to(torch::kFloat64).clone();
   }
+  {
+    absl::MutexLock lock(&mu_);
+    trained_ = std::move(trained);
+    scores_ = std::move(scores);
+    ++version_;
+  }
+  absl::MutexLock lock(&memo_mu_);
+  factorized_.clear();
   return absl::OkStatus();
 }
 

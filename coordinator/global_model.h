@@ -13,6 +13,10 @@
 // back and averaged into D over the devices that hold each position
 // (FlexLoRA-style, papers.md section 9).
 //
+// Versioned: Commit and Restore install a new set of tensors (never
+// changing the old ones in place), so every read works on one consistent
+// version without holding a lock while it computes.
+//
 // Dense mode (classic FedAvg) keeps every weight and averages the devices'
 // trained weights, scattered back from their sub-models.
 #pragma once
@@ -22,7 +26,9 @@
 #include <string>
 #include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 #include "lora/lora.h"
 #include "lora/peft.h"
@@ -49,7 +55,12 @@ struct RoundAggregate {
   std::vector<at::Tensor> channel_sums, channel_counts;
 };
 
-// Not thread-safe; the engine serialises access.
+// Thread-safe. Reads (Plan, Payload, AddUpdate, AddScores, BeginRound,
+// Materialize, State) may run concurrently with each other and with a
+// Commit or Restore; each sees the version before or after it, never a
+// mix. Commit and Restore must not run concurrently with each other (the
+// engine's ticks are serialised). The RoundAggregate passed to AddUpdate
+// and AddScores is the caller's to serialise.
 class GlobalModel {
  public:
   // Takes the base model (without adapters). InvalidArgument for bad LoRA
@@ -105,8 +116,13 @@ class GlobalModel {
                          const NamedTensors& importance) const;
 
   // Makes the round's aggregate the new global state; scores of units that
-  // were reported move towards the round's mean by (1 - ema).
+  // were reported move towards the round's mean by (1 - ema). The work
+  // (the aggregate's mean, the scores' blend) is done before the new
+  // version is installed, so readers wait for none of it.
   absl::Status Commit(const RoundAggregate& round, double ema);
+
+  // Counts Commits and Restores: 0 at creation.
+  int64_t version() const;
 
   // A standalone model for evaluation: the base with the global change
   // applied (merged), pruned by Plan(ratio). See MaterializeState.
@@ -126,22 +142,30 @@ class GlobalModel {
   // Linear at `path` (lora::AdapterForRank). Devices whose plans keep the
   // same rows and columns of a Linear (e.g. the same heads of q_proj) get
   // the same slice, so its SVD is computed once: memoised by content until
-  // the next Commit. The pointer is valid until the next call.
-  absl::StatusOr<const NamedTensors*> Factorize(const std::string& path,
-                                                const at::Tensor& delta,
-                                                int64_t rank) const;
+  // the next Commit. The SVD runs outside memo_mu_.
+  absl::StatusOr<NamedTensors> Factorize(const std::string& path,
+                                         const at::Tensor& delta,
+                                         int64_t rank) const;
+  // The current version's tensors (handles: cheap, never changed).
+  NamedTensors Trained() const;
+  pruning::GroupScores Scores() const;
 
-  model::Model base_;
+  model::Model base_;  // Never changed: read without a lock.
   const Mode mode_;
   const lora::LoraOptions lora_;
-  NamedTensors trained_;  // LoRA: "<path>.weight" -> D; dense: all weights.
-  pruning::GroupScores scores_;  // Unit-norm per block.
+  mutable absl::Mutex mu_;
+  // LoRA: "<path>.weight" -> D; dense: all weights.
+  NamedTensors trained_ ABSL_GUARDED_BY(mu_);
+  pruning::GroupScores scores_ ABSL_GUARDED_BY(mu_);  // Unit-norm per block.
+  int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   struct Factorized {
     at::Tensor delta;  // The slice, to rule out hash collisions.
     NamedTensors factors;
   };
   static constexpr size_t kMaxFactorized = 4096;
-  mutable std::unordered_map<std::string, Factorized> factorized_;
+  mutable absl::Mutex memo_mu_;
+  mutable std::unordered_map<std::string, Factorized> factorized_
+      ABSL_GUARDED_BY(memo_mu_);
 };
 
 // Writes a LoRA-mode `state` (as GlobalModel::State() gave it) as a PEFT

@@ -30,6 +30,13 @@ void DeclareMetrics(metrics::Registry& r) {
                      metrics::SecondsBuckets());
   r.DeclareHistogram("fedge_round_seconds", "Round time, open to close.",
                      metrics::SecondsBuckets());
+  r.DeclareHistogram("fedge_engine_lock_hold_seconds",
+                     "How long each operation held the round engine's lock, "
+                     "by operation (get_task, submit, tick, close, ...).",
+                     {1e-5, 1e-4, 1e-3, 0.005, 0.01, 0.05, 0.1, 1});
+  r.DeclareCounter("fedge_engine_errors_total",
+                   "Failed engine ticks: a commit or a checkpoint write that "
+                   "failed (the coordinator retries, then stops).");
   r.DeclareHistogram("fedge_aggregate_seconds",
                      "Server aggregation time per committed round.",
                      metrics::SecondsBuckets());

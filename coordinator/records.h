@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 
-#include "coordinator/engine.h"
+#include "coordinator/engine_types.h"
 #include "metrics/csv.h"
 #include "metrics/registry.h"
 #include "model/trainer.h"

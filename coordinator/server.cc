@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "coordinator/state_checkpoint.h"
+#include "coordinator/tick_failures.h"
 #include "coordinator/validation.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
@@ -117,6 +118,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   hooks.on_round_closed = [&s](const RoundRecord& r, const EngineState& st) {
     return s.OnRoundClosed(r, st);
   };
+  metrics::Registry* lock_metrics = &s.metrics_;
+  hooks.lock_held = [lock_metrics](absl::string_view op, absl::Duration held) {
+    lock_metrics->Observe("fedge_engine_lock_hold_seconds",
+                          {{"op", std::string(op)}},
+                          absl::ToDoubleSeconds(held));
+  };
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(std::move(*global), c.engine, std::move(hooks));
   if (!engine.ok()) return engine.status();
@@ -208,11 +215,26 @@ std::shared_ptr<grpc::Channel> CoordinatorServer::InProcessChannel() {
 
 void CoordinatorServer::TickLoop() {
   absl::Time last_trim = absl::Now();
+  TickFailures failures(kMaxTickFailures, engine_->rounds_closed());
   while (!stop_) {
     // The tick first: woken by an update that completed its round, close
     // it now (malloc_trim can take tens of ms).
-    if (absl::Status s = engine_->Tick(absl::Now()); !s.ok()) {
-      LOG(ERROR) << "round engine: " << s;
+    const absl::Status tick = engine_->Tick(absl::Now());
+    if (!tick.ok()) {
+      metrics_.Increment("fedge_engine_errors_total");
+      LOG(ERROR) << "round engine (failure " << failures.failures() + 1
+                 << " of " << kMaxTickFailures
+                 << " before the coordinator stops): " << tick;
+    }
+    if (std::optional<absl::Status> stop =
+            failures.Record(tick, engine_->rounds_closed())) {
+      std::fprintf(stderr, "fedge-coordinator: %s\n", stop->ToString().c_str());
+      {
+        absl::MutexLock lock(&failure_mu_);
+        failure_ = *stop;
+      }
+      Stop();
+      break;
     }
     // Issuing tasks and folding updates churn model-sized temporaries
     // between small long-lived allocations; without giving the freed pages
@@ -318,6 +340,10 @@ absl::Status CoordinatorServer::Wait() {
   evaluator_->Drain();
   if (!stop_)
     std::this_thread::sleep_for(absl::ToChronoMilliseconds(config_.linger));
+  {
+    absl::MutexLock lock(&failure_mu_);
+    if (!failure_.ok()) return failure_;
+  }
   return engine_->failure();
 }
 

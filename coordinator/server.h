@@ -72,8 +72,14 @@ class CoordinatorServer {
   std::shared_ptr<grpc::Channel> InProcessChannel();
 
   // Blocks until every round is done (or the federation failed, or Stop()
-  // was called) and evaluations are written. Returns the engine's failure.
+  // was called) and evaluations are written. Returns the engine's failure,
+  // or the error that stopped the coordinator (kMaxTickFailures).
   absl::Status Wait();
+
+  // A failed Tick (a commit or a checkpoint write) is counted
+  // (fedge_engine_errors_total) and logged; this many with no round closed
+  // cleanly between them stop the coordinator (coordinator/tick_failures.h).
+  static constexpr int kMaxTickFailures = 3;
   // Stops serving; safe from any thread, idempotent.
   void Stop();
 
@@ -104,7 +110,9 @@ class CoordinatorServer {
   std::unique_ptr<Evaluator> evaluator_;
   std::unique_ptr<metrics::HttpServer> http_;
   int port_ = 0;
-  int64_t committed_ = 0;  // Under the engine's lock (hook).
+  int64_t committed_ = 0;  // On the ticker thread (the hook).
+  absl::Mutex failure_mu_;
+  absl::Status failure_ ABSL_GUARDED_BY(failure_mu_);
   std::atomic<bool> stop_{false};
   absl::Mutex wake_mu_;
   bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;

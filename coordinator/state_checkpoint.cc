@@ -66,7 +66,7 @@ std::string CheckpointPath(const std::string& dir) {
 absl::Status SaveCheckpoint(const std::string& dir,
                             const Checkpoint& checkpoint) {
   if (absl::Status s = model::MakeDirectories(dir); !s.ok()) return s;
-  const Engine::State& state = checkpoint.state;
+  const EngineState& state = checkpoint.state;
   nlohmann::json json = {{"version", kVersion},
                          {"next_round", state.next_round},
                          {"base_digest", checkpoint.base_digest},
@@ -88,7 +88,7 @@ absl::Status SaveCheckpoint(const std::string& dir,
     json["devices"].push_back(std::move(d));
   }
   json["plays"] = nlohmann::json::array();
-  for (const Engine::BanditPlay& p : state.plays) {
+  for (const BanditPlay& p : state.plays) {
     json["plays"].push_back({{"device_id", p.device_id},
                              {"prune_ratio", p.arm.prune_ratio},
                              {"rank", p.arm.rank},
@@ -161,7 +161,7 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& dir) {
     checkpoint.state.devices.push_back(std::move(f));
   }
   for (model::JsonReader& p : r.Objects("plays")) {
-    Engine::BanditPlay play;
+    BanditPlay play;
     play.device_id = p.String("device_id");
     play.arm.prune_ratio = p.Double("prune_ratio");
     play.arm.rank = p.Int("rank");

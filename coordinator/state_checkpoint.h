@@ -10,12 +10,12 @@
 
 #include "absl/status/statusor.h"
 
-#include "coordinator/engine.h"
+#include "coordinator/engine_types.h"
 
 namespace fedge::coordinator {
 
 struct Checkpoint {
-  Engine::State state;
+  EngineState state;
   // SHA-256 (hex) of the base model's weights file, checked on resume so a
   // checkpoint is never applied to another base.
   std::string base_digest;

@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include <torch/types.h>
 
+#include "coordinator/engine.h"
 #include "model/file_io.h"
 #include "model/safetensors.h"
 #include "tests/testing/tiny_models.h"

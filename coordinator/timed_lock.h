@@ -24,7 +24,8 @@ class ABSL_SCOPED_LOCKABLE TimedLock {
  public:
   TimedLock(absl::Mutex* mu, const LockObserver* observer, const char* op)
       ABSL_EXCLUSIVE_LOCK_FUNCTION(mu)
-      : mu_(mu), observer_(observer != nullptr && *observer ? observer : nullptr),
+      : mu_(mu),
+        observer_(observer != nullptr && *observer ? observer : nullptr),
         op_(op) {
     mu_->Lock();
     if (observer_ != nullptr) start_ = std::chrono::steady_clock::now();

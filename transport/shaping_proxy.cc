@@ -73,7 +73,10 @@ class Pipe {
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
-            +[](Pipe* p) { return p->queued_ < p->limit_ || p->closed_; },
+            +[](Pipe* p) {
+              p->mu_.AssertHeld();  // Await evaluates it under mu_.
+              return p->queued_ < p->limit_ || p->closed_;
+            },
             this));
       }
       const ssize_t n = ::read(from_, buffer, sizeof(buffer));
@@ -98,6 +101,7 @@ class Pipe {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
             +[](Pipe* p) {
+              p->mu_.AssertHeld();  // Await evaluates it under mu_.
               return !p->queue_.empty() || p->eof_ || p->closed_;
             },
             this));

@@ -1,0 +1,210 @@
+// The round engine's vocabulary: its options, the facts a device reports,
+// the task it gets, the update it submits, the records of a closed round
+// and the state a checkpoint keeps. Plain structs; the engine
+// (coordinator/engine.h) and its parts use them.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+#include "coordinator/global_model.h"
+#include "lora/lora.h"
+#include "pruning/plan.h"
+#include "strategies/aggregator.h"
+#include "strategies/bandit.h"
+#include "strategies/reward.h"
+#include "strategies/schedule.h"
+#include "strategies/selection.h"
+#include "strategies/time_model.h"
+
+namespace fedge::coordinator {
+
+struct DeviceFacts {
+  std::string device_id;
+  int32_t cores = 0;
+  int64_t memory_total_bytes = 0;
+  int64_t memory_available_bytes = 0;
+  int64_t memory_budget_bytes = 0;
+  std::string arch;
+  std::string cpu_model;
+  double benchmark_gflops = 0;
+  std::string link;  // "ethernet", "wifi", "lte", "5g-sa" or "".
+  std::string software_version;
+};
+
+// InvalidArgument unless the id is 1-128 characters of [A-Za-z0-9._-] and
+// the facts are possible (non-negative, budget <= total when both given).
+absl::Status ValidateDeviceFacts(const DeviceFacts& facts);
+
+struct TrainSpec {
+  int32_t epochs = 1;
+  int64_t max_steps = 0;
+  int32_t batch_size = 32;
+  double learning_rate = 1e-3;  // docs/simulation.md: 3e-3 dipped.
+  double weight_decay = 0.0;
+  double max_grad_norm = 1.0;
+  double fedprox_mu = 0.0;
+  // model::TrainOptions::balanced_softmax, on classifiers' devices.
+  bool balanced_softmax = true;
+};
+
+// Split fine-tuning (docs/split.md): which devices train only the first
+// blocks of their sub-model while the coordinator trains the rest.
+struct SplitPolicy {
+  // "off": every device trains its whole sub-model. "auto": a device whose
+  // memory budget is below the estimated peak of training its whole
+  // sub-model is split at the largest cut whose head fits the budget (at
+  // least 1). "1".."n": every device is split before that block.
+  std::string mode = "auto";
+  std::string activation_codec =
+      "float16";                 // float32/float16/bfloat16/int8_row.
+  int64_t local_loss_steps = 0;  // SFPrompt's local-loss updates per round.
+  double keep_fraction = 1.0;    // EL2N data pruning; < 1 needs local steps.
+};
+
+// SplitPolicy::mode as a number: -1 for "auto", 0 for "off", k for a fixed
+// cut before block k >= 1. InvalidArgument otherwise.
+absl::StatusOr<int64_t> ParseSplitMode(absl::string_view mode);
+
+struct EngineOptions {
+  Mode mode = Mode::kLora;
+  int64_t rounds = 20;       // The federation stops after this many.
+  int64_t min_devices = 1;   // Registered devices before round 1 opens.
+  int64_t min_updates = 1;   // Fewer at close: the round is retried.
+  int64_t max_attempts = 5;  // Tries per round before giving up.
+  absl::Duration round_deadline = absl::Minutes(10);
+  // A device silent (no RPC) for this long is dropped from its round.
+  absl::Duration heartbeat_timeout = absl::Minutes(2);
+  strategies::SelectionOptions selection;
+  strategies::BanditOptions bandit;
+  strategies::RewardWeights reward;
+  strategies::SparsitySchedule schedule;
+  strategies::AggregatorOptions aggregator;
+  lora::LoraOptions lora;  // alpha, dropout, targets; the rank is the arm's.
+  TrainSpec train;
+  SplitPolicy split;
+  std::string upload_codec = "int8_row";
+  bool upload_zstd = true;
+  double topk_fraction = 0.01;
+  double importance_ema = 0.5;
+  int64_t max_examples = 1000000;  // Cap on a device's claimed weight.
+  // Registry size. When full, a device that never asked for work and has
+  // been silent past heartbeat_timeout is forgotten to make room (so a
+  // flood of fake registrations cannot lock out new honest devices);
+  // with none such, Register is RESOURCE_EXHAUSTED.
+  int64_t max_devices = 100000;
+  // Invite (and count toward min_devices) only devices that have asked for
+  // a task since they last registered: registrations that never ask for
+  // work (a flood of fake devices) cannot be invited and stall a round.
+  bool invite_only_polled = false;
+  std::set<std::string> allow_list;  // Empty: any valid device id.
+  uint64_t seed = 1;
+
+  absl::Status Validate() const;
+};
+
+struct Task {
+  int64_t round = 0;
+  std::string nonce;  // 16 random bytes, hex.
+  // The device's local-training seed (shuffling, dropout): from
+  // EngineOptions::seed, the device and the round, so a rerun with the same
+  // seed trains the same way. Not the nonce, which is unpredictable.
+  uint64_t train_seed = 0;
+  strategies::Arm arm;
+  // The reward's pruning cost of this task's plan (RewardTerms: the
+  // measured one-shot cost times the device's share of the round), as the
+  // task was made; 0 without EngineHooks::validation_loss.
+  double pruning_cost = 0;
+  // What the bandit was told of this arm's reward before it chose
+  // (strategies::KnownReward): minus the weighted pruning cost and the
+  // weighted time term its device's time model predicted. The bandit
+  // learns the reward less this.
+  double known_reward = 0;
+  double global_ratio = 0;    // The schedule's ratio this round.
+  double combined_ratio = 0;  // What the device's plan removes in all.
+  pruning::PruningPlan plan;
+  int64_t rank = 0;        // LoRA mode.
+  int64_t cut = 0;         // Split before this block; 0: train locally.
+  std::string payload_id;  // Transfer id of the payload.
+  absl::Time issued;
+  absl::Time deadline;
+};
+
+struct Timings {
+  double download_s = 0, train_s = 0, upload_s = 0, eval_s = 0;
+  int64_t bytes_down = 0, bytes_up = 0, raw_bytes_down = 0, raw_bytes_up = 0;
+  int64_t peak_rss_bytes = 0;
+  // Split rounds: the step messages both ways (part of train_s).
+  int64_t split_bytes_up = 0, split_bytes_down = 0;
+  double split_s = 0;  // Of train_s: waiting on the step exchanges.
+};
+
+struct Submission {
+  std::string device_id;
+  int64_t round = 0;
+  std::string nonce;
+  NamedTensors update;      // Decoded, in the sub-model's names.
+  NamedTensors importance;  // Optional: "heads.N", "channels.N".
+  int64_t num_examples = 0;
+  double loss_before = 0, loss_after = 0;
+  int64_t split_steps = 0;  // Split rounds: the steps the device applied.
+  Timings timings;          // As the device measured them.
+};
+
+// One device's row of a closed round.
+struct ClientRecord {
+  int64_t round = 0;
+  std::string device_id;
+  std::string link;
+  // "accepted", "straggler", "declined" (the device refused the task:
+  // over its memory budget) or "dropped".
+  std::string status;
+  strategies::Arm arm;
+  double combined_ratio = 0;
+  int64_t cut = 0;  // Split before this block; 0: trained locally.
+  Timings timings;
+  double wait_s = 0;     // From its submission to the round's close.
+  double elapsed_s = 0;  // From its task to its submission (server clock).
+  double loss_before = 0, loss_after = 0;
+  double update_norm = 0;
+  strategies::RewardTerms terms;
+  double reward = 0;
+};
+
+struct RoundRecord {
+  int64_t round = 0;
+  int64_t attempt = 0;
+  bool committed = false;  // False: too few updates, the round is retried.
+  double global_ratio = 0;
+  int64_t invited = 0, accepted = 0, stragglers = 0, declined = 0, dropped = 0;
+  double round_s = 0;      // Open to close.
+  double aggregate_s = 0;  // Finish + commit (measured by the caller's clock).
+  double mean_loss_after = 0;
+  std::vector<ClientRecord> clients;
+};
+
+struct BanditPlay {
+  std::string device_id;
+  strategies::Arm arm;
+  double reward = 0;  // As fed to Bandit::Update(), less any known part.
+};
+
+// The engine's checkpointable state (see coordinator/state_checkpoint.h).
+struct EngineState {
+  int64_t next_round = 1;
+  std::vector<DeviceFacts> devices;
+  std::vector<BanditPlay> plays;  // Every bandit update, in order.
+  std::map<std::string, double> expected_seconds;
+  // Each device's time model (strategies/time_model.h).
+  std::map<std::string, strategies::TimeModelState> time_models;
+  NamedTensors global;
+};
+
+}  // namespace fedge::coordinator

@@ -1,0 +1,126 @@
+#include "coordinator/rewards.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace fedge::coordinator {
+
+std::vector<double> CandidateCombinedRatios(const EngineOptions& options,
+                                            double global_ratio,
+                                            int64_t plays) {
+  std::vector<double> combined;
+  for (double ratio : strategies::CandidateRatios(
+           options.bandit, strategies::RatioCap(options.bandit, plays))) {
+    combined.push_back(strategies::CombinedRatio(global_ratio, ratio));
+  }
+  return combined;
+}
+
+double RoundPace(const EngineOptions& options,
+                 const std::vector<const Device*>& participants,
+                 double global_ratio) {
+  const std::vector<int64_t> ranks =
+      options.bandit.kind == strategies::BanditKind::kFixed
+          ? std::vector<int64_t>{options.bandit.fixed_arm.rank}
+          : options.bandit.space.ranks;
+  std::vector<double> fastest;
+  for (const Device* device : participants) {
+    double best = std::numeric_limits<double>::infinity();
+    for (double ratio :
+         CandidateCombinedRatios(options, global_ratio, device->plays)) {
+      for (int64_t rank : ranks) {
+        if (std::optional<double> t = device->times.Predict(ratio, rank)) {
+          best = std::min(best, *t);
+        }
+      }
+    }
+    if (std::isfinite(best)) fastest.push_back(best);
+  }
+  return strategies::RoundPace(fastest);
+}
+
+double CapabilityBudget(const EngineOptions& options,
+                        const std::vector<const Device*>& participants,
+                        double global_ratio) {
+  const strategies::ArmSpace& space = options.bandit.space;
+  const double densest_ratio =
+      strategies::CombinedRatio(global_ratio, space.min_ratio);
+  std::vector<double> densest;
+  for (const Device* device : participants) {
+    if (std::optional<double> t =
+            device->times.Predict(densest_ratio, space.ranks.back())) {
+      densest.push_back(*t);
+    }
+  }
+  return strategies::Quantile(densest, 0.75);
+}
+
+std::optional<strategies::Arm> CapabilityArm(const EngineOptions& options,
+                                             const Device& device,
+                                             double global_ratio,
+                                             double budget_s) {
+  if (options.bandit.kind != strategies::BanditKind::kStatic ||
+      !(budget_s > 0) || device.times.state().observations == 0) {
+    return std::nullopt;
+  }
+  // The grid's arms under the device's prune-and-tune cap.
+  const double cap = strategies::RatioCap(options.bandit, device.plays);
+  std::vector<strategies::Arm> arms;
+  for (const strategies::Arm& arm :
+       strategies::GridArms(options.bandit.space)) {
+    if (arm.prune_ratio <= cap + 1e-9) arms.push_back(arm);
+  }
+  return strategies::CapabilityArm(
+      arms,
+      [&](const strategies::Arm& arm) {
+        return *device.times.Predict(
+            strategies::CombinedRatio(global_ratio, arm.prune_ratio), arm.rank);
+      },
+      budget_s);
+}
+
+strategies::KnownReward KnownReward(
+    const EngineOptions& options, const Device& device, double global_ratio,
+    double pace_s, bool costs_known,
+    const std::function<double(double)>& charged_cost) {
+  const bool timed = pace_s > 0 && device.times.state().observations > 0 &&
+                     options.reward.time > 0;
+  if (!costs_known && !timed) return {};
+  return [&options, &device, &charged_cost, global_ratio, pace_s, costs_known,
+          timed](const strategies::Arm& arm) {
+    const double combined =
+        strategies::CombinedRatio(global_ratio, arm.prune_ratio);
+    double known = 0;
+    if (costs_known) {
+      known -= options.reward.pruning_cost * charged_cost(combined);
+    }
+    if (timed) {
+      known -= options.reward.time *
+               strategies::TimeOverPace(
+                   *device.times.Predict(combined, arm.rank), pace_s);
+    }
+    return known;
+  };
+}
+
+void PayClient(const EngineOptions& options, const RoundPay& round,
+               bool straggler, double pruning_cost, ClientRecord& client) {
+  strategies::RewardInputs in;
+  in.loss_before = client.loss_before;
+  in.loss_after = client.loss_after;
+  in.prune_ratio = client.arm.prune_ratio;
+  in.target_ratio =
+      strategies::RatioToTarget(round.global_ratio, options.schedule.target);
+  in.update_norm = client.update_norm;
+  in.median_update_norm = round.median_update_norm;
+  in.seconds = client.elapsed_s;
+  in.pace_seconds = round.pace_s;
+  in.median_seconds = round.median_elapsed_s;
+  in.straggler = straggler;
+  in.pruning_cost = pruning_cost;
+  client.terms = strategies::MakeRewardTerms(in);
+  client.reward = strategies::Reward(client.terms, options.reward);
+}
+
+}  // namespace fedge::coordinator

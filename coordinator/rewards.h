@@ -1,0 +1,76 @@
+// What each device's bandit is told before it chooses and paid after its
+// round. FedSpine's reward (strategies/reward.h) has parts the coordinator
+// knows in advance: the pruning cost of the arm's plan (measured,
+// coordinator/pruning_costs.h) and the time the device's time model
+// predicts past the round's pace. Those are told to the bandit
+// (strategies::KnownReward), which learns only the rest. The static
+// capability rule (BanditKind::kStatic) is here too: it picks from the
+// same predictions.
+//
+// Pure functions of the engine's state; the engine's lock guards what they
+// read.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "coordinator/device_registry.h"
+#include "coordinator/engine_types.h"
+#include "strategies/bandit.h"
+
+namespace fedge::coordinator {
+
+// The combined ratios (global x device) the bandits may ask about in a
+// round at `global_ratio` when the most-played device has played `plays`
+// times (the prune-and-tune ramp caps the device's ratio).
+std::vector<double> CandidateCombinedRatios(const EngineOptions& options,
+                                            double global_ratio, int64_t plays);
+
+// The round's pace (strategies::RoundPace) over `participants`' time
+// models, each over the arms it may play now; 0 before any prediction.
+double RoundPace(const EngineOptions& options,
+                 const std::vector<const Device*>& participants,
+                 double global_ratio);
+
+// BanditKind::kStatic: the 75th percentile of `participants`' predicted
+// times for the least pruned arm at the highest rank; 0 before any
+// prediction.
+double CapabilityBudget(const EngineOptions& options,
+                        const std::vector<const Device*>& participants,
+                        double global_ratio);
+
+// BanditKind::kStatic: the arm the capability rule gives `device` within
+// `budget_s`, or nullopt for other bandits, without a budget, or while the
+// device has no time model.
+std::optional<strategies::Arm> CapabilityArm(const EngineOptions& options,
+                                             const Device& device,
+                                             double global_ratio,
+                                             double budget_s);
+
+// What is known of each arm's reward for `device` in a round at
+// `global_ratio` and `pace_s`: minus the weighted charged pruning cost
+// (`charged_cost(combined ratio)`, when `costs_known`) and minus the
+// weighted time term (once the device has a time model and the round a
+// pace). Empty when neither is known. The result borrows `device` and
+// `charged_cost`: call it while they live (Bandit::Choose).
+strategies::KnownReward KnownReward(
+    const EngineOptions& options, const Device& device, double global_ratio,
+    double pace_s, bool costs_known,
+    const std::function<double(double)>& charged_cost);
+
+// What a round knows when it pays its devices.
+struct RoundPay {
+  double global_ratio = 0;
+  double pace_s = 0;
+  double median_elapsed_s = 0;
+  double median_update_norm = 0;
+};
+
+// Fills `client.terms` and `client.reward` for an accepted or straggling
+// device (`straggler`) whose task charged `pruning_cost`.
+void PayClient(const EngineOptions& options, const RoundPay& round,
+               bool straggler, double pruning_cost, ClientRecord& client);
+
+}  // namespace fedge::coordinator
