@@ -217,7 +217,8 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
     payload_seed = DeviceSeed(options_.seed, device_id,
                               round_->number * 1000 + round_->attempt);
   }
-  // The heavy part: plan, cut, payload (SVDs), serialising and hashing.
+  // The heavy part: plan, cut, payload (SVDs, each computed once for all
+  // devices that need it: GlobalModel::Factorize), serialising, hashing.
   absl::StatusOr<BuiltTask> built =
       BuildTask(*global_, options_, task, budget_bytes, payload_seed);
   if (built.ok() && hooks_.publish) {

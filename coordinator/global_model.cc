@@ -123,26 +123,39 @@ absl::StatusOr<NamedTensors> GlobalModel::Factorize(const std::string& path,
       path, "|", rank, "|", absl::StrJoin(bytes.sizes(), "x"), "|",
       std::hash<std::string_view>()(std::string_view(
           static_cast<const char*>(bytes.data_ptr()), bytes.nbytes())));
+  std::shared_ptr<Factorized> entry;
+  bool mine = false;
   {
     absl::MutexLock lock(&memo_mu_);
-    auto it = factorized_.find(key);
-    if (it != factorized_.end() && torch::equal(it->second.delta, bytes)) {
-      return it->second.factors;
+    if (auto it = factorized_.find(key); it != factorized_.end()) {
+      entry = it->second;
+    } else {
+      if (factorized_.size() >= kMaxFactorized) factorized_.clear();
+      entry = std::make_shared<Factorized>();
+      entry->delta = bytes;
+      factorized_[key] = entry;
+      mine = true;
     }
   }
-  lora::GlobalAdapter global;
-  global.method = lora::RankMethod::kSvd;
-  global.alpha = lora_.alpha;
-  global.deltas.insert(path, bytes);
-  absl::StatusOr<lora::RankedAdapter> ranked =
-      lora::AdapterForRank(global, rank);
-  if (!ranked.ok()) return ranked.status();
-  absl::MutexLock lock(&memo_mu_);
-  if (factorized_.size() >= kMaxFactorized) factorized_.clear();
-  Factorized& entry = factorized_[key];
-  entry.delta = bytes;
-  entry.factors = std::move(ranked->adapters);
-  return entry.factors;
+  auto factorize = [&]() -> absl::StatusOr<NamedTensors> {
+    lora::GlobalAdapter global;
+    global.method = lora::RankMethod::kSvd;
+    global.alpha = lora_.alpha;
+    global.deltas.insert(path, bytes);
+    absl::StatusOr<lora::RankedAdapter> ranked =
+        lora::AdapterForRank(global, rank);
+    if (!ranked.ok()) return ranked.status();
+    return std::move(ranked->adapters);
+  };
+  if (mine) {
+    entry->factors = factorize();
+    entry->done.Notify();
+  } else {
+    entry->done.WaitForNotification();
+  }
+  // A hash collision: another slice under the same key.
+  if (!torch::equal(entry->delta, bytes)) return factorize();
+  return entry->factors;
 }
 
 absl::StatusOr<RoundAggregate> GlobalModel::BeginRound(

@@ -29,6 +29,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 
 #include "lora/lora.h"
 #include "lora/peft.h"
@@ -142,7 +143,8 @@ class GlobalModel {
   // Linear at `path` (lora::AdapterForRank). Devices whose plans keep the
   // same rows and columns of a Linear (e.g. the same heads of q_proj) get
   // the same slice, so its SVD is computed once: memoised by content until
-  // the next Commit. The SVD runs outside memo_mu_.
+  // the next Commit. The SVD runs outside memo_mu_; concurrent callers
+  // needing the same one wait for the first.
   absl::StatusOr<NamedTensors> Factorize(const std::string& path,
                                          const at::Tensor& delta,
                                          int64_t rank) const;
@@ -158,14 +160,17 @@ class GlobalModel {
   NamedTensors trained_ ABSL_GUARDED_BY(mu_);
   pruning::GroupScores scores_ ABSL_GUARDED_BY(mu_);  // Unit-norm per block.
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  // One SVD, computed once: the first device to need it computes it, the
+  // others (a whole round's GetTasks arrive together) wait for it.
   struct Factorized {
     at::Tensor delta;  // The slice, to rule out hash collisions.
-    NamedTensors factors;
+    absl::Notification done;
+    absl::StatusOr<NamedTensors> factors;  // Set before done.
   };
   static constexpr size_t kMaxFactorized = 4096;
   mutable absl::Mutex memo_mu_;
-  mutable std::unordered_map<std::string, Factorized> factorized_
-      ABSL_GUARDED_BY(memo_mu_);
+  mutable std::unordered_map<std::string, std::shared_ptr<Factorized>>
+      factorized_ ABSL_GUARDED_BY(memo_mu_);
 };
 
 // Writes a LoRA-mode `state` (as GlobalModel::State() gave it) as a PEFT
