@@ -7,14 +7,13 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include <glog/logging.h>
 
+#include "cli/cli.h"
 #include "client/participant.h"
 #include "metrics/csv.h"
 #include "model/threads.h"
@@ -82,23 +81,19 @@ extern "C" void OnSignal(int) {
   if (fedge::client::Participant* p = g_participant.load()) p->Stop();
 }
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "fedge-client: %s\n", status.ToString().c_str());
-  return 1;
-}
+using fedge::cli::Fail;
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
-  absl::SetProgramUsageMessage(
-      "Runs a fedge client on an edge device.\nUsage: fedge-client "
-      "--device_id=ID --coordinator=HOST:PORT [--flag=value...]");
-  const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "unexpected argument '", rest[1], "' (flags are --name=value)")));
+  if (absl::Status s = fedge::cli::ParseFlags(
+          argc, argv,
+          "Runs a fedge client on an edge device.\nUsage: fedge-client "
+          "--device_id=ID --coordinator=HOST:PORT [--flag=value...]");
+      !s.ok()) {
+    return Fail(s);
   }
   fedge::client::ParticipantOptions options;
   options.device_id = absl::GetFlag(FLAGS_device_id);

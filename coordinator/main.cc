@@ -7,10 +7,9 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 
+#include "cli/cli.h"
 #include "coordinator/engine_flags.h"
 #include "coordinator/server.h"
 #include "model/dataset.h"
@@ -74,10 +73,7 @@ extern "C" void OnSignal(int) {
   g_stop = true;
 }
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "fedge-coordinator: %s\n", status.ToString().c_str());
-  return 1;
-}
+using fedge::cli::Fail;
 
 absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   namespace fc = fedge::coordinator;
@@ -142,14 +138,14 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Runs a fedge coordinator: rounds, the FedSpine bandit, aggregation, "
-      "checkpoints and metrics.\nUsage: fedge-coordinator [--flag=value...] "
-      "[--flagfile=FILE]");
-  const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "unexpected argument '", rest[1], "' (flags are --name=value)")));
+  if (absl::Status s = fedge::cli::ParseFlags(
+          argc, argv,
+          "Runs a fedge coordinator: rounds, the FedSpine bandit, aggregation, "
+          "checkpoints and metrics.\nUsage: fedge-coordinator "
+          "[--flag=value...] "
+          "[--flagfile=FILE]");
+      !s.ok()) {
+    return Fail(s);
   }
   absl::StatusOr<fedge::coordinator::ServerConfig> config = ConfigFromFlags();
   if (!config.ok()) return Fail(config.status());

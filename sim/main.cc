@@ -12,14 +12,13 @@
 #include <filesystem>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
+#include "cli/cli.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
 #include "model/file_io.h"
@@ -85,10 +84,7 @@ ABSL_FLAG(std::string, coordinator_flags, "",
 
 namespace {
 
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "fedge-sim: %s\n", message.c_str());
-  return 1;
-}
+using fedge::cli::Fail;
 
 std::string SelfDir() {
   std::error_code error;
@@ -138,14 +134,14 @@ fedge::sim::Metric SimMetric(fedge::task::Metric metric) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Runs a simulated federation (real coordinator and clients, device and "
-      "link profiles) and writes an HTML report.\nUsage: fedge-sim "
-      "[--clients=N] [--rounds=R] [--strategies=fedspine,random,...]");
-  const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) {
-    return Fail(absl::StrCat("unexpected argument '", rest[1],
-                             "' (flags are --name=value)"));
+  if (absl::Status s = fedge::cli::ParseFlags(
+          argc, argv,
+          "Runs a simulated federation (real coordinator and clients, device "
+          "and "
+          "link profiles) and writes an HTML report.\nUsage: fedge-sim "
+          "[--clients=N] [--rounds=R] [--strategies=fedspine,random,...]");
+      !s.ok()) {
+    return Fail(s.message());
   }
   namespace sim = fedge::sim;
   sim::SimConfig config;

@@ -9,10 +9,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 
+#include "cli/cli.h"
 #include "coordinator/engine_flags.h"
 #include "model/threads.h"
 #include "sim/profiles.h"
@@ -55,24 +54,20 @@ ABSL_FLAG(bool, quiet, false, "No per-round progress lines.");
 
 namespace {
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "fedge-vclock: %s\n", status.ToString().c_str());
-  return 1;
-}
+using fedge::cli::Fail;
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Runs a federation of many simulated devices on a virtual clock: the "
-      "real round engine, real training for each round's invited sample, "
-      "times charged from device and link profiles.\nUsage: fedge-vclock "
-      "--clients=1000 --selection=random --clients_per_round=10 "
-      "[--flag=value...]");
-  const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "unexpected argument '", rest[1], "' (flags are --name=value)")));
+  if (absl::Status s = fedge::cli::ParseFlags(
+          argc, argv,
+          "Runs a federation of many simulated devices on a virtual clock: the "
+          "real round engine, real training for each round's invited sample, "
+          "times charged from device and link profiles.\nUsage: fedge-vclock "
+          "--clients=1000 --selection=random --clients_per_round=10 "
+          "[--flag=value...]");
+      !s.ok()) {
+    return Fail(s);
   }
   absl::StatusOr<fedge::coordinator::EngineOptions> engine =
       fedge::coordinator::EngineOptionsFromFlags();

@@ -13,10 +13,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 
+#include "cli/cli.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
 #include "model/threads.h"
@@ -54,10 +53,7 @@ namespace {
 namespace fm = fedge::model;
 namespace ft = fedge::task;
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "fedge-generate: %s\n", status.ToString().c_str());
-  return 1;
-}
+using fedge::cli::Fail;
 
 int Score(fm::ModelImpl& model, ft::TaskData& data, const std::string& path) {
   absl::StatusOr<fm::Dataset> dataset = data.DeviceData(path);
@@ -78,11 +74,15 @@ int Score(fm::ModelImpl& model, ft::TaskData& data, const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Generates text from a text task's model, or scores a data file.\n"
-      "Usage: fedge-generate --task=FILE (--prompt=TEXT | --instruction=TEXT "
-      "[--context=TEXT] | --score=PATH) [--model=DIR]");
-  absl::ParseCommandLine(argc, argv);
+  if (absl::Status s = fedge::cli::ParseFlags(
+          argc, argv,
+          "Generates text from a text task's model, or scores a data file.\n"
+          "Usage: fedge-generate --task=FILE (--prompt=TEXT | "
+          "--instruction=TEXT "
+          "[--context=TEXT] | --score=PATH) [--model=DIR]");
+      !s.ok()) {
+    return Fail(s);
+  }
   fm::ConfigureRuntime(absl::GetFlag(FLAGS_threads));
   const int modes = !absl::GetFlag(FLAGS_prompt).empty() +
                     !absl::GetFlag(FLAGS_instruction).empty() +

@@ -10,12 +10,11 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include <torch/utils.h>
 
+#include "cli/cli.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
 #include "model/file_io.h"
@@ -58,10 +57,7 @@ ABSL_FLAG(int64_t, layers, fedge::model::VitConfig().layers.size(),
 
 namespace {
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "fedge-pretrain: %s\n", status.ToString().c_str());
-  return 1;
-}
+using fedge::cli::Fail;
 
 void PrintProgress(const fedge::model::TrainProgress& p) {
   std::printf(
@@ -164,17 +160,17 @@ int PretrainText(const fedge::task::TaskSpec& spec, const std::string& out,
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Pretrains a task's base model on the task's public split and reports "
-      "its held-out metric.\nUsage: fedge-pretrain [--task=FILE] "
-      "[--task_set=FIELD=VALUE,...] [--out=DIR]\n"
-      "  e.g. fedge-pretrain --task_set=simulation.public_fraction=1.0 "
-      "--epochs=8   (the built-in ViT, on all of Fashion-MNIST's training "
-      "images)");
-  const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "unexpected argument '", rest[1], "' (flags are --name=value)")));
+  if (absl::Status s = fedge::cli::ParseFlags(
+          argc, argv,
+          "Pretrains a task's base model on the task's public split and "
+          "reports "
+          "its held-out metric.\nUsage: fedge-pretrain [--task=FILE] "
+          "[--task_set=FIELD=VALUE,...] [--out=DIR]\n"
+          "  e.g. fedge-pretrain --task_set=simulation.public_fraction=1.0 "
+          "--epochs=8   (the built-in ViT, on all of Fashion-MNIST's training "
+          "images)");
+      !s.ok()) {
+    return Fail(s);
   }
   namespace fm = fedge::model;
   namespace ft = fedge::task;

@@ -11,12 +11,11 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
+#include "cli/cli.h"
 #include "transport/link_profile.h"
 #include "transport/shaping_proxy.h"
 
@@ -37,22 +36,18 @@ namespace {
 volatile std::sig_atomic_t g_stop = 0;
 extern "C" void OnSignal(int) { g_stop = 1; }
 
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "fedge-link: %s\n", message.c_str());
-  return 1;
-}
+using fedge::cli::Fail;
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Emulates a network link in user space between a client and a "
-      "server.\nUsage: fedge-link --target=HOST:PORT [--link=PROFILE] "
-      "[--listen_port=N]");
-  const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) {
-    return Fail(absl::StrCat("unexpected argument '", rest[1],
-                             "' (flags are --name=value)"));
+  if (absl::Status s = fedge::cli::ParseFlags(
+          argc, argv,
+          "Emulates a network link in user space between a client and a "
+          "server.\nUsage: fedge-link --target=HOST:PORT [--link=PROFILE] "
+          "[--listen_port=N]");
+      !s.ok()) {
+    return Fail(s.message());
   }
   const std::string target = absl::GetFlag(FLAGS_target);
   const std::vector<std::string> parts = absl::StrSplit(target, ':');
