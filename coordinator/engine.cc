@@ -227,8 +227,10 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
 
   TimedLock lock(&mu_, &hooks_.lock_held, "get_task");
   if (!round_ || round_->serial != serial) {
-    // Published for a round that closed meanwhile: the server withdraws a
-    // closed round's payloads by their id's prefix.
+    lock.Release();
+    // Published for a round that closed meanwhile, maybe after the server
+    // withdrew that round's payloads.
+    if (built.ok() && hooks_.withdraw) hooks_.withdraw(task.payload_id);
     return absl::UnavailableError(
         absl::StrCat("round ", task.round, " closed while the task of device ",
                      device_id, " was prepared; retry"));

@@ -68,6 +68,9 @@ struct EngineHooks {
   std::function<void(const std::string& transfer_id,
                      const NamedTensors& tensors)>
       publish;
+  // Takes back what publish offered for a task that was never handed out
+  // (its round closed while it was built). Outside the engine's lock.
+  std::function<void(const std::string& transfer_id)> withdraw;
   // Called after each closed round (committed or retried), outside the
   // engine's lock but before the next Tick, with the round's record and
   // the engine's state right after it (what to checkpoint); the place to

@@ -804,6 +804,45 @@ TEST(EngineTest, SplitRoundsMergeTheCoordinatorsHalfIntoTheUpdate) {
   EXPECT_GT(h.closed[0].clients[0].update_norm, 0);
 }
 
+// A round can close while a device's task is being built outside the
+// engine's lock (here: its deadline passes during the publish). The device
+// is told to retry, and what was published for the dead task is withdrawn.
+TEST(EngineTest, ATaskWhoseRoundClosedWhileItWasBuiltIsWithdrawn) {
+  EngineOptions o = Options();
+  auto global = GlobalModel::Create(testing::TinyVit(16), o.mode, {});
+  ASSERT_TRUE(global.ok());
+  Engine* engine = nullptr;
+  std::vector<std::string> published, withdrawn;
+  EngineHooks hooks;
+  hooks.publish = [&](const std::string& id, const NamedTensors&) {
+    if (published.empty()) {
+      EXPECT_TRUE(engine->Tick(kStart + absl::Seconds(61)).ok());
+    }
+    published.push_back(id);
+  };
+  hooks.withdraw = [&](const std::string& id) { withdrawn.push_back(id); };
+  auto made = Engine::Create(std::move(*global), o, hooks);
+  ASSERT_TRUE(made.ok());
+  engine = made->get();
+  DeviceFacts f;
+  f.device_id = "pi-0";
+  ASSERT_TRUE(engine->Register(f, kStart).ok());
+  ASSERT_TRUE(engine->Tick(kStart).ok());
+  const absl::StatusOr<Task> lost = engine->GetTask("pi-0", kStart);
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(lost.status().message().find("closed while"), std::string::npos)
+      << lost.status();
+  ASSERT_EQ(published.size(), 1u);
+  EXPECT_EQ(withdrawn, published);
+  // The round is retried, and the device gets a task of the new attempt.
+  const absl::StatusOr<Task> retried =
+      engine->GetTask("pi-0", kStart + absl::Seconds(61));
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(retried->round, 1);
+  EXPECT_NE(retried->payload_id, published[0]);
+  EXPECT_EQ(engine->history().size(), 1u);
+}
+
 // The engine driven from many threads at once, as the gRPC callback threads
 // and the ticker do: devices re-registering, polling for tasks, running
 // split steps, heartbeating and submitting while the ticker opens, measures

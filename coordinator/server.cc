@@ -115,6 +115,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     CHECK(info.ok()) << info.status();
     store->Offer(*info, shared);
   };
+  hooks.withdraw = [store](const std::string& id) { store->Withdraw(id); };
   hooks.on_round_closed = [&s](const RoundRecord& r, const EngineState& st) {
     return s.OnRoundClosed(r, st);
   };

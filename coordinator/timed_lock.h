@@ -33,6 +33,12 @@ class ABSL_SCOPED_LOCKABLE TimedLock {
   TimedLock(const TimedLock&) = delete;
   TimedLock& operator=(const TimedLock&) = delete;
   ~TimedLock() ABSL_UNLOCK_FUNCTION() {
+    if (held_) Release();
+  }
+
+  // Unlocks before the end of the scope.
+  void Release() ABSL_UNLOCK_FUNCTION() {
+    held_ = false;
     if (observer_ == nullptr) {
       mu_->Unlock();
       return;
@@ -46,6 +52,7 @@ class ABSL_SCOPED_LOCKABLE TimedLock {
   absl::Mutex* const mu_;
   const LockObserver* const observer_;
   const char* const op_;
+  bool held_ = true;
   std::chrono::steady_clock::time_point start_;
 };
 

@@ -28,6 +28,19 @@ TEST(TimedLockTest, ReportsEachHoldAfterReleasingTheMutex) {
   for (absl::Duration d : held) EXPECT_GE(d, absl::ZeroDuration());
 }
 
+TEST(TimedLockTest, ReleaseEndsTheHoldOnce) {
+  absl::Mutex mu;
+  int holds = 0;
+  LockObserver observer = [&](absl::string_view, absl::Duration) { ++holds; };
+  {
+    TimedLock lock(&mu, &observer, "op");
+    lock.Release();
+    EXPECT_TRUE(mu.TryLock());
+    mu.Unlock();
+  }
+  EXPECT_EQ(holds, 1);
+}
+
 TEST(TimedLockTest, AnEmptyObserverIsAPlainLock) {
   absl::Mutex mu;
   LockObserver empty;
