@@ -42,7 +42,6 @@ Engine::Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
 absl::StatusOr<std::string> Engine::Register(const DeviceFacts& facts,
                                              absl::Time now) {
   TimedLock lock(&mu_, &hooks_.lock_held, "register");
-  mu_.AssertHeld();
   absl::Status s =
       registry_.Register(facts, now, [this](const std::string& id) {
         mu_.AssertHeld();

@@ -751,16 +751,6 @@ TEST(EngineTest, RestoredEngineContinuesBitIdentically) {
 namespace fedge::coordinator {
 namespace {
 
-split::StepRequest SplitBatch(int64_t step) {
-  split::StepRequest r;
-  r.step = step;
-  r.applied_steps = step - 1;
-  r.total_steps = 2;
-  r.activations = torch::randn({4, 17, 32});
-  r.targets = torch::tensor({0, 1, 2, 3}, torch::kLong);
-  return r;
-}
-
 TEST(EngineTest, SplitRoundsMergeTheCoordinatorsHalfIntoTheUpdate) {
   EngineOptions o = Options();
   o.rounds = 1;
@@ -772,14 +762,14 @@ TEST(EngineTest, SplitRoundsMergeTheCoordinatorsHalfIntoTheUpdate) {
   ASSERT_TRUE(task.ok());
   ASSERT_EQ(task->cut, 1);
   EXPECT_EQ(h.engine
-                ->SplitStep("pi-0", task->round, "not-the-nonce", SplitBatch(1),
-                            kStart)
+                ->SplitStep("pi-0", task->round, "not-the-nonce",
+                            testing::TinyVitSplitStep(1), kStart)
                 .status()
                 .code(),
             absl::StatusCode::kFailedPrecondition);
   for (int64_t step = 1; step <= 2; ++step) {
     auto reply = h.engine->SplitStep("pi-0", task->round, task->nonce,
-                                     SplitBatch(step), kStart);
+                                     testing::TinyVitSplitStep(step), kStart);
     ASSERT_TRUE(reply.ok()) << reply.status();
     EXPECT_EQ(reply->gradients.sizes(), (std::vector<int64_t>{4, 17, 32}));
   }
@@ -924,14 +914,9 @@ TEST(EngineConcurrencyTest, ManyThreadsDriveEveryRoundToItsEnd) {
         s.loss_before = 2;
         s.loss_after = 1.5;
         for (int64_t step = 1; step <= 2 && task->cut > 0; ++step) {
-          split::StepRequest r;
-          r.step = step;
-          r.applied_steps = step - 1;
-          r.total_steps = 2;
-          r.activations = torch::randn({2, 17, 32});
-          r.targets = torch::tensor({0, 1}, torch::kLong);
           absl::StatusOr<split::StepReply> reply =
-              e.SplitStep(id, task->round, task->nonce, r, absl::Now());
+              e.SplitStep(id, task->round, task->nonce,
+                          testing::TinyVitSplitStep(step, 2), absl::Now());
           EXPECT_TRUE(reply.ok()) << reply.status();
           s.split_steps = step;
         }

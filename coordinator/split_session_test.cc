@@ -8,16 +8,6 @@
 namespace fedge::coordinator {
 namespace {
 
-split::StepRequest Batch(int64_t step) {
-  split::StepRequest r;
-  r.step = step;
-  r.applied_steps = step - 1;
-  r.total_steps = 2;
-  r.activations = torch::randn({4, 17, 32});
-  r.targets = torch::tensor({0, 1, 2, 3}, torch::kLong);
-  return r;
-}
-
 struct Fixture {
   std::unique_ptr<GlobalModel> global;
   pruning::PruningPlan plan;
@@ -51,7 +41,8 @@ TEST(SplitSessionTest, NoStepsReportedNoneRunLeavesTheUpdateAlone) {
 TEST(SplitSessionTest, TheTrainedTailReplacesTheDevicesTail) {
   Fixture f = Make();
   for (int64_t step = 1; step <= 2; ++step) {
-    absl::StatusOr<split::StepReply> reply = f.session->Step(Batch(step));
+    absl::StatusOr<split::StepReply> reply =
+        f.session->Step(testing::TinyVitSplitStep(step));
     ASSERT_TRUE(reply.ok()) << reply.status();
   }
   NamedTensors update = f.sent;
@@ -65,7 +56,7 @@ TEST(SplitSessionTest, TheTrainedTailReplacesTheDevicesTail) {
   EXPECT_GT(changed, 0);
   // A device that starts over starts the tail over too: the first step
   // again is accepted.
-  EXPECT_TRUE(f.session->Step(Batch(1)).ok());
+  EXPECT_TRUE(f.session->Step(testing::TinyVitSplitStep(1)).ok());
 }
 
 }  // namespace
