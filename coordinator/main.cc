@@ -142,8 +142,7 @@ int main(int argc, char** argv) {
           argc, argv,
           "Runs a fedge coordinator: rounds, the FedSpine bandit, aggregation, "
           "checkpoints and metrics.\nUsage: fedge-coordinator "
-          "[--flag=value...] "
-          "[--flagfile=FILE]");
+          "[--flag=value...] [--flagfile=FILE]");
       !s.ok()) {
     return Fail(s);
   }

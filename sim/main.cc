@@ -137,8 +137,7 @@ int main(int argc, char** argv) {
   if (absl::Status s = fedge::cli::ParseFlags(
           argc, argv,
           "Runs a simulated federation (real coordinator and clients, device "
-          "and "
-          "link profiles) and writes an HTML report.\nUsage: fedge-sim "
+          "and link profiles) and writes an HTML report.\nUsage: fedge-sim "
           "[--clients=N] [--rounds=R] [--strategies=fedspine,random,...]");
       !s.ok()) {
     return Fail(s.message());

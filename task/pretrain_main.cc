@@ -163,8 +163,7 @@ int main(int argc, char** argv) {
   if (absl::Status s = fedge::cli::ParseFlags(
           argc, argv,
           "Pretrains a task's base model on the task's public split and "
-          "reports "
-          "its held-out metric.\nUsage: fedge-pretrain [--task=FILE] "
+          "reports its held-out metric.\nUsage: fedge-pretrain [--task=FILE] "
           "[--task_set=FIELD=VALUE,...] [--out=DIR]\n"
           "  e.g. fedge-pretrain --task_set=simulation.public_fraction=1.0 "
           "--epochs=8   (the built-in ViT, on all of Fashion-MNIST's training "
