@@ -24,7 +24,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -45,6 +44,7 @@
 #include "coordinator/state_checkpoint.h"
 #include "coordinator/validation.h"
 #include "model/threads.h"
+#include "strategies/time_model.h"
 #include "task/task_flags.h"
 #include "transport/transfer.h"
 
@@ -73,13 +73,16 @@ double Ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
 
-// The q-quantile (nearest rank) of `v`; -1 when empty.
-double Percentile(std::vector<double> v, double q) {
-  if (v.empty()) return -1;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(
-      v.size() - 1, static_cast<size_t>(std::ceil(q * v.size())) - (q > 0));
-  return v[i];
+// Prints `metric NAME VALUE`: the q-quantile (nearest rank) of `ms`, or NA
+// when there is no sample (never 0).
+void PrintQuantile(const std::string& name, const std::vector<double>& ms,
+                   double q) {
+  if (ms.empty()) {
+    std::printf("metric %s NA\n", name.c_str());
+    return;
+  }
+  std::printf("metric %s %.3f\n", name.c_str(),
+              fedge::strategies::Quantile(ms, q));
 }
 
 struct Call {
@@ -287,20 +290,17 @@ int main(int argc, char** argv) {
   std::printf("metric pruning_cost_evaluations %lld\n",
               static_cast<long long>(validations.load()));
   std::printf("metric gettask_calls %zu\n", all.size());
-  std::printf("metric gettask_p50_ms %.3f\n", Percentile(all, 0.5));
-  std::printf("metric gettask_p99_ms %.3f\n", Percentile(all, 0.99));
+  PrintQuantile("gettask_p50_ms", all, 0.5);
+  PrintQuantile("gettask_p99_ms", all, 0.99);
   std::printf("metric gettask_calls_during_close %zu\n", during.size());
-  std::printf("metric gettask_p99_ms_during_close %.3f\n",
-              Percentile(during, 0.99));
-  std::printf("metric gettask_max_ms %.3f\n", Percentile(all, 1));
-  std::printf("metric submit_p99_ms %.3f\n", Percentile(rec.submit_ms, 0.99));
-  std::printf("metric lock_hold_p99_ms %.3f\n", Percentile(held, 0.99));
-  std::printf("metric lock_hold_max_ms %.3f\n", Percentile(held, 1));
+  PrintQuantile("gettask_p99_ms_during_close", during, 0.99);
+  PrintQuantile("gettask_max_ms", all, 1);
+  PrintQuantile("submit_p99_ms", rec.submit_ms, 0.99);
+  PrintQuantile("lock_hold_p99_ms", held, 0.99);
+  PrintQuantile("lock_hold_max_ms", held, 1);
   for (const auto& [op, v] : rec.held_ms) {
-    std::printf("metric lock_hold_%s_p99_ms %.3f\n", op.c_str(),
-                Percentile(v, 0.99));
-    std::printf("metric lock_hold_%s_max_ms %.3f\n", op.c_str(),
-                Percentile(v, 1));
+    PrintQuantile("lock_hold_" + op + "_p99_ms", v, 0.99);
+    PrintQuantile("lock_hold_" + op + "_max_ms", v, 1);
     std::printf("metric lock_holds_%s %zu\n", op.c_str(), v.size());
   }
   return 0;

@@ -59,6 +59,18 @@ std::vector<const Device*> Engine::ParticipantDevices() const {
   return devices;
 }
 
+std::vector<strategies::Candidate> Engine::Candidates() const {
+  std::vector<strategies::Candidate> candidates;
+  for (const auto& [id, device] : registry_.devices()) {
+    if (options_.invite_only_polled && !device.polled) continue;
+    candidates.push_back({id, device.expected_seconds});
+  }
+  if (static_cast<int64_t>(candidates.size()) < options_.min_devices) {
+    candidates.clear();
+  }
+  return candidates;
+}
+
 absl::Status Engine::OpenRound(absl::Time now) {
   // The pruning costs its bandits may ask about are normally measured
   // during the round before (MeasureAhead). What is missing (the first
@@ -67,7 +79,10 @@ absl::Status Engine::OpenRound(absl::Time now) {
   std::vector<double> missing;
   {
     TimedLock lock(&mu_, &hooks_.lock_held, "open");
-    if (round_ || next_round_ > options_.rounds || !failure_.ok()) {
+    // Checked before the work below, which ticks would otherwise repeat
+    // every 100 ms while devices register.
+    if (round_ || next_round_ > options_.rounds || !failure_.ok() ||
+        Candidates().empty()) {
       return absl::OkStatus();
     }
     if (meter_.enabled()) {
@@ -91,15 +106,9 @@ absl::Status Engine::OpenRound(absl::Time now) {
   if (!aggregate.ok()) return aggregate.status();
 
   TimedLock lock(&mu_, &hooks_.lock_held, "open");
-  std::vector<strategies::Candidate> candidates;
-  for (const auto& [id, device] : registry_.devices()) {
-    if (options_.invite_only_polled && !device.polled) continue;
-    candidates.push_back({id, device.expected_seconds});
-  }
-  if (candidates.empty() ||
-      static_cast<int64_t>(candidates.size()) < options_.min_devices) {
-    return absl::OkStatus();
-  }
+  // Registrations may have changed meanwhile (a device forgotten).
+  const std::vector<strategies::Candidate> candidates = Candidates();
+  if (candidates.empty()) return absl::OkStatus();
   std::mt19937_64 rng(
       DeviceSeed(options_.seed, "", next_round_ * 1000 + attempt_));
   const strategies::Selection selection = strategies::SelectClients(
@@ -136,7 +145,7 @@ absl::Status Engine::OpenRound(absl::Time now) {
 Task Engine::DraftTask(const std::string& device_id, Device& device,
                        absl::Time now) {
   const Round& round = *round_;
-  const int64_t salt = round.number * 1000 + round.attempt;
+  const int64_t salt = round.salt();
   std::mt19937_64 rng(DeviceSeed(options_.seed, device_id, salt));
   Task task;
   task.round = round.number;
@@ -213,8 +222,7 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
     participant.preparing = true;
     serial = round_->serial;
     budget_bytes = (*device)->facts.memory_budget_bytes;
-    payload_seed = DeviceSeed(options_.seed, device_id,
-                              round_->number * 1000 + round_->attempt);
+    payload_seed = DeviceSeed(options_.seed, device_id, round_->salt());
   }
   // The heavy part: plan, cut, payload (SVDs, each computed once for all
   // devices that need it: GlobalModel::Factorize), serialising, hashing.
@@ -258,7 +266,8 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
 
 absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   const std::string& id = submission.device_id;
-  Task task;
+  pruning::PruningPlan plan;
+  int64_t cut = 0;
   NamedTensors sent;
   std::map<std::string, std::vector<int64_t>> expected;
   std::shared_ptr<SplitSession> split;
@@ -293,7 +302,8 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
     }
     participant.folding = true;
     ++round_->folding;
-    task = *participant.task;
+    plan = participant.task->plan;
+    cut = participant.task->cut;
     sent = participant.sent;
     expected = participant.expected;
     split = participant.split;
@@ -304,7 +314,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   absl::StatusOr<double> norm = [&]() -> absl::StatusOr<double> {
     Submission merged;
     const Submission* checked = &submission;
-    if (task.cut > 0) {
+    if (cut > 0) {
       // The update's tail is the coordinator's: settle its half at the
       // device's step count and put the trained tail in.
       merged = submission;
@@ -320,13 +330,13 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
         std::min(submission.num_examples, options_.max_examples));
     absl::MutexLock fold_lock(&fold->mu);
     if (!submission.importance.is_empty()) {
-      if (absl::Status s = global_->AddScores(fold->aggregate, task.plan,
-                                              submission.importance);
+      if (absl::Status s =
+              global_->AddScores(fold->aggregate, plan, submission.importance);
           !s.ok()) {
         return s;
       }
     }
-    return global_->AddUpdate(fold->aggregate, task.plan, checked->update, sent,
+    return global_->AddUpdate(fold->aggregate, plan, checked->update, sent,
                               weight);
   }();
 
@@ -672,7 +682,7 @@ absl::Status Engine::CloseRound(absl::Time now) {
       }
     }
     history_.push_back(record);
-    state = SnapshotLocked();
+    if (hooks_.on_round_closed) state = SnapshotLocked();
   }
   // The checkpoint (fsync), the CSV and the evaluation queue, outside the
   // lock; ticks are serialised, so hooks run in the rounds' order.

@@ -219,6 +219,8 @@ class Engine {
     int64_t number = 0;
     int64_t attempt = 0;
     int64_t serial = 0;  // Counts opened rounds: tells attempts apart.
+    // Seeds this attempt's choices and payloads (DeviceSeed).
+    int64_t salt() const { return number * 1000 + attempt; }
     absl::Time opened;
     absl::Time deadline;
     double global_ratio = 0;
@@ -240,6 +242,10 @@ class Engine {
   Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
          EngineHooks hooks);
 
+  // The devices a round may invite now, or none while fewer than
+  // min_devices are.
+  std::vector<strategies::Candidate> Candidates() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tick's steps; each takes the engine's lock only for bookkeeping.
   absl::Status OpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(tick_mu_)
       ABSL_LOCKS_EXCLUDED(mu_);
