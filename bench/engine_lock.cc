@@ -145,9 +145,10 @@ int main(int argc, char** argv) {
     payloads[id] = tensors;
   };
   const auto validation_loss = fc::ValidationLoss(&validation);
-  hooks.validation_loss = [&](fedge::model::ModelImpl& m) {
+  hooks.validation_loss = [&](fedge::model::ModelImpl& m,
+                              const fc::StopFn& stop) {
     ++validations;
-    return validation_loss(m);
+    return validation_loss(m, stop);
   };
   hooks.on_round_closed = [&](const fc::RoundRecord&,
                               const fc::EngineState& state) {

@@ -541,11 +541,23 @@ void Engine::MeasureAhead(absl::Time now) {
       ratios.resize(1);
       serial = round_->serial;
     }
-    // The round's model cannot change meanwhile: only ticks commit.
-    std::map<double, double> costs = meter_.Measure(ratios);
+    // The round's model cannot change meanwhile: only ticks commit. The
+    // round may become closable (its last update arrives, its deadline
+    // passes): the measurement stops then, and this tick with it, so the
+    // close is not held up.
+    // `now` advances by what the engine's clock saw pass.
+    bool stopped = false;
+    const absl::Time started = hooks_.clock();
+    std::map<double, double> costs = meter_.Measure(ratios, [&] {
+      TimedLock lock(&mu_, &hooks_.lock_held, "tick");
+      stopped = !round_ || round_->serial != serial ||
+                RoundDone(now + (hooks_.clock() - started));
+      return stopped;
+    });
     TimedLock lock(&mu_, &hooks_.lock_held, "tick");
     if (!round_ || round_->serial != serial) return;
     costs_.AddNext(costs);
+    if (stopped) return;
   }
 }
 

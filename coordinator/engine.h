@@ -92,9 +92,10 @@ struct EngineHooks {
   // The costs for a round are measured during the round before, on its
   // model, once its tasks are out (Tick), so no round waits for them; only
   // the first round, or one after a restore, measures before it opens.
-  // Called outside the engine's lock, one call at a time (from Tick).
-  std::function<absl::StatusOr<double>(model::ModelImpl& model)>
-      validation_loss;
+  // Called outside the engine's lock, one call at a time (from Tick). A
+  // measurement ahead is told to stop (ValidationLossFn) as soon as its
+  // round can close, so a close waits for at most one batch of it.
+  ValidationLossFn validation_loss;
   // Told how long each operation held the engine's lock ("register",
   // "get_task", "submit", "tick", "split_step", ...; coordinator/
   // timed_lock.h): for the metrics and bench/coordinator. Thread-safe.

@@ -90,7 +90,7 @@ Submission Train(const Harness& h, const std::string& id, const Task& task,
 // count), so every pruned plan costs something; counts its calls in
 // `calls` when given.
 decltype(EngineHooks::validation_loss) SizeLoss(int* calls = nullptr) {
-  return [calls](model::ModelImpl& m) -> absl::StatusOr<double> {
+  return [calls](model::ModelImpl& m, const StopFn&) -> absl::StatusOr<double> {
     if (calls != nullptr) ++*calls;
     double n = 0;
     for (const at::Tensor& p : m.parameters()) n += p.numel();
@@ -377,6 +377,65 @@ std::vector<std::map<std::string, Task>> RunTimedRounds(
   return rounds;
 }
 
+// The last update arrives while a tick measures the next round's pruning
+// costs: the measurement is told to stop, so the round closes at the next
+// tick instead of after every ratio has been evaluated.
+TEST(EngineTest, MeasuringAheadStopsAsSoonAsTheRoundCanClose) {
+  EngineOptions options = Options();
+  options.bandit.kind = strategies::BanditKind::kFedSpine;
+  const auto size_loss = SizeLoss();
+  Harness* harness = nullptr;
+  std::map<std::string, Task> tasks;
+  bool submit_while_measuring = false;
+  int measured_ahead = 0, stopped = 0;
+  Harness h = MakeEngine(
+      options,
+      [&](model::ModelImpl& m, const StopFn& stop) -> absl::StatusOr<double> {
+        if (!stop) return size_loss(m, stop);  // As a round opens.
+        ++measured_ahead;
+        if (submit_while_measuring) {
+          submit_while_measuring = false;
+          for (const auto& [id, task] : tasks) {
+            EXPECT_TRUE(
+                harness->engine->Submit(Train(*harness, id, task), kStart)
+                    .ok());
+          }
+        }
+        if (stop()) {
+          ++stopped;
+          return absl::CancelledError("told to stop");
+        }
+        return size_loss(m, stop);
+      });
+  harness = &h;
+  RegisterAll(h, 2);
+  for (int round = 1; round <= 2; ++round) {
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+    tasks.clear();
+    for (const std::string id : {"pi-0", "pi-1"}) {
+      absl::StatusOr<Task> task = h.engine->GetTask(id, kStart);
+      ASSERT_TRUE(task.ok()) << task.status();
+      tasks[id] = *task;
+    }
+    // Round 2 measures on a new model: its updates arrive meanwhile.
+    submit_while_measuring = round == 2;
+    measured_ahead = 0;
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+    if (round == 1) {
+      for (const auto& [id, task] : tasks) {
+        ASSERT_TRUE(h.engine->Submit(Train(h, id, task), kStart).ok());
+      }
+      ASSERT_TRUE(h.engine->Tick(kStart).ok());
+      ASSERT_EQ(h.closed.size(), 1u);
+    }
+  }
+  EXPECT_EQ(measured_ahead, 1) << "the measurement went on";
+  EXPECT_EQ(stopped, 1);
+  ASSERT_EQ(h.closed.size(), 1u);
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  EXPECT_EQ(h.closed.size(), 2u);
+}
+
 TEST(EngineTest, BanditsAreToldTheirTimeAtTheRoundsPace) {
   EngineOptions options = Options();
   options.rounds = 8;
@@ -465,8 +524,8 @@ TEST(EngineTest, AFailedPruningCostMeasurementStillGivesTheTask) {
   for (absl::StatusOr<double> answer :
        {absl::StatusOr<double>(absl::InternalError("eval died")),
         absl::StatusOr<double>(NAN)}) {
-    Harness h =
-        MakeEngine(options, [answer](model::ModelImpl&) { return answer; });
+    Harness h = MakeEngine(
+        options, [answer](model::ModelImpl&, const StopFn&) { return answer; });
     RegisterAll(h, 1);
     ASSERT_TRUE(h.engine->Tick(kStart).ok());
     absl::StatusOr<Task> task = h.engine->GetTask("pi-0", kStart);

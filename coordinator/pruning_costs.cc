@@ -14,7 +14,7 @@ PruningCostMeter::PruningCostMeter(const GlobalModel* global,
     : global_(*global), loss_(std::move(loss)) {}
 
 std::map<double, double> PruningCostMeter::Measure(
-    const std::vector<double>& ratios) {
+    const std::vector<double>& ratios, const StopFn& stop) {
   std::map<double, double> costs;
   absl::MutexLock lock(&mu_);
   if (const int64_t version = global_.version(); version != version_) {
@@ -26,16 +26,18 @@ std::map<double, double> PruningCostMeter::Measure(
       costs[ratio] = 0;
       continue;
     }
-    const double dense = Loss(0);
-    const double pruned = Loss(ratio);
-    costs[ratio] = std::isfinite(dense) && std::isfinite(pruned) && dense > 0
-                       ? std::clamp(pruned / dense - 1, 0.0, 1.0)
+    const std::optional<double> dense = Loss(0, stop);
+    if (!dense.has_value()) break;
+    const std::optional<double> pruned = Loss(ratio, stop);
+    if (!pruned.has_value()) break;
+    costs[ratio] = std::isfinite(*dense) && std::isfinite(*pruned) && *dense > 0
+                       ? std::clamp(*pruned / *dense - 1, 0.0, 1.0)
                        : 0;
   }
   return costs;
 }
 
-double PruningCostMeter::Loss(double ratio) {
+std::optional<double> PruningCostMeter::Loss(double ratio, const StopFn& stop) {
   absl::StatusOr<pruning::PruningPlan> plan = global_.Plan(ratio);
   std::string key;
   if (plan.ok()) {
@@ -46,17 +48,19 @@ double PruningCostMeter::Loss(double ratio) {
     }
     if (auto it = losses_.find(key); it != losses_.end()) return it->second;
   }
+  if (stop && stop()) return std::nullopt;
   absl::StatusOr<double> loss = [&]() -> absl::StatusOr<double> {
     if (!plan.ok()) return plan.status();
     absl::StatusOr<model::Model> model = global_.Materialize(ratio);
     if (!model.ok()) return model.status();
-    absl::StatusOr<double> l = loss_(**model);
+    absl::StatusOr<double> l = loss_(**model, stop);
     if (l.ok() && !(std::isfinite(*l) && *l >= 0)) {
       return absl::InternalError(
           absl::StrCat("validation loss is not a finite loss: ", *l));
     }
     return l;
   }();
+  if (absl::IsCancelled(loss.status())) return std::nullopt;
   if (!loss.ok()) {
     LOG(WARNING) << "pruning cost of ratio " << ratio
                  << " not measured this round: " << loss.status();

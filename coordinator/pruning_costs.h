@@ -25,9 +25,13 @@
 
 namespace fedge::coordinator {
 
-// EngineHooks::validation_loss.
-using ValidationLossFn =
-    std::function<absl::StatusOr<double>(model::ModelImpl& model)>;
+// EngineHooks::validation_loss: the mean loss of `model` on held-out data.
+// `stop` (may be empty) is asked between batches; once it answers true the
+// call returns Cancelled, so a measurement nobody waits for any more ends
+// within a batch.
+using StopFn = std::function<bool()>;
+using ValidationLossFn = std::function<absl::StatusOr<double>(
+    model::ModelImpl& model, const StopFn& stop)>;
 
 // Thread-safe; measurements run one at a time.
 class PruningCostMeter {
@@ -42,12 +46,16 @@ class PruningCostMeter {
   // for a ratio <= 0 and for a failed measurement (logged: a reward term,
   // not a correctness matter). Ratios whose plans remove the same units
   // share one evaluation, and losses are kept until the version changes.
-  std::map<double, double> Measure(const std::vector<double>& ratios);
+  // Once `stop` (may be empty) answers true, measuring ends within a batch
+  // and the ratios not yet measured are left out of the answer.
+  std::map<double, double> Measure(const std::vector<double>& ratios,
+                                   const StopFn& stop = {});
 
  private:
   // The validation loss of the global model pruned by Plan(ratio); NaN
-  // when it cannot be measured.
-  double Loss(double ratio) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // when it cannot be measured, nullopt when stopped (not kept).
+  std::optional<double> Loss(double ratio, const StopFn& stop)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const GlobalModel& global_;
   const ValidationLossFn loss_;

@@ -10,7 +10,7 @@ namespace {
 
 // A loss that grows as a model loses parameters, counting its calls.
 ValidationLossFn SizeLoss(int* calls) {
-  return [calls](model::ModelImpl& m) -> absl::StatusOr<double> {
+  return [calls](model::ModelImpl& m, const StopFn&) -> absl::StatusOr<double> {
     ++*calls;
     double n = 0;
     for (const at::Tensor& p : m.parameters()) n += p.numel();
@@ -52,15 +52,48 @@ TEST(PruningCostMeterTest, WithoutALossOrWithAFailingOneEverythingIsFree) {
   PruningCostMeter none(global->get(), nullptr);
   EXPECT_FALSE(none.enabled());
   EXPECT_EQ(none.Measure({0.5}).at(0.5), 0);
-  PruningCostMeter failing(global->get(),
-                           [](model::ModelImpl&) -> absl::StatusOr<double> {
-                             return absl::InternalError("evaluation broke");
-                           });
+  PruningCostMeter failing(
+      global->get(),
+      [](model::ModelImpl&, const StopFn&) -> absl::StatusOr<double> {
+        return absl::InternalError("evaluation broke");
+      });
   EXPECT_EQ(failing.Measure({0.5}).at(0.5), 0);
   PruningCostMeter nan(
       global->get(),
-      [](model::ModelImpl&) -> absl::StatusOr<double> { return NAN; });
+      [](model::ModelImpl&, const StopFn&) -> absl::StatusOr<double> {
+        return NAN;
+      });
   EXPECT_EQ(nan.Measure({0.5}).at(0.5), 0);
+}
+
+// A stopped measurement answers nothing for the ratios it did not finish
+// and keeps nothing: asked again, they are measured in full.
+TEST(PruningCostMeterTest, AStoppedMeasurementKeepsNothingHalfDone) {
+  torch::manual_seed(0);
+  auto global = GlobalModel::Create(testing::TinyVit(16), Mode::kLora, {});
+  ASSERT_TRUE(global.ok());
+  int calls = 0;
+  const ValidationLossFn size_loss = SizeLoss(&calls);
+  PruningCostMeter meter(
+      global->get(),
+      [&](model::ModelImpl& m, const StopFn& stop) -> absl::StatusOr<double> {
+        if (stop && stop()) return absl::CancelledError("told to stop");
+        return size_loss(m, stop);
+      });
+  bool stop_now = false;
+  const StopFn stop = [&] { return stop_now; };
+  EXPECT_EQ(meter.Measure({0.25}, stop).size(), 1u);
+  EXPECT_EQ(calls, 2);  // Dense and 0.25.
+  stop_now = true;
+  std::map<double, double> costs = meter.Measure({0.0, 0.25, 0.5}, stop);
+  EXPECT_EQ(costs.count(0.0), 1u);   // Free.
+  EXPECT_EQ(costs.count(0.25), 1u);  // Kept from before: no evaluation.
+  EXPECT_EQ(costs.count(0.5), 0u);   // Stopped.
+  EXPECT_EQ(calls, 2);
+  stop_now = false;
+  costs = meter.Measure({0.5}, stop);
+  EXPECT_GT(costs.at(0.5), 0);
+  EXPECT_EQ(calls, 3);
 }
 
 TEST(PruningCostTableTest, HoldsTheOpenRoundsCostsAndTheNextRounds) {

@@ -3,19 +3,16 @@
 // (task::TaskData::Public), which no device holds.
 #pragma once
 
-#include <cstdint>
-#include <functional>
-
-#include "absl/status/statusor.h"
-
+#include "coordinator/pruning_costs.h"
 #include "model/dataset.h"
-#include "model/model.h"
 
 namespace fedge::coordinator {
 
-// EngineHooks::validation_loss: a model's mean loss on `data`, which must
-// outlive the hook. Empty (no measurement) when `data` is empty.
-std::function<absl::StatusOr<double>(model::ModelImpl&)> ValidationLoss(
-    const model::Dataset* data);
+// EngineHooks::validation_loss: a model's mean loss per scored target on
+// `data`, which must outlive the hook, evaluated `batch_size` examples at
+// a time with `stop` asked before each batch. Empty (no measurement) when
+// `data` is empty.
+ValidationLossFn ValidationLoss(const model::Dataset* data,
+                                int64_t batch_size = 64);
 
 }  // namespace fedge::coordinator
