@@ -152,6 +152,8 @@ Task Engine::DraftTask(const std::string& device_id, Device& device,
   task.nonce = RandomHex(16);
   task.train_seed =
       DeviceSeed(options_.seed, absl::StrCat(device_id, "/train"), salt);
+  task.learning_rate =
+      options_.train.RoundLearningRate(round.number, options_.rounds);
   const std::function<double(double)> charged = [this](double ratio) {
     mu_.AssertHeld();
     return ChargedPruningCost(ratio);
@@ -254,7 +256,7 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
   if (task.cut > 0) {
     model::TrainOptions train;
     train.batch_size = options_.train.batch_size;
-    train.learning_rate = options_.train.learning_rate;
+    train.learning_rate = task.learning_rate;
     train.weight_decay = options_.train.weight_decay;
     train.max_grad_norm = options_.train.max_grad_norm;
     participant.split = std::make_shared<SplitSession>(

@@ -65,6 +65,13 @@ ABSL_FLAG(std::string, aggregator, "mean",
           "mean (FedAvg), median or trimmed_mean.");
 ABSL_FLAG(double, trim_fraction, 0.1, "trimmed_mean: share cut per end.");
 ABSL_FLAG(double, clip_norm, 0.0, "Clip each update's delta norm (0: off).");
+ABSL_FLAG(std::string, server_optimizer, "none",
+          "The step on each round's mean change: none (FedAvg), momentum "
+          "(FedAvgM) or adam (FedAdam); docs/architecture.md.");
+ABSL_FLAG(double, server_lr, 1.0, "Server optimizer learning rate.");
+ABSL_FLAG(double, server_momentum, 0.9, "momentum: its factor; adam: beta1.");
+ABSL_FLAG(double, server_beta2, 0.99, "adam: beta2.");
+ABSL_FLAG(double, server_epsilon, 1e-3, "adam: epsilon (tau).");
 ABSL_FLAG(double, lora_alpha, 16.0, "LoRA alpha (scale alpha / rank).");
 ABSL_FLAG(std::string, lora_targets,
           "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
@@ -77,6 +84,9 @@ ABSL_FLAG(int64_t, max_steps, 0, "Local optimizer steps cap (0: none).");
 ABSL_FLAG(int, batch_size, 32, "Local batch size.");
 ABSL_FLAG(double, lr, 1e-3,
           "Local learning rate (3e-3 made round 1 dip on the default task).");
+ABSL_FLAG(std::string, lr_rounds, "constant",
+          "The local learning rate across rounds: constant, or cosine "
+          "(round t of R at lr * (1 + cos(pi (t - 1) / R)) / 2).");
 ABSL_FLAG(double, weight_decay, 0.0, "Local AdamW weight decay.");
 ABSL_FLAG(double, fedprox_mu, 0.0, "FedProx proximal weight (0: off).");
 ABSL_FLAG(bool, balanced_softmax, true,
@@ -173,6 +183,13 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   if (!aggregator.ok()) return FlagError("aggregator", aggregator.status());
   e.aggregator = {*aggregator, absl::GetFlag(FLAGS_trim_fraction),
                   absl::GetFlag(FLAGS_clip_norm)};
+  auto server =
+      fs::ParseServerOptimizerKind(absl::GetFlag(FLAGS_server_optimizer));
+  if (!server.ok()) return FlagError("server_optimizer", server.status());
+  e.server_optimizer = {*server, absl::GetFlag(FLAGS_server_lr),
+                        absl::GetFlag(FLAGS_server_momentum),
+                        absl::GetFlag(FLAGS_server_beta2),
+                        absl::GetFlag(FLAGS_server_epsilon)};
   e.lora.alpha = absl::GetFlag(FLAGS_lora_alpha);
   e.lora.target_modules =
       absl::StrSplit(absl::GetFlag(FLAGS_lora_targets), ',');
@@ -180,6 +197,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.train.max_steps = absl::GetFlag(FLAGS_max_steps);
   e.train.batch_size = absl::GetFlag(FLAGS_batch_size);
   e.train.learning_rate = absl::GetFlag(FLAGS_lr);
+  e.train.round_schedule = absl::GetFlag(FLAGS_lr_rounds);
   e.train.weight_decay = absl::GetFlag(FLAGS_weight_decay);
   e.train.fedprox_mu = absl::GetFlag(FLAGS_fedprox_mu);
   e.train.balanced_softmax = absl::GetFlag(FLAGS_balanced_softmax);

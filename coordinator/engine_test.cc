@@ -139,6 +139,26 @@ TEST(EngineTest, FullRoundsCloseWhenEveryoneSubmitted) {
 
 // Reruns with the same --seed train the same way: the training seed comes
 // from the seed, the device and the round, never from the random nonce.
+TEST(EngineTest, TasksCarryTheRoundsLearningRate) {
+  EngineOptions options = Options();
+  options.train.learning_rate = 0.01;
+  options.train.round_schedule = "cosine";
+  Harness h = MakeEngine(options);
+  RegisterAll(h, 2);
+  for (int64_t round = 1; round <= options.rounds; ++round) {
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+    for (const std::string id : {"pi-0", "pi-1"}) {
+      absl::StatusOr<Task> task = h.engine->GetTask(id, kStart);
+      ASSERT_TRUE(task.ok()) << task.status();
+      EXPECT_DOUBLE_EQ(task->learning_rate,
+                       options.train.RoundLearningRate(round, options.rounds));
+      ASSERT_TRUE(h.engine->Submit(Train(h, id, *task), kStart).ok());
+    }
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  }
+  ASSERT_EQ(h.closed.size(), 3u);
+}
+
 TEST(EngineTest, TrainingSeedsRepeatAcrossRunsAndDifferPerDeviceAndRound) {
   std::vector<std::map<std::string, uint64_t>> runs;
   for (int run = 0; run < 2; ++run) {

@@ -1,5 +1,6 @@
 #include "coordinator/engine_types.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 
@@ -10,6 +11,14 @@
 #include "transport/update_codec.h"
 
 namespace fedge::coordinator {
+
+double TrainSpec::RoundLearningRate(int64_t round, int64_t rounds) const {
+  if (round_schedule != "cosine" || rounds < 1) return learning_rate;
+  const double progress =
+      static_cast<double>(std::clamp<int64_t>(round, 1, rounds) - 1) /
+      static_cast<double>(rounds);
+  return learning_rate * 0.5 * (1 + std::cos(M_PI * progress));
+}
 
 absl::StatusOr<int64_t> ParseSplitMode(absl::string_view mode) {
   if (mode == "auto") return -1;
@@ -73,14 +82,18 @@ absl::Status EngineOptions::Validate() const {
   }
   if (absl::Status s = schedule.Validate(); !s.ok()) return s;
   if (absl::Status s = lora.Validate(); !s.ok()) return s;
+  if (absl::Status s = server_optimizer.Validate(); !s.ok()) return s;
   if (!(importance_ema >= 0 && importance_ema <= 1)) {
     return absl::InvalidArgumentError("importance_ema must be in [0, 1]");
   }
   if (train.epochs < 1 || train.batch_size < 1 || train.max_steps < 0 ||
-      !(train.learning_rate > 0) || !(train.fedprox_mu >= 0)) {
+      !(train.learning_rate > 0) || !(train.fedprox_mu >= 0) ||
+      (train.round_schedule != "constant" &&
+       train.round_schedule != "cosine")) {
     return absl::InvalidArgumentError(
         "training needs epochs >= 1, batch_size >= 1, max_steps >= 0, "
-        "learning_rate > 0, fedprox_mu >= 0");
+        "learning_rate > 0, fedprox_mu >= 0 and a round schedule of "
+        "constant or cosine");
   }
   if (absl::StatusOr<transport::Codec> codec =
           transport::ParseCodec(upload_codec);

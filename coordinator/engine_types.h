@@ -22,6 +22,7 @@
 #include "strategies/reward.h"
 #include "strategies/schedule.h"
 #include "strategies/selection.h"
+#include "strategies/server_optimizer.h"
 #include "strategies/time_model.h"
 
 namespace fedge::coordinator {
@@ -44,10 +45,17 @@ struct DeviceFacts {
 absl::Status ValidateDeviceFacts(const DeviceFacts& facts);
 
 struct TrainSpec {
+  // The peak local learning rate of round `round` of `rounds`.
+  double RoundLearningRate(int64_t round, int64_t rounds) const;
+
   int32_t epochs = 1;
   int64_t max_steps = 0;
   int32_t batch_size = 32;
   double learning_rate = 1e-3;  // docs/simulation.md: 3e-3 dipped.
+  // Across rounds: "constant", or "cosine" (round t of R trains at
+  // learning_rate * (1 + cos(pi (t - 1) / R)) / 2). Within a round the
+  // device warms up and decays as model::TrainOptions says.
+  std::string round_schedule = "constant";
   double weight_decay = 0.0;
   double max_grad_norm = 1.0;
   double fedprox_mu = 0.0;
@@ -87,6 +95,8 @@ struct EngineOptions {
   strategies::RewardWeights reward;
   strategies::SparsitySchedule schedule;
   strategies::AggregatorOptions aggregator;
+  // The step taken on each round's mean (FedAvg, FedAvgM or FedAdam).
+  strategies::ServerOptimizerOptions server_optimizer;
   lora::LoraOptions lora;  // alpha, dropout, targets; the rank is the arm's.
   TrainSpec train;
   SplitPolicy split;
@@ -117,6 +127,8 @@ struct Task {
   // EngineOptions::seed, the device and the round, so a rerun with the same
   // seed trains the same way. Not the nonce, which is unpredictable.
   uint64_t train_seed = 0;
+  // The round's peak local learning rate (TrainSpec::round_schedule).
+  double learning_rate = 0;
   strategies::Arm arm;
   // The reward's pruning cost of this task's plan (RewardTerms: the
   // measured one-shot cost times the device's share of the round), as the

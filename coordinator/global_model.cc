@@ -46,11 +46,13 @@ absl::StatusOr<Mode> ParseMode(absl::string_view name) {
 }
 
 absl::StatusOr<std::unique_ptr<GlobalModel>> GlobalModel::Create(
-    model::Model base, Mode mode, const lora::LoraOptions& lora) {
+    model::Model base, Mode mode, const lora::LoraOptions& lora,
+    const strategies::ServerOptimizerOptions& server) {
   if (absl::Status s = lora.Validate(); !s.ok()) return s;
+  if (absl::Status s = server.Validate(); !s.ok()) return s;
   torch::NoGradGuard no_grad;
   auto global = std::unique_ptr<GlobalModel>(
-      new GlobalModel(std::move(base), mode, lora));
+      new GlobalModel(std::move(base), mode, lora, server));
   NamedTensors trained;
   if (mode == Mode::kDense) {
     trained = model::CopyWeights(*global->base_);
@@ -267,7 +269,16 @@ absl::Status GlobalModel::AddScores(RoundAggregate& round,
 
 absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
   torch::NoGradGuard no_grad;
-  absl::StatusOr<NamedTensors> next = round.updates->Finish();
+  absl::StatusOr<NamedTensors> mean = round.updates->Finish();
+  if (!mean.ok()) return mean.status();
+  NamedTensors current, server_state;
+  {
+    absl::MutexLock lock(&mu_);
+    current = trained_;
+    server_state = server_state_;
+  }
+  absl::StatusOr<strategies::ServerStepResult> next =
+      strategies::ServerStep(server_, current, *mean, server_state);
   if (!next.ok()) return next.status();
   pruning::GroupScores scores = Scores();
   auto blend = [ema](at::Tensor& global, const at::Tensor& sums,
@@ -286,7 +297,8 @@ absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
   }
   {
     absl::MutexLock lock(&mu_);
-    trained_ = std::move(*next);
+    trained_ = std::move(next->next);
+    server_state_ = std::move(next->state);
     scores_ = std::move(scores);
     ++version_;
   }
@@ -327,6 +339,7 @@ absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
       scores.channels.push_back(item.value());
       continue;
     }
+    if (strategies::IsServerOptimizerState(name)) continue;
     at::Tensor* w = weights.find(name);
     if (w == nullptr || w->sizes() != item.value().sizes()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -352,7 +365,10 @@ absl::StatusOr<double> WritePeftAdapter(const NamedTensors& state,
   global.max_rank = options.rank;
   for (const auto& item : state) {
     const std::string& name = item.key();
-    if (absl::StartsWith(name, "scores.")) continue;
+    if (absl::StartsWith(name, "scores.") ||
+        strategies::IsServerOptimizerState(name)) {
+      continue;
+    }
     if (!absl::EndsWith(name, kWeight) || item.value().dim() != 2) {
       return absl::InvalidArgumentError(absl::StrCat(
           "global state tensor '", name, "' is not a Linear's weight change"));
@@ -410,15 +426,27 @@ NamedTensors GlobalModel::State() const {
     state.insert(absl::StrCat("scores.heads.", b), scores_.heads[b]);
     state.insert(absl::StrCat("scores.channels.", b), scores_.channels[b]);
   }
+  for (const auto& item : server_state_) state.insert(item.key(), item.value());
   return state;
 }
 
 absl::Status GlobalModel::Restore(const NamedTensors& state) {
-  const NamedTensors current = State();
-  if (state.size() != current.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint state has ", state.size(),
-                     " tensors; this model needs ", current.size()));
+  // What this model's own state holds, and the server optimizer's part.
+  NamedTensors current, server_state;
+  for (const auto& item : State()) {
+    if (!strategies::IsServerOptimizerState(item.key())) {
+      current.insert(item.key(), item.value());
+    }
+  }
+  for (const auto& item : state) {
+    if (strategies::IsServerOptimizerState(item.key())) {
+      server_state.insert(item.key(), item.value().to(torch::kFloat32).clone());
+    }
+  }
+  if (state.size() - server_state.size() != current.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint state has ", state.size() - server_state.size(),
+        " model tensors; this model needs ", current.size()));
   }
   for (const auto& item : current) {
     const at::Tensor* t = state.find(item.key());
@@ -433,6 +461,12 @@ absl::Status GlobalModel::Restore(const NamedTensors& state) {
   for (auto& item : trained) {
     item.value() = state[item.key()].to(item.value().scalar_type()).clone();
   }
+  if (absl::Status s =
+          strategies::ValidateServerState(server_, trained, server_state);
+      !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint: ", s.message()));
+  }
   pruning::GroupScores scores = Scores();
   for (size_t b = 0; b < scores.heads.size(); ++b) {
     scores.heads[b] =
@@ -443,6 +477,7 @@ absl::Status GlobalModel::Restore(const NamedTensors& state) {
   {
     absl::MutexLock lock(&mu_);
     trained_ = std::move(trained);
+    server_state_ = std::move(server_state);
     scores_ = std::move(scores);
     ++version_;
   }

@@ -37,6 +37,7 @@
 #include "pruning/importance.h"
 #include "pruning/plan.h"
 #include "strategies/aggregator.h"
+#include "strategies/server_optimizer.h"
 
 namespace fedge::coordinator {
 
@@ -65,9 +66,12 @@ struct RoundAggregate {
 class GlobalModel {
  public:
   // Takes the base model (without adapters). InvalidArgument for bad LoRA
-  // options or targets that match no Linear of the base.
+  // or server optimizer options, or targets that match no Linear of the
+  // base. `server` is the step Commit takes on each round's mean
+  // (strategies/server_optimizer.h; FedAvg by default).
   static absl::StatusOr<std::unique_ptr<GlobalModel>> Create(
-      model::Model base, Mode mode, const lora::LoraOptions& lora);
+      model::Model base, Mode mode, const lora::LoraOptions& lora,
+      const strategies::ServerOptimizerOptions& server = {});
 
   Mode mode() const { return mode_; }
   const model::ModelImpl& base() const { return *base_; }
@@ -116,7 +120,9 @@ class GlobalModel {
                          const pruning::PruningPlan& plan,
                          const NamedTensors& importance) const;
 
-  // Makes the round's aggregate the new global state; scores of units that
+  // Makes the round's aggregate, through the server optimizer's step, the
+  // new global state (the optimizer's state changes with it); scores of
+  // units that
   // were reported move towards the round's mean by (1 - ema). The work
   // (the aggregate's mean, the scores' blend) is done before the new
   // version is installed, so readers wait for none of it.
@@ -129,15 +135,19 @@ class GlobalModel {
   // applied (merged), pruned by Plan(ratio). See MaterializeState.
   absl::StatusOr<model::Model> Materialize(double ratio) const;
 
-  // The state to checkpoint and restore: the trained tensors and the
-  // scores ("scores.heads.N", "scores.channels.N"). Restore checks names
-  // and shapes against this model (InvalidArgument otherwise).
+  // The state to checkpoint and restore: the trained tensors, the scores
+  // ("scores.heads.N", "scores.channels.N") and the server optimizer's
+  // moments ("server_m.<name>", "server_v.<name>"). Restore checks names
+  // and shapes against this model (InvalidArgument otherwise); a state
+  // without moments (FedAvg's, or a checkpoint from before) restores with
+  // the moments at zero.
   NamedTensors State() const;
   absl::Status Restore(const NamedTensors& state);
 
  private:
-  GlobalModel(model::Model base, Mode mode, const lora::LoraOptions& lora)
-      : base_(std::move(base)), mode_(mode), lora_(lora) {}
+  GlobalModel(model::Model base, Mode mode, const lora::LoraOptions& lora,
+              const strategies::ServerOptimizerOptions& server)
+      : base_(std::move(base)), mode_(mode), lora_(lora), server_(server) {}
 
   // LoRA mode: the rank-`rank` factors of the sliced global delta of the
   // Linear at `path` (lora::AdapterForRank). Devices whose plans keep the
@@ -155,10 +165,14 @@ class GlobalModel {
   model::Model base_;  // Never changed: read without a lock.
   const Mode mode_;
   const lora::LoraOptions lora_;
+  const strategies::ServerOptimizerOptions server_;
   mutable absl::Mutex mu_;
   // LoRA: "<path>.weight" -> D; dense: all weights.
   NamedTensors trained_ ABSL_GUARDED_BY(mu_);
   pruning::GroupScores scores_ ABSL_GUARDED_BY(mu_);  // Unit-norm per block.
+  // The server optimizer's moments for trained_ (empty before the first
+  // Commit and for FedAvg).
+  NamedTensors server_state_ ABSL_GUARDED_BY(mu_);
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   // One SVD, computed once: the first device to need it computes it, the
   // others (a whole round's GetTasks arrive together) wait for it.

@@ -260,6 +260,58 @@ TEST(GlobalModelTest, PeftAdapterReproducesTheGlobalChange) {
       absl::IsInvalidArgument(WritePeftAdapter(bad, peft, dir).status()));
 }
 
+// With server momentum the second of two equal rounds moves the model
+// further than the first; the moments travel with the state, and restore
+// into a model with the same optimizer only.
+TEST(GlobalModelTest, ServerMomentumStepsAndRestoresWithTheState) {
+  strategies::ServerOptimizerOptions momentum;
+  momentum.kind = strategies::ServerOptimizerKind::kMomentum;
+  momentum.momentum = 0.5;
+  auto make = [&](const strategies::ServerOptimizerOptions& server) {
+    torch::manual_seed(0);
+    return std::move(
+        *GlobalModel::Create(testing::TinyVit(16), Mode::kDense, {}, server));
+  };
+  auto global = make(momentum);
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  const std::string w = "layers.0.mlp.up_proj.weight";
+  std::vector<at::Tensor> values = {global->State()[w]};
+  for (int round = 0; round < 2; ++round) {
+    NamedTensors payload = *global->Payload(full, 1, 0);
+    for (auto& item : payload) item.value() = item.value() + 1.0;
+    auto aggregate = global->BeginRound({});
+    ASSERT_TRUE(
+        global->AddUpdate(*aggregate, full, payload, NamedTensors(), 1.0).ok());
+    ASSERT_TRUE(global->Commit(*aggregate, 0.5).ok());
+    values.push_back(global->State()[w]);
+  }
+  // Steps of 1, then 0.5 * 1 + 1.
+  EXPECT_TRUE(torch::allclose(values[1], values[0] + 1.0));
+  EXPECT_TRUE(torch::allclose(values[2], values[1] + 1.5));
+  const NamedTensors state = global->State();
+  ASSERT_NE(state.find("server_m." + w), nullptr);
+
+  auto resumed = make(momentum);
+  ASSERT_TRUE(resumed->Restore(state).ok());
+  const NamedTensors again = resumed->State();
+  ASSERT_EQ(again.size(), state.size());
+  for (const auto& item : state) {
+    EXPECT_TRUE(torch::equal(again[item.key()], item.value())) << item.key();
+  }
+  // Materialize reads past the moments.
+  EXPECT_TRUE(resumed->Materialize(0.0).ok());
+  // FedAvg has no moments to take; a momentum model starts a FedAvg state
+  // at zero.
+  EXPECT_TRUE(absl::IsInvalidArgument(make({})->Restore(state)));
+  NamedTensors plain;
+  for (const auto& item : state) {
+    if (!strategies::IsServerOptimizerState(item.key())) {
+      plain.insert(item.key(), item.value());
+    }
+  }
+  EXPECT_TRUE(make(momentum)->Restore(plain).ok());
+}
+
 TEST(GlobalModelTest, RestoreChecksTheState) {
   auto global = MakeGlobal(Mode::kLora);
   NamedTensors state = global->State();

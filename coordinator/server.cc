@@ -97,8 +97,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   s.base_digest_ = transport::ToHex(base_info->sha256);
   s.store_->Offer(*base_info, base_source);
 
-  absl::StatusOr<std::unique_ptr<GlobalModel>> global =
-      GlobalModel::Create(s.base_, c.engine.mode, c.engine.lora);
+  absl::StatusOr<std::unique_ptr<GlobalModel>> global = GlobalModel::Create(
+      s.base_, c.engine.mode, c.engine.lora, c.engine.server_optimizer);
   if (!global.ok()) return global.status();
   DeclareMetrics(s.metrics_);
   EngineHooks hooks;

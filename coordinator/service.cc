@@ -253,7 +253,7 @@ v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
   train->set_epochs(t.epochs);
   train->set_max_steps(t.max_steps);
   train->set_batch_size(t.batch_size);
-  train->set_learning_rate(t.learning_rate);
+  train->set_learning_rate(task.learning_rate);
   train->set_weight_decay(t.weight_decay);
   train->set_max_grad_norm(t.max_grad_norm);
   train->set_fedprox_mu(t.fedprox_mu);

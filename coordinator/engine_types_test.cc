@@ -1,0 +1,31 @@
+#include "coordinator/engine_types.h"
+
+#include "gtest/gtest.h"
+
+namespace fedge::coordinator {
+namespace {
+
+TEST(TrainSpecTest, TheRoundScheduleDecaysThePeakLearningRate) {
+  TrainSpec t;
+  t.learning_rate = 0.01;
+  EXPECT_DOUBLE_EQ(t.RoundLearningRate(1, 4), 0.01);
+  EXPECT_DOUBLE_EQ(t.RoundLearningRate(4, 4), 0.01);  // Constant.
+  t.round_schedule = "cosine";
+  EXPECT_DOUBLE_EQ(t.RoundLearningRate(1, 4), 0.01);
+  EXPECT_NEAR(t.RoundLearningRate(3, 4), 0.005, 1e-12);  // cos(pi / 2).
+  EXPECT_GT(t.RoundLearningRate(4, 4), 0);  // The last round still trains.
+  EXPECT_LT(t.RoundLearningRate(4, 4), t.RoundLearningRate(3, 4));
+  EXPECT_DOUBLE_EQ(t.RoundLearningRate(9, 4), t.RoundLearningRate(4, 4));
+}
+
+TEST(EngineOptionsTest, AnUnknownRoundScheduleIsRefused) {
+  EngineOptions o;
+  EXPECT_TRUE(o.Validate().ok());
+  o.train.round_schedule = "linear";
+  const absl::Status s = o.Validate();
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_NE(s.message().find("round schedule"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace fedge::coordinator
