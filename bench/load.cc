@@ -51,6 +51,7 @@
 #include "bench/check.h"
 #include "fedge/v1/coordinator_service.grpc.pb.h"
 #include "model/safetensors.h"
+#include "strategies/time_model.h"
 #include "task/spec.h"
 #include "task/task_data.h"
 #include "transport/channel_options.h"
@@ -95,6 +96,9 @@ ABSL_FLAG(std::string, compare, "",
 
 namespace fedge::bench {
 namespace {
+
+// Nearest-rank quantiles, as every fedge benchmark reports them.
+using fedge::strategies::Quantile;
 
 namespace v1 = ::fedge::v1;
 using Clock = std::chrono::steady_clock;
@@ -552,14 +556,6 @@ struct ProcessSampler {
   }
 };
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(
-      v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
-  return v[i];
-}
-
 // Accepted (round, device) rows of the coordinator's clients.csv whose
 // device id starts with `prefix`, and how many were there twice.
 std::set<std::pair<int64_t, std::string>> AcceptedRecords(
@@ -734,11 +730,11 @@ int Main() {
   std::vector<double> all;
   for (const auto& [method, v] : results.latency_ms) {
     std::printf("%-14s %8zu %9.2f %9.2f %9.2f\n", method.c_str(), v.size(),
-                Percentile(v, 0.5), Percentile(v, 0.99), Percentile(v, 1.0));
+                Quantile(v, 0.5), Quantile(v, 0.99), Quantile(v, 1.0));
     all.insert(all.end(), v.begin(), v.end());
     std::printf("metric rpc_%s_p50_ms %.3f\nmetric rpc_%s_p99_ms %.3f\n",
-                method.c_str(), Percentile(v, 0.5), method.c_str(),
-                Percentile(v, 0.99));
+                method.c_str(), Quantile(v, 0.5), method.c_str(),
+                Quantile(v, 0.99));
   }
   for (const auto& [what, count] : results.errors) {
     std::printf("errors: %s x%ld\n", what.c_str(), static_cast<long>(count));
@@ -749,8 +745,8 @@ int Main() {
               active_s > 0 ? accepted / active_s : 0);
   std::printf("metric transfer_resumes %ld\n",
               static_cast<long>(results.resumes));
-  std::printf("metric p50_rpc_ms %.3f\n", Percentile(all, 0.5));
-  std::printf("metric p99_rpc_ms %.3f\n", Percentile(all, 0.99));
+  std::printf("metric p50_rpc_ms %.3f\n", Quantile(all, 0.5));
+  std::printf("metric p99_rpc_ms %.3f\n", Quantile(all, 0.99));
   std::printf("metric wall_s %.3f\n", wall_s);
   if (absl::GetFlag(FLAGS_coordinator_pid) > 0) {
     std::printf("metric coordinator_peak_rss_mib %.1f\n", sampler.peak_rss_mib);
