@@ -545,9 +545,9 @@ void Engine::MeasureAhead(absl::Time now) {
     }
     // The round's model cannot change meanwhile: only ticks commit. The
     // round may become closable (its last update arrives, its deadline
-    // passes): the measurement stops then, and this tick with it, so the
-    // close is not held up.
-    // `now` advances by what the engine's clock saw pass.
+    // passes, `now` advancing by what the engine's clock saw pass): the
+    // measurement stops then, within a batch, and this tick with it, so
+    // the close is not held up.
     bool stopped = false;
     const absl::Time started = hooks_.clock();
     std::map<double, double> costs = meter_.Measure(ratios, [&] {
