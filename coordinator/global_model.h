@@ -122,8 +122,8 @@ class GlobalModel {
 
   // Makes the round's aggregate, through the server optimizer's step, the
   // new global state (the optimizer's state changes with it); scores of
-  // units that
-  // were reported move towards the round's mean by (1 - ema). The work
+  // units that were reported move towards the round's mean by (1 - ema),
+  // and a non-finite step is refused (nothing changes). The work
   // (the aggregate's mean, the scores' blend) is done before the new
   // version is installed, so readers wait for none of it.
   absl::Status Commit(const RoundAggregate& round, double ema);
@@ -140,7 +140,8 @@ class GlobalModel {
   // moments ("server_m.<name>", "server_v.<name>"). Restore checks names
   // and shapes against this model (InvalidArgument otherwise); a state
   // without moments (FedAvg's, or a checkpoint from before) restores with
-  // the moments at zero.
+  // the moments at zero; moments this model's optimizer does not keep are
+  // refused.
   NamedTensors State() const;
   absl::Status Restore(const NamedTensors& state);
 
