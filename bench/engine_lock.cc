@@ -140,7 +140,9 @@ int main(int argc, char** argv) {
                       const fedge::model::NamedTensors& tensors) {
     // As the server: serialise once, hash for the transfer's checksum.
     auto source = Check(fedge::transport::SafetensorsSource::Create(tensors));
-    Check(fedge::transport::DescribePayload(*source, id, source->size()));
+    Check(fedge::transport::DescribePayload(
+        *source, id, source->size(),
+        fedge::transport::PayloadFormat::kSafetensors));
     std::lock_guard<std::mutex> lock(payloads_mu);
     payloads[id] = tensors;
   };

@@ -313,7 +313,8 @@ class LoadClient {
     const int64_t raw = encoded->raw_bytes;
     const transport::StringSource source(std::move(encoded->bytes));
     absl::StatusOr<transport::TransferInfo> info =
-        transport::DescribePayload(source, task.upload_transfer_id(), raw);
+        transport::DescribePayload(source, task.upload_transfer_id(), raw,
+                                   transport::PayloadFormat::kEncodedUpdate);
     if (!info.ok()) return info.status();
     if (slowloris) return Stall(*info, source);
     start = Clock::now();

@@ -154,7 +154,9 @@ void Throughput() {
   for (int64_t i = 0; i < bytes; i += 4096)
     payload[i] = static_cast<char>(i >> 12);
   auto source = std::make_shared<ft::StringSource>(payload);
-  server.store.Offer(Check(ft::DescribePayload(*source, "model", 0)), source);
+  server.store.Offer(Check(ft::DescribePayload(
+                         *source, "model", 0, ft::PayloadFormat::kSafetensors)),
+                     source);
   auto channel = Check(ft::CreateClientChannel(
       absl::StrCat("127.0.0.1:", server.port), BenchChannel(), ft::TlsFiles()));
   auto stub = fedge::v1::Coordinator::NewStub(channel);
@@ -284,12 +286,13 @@ void Links() {
     // Connect first (TCP and HTTP/2 handshakes are not part of a transfer).
     channel->WaitForConnected(std::chrono::system_clock::now() +
                               std::chrono::seconds(5));
-    const ft::TransferInfo info =
-        Check(ft::DescribePayload(source, "update-" + link.name, 0));
+    const ft::TransferInfo info = Check(ft::DescribePayload(
+        source, "update-" + link.name, 0, ft::PayloadFormat::kEncodedUpdate));
     const auto start = Clock::now();
     Check(client.Upload("bench", info, source, ft::kDefaultChunkBytes));
     const double measured = Since(start);
-    Check(server.store.TakeUpload(info.transfer_id));
+    Check(server.store.CompletedUpload(info.transfer_id));
+    server.store.DropUpload(info.transfer_id);
     const double ideal =
         absl::ToDoubleSeconds(ft::IdealTransferTime(link, bytes, true));
     const double error = std::abs(measured - ideal) / ideal;
@@ -326,9 +329,13 @@ int MemoryServer() {
   auto source = std::shared_ptr<ft::SafetensorsSource>(
       Check(ft::SafetensorsSource::Create(tensors)));
   Server server(BenchChannel());
-  server.store.Offer(Check(ft::DescribePayload(*source, "big", 0)), source);
+  server.store.Offer(Check(ft::DescribePayload(
+                         *source, "big", 0, ft::PayloadFormat::kSafetensors)),
+                     source);
   auto warm = std::make_shared<ft::StringSource>(std::string(8 << 20, 'w'));
-  server.store.Offer(Check(ft::DescribePayload(*warm, "warm", 0)), warm);
+  server.store.Offer(Check(ft::DescribePayload(
+                         *warm, "warm", 0, ft::PayloadFormat::kSafetensors)),
+                     warm);
   std::printf("port %d\n", server.port);
   std::fflush(stdout);
   // The client warms the connection up (threads, buffers, first

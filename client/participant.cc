@@ -309,9 +309,16 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   // 4. Encode the update.
   enter("encode");
   const auto phase = Clock::now();
-  const model::NamedTensors& update = local->update;
-  absl::StatusOr<transport::EncodedPayload> encoded = transport::EncodeUpdate(
-      update, transport::UploadCodecOptions(task), &feedback_);
+  const transport::CodecOptions codec = transport::UploadCodecOptions(task);
+  model::NamedTensors update = local->update;
+  if (transport::CarriesChange(codec.codec)) {
+    absl::StatusOr<model::NamedTensors> change =
+        transport::ChangeFrom(update, *payload);
+    if (!change.ok()) return change.status();
+    update = *std::move(change);
+  }
+  absl::StatusOr<transport::EncodedPayload> encoded =
+      transport::EncodeUpdate(update, codec, &feedback_);
   if (!encoded.ok()) return encoded.status();
   report.encode_s = Since(phase);
   report.raw_bytes_up = encoded->raw_bytes;
@@ -332,7 +339,8 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   enter("upload");
   const transport::StringSource source(std::move(encoded->bytes));
   absl::StatusOr<transport::TransferInfo> info = transport::DescribePayload(
-      source, task.upload_transfer_id(), report.raw_bytes_up);
+      source, task.upload_transfer_id(), report.raw_bytes_up,
+      transport::PayloadFormat::kEncodedUpdate);
   if (!info.ok()) return info.status();
   absl::StatusOr<transport::TransferStats> up =
       transfers_.Upload(options_.device_id, *info, source, task.chunk_bytes());

@@ -27,6 +27,9 @@ struct Device {
   absl::Time last_seen;
   bool polled = false;           // Asked for a task since registering.
   double expected_seconds = -1;  // EMA of task-to-submission seconds.
+  // Set by the latest registration; empty for a device restored from a
+  // checkpoint (it must register again).
+  std::string session;
   // How long its tasks take under each arm.
   strategies::DeviceTimeModel times{1.0};
   int64_t plays = 0;  // Rewards fed to its bandit: its ramp's progress.

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include <glog/logging.h>
+#include <torch/types.h>
 
 #include "coordinator/rewards.h"
 #include "coordinator/task_builder.h"
@@ -48,7 +49,66 @@ absl::StatusOr<std::string> Engine::Register(const DeviceFacts& facts,
         return round_ && round_->participants.count(id) > 0;
       });
   if (!s.ok()) return s;
-  return RandomHex(16);
+  std::string session = RandomHex(16);
+  registry_.at(facts.device_id).session = session;
+  return session;
+}
+
+absl::Status Engine::CheckSession(const std::string& device_id,
+                                  const std::string& session) const {
+  TimedLock lock(&mu_, &hooks_.lock_held, "check_session");
+  auto it = registry_.devices().find(device_id);
+  if (it == registry_.devices().end()) {
+    return absl::NotFoundError(
+        absl::StrCat("device ", device_id, " is not registered"));
+  }
+  if (it->second.session.empty() || it->second.session != session) {
+    return absl::NotFoundError(absl::StrCat(
+        "session '", session, "' is not device ", device_id,
+        "'s current one (the coordinator restarted, or the device registered "
+        "again, perhaps from another process with its id); register again"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::CheckSubmission(const std::string& device_id,
+                                     int64_t round,
+                                     const std::string& nonce) const {
+  TimedLock lock(&mu_, &hooks_.lock_held, "check_submission");
+  return SubmittableLocked(device_id, round, nonce);
+}
+
+absl::Status Engine::SubmittableLocked(const std::string& id, int64_t round,
+                                       const std::string& nonce) const {
+  if (registry_.devices().count(id) == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("device ", id, " is not registered"));
+  }
+  if (!round_ || round != round_->number) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "round ", round,
+        " is not open (current: ", round_ ? round_->number : next_round_, ")"));
+  }
+  auto it = round_->participants.find(id);
+  if (it == round_->participants.end() || !it->second.task) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", id, " has no task in round ", round_->number));
+  }
+  const Participant& participant = it->second;
+  if (nonce != participant.task->nonce) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "update of device ", id, " does not carry its task's nonce"));
+  }
+  if (participant.stage == Stage::kAccepted || participant.folding) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "device ", id, " already submitted round ", round_->number));
+  }
+  if (round_->accepted + round_->folding >= round_->target) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", round_->number, " has the ", round_->target,
+                     " updates it waits for and is closing"));
+  }
+  return absl::OkStatus();
 }
 
 std::vector<const Device*> Engine::ParticipantDevices() const {
@@ -276,32 +336,13 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   std::shared_ptr<Fold> fold;
   {
     TimedLock lock(&mu_, &hooks_.lock_held, "submit");
-    absl::StatusOr<Device*> device = registry_.Touch(id, now);
-    if (!device.ok()) return device.status();
-    if (!round_ || submission.round != round_->number) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("round ", submission.round, " is not open (current: ",
-                       round_ ? round_->number : next_round_, ")"));
+    if (absl::Status s =
+            SubmittableLocked(id, submission.round, submission.nonce);
+        !s.ok()) {
+      return s;
     }
-    auto it = round_->participants.find(id);
-    if (it == round_->participants.end() || !it->second.task) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "device ", id, " has no task in round ", round_->number));
-    }
-    Participant& participant = it->second;
-    if (submission.nonce != participant.task->nonce) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "update of device ", id, " does not carry its task's nonce"));
-    }
-    if (participant.stage == Stage::kAccepted || participant.folding) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "device ", id, " already submitted round ", round_->number));
-    }
-    if (round_->accepted + round_->folding >= round_->target) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("round ", round_->number, " has the ", round_->target,
-                       " updates it waits for and is closing"));
-    }
+    registry_.at(id).last_seen = now;
+    Participant& participant = round_->participants.at(id);
     participant.folding = true;
     ++round_->folding;
     plan = participant.task->plan;
@@ -316,11 +357,23 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   absl::StatusOr<double> norm = [&]() -> absl::StatusOr<double> {
     Submission merged;
     const Submission* checked = &submission;
+    if (cut > 0 || submission.carries_change) {
+      merged = submission;
+      checked = &merged;
+    }
+    if (submission.carries_change) {
+      // The trained values are what was sent plus the change (a tensor
+      // the payload lacks is left for ValidateUpdate to name).
+      for (auto& item : merged.update) {
+        const at::Tensor* start = sent.find(item.key());
+        if (start != nullptr && start->sizes() == item.value().sizes()) {
+          item.value() = *start + item.value();
+        }
+      }
+    }
     if (cut > 0) {
       // The update's tail is the coordinator's: settle its half at the
       // device's step count and put the trained tail in.
-      merged = submission;
-      checked = &merged;
       if (absl::Status s =
               split->MergeTail(submission.split_steps, merged.update);
           !s.ok()) {
@@ -690,9 +743,12 @@ absl::Status Engine::CloseRound(absl::Time now) {
                    << " closed with " << record.accepted << " of "
                    << options_.min_updates << " required updates; retrying";
       if (attempt_ >= options_.max_attempts) {
-        failure_ = absl::DeadlineExceededError(absl::StrCat(
-            "round ", record.round, " got fewer than ", options_.min_updates,
-            " updates in ", options_.max_attempts, " attempts"));
+        // Not DEADLINE_EXCEEDED, which clients retry: the federation is
+        // over, and every GetTask says why.
+        failure_ = absl::FailedPreconditionError(
+            absl::StrCat("the federation failed: round ", record.round,
+                         " got fewer than ", options_.min_updates,
+                         " updates in ", options_.max_attempts, " attempts"));
       }
     }
     history_.push_back(record);

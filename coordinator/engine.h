@@ -110,16 +110,31 @@ class Engine {
       EngineHooks hooks);
 
   // Registers or re-registers a device (re-registration keeps its bandit
-  // and history). InvalidArgument for bad facts; PermissionDenied if not
+  // and history) and returns its new session id, which replaces any
+  // earlier one. InvalidArgument for bad facts; PermissionDenied if not
   // on the allow-list; ResourceExhausted if the registry is full.
   absl::StatusOr<std::string> Register(const DeviceFacts& facts,
                                        absl::Time now);
+
+  // OK if `session` is the device's latest registration's. NotFound (the
+  // device must register again) if the device is unknown, was restored
+  // from a checkpoint, or registered again since (another process with
+  // its id, or its own restart).
+  absl::Status CheckSession(const std::string& device_id,
+                            const std::string& session) const;
+
+  // What Submit would refuse before looking at the update: its errors
+  // other than InvalidArgument, so a refused report never touches the
+  // upload it names.
+  absl::Status CheckSubmission(const std::string& device_id, int64_t round,
+                               const std::string& nonce) const;
 
   // The device's task for the current round, built (payload and publish)
   // outside the engine's lock at the device's first call. NotFound: not
   // registered. Unavailable: not invited (yet), its task is being built by
   // another call, or the round closed meanwhile; retry later. OutOfRange:
-  // the federation finished.
+  // the federation finished. FailedPrecondition: it failed (failure()).
+  // Anything else: building the task failed.
   absl::StatusOr<Task> GetTask(const std::string& device_id, absl::Time now);
 
   // Checks the update and folds it into the round's aggregate, both
@@ -286,6 +301,11 @@ class Engine {
   double ChargedPruningCost(double ratio) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<const Device*> ParticipantDevices() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Submit's and CheckSubmission's checks of the device's standing.
+  absl::Status SubmittableLocked(const std::string& device_id, int64_t round,
+                                 const std::string& nonce) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The participant of the open round holding the task with `nonce`, not

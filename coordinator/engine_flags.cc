@@ -115,6 +115,10 @@ ABSL_FLAG(double, split_keep, 1.0,
           "(< 1 needs --split_local_steps > 0).");
 ABSL_FLAG(std::string, allow_list, "",
           "Comma-separated device ids allowed to register (empty: any).");
+ABSL_FLAG(int64_t, max_devices, 100000,
+          "Devices the registry holds; when full, a new device is refused "
+          "(RESOURCE_EXHAUSTED) unless one that never asked for work has "
+          "been silent past --heartbeat_timeout_s and can be forgotten.");
 ABSL_FLAG(bool, invite_only_polled, true,
           "Invite a device to a round only once it has asked for a task "
           "since registering, so registrations that never ask for work "
@@ -209,6 +213,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.upload_codec = absl::GetFlag(FLAGS_upload_codec);
   e.upload_zstd = absl::GetFlag(FLAGS_zstd);
   e.topk_fraction = absl::GetFlag(FLAGS_topk_fraction);
+  e.max_devices = absl::GetFlag(FLAGS_max_devices);
   for (absl::string_view id : absl::StrSplit(absl::GetFlag(FLAGS_allow_list),
                                              ',', absl::SkipEmpty())) {
     e.allow_list.insert(std::string(id));

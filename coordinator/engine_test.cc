@@ -718,7 +718,7 @@ TEST(EngineTest, TooFewUpdatesRetryTheRound) {
   EXPECT_EQ(task->round, 1);
   ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(130)).ok());
   EXPECT_TRUE(h.engine->finished());
-  EXPECT_EQ(h.engine->failure().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(h.engine->failure().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(EngineTest, RejectsBadUpdatesAndIdentities) {
@@ -767,6 +767,74 @@ TEST(EngineTest, RejectsBadUpdatesAndIdentities) {
   EXPECT_EQ(h.engine->Submit(good, kStart).code(),
             absl::StatusCode::kAlreadyExists);
   EXPECT_TRUE(h.closed.empty());  // pi-1 still due.
+}
+
+TEST(EngineTest, ReportsAreCheckedBeforeTheirUpdateAndSessionsAreTheLatest) {
+  Harness h = MakeEngine(Options());
+  DeviceFacts f;
+  f.device_id = "pi-0";
+  const std::string first = *h.engine->Register(f, kStart);
+  const std::string second = *h.engine->Register(f, kStart);
+  EXPECT_NE(first, second);
+  EXPECT_TRUE(h.engine->CheckSession("pi-0", second).ok());
+  EXPECT_EQ(h.engine->CheckSession("pi-0", first).code(),
+            absl::StatusCode::kNotFound);  // Registered again since.
+  EXPECT_EQ(h.engine->CheckSession("pi-9", second).code(),
+            absl::StatusCode::kNotFound);
+  // A restored device holds no session: it must register again.
+  Harness restored = MakeEngine(Options());
+  ASSERT_TRUE(restored.engine->Restore(h.engine->Snapshot()).ok());
+  EXPECT_EQ(restored.engine->CheckSession("pi-0", second).code(),
+            absl::StatusCode::kNotFound);
+
+  f.device_id = "pi-1";
+  ASSERT_TRUE(h.engine->Register(f, kStart).ok());
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  const Task task = *h.engine->GetTask("pi-0", kStart);
+  EXPECT_TRUE(h.engine->CheckSubmission("pi-0", task.round, task.nonce).ok());
+  EXPECT_EQ(h.engine->CheckSubmission("pi-9", task.round, task.nonce).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(h.engine->CheckSubmission("pi-0", task.round, "stale").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(
+      h.engine->CheckSubmission("pi-0", task.round + 1, task.nonce).code(),
+      absl::StatusCode::kFailedPrecondition);
+  // Checking changes nothing: the update is still accepted, once.
+  ASSERT_TRUE(h.engine->Submit(Train(h, "pi-0", task), kStart).ok());
+  EXPECT_EQ(h.engine->CheckSubmission("pi-0", task.round, task.nonce).code(),
+            absl::StatusCode::kAlreadyExists);
+}
+
+TEST(EngineTest, AChangeFromThePayloadFoldsAsTheValuesItStandsFor) {
+  // The same round twice: once with trained values, once with their
+  // change from the payload (the top-k codec's update).
+  std::vector<NamedTensors> globals;
+  for (bool change : {false, true}) {
+    Harness h = MakeEngine(Options());
+    RegisterAll(h, 2);
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+    for (const std::string id : {"pi-0", "pi-1"}) {
+      const Task task = *h.engine->GetTask(id, kStart);
+      Submission s = Train(h, id, task);
+      if (change) {
+        for (auto& item : s.update) {
+          item.value() =
+              item.value() - h.published.at(task.payload_id)[item.key()];
+        }
+        s.carries_change = true;
+      }
+      ASSERT_TRUE(h.engine->Submit(s, kStart).ok());
+    }
+    ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(1)).ok());
+    ASSERT_EQ(h.closed.size(), 1u);
+    globals.push_back(h.engine->Snapshot().global);
+  }
+  ASSERT_EQ(globals[0].size(), globals[1].size());
+  for (const auto& item : globals[0]) {
+    EXPECT_TRUE(
+        torch::allclose(item.value(), globals[1][item.key()], 1e-5, 1e-6))
+        << item.key();
+  }
 }
 
 // Runs rounds [from, to] with devices pi-0..2 submitting in order.

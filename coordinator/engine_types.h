@@ -162,12 +162,24 @@ struct Submission {
   std::string device_id;
   int64_t round = 0;
   std::string nonce;
-  NamedTensors update;      // Decoded, in the sub-model's names.
+  NamedTensors update;  // Decoded, in the sub-model's names.
+  // `update` is the change from the payload sent (the top-k codec), not
+  // the trained values (transport::CarriesChange).
+  bool carries_change = false;
   NamedTensors importance;  // Optional: "heads.N", "channels.N".
   int64_t num_examples = 0;
   double loss_before = 0, loss_after = 0;
   int64_t split_steps = 0;  // Split rounds: the steps the device applied.
   Timings timings;          // As the device measured them.
+};
+
+// A SubmitUpdate the coordinator refused: who, for which round, and the
+// status it answered (code and message).
+struct Refusal {
+  absl::Time time;
+  std::string device_id;
+  int64_t round = 0;  // The round the report named.
+  absl::Status status;
 };
 
 // One device's row of a closed round.

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include <glog/logging.h>
 
 #include "model/file_io.h"
 
@@ -24,6 +25,9 @@ void DeclareMetrics(metrics::Registry& r) {
                    "Device outcomes per round, by status (accepted, "
                    "straggler, dropped) and link.");
   r.DeclareCounter("fedge_rpc_total", "RPCs handled, by method and code.");
+  r.DeclareCounter("fedge_updates_refused_total",
+                   "SubmitUpdate calls refused, by status code "
+                   "(refusals.csv has each one's device and reason).");
   r.DeclareHistogram("fedge_phase_seconds",
                      "Per-device phase time (download, train, upload, wait) "
                      "by link type.",
@@ -220,6 +224,33 @@ absl::Status RoundLog::RecordEvaluation(
        eval ? F(eval_seconds) : "",
        absl::StrFormat("%.3f",
                        absl::ToDoubleSeconds(recorded - absl::UnixEpoch()))});
+}
+
+const std::vector<std::string>& RefusalLog::Columns() {
+  static const auto* columns = new std::vector<std::string>{
+      "unix_time", "device_id", "round", "code", "message"};
+  return *columns;
+}
+
+absl::StatusOr<std::unique_ptr<RefusalLog>> RefusalLog::Open(
+    const std::string& dir, metrics::Registry* metrics) {
+  if (absl::Status s = model::MakeDirectories(dir); !s.ok()) return s;
+  auto csv = metrics::CsvWriter::Open(dir + "/refusals.csv", Columns());
+  if (!csv.ok()) return csv.status();
+  return std::unique_ptr<RefusalLog>(new RefusalLog(std::move(*csv), metrics));
+}
+
+void RefusalLog::Record(const Refusal& refusal) {
+  const std::string code = absl::StatusCodeToString(refusal.status.code());
+  if (metrics_ != nullptr) {
+    metrics_->Increment("fedge_updates_refused_total", {{"code", code}});
+  }
+  absl::MutexLock lock(&mu_);
+  absl::Status s = csv_->Write(
+      {absl::StrFormat("%.3f", absl::ToUnixMillis(refusal.time) / 1e3),
+       refusal.device_id, I(refusal.round), code,
+       std::string(refusal.status.message())});
+  if (!s.ok()) LOG(WARNING) << "refusals.csv: " << s;
 }
 
 }  // namespace fedge::coordinator

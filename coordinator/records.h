@@ -5,13 +5,17 @@
 //                losses, reward terms).
 //   rounds.csv:  one row per round attempt (participation, round and
 //                aggregation time, global accuracy when evaluated).
+//   refusals.csv: one row per refused SubmitUpdate (device, round, status
+//                code and message), as they happen.
 #pragma once
 
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 #include "coordinator/engine_types.h"
 #include "metrics/csv.h"
@@ -55,6 +59,30 @@ class RoundLog {
   std::unique_ptr<metrics::CsvWriter> clients_;
   std::unique_ptr<metrics::CsvWriter> rounds_;
   metrics::Registry* const metrics_;
+};
+
+// refusals.csv and fedge_updates_refused_total. Thread-safe: refusals
+// arrive on gRPC callback threads.
+class RefusalLog {
+ public:
+  // Opens dir/refusals.csv for appending (a resumed run keeps its rows).
+  // `metrics` may be null.
+  static absl::StatusOr<std::unique_ptr<RefusalLog>> Open(
+      const std::string& dir, metrics::Registry* metrics);
+
+  // One row and one count; a failed write is logged, never fatal.
+  void Record(const Refusal& refusal) ABSL_LOCKS_EXCLUDED(mu_);
+
+  static const std::vector<std::string>& Columns();
+
+ private:
+  RefusalLog(std::unique_ptr<metrics::CsvWriter> csv,
+             metrics::Registry* metrics)
+      : csv_(std::move(csv)), metrics_(metrics) {}
+
+  absl::Mutex mu_;
+  std::unique_ptr<metrics::CsvWriter> csv_ ABSL_GUARDED_BY(mu_);
+  metrics::Registry* const metrics_;  // Thread-safe.
 };
 
 }  // namespace fedge::coordinator

@@ -92,7 +92,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       std::move(*source);
   absl::StatusOr<transport::TransferInfo> base_info =
       transport::DescribePayload(*base_source, c.service.base_transfer_id,
-                                 base_source->size());
+                                 base_source->size(),
+                                 transport::PayloadFormat::kSafetensors);
   if (!base_info.ok()) return base_info.status();
   s.base_digest_ = transport::ToHex(base_info->sha256);
   s.store_->Offer(*base_info, base_source);
@@ -110,8 +111,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     CHECK(payload.ok()) << payload.status();  // Our own float tensors.
     std::shared_ptr<const transport::PayloadSource> shared =
         std::move(*payload);
-    absl::StatusOr<transport::TransferInfo> info =
-        transport::DescribePayload(*shared, id, shared->size());
+    absl::StatusOr<transport::TransferInfo> info = transport::DescribePayload(
+        *shared, id, shared->size(), transport::PayloadFormat::kSafetensors);
     CHECK(info.ok()) << info.status();
     store->Offer(*info, shared);
   };
@@ -160,6 +161,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       RoundLog::Open(c.run_dir, s.engine_->round(), &s.metrics_);
   if (!log.ok()) return log.status();
   s.log_ = std::move(*log);
+  absl::StatusOr<std::unique_ptr<RefusalLog>> refusals =
+      RefusalLog::Open(c.run_dir, &s.metrics_);
+  if (!refusals.ok()) return refusals.status();
+  s.refusals_ = std::move(*refusals);
   s.evaluator_ = std::make_unique<Evaluator>(
       s.base_.get(), c.engine.mode, &s.test_,
       [&s](const RoundRecord& r, const std::optional<model::EvalResult>& e,
@@ -173,6 +178,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       std::min<int64_t>(service.chunk_bytes, c.channel.max_message_bytes / 2);
   service.require_peer_identity = c.tls.require_client_cert;
   service.on_update_accepted = [&s] { s.WakeTicker(); };
+  service.on_update_refused = [&s](const Refusal& r) {
+    s.refusals_->Record(r);
+  };
   s.service_ = std::make_unique<CoordinatorService>(
       s.engine_.get(), s.store_.get(), c.engine, service, &s.metrics_);
 

@@ -106,7 +106,8 @@ class CoordinatorServer {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<CoordinatorService> service_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<RoundLog> log_;  // Used by the evaluator thread only.
+  std::unique_ptr<RoundLog> log_;         // Used by the evaluator thread only.
+  std::unique_ptr<RefusalLog> refusals_;  // Thread-safe.
   std::unique_ptr<Evaluator> evaluator_;
   std::unique_ptr<metrics::HttpServer> http_;
   int port_ = 0;

@@ -230,6 +230,16 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(
   return Finish(context, "Register", status);
 }
 
+transport::CodecOptions UploadCodec(const EngineOptions& engine) {
+  transport::CodecOptions codec;
+  // EngineOptions::Validate checked the codec name.
+  codec.codec = transport::ParseCodec(engine.upload_codec)
+                    .value_or(transport::Codec::kInt8Row);
+  codec.zstd = engine.upload_zstd;
+  codec.topk_fraction = engine.topk_fraction;
+  return codec;
+}
+
 v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
                      const std::string& base_digest, int64_t chunk_bytes) {
   v1::Task out;
@@ -259,13 +269,11 @@ v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
   train->set_fedprox_mu(t.fedprox_mu);
   train->set_balanced_softmax(t.balanced_softmax);
   train->set_seed(task.train_seed);
-  // EngineOptions::Validate checked the codec name.
-  out.set_upload_codec(
-      transport::CodecToProto(transport::ParseCodec(engine.upload_codec)
-                                  .value_or(transport::Codec::kInt8Row)));
-  out.set_upload_compression(engine.upload_zstd ? v1::COMPRESSION_ZSTD
-                                                : v1::COMPRESSION_NONE);
-  out.set_topk_fraction(engine.topk_fraction);
+  const transport::CodecOptions codec = UploadCodec(engine);
+  out.set_upload_codec(transport::CodecToProto(codec.codec));
+  out.set_upload_compression(codec.zstd ? v1::COMPRESSION_ZSTD
+                                        : v1::COMPRESSION_NONE);
+  out.set_topk_fraction(codec.topk_fraction);
   out.set_deadline_unix_ms(absl::ToUnixMillis(task.deadline));
   out.set_adapter_transfer_id(task.payload_id);
   out.set_upload_transfer_id(task.payload_id + "/update");
@@ -290,6 +298,9 @@ grpc::ServerUnaryReactor* CoordinatorService::GetTask(
     v1::GetTaskResponse* response) {
   absl::Status status = CheckIdentity(context, request->device_id());
   if (status.ok()) {
+    status = engine_->CheckSession(request->device_id(), request->session_id());
+  }
+  if (status.ok()) {
     absl::StatusOr<Task> task =
         engine_->GetTask(request->device_id(), options_.clock());
     if (task.ok()) {
@@ -307,8 +318,17 @@ grpc::ServerUnaryReactor* CoordinatorService::GetTask(
     } else if (absl::IsUnavailable(task.status())) {
       response->set_retry_after_ms(options_.retry_after_ms);
       response->set_reason(std::string(task.status().message()));
-    } else {
+    } else if (absl::IsNotFound(task.status()) ||
+               absl::IsOutOfRange(task.status()) ||
+               absl::IsFailedPrecondition(task.status())) {
       status = task.status();
+    } else {
+      // The coordinator's own failure, whatever code it came with.
+      LOG(ERROR) << "task of device " << request->device_id()
+                 << " not built: " << task.status();
+      status = absl::InternalError(
+          absl::StrCat("the coordinator could not build this device's task: ",
+                       task.status().message()));
     }
   }
   return Finish(context, "GetTask", status);
@@ -323,29 +343,41 @@ absl::Status CoordinatorService::DoSubmit(const v1::UpdateReport& report) {
         absl::StrCat("upload '", report.upload_transfer_id(),
                      "' does not belong to device ", report.device_id()));
   }
-  absl::StatusOr<std::string> bytes =
-      store_->TakeUpload(report.upload_transfer_id());
-  if (!bytes.ok()) return bytes.status();
+  // The report's standing first: a stale or repeated report is refused
+  // without touching the upload it names. The upload is dropped only once
+  // its update is accepted.
+  if (absl::Status s = engine_->CheckSubmission(report.device_id(),
+                                                report.round(), report.nonce());
+      !s.ok()) {
+    return s;
+  }
   Submission s;
   s.device_id = report.device_id();
   s.round = report.round();
   s.nonce = report.nonce();
-  absl::StatusOr<NamedTensors> update =
-      transport::DecodeUpdate(*bytes, options_.decode_limits);
-  if (!update.ok()) return update.status();
-  s.update = std::move(*update);
   absl::StatusOr<NamedTensors> importance =
       transport::FromProto(report.importance());
   if (!importance.ok()) return importance.status();
   s.importance = std::move(*importance);
+  absl::StatusOr<std::shared_ptr<const std::string>> bytes =
+      store_->CompletedUpload(report.upload_transfer_id());
+  if (!bytes.ok()) return bytes.status();
+  const transport::CodecOptions codec = UploadCodec(engine_options_);
+  absl::StatusOr<NamedTensors> update =
+      transport::DecodeUpdate(**bytes, options_.decode_limits, &codec);
+  if (!update.ok()) return update.status();
+  s.update = std::move(*update);
+  s.carries_change = transport::CarriesChange(codec.codec);
   s.num_examples = report.num_examples();
   s.loss_before = report.loss_before();
   s.loss_after = report.loss_after();
   s.split_steps = report.split_steps();
   s.timings = TimingsFromProto(report.timings());
   // The wire size the coordinator itself received.
-  s.timings.bytes_up = static_cast<int64_t>(bytes->size());
-  return engine_->Submit(s, options_.clock());
+  s.timings.bytes_up = static_cast<int64_t>((*bytes)->size());
+  absl::Status accepted = engine_->Submit(s, options_.clock());
+  if (accepted.ok()) store_->DropUpload(report.upload_transfer_id());
+  return accepted;
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(
@@ -359,6 +391,11 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(
     LOG(WARNING) << "update of device '"
                  << absl::CHexEscape(request->report().device_id())
                  << "' rejected: " << status;
+    if (options_.on_update_refused) {
+      options_.on_update_refused({options_.clock(),
+                                  request->report().device_id(),
+                                  request->report().round(), status});
+    }
   }
   response->set_accepted(status.ok());
   return Finish(context, "SubmitUpdate", status);

@@ -47,7 +47,15 @@ struct ServiceOptions {
   // have completed its round, which the next Engine::Tick closes (the
   // server wakes its ticker). Empty: nothing.
   std::function<void()> on_update_accepted;
+  // Called for each refused SubmitUpdate, with what was refused and why
+  // (the server writes refusals.csv and counts them). Empty: only a log
+  // line.
+  std::function<void(const Refusal&)> on_update_refused;
 };
+
+// The update codec every task of the federation names (Task.upload_*);
+// SubmitUpdate refuses an update encoded otherwise.
+transport::CodecOptions UploadCodec(const EngineOptions& engine);
 
 // The proto form of an engine task (what GetTask sends): the task itself
 // and what every task of the federation shares (LoRA and training

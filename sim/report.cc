@@ -4,7 +4,9 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -336,6 +338,42 @@ std::string MemoryChart(const StrategyRun& run) {
   return s + "</svg>";
 }
 
+// Refused updates per strategy, device and status code, with the last
+// message: a device whose updates are refused is visible here, not only
+// as a straggler.
+std::string RefusalsTable(const std::vector<StrategyRun>& runs) {
+  std::string h = "<h2>Refused updates</h2>";
+  struct Count {
+    int64_t n = 0;
+    std::string last;
+  };
+  std::map<std::tuple<std::string, std::string, std::string>, Count> counts;
+  for (const StrategyRun& run : runs) {
+    for (const Row& r : run.refusals) {
+      Count& c =
+          counts[{run.name, RowText(r, "device_id"), RowText(r, "code")}];
+      ++c.n;
+      c.last = RowText(r, "message");
+    }
+  }
+  if (counts.empty()) {
+    return h +
+           "<p id=\"refusals\">None: the coordinator accepted or "
+           "waited out every update it was sent.</p>";
+  }
+  absl::StrAppend(&h,
+                  "<table id=\"refusals\"><tr><th>strategy</th><th>device"
+                  "</th><th>code</th><th>refused</th><th>last reason</th>"
+                  "</tr>");
+  for (const auto& [key, c] : counts) {
+    absl::StrAppendFormat(
+        &h, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%d</td><td>%s</td></tr>",
+        Escape(std::get<0>(key)), Escape(std::get<1>(key)),
+        Escape(std::get<2>(key)), c.n, Escape(c.last));
+  }
+  return h + "</table>";
+}
+
 std::string Seconds(double s) {
   return s < 0 ? "not reached" : absl::StrFormat("%.1f s", s);
 }
@@ -424,6 +462,12 @@ absl::StatusOr<StrategyRun> LoadRun(const std::string& name,
   run.rounds = *std::move(rounds);
   run.clients = *std::move(clients);
   std::error_code error;
+  if (std::filesystem::exists(run_dir + "/refusals.csv", error)) {
+    absl::StatusOr<std::vector<Row>> refusals =
+        metrics::ReadCsvFile(run_dir + "/refusals.csv");
+    if (!refusals.ok()) return refusals.status();
+    run.refusals = *std::move(refusals);
+  }
   for (const auto& entry :
        std::filesystem::directory_iterator(run_dir, error)) {
     const std::string file = entry.path().filename().string();
@@ -628,8 +672,8 @@ std::string HtmlReport(const std::vector<StrategyRun>& runs,
         Seconds(s.time_to_target_s), Seconds(s.wall_s), s.mean_prune_ratio,
         s.mean_rank, s.bytes_up / 1e6, s.bytes_down / 1e6, speedup);
   }
-  absl::StrAppend(&h, "</table><h2>Held-out ", Escape(info.metric.label),
-                  " versus wall time</h2>",
+  absl::StrAppend(&h, "</table>", RefusalsTable(runs), "<h2>Held-out ",
+                  Escape(info.metric.label), " versus wall time</h2>",
                   MetricChart(runs, info.metric, info.target));
   if (!runs.empty()) {
     const StrategyRun& run = runs.front();

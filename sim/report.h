@@ -57,6 +57,9 @@ struct StrategyRun {
   std::map<std::string, std::vector<Row>> device_reports;
   // Per device: its profile name ("pi4", ...), for the report.
   std::map<std::string, std::string> device_profiles;
+  // refusals.csv: the coordinator's refused SubmitUpdates (none if the
+  // file is absent, as fedge-vclock writes none).
+  std::vector<Row> refusals;
 };
 
 // Reads run_dir/rounds.csv, run_dir/clients.csv and any device reports

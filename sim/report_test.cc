@@ -215,6 +215,37 @@ TEST(ReportTest, BytesMustEqualWhatTheDeviceCounted) {
       << problems[0];
 }
 
+TEST(ReportTest, RefusedUpdatesAreListedByDeviceAndCode) {
+  const std::string dir = WriteRun("refused");
+  StrategyRun quiet = *LoadRun("quiet", WriteRun("quiet"), 1000);
+  const std::string none =
+      HtmlReport({quiet}, {Summarize(quiet, 0.84)}, Info("t", {}, 0.84));
+  EXPECT_NE(none.find("Refused updates</h2><p id=\"refusals\">None"),
+            std::string::npos);
+
+  auto refusals = *metrics::CsvWriter::Open(
+      dir + "/refusals.csv",
+      {"unix_time", "device_id", "round", "code", "message"});
+  ASSERT_TRUE(refusals
+                  ->Write({"1011", "device-1", "2", "INVALID_ARGUMENT",
+                           "update tensor \"x\": encoded as CODEC_FLOAT32"})
+                  .ok());
+  ASSERT_TRUE(refusals
+                  ->Write({"1012", "device-1", "2", "INVALID_ARGUMENT",
+                           "update tensor \"x\": NaN"})
+                  .ok());
+  refusals.reset();
+  StrategyRun run = *LoadRun("fedspine", dir, 1000);
+  ASSERT_EQ(run.refusals.size(), 2u);
+  const std::string html =
+      HtmlReport({run}, {Summarize(run, 0.84)}, Info("t", {}, 0.84));
+  EXPECT_NE(html.find("<td>fedspine</td><td>device-1</td><td>"
+                      "INVALID_ARGUMENT</td><td>2</td><td>update tensor "
+                      "&quot;x&quot;: NaN</td>"),
+            std::string::npos)
+      << html;
+}
+
 TEST(ReportTest, MissingRecordsAreNotFound) {
   EXPECT_EQ(LoadRun("x", "/nonexistent/run", 0).status().code(),
             absl::StatusCode::kNotFound);

@@ -330,8 +330,19 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
             sent + sign * config.attack_scale * (item.value() - sent);
       }
     }
-    absl::StatusOr<transport::EncodedPayload> encoded = transport::EncodeUpdate(
-        local->update, transport::UploadCodecOptions(job.proto), &d.feedback);
+    const transport::CodecOptions codec =
+        transport::UploadCodecOptions(job.proto);
+    if (transport::CarriesChange(codec.codec)) {
+      absl::StatusOr<model::NamedTensors> change =
+          transport::ChangeFrom(local->update, payload);
+      if (!change.ok()) {
+        job.error = change.status();
+        return;
+      }
+      local->update = *std::move(change);
+    }
+    absl::StatusOr<transport::EncodedPayload> encoded =
+        transport::EncodeUpdate(local->update, codec, &d.feedback);
     if (!encoded.ok()) {
       job.error = encoded.status();
       return;
@@ -361,7 +372,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       device_cpu_s = *rate * local->train_flops;
     }
     absl::StatusOr<model::NamedTensors> decoded =
-        transport::DecodeUpdate(encoded->bytes);
+        transport::DecodeUpdate(encoded->bytes, {}, &codec);
     if (!decoded.ok()) {
       job.error = decoded.status();
       return;
@@ -371,6 +382,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     s.round = job.task.round;
     s.nonce = job.task.nonce;
     s.update = *std::move(decoded);
+    s.carries_change = transport::CarriesChange(codec.codec);
     if (hostile && config.attack == "nan" && !s.update.is_empty()) {
       s.update[0].value().view(-1)[0] = NAN;
     }

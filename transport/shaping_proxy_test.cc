@@ -131,7 +131,9 @@ TEST(ShapingProxyTest, GrpcDownloadThroughACutLinkResumes) {
   for (size_t i = 0; i < bytes.size(); ++i)
     bytes[i] = static_cast<char>(i % 251);
   auto source = std::make_shared<StringSource>(bytes);
-  store.Offer(*DescribePayload(*source, "model", 0), source);
+  store.Offer(
+      *DescribePayload(*source, "model", 0, PayloadFormat::kSafetensors),
+      source);
   TransferService service(&store);
   grpc::ServerBuilder builder;
   int port = 0;

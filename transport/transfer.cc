@@ -72,6 +72,7 @@ absl::Status SafetensorsSource::Read(int64_t offset,
 absl::StatusOr<TransferInfo> DescribePayload(const PayloadSource& source,
                                              std::string transfer_id,
                                              int64_t raw_bytes,
+                                             PayloadFormat format,
                                              int64_t chunk_bytes) {
   if (chunk_bytes < 1) return absl::InvalidArgumentError("chunk_bytes < 1");
   Sha256 hasher;
@@ -92,6 +93,7 @@ absl::StatusOr<TransferInfo> DescribePayload(const PayloadSource& source,
   info.total_bytes = source.size();
   info.sha256 = hasher.Finish();
   info.raw_bytes = raw_bytes;
+  info.format = format;
   return info;
 }
 

@@ -27,12 +27,20 @@ namespace fedge::transport {
 
 inline constexpr int64_t kDefaultChunkBytes = 1 << 20;
 
+// What a payload's bytes are (fedge.v1.PayloadFormat).
+enum class PayloadFormat {
+  kUnspecified,
+  kSafetensors,    // A safetensors file: base models and adapters.
+  kEncodedUpdate,  // A serialized fedge.v1.CompressedPayload: updates.
+};
+
 // Describes a whole payload; travels in the first chunk of a stream.
 struct TransferInfo {
   std::string transfer_id;
   int64_t total_bytes = 0;
   std::string sha256;     // 32 raw bytes.
   int64_t raw_bytes = 0;  // Size before codec/compression, for metrics.
+  PayloadFormat format = PayloadFormat::kUnspecified;
 };
 
 // Random access to a payload's bytes. Thread-compatible; Read is const and
@@ -77,7 +85,7 @@ class SafetensorsSource final : public PayloadSource {
 // Hashes the whole source once (one read pass, `chunk_bytes` at a time).
 absl::StatusOr<TransferInfo> DescribePayload(
     const PayloadSource& source, std::string transfer_id, int64_t raw_bytes,
-    int64_t chunk_bytes = kDefaultChunkBytes);
+    PayloadFormat format, int64_t chunk_bytes = kDefaultChunkBytes);
 
 // Where an assembler puts the bytes. Begin is called once, when the
 // assembler is created; bytes then arrive in order, exactly once.

@@ -16,7 +16,30 @@ namespace {
 
 bool SameTransfer(const TransferInfo& a, const TransferInfo& b) {
   return a.transfer_id == b.transfer_id && a.total_bytes == b.total_bytes &&
-         a.sha256 == b.sha256;
+         a.sha256 == b.sha256 && a.format == b.format;
+}
+
+v1::PayloadFormat FormatToProto(PayloadFormat format) {
+  switch (format) {
+    case PayloadFormat::kSafetensors:
+      return v1::PAYLOAD_FORMAT_SAFETENSORS;
+    case PayloadFormat::kEncodedUpdate:
+      return v1::PAYLOAD_FORMAT_ENCODED_UPDATE;
+    case PayloadFormat::kUnspecified:
+      break;
+  }
+  return v1::PAYLOAD_FORMAT_UNSPECIFIED;
+}
+
+PayloadFormat FormatFromProto(v1::PayloadFormat format) {
+  switch (format) {
+    case v1::PAYLOAD_FORMAT_SAFETENSORS:
+      return PayloadFormat::kSafetensors;
+    case v1::PAYLOAD_FORMAT_ENCODED_UPDATE:
+      return PayloadFormat::kEncodedUpdate;
+    default:
+      return PayloadFormat::kUnspecified;
+  }
 }
 
 bool Retryable(const absl::Status& s) {
@@ -173,6 +196,7 @@ void ToProto(const TransferInfo& info, v1::TransferHeader* header) {
   header->set_total_bytes(info.total_bytes);
   header->set_sha256(info.sha256);
   header->set_raw_bytes(info.raw_bytes);
+  header->set_format(FormatToProto(info.format));
 }
 
 TransferInfo FromProto(const v1::TransferHeader& header) {
@@ -181,6 +205,7 @@ TransferInfo FromProto(const v1::TransferHeader& header) {
   info.total_bytes = header.total_bytes();
   info.sha256 = header.sha256();
   info.raw_bytes = header.raw_bytes();
+  info.format = FormatFromProto(header.format());
   return info;
 }
 
@@ -236,6 +261,16 @@ std::string TransferStore::UploadOwner(const std::string& transfer_id) const {
 }
 
 absl::Status TransferStore::BeginUpload(const TransferInfo& info) {
+  if (info.format == PayloadFormat::kSafetensors) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "upload ", info.transfer_id,
+        ": its header says PAYLOAD_FORMAT_SAFETENSORS, but an update travels "
+        "as PAYLOAD_FORMAT_ENCODED_UPDATE (a serialized CompressedPayload)"));
+  }
+  if (info.total_bytes == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("upload ", info.transfer_id, " declares 0 bytes"));
+  }
   {
     absl::MutexLock lock(&mu_);
     auto it = expected_.find(info.transfer_id);
@@ -252,12 +287,11 @@ absl::Status TransferStore::BeginUpload(const TransferInfo& info) {
   }
   if (std::shared_ptr<UploadEntry> entry = FindUpload(info.transfer_id)) {
     absl::MutexLock lock(&entry->mu);
-    if (!SameTransfer(entry->assembler->info(), info)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "upload ", info.transfer_id, " resumed with a different header"));
-    }
-    return absl::OkStatus();
+    if (SameTransfer(entry->assembler->info(), info)) return absl::OkStatus();
   }
+  // New, or a different payload under the same id: the device re-encoded
+  // its update (after a refusal, or a restart mid-upload), which replaces
+  // what was stored.
   absl::StatusOr<std::unique_ptr<ChunkAssembler>> assembler =
       ChunkAssembler::Create(info, std::make_unique<StringSink>(), limits_);
   if (!assembler.ok()) return assembler.status();
@@ -267,7 +301,7 @@ absl::Status TransferStore::BeginUpload(const TransferInfo& info) {
     entry->assembler = *std::move(assembler);
   }
   absl::MutexLock lock(&mu_);
-  uploads_.emplace(info.transfer_id, std::move(entry));  // First one wins.
+  uploads_[info.transfer_id] = std::move(entry);
   return absl::OkStatus();
 }
 
@@ -278,38 +312,80 @@ absl::Status TransferStore::AppendUpload(const std::string& transfer_id,
   if (!entry)
     return absl::NotFoundError(absl::StrCat("no upload ", transfer_id));
   absl::MutexLock lock(&entry->mu);
-  return entry->assembler->Append(offset, data);
+  if (entry->bytes != nullptr) {
+    // Complete already: a resumed stream that had nothing left to send.
+    if (data.empty() && offset == entry->assembler->committed()) {
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("upload ", transfer_id, " is complete (",
+                     entry->assembler->committed(), " bytes)"));
+  }
+  if (absl::Status s = entry->assembler->Append(offset, data); !s.ok()) {
+    return s;
+  }
+  if (entry->assembler->committed() < entry->assembler->info().total_bytes) {
+    return absl::OkStatus();
+  }
+  // The last byte: check the digest now, so the uploader learns of a
+  // corrupted payload from Upload itself, not from a later SubmitUpdate.
+  absl::Status finished = entry->assembler->Finish();
+  if (!finished.ok()) {
+    EraseUpload(transfer_id, entry.get());
+    return absl::Status(
+        finished.code(),
+        absl::StrCat("upload ", transfer_id, ": ", finished.message(),
+                     "; the upload was dropped: send it "
+                     "again from offset 0"));
+  }
+  entry->bytes = std::make_shared<const std::string>(
+      std::move(static_cast<StringSink*>(entry->assembler->sink())->bytes()));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> TransferStore::UploadCommitted(
+    const std::string& transfer_id) const {
+  absl::StatusOr<std::pair<int64_t, TransferInfo>> progress =
+      UploadProgress(transfer_id);
+  if (!progress.ok()) return progress.status();
+  return progress->first;
+}
+
+absl::StatusOr<std::pair<int64_t, TransferInfo>> TransferStore::UploadProgress(
     const std::string& transfer_id) const {
   std::shared_ptr<UploadEntry> entry = FindUpload(transfer_id);
   if (!entry)
     return absl::NotFoundError(absl::StrCat("no upload ", transfer_id));
   absl::MutexLock lock(&entry->mu);
-  return entry->assembler->committed();
+  return std::make_pair(entry->assembler->committed(),
+                        entry->assembler->info());
 }
 
-absl::StatusOr<std::string> TransferStore::TakeUpload(
-    const std::string& transfer_id) {
+absl::StatusOr<std::shared_ptr<const std::string>>
+TransferStore::CompletedUpload(const std::string& transfer_id) {
   std::shared_ptr<UploadEntry> entry = FindUpload(transfer_id);
   if (!entry)
     return absl::NotFoundError(absl::StrCat("no upload ", transfer_id));
-  std::string bytes;
-  {
-    absl::MutexLock lock(&entry->mu);
-    absl::Status finished = entry->assembler->Finish();
-    if (absl::IsFailedPrecondition(finished)) return finished;
-    if (finished.ok()) {
-      bytes = std::move(
-          static_cast<StringSink*>(entry->assembler->sink())->bytes());
-    }
-    // A digest mismatch drops the upload: the client must send it again.
-    absl::MutexLock store_lock(&mu_);
-    uploads_.erase(transfer_id);
-    if (!finished.ok()) return finished;
-  }
-  return bytes;
+  absl::MutexLock lock(&entry->mu);
+  if (entry->bytes != nullptr) return entry->bytes;
+  // AppendUpload verifies the last byte and BeginUpload refuses empty
+  // payloads, so an upload without bytes is incomplete.
+  return absl::FailedPreconditionError(absl::StrCat(
+      "upload ", transfer_id, " is incomplete: ", entry->assembler->committed(),
+      " of ", entry->assembler->info().total_bytes,
+      " bytes; finish it (UploadStatus says where to resume)"));
+}
+
+void TransferStore::DropUpload(const std::string& transfer_id) {
+  absl::MutexLock lock(&mu_);
+  uploads_.erase(transfer_id);
+}
+
+void TransferStore::EraseUpload(const std::string& transfer_id,
+                                const UploadEntry* entry) {
+  absl::MutexLock lock(&mu_);
+  auto it = uploads_.find(transfer_id);
+  if (it != uploads_.end() && it->second.get() == entry) uploads_.erase(it);
 }
 
 TransferService::TransferService(TransferStore* store,
@@ -360,11 +436,14 @@ grpc::ServerUnaryReactor* TransferService::UploadStatus(
     grpc::CallbackServerContext* context,
     const v1::UploadStatusRequest* request,
     v1::UploadStatusResponse* response) {
-  absl::StatusOr<int64_t> committed =
-      store_->UploadCommitted(request->transfer_id());
-  if (committed.ok()) response->set_committed_bytes(*committed);
+  absl::StatusOr<std::pair<int64_t, TransferInfo>> progress =
+      store_->UploadProgress(request->transfer_id());
+  if (progress.ok()) {
+    response->set_committed_bytes(progress->first);
+    ToProto(progress->second, response->mutable_header());
+  }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(committed.status()));
+  reactor->Finish(ToGrpcStatus(progress.status()));
   return reactor;
 }
 
@@ -487,7 +566,11 @@ absl::StatusOr<TransferStats> TransferClient::Upload(
     const absl::Status status = FromGrpcStatus(
         stub_->UploadStatus(&status_context, status_request, &status_response));
     if (status.ok()) {
-      offset = status_response.committed_bytes();
+      // Resume only our own payload; another one stored under the id (an
+      // earlier encoding of the update) is replaced from offset 0.
+      if (SameTransfer(FromProto(status_response.header()), info)) {
+        offset = status_response.committed_bytes();
+      }
     } else if (!absl::IsNotFound(status)) {
       return status;
     }

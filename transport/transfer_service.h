@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -60,22 +61,35 @@ class TransferStore {
   std::string UploadOwner(const std::string& transfer_id) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Starts an upload, or resumes it if `info` equals what was first
-  // declared. InvalidArgument if it differs; ResourceExhausted over the
-  // limits or the announced size; NotFound if uploads must be announced
-  // and this one was not (or its round has been withdrawn).
+  // Starts an upload, or resumes it if `info` equals what was declared
+  // before under its id; a different `info` starts it over (the device
+  // re-encoded its update), dropping the bytes stored. InvalidArgument for
+  // a malformed or empty header or one that says
+  // PayloadFormat::kSafetensors (an upload is an update); ResourceExhausted
+  // over the limits or the announced size; NotFound if uploads must be
+  // announced and this one was not (or its round has been withdrawn).
   absl::Status BeginUpload(const TransferInfo& info) ABSL_LOCKS_EXCLUDED(mu_);
-  // Appends at `offset` (which must equal the committed size).
+  // Appends at `offset` (which must equal the committed size). The chunk
+  // that completes the payload is followed by the digest check: DataLoss
+  // on a mismatch, and the upload is dropped (send it again from 0).
   absl::Status AppendUpload(const std::string& transfer_id, int64_t offset,
                             absl::string_view data) ABSL_LOCKS_EXCLUDED(mu_);
   // Bytes committed so far; NotFound if the upload is unknown.
   absl::StatusOr<int64_t> UploadCommitted(const std::string& transfer_id) const
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Verifies a complete upload and hands over its bytes (once).
-  // FailedPrecondition if incomplete, DataLoss on a digest mismatch (the
-  // upload is dropped then), NotFound if unknown.
-  absl::StatusOr<std::string> TakeUpload(const std::string& transfer_id)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // The committed bytes and the header of the upload under `transfer_id`.
+  // NotFound if unknown.
+  absl::StatusOr<std::pair<int64_t, TransferInfo>> UploadProgress(
+      const std::string& transfer_id) const ABSL_LOCKS_EXCLUDED(mu_);
+  // The bytes of a complete, verified upload. It stays stored (a refused
+  // submission must not destroy the upload it names) until DropUpload,
+  // a replacing BeginUpload or Withdraw. FailedPrecondition if incomplete
+  // (the message says how far it got), NotFound if unknown (or dropped
+  // after a digest mismatch).
+  absl::StatusOr<std::shared_ptr<const std::string>> CompletedUpload(
+      const std::string& transfer_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Forgets an upload (once its update was accepted).
+  void DropUpload(const std::string& transfer_id) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Forgets every offer, announced upload and upload whose id starts with
   // `prefix` (a closed round's payloads and unfinished updates); returns
@@ -89,8 +103,14 @@ class TransferStore {
   struct UploadEntry {
     absl::Mutex mu;
     std::unique_ptr<ChunkAssembler> assembler ABSL_GUARDED_BY(mu);
+    // Set once the payload is complete and its digest matched.
+    std::shared_ptr<const std::string> bytes ABSL_GUARDED_BY(mu);
   };
   std::shared_ptr<UploadEntry> FindUpload(const std::string& transfer_id) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Removes `transfer_id`'s upload if it is still `entry` (not replaced).
+  // Lock order: an entry's mu, then mu_.
+  void EraseUpload(const std::string& transfer_id, const UploadEntry* entry)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   struct Expected {

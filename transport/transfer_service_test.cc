@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include <grpcpp/grpcpp.h>
 #include <torch/types.h>
@@ -24,12 +25,15 @@ model::NamedTensors SomeTensors() {
   return t;
 }
 
-// Sends `chunks` as one Upload stream; its final status.
+using ::testing::HasSubstr;
+
+// Sends `chunks` as one Upload stream; its final status (and response).
 absl::Status SendUpload(v1::Coordinator::Stub& stub,
-                        const std::vector<v1::Chunk>& chunks) {
+                        const std::vector<v1::Chunk>& chunks,
+                        v1::UploadResponse* out = nullptr) {
   grpc::ClientContext context;
   v1::UploadResponse response;
-  auto writer = stub.Upload(&context, &response);
+  auto writer = stub.Upload(&context, out != nullptr ? out : &response);
   for (const v1::Chunk& c : chunks) {
     if (!writer->Write(c)) break;
   }
@@ -90,7 +94,9 @@ TEST_F(TransferServiceTest, DownloadsTensorsInChunks) {
   const model::NamedTensors tensors = SomeTensors();
   std::shared_ptr<SafetensorsSource> source =
       *SafetensorsSource::Create(tensors);
-  store_.Offer(*DescribePayload(*source, "model", 0), source);
+  store_.Offer(
+      *DescribePayload(*source, "model", 0, PayloadFormat::kSafetensors),
+      source);
   TransferClient client(stub_.get(), FastRetry());
 
   TransferStats stats;
@@ -109,7 +115,8 @@ TEST_F(TransferServiceTest, BrokenDownloadResumesFromTheCommittedOffset) {
   std::shared_ptr<SafetensorsSource> inner =
       *SafetensorsSource::Create(tensors);
   auto flaky = std::make_shared<FlakySource>(inner.get(), inner->size() / 2);
-  store_.Offer(*DescribePayload(*inner, "model", 0), flaky);
+  store_.Offer(
+      *DescribePayload(*inner, "model", 0, PayloadFormat::kSafetensors), flaky);
   TransferClient client(stub_.get(), FastRetry());
 
   TransferStats stats;
@@ -137,7 +144,8 @@ TEST_F(TransferServiceTest, UploadResumesAfterAPartialStream) {
   for (size_t i = 0; i < payload.size(); ++i)
     payload[i] = static_cast<char>(i * 7);
   StringSource source(payload);
-  const TransferInfo info = *DescribePayload(source, "update-1", 123);
+  const TransferInfo info =
+      *DescribePayload(source, "update-1", 123, PayloadFormat::kEncodedUpdate);
   // A first stream that dies after 20000 bytes.
   {
     grpc::ClientContext context;
@@ -160,16 +168,69 @@ TEST_F(TransferServiceTest, UploadResumesAfterAPartialStream) {
 
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->bytes, 30000);  // Only the missing part crossed.
-  absl::StatusOr<std::string> received = store_.TakeUpload("update-1");
+  absl::StatusOr<std::shared_ptr<const std::string>> received =
+      store_.CompletedUpload("update-1");
   ASSERT_TRUE(received.ok()) << received.status();
-  EXPECT_EQ(*received, payload);
-  EXPECT_EQ(store_.TakeUpload("update-1").status().code(),
+  EXPECT_EQ(**received, payload);
+  // Kept until dropped: a refused submission must not destroy it.
+  EXPECT_TRUE(store_.CompletedUpload("update-1").ok());
+  store_.DropUpload("update-1");
+  EXPECT_EQ(store_.CompletedUpload("update-1").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST_F(TransferServiceTest, IncompleteUploadSaysHowFarItGot) {
+  StringSource source(std::string(1000, 'a'));
+  const TransferInfo info =
+      *DescribePayload(source, "half", 0, PayloadFormat::kEncodedUpdate);
+  v1::Chunk first;
+  ToProto(info, first.mutable_header());
+  first.set_data(std::string(400, 'a'));
+  v1::UploadResponse response;
+  // A stream closed early is not an error: it commits what it carried.
+  ASSERT_TRUE(SendUpload(*stub_, {first}, &response).ok());
+  EXPECT_EQ(response.committed_bytes(), 400);
+
+  const absl::Status incomplete = store_.CompletedUpload("half").status();
+  EXPECT_EQ(incomplete.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(incomplete.message(), HasSubstr("400 of 1000 bytes"));
+}
+
+TEST_F(TransferServiceTest, ADifferentHeaderStartsTheUploadOver) {
+  StringSource a(std::string(1000, 'a'));
+  StringSource b(std::string(500, 'b'));
+  const TransferInfo info_a =
+      *DescribePayload(a, "up", 0, PayloadFormat::kEncodedUpdate);
+  const TransferInfo info_b =
+      *DescribePayload(b, "up", 0, PayloadFormat::kEncodedUpdate);
+  TransferClient client(stub_.get(), FastRetry());
+  ASSERT_TRUE(client.Upload("d", info_a, a, 300).ok());
+  // The device re-encoded its update (after a refusal or a restart).
+  ASSERT_TRUE(client.Upload("d", info_b, b, 300).ok());
+
+  EXPECT_EQ(**store_.CompletedUpload("up"), std::string(500, 'b'));
+  // Uploading a complete payload again sends nothing and succeeds.
+  absl::StatusOr<TransferStats> again = client.Upload("d", info_b, b, 300);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->bytes, 0);
+}
+
+TEST_F(TransferServiceTest, AnUploadIsNeverSafetensors) {
+  StringSource source(std::string(10, 'a'));
+  const TransferInfo info =
+      *DescribePayload(source, "st", 0, PayloadFormat::kSafetensors);
+  v1::Chunk chunk;
+  ToProto(info, chunk.mutable_header());
+  chunk.set_data(std::string(10, 'a'));
+  const absl::Status status = SendUpload(*stub_, {chunk});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("PAYLOAD_FORMAT_ENCODED_UPDATE"));
 }
 
 TEST_F(TransferServiceTest, UploadRejectsBadStreams) {
   StringSource source(std::string(1000, 'a'));
-  TransferInfo info = *DescribePayload(source, "u", 0);
+  TransferInfo info =
+      *DescribePayload(source, "u", 0, PayloadFormat::kEncodedUpdate);
   auto send = [&](const std::vector<v1::Chunk>& chunks) {
     return SendUpload(*stub_, chunks);
   };
@@ -190,15 +251,15 @@ TEST_F(TransferServiceTest, UploadRejectsBadStreams) {
   gap.set_data("x");
   EXPECT_EQ(send({gap}).code(), absl::StatusCode::kInvalidArgument);
 
-  // Complete but corrupted: the digest check drops it.
+  // Complete but corrupted: Upload itself says so, and drops it.
   v1::Chunk corrupt;
   TransferInfo other = info;
   other.transfer_id = "corrupt";
   ToProto(other, corrupt.mutable_header());
   corrupt.set_data(std::string(999, 'a') + "b");
-  ASSERT_TRUE(send({corrupt}).ok());
-  EXPECT_EQ(store_.TakeUpload("corrupt").status().code(),
-            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(send({corrupt}).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store_.CompletedUpload("corrupt").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 // A coordinator-like store: only announced uploads, each of a bounded size
@@ -245,7 +306,8 @@ class GuardedTransferTest : public ::testing::Test {
 
 TEST_F(GuardedTransferTest, OnlyAnnouncedUploadsOfTheirSizeFromTheirOwner) {
   StringSource source(std::string(1000, 'a'));
-  const TransferInfo info = *DescribePayload(source, "round-1/dev-a/up", 0);
+  const TransferInfo info = *DescribePayload(source, "round-1/dev-a/up", 0,
+                                             PayloadFormat::kEncodedUpdate);
 
   EXPECT_EQ(Send({First(info, std::string(1000, 'a'))}).code(),
             absl::StatusCode::kNotFound);  // Not announced.
@@ -259,7 +321,7 @@ TEST_F(GuardedTransferTest, OnlyAnnouncedUploadsOfTheirSizeFromTheirOwner) {
             absl::StatusCode::kPermissionDenied);  // Someone else's.
   service_.caller = "dev-a";
   ASSERT_TRUE(Send({First(info, std::string(1000, 'a'))}).ok());
-  EXPECT_EQ(*store_.TakeUpload(info.transfer_id), std::string(1000, 'a'));
+  EXPECT_EQ(**store_.CompletedUpload(info.transfer_id), std::string(1000, 'a'));
 
   store_.Withdraw("round-1/");  // The round closed: nothing more expected.
   EXPECT_EQ(Send({First(info, std::string(1000, 'a'))}).code(),
@@ -268,7 +330,8 @@ TEST_F(GuardedTransferTest, OnlyAnnouncedUploadsOfTheirSizeFromTheirOwner) {
 
 TEST_F(GuardedTransferTest, StalledUploadIsCancelledAndCanResume) {
   StringSource source(std::string(1000, 'a'));
-  const TransferInfo info = *DescribePayload(source, "round-1/dev-a/up", 0);
+  const TransferInfo info = *DescribePayload(source, "round-1/dev-a/up", 0,
+                                             PayloadFormat::kEncodedUpdate);
   store_.ExpectUpload(info.transfer_id, 1000, "dev-a");
   // A slow-loris peer: a first chunk, then silence with the stream open.
   grpc::ClientContext context;
@@ -295,7 +358,8 @@ TEST_F(GuardedTransferTest, StalledUploadIsCancelledAndCanResume) {
 
 TEST_F(GuardedTransferTest, SlowButSteadyUploadIsNotCancelled) {
   StringSource source(std::string(1000, 'a'));
-  const TransferInfo info = *DescribePayload(source, "round-1/dev-a/up", 0);
+  const TransferInfo info = *DescribePayload(source, "round-1/dev-a/up", 0,
+                                             PayloadFormat::kEncodedUpdate);
   store_.ExpectUpload(info.transfer_id, 1000, "dev-a");
   grpc::ClientContext context;
   v1::UploadResponse response;
@@ -312,7 +376,7 @@ TEST_F(GuardedTransferTest, SlowButSteadyUploadIsNotCancelled) {
   writer->WritesDone();
   ASSERT_TRUE(FromGrpcStatus(writer->Finish()).ok());
   EXPECT_EQ(service_.watchdog().cancelled(), 0);
-  EXPECT_EQ(*store_.TakeUpload(info.transfer_id), std::string(1000, 'a'));
+  EXPECT_EQ(**store_.CompletedUpload(info.transfer_id), std::string(1000, 'a'));
 }
 
 // TLS over a real socket, with certificates from deploy/certs.
@@ -348,7 +412,8 @@ class TlsTest : public ::testing::Test {
     TransferStore store;
     std::shared_ptr<StringSource> source =
         std::make_shared<StringSource>("hello tls");
-    store.Offer(*DescribePayload(*source, "p", 0), source);
+    store.Offer(*DescribePayload(*source, "p", 0, PayloadFormat::kSafetensors),
+                source);
     TransferService service(&store);
     grpc::ServerBuilder builder;
     int port = 0;

@@ -66,7 +66,7 @@ TEST(TransferTest, TensorsCrossInAnyChunkSize) {
   const model::NamedTensors tensors = SomeTensors();
   auto source = *SafetensorsSource::Create(tensors);
   absl::StatusOr<TransferInfo> info =
-      DescribePayload(*source, "model-1", 0, 100);
+      DescribePayload(*source, "model-1", 0, PayloadFormat::kSafetensors, 100);
   ASSERT_TRUE(info.ok());
   for (int64_t chunk : {1, 7, 64, 1000, 1 << 20}) {
     absl::StatusOr<model::NamedTensors> got = Transfer(*source, *info, chunk);
@@ -82,7 +82,8 @@ TEST(TransferTest, TensorsCrossInAnyChunkSize) {
 TEST(TransferTest, InterruptedTransferResumesFromTheCommittedOffset) {
   const std::string payload(10000, 'x');
   StringSource source(payload);
-  const TransferInfo info = *DescribePayload(source, "u-1", 0);
+  const TransferInfo info =
+      *DescribePayload(source, "u-1", 0, PayloadFormat::kEncodedUpdate);
   auto assembler =
       *ChunkAssembler::Create(info, std::make_unique<StringSink>());
   // First stream dies after 3 chunks of 1000 and half of a fourth.
@@ -108,7 +109,8 @@ TEST(TransferTest, InterruptedTransferResumesFromTheCommittedOffset) {
 
 TEST(TransferTest, RejectsBadTransfers) {
   StringSource source(std::string(100, 'y'));
-  TransferInfo info = *DescribePayload(source, "t", 0);
+  TransferInfo info =
+      *DescribePayload(source, "t", 0, PayloadFormat::kSafetensors);
 
   TransferInfo no_id = info;
   no_id.transfer_id.clear();
@@ -149,7 +151,8 @@ TEST(TransferTest, TensorSinkRejectsAMalformedHeader) {
   std::string bytes = *model::SerializeSafetensors(SomeTensors());
   bytes[12] = '!';  // Break the JSON.
   StringSource source(bytes);
-  const TransferInfo info = *DescribePayload(source, "bad", 0);
+  const TransferInfo info =
+      *DescribePayload(source, "bad", 0, PayloadFormat::kEncodedUpdate);
   absl::StatusOr<model::NamedTensors> got = Transfer(source, info, 64);
   EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument)
       << got.status();

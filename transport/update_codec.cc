@@ -98,6 +98,9 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
       absl::StatusOr<at::Tensor> q =
           FromBytes(name, e.values(), torch::kInt8, numel, "values");
       if (!q.ok()) return q.status();
+      if (numel > 0 && q->min().item<int8_t>() < -127) {
+        return Bad(name, "int8 values must be in [-127, 127]");
+      }
       if (e.scales_dtype() != v1::DTYPE_UNSPECIFIED &&
           e.scales_dtype() != v1::DTYPE_FLOAT32 &&
           e.scales_dtype() != v1::DTYPE_FLOAT16) {
@@ -351,12 +354,38 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
   return out;
 }
 
+bool CarriesChange(Codec codec) { return codec == Codec::kTopK; }
+
+absl::StatusOr<NamedTensors> ChangeFrom(const NamedTensors& trained,
+                                        const NamedTensors& sent) {
+  NamedTensors change;
+  for (const auto& item : trained) {
+    const at::Tensor* start = sent.find(item.key());
+    if (start == nullptr || start->sizes() != item.value().sizes()) {
+      return Bad(item.key(), "not in the payload sent, or of another shape");
+    }
+    change.insert(item.key(), item.value() - *start);
+  }
+  return change;
+}
+
 absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
-                                          const DecodeLimits& limits) {
+                                          const DecodeLimits& limits,
+                                          const CodecOptions* required) {
   v1::CompressedPayload payload;
   if (!payload.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return absl::InvalidArgumentError(
         "update payload is not a CompressedPayload");
+  }
+  if (required != nullptr) {
+    const v1::Compression want =
+        required->zstd ? v1::COMPRESSION_ZSTD : v1::COMPRESSION_NONE;
+    if (payload.compression() != want) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update compression is ", v1::Compression_Name(payload.compression()),
+          ", but the task asks for ", v1::Compression_Name(want),
+          " (Task.upload_compression)"));
+    }
   }
   if (payload.uncompressed_bytes() < 0 ||
       payload.uncompressed_bytes() > limits.max_payload_bytes) {
@@ -408,6 +437,13 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
   for (const v1::EncodedTensor& e : encoded.tensors()) {
     if (e.name().empty() || out.contains(e.name())) {
       return Bad(e.name(), "empty or duplicate name");
+    }
+    if (required != nullptr && e.codec() != CodecToProto(required->codec)) {
+      return Bad(e.name(),
+                 absl::StrCat("encoded as ", v1::Codec_Name(e.codec()),
+                              ", but the task asks for ",
+                              v1::Codec_Name(CodecToProto(required->codec)),
+                              " (Task.upload_codec)"));
     }
     absl::StatusOr<at::Tensor> t = DecodeTensor(e, limits);
     if (!t.ok()) return t.status();

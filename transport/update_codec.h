@@ -2,8 +2,10 @@
 // factors) is encoded for the uplink, and how the coordinator decodes it.
 //
 //   float32 / float16 / bfloat16   cast; f16/bf16 halve the bytes
-//   int8_row                       int8 with one float32 scale per row
-//                                  (rows = all dims but the last); the
+//   int8_row                       int8 in [-127, 127] with one scale per
+//                                  row (a row is the last dimension; a
+//                                  matrix with more rows than columns is
+//                                  sent transposed, scale_columns); the
 //                                  error per element is at most scale / 2
 //   topk                           per tensor, the k = ceil(fraction * n)
 //                                  largest magnitudes and their indices;
@@ -11,6 +13,11 @@
 //                                  what was not sent and adds it next time
 // followed by an optional lossless zstd stage. The payload is a serialized
 // fedge.v1.CompressedPayload around a fedge.v1.EncodedUpdate.
+//
+// What an update holds: the trained tensors themselves, except under topk,
+// which sends their change from the payload the device was sent (a dropped
+// entry of a change is no change; a dropped value would zero a weight).
+// CarriesChange says which; ChangeFrom makes the change.
 //
 // Decoding validates everything before any tensor is built: sizes against
 // shapes, index ranges and order, declared sizes against limits, and
@@ -69,6 +76,15 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
                                             const CodecOptions& options,
                                             ErrorFeedback* feedback = nullptr);
 
+// Whether an update in `codec` holds the change from what the device was
+// sent (topk) rather than the trained values (every other codec).
+bool CarriesChange(Codec codec);
+
+// trained - sent, tensor by tensor. InvalidArgument for a tensor `sent`
+// lacks or has in another shape.
+absl::StatusOr<NamedTensors> ChangeFrom(const NamedTensors& trained,
+                                        const NamedTensors& sent);
+
 struct DecodeLimits {
   int64_t max_payload_bytes = 1LL << 30;    // Decompressed size limit.
   int64_t max_tensor_elements = 1LL << 31;  // Per tensor.
@@ -76,9 +92,12 @@ struct DecodeLimits {
 };
 
 // Decodes a payload into float32 tensors. InvalidArgument for anything
-// malformed (names the tensor and the problem); ResourceExhausted if a
-// declared size exceeds `limits`.
-absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view payload,
-                                          const DecodeLimits& limits = {});
+// malformed (names the tensor and the problem), and, with a non-null
+// `required`, for a compression or a tensor codec other than it says (a
+// task's upload codec binds); ResourceExhausted if a declared size exceeds
+// `limits`.
+absl::StatusOr<NamedTensors> DecodeUpdate(
+    absl::string_view payload, const DecodeLimits& limits = {},
+    const CodecOptions* required = nullptr);
 
 }  // namespace fedge::transport

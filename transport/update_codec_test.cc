@@ -284,6 +284,65 @@ TEST(UpdateCodecTest, DecodeRejectsEveryMalformedInput) {
   }
 }
 
+TEST(UpdateCodecTest, TheTasksCodecAndCompressionBind) {
+  const NamedTensors update = LoraLikeUpdate();
+  CodecOptions task;  // int8_row + zstd.
+  CodecOptions sent = task;
+  sent.codec = Codec::kFloat32;
+  const std::string float32 = EncodeUpdate(update, sent)->bytes;
+  const absl::Status codec = DecodeUpdate(float32, {}, &task).status();
+  EXPECT_EQ(codec.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(codec.message().find("encoded as CODEC_FLOAT32, but the task "
+                                 "asks for CODEC_INT8_ROW"),
+            std::string::npos)
+      << codec;
+  EXPECT_TRUE(DecodeUpdate(float32).ok());  // Without a task: any codec.
+
+  sent = task;
+  sent.zstd = false;
+  const absl::Status compression =
+      DecodeUpdate(EncodeUpdate(update, sent)->bytes, {}, &task).status();
+  EXPECT_EQ(compression.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(compression.message().find("COMPRESSION_NONE"), std::string::npos);
+  EXPECT_TRUE(DecodeUpdate(EncodeUpdate(update, task)->bytes, {}, &task).ok());
+}
+
+TEST(UpdateCodecTest, Int8OutsideItsRangeIsRefused) {
+  v1::EncodedUpdate encoded;
+  v1::EncodedTensor* e = encoded.add_tensors();
+  e->set_name("w");
+  e->set_codec(v1::CODEC_INT8_ROW);
+  e->add_shape(2);
+  e->set_values(std::string("\x80\x01", 2));  // -128, 1
+  const float scale = 0.5f;
+  e->set_scales(std::string(reinterpret_cast<const char*>(&scale), 4));
+  v1::CompressedPayload payload;
+  payload.set_compression(v1::COMPRESSION_NONE);
+  payload.set_data(encoded.SerializeAsString());
+  payload.set_uncompressed_bytes(static_cast<int64_t>(payload.data().size()));
+  const absl::Status s = DecodeUpdate(payload.SerializeAsString()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("[-127, 127]"), std::string::npos) << s;
+}
+
+TEST(UpdateCodecTest, OnlyTopKCarriesAChange) {
+  EXPECT_TRUE(CarriesChange(Codec::kTopK));
+  for (Codec c :
+       {Codec::kFloat32, Codec::kFloat16, Codec::kBFloat16, Codec::kInt8Row}) {
+    EXPECT_FALSE(CarriesChange(c)) << CodecName(c);
+  }
+  NamedTensors sent;
+  sent.insert("a", torch::ones({2, 3}));
+  NamedTensors trained;
+  trained.insert("a", torch::full({2, 3}, 1.5));
+  absl::StatusOr<NamedTensors> change = ChangeFrom(trained, sent);
+  ASSERT_TRUE(change.ok()) << change.status();
+  EXPECT_TRUE(torch::equal((*change)["a"], torch::full({2, 3}, 0.5)));
+  trained.insert("b", torch::ones({1}));
+  EXPECT_EQ(ChangeFrom(trained, sent).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(UpdateCodecTest, CodecsRoundTripThroughTheWireEnum) {
   for (Codec c : {Codec::kFloat32, Codec::kFloat16, Codec::kBFloat16,
                   Codec::kInt8Row, Codec::kTopK}) {
