@@ -53,18 +53,24 @@ absl::StatusOr<int64_t> ChooseCut(const SplitPolicy& policy,
   }
   if (*mode >= 0) return *mode;
   if (budget_bytes <= 0) return 0;
-  absl::StatusOr<model::Model> sub =
-      base.WithBlockShapes(pruning::PlannedShapes(plan));
-  if (!sub.ok()) return sub.status();
-  const std::vector<int64_t> shape = (*sub)->ExampleInputShape(batch_size);
+  // From the plan's block shapes alone: no sub-model is built.
+  const std::vector<model::BlockShape> shapes = pruning::PlannedShapes(plan);
+  if (static_cast<int64_t>(shapes.size()) != blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a plan of ", shapes.size(), " blocks for a model of ", blocks));
+  }
+  const std::vector<int64_t> shape = base.ExampleInputShape(batch_size);
   // The trainer's estimate; the adapters' gradients and moments are
   // negligible beside the activations.
   auto peak = [](int64_t activations) {
     return model::TrainingPeakBytes(/*trainable_bytes=*/0, activations);
   };
-  if (peak((*sub)->TrainingActivationBytes(shape)) <= budget_bytes) return 0;
+  if (peak(base.TrainingActivationBytes(shape, shapes)) <= budget_bytes) {
+    return 0;
+  }
   for (int64_t cut = blocks - 1; cut > 1; --cut) {
-    if (peak((*sub)->HeadTrainingActivationBytes(shape, cut)) <= budget_bytes) {
+    if (peak(base.HeadTrainingActivationBytes(shape, cut, shapes)) <=
+        budget_bytes) {
       return cut;
     }
   }

@@ -29,9 +29,9 @@ std::string RandomHex(size_t bytes);
 
 // The cut `policy` gives a device with `budget_bytes` (0: none) for the
 // sub-model of `base` that `plan` leaves, training batches of `batch_size`:
-// 0 (no split) or 1..blocks. InvalidArgument for a bad mode. "auto" with a
-// budget builds a freshly initialised sub-model to read the trainer's
-// memory estimate from (milliseconds to a second for larger models).
+// 0 (no split) or 1..blocks. InvalidArgument for a bad mode or a plan of
+// another block count. "auto" with a budget prices the trainer's memory
+// estimate from the plan's block shapes alone (no sub-model is built).
 absl::StatusOr<int64_t> ChooseCut(const SplitPolicy& policy,
                                   const model::ModelImpl& base,
                                   const pruning::PruningPlan& plan,

@@ -7,6 +7,7 @@
 
 #include "model/trainer.h"
 #include "model/vit.h"
+#include "pruning/plan.h"
 #include "tests/testing/tiny_models.h"
 
 namespace fedge::coordinator {
@@ -39,6 +40,29 @@ TEST(ChooseCutTest, SplitsOnlyDevicesWhoseBudgetCannotHoldTraining) {
   policy.mode = "5";
   EXPECT_EQ(ChooseCut(policy, *vit, plan, 0, 32).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ChooseCutTest, APrunedPlanIsPricedAsItsBuiltSubModelWould) {
+  model::VitConfig config;
+  config.dim = 32;
+  config.head_dim = 8;
+  config.layers.assign(4, model::BlockShape{4, 4, 64});
+  model::Vit vit = *model::CreateVit(config);
+  auto global = GlobalModel::Create(vit, Mode::kLora, {});
+  ASSERT_TRUE(global.ok());
+  const pruning::PruningPlan plan = *(*global)->Plan(0.5);
+  // What ChooseCut once built for every task, only to read its estimate.
+  const model::Model sub = *vit->WithBlockShapes(pruning::PlannedShapes(plan));
+  const std::vector<int64_t> shape = vit->ExampleInputShape(32);
+  auto peak = [](int64_t a) { return model::TrainingPeakBytes(0, a); };
+  const int64_t whole = peak(sub->TrainingActivationBytes(shape));
+  const int64_t two = peak(sub->HeadTrainingActivationBytes(shape, 2));
+  EXPECT_LT(whole, peak(vit->TrainingActivationBytes(shape)));
+  const SplitPolicy policy;  // auto
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, whole, 32), 0);
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, whole - 1, 32), 3);
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, two, 32), 2);
+  EXPECT_EQ(*ChooseCut(policy, *vit, plan, two - 1, 32), 1);
 }
 
 TEST(TaskBuilderTest, BuildsThePlanPayloadAndExpectedShapesOfATask) {

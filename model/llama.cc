@@ -342,10 +342,10 @@ int64_t LlamaImpl::EmbeddingActivationElements(
   return input_shape[1] * config_.hidden_size * 2;
 }
 
-int64_t LlamaImpl::BlockActivationElementsAt(at::IntArrayRef input_shape,
-                                             int64_t index) const {
-  return BlockActivationElements(config_.layers[index], input_shape[1],
-                                 config_.hidden_size, config_.head_dim,
+int64_t LlamaImpl::BlockActivationElementsOf(at::IntArrayRef input_shape,
+                                             const BlockShape& block) const {
+  return BlockActivationElements(block, input_shape[1], config_.hidden_size,
+                                 config_.head_dim,
                                  /*mlp_tensors=*/3);
 }
 

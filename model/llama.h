@@ -139,8 +139,8 @@ class LlamaImpl : public ModelImpl {
   }
   int64_t EmbeddingActivationElements(
       at::IntArrayRef input_shape) const override;
-  int64_t BlockActivationElementsAt(at::IntArrayRef input_shape,
-                                    int64_t index) const override;
+  int64_t BlockActivationElementsOf(at::IntArrayRef input_shape,
+                                    const BlockShape& block) const override;
   int64_t OutputActivationElements(at::IntArrayRef input_shape) const override;
 
  private:

@@ -182,6 +182,21 @@ TEST(LlamaTest, PrunedConfigWithCopiedWeightsMatchesZeroedFullModel) {
                               (*full)->forward(tokens), 1e-4, 1e-5));
 }
 
+TEST(LlamaTest, ASubModelsActivationEstimateNeedsOnlyItsShapes) {
+  absl::StatusOr<Llama> full = CreateLlama(TinyConfig());
+  ASSERT_TRUE(full.ok());
+  LlamaConfig pruned_config = TinyConfig();
+  pruned_config.layers = {{2, 2, 4}, {2, 1, 2}};
+  absl::StatusOr<Llama> built = CreateLlama(pruned_config);
+  ASSERT_TRUE(built.ok()) << built.status();
+  const std::vector<int64_t> shape = (*full)->ExampleInputShape(4);
+  EXPECT_EQ((*full)->TrainingActivationBytes(shape, pruned_config.layers),
+            (*built)->TrainingActivationBytes(shape));
+  EXPECT_EQ(
+      (*full)->HeadTrainingActivationBytes(shape, 1, pruned_config.layers),
+      (*built)->HeadTrainingActivationBytes(shape, 1));
+}
+
 TEST(LlamaTest, ReadsHuggingFaceConfigJson) {
   // The shape of a real small checkpoint's config (TinyLlama-like).
   const char* json = R"({

@@ -10,16 +10,27 @@ namespace fedge::model {
 
 int64_t ModelImpl::HeadTrainingActivationBytes(at::IntArrayRef input_shape,
                                                int64_t cut) const {
+  return HeadTrainingActivationBytes(input_shape, cut, block_shapes());
+}
+
+int64_t ModelImpl::HeadTrainingActivationBytes(
+    at::IntArrayRef input_shape, int64_t cut,
+    const std::vector<BlockShape>& shapes) const {
   int64_t per_sample = EmbeddingActivationElements(input_shape);
   for (int64_t i = 0; i < cut; ++i) {
-    per_sample += BlockActivationElementsAt(input_shape, i);
+    per_sample += BlockActivationElementsOf(input_shape, shapes.at(i));
   }
   return input_shape[0] * per_sample * 4;
 }
 
 int64_t ModelImpl::TrainingActivationBytes(at::IntArrayRef input_shape) const {
-  const auto blocks = static_cast<int64_t>(block_shapes().size());
-  return HeadTrainingActivationBytes(input_shape, blocks) +
+  return TrainingActivationBytes(input_shape, block_shapes());
+}
+
+int64_t ModelImpl::TrainingActivationBytes(
+    at::IntArrayRef input_shape, const std::vector<BlockShape>& shapes) const {
+  const auto blocks = static_cast<int64_t>(shapes.size());
+  return HeadTrainingActivationBytes(input_shape, blocks, shapes) +
          input_shape[0] * OutputActivationElements(input_shape) * 4;
 }
 

@@ -51,6 +51,12 @@ class ModelImpl : public torch::nn::Module {
   // analytic estimate for memory budgets, not an exact count; bench/client
   // compares it with measured peaks.
   int64_t TrainingActivationBytes(at::IntArrayRef input_shape) const;
+  // The same for this model with its blocks shaped `shapes` (a pruned
+  // sub-model's: pruning::PlannedShapes), computed from the shapes alone,
+  // without building the sub-model (pruning leaves the embedding and the
+  // output as they are). `shapes` has one entry per block.
+  int64_t TrainingActivationBytes(at::IntArrayRef input_shape,
+                                  const std::vector<BlockShape>& shapes) const;
 
   // --- What structured pruning needs -------------------------------------
   // Per block: heads, KV heads and MLP width.
@@ -95,6 +101,10 @@ class ModelImpl : public torch::nn::Module {
   // batch of `input_shape` (the head's share of TrainingActivationBytes).
   int64_t HeadTrainingActivationBytes(at::IntArrayRef input_shape,
                                       int64_t cut) const;
+  // The same with the blocks shaped `shapes` (see TrainingActivationBytes).
+  int64_t HeadTrainingActivationBytes(
+      at::IntArrayRef input_shape, int64_t cut,
+      const std::vector<BlockShape>& shapes) const;
 
  protected:
   // Parameter names of the embedding (the part before block 0), as prefixes.
@@ -103,8 +113,8 @@ class ModelImpl : public torch::nn::Module {
   // block `index`, for a valid input of `input_shape`.
   virtual int64_t EmbeddingActivationElements(
       at::IntArrayRef input_shape) const = 0;
-  virtual int64_t BlockActivationElementsAt(at::IntArrayRef input_shape,
-                                            int64_t index) const = 0;
+  virtual int64_t BlockActivationElementsOf(at::IntArrayRef input_shape,
+                                            const BlockShape& block) const = 0;
   // The same for what follows the last block (final norm, head, logits).
   virtual int64_t OutputActivationElements(
       at::IntArrayRef input_shape) const = 0;

@@ -178,10 +178,9 @@ int64_t VitImpl::EmbeddingActivationElements(at::IntArrayRef) const {
          (config_.num_patches() + 1) * config_.dim;
 }
 
-int64_t VitImpl::BlockActivationElementsAt(at::IntArrayRef,
-                                           int64_t index) const {
-  return BlockActivationElements(config_.layers[index],
-                                 config_.num_patches() + 1, config_.dim,
+int64_t VitImpl::BlockActivationElementsOf(at::IntArrayRef,
+                                           const BlockShape& block) const {
+  return BlockActivationElements(block, config_.num_patches() + 1, config_.dim,
                                  config_.head_dim, /*mlp_tensors=*/2);
 }
 

@@ -90,8 +90,8 @@ class VitImpl : public ModelImpl {
   std::vector<std::string> embedding_prefixes() const override;
   int64_t EmbeddingActivationElements(
       at::IntArrayRef input_shape) const override;
-  int64_t BlockActivationElementsAt(at::IntArrayRef input_shape,
-                                    int64_t index) const override;
+  int64_t BlockActivationElementsOf(at::IntArrayRef input_shape,
+                                    const BlockShape& block) const override;
   int64_t OutputActivationElements(at::IntArrayRef) const override { return 0; }
 
  private:

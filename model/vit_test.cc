@@ -151,5 +151,20 @@ TEST(VitTest, HeadAndTailComposeToTheWholeModelAtEveryCut) {
             (*vit)->TrainingActivationBytes({8, 1, 28, 28}));
 }
 
+TEST(VitTest, ASubModelsActivationEstimateNeedsOnlyItsShapes) {
+  absl::StatusOr<Vit> vit = CreateVit(SmallConfig());
+  ASSERT_TRUE(vit.ok()) << vit.status();
+  const std::vector<BlockShape> pruned = {{2, 2, 16}, {0, 0, 48}};
+  absl::StatusOr<Model> built = (*vit)->WithBlockShapes(pruned);
+  ASSERT_TRUE(built.ok()) << built.status();
+  const std::vector<int64_t> shape = (*vit)->ExampleInputShape(8);
+  EXPECT_EQ((*vit)->TrainingActivationBytes(shape, pruned),
+            (*built)->TrainingActivationBytes(shape));
+  EXPECT_EQ((*vit)->HeadTrainingActivationBytes(shape, 1, pruned),
+            (*built)->HeadTrainingActivationBytes(shape, 1));
+  EXPECT_LT((*vit)->TrainingActivationBytes(shape, pruned),
+            (*vit)->TrainingActivationBytes(shape));
+}
+
 }  // namespace
 }  // namespace fedge::model
