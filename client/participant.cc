@@ -310,15 +310,11 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   enter("encode");
   const auto phase = Clock::now();
   const transport::CodecOptions codec = transport::UploadCodecOptions(task);
-  model::NamedTensors update = local->update;
-  if (transport::CarriesChange(codec.codec)) {
-    absl::StatusOr<model::NamedTensors> change =
-        transport::ChangeFrom(update, *payload);
-    if (!change.ok()) return change.status();
-    update = *std::move(change);
-  }
+  absl::StatusOr<model::NamedTensors> update =
+      transport::UpdateToSend(local->update, *payload, codec.codec);
+  if (!update.ok()) return update.status();
   absl::StatusOr<transport::EncodedPayload> encoded =
-      transport::EncodeUpdate(update, codec, &feedback_);
+      transport::EncodeUpdate(*update, codec, &feedback_);
   if (!encoded.ok()) return encoded.status();
   report.encode_s = Since(phase);
   report.raw_bytes_up = encoded->raw_bytes;

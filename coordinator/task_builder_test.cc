@@ -13,12 +13,17 @@
 namespace fedge::coordinator {
 namespace {
 
-TEST(ChooseCutTest, SplitsOnlyDevicesWhoseBudgetCannotHoldTraining) {
+// A ViT of four unpruned blocks, so that every cut 1-3 can be chosen.
+model::Vit FourBlockVit() {
   model::VitConfig config;
   config.dim = 32;
   config.head_dim = 8;
   config.layers.assign(4, model::BlockShape{4, 4, 64});
-  model::Vit vit = *model::CreateVit(config);
+  return *model::CreateVit(config);
+}
+
+TEST(ChooseCutTest, SplitsOnlyDevicesWhoseBudgetCannotHoldTraining) {
+  model::Vit vit = FourBlockVit();
   auto global = GlobalModel::Create(vit, Mode::kLora, {});
   ASSERT_TRUE(global.ok());
   const pruning::PruningPlan plan = *(*global)->Plan(0.0);
@@ -43,11 +48,7 @@ TEST(ChooseCutTest, SplitsOnlyDevicesWhoseBudgetCannotHoldTraining) {
 }
 
 TEST(ChooseCutTest, APrunedPlanIsPricedAsItsBuiltSubModelWould) {
-  model::VitConfig config;
-  config.dim = 32;
-  config.head_dim = 8;
-  config.layers.assign(4, model::BlockShape{4, 4, 64});
-  model::Vit vit = *model::CreateVit(config);
+  model::Vit vit = FourBlockVit();
   auto global = GlobalModel::Create(vit, Mode::kLora, {});
   ASSERT_TRUE(global.ok());
   const pruning::PruningPlan plan = *(*global)->Plan(0.5);

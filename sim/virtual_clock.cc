@@ -332,17 +332,14 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     }
     const transport::CodecOptions codec =
         transport::UploadCodecOptions(job.proto);
-    if (transport::CarriesChange(codec.codec)) {
-      absl::StatusOr<model::NamedTensors> change =
-          transport::ChangeFrom(local->update, payload);
-      if (!change.ok()) {
-        job.error = change.status();
-        return;
-      }
-      local->update = *std::move(change);
+    absl::StatusOr<model::NamedTensors> update =
+        transport::UpdateToSend(local->update, payload, codec.codec);
+    if (!update.ok()) {
+      job.error = update.status();
+      return;
     }
     absl::StatusOr<transport::EncodedPayload> encoded =
-        transport::EncodeUpdate(local->update, codec, &d.feedback);
+        transport::EncodeUpdate(*update, codec, &d.feedback);
     if (!encoded.ok()) {
       job.error = encoded.status();
       return;

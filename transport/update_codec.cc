@@ -356,8 +356,10 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
 
 bool CarriesChange(Codec codec) { return codec == Codec::kTopK; }
 
-absl::StatusOr<NamedTensors> ChangeFrom(const NamedTensors& trained,
-                                        const NamedTensors& sent) {
+absl::StatusOr<NamedTensors> UpdateToSend(const NamedTensors& trained,
+                                          const NamedTensors& sent,
+                                          Codec codec) {
+  if (!CarriesChange(codec)) return trained;
   NamedTensors change;
   for (const auto& item : trained) {
     const at::Tensor* start = sent.find(item.key());

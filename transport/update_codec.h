@@ -17,7 +17,7 @@
 // What an update holds: the trained tensors themselves, except under topk,
 // which sends their change from the payload the device was sent (a dropped
 // entry of a change is no change; a dropped value would zero a weight).
-// CarriesChange says which; ChangeFrom makes the change.
+// CarriesChange says which; UpdateToSend makes what a device uploads.
 //
 // Decoding validates everything before any tensor is built: sizes against
 // shapes, index ranges and order, declared sizes against limits, and
@@ -80,10 +80,13 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
 // sent (topk) rather than the trained values (every other codec).
 bool CarriesChange(Codec codec);
 
-// trained - sent, tensor by tensor. InvalidArgument for a tensor `sent`
-// lacks or has in another shape.
-absl::StatusOr<NamedTensors> ChangeFrom(const NamedTensors& trained,
-                                        const NamedTensors& sent);
+// What a device encodes after training `sent` into `trained` for an
+// update in `codec`: `trained` itself, or under CarriesChange its change
+// trained - sent, tensor by tensor. InvalidArgument (for a change) naming a
+// tensor `sent` lacks or has in another shape.
+absl::StatusOr<NamedTensors> UpdateToSend(const NamedTensors& trained,
+                                          const NamedTensors& sent,
+                                          Codec codec);
 
 struct DecodeLimits {
   int64_t max_payload_bytes = 1LL << 30;    // Decompressed size limit.

@@ -335,11 +335,16 @@ TEST(UpdateCodecTest, OnlyTopKCarriesAChange) {
   sent.insert("a", torch::ones({2, 3}));
   NamedTensors trained;
   trained.insert("a", torch::full({2, 3}, 1.5));
-  absl::StatusOr<NamedTensors> change = ChangeFrom(trained, sent);
+  absl::StatusOr<NamedTensors> change =
+      UpdateToSend(trained, sent, Codec::kTopK);
   ASSERT_TRUE(change.ok()) << change.status();
   EXPECT_TRUE(torch::equal((*change)["a"], torch::full({2, 3}, 0.5)));
+  absl::StatusOr<NamedTensors> values =
+      UpdateToSend(trained, sent, Codec::kInt8Row);
+  ASSERT_TRUE(values.ok()) << values.status();
+  EXPECT_TRUE(torch::equal((*values)["a"], trained["a"]));
   trained.insert("b", torch::ones({1}));
-  EXPECT_EQ(ChangeFrom(trained, sent).status().code(),
+  EXPECT_EQ(UpdateToSend(trained, sent, Codec::kTopK).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
