@@ -14,8 +14,11 @@ TEST(TimedLockTest, ReportsEachHoldAfterReleasingTheMutex) {
   std::vector<absl::Duration> held;
   LockObserver observer = [&](absl::string_view op, absl::Duration d) {
     // Released before the observer runs: taking it again cannot deadlock.
-    EXPECT_TRUE(mu.TryLock());
-    mu.Unlock();
+    if (mu.TryLock()) {
+      mu.Unlock();
+    } else {
+      ADD_FAILURE() << "the observer ran with the mutex held";
+    }
     ops.emplace_back(op);
     held.push_back(d);
   };
@@ -35,8 +38,11 @@ TEST(TimedLockTest, ReleaseEndsTheHoldOnce) {
   {
     TimedLock lock(&mu, &observer, "op");
     lock.Release();
-    EXPECT_TRUE(mu.TryLock());
-    mu.Unlock();
+    if (mu.TryLock()) {
+      mu.Unlock();
+    } else {
+      ADD_FAILURE() << "Release() left the mutex held";
+    }
   }
   EXPECT_EQ(holds, 1);
 }
@@ -46,8 +52,11 @@ TEST(TimedLockTest, AnEmptyObserverIsAPlainLock) {
   LockObserver empty;
   { TimedLock lock(&mu, &empty, "op"); }
   { TimedLock lock(&mu, nullptr, "op"); }
-  EXPECT_TRUE(mu.TryLock());
-  mu.Unlock();
+  if (mu.TryLock()) {
+    mu.Unlock();
+  } else {
+    ADD_FAILURE() << "the lock was not released";
+  }
 }
 
 }  // namespace

@@ -117,6 +117,7 @@ TEST(FedSpineBanditTest, FindsTheBestRegionOfTheContinuousRatio) {
   EXPECT_GT(late_rank4, 0.5);
   // A uniformly random arm regrets about 0.26 here.
   EXPECT_LT(late_regret, 0.07);
+  EXPECT_LT(late_regret, early_regret);  // It learned.
 }
 
 // The setting of a federation (issue 22): a device plays 40 times; its
