@@ -174,7 +174,8 @@ int main(int argc, char** argv) {
           absl::GetFlag(FLAGS_tls_server_name));
   if (!channel.ok()) return Fail(channel.status());
   auto stub = fedge::v1::Coordinator::NewStub(*channel);
-  fedge::client::Participant participant(options, stub.get(), *data);
+  fedge::client::GrpcCoordinatorLink link(stub.get());
+  fedge::client::Participant participant(options, &link, *data);
   std::unique_ptr<fedge::metrics::CsvWriter> report;
   if (!absl::GetFlag(FLAGS_report_csv).empty()) {
     auto writer = fedge::metrics::CsvWriter::Open(

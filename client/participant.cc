@@ -12,12 +12,10 @@
 
 #include "client/device_probe.h"
 #include "client/local_round.h"
-#include "client/split_link.h"
 #include "model/file_io.h"
 #include "model/safetensors.h"
 #include "model/trainer.h"
 #include "transport/sha256.h"
-#include "transport/status_convert.h"
 #include "transport/task_proto.h"
 #include "transport/tensor_proto.h"
 #include "transport/transfer.h"
@@ -68,24 +66,16 @@ class FileSink final : public transport::ChunkSink {
 
 }  // namespace
 
-Participant::Participant(ParticipantOptions options,
-                         v1::Coordinator::StubInterface* stub,
+Participant::Participant(ParticipantOptions options, CoordinatorLink* link,
                          model::Dataset data)
-    : options_(std::move(options)),
-      stub_(stub),
-      data_(std::move(data)),
-      transfers_(stub, options_.transfer_retry) {}
+    : options_(std::move(options)), link_(link), data_(std::move(data)) {}
 
 absl::Status Participant::Retry(
-    const char* what,
-    const std::function<grpc::Status(grpc::ClientContext&)>& rpc) {
+    const char* what, const std::function<absl::Status(absl::Time)>& rpc) {
   const absl::Time give_up = absl::Now() + options_.give_up_after;
   absl::Duration backoff = options_.initial_backoff;
   while (true) {
-    grpc::ClientContext context;
-    context.set_deadline(
-        absl::ToChronoTime(absl::Now() + options_.rpc_deadline));
-    const absl::Status status = transport::FromGrpcStatus(rpc(context));
+    const absl::Status status = rpc(absl::Now() + options_.rpc_deadline);
     if (status.ok() || !Transient(status)) return status;
     if (stop_) return absl::CancelledError("stopped");
     if (absl::Now() + backoff > give_up) {
@@ -124,8 +114,8 @@ absl::Status Participant::Register() {
   d->set_link_type(transport::ParseLinkType(options_.link));
   d->set_software_version("fedge 0.1");
   transport::IdentityToProto(options_.task, request.mutable_task());
-  absl::Status status = Retry("Register", [&](grpc::ClientContext& context) {
-    return stub_->Register(&context, request, &registration_);
+  absl::Status status = Retry("Register", [&](absl::Time deadline) {
+    return link_->Register(request, deadline, &registration_);
   });
   if (!status.ok()) return status;
   return task::CheckIdentity(transport::IdentityFromProto(registration_.task()),
@@ -152,9 +142,9 @@ absl::Status Participant::EnsureBase() {
   if (!have.ok()) {
     const auto start = Clock::now();
     FileSink sink(path);
-    absl::StatusOr<transport::TransferStats> stats = transfers_.Download(
-        options_.device_id, registration_.base_transfer_id(),
-        registration_.max_chunk_bytes(), &sink);
+    absl::StatusOr<transport::TransferStats> stats =
+        link_->Download(options_.device_id, registration_.base_transfer_id(),
+                        registration_.max_chunk_bytes(), &sink);
     if (!stats.ok()) return stats.status();
     if (absl::Status s = sink.Commit(); !s.ok()) return s;
     const double seconds = Since(start);
@@ -189,9 +179,8 @@ absl::Status Participant::Decline(const v1::Task& task, int64_t estimate) {
   request.set_reason(v1::DECLINE_REASON_MEMORY_BUDGET);
   request.set_estimated_bytes(estimate);
   request.set_budget_bytes(options_.memory_budget_bytes);
-  v1::DeclineTaskResponse response;
-  absl::Status status = Retry("DeclineTask", [&](grpc::ClientContext& c) {
-    return stub_->DeclineTask(&c, request, &response);
+  absl::Status status = Retry("DeclineTask", [&](absl::Time deadline) {
+    return link_->DeclineTask(request, deadline);
   });
   // FAILED_PRECONDITION: the round closed meanwhile; nothing to decline.
   if (!status.ok() && !absl::IsFailedPrecondition(status)) return status;
@@ -227,10 +216,8 @@ void Participant::Heartbeat(int64_t round, const char* phase, double progress) {
   request.set_round(round);
   request.set_phase(phase);
   request.set_progress(progress);
-  v1::HeartbeatResponse response;
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-  stub_->Heartbeat(&context, request, &response);  // Best effort.
+  // Best effort: a lost heartbeat is not an error.
+  (void)link_->Heartbeat(request, absl::Now() + absl::Seconds(5));
 }
 
 absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
@@ -247,14 +234,16 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   };
   // 1. The payload: the sub-model's adapter (LoRA) or weights (dense).
   enter("download");
-  transport::TransferStats down;
-  absl::StatusOr<model::NamedTensors> payload =
-      transfers_.DownloadTensors(options_.device_id, task.adapter_transfer_id(),
-                                 task.chunk_bytes(), &down);
+  transport::TensorSink payload_sink;
+  absl::StatusOr<transport::TransferStats> down =
+      link_->Download(options_.device_id, task.adapter_transfer_id(),
+                      task.chunk_bytes(), &payload_sink);
+  if (!down.ok()) return down.status();
+  absl::StatusOr<model::NamedTensors> payload = payload_sink.Take();
   if (!payload.ok()) return payload.status();
-  report.download_s = down.seconds;
-  report.bytes_down = down.bytes;
-  report.transfer_resumes = down.resumes;
+  report.download_s = down->seconds;
+  report.bytes_down = down->bytes;
+  report.transfer_resumes = down->resumes;
 
   // 2-3. The physically pruned sub-model, trained locally.
   enter("build");
@@ -274,11 +263,11 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
         absl::StrFormat("round %d train %3.0f%% loss %.4f", task.round(),
                         100 * fraction, p.loss));
   };
-  std::unique_ptr<GrpcSplitLink> split_link;
+  std::unique_ptr<DeviceSplitLink> split_link;
   if (task.split().cut_layer() > 0) {
-    absl::StatusOr<std::unique_ptr<GrpcSplitLink>> link =
-        GrpcSplitLink::Create(stub_, options_.device_id, task,
-                              absl::FromUnixMillis(task.deadline_unix_ms()));
+    absl::StatusOr<std::unique_ptr<DeviceSplitLink>> link =
+        link_->OpenSplit(options_.device_id, task,
+                         absl::FromUnixMillis(task.deadline_unix_ms()));
     if (!link.ok()) return link.status();
     split_link = *std::move(link);
     hooks.split_link = split_link.get();
@@ -339,7 +328,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
       transport::PayloadFormat::kEncodedUpdate);
   if (!info.ok()) return info.status();
   absl::StatusOr<transport::TransferStats> up =
-      transfers_.Upload(options_.device_id, *info, source, task.chunk_bytes());
+      link_->Upload(options_.device_id, *info, source, task.chunk_bytes());
   if (!up.ok()) return up.status();
   report.upload_s = up->seconds;
   report.transfer_resumes += up->resumes;
@@ -379,8 +368,8 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   }
   enter("submit");
   v1::SubmitUpdateResponse response;
-  absl::Status submitted = Retry("SubmitUpdate", [&](grpc::ClientContext& c) {
-    return stub_->SubmitUpdate(&c, request, &response);
+  absl::Status submitted = Retry("SubmitUpdate", [&](absl::Time deadline) {
+    return link_->SubmitUpdate(request, deadline, &response);
   });
   // ALREADY_EXISTS after a retried call whose first answer was lost: the
   // coordinator has it.
@@ -405,8 +394,8 @@ absl::Status Participant::Run() {
     request.set_device_id(options_.device_id);
     request.set_session_id(registration_.session_id());
     v1::GetTaskResponse response;
-    absl::Status status = Retry("GetTask", [&](grpc::ClientContext& c) {
-      return stub_->GetTask(&c, request, &response);
+    absl::Status status = Retry("GetTask", [&](absl::Time deadline) {
+      return link_->GetTask(request, deadline, &response);
     });
     if (absl::IsOutOfRange(status)) {
       Say("finished", 0, {{"rounds", static_cast<double>(done)}},

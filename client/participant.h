@@ -22,12 +22,12 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-#include "fedge/v1/coordinator_service.grpc.pb.h"
+#include "client/coordinator_link.h"
+#include "fedge/v1/coordinator_service.pb.h"
 #include "model/dataset.h"
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "task/task_data.h"
-#include "transport/transfer_service.h"
 #include "transport/update_codec.h"
 
 namespace fedge::client {
@@ -51,7 +51,6 @@ struct ParticipantOptions {
   // Give up (return Unavailable) after this long without reaching the
   // coordinator.
   absl::Duration give_up_after = absl::Minutes(30);
-  transport::RetryPolicy transfer_retry;
   int64_t max_rounds = 0;  // Stop after this many submitted rounds; 0: all.
   bool run_benchmark = true;
   // Emulation only (simulators without cgroups): after each round's local
@@ -91,8 +90,9 @@ struct RoundReport {
 // Not thread-safe except Stop().
 class Participant {
  public:
-  // `stub` must outlive the participant; `data` is the local shard.
-  Participant(ParticipantOptions options, v1::Coordinator::StubInterface* stub,
+  // `link` (GrpcCoordinatorLink in production) must outlive the
+  // participant; `data` is the local shard.
+  Participant(ParticipantOptions options, CoordinatorLink* link,
               model::Dataset data);
 
   // Runs until the federation finishes (OK), max_rounds are done (OK),
@@ -118,11 +118,11 @@ class Participant {
   // the memory budget and the coordinator has been told.
   absl::StatusOr<RoundReport> RunRound(const v1::Task& task);
   absl::Status Decline(const v1::Task& task, int64_t estimated_bytes);
-  // Runs `rpc` with a fresh deadline until it succeeds, fails for good, or
-  // the give-up time passes; waits with capped exponential back-off.
-  absl::Status Retry(
-      const char* what,
-      const std::function<grpc::Status(grpc::ClientContext&)>& rpc);
+  // Runs `rpc` with a fresh deadline (rpc_deadline from now) until it
+  // succeeds, fails for good, or the give-up time passes; waits with capped
+  // exponential back-off.
+  absl::Status Retry(const char* what,
+                     const std::function<absl::Status(absl::Time)>& rpc);
   void Heartbeat(int64_t round, const char* phase, double progress);
   // Sleeps for `duration`, or less if Stop() is called meanwhile.
   void Pause(absl::Duration duration) const;
@@ -133,9 +133,8 @@ class Participant {
            const std::string& text) const;
 
   const ParticipantOptions options_;
-  v1::Coordinator::StubInterface* const stub_;  // Not owned.
+  CoordinatorLink* const link_;  // Not owned.
   const model::Dataset data_;
-  transport::TransferClient transfers_;
   std::atomic<bool> stop_{false};
 
   v1::RegisterResponse registration_;

@@ -1,4 +1,4 @@
-// The device's end of a split round over gRPC: a split::SplitLink that
+// The device's end of a split round over gRPC: a DeviceSplitLink that
 // streams each step to the coordinator's Split RPC (fedge.v1.SplitMessage,
 // activations and gradients in the task's codec) and reads its gradient.
 //
@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
+#include "client/coordinator_link.h"
 #include "fedge/v1/coordinator_service.grpc.pb.h"
 #include "fedge/v1/task.pb.h"
 #include "split/protocol.h"
@@ -23,7 +24,7 @@
 
 namespace fedge::client {
 
-class GrpcSplitLink : public split::SplitLink {
+class GrpcSplitLink final : public DeviceSplitLink {
  public:
   // `stub` must outlive the link. InvalidArgument for a task without a
   // split or with an activation codec the transport refuses.
@@ -36,11 +37,9 @@ class GrpcSplitLink : public split::SplitLink {
       const split::StepRequest& request) override;
   absl::Status Finish(int64_t applied_steps) override;
 
-  int64_t bytes_up() const { return bytes_up_; }  // Serialized messages.
-  int64_t bytes_down() const { return bytes_down_; }
-  // Wall seconds in the exchanges: encoding, the wire both ways, the
-  // coordinator's half, decoding.
-  double seconds() const { return seconds_; }
+  int64_t bytes_up() const override { return bytes_up_; }
+  int64_t bytes_down() const override { return bytes_down_; }
+  double seconds() const override { return seconds_; }
 
  private:
   GrpcSplitLink(v1::Coordinator::StubInterface* stub, std::string device_id,

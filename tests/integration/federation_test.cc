@@ -117,7 +117,8 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
       options.run_benchmark = false;
       auto channel = f.server->InProcessChannel();
       auto stub = v1::Coordinator::NewStub(channel);
-      client::Participant participant(options, stub.get(),
+      client::GrpcCoordinatorLink link(stub.get());
+      client::Participant participant(options, &link,
                                       *model::Subset(*train, shard));
       participant.on_round = [&](const client::RoundReport& r) {
         std::lock_guard<std::mutex> lock(mu);
@@ -391,7 +392,6 @@ client::ParticipantOptions ClientOptions(const std::string& dir,
   options.progress = client::ParticipantOptions::Progress::kNone;
   options.run_benchmark = false;
   options.initial_backoff = absl::Milliseconds(50);
-  options.transfer_retry.initial_backoff = absl::Milliseconds(50);
   return options;
 }
 
@@ -416,7 +416,10 @@ CutRun RunWithCuts(coordinator::CoordinatorServer& server,
   EXPECT_TRUE(channel.ok());
   if (!channel.ok()) return run;
   auto stub = v1::Coordinator::NewStub(*channel);
-  client::Participant participant(ClientOptions(dir, "pi-0"), stub.get(),
+  transport::RetryPolicy transfer_retry;
+  transfer_retry.initial_backoff = absl::Milliseconds(50);
+  client::GrpcCoordinatorLink coordinator(stub.get(), transfer_retry);
+  client::Participant participant(ClientOptions(dir, "pi-0"), &coordinator,
                                   Shard(0, 256));
   std::vector<std::thread> cutters;
   participant.on_phase = [&](int64_t round, const char* phase) {
@@ -524,7 +527,8 @@ TEST(ClientResilienceTest, TasksOverTheMemoryBudgetAreDeclined) {
       // 1 MiB: far below this process's resident size.
       if (d == 1) options.memory_budget_bytes = 1 << 20;
       auto stub = v1::Coordinator::NewStub(server->InProcessChannel());
-      client::Participant participant(options, stub.get(), Shard(d * 256, 256));
+      client::GrpcCoordinatorLink link(stub.get());
+      client::Participant participant(options, &link, Shard(d * 256, 256));
       if (d == 1) {
         participant.on_round = [](const client::RoundReport& r) {
           ADD_FAILURE() << "over-budget device trained round " << r.round;
@@ -570,7 +574,8 @@ TEST(ClientResilienceTest, CorruptCachedBaseModelIsDetectedAndRefetched) {
       file.write("corrupt!", 8);
     }
     auto stub = v1::Coordinator::NewStub(server->InProcessChannel());
-    client::Participant participant(ClientOptions(dir, "pi-0"), stub.get(),
+    client::GrpcCoordinatorLink link(stub.get());
+    client::Participant participant(ClientOptions(dir, "pi-0"), &link,
                                     Shard(0, 128));
     int rounds = 0;
     participant.on_round = [&](const client::RoundReport&) { ++rounds; };
