@@ -8,11 +8,34 @@
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace fedge::cli {
 
+bool IsFedgeFlagFile(absl::string_view file) {
+  return !absl::StrContains(file, "absl/");
+}
+
 absl::Status ParseFlags(int argc, char** argv, absl::string_view usage) {
+  // Abseil's default --help lists only files named after the program
+  // (fedge-client.cc), which no fedge binary has: it listed nothing.
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = IsFedgeFlagFile;
+  config.contains_helpshort_flags = IsFedgeFlagFile;
+  // "Flags from client/main.cc", not "../../client/main.cc".
+  config.normalize_filename = [](absl::string_view file) {
+    while (absl::ConsumePrefix(&file, "../")) {
+    }
+    return std::string(file);
+  };
+  config.version_string = [] {
+    return absl::StrCat(program_invocation_short_name, " fedge ", FEDGE_VERSION,
+                        "\n");
+  };
+  absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(usage);
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {

@@ -11,8 +11,13 @@ namespace fedge::cli {
 
 // Sets `usage` as the --help text and parses argv's flags (a bad flag
 // exits, as Abseil does). InvalidArgument naming the first argument that
-// is not a flag.
+// is not a flag. --help lists every flag the binary's fedge sources
+// define (IsFedgeFlagFile); --version prints "PROGRAM fedge VERSION".
 absl::Status ParseFlags(int argc, char** argv, absl::string_view usage);
+
+// Whether --help lists the flags defined in source file `file`: fedge's
+// own, not Abseil's (--flagfile and the like are in --helpfull).
+bool IsFedgeFlagFile(absl::string_view file);
 
 // Prints "PROGRAM: MESSAGE" (the program's short name) to stderr and
 // returns 1, the exit code: `return cli::Fail(status);`.

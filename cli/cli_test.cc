@@ -20,6 +20,13 @@ TEST(CliTest, ParsesFlagsAndRefusesStrayArguments) {
   EXPECT_NE(s.message().find("'oops'"), std::string::npos);
 }
 
+TEST(CliTest, HelpListsFedgeFlagsNotAbseils) {
+  EXPECT_TRUE(IsFedgeFlagFile("/src/fedge/client/main.cc"));
+  EXPECT_TRUE(IsFedgeFlagFile("../../task/task_flags.cc"));
+  EXPECT_FALSE(IsFedgeFlagFile("absl/flags/parse.cc"));
+  EXPECT_FALSE(IsFedgeFlagFile("/build/abseil/absl/flags/internal/usage.cc"));
+}
+
 TEST(CliTest, FailReturnsTheExitCode) {
   EXPECT_EQ(Fail(absl::InternalError("broken")), 1);
   EXPECT_EQ(Fail("broken"), 1);

@@ -112,7 +112,7 @@ absl::Status Participant::Register() {
   d->set_cpu_model(probe.cpu_model);
   d->set_benchmark_gflops(probe.benchmark_gflops);
   d->set_link_type(transport::ParseLinkType(options_.link));
-  d->set_software_version("fedge 0.1");
+  d->set_software_version("fedge " FEDGE_VERSION);
   transport::IdentityToProto(options_.task, request.mutable_task());
   absl::Status status = Retry("Register", [&](absl::Time deadline) {
     return link_->Register(request, deadline, &registration_);

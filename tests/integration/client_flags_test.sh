@@ -32,6 +32,21 @@ for f in train-images-idx3-ubyte train-labels-idx1-ubyte; do
 done
 truncate -s 100000 "$work/cut/train-images-idx3-ubyte"
 
+# --help lists the binary's own flags (it once listed none) and
+# --version names the release.
+help=$(timeout 60 "$bin/fedge-client" --help 2>&1)
+for flag in --device_id --coordinator --task --memory_budget_mb; do
+  if [[ $help != *"$flag"* ]]; then
+    echo "FAIL: fedge-client --help does not list $flag"
+    failures=$((failures + 1))
+  fi
+done
+version=$(timeout 60 "$bin/fedge-client" --version 2>&1)
+if [[ $version != "fedge-client fedge "[0-9]* ]]; then
+  echo "FAIL: fedge-client --version printed: $version"
+  failures=$((failures + 1))
+fi
+
 expect "--device_id is required"
 expect "Unknown command line flag 'bogus'" --device_id=a --bogus=1
 expect "unexpected argument 'extra'" --device_id=a --insecure extra
