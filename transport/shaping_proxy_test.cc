@@ -100,8 +100,18 @@ TEST(ShapingProxyTest, ForwardsBytesIntactBothWays) {
 
   ::close(fd);
   EXPECT_EQ(back, payload);
-  EXPECT_EQ((*proxy)->bytes_up(), static_cast<int64_t>(payload.size()));
-  EXPECT_EQ((*proxy)->bytes_down(), static_cast<int64_t>(payload.size()));
+  // The proxy counts a piece after send() returns, which can be after the
+  // echo has already reached us: wait for the counters to settle, then check
+  // they settled on exactly the payload (never more).
+  const int64_t size = static_cast<int64_t>(payload.size());
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (((*proxy)->bytes_up() < size || (*proxy)->bytes_down() < size) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ((*proxy)->bytes_up(), size);
+  EXPECT_EQ((*proxy)->bytes_down(), size);
 }
 
 TEST(ShapingProxyTest, NeverFasterThanTheBucketAndTheDelay) {
