@@ -61,6 +61,11 @@ ABSL_FLAG(double, registration_burst, 1000,
 ABSL_FLAG(double, stream_idle_timeout_s, 60,
           "Cancel a download, upload or split stream with no message for "
           "this long (slow-loris peers; clients resume). 0: never.");
+ABSL_FLAG(int, rpc_workers, 4,
+          "Threads in each of two pools, one answering GetTask (task "
+          "builds), the other SubmitUpdate (decoding, folding) and split "
+          "steps, so that gRPC's own threads only read requests and answer "
+          "(>= 1).");
 ABSL_FLAG(int, threads, 0, "LibTorch threads for evaluation (0: all).");
 ABSL_FLAG(bool, quiet, false, "No per-round progress lines.");
 
@@ -132,6 +137,11 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   }
   c.service.stream_idle_timeout =
       idle > 0 ? absl::Seconds(idle) : absl::InfiniteDuration();
+  c.service.workers = absl::GetFlag(FLAGS_rpc_workers);
+  if (c.service.workers < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rpc_workers must be >= 1, not ", c.service.workers));
+  }
   return c;
 }
 

@@ -48,6 +48,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   s.config_ = std::move(config);
   const ServerConfig& c = s.config_;
   if (absl::Status st = c.channel.Validate(); !st.ok()) return st;
+  if (c.service.workers < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the service needs at least one worker, not ", c.service.workers));
+  }
 
   absl::StatusOr<model::Model> base = LoadBase(c.task.base_dir);
   if (!base.ok()) return base.status();

@@ -57,12 +57,16 @@ class SplitReactor final
       Finish(grpc::Status::OK);
       return;
     }
-    absl::Status status = Handle();
-    if (!status.ok()) {
-      Finish(transport::ToGrpcStatus(status));
-      return;
-    }
-    StartWrite(&out_);
+    // The step on a worker; the stream reads nothing until it answers, so
+    // in_ and out_ are the worker's alone meanwhile.
+    service_->update_workers_->Schedule([this] {
+      absl::Status status = Handle();
+      if (!status.ok()) {
+        Finish(transport::ToGrpcStatus(status));
+        return;
+      }
+      StartWrite(&out_);
+    });
   }
 
   void OnWriteDone(bool ok) override {
@@ -144,7 +148,9 @@ CoordinatorService::CoordinatorService(Engine* engine,
       }()),
       metrics_(metrics),
       registrations_(options_.max_registrations_per_s,
-                     options_.registration_burst) {}
+                     options_.registration_burst),
+      task_workers_(std::make_unique<WorkerPool>(options_.workers)),
+      update_workers_(std::make_unique<WorkerPool>(options_.workers)) {}
 
 absl::Status CoordinatorService::AuthorizeUpload(
     grpc::CallbackServerContext* context, const std::string& owner) const {
@@ -169,16 +175,22 @@ absl::Status CoordinatorService::CheckIdentity(
       absl::StrCat("the client certificate does not name device ", device_id));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::Finish(
-    grpc::CallbackServerContext* context, const char* method,
-    const absl::Status& status) {
+void CoordinatorService::Answer(grpc::ServerUnaryReactor* reactor,
+                                const char* method,
+                                const absl::Status& status) {
   if (metrics_ != nullptr) {
     metrics_->Increment("fedge_rpc_total",
                         {{"method", method},
                          {"code", absl::StatusCodeToString(status.code())}});
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(transport::ToGrpcStatus(status));
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Finish(
+    grpc::CallbackServerContext* context, const char* method,
+    const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Answer(reactor, method, status);
   return reactor;
 }
 
@@ -297,12 +309,22 @@ grpc::ServerUnaryReactor* CoordinatorService::GetTask(
     grpc::CallbackServerContext* context, const v1::GetTaskRequest* request,
     v1::GetTaskResponse* response) {
   absl::Status status = CheckIdentity(context, request->device_id());
-  if (status.ok()) {
-    status = engine_->CheckSession(request->device_id(), request->session_id());
-  }
+  if (!status.ok()) return Finish(context, "GetTask", status);
+  // Request and response live until the reactor finishes.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  task_workers_->Schedule([this, reactor, request, response] {
+    Answer(reactor, "GetTask", DoGetTask(*request, response));
+  });
+  return reactor;
+}
+
+absl::Status CoordinatorService::DoGetTask(const v1::GetTaskRequest& request,
+                                           v1::GetTaskResponse* response) {
+  absl::Status status =
+      engine_->CheckSession(request.device_id(), request.session_id());
   if (status.ok()) {
     absl::StatusOr<Task> task =
-        engine_->GetTask(request->device_id(), options_.clock());
+        engine_->GetTask(request.device_id(), options_.clock());
     if (task.ok()) {
       *response->mutable_task() = TaskToProto(
           *task, engine_options_, options_.base_digest, options_.chunk_bytes);
@@ -314,7 +336,7 @@ grpc::ServerUnaryReactor* CoordinatorService::GetTask(
       const int64_t payload_bytes =
           payload.ok() ? payload->info.total_bytes : 0;
       store_->ExpectUpload(response->task().upload_transfer_id(),
-                           2 * payload_bytes + (1 << 20), request->device_id());
+                           2 * payload_bytes + (1 << 20), request.device_id());
     } else if (absl::IsUnavailable(task.status())) {
       response->set_retry_after_ms(options_.retry_after_ms);
       response->set_reason(std::string(task.status().message()));
@@ -324,14 +346,14 @@ grpc::ServerUnaryReactor* CoordinatorService::GetTask(
       status = task.status();
     } else {
       // The coordinator's own failure, whatever code it came with.
-      LOG(ERROR) << "task of device " << request->device_id()
+      LOG(ERROR) << "task of device " << request.device_id()
                  << " not built: " << task.status();
       status = absl::InternalError(
           absl::StrCat("the coordinator could not build this device's task: ",
                        task.status().message()));
     }
   }
-  return Finish(context, "GetTask", status);
+  return status;
 }
 
 absl::Status CoordinatorService::DoSubmit(const v1::UpdateReport& report) {
@@ -384,21 +406,35 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitUpdate(
     grpc::CallbackServerContext* context,
     const v1::SubmitUpdateRequest* request,
     v1::SubmitUpdateResponse* response) {
-  absl::Status status = CheckIdentity(context, request->report().device_id());
-  if (status.ok()) status = DoSubmit(request->report());
+  const absl::Status identity =
+      CheckIdentity(context, request->report().device_id());
+  // Decoding, checking and folding on a worker; request and response live
+  // until the reactor finishes.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  update_workers_->Schedule([this, reactor, request, response, identity] {
+    Answer(reactor, "SubmitUpdate",
+           DoSubmitUpdate(*request, identity, response));
+  });
+  return reactor;
+}
+
+absl::Status CoordinatorService::DoSubmitUpdate(
+    const v1::SubmitUpdateRequest& request, absl::Status status,
+    v1::SubmitUpdateResponse* response) {
+  if (status.ok()) status = DoSubmit(request.report());
   if (status.ok() && options_.on_update_accepted) options_.on_update_accepted();
   if (!status.ok()) {
     LOG(WARNING) << "update of device '"
-                 << absl::CHexEscape(request->report().device_id())
+                 << absl::CHexEscape(request.report().device_id())
                  << "' rejected: " << status;
     if (options_.on_update_refused) {
       options_.on_update_refused({options_.clock(),
-                                  request->report().device_id(),
-                                  request->report().round(), status});
+                                  request.report().device_id(),
+                                  request.report().round(), status});
     }
   }
   response->set_accepted(status.ok());
-  return Finish(context, "SubmitUpdate", status);
+  return status;
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(

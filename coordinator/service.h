@@ -6,12 +6,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/time/time.h"
 
 #include "coordinator/engine.h"
 #include "coordinator/rate_limiter.h"
+#include "coordinator/worker_pool.h"
 #include "metrics/registry.h"
 #include "task/task_data.h"
 #include "transport/transfer_service.h"
@@ -42,6 +44,11 @@ struct ServiceOptions {
   // Download, Upload and Split streams with no message for this long are
   // cancelled (slow-loris peers); infinite: never.
   absl::Duration stream_idle_timeout = absl::InfiniteDuration();
+  // Threads, off gRPC's callback threads, in each of two pools: one runs
+  // GetTask (task builds; most calls are quick "retry later" answers), the
+  // other SubmitUpdate (decoding, checks, folding, which wait on each
+  // other) and split steps, so that polls never queue behind folds (>= 1).
+  int workers = 4;
   std::function<absl::Time()> clock;  // Default absl::Now().
   // Called after each accepted update, outside the engine's lock: it may
   // have completed its round, which the next Engine::Tick closes (the
@@ -63,7 +70,12 @@ transport::CodecOptions UploadCodec(const EngineOptions& engine);
 v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
                      const std::string& base_digest, int64_t chunk_bytes);
 
-// Thread-safe (the engine and store are).
+// Thread-safe (the engine and store are). Register, Heartbeat and
+// DeclineTask answer on gRPC's callback thread (bookkeeping under the
+// engine's lock); GetTask, SubmitUpdate and split steps check the caller's
+// identity there and run the rest on one of the service's worker pools,
+// which answers. The gRPC server must be shut down before the service is
+// destroyed (shutdown waits for the pool's answers).
 class CoordinatorService : public transport::TransferService {
  public:
   // `engine`, `store` and `metrics` (optional) must outlive the service.
@@ -106,6 +118,16 @@ class CoordinatorService : public transport::TransferService {
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
                                    const char* method,
                                    const absl::Status& status);
+  // Counts the answer and sends it (from any thread).
+  void Answer(grpc::ServerUnaryReactor* reactor, const char* method,
+              const absl::Status& status);
+  // The work of GetTask and SubmitUpdate, on a worker. `identity`: the
+  // result of the identity check the callback thread made.
+  absl::Status DoGetTask(const v1::GetTaskRequest& request,
+                         v1::GetTaskResponse* response);
+  absl::Status DoSubmitUpdate(const v1::SubmitUpdateRequest& request,
+                              absl::Status identity,
+                              v1::SubmitUpdateResponse* response);
   absl::Status DoSubmit(const v1::UpdateReport& report);
 
   Engine* const engine_;                   // Not owned.
@@ -114,6 +136,9 @@ class CoordinatorService : public transport::TransferService {
   const ServiceOptions options_;
   metrics::Registry* const metrics_;  // Not owned; may be null.
   RateLimiter registrations_;
+  // Last: joined first.
+  std::unique_ptr<WorkerPool> task_workers_;    // GetTask.
+  std::unique_ptr<WorkerPool> update_workers_;  // SubmitUpdate, split steps.
 };
 
 }  // namespace fedge::coordinator
