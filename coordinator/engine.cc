@@ -383,6 +383,11 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
     if (absl::Status s = ValidateUpdate(expected, *checked); !s.ok()) return s;
     const double weight = static_cast<double>(
         std::min(submission.num_examples, options_.max_examples));
+    // The heavy part in parallel with other Submits; only adding it to the
+    // round's sums is serialised.
+    absl::StatusOr<pruning::Scattered> prepared =
+        global_->PrepareUpdate(plan, checked->update, sent);
+    if (!prepared.ok()) return prepared.status();
     absl::MutexLock fold_lock(&fold->mu);
     if (!submission.importance.is_empty()) {
       if (absl::Status s =
@@ -391,8 +396,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
         return s;
       }
     }
-    return global_->AddUpdate(fold->aggregate, plan, checked->update, sent,
-                              weight);
+    return global_->AddPrepared(fold->aggregate, *prepared, weight);
   }();
 
   TimedLock lock(&mu_, &hooks_.lock_held, "submit");

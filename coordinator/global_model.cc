@@ -181,6 +181,22 @@ absl::StatusOr<double> GlobalModel::AddUpdate(RoundAggregate& round,
                                               const NamedTensors& update,
                                               const NamedTensors& sent,
                                               double weight) const {
+  absl::StatusOr<pruning::Scattered> prepared =
+      PrepareUpdate(plan, update, sent);
+  if (!prepared.ok()) return prepared.status();
+  return AddPrepared(round, *prepared, weight);
+}
+
+absl::StatusOr<double> GlobalModel::AddPrepared(
+    RoundAggregate& round, const pruning::Scattered& prepared,
+    double weight) const {
+  torch::NoGradGuard no_grad;
+  return round.updates->Add(prepared.tensors, prepared.coverage, weight);
+}
+
+absl::StatusOr<pruning::Scattered> GlobalModel::PrepareUpdate(
+    const pruning::PruningPlan& plan, const NamedTensors& update,
+    const NamedTensors& sent) const {
   torch::NoGradGuard no_grad;
   NamedTensors sub;
   if (mode_ == Mode::kDense) {
@@ -207,10 +223,7 @@ absl::StatusOr<double> GlobalModel::AddUpdate(RoundAggregate& round,
       sub.insert(name, *current + (item.value() - *before));
     }
   }
-  absl::StatusOr<pruning::Scattered> full =
-      pruning::ScatterTensors(*base_, plan, sub);
-  if (!full.ok()) return full.status();
-  return round.updates->Add(full->tensors, full->coverage, weight);
+  return pruning::ScatterTensors(*base_, plan, sub);
 }
 
 absl::Status GlobalModel::AddScores(RoundAggregate& round,

@@ -107,11 +107,22 @@ class GlobalModel {
   // lost from the average (it would be if the products themselves were
   // averaged). Dense mode folds in the weights (`sent` is not used).
   // Returns the norm of its change (the reward's update importance).
+  // The same as AddPrepared(round, PrepareUpdate(plan, update, sent)).
   absl::StatusOr<double> AddUpdate(RoundAggregate& round,
                                    const pruning::PruningPlan& plan,
                                    const NamedTensors& update,
                                    const NamedTensors& sent,
                                    double weight) const;
+  // AddUpdate in two steps, so that callers fold concurrently: the heavy
+  // part (adapter products, the global change, the scatter to full shape)
+  // touches no aggregate and runs in parallel with anything; adding it to
+  // `round` is the only part the caller serialises.
+  absl::StatusOr<pruning::Scattered> PrepareUpdate(
+      const pruning::PruningPlan& plan, const NamedTensors& update,
+      const NamedTensors& sent) const;
+  absl::StatusOr<double> AddPrepared(RoundAggregate& round,
+                                     const pruning::Scattered& prepared,
+                                     double weight) const;
 
   // Folds a device's importance report ("heads.N" [kept heads of block N],
   // "channels.N" [kept channels]) into `round`. InvalidArgument for names,

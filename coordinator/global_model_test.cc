@@ -1,6 +1,7 @@
 #include "coordinator/global_model.h"
 
 #include <cmath>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include <torch/types.h>
@@ -89,6 +90,51 @@ TEST(GlobalModelTest, HeterogeneousUpdatesAverageOverCoverage) {
 // A low-rank device gets a truncation of the global change; what it did
 // not get must not be averaged away. A rank-2 device that sends back
 // exactly what it got leaves a rank-8 global change as it was.
+TEST(GlobalModelTest, UpdatesPreparedConcurrentlyFoldAsOneAfterTheOther) {
+  // Two engines' worth of Submits: one folds sequentially with AddUpdate,
+  // the other prepares both updates on two threads at once and adds them
+  // in the opposite order. The committed states agree.
+  auto sequential = MakeGlobal(Mode::kLora);
+  auto concurrent = MakeGlobal(Mode::kLora);
+  const pruning::PruningPlan full = *sequential->Plan(0.0);
+  const pruning::PruningPlan half = *sequential->Plan(0.5);
+  const NamedTensors s1 = *sequential->Payload(full, 8, 1);
+  const NamedTensors s2 = *sequential->Payload(half, 2, 2);
+  const NamedTensors u1 = Train(s1, 11);
+  const NamedTensors u2 = Train(s2, 12);
+
+  auto round = sequential->BeginRound({});
+  ASSERT_TRUE(round.ok());
+  ASSERT_TRUE(sequential->AddUpdate(*round, full, u1, s1, 1.0).ok());
+  ASSERT_TRUE(sequential->AddUpdate(*round, half, u2, s2, 3.0).ok());
+  ASSERT_TRUE(sequential->Commit(*round, 0.5).ok());
+
+  absl::StatusOr<pruning::Scattered> p1, p2;
+  std::thread first([&] { p1 = concurrent->PrepareUpdate(full, u1, s1); });
+  std::thread second([&] { p2 = concurrent->PrepareUpdate(half, u2, s2); });
+  first.join();
+  second.join();
+  ASSERT_TRUE(p1.ok()) << p1.status();
+  ASSERT_TRUE(p2.ok()) << p2.status();
+  auto other = concurrent->BeginRound({});
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(concurrent->AddPrepared(*other, *p2, 3.0).ok());
+  ASSERT_TRUE(concurrent->AddPrepared(*other, *p1, 1.0).ok());
+  ASSERT_TRUE(concurrent->Commit(*other, 0.5).ok());
+
+  const NamedTensors a = sequential->State();
+  const NamedTensors b = concurrent->State();
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& item : a) {
+    const at::Tensor* twin = b.find(item.key());
+    ASSERT_NE(twin, nullptr) << item.key();
+    EXPECT_TRUE(torch::allclose(item.value(), *twin, 1e-5, 1e-6)) << item.key();
+  }
+  // A payload that does not match what was sent is refused before any
+  // aggregate is touched.
+  EXPECT_FALSE(concurrent->PrepareUpdate(full, u2, s2).ok());
+}
+
 TEST(GlobalModelTest, LowRankDevicesDoNotTruncateTheGlobalChange) {
   auto global = MakeGlobal(Mode::kLora);
   const pruning::PruningPlan full = *global->Plan(0.0);
