@@ -72,6 +72,8 @@ printf 'hi\n' >"$work/short.txt"
 expect "fewer than one window of 9" --device_id=a --insecure --task="$work/bytes.json" --data="$work/short.txt"
 expect "does not exist" --device_id=a --insecure --task="$work/bytes.json" --data="$work/absent.txt"
 expect "$work/absent-ca.pem" --device_id=a --tls_ca="$work/absent-ca.pem"
+# The systemd unit's configuration file (deploy/fedge-client.service.in).
+expect "Can't open flagfile $work/none.flags" --flagfile="$work/none.flags"
 # Nothing listens there: give up after the deadline with a clear status.
 expect "coordinator unreachable" --device_id=a --insecure \
   --coordinator=127.0.0.1:1 --give_up_after_s=2 --benchmark=false --quiet
