@@ -101,8 +101,8 @@ class CoordinatorService : public transport::TransferService {
       const v1::DeclineTaskRequest* request,
       v1::DeclineTaskResponse* response) override;
   // Split rounds: each step runs the coordinator's half of the device's
-  // model (Engine::SplitStep) on the callback thread that read it; steps of
-  // one device are sequential on its stream, devices run in parallel.
+  // model (Engine::SplitStep) on the update pool; steps of one device are
+  // sequential on its stream, devices run in parallel.
   grpc::ServerBidiReactor<v1::SplitMessage, v1::SplitMessage>* Split(
       grpc::CallbackServerContext* context) override;
 
