@@ -37,20 +37,34 @@ LoraAdapterImpl::LoraAdapterImpl(int64_t in_features, int64_t out_features,
   lora_B = register_parameter("lora_B", torch::zeros({out_features, rank}));
 }
 
+at::Tensor LoraAdapterImpl::Dropped(const at::Tensor& x) {
+  if (dropout_ > 0 && is_training()) {
+    return torch::nn::functional::dropout(
+        x,
+        torch::nn::functional::DropoutFuncOptions().p(dropout_).training(true));
+  }
+  return x;
+}
+
 at::Tensor LoraAdapterImpl::forward(const at::Tensor& x) {
   if (merged_) {
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = lora_B.size(0);
     return torch::zeros(shape, x.options());
   }
-  at::Tensor h = x;
-  if (dropout_ > 0 && is_training()) {
-    h = torch::nn::functional::dropout(
-        h,
-        torch::nn::functional::DropoutFuncOptions().p(dropout_).training(true));
-  }
   // Scale the rank-r intermediate, not the [.., out] result: r << out.
-  return torch::linear(torch::linear(h, lora_A) * scale(), lora_B);
+  return torch::linear(torch::linear(Dropped(x), lora_A) * scale(), lora_B);
+}
+
+at::Tensor LoraAdapterImpl::AddTo(const at::Tensor& y, const at::Tensor& x) {
+  if (merged_) return y;
+  // y + scale * (A x) B^T as one GEMM that accumulates into a copy of y:
+  // no [.., out] product of its own, no separate scale or sum.
+  const at::Tensor low = torch::linear(Dropped(x), lora_A);
+  const int64_t out = lora_B.size(0);
+  return torch::addmm(y.reshape({-1, out}), low.reshape({-1, rank()}),
+                      lora_B.t(), /*beta=*/1.0, /*alpha=*/scale())
+      .view(y.sizes());
 }
 
 at::Tensor LoraAdapterImpl::DeltaWeight() const {

@@ -53,6 +53,8 @@ class LoraAdapterImpl : public model::AdapterImpl {
 
   // scale * B A dropout(x); zeros while merged.
   at::Tensor forward(const at::Tensor& x) override;
+  // y + forward(x), fused into one matrix product.
+  at::Tensor AddTo(const at::Tensor& y, const at::Tensor& x) override;
 
   // scale * B A, [out, in].
   at::Tensor DeltaWeight() const;
@@ -72,6 +74,9 @@ class LoraAdapterImpl : public model::AdapterImpl {
   at::Tensor lora_B;  // [out, r]
 
  private:
+  // x after the adapter's dropout (training mode only).
+  at::Tensor Dropped(const at::Tensor& x);
+
   double alpha_;
   double dropout_;
   bool merged_ = false;

@@ -1,6 +1,7 @@
 #include "lora/lora.h"
 
 #include "gtest/gtest.h"
+#include <torch/autograd.h>
 #include <torch/types.h>
 
 #include "model/trainer.h"
@@ -29,6 +30,34 @@ TEST(LoraTest, FreshAdapterLeavesOutputsUnchanged) {
   ASSERT_TRUE(wrapped.ok()) << wrapped.status();
   EXPECT_EQ(wrapped->size(), 4u);  // q and v of two blocks.
   EXPECT_TRUE(torch::equal(vit->forward(images), before));
+}
+
+TEST(LoraTest, FusedAddEqualsOutputPlusAdapterWithItsGradients) {
+  torch::manual_seed(0);
+  LoraAdapterImpl adapter(/*in_features=*/6, /*out_features=*/5, /*rank=*/3,
+                          /*alpha=*/6.0, /*dropout=*/0.0);
+  {
+    torch::NoGradGuard no_grad;
+    adapter.lora_B.normal_();
+  }
+  const at::Tensor x = torch::randn({2, 4, 6});
+  const at::Tensor y = torch::randn({2, 4, 5});
+
+  const at::Tensor fused = adapter.AddTo(y, x);
+  const at::Tensor plain = y + adapter.forward(x);
+  ASSERT_EQ(fused.sizes(), plain.sizes());
+  EXPECT_TRUE(torch::allclose(fused, plain, 1e-5, 1e-6));
+
+  const at::Tensor weights = torch::randn({2, 4, 5});
+  const auto grads = [&](const at::Tensor& out) {
+    auto g = torch::autograd::grad({(out * weights).sum()},
+                                   {adapter.lora_A, adapter.lora_B});
+    return std::make_pair(g[0], g[1]);
+  };
+  const auto [fused_a, fused_b] = grads(adapter.AddTo(y, x));
+  const auto [plain_a, plain_b] = grads(y + adapter.forward(x));
+  EXPECT_TRUE(torch::allclose(fused_a, plain_a, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(fused_b, plain_b, 1e-5, 1e-6));
 }
 
 TEST(LoraTest, OnlyAdapterParametersAreTrainable) {

@@ -42,9 +42,8 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool bias) {
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
-  at::Tensor y = torch::linear(x, weight, bias);
-  if (adapter_) y = y + adapter_->forward(x);
-  return y;
+  const at::Tensor y = torch::linear(x, weight, bias);
+  return adapter_ ? adapter_->AddTo(y, x) : y;
 }
 
 void LinearImpl::SetAdapter(std::shared_ptr<AdapterImpl> adapter) {
@@ -108,27 +107,41 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x,
     at::Tensor out = torch::zeros({batch, seq, options_.dim}, x.options());
     return o_proj->bias.defined() ? out + o_proj->bias : out;
   }
-  at::Tensor q = q_proj(x).view({batch, seq, heads, hd}).transpose(1, 2);
+  // Query heads are grouped by the key/value head they share (head h reads
+  // KV head h / groups, as repeat_interleave would give), and a group's
+  // queries are stacked along the sequence: one [groups*T, hd] x [hd, T]
+  // product per KV head, with no copy of K and V per query head.
+  const int64_t groups = heads / kv_heads;
+  at::Tensor q = q_proj(x)
+                     .view({batch, seq, kv_heads, groups, hd})
+                     .permute({0, 2, 3, 1, 4});  // [B, kv, g, T, hd]
   at::Tensor k = k_proj(x).view({batch, seq, kv_heads, hd}).transpose(1, 2);
   at::Tensor v = v_proj(x).view({batch, seq, kv_heads, hd}).transpose(1, 2);
   if (rope_cos.defined()) {
     q = q * rope_cos + RotateHalf(q) * rope_sin;
     k = k * rope_cos + RotateHalf(k) * rope_sin;
   }
-  if (kv_heads != heads) {
-    k = k.repeat_interleave(heads / kv_heads, /*dim=*/1);
-    v = v.repeat_interleave(heads / kv_heads, /*dim=*/1);
-  }
-  at::Tensor scores =
-      torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(hd)));
+  q = q.reshape({batch * kv_heads, groups * seq, hd});
+  const at::Tensor k_t = k.reshape({batch * kv_heads, seq, hd}).transpose(1, 2);
+  v = v.reshape({batch * kv_heads, seq, hd});
+  const double scale = 1.0 / std::sqrt(double(hd));
+  at::Tensor scores;
   if (options_.causal) {
+    // -inf above the diagonal of each group's [T, T] block, added by the
+    // product itself.
     const at::Tensor future =
-        torch::ones({seq, seq}, x.options().dtype(torch::kBool)).triu(1);
-    scores =
-        scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+        torch::full({seq, seq}, -std::numeric_limits<float>::infinity(),
+                    x.options())
+            .triu(1)
+            .repeat({groups, 1});
+    scores = torch::baddbmm(future, q, k_t, /*beta=*/1.0, /*alpha=*/scale);
+  } else {
+    scores = torch::bmm(q, k_t).mul_(scale);
   }
-  at::Tensor out = torch::matmul(torch::softmax(scores, -1), v);
-  out = out.transpose(1, 2).reshape({batch, seq, heads * hd});
+  at::Tensor out = torch::bmm(torch::softmax(scores, -1), v);
+  out = out.view({batch, kv_heads, groups, seq, hd})
+            .permute({0, 3, 1, 2, 4})
+            .reshape({batch, seq, heads * hd});
   return o_proj(out);
 }
 

@@ -48,6 +48,11 @@ absl::Status ValidateBlockShape(const BlockShape& shape, int64_t block);
 class AdapterImpl : public torch::nn::Module {
  public:
   virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // y + forward(x), where y is the wrapped layer's output for x. An adapter
+  // may fuse the addition into its last product (LoRA does).
+  virtual at::Tensor AddTo(const at::Tensor& y, const at::Tensor& x) {
+    return y + forward(x);
+  }
 };
 
 // y = x W^T + b (+ adapter(x)). `weight` is [out, in], `bias` is [out] or
