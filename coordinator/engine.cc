@@ -656,6 +656,7 @@ RoundRecord Engine::RecordRound(const Round& round, absl::Time now,
     c.link = device.facts.link;
     if (p.task) {
       c.arm = p.task->arm;
+      c.rank = p.task->rank;
       c.combined_ratio = p.task->combined_ratio;
       c.cut = p.task->cut;
     }

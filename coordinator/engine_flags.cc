@@ -25,8 +25,10 @@ ABSL_FLAG(std::string, selection, "all",
           "(deadline-aware with over-commit).");
 ABSL_FLAG(int, clients_per_round, 0, "k for random/deadline; 0: all.");
 ABSL_FLAG(double, overcommit, 1.3, "Invite k * overcommit (deadline).");
-ABSL_FLAG(std::string, bandit, "fedspine",
-          "Per-device arm choice: fedspine, ucb1, discounted_ucb, "
+ABSL_FLAG(std::string, bandit, "auto",
+          "Per-device arm choice: auto (fedspine in lora mode; fixed in "
+          "dense mode, so dense is plain FedAvg of every weight at "
+          "--fixed_ratio, 0 by default), fedspine, ucb1, discounted_ucb, "
           "sliding_window_ucb, thompson, exp3, fixed, random, or static "
           "(not learnt: per device the least pruning and then the highest "
           "rank whose predicted time is within the round's 75th-percentile "
@@ -152,7 +154,11 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.selection.kind = *selection;
   e.selection.clients_per_round = absl::GetFlag(FLAGS_clients_per_round);
   e.selection.overcommit = absl::GetFlag(FLAGS_overcommit);
-  auto bandit = fs::ParseBanditKind(absl::GetFlag(FLAGS_bandit));
+  std::string bandit_name = absl::GetFlag(FLAGS_bandit);
+  if (bandit_name == "auto") {
+    bandit_name = e.mode == Mode::kDense ? "fixed" : "fedspine";
+  }
+  auto bandit = fs::ParseBanditKind(bandit_name);
   if (!bandit.ok()) return FlagError("bandit", bandit.status());
   e.bandit.kind = *bandit;
   e.bandit.space.min_ratio = absl::GetFlag(FLAGS_min_ratio);

@@ -191,6 +191,7 @@ struct ClientRecord {
   // over its memory budget) or "dropped".
   std::string status;
   strategies::Arm arm;
+  int64_t rank = 0;  // The rank the device trained (0: dense mode).
   double combined_ratio = 0;
   int64_t cut = 0;  // Split before this block; 0: trained locally.
   Timings timings;

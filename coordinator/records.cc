@@ -133,7 +133,7 @@ absl::Status RoundLog::RecordRound(const RoundRecord& round) {
                                       c.status,
                                       F(c.arm.prune_ratio),
                                       F(c.combined_ratio),
-                                      I(c.arm.rank),
+                                      I(c.rank),
                                       F(t.download_s),
                                       F(t.train_s),
                                       F(t.upload_s),
@@ -183,7 +183,7 @@ absl::Status RoundLog::RecordRound(const RoundRecord& round) {
                         static_cast<double>(t.raw_bytes_down));
     metrics_->Increment(
         "fedge_arm_choices_total",
-        {{"rank", I(c.arm.rank)},
+        {{"rank", I(c.rank)},
          {"ratio_band", absl::StrFormat("%.1f", c.arm.prune_ratio)}});
     metrics_->Set("fedge_device_reward", {{"device", c.device_id}}, c.reward);
   }

@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
   if (!vit.ok()) return Fail(vit.status());
   std::printf(
       "fedge-pretrain: ViT with %lld parameters, %lld training images "
-      "(public fraction %.2f), %lld test images, %d threads\n",
+      "(public fraction %g), %lld test images, %d threads\n",
       static_cast<long long>(fm::CountParameters(**vit)),
       static_cast<long long>(public_data->size()),
       spec.simulation.public_fraction, static_cast<long long>(test->size()),
