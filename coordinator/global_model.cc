@@ -97,11 +97,11 @@ absl::StatusOr<pruning::PruningPlan> GlobalModel::Plan(double ratio) const {
 
 absl::StatusOr<NamedTensors> GlobalModel::Payload(
     const pruning::PruningPlan& plan, int64_t rank, uint64_t seed) const {
+  if (mode_ == Mode::kDense) return DenseSlice(plan);
   torch::NoGradGuard no_grad;
   absl::StatusOr<NamedTensors> sliced =
       pruning::SliceTensors(*base_, plan, Trained());
   if (!sliced.ok()) return sliced.status();
-  if (mode_ == Mode::kDense) return sliced;
   NamedTensors adapters;
   for (const auto& item : *sliced) {
     const std::string& name = item.key();
@@ -115,6 +115,36 @@ absl::StatusOr<NamedTensors> GlobalModel::Payload(
   }
   lora::ReviveDeadComponents(adapters, seed);
   return adapters;
+}
+
+absl::StatusOr<NamedTensors> GlobalModel::DenseSlice(
+    const pruning::PruningPlan& plan) const {
+  std::shared_ptr<Sliced> entry;
+  bool mine = false;
+  {
+    absl::MutexLock lock(&memo_mu_);
+    for (const std::shared_ptr<Sliced>& s : sliced_) {
+      if (s->plan.blocks == plan.blocks) entry = s;
+    }
+    if (entry == nullptr) {
+      if (sliced_.size() >= kMaxSliced) sliced_.clear();
+      entry = std::make_shared<Sliced>();
+      entry->plan = plan;
+      sliced_.push_back(entry);
+      mine = true;
+    }
+  }
+  if (mine) {
+    torch::NoGradGuard no_grad;
+    // Commit replaces the tensors and then clears sliced_, and the engine
+    // opens a round only after Commit returns: a round's tasks never
+    // share a slice of an older version.
+    entry->tensors = pruning::SliceTensors(*base_, plan, Trained());
+    entry->done.Notify();
+  } else {
+    entry->done.WaitForNotification();
+  }
+  return entry->tensors;
 }
 
 absl::StatusOr<NamedTensors> GlobalModel::Factorize(const std::string& path,
@@ -317,6 +347,7 @@ absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
   }
   absl::MutexLock lock(&memo_mu_);
   factorized_.clear();
+  sliced_.clear();
   return absl::OkStatus();
 }
 
@@ -496,6 +527,7 @@ absl::Status GlobalModel::Restore(const NamedTensors& state) {
   }
   absl::MutexLock lock(&memo_mu_);
   factorized_.clear();
+  sliced_.clear();
   return absl::OkStatus();
 }
 

@@ -84,7 +84,9 @@ class GlobalModel {
 
   // What a device with `plan` (and `rank`, LoRA mode) downloads, in the
   // sub-model's names; its update must have the same names and shapes.
-  // `seed` initialises revived adapter components.
+  // `seed` initialises revived adapter components. Dense mode: devices with
+  // the same plan get the same tensors (one slice per plan and version,
+  // shared until the next Commit); they must not be changed in place.
   absl::StatusOr<NamedTensors> Payload(const pruning::PruningPlan& plan,
                                        int64_t rank, uint64_t seed) const;
 
@@ -170,6 +172,11 @@ class GlobalModel {
   absl::StatusOr<NamedTensors> Factorize(const std::string& path,
                                          const at::Tensor& delta,
                                          int64_t rank) const;
+  // Dense mode: the weights `plan` keeps, sliced once per plan and version
+  // (a round's GetTasks arrive together and mostly share one plan); the
+  // others needing the same slice wait for the first, outside memo_mu_.
+  absl::StatusOr<NamedTensors> DenseSlice(
+      const pruning::PruningPlan& plan) const;
   // The current version's tensors (handles: cheap, never changed).
   NamedTensors Trained() const;
   pruning::GroupScores Scores() const;
@@ -194,9 +201,19 @@ class GlobalModel {
     absl::StatusOr<NamedTensors> factors;  // Set before done.
   };
   static constexpr size_t kMaxFactorized = 4096;
+  struct Sliced {
+    pruning::PruningPlan plan;
+    absl::Notification done;
+    absl::StatusOr<NamedTensors> tensors;  // Set before done.
+  };
+  // Distinct plans kept per version: a round's arms (a few ratios).
+  static constexpr size_t kMaxSliced = 8;
   mutable absl::Mutex memo_mu_;
   mutable std::unordered_map<std::string, std::shared_ptr<Factorized>>
       factorized_ ABSL_GUARDED_BY(memo_mu_);
+  // Dense slices of the current version; cleared by every Commit/Restore.
+  mutable std::vector<std::shared_ptr<Sliced>> sliced_
+      ABSL_GUARDED_BY(memo_mu_);
 };
 
 // Writes a LoRA-mode `state` (as GlobalModel::State() gave it) as a PEFT

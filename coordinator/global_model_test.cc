@@ -215,6 +215,27 @@ TEST(GlobalModelTest, DenseModeAveragesWeightsAndKeepsUncoveredOnes) {
   }
 }
 
+TEST(GlobalModelTest, DenseDevicesWithOnePlanShareOneSliceUntilACommit) {
+  auto global = MakeGlobal(Mode::kDense);
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  const pruning::PruningPlan half = *global->Plan(0.5);
+  const std::string w = "layers.0.mlp.up_proj.weight";
+  const NamedTensors a = *global->Payload(full, 1, 1);
+  const NamedTensors b = *global->Payload(full, 8, 2);  // Rank, seed: unused.
+  const NamedTensors c = *global->Payload(half, 1, 1);
+  EXPECT_EQ(a[w].data_ptr(), b[w].data_ptr());
+  EXPECT_NE(a[w].data_ptr(), c[w].data_ptr());
+  EXPECT_EQ(c[w].size(0), 8);
+
+  auto round = global->BeginRound({});
+  NamedTensors moved;
+  for (const auto& item : a) moved.insert(item.key(), item.value() + 1.0);
+  ASSERT_TRUE(global->AddUpdate(*round, full, moved, NamedTensors(), 1).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.0).ok());
+  const NamedTensors after = *global->Payload(full, 1, 1);
+  EXPECT_TRUE(torch::allclose(after[w], a[w] + 1.0));
+}
+
 TEST(GlobalModelTest, ReportedScoresSteerThePlan) {
   auto global = MakeGlobal(Mode::kLora);
   const pruning::PruningPlan full = *global->Plan(0.0);

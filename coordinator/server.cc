@@ -109,16 +109,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   EngineHooks hooks;
   hooks.validation_loss = ValidationLoss(&s.validation_);
   transport::TransferStore* store = s.store_.get();
-  hooks.publish = [store](const std::string& id, const NamedTensors& tensors) {
-    absl::StatusOr<std::unique_ptr<transport::SafetensorsSource>> payload =
-        transport::SafetensorsSource::Create(tensors);
-    CHECK(payload.ok()) << payload.status();  // Our own float tensors.
-    std::shared_ptr<const transport::PayloadSource> shared =
-        std::move(*payload);
-    absl::StatusOr<transport::TransferInfo> info = transport::DescribePayload(
-        *shared, id, shared->size(), transport::PayloadFormat::kSafetensors);
-    CHECK(info.ok()) << info.status();
-    store->Offer(*info, shared);
+  // Devices sent the same tensors (dense mode: one slice per plan) share
+  // one source and one digest (transport::TensorOffers).
+  transport::TensorOffers* offers = s.offers_.get();
+  hooks.publish = [store, offers](const std::string& id,
+                                  const NamedTensors& tensors) {
+    absl::StatusOr<transport::TensorOffers::Offer> offer =
+        offers->Make(id, tensors);
+    CHECK(offer.ok()) << offer.status();  // Our own float tensors.
+    store->Offer(offer->info, std::move(offer->source));
   };
   hooks.withdraw = [store](const std::string& id) { store->Withdraw(id); };
   hooks.on_round_closed = [&s](const RoundRecord& r, const EngineState& st) {

@@ -22,6 +22,7 @@
 #include "task/spec.h"
 #include "task/task_data.h"
 #include "transport/channel_options.h"
+#include "transport/tensor_offers.h"
 
 namespace fedge::coordinator {
 
@@ -103,6 +104,8 @@ class CoordinatorServer {
   std::string base_digest_;
   task::TaskIdentity identity_;
   std::unique_ptr<transport::TransferStore> store_;
+  std::unique_ptr<transport::TensorOffers> offers_ =
+      std::make_unique<transport::TensorOffers>();
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<CoordinatorService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -234,8 +234,7 @@ absl::StatusOr<Scattered> ScatterTensors(const model::ModelImpl& model,
     const at::Tensor& t = item.value();
     std::optional<Slice> slice = SliceFor(model, plan, shapes, item.key());
     if (!slice) {
-      out.tensors.insert(item.key(), t.detach().clone());
-      out.coverage.insert(item.key(), torch::ones_like(t));
+      out.tensors.insert(item.key(), t.detach());
       continue;
     }
     if (t.dim() <= slice->dim || t.size(slice->dim) != slice->index.size(0)) {
@@ -243,6 +242,11 @@ absl::StatusOr<Scattered> ScatterTensors(const model::ModelImpl& model,
           "pruning: \"", item.key(), "\" has shape ", c10::str(t.sizes()),
           ", the plan keeps ", slice->index.size(0), " entries in dimension ",
           slice->dim));
+    }
+    if (slice->index.size(0) == slice->full_size) {
+      // Kept whole (indices are sorted and unique): already full-size.
+      out.tensors.insert(item.key(), t.detach());
+      continue;
     }
     std::vector<int64_t> full_shape = t.sizes().vec();
     full_shape[slice->dim] = slice->full_size;

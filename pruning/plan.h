@@ -97,13 +97,18 @@ absl::StatusOr<NamedTensors> SliceTensors(const model::ModelImpl& model,
                                           const NamedTensors& tensors);
 
 struct Scattered {
-  NamedTensors tensors;   // Full-size, zeros where `plan` removed units.
-  NamedTensors coverage;  // Same shapes: 1 where the sub-model held a value.
+  NamedTensors tensors;  // Full-size, zeros where `plan` removed units.
+  // Same shapes: 1 where the sub-model held a value. Only for tensors the
+  // plan cut; a tensor without an entry is covered everywhere.
+  NamedTensors coverage;
 };
 
 // The inverse of SliceTensors: places tensors of the pruned sub-model back
-// into the coordinates of the full `model`. Tensors no rule matches are
-// passed through with full coverage.
+// into the coordinates of the full `model`. Tensors no rule matches, and
+// tensors the plan keeps whole, are passed through as they are (sharing
+// storage with `pruned`, not copied) with no coverage entry: full coverage
+// without a model-sized mask of ones (dense FedAvg of a whole model scatters
+// nothing).
 absl::StatusOr<Scattered> ScatterTensors(const model::ModelImpl& model,
                                          const PruningPlan& plan,
                                          const NamedTensors& pruned);

@@ -135,6 +135,23 @@ TEST(PlanTest, ScatterThenSliceIsIdentityOnKeptEntries) {
   }
 }
 
+TEST(PlanTest, ScatteringWhatThePlanKeepsWholeNeitherCopiesNorMasks) {
+  torch::manual_seed(4);
+  model::Vit full = SmallVit();
+  const model::NamedTensors weights = model::CopyWeights(*full);
+
+  absl::StatusOr<Scattered> scattered =
+      ScatterTensors(*full, FullPlan(*full), weights);
+
+  ASSERT_TRUE(scattered.ok()) << scattered.status();
+  EXPECT_TRUE(scattered->coverage.is_empty());
+  for (const auto& item : weights) {
+    const at::Tensor* out = scattered->tensors.find(item.key());
+    ASSERT_NE(out, nullptr) << item.key();
+    EXPECT_EQ(out->data_ptr(), item.value().data_ptr()) << item.key();
+  }
+}
+
 TEST(PlanTest, ComposedPlanGivesTheSameSubModel) {
   torch::manual_seed(3);
   model::Vit full = SmallVit();

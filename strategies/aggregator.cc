@@ -98,10 +98,15 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
       }
       cover = c->to(torch::kFloat64);
     }
+    // One float64 tensor per update tensor: a copy of the value, the
+    // reference subtracted in place (no float64 copy of the reference, no
+    // squared temporary for the norm: a dense model's update is large).
     at::Tensor delta =
-        value->to(torch::kFloat64) - slot.reference.to(torch::kFloat64);
+        value->to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true)
+            .sub_(slot.reference);
     if (cover.defined()) delta.mul_(cover);
-    squared_norm += delta.square().sum().item<double>();
+    const at::Tensor flat = delta.view({-1});
+    squared_norm += torch::dot(flat, flat).item<double>();
     deltas.emplace_back(std::move(delta), std::move(cover));
   }
   for (const auto& item : coverage) {

@@ -99,6 +99,11 @@ class ChunkSink {
 // Accumulates the payload in memory.
 class StringSink final : public ChunkSink {
  public:
+  // Reserves the declared size (the store checked it against its limits
+  // first), so a large payload is not copied as the string grows.
+  void Begin(const TransferInfo& info) override {
+    bytes_.reserve(static_cast<size_t>(info.total_bytes));
+  }
   absl::Status Write(int64_t offset, absl::string_view data) override;
   std::string& bytes() { return bytes_; }
 

@@ -398,7 +398,7 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
   std::string serialized;
   switch (payload.compression()) {
     case v1::COMPRESSION_NONE:
-      serialized = payload.data();
+      serialized = std::move(*payload.mutable_data());
       break;
     case v1::COMPRESSION_ZSTD: {
       const unsigned long long content = ZSTD_getFrameContentSize(
@@ -419,6 +419,8 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
             "zstd decompression failed: ",
             ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output"));
       }
+      // Frees the compressed bytes (clear() would keep their capacity).
+      std::string().swap(*payload.mutable_data());
       break;
     }
     default:
@@ -432,11 +434,14 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
   if (!encoded.ParseFromString(serialized)) {
     return absl::InvalidArgumentError("update is not an EncodedUpdate");
   }
+  // A dense update is model-sized: no more copies of it alive at once
+  // than needed (the parsed message, then each tensor as it is decoded).
+  std::string().swap(serialized);
   if (encoded.tensors_size() > limits.max_tensors) {
     return absl::ResourceExhaustedError("update has too many tensors");
   }
   NamedTensors out;
-  for (const v1::EncodedTensor& e : encoded.tensors()) {
+  for (v1::EncodedTensor& e : *encoded.mutable_tensors()) {
     if (e.name().empty() || out.contains(e.name())) {
       return Bad(e.name(), "empty or duplicate name");
     }
@@ -449,6 +454,7 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
     }
     absl::StatusOr<at::Tensor> t = DecodeTensor(e, limits);
     if (!t.ok()) return t.status();
+    std::string().swap(*e.mutable_values());
     out.insert(e.name(), *std::move(t));
   }
   return out;
