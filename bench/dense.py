@@ -9,7 +9,8 @@ for each N in --clients, and measures where a round's time and memory go:
               time (each client's train_s; model build and update encoding
               reported apart), overhead = round_s - longest train_s, bytes
               each way (clients.csv)
-  per run     the coordinator's peak RSS and CPU seconds, each client's true
+  per run     the coordinator's peak RSS, CPU seconds (kernel share apart)
+              and page faults, each client's true
               peak RSS (VmHWM sampled every 50 ms: a client resets the
               kernel's counter each round, so its exit rusage is not the peak)
 
@@ -129,6 +130,25 @@ def pretrain(bin_dir, out, task):
     return base
 
 
+def startup_peak_mb(bin_dir, out, task):
+    """A client's start-up peak: it loads its shard, then finds no
+    coordinator and gives up, so its whole life is start-up. The larger of
+    the sampled VmHWM and the exit rusage."""
+    sampler = PeakSampler(period=0.01)
+    sampler.start()
+    p = subprocess.Popen(
+        [os.path.join(bin_dir, "fedge-client"), "--insecure",
+         f"--coordinator=127.0.0.1:{free_port()}", f"--task={task}",
+         "--device_id=startup", "--shard=0/16", "--quiet", "--benchmark=false",
+         "--give_up_after_s=1", f"--cache_dir={out}/startup_cache"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sampler.watch("client", p.pid)
+    _, _, usage = os.wait4(p.pid, 0)
+    sampler.done.set()
+    sampler.join()
+    return max(sampler.peak["client"], usage.ru_maxrss / 1024.0)
+
+
 def run_federation(bin_dir, out, task, clients, rounds, threads, sampler):
     """One coordinator and `clients` client processes; returns the figures."""
     run_dir = os.path.join(out, f"run_{clients}")
@@ -208,6 +228,8 @@ def run_federation(bin_dir, out, task, clients, rounds, threads, sampler):
     return {
         "rounds": per_round,
         "coordinator_cpu_s": usage.ru_utime + usage.ru_stime,
+        "coordinator_sys_s": usage.ru_stime,
+        "coordinator_minor_faults": usage.ru_minflt,
         "coordinator_peak_mb": max(coordinator_peak, usage.ru_maxrss / 1024.0),
         "client_peak_mb": client_peaks,
     }
@@ -242,6 +264,11 @@ def main():
     print(f"metric dense_model_mb {model_bytes / 1e6:.1f}")
     print(f"metric loopback_tcp_mb_per_s {tcp_mb_per_s:.1f}")
     print(f"metric memcpy_gb_per_s {memcpy:.2f}")
+
+    # The default task's client (Fashion-MNIST, shard 1 of 16).
+    startup = startup_peak_mb(args.bin_dir, args.out_dir,
+                              os.path.join(ROOT, "tasks", "fashion-mnist.json"))
+    print(f"metric client_peak_rss_mb_startup {startup:.0f}")
 
     sampler = PeakSampler()
     sampler.start()
@@ -281,6 +308,10 @@ def main():
               f"{run['coordinator_peak_mb'] * (1 << 20) / model_bytes:.2f}")
         print(f"metric dense_coordinator_cpu_s_{n}_clients "
               f"{run['coordinator_cpu_s']:.1f}")
+        print(f"metric dense_coordinator_sys_s_{n}_clients "
+              f"{run['coordinator_sys_s']:.1f}")
+        print(f"metric dense_coordinator_page_faults_{n}_clients "
+              f"{run['coordinator_minor_faults']}")
         print(f"metric dense_client_peak_rss_mb_max_{n}_clients "
               f"{max(run['client_peak_mb']):.0f}")
         total_bytes += sum(r["bytes_down"] + r["bytes_up"] for r in run["rounds"])

@@ -69,8 +69,8 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
         "update has ", values.size(), " tensors; expected ", order_.size()));
   }
   // Validate everything before touching the aggregate.
-  std::vector<std::pair<at::Tensor, at::Tensor>> deltas;  // delta, cover
-  double squared_norm = 0;
+  std::vector<const at::Tensor*> checked;  // Per name in order_: the value.
+  std::vector<const at::Tensor*> covers;   // Its 0/1 mask, or nullptr.
   for (const std::string& name : order_) {
     const at::Tensor* value = values.find(name);
     const Slot& slot = slots_.at(name);
@@ -88,26 +88,16 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
       return absl::InvalidArgumentError(
           absl::StrCat("update tensor '", name, "' has NaN or Inf values"));
     }
-    at::Tensor cover;
-    if (const at::Tensor* c = coverage.find(name)) {
-      if (c->sizes() != slot.reference.sizes() ||
-          !((*c == 0) | (*c == 1)).all().item<bool>()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "coverage of '", name, "' must be a 0/1 mask of shape ",
-            ShapeString(slot.reference)));
-      }
-      cover = c->to(torch::kFloat64);
+    const at::Tensor* cover = coverage.find(name);
+    if (cover != nullptr &&
+        (cover->sizes() != slot.reference.sizes() ||
+         !((*cover == 0) | (*cover == 1)).all().item<bool>())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("coverage of '", name, "' must be a 0/1 mask of shape ",
+                       ShapeString(slot.reference)));
     }
-    // One float64 tensor per update tensor: a copy of the value, the
-    // reference subtracted in place (no float64 copy of the reference, no
-    // squared temporary for the norm: a dense model's update is large).
-    at::Tensor delta =
-        value->to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true)
-            .sub_(slot.reference);
-    if (cover.defined()) delta.mul_(cover);
-    const at::Tensor flat = delta.view({-1});
-    squared_norm += torch::dot(flat, flat).item<double>();
-    deltas.emplace_back(std::move(delta), std::move(cover));
+    checked.push_back(value);
+    covers.push_back(cover);
   }
   for (const auto& item : coverage) {
     if (slots_.count(item.key()) == 0) {
@@ -115,29 +105,55 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
           absl::StrCat("coverage names unknown tensor '", item.key(), "'"));
     }
   }
-  const double norm = std::sqrt(squared_norm);
-  const double scale = options_.clip_norm > 0 && norm > options_.clip_norm
-                           ? options_.clip_norm / norm
+  // The change of one tensor, in float64: a copy of the value with the
+  // reference subtracted in place, masked. Only one tensor's change is
+  // alive at a time (a dense model's whole update in float64 is twice the
+  // model), so clipping, which needs the norm first, computes it twice.
+  const auto delta_of = [&](size_t i) {
+    at::Tensor delta =
+        checked[i]
+            ->to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true)
+            .sub_(slots_.at(order_[i]).reference);
+    if (covers[i] != nullptr) delta.mul_(*covers[i]);
+    return delta;
+  };
+  const auto squared = [](const at::Tensor& delta) {
+    const at::Tensor flat = delta.view({-1});
+    return torch::dot(flat, flat).item<double>();
+  };
+  const bool clip = options_.clip_norm > 0;
+  double squared_norm = 0;
+  if (clip) {
+    for (size_t i = 0; i < order_.size(); ++i) {
+      squared_norm += squared(delta_of(i));
+    }
+  }
+  const double clip_norm = std::sqrt(squared_norm);
+  const double scale = clip && clip_norm > options_.clip_norm
+                           ? options_.clip_norm / clip_norm
                            : 1.0;
   for (size_t i = 0; i < order_.size(); ++i) {
     Slot& slot = slots_.at(order_[i]);
-    auto& [delta, cover] = deltas[i];
+    const at::Tensor delta = delta_of(i);
+    if (!clip) squared_norm += squared(delta);
+    const at::Tensor* cover = covers[i];
     if (options_.kind == AggregatorKind::kMean) {
       slot.weighted.add_(delta, weight * scale);
-      if (cover.defined()) {
+      if (cover != nullptr) {
         if (!slot.coverage.defined()) {
-          slot.coverage = torch::zeros_like(cover);
+          slot.coverage = torch::zeros(cover->sizes(), torch::kFloat64);
         }
-        slot.coverage.add_(cover, weight);
+        slot.coverage.add_(*cover, weight);
       } else {
         slot.full_weight += weight;
       }
     } else {
       slot.deltas.push_back((delta * scale).to(torch::kFloat32));
-      slot.covers.push_back(cover.defined() ? cover.to(torch::kFloat32)
-                                            : at::Tensor());
+      slot.covers.push_back(cover != nullptr ? cover->to(torch::kFloat32)
+                                             : at::Tensor());
     }
   }
+  const double norm = std::sqrt(squared_norm);
   ++count_;
   return norm;
 }
