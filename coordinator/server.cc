@@ -109,8 +109,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   EngineHooks hooks;
   hooks.validation_loss = ValidationLoss(&s.validation_);
   transport::TransferStore* store = s.store_.get();
-  // Devices sent the same tensors (dense mode: one slice per plan) share
-  // one source and one digest (transport::TensorOffers).
+  // Dense mode sends the same tensors (one slice per plan) to many
+  // devices: they share one source and one digest (transport::TensorOffers).
+  s.offers_ = std::make_unique<transport::TensorOffers>(
+      /*share=*/c.engine.mode == Mode::kDense);
   transport::TensorOffers* offers = s.offers_.get();
   hooks.publish = [store, offers](const std::string& id,
                                   const NamedTensors& tensors) {

@@ -104,8 +104,7 @@ class CoordinatorServer {
   std::string base_digest_;
   task::TaskIdentity identity_;
   std::unique_ptr<transport::TransferStore> store_;
-  std::unique_ptr<transport::TensorOffers> offers_ =
-      std::make_unique<transport::TensorOffers>();
+  std::unique_ptr<transport::TensorOffers> offers_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<CoordinatorService> service_;
   std::unique_ptr<grpc::Server> server_;

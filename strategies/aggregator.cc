@@ -118,7 +118,8 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
     return delta;
   };
   const auto squared = [](const at::Tensor& delta) {
-    const at::Tensor flat = delta.view({-1});
+    // reshape: a copy keeps a transposed value's strides.
+    const at::Tensor flat = delta.reshape({-1});
     return torch::dot(flat, flat).item<double>();
   };
   const bool clip = options_.clip_norm > 0;

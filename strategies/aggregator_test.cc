@@ -153,6 +153,28 @@ TEST(AggregatorTest, ClippingBoundsEachClientsDelta) {
   EXPECT_NEAR(out["b"][0].item<float>(), 1.0, 1e-6);
 }
 
+TEST(AggregatorTest, ATransposedUpdateFoldsLikeAContiguousOne) {
+  // A value with a transposed layout (a view of a [4, 3] tensor), with and
+  // without clipping: the same norm and the same mean as its copy.
+  const at::Tensor a = torch::arange(12.0).view({4, 3}).t();
+  for (const double clip : {0.0, 1.0}) {
+    AggregatorOptions options;
+    options.clip_norm = clip;
+    auto strided = UpdateAggregator::Create(Reference(), options);
+    auto contiguous = UpdateAggregator::Create(Reference(), options);
+    const auto n1 =
+        (*strided)->Add(Named(a, torch::ones({5})), NamedTensors(), 1.0);
+    const auto n2 =
+        (*contiguous)
+            ->Add(Named(a.contiguous(), torch::ones({5})), NamedTensors(), 1.0);
+    ASSERT_TRUE(n1.ok() && n2.ok()) << clip;
+    EXPECT_DOUBLE_EQ(*n1, *n2) << clip;
+    EXPECT_TRUE(torch::equal((*(*strided)->Finish())["a"],
+                             (*(*contiguous)->Finish())["a"]))
+        << clip;
+  }
+}
+
 TEST(AggregatorTest, ScaledAttackerMovesMeanButNotMedian) {
   for (AggregatorKind kind : {AggregatorKind::kMean, AggregatorKind::kMedian,
                               AggregatorKind::kTrimmedMean}) {

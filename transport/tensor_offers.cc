@@ -29,8 +29,8 @@ std::string Identity(const model::NamedTensors& tensors) {
 
 absl::StatusOr<TensorOffers::Offer> TensorOffers::Make(
     const std::string& transfer_id, const model::NamedTensors& tensors) {
-  const std::string key = Identity(tensors);
-  {
+  const std::string key = share_ ? Identity(tensors) : std::string();
+  if (share_) {
     absl::MutexLock lock(&mu_);
     for (auto it = made_.begin(); it != made_.end();) {
       it = it->second.source.expired() ? made_.erase(it) : std::next(it);
@@ -53,7 +53,7 @@ absl::StatusOr<TensorOffers::Offer> TensorOffers::Make(
       *shared, transfer_id, shared->size(), PayloadFormat::kSafetensors);
   if (!info.ok()) return info.status();
   absl::MutexLock lock(&mu_);
-  made_[key] = Made{shared, *info};
+  if (share_) made_[key] = Made{shared, *info};
   ++described_;
   return Offer{*std::move(info), std::move(shared)};
 }

@@ -24,6 +24,11 @@ namespace fedge::transport {
 
 class TensorOffers {
  public:
+  // `share` false: every Make describes its tensors and nothing is kept
+  // (LoRA payloads differ per device; remembering them would cost memory
+  // per device for nothing).
+  explicit TensorOffers(bool share = true) : share_(share) {}
+
   struct Offer {
     TransferInfo info;  // Its transfer_id is the one asked for.
     std::shared_ptr<const PayloadSource> source;
@@ -45,6 +50,7 @@ class TensorOffers {
     std::weak_ptr<const PayloadSource> source;
     TransferInfo info;
   };
+  const bool share_;
   mutable absl::Mutex mu_;
   // By the tensors' identity (name, data pointer, shape, strides, dtype).
   // A live source holds its tensors, so their addresses cannot be reused

@@ -72,6 +72,17 @@ TEST(TensorOffersTest, ASourceNobodyHoldsIsNotReused) {
   EXPECT_EQ(offers.described(), 2);
 }
 
+TEST(TensorOffersTest, WithoutSharingEveryOfferIsItsOwn) {
+  TensorOffers offers(/*share=*/false);
+  const model::NamedTensors weights = Weights();
+  absl::StatusOr<TensorOffers::Offer> a = offers.Make("a", weights);
+  absl::StatusOr<TensorOffers::Offer> b = offers.Make("b", weights);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(a->source.get(), b->source.get());
+  EXPECT_EQ(a->info.sha256, b->info.sha256);
+  EXPECT_EQ(offers.described(), 2);
+}
+
 TEST(TensorOffersTest, AnUndefinedTensorIsAnErrorNotACrash) {
   TensorOffers offers;
   model::NamedTensors bad;
