@@ -66,7 +66,8 @@ def proc_status(pid):
 
 
 class PeakSampler(threading.Thread):
-    """Largest VmHWM / VmRSS seen per pid, sampled every `period` s."""
+    """Largest VmHWM / VmRSS seen per pid, sampled every `period` s while
+    the `with` block runs."""
 
     def __init__(self, period=0.05):
         super().__init__(daemon=True)
@@ -80,6 +81,14 @@ class PeakSampler(threading.Thread):
         with self.lock:
             self.pids[name] = pid
             self.peak[name] = 0.0
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.join()
 
     def run(self):
         while not self.done.is_set():
@@ -115,10 +124,10 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def pretrain(bin_dir, out, task):
-    base = os.path.join(out, "base")
+def pretrain(bin_dir, base, task):
+    """The task's base in `base`, unless an earlier run left it there."""
     if os.path.exists(os.path.join(base, "metrics.json")):
-        return base
+        return
     log("dense: pretraining the 10M-parameter ViT base (a few steps; its "
         "accuracy does not matter here)")
     subprocess.run(
@@ -127,29 +136,26 @@ def pretrain(bin_dir, out, task):
          "--task_set=simulation.public_fraction=0.01",
          "--task_set=evaluation.examples=256"] + VIT_FLAGS,
         check=True, stdout=subprocess.DEVNULL)
-    return base
 
 
 def startup_peak_mb(bin_dir, out, task):
     """A client's start-up peak: it loads its shard, then finds no
     coordinator and gives up, so its whole life is start-up. The larger of
     the sampled VmHWM and the exit rusage."""
-    sampler = PeakSampler(period=0.01)
-    sampler.start()
-    p = subprocess.Popen(
-        [os.path.join(bin_dir, "fedge-client"), "--insecure",
-         f"--coordinator=127.0.0.1:{free_port()}", f"--task={task}",
-         "--device_id=startup", "--shard=0/16", "--quiet", "--benchmark=false",
-         "--give_up_after_s=1", f"--cache_dir={out}/startup_cache"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sampler.watch("client", p.pid)
-    _, _, usage = os.wait4(p.pid, 0)
-    sampler.done.set()
-    sampler.join()
+    with PeakSampler(period=0.01) as sampler:
+        p = subprocess.Popen(
+            [os.path.join(bin_dir, "fedge-client"), "--insecure",
+             f"--coordinator=127.0.0.1:{free_port()}", f"--task={task}",
+             "--device_id=startup", "--shard=0/16", "--quiet",
+             "--benchmark=false", "--give_up_after_s=1",
+             f"--cache_dir={out}/startup_cache"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sampler.watch("client", p.pid)
+        _, _, usage = os.wait4(p.pid, 0)
     return max(sampler.peak["client"], usage.ru_maxrss / 1024.0)
 
 
-def run_federation(bin_dir, out, task, clients, rounds, threads, sampler):
+def run_federation(bin_dir, out, task, clients, rounds, threads):
     """One coordinator and `clients` client processes; returns the figures."""
     run_dir = os.path.join(out, f"run_{clients}")
     subprocess.run(["rm", "-rf", run_dir], check=True)
@@ -164,31 +170,32 @@ def run_federation(bin_dir, out, task, clients, rounds, threads, sampler):
         "--batch_size=32", "--evaluate=false", "--metrics_listen=",
         f"--run_dir={run_dir}/coordinator", "--quiet", "--retry_after_ms=50",
         f"--threads={threads}", "--deadline_s=600"]
-    coordinator_log = open(os.path.join(run_dir, "coordinator.log"), "w")
-    coordinator = subprocess.Popen(coordinator_cmd, stdout=coordinator_log,
-                                   stderr=subprocess.STDOUT)
-    sampler.watch(f"coordinator_{clients}", coordinator.pid)
-    procs = []
-    for i in range(clients):
-        client_log = open(os.path.join(run_dir, f"client{i}.log"), "w")
-        p = subprocess.Popen(
-            [os.path.join(bin_dir, "fedge-client"), "--insecure",
-             f"--coordinator=127.0.0.1:{port}", f"--task={task}",
-             f"--device_id=dense{i}", f"--shard={i}/{clients}",
-             f"--threads={threads}", "--quiet", "--benchmark=false",
-             f"--cache_dir={run_dir}/cache{i}",
-             f"--report_csv={run_dir}/client{i}.csv"],
-            stdout=client_log, stderr=subprocess.STDOUT)
-        sampler.watch(f"client_{clients}_{i}", p.pid)
-        procs.append(p)
-    failed = []
-    for i, p in enumerate(procs):
-        if p.wait(timeout=3600) != 0:
-            failed.append(f"client {i} exited {p.returncode}")
-    _, status, usage = os.wait4(coordinator.pid, 0)
-    coordinator.returncode = os.waitstatus_to_exitcode(status)
-    if coordinator.returncode != 0:
-        failed.append(f"coordinator exited {coordinator.returncode}")
+    with PeakSampler() as sampler:
+        coordinator_log = open(os.path.join(run_dir, "coordinator.log"), "w")
+        coordinator = subprocess.Popen(coordinator_cmd, stdout=coordinator_log,
+                                       stderr=subprocess.STDOUT)
+        sampler.watch("coordinator", coordinator.pid)
+        procs = []
+        for i in range(clients):
+            client_log = open(os.path.join(run_dir, f"client{i}.log"), "w")
+            p = subprocess.Popen(
+                [os.path.join(bin_dir, "fedge-client"), "--insecure",
+                 f"--coordinator=127.0.0.1:{port}", f"--task={task}",
+                 f"--device_id=dense{i}", f"--shard={i}/{clients}",
+                 f"--threads={threads}", "--quiet", "--benchmark=false",
+                 f"--cache_dir={run_dir}/cache{i}",
+                 f"--report_csv={run_dir}/client{i}.csv"],
+                stdout=client_log, stderr=subprocess.STDOUT)
+            sampler.watch(f"client{i}", p.pid)
+            procs.append(p)
+        failed = []
+        for i, p in enumerate(procs):
+            if p.wait(timeout=3600) != 0:
+                failed.append(f"client {i} exited {p.returncode}")
+        _, status, usage = os.wait4(coordinator.pid, 0)
+        coordinator.returncode = os.waitstatus_to_exitcode(status)
+        if coordinator.returncode != 0:
+            failed.append(f"coordinator exited {coordinator.returncode}")
     if failed:
         raise SystemExit(f"dense: {clients} clients: " + "; ".join(failed) +
                          f" (logs in {run_dir})")
@@ -221,10 +228,8 @@ def run_federation(bin_dir, out, task, clients, rounds, threads, sampler):
         })
     if len(per_round) != rounds:
         raise SystemExit(f"dense: {len(per_round)} of {rounds} rounds committed")
-    with sampler.lock:
-        client_peaks = [sampler.peak[f"client_{clients}_{i}"]
-                        for i in range(clients)]
-        coordinator_peak = sampler.peak[f"coordinator_{clients}"]
+    client_peaks = [sampler.peak[f"client{i}"] for i in range(clients)]
+    coordinator_peak = sampler.peak["coordinator"]
     return {
         "rounds": per_round,
         "coordinator_cpu_s": usage.ru_utime + usage.ru_stime,
@@ -251,9 +256,9 @@ def main():
     spec["base"] = os.path.join(args.out_dir, "base")
     with open(task, "w") as f:
         json.dump(spec, f)
-    pretrain(args.bin_dir, args.out_dir, task)
+    pretrain(args.bin_dir, spec["base"], task)
     model_bytes = os.path.getsize(
-        os.path.join(args.out_dir, "base", "model.safetensors"))
+        os.path.join(spec["base"], "model.safetensors"))
 
     log("dense: physical references (loopback TCP, memcpy)")
     transport = subprocess.run(
@@ -270,14 +275,12 @@ def main():
                               os.path.join(ROOT, "tasks", "fashion-mnist.json"))
     print(f"metric client_peak_rss_mb_startup {startup:.0f}")
 
-    sampler = PeakSampler()
-    sampler.start()
     total_bytes = 0
     total_cpu = 0.0
     for clients in [int(c) for c in args.clients.split(",")]:
         log(f"dense: {clients} clients x {args.rounds} rounds")
         run = run_federation(args.bin_dir, args.out_dir, task, clients,
-                             args.rounds, args.threads, sampler)
+                             args.rounds, args.threads)
         steady = run["rounds"][1:] or run["rounds"]
         med = {key: statistics.median(r[key] for r in steady)
                for key in ("round_s", "train_s", "build_s", "encode_s",
@@ -316,7 +319,6 @@ def main():
               f"{max(run['client_peak_mb']):.0f}")
         total_bytes += sum(r["bytes_down"] + r["bytes_up"] for r in run["rounds"])
         total_cpu += run["coordinator_cpu_s"]
-    sampler.done.set()
     print(f"metric dense_coordinator_cpu_s_per_gb_moved "
           f"{total_cpu / (total_bytes / 1e9):.2f}")
 
