@@ -3,8 +3,11 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include <torch/types.h>
@@ -52,10 +55,42 @@ std::vector<int64_t> Labels(const Dataset& data) {
   return std::vector<int64_t>(p, p + t.numel());
 }
 
+namespace {
+
+// The size ReadMaybeGzip will read, to reserve: a gzip file's trailer holds
+// its uncompressed size modulo 2^32 (of its last member); any other file
+// is read as it is. A hint only: a wrong one costs a reallocation.
+size_t ExpectedSize(const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) return 0;
+  unsigned char magic[2] = {0, 0};
+  unsigned char trailer[4] = {0, 0, 0, 0};
+  size_t size = 0;
+  if (std::fread(magic, 1, 2, file) == 2 && std::fseek(file, 0, SEEK_END) == 0) {
+    const long end = std::ftell(file);
+    if (magic[0] != 0x1f || magic[1] != 0x8b) {
+      size = end > 0 ? static_cast<size_t>(end) : 0;
+    } else if (end >= 18 && std::fseek(file, -4, SEEK_END) == 0 &&
+               std::fread(trailer, 1, 4, file) == 4) {
+      size = size_t{trailer[0]} | size_t{trailer[1]} << 8 |
+             size_t{trailer[2]} << 16 | size_t{trailer[3]} << 24;
+      // A corrupt trailer must not reserve gigabytes: deflate expands at
+      // most ~1032-fold.
+      size = std::min({size, static_cast<size_t>(end) * 1032, size_t{1} << 30});
+    }
+  }
+  std::fclose(file);
+  return size;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
   gzFile file = gzopen(path.c_str(), "rb");
   if (file == nullptr) return ErrnoToStatus(errno, "cannot open", path);
   std::string out;
+  // One byte more than expected, so reaching the end does not grow it.
+  out.reserve(ExpectedSize(path) + 1);
   char buffer[1 << 16];
   while (true) {
     const int n = gzread(file, buffer, sizeof(buffer));
@@ -95,8 +130,12 @@ constexpr float kPixelStd = 0.3530f;
 
 }  // namespace
 
-absl::StatusOr<Dataset> ParseFashionMnist(const std::string& image_bytes,
-                                          const std::string& label_bytes) {
+namespace {
+
+// IDX bytes to a dataset of uint8 pixels, with every check. The pixels are
+// the image file's own bytes (no copy): the tensor keeps `image_bytes`.
+absl::StatusOr<Dataset> ParsePixels(std::string image_bytes,
+                                    const std::string& label_bytes) {
   if (image_bytes.size() < 16) {
     return absl::DataLossError("IDX images: file shorter than its header");
   }
@@ -144,22 +183,44 @@ absl::StatusOr<Dataset> ParseFashionMnist(const std::string& image_bytes,
     }
     out[i] = label;
   }
-  at::Tensor pixels =
-      torch::empty({static_cast<int64_t>(count), 1, 28, 28}, torch::kUInt8);
-  if (count > 0) {
-    std::memcpy(pixels.data_ptr(), image_bytes.data() + 16, count * 28 * 28);
-  }
+  auto owner = std::make_shared<std::string>(std::move(image_bytes));
   Dataset data;
-  // In place: as one expression, the four float32 temporaries of the whole
-  // training set (188 MB each) were alive at once, and made a device's peak.
-  data.inputs =
-      pixels.to(torch::kFloat32).div_(255.0f).sub_(kPixelMean).div_(kPixelStd);
+  data.inputs = torch::from_blob(
+      owner->data() + 16, {static_cast<int64_t>(count), 1, 28, 28},
+      [owner](void*) mutable { owner.reset(); }, torch::kUInt8);
   data.targets = labels;
   data.num_classes = 10;
   return data;
 }
 
+}  // namespace
+
+Dataset NormalizeFashionMnist(Dataset pixels) {
+  if (pixels.inputs.scalar_type() != torch::kUInt8) return pixels;
+  // In place: as one expression, the four float32 temporaries of the whole
+  // training set (188 MB each) were alive at once, and made a device's peak.
+  pixels.inputs = pixels.inputs.to(torch::kFloat32)
+                      .div_(255.0f)
+                      .sub_(kPixelMean)
+                      .div_(kPixelStd);
+  return pixels;
+}
+
+absl::StatusOr<Dataset> ParseFashionMnist(const std::string& image_bytes,
+                                          const std::string& label_bytes) {
+  absl::StatusOr<Dataset> pixels = ParsePixels(image_bytes, label_bytes);
+  if (!pixels.ok()) return pixels.status();
+  return NormalizeFashionMnist(*std::move(pixels));
+}
+
 absl::StatusOr<Dataset> LoadFashionMnist(const std::string& dir, Split split) {
+  absl::StatusOr<Dataset> pixels = LoadFashionMnistPixels(dir, split);
+  if (!pixels.ok()) return pixels.status();
+  return NormalizeFashionMnist(*std::move(pixels));
+}
+
+absl::StatusOr<Dataset> LoadFashionMnistPixels(const std::string& dir,
+                                               Split split) {
   const std::string prefix = split == Split::kTrain ? "train" : "t10k";
   std::string files[2] = {absl::StrCat(dir, "/", prefix, "-images-idx3-ubyte"),
                           absl::StrCat(dir, "/", prefix, "-labels-idx1-ubyte")};
@@ -179,7 +240,7 @@ absl::StatusOr<Dataset> LoadFashionMnist(const std::string& dir, Split split) {
     if (!read.ok()) return read.status();
     bytes[i] = *std::move(read);
   }
-  absl::StatusOr<Dataset> data = ParseFashionMnist(bytes[0], bytes[1]);
+  absl::StatusOr<Dataset> data = ParsePixels(std::move(bytes[0]), bytes[1]);
   if (!data.ok()) {
     return absl::Status(
         data.status().code(),

@@ -113,6 +113,47 @@ TEST(FashionMnistTest, LoadsGzipFilesFromADirectory) {
             std::string::npos);
 }
 
+TEST(FashionMnistTest, PixelsSelectedThenNormalisedEqualTheNormalisedSet) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/fmnist_pixels");
+  ASSERT_TRUE(MakeDirectories(dir).ok());
+  WriteGzip(dir + "/train-images-idx3-ubyte.gz", Images(4));
+  WriteGzip(dir + "/train-labels-idx1-ubyte.gz", LabelBytes({1, 2, 3, 4}));
+
+  absl::StatusOr<Dataset> pixels = LoadFashionMnistPixels(dir, Split::kTrain);
+  absl::StatusOr<Dataset> full = LoadFashionMnist(dir, Split::kTrain);
+
+  ASSERT_TRUE(pixels.ok()) << pixels.status();
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(pixels->inputs.scalar_type(), torch::kUInt8);
+  EXPECT_EQ(pixels->inputs[1][0][0][1].item<int>(), (28 * 28 + 1) % 256);
+  const Dataset shard = NormalizeFashionMnist(*Subset(*pixels, {3, 1}));
+  const Dataset expected = *Subset(*full, {3, 1});
+  EXPECT_TRUE(torch::equal(shard.inputs, expected.inputs));
+  EXPECT_TRUE(torch::equal(shard.targets, expected.targets));
+  // Normalised data passes through untouched.
+  EXPECT_TRUE(torch::equal(NormalizeFashionMnist(expected).inputs,
+                           expected.inputs));
+}
+
+TEST(FashionMnistTest, AGzipTrailerThatLiesOnlyCostsAReallocation) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/lying.gz");
+  const std::string payload = Images(3);
+  WriteGzip(path, payload);
+  absl::StatusOr<std::string> bytes = ReadFile(path);
+  ASSERT_TRUE(bytes.ok());
+  for (const char size : {'\x01', '\xff'}) {  // 1 byte, then ~4 GiB.
+    std::string lying = *bytes;
+    lying.replace(lying.size() - 4, 4, std::string(4, size));
+    ASSERT_TRUE(WriteFileAtomically(path, lying).ok());
+    absl::StatusOr<std::string> read = ReadMaybeGzip(path);
+    // zlib checks the length too: a lying trailer is a corrupt stream.
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+  }
+  const std::string plain = absl::StrCat(::testing::TempDir(), "/plain.idx");
+  ASSERT_TRUE(WriteFileAtomically(plain, payload).ok());
+  EXPECT_EQ(*ReadMaybeGzip(plain), payload);
+}
+
 TEST(FashionMnistTest, TruncatedGzipIsDataLoss) {
   const std::string path = absl::StrCat(::testing::TempDir(), "/cut.gz");
   const std::string full = absl::StrCat(::testing::TempDir(), "/full.gz");

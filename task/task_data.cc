@@ -41,7 +41,7 @@ class ImageTaskData : public TaskData {
         model::SplitPublic(train_.size(), spec().simulation.public_fraction,
                            spec().simulation.seed);
     if (!split.ok()) return split.status();
-    return model::Subset(train_, split->public_indices);
+    return Select(split->public_indices);
   }
 
   absl::StatusOr<model::Dataset> Eval() override {
@@ -56,7 +56,7 @@ class ImageTaskData : public TaskData {
     if (!parts.ok()) return parts.status();
     std::vector<model::Dataset> out;
     for (const std::vector<int64_t>& part : *parts) {
-      absl::StatusOr<model::Dataset> shard = model::Subset(train_, part);
+      absl::StatusOr<model::Dataset> shard = Select(part);
       if (!shard.ok()) return shard.status();
       out.push_back(*std::move(shard));
     }
@@ -67,7 +67,7 @@ class ImageTaskData : public TaskData {
     if (index < 0 || index >= count) return TaskData::Shard(index, count);
     absl::StatusOr<model::Partition> parts = Partition(count);
     if (!parts.ok()) return parts.status();
-    return model::Subset(train_, (*parts)[static_cast<size_t>(index)]);
+    return Select((*parts)[static_cast<size_t>(index)]);
   }
 
   absl::StatusOr<model::Dataset> DeviceData(const std::string& path) override {
@@ -75,13 +75,22 @@ class ImageTaskData : public TaskData {
   }
 
  private:
+  // The training set stays as stored (uint8): a device keeps its shard
+  // and the coordinator the public split, each normalised once selected,
+  // so neither holds the whole set as float32.
   absl::Status LoadTrain() {
     if (train_.size() > 0) return absl::OkStatus();
-    absl::StatusOr<model::Dataset> train =
-        model::LoadFashionMnist(spec().data.corpus, model::Split::kTrain);
+    absl::StatusOr<model::Dataset> train = model::LoadFashionMnistPixels(
+        spec().data.corpus, model::Split::kTrain);
     if (!train.ok()) return train.status();
     train_ = *std::move(train);
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<model::Dataset> Select(absl::Span<const int64_t> indices) {
+    absl::StatusOr<model::Dataset> subset = model::Subset(train_, indices);
+    if (!subset.ok()) return subset.status();
+    return model::NormalizeFashionMnist(*std::move(subset));
   }
 
   absl::StatusOr<model::Partition> Partition(int count) {
