@@ -149,6 +149,11 @@ absl::StatusOr<ExperimentResult> RunExperiment(const ExperimentOptions& options,
                options.spec.name.c_str(), metric.label.c_str(),
                metric.Format(result.base_value).c_str());
   PrintPlan(options, out);
+  if (!config.virtual_clock) {
+    absl::StatusOr<std::string> links = CheckLinks(config.links, out);
+    if (!links.ok()) return links.status();
+    result.link_check = *std::move(links);
+  }
 
   if (config.virtual_clock) {
     // Measured afresh for this build and machine, then shared by every
@@ -204,6 +209,9 @@ absl::StatusOr<ExperimentResult> RunExperiment(const ExperimentOptions& options,
 
   PrintSummaryTable(result.summaries, metric, out);
   std::fprintf(out, "device speeds: %s\n", result.cpu_mode.c_str());
+  if (!result.link_check.empty()) {
+    std::fprintf(out, "links: %s\n", result.link_check.c_str());
+  }
   std::fprintf(out, "fedge-sim: done in %.1f min; report %s, summary %s\n",
                absl::ToDoubleMinutes(absl::Now() - start),
                result.html_path.c_str(), result.json_path.c_str());
@@ -228,7 +236,8 @@ std::vector<std::string> ReportNotes(const ExperimentOptions& options,
           ? "Links: transfer time charged as RTT + bytes / the profile's rate."
           : "Links: one user-space link emulator per device (token bucket per "
             "direction plus half the RTT each way); transfer times are real "
-            "times of the bytes sent.",
+            "times of the bytes sent. Measured at start-up: " +
+                result.link_check + ".",
       absl::StrFormat(
           "Task %s (%s) on %s: %s shards%s (seed %d); %d local steps per "
           "round; base model held-out %s %s.",

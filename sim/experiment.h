@@ -35,6 +35,10 @@ struct ExperimentResult {
   double base_value = 0;  // The base model's metric.
   double target = 0;
   std::string cpu_mode;  // How device speeds were emulated.
+  // Real clock: each link profile's emulator measured at start-up against
+  // its claim ("wifi up 500 -> 497 Mbit/s, ..."); empty on the virtual
+  // clock, which charges the profiles' rates exactly.
+  std::string link_check;
   std::string json_path, html_path;
 };
 

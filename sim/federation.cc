@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -288,6 +289,40 @@ absl::StatusOr<std::vector<Strategy>> ParseStrategies(absl::string_view spec) {
   }
   if (out.empty()) return absl::InvalidArgumentError("no strategy given");
   return out;
+}
+
+absl::StatusOr<std::string> CheckLinks(const std::vector<std::string>& links,
+                                       FILE* out) {
+  std::vector<std::string> parts;
+  std::set<std::string> seen;
+  for (const std::string& spec : links) {
+    if (!seen.insert(spec).second) continue;
+    absl::StatusOr<transport::LinkProfile> link =
+        transport::ParseLinkProfile(spec);
+    if (!link.ok()) return link.status();
+    absl::StatusOr<transport::LinkCheck> check = transport::MeasureLink(*link);
+    if (!check.ok()) return check.status();
+    const bool off = check->max_error > kLinkTolerance;
+    parts.push_back(absl::StrFormat(
+        "%s up %.0f -> %.0f, down %.0f -> %.0f Mbit/s (%.0f%% off%s)",
+        check->link, check->uplink_mbps, check->achieved_uplink_mbps,
+        check->downlink_mbps, check->achieved_downlink_mbps,
+        100 * check->max_error, off ? ", OVER TOLERANCE" : ""));
+    if (off) {
+      std::fprintf(out,
+                   "fedge-sim: WARNING: the %s link emulator is %.0f%% off "
+                   "its profile on this machine (up %.0f of %.0f Mbit/s, "
+                   "down %.0f of %.0f): transfer times in this run are "
+                   "those of a different link\n",
+                   check->link.c_str(), 100 * check->max_error,
+                   check->achieved_uplink_mbps, check->uplink_mbps,
+                   check->achieved_downlink_mbps, check->downlink_mbps);
+    }
+  }
+  std::string line = absl::StrJoin(parts, "; ");
+  std::fprintf(out, "fedge-sim: links measured: %s\n", line.c_str());
+  std::fflush(out);
+  return line;
 }
 
 absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,

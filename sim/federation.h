@@ -69,6 +69,16 @@ struct Strategy {
 // naming an unknown entry.
 absl::StatusOr<std::vector<Strategy>> ParseStrategies(absl::string_view spec);
 
+// Measures each distinct link profile of `links` through the emulator
+// (transport::MeasureLink, about a second each) before a real-clock run,
+// so that no run emulates a slower link than it claims without saying so:
+// prints a warning on `out` for each whose time is off its ideal by more
+// than kLinkTolerance. Returns the one-line account for the summary and
+// the report. InvalidArgument for an unknown profile.
+inline constexpr double kLinkTolerance = 0.10;
+absl::StatusOr<std::string> CheckLinks(const std::vector<std::string>& links,
+                                       FILE* out);
+
 struct StrategyOutcome {
   StrategyRun run;
   std::string cpu_mode;  // How device speeds were emulated.

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 
@@ -237,20 +239,24 @@ ShapingOptions ShapingOptions::FromProfile(const LinkProfile& link) {
   return o;
 }
 
-absl::StatusOr<std::unique_ptr<ShapingProxy>> ShapingProxy::Start(
-    const std::string& target_host, int target_port,
-    const ShapingOptions& options, int listen_port) {
-  if (options.uplink_bytes_per_s < 0 || options.downlink_bytes_per_s < 0 ||
-      options.burst_bytes < 1 || options.one_way_delay < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        "shaping proxy: bad rates, burst or delay");
-  }
+namespace {
+
+struct Listener {
+  int fd;
+  int port;
+};
+
+// A listening socket on 127.0.0.1:port (0: an ephemeral port).
+absl::StatusOr<Listener> ListenLoopback(int port, absl::string_view who) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::UnavailableError("shaping proxy: socket() failed");
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat(who, ": socket() failed: ",
+                                               std::strerror(errno)));
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(listen_port));
+  addr.sin_port = htons(static_cast<uint16_t>(port));
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   socklen_t length = sizeof(addr);
@@ -260,10 +266,132 @@ absl::StatusOr<std::unique_ptr<ShapingProxy>> ShapingProxy::Start(
     const std::string error = std::strerror(errno);
     ::close(fd);
     return absl::UnavailableError(
-        absl::StrCat("shaping proxy: cannot listen: ", error));
+        absl::StrCat(who, ": cannot listen: ", error));
   }
+  return Listener{fd, ntohs(addr.sin_port)};
+}
+
+// Sends all of `bytes`; false if the connection failed.
+bool SendAll(int fd, absl::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// Reads exactly `count` bytes (discarded); false if the connection ended.
+bool ReadExactly(int fd, int64_t count) {
+  char buffer[1 << 16];
+  while (count > 0) {
+    const ssize_t n = ::read(
+        fd, buffer, static_cast<size_t>(std::min<int64_t>(count, sizeof(buffer))));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    count -= n;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ShapingProxy>> ShapingProxy::Start(
+    const std::string& target_host, int target_port,
+    const ShapingOptions& options, int listen_port) {
+  if (options.uplink_bytes_per_s < 0 || options.downlink_bytes_per_s < 0 ||
+      options.burst_bytes < 1 || options.one_way_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "shaping proxy: bad rates, burst or delay");
+  }
+  absl::StatusOr<Listener> listener =
+      ListenLoopback(listen_port, "shaping proxy");
+  if (!listener.ok()) return listener.status();
   return std::unique_ptr<ShapingProxy>(new ShapingProxy(
-      target_host, target_port, options, fd, ntohs(addr.sin_port)));
+      target_host, target_port, options, listener->fd, listener->port));
+}
+
+absl::StatusOr<LinkCheck> MeasureLink(const LinkProfile& link,
+                                      double seconds) {
+  if (!(link.uplink_mbps > 0) || !(link.downlink_mbps > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "link check of ", link.name, ": needs both rates, got ",
+        link.uplink_mbps, " up and ", link.downlink_mbps, " down Mbit/s"));
+  }
+  auto size_for = [seconds](double bytes_per_s) {
+    return std::clamp<int64_t>(static_cast<int64_t>(bytes_per_s * seconds),
+                               64 << 10, 64000000);
+  };
+  const int64_t up = size_for(link.uplink_bytes_per_s());
+  const int64_t down = size_for(link.downlink_bytes_per_s());
+  absl::StatusOr<Listener> far = ListenLoopback(0, "link check");
+  if (!far.ok()) return far.status();
+  // The far end: takes the upload, acknowledges it with one byte, then
+  // answers a one-byte request with the download.
+  std::thread peer([&far, up, down] {
+    const int c = ::accept(far->fd, nullptr, nullptr);
+    if (c < 0) return;
+    const std::string payload(static_cast<size_t>(down), 'd');
+    char byte = 'a';
+    (void)(ReadExactly(c, up) && SendAll(c, {&byte, 1}) && ReadExactly(c, 1) &&
+           SendAll(c, payload));
+    ::close(c);
+  });
+  absl::StatusOr<std::unique_ptr<ShapingProxy>> proxy = ShapingProxy::Start(
+      "127.0.0.1", far->port, ShapingOptions::FromProfile(link));
+  absl::StatusOr<LinkCheck> result = absl::UnavailableError(absl::StrCat(
+      "link check of ", link.name, ": the connection through the emulator "
+      "failed"));
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (proxy.ok() && fd >= 0) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>((*proxy)->port()));
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    const std::string payload(static_cast<size_t>(up), 'u');
+    char byte = 'r';
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      const Clock::time_point t0 = Clock::now();
+      const bool uploaded = SendAll(fd, payload) && ReadExactly(fd, 1);
+      const Clock::time_point t1 = Clock::now();
+      const bool downloaded =
+          uploaded && SendAll(fd, {&byte, 1}) && ReadExactly(fd, down);
+      const Clock::time_point t2 = Clock::now();
+      if (downloaded) {
+        const double rtt = absl::ToDoubleSeconds(link.rtt);
+        auto check = [&](double measured, int64_t bytes, bool uplink,
+                         double* achieved_mbps) {
+          const double ideal =
+              absl::ToDoubleSeconds(IdealTransferTime(link, bytes, uplink));
+          *achieved_mbps = 8e-6 * static_cast<double>(bytes) /
+                           std::max(measured - rtt, 1e-9);
+          return std::abs(measured - ideal) / ideal;
+        };
+        LinkCheck c;
+        c.link = link.name;
+        c.bytes_up = up;
+        c.bytes_down = down;
+        c.uplink_mbps = link.uplink_mbps;
+        c.downlink_mbps = link.downlink_mbps;
+        c.max_error = std::max(
+            check(std::chrono::duration<double>(t1 - t0).count(), up, true,
+                  &c.achieved_uplink_mbps),
+            check(std::chrono::duration<double>(t2 - t1).count(), down, false,
+                  &c.achieved_downlink_mbps));
+        result = c;
+      }
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  // Unblocks the peer's accept if no connection came.
+  ::shutdown(far->fd, SHUT_RDWR);
+  peer.join();
+  ::close(far->fd);
+  if (!proxy.ok()) return proxy.status();
+  return result;
 }
 
 ShapingProxy::ShapingProxy(std::string host, int target_port,

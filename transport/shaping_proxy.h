@@ -38,6 +38,26 @@ struct ShapingOptions {
   static ShapingOptions FromProfile(const LinkProfile& link);
 };
 
+// What an emulated link achieved against what its profile claims.
+struct LinkCheck {
+  std::string link;  // The profile's name.
+  int64_t bytes_up = 0, bytes_down = 0;  // Sent each way.
+  double uplink_mbps = 0, downlink_mbps = 0;  // Claimed.
+  // Rates achieved, from the measured times less the profile's RTT.
+  double achieved_uplink_mbps = 0, achieved_downlink_mbps = 0;
+  // |measured - ideal| / ideal of the worse direction, the ideal being
+  // IdealTransferTime (bytes / rate + RTT).
+  double max_error = 0;
+};
+
+// Sends a payload through a ShapingProxy with `link`'s profile over
+// loopback, up and then down, raw TCP (the emulator alone, no gRPC), each
+// way sized to take about `seconds` at the claimed rate (64 KiB to 64 MB).
+// InvalidArgument for a profile without both rates; Unavailable if
+// loopback sockets fail. Runs for about 2 x `seconds`.
+absl::StatusOr<LinkCheck> MeasureLink(const LinkProfile& link,
+                                      double seconds = 0.5);
+
 class ShapingProxy {
  public:
   // Listens on 127.0.0.1:listen_port (0: an ephemeral port) and forwards

@@ -135,6 +135,33 @@ TEST(ShapingProxyTest, NeverFasterThanTheBucketAndTheDelay) {
   EXPECT_GE(seconds, (1e6 - options.burst_bytes) / 2e6 + 0.08 - 0.005);
 }
 
+TEST(MeasureLinkTest, SizesThePayloadsAndNeverReportsAFasterLink) {
+  LinkProfile link{"test", 16, 32, absl::Milliseconds(20)};
+
+  absl::StatusOr<LinkCheck> check = MeasureLink(link, 0.25);
+
+  ASSERT_TRUE(check.ok()) << check.status();
+  EXPECT_EQ(check->link, "test");
+  EXPECT_EQ(check->bytes_up, 500000);  // 0.25 s at 2 MB/s.
+  EXPECT_EQ(check->bytes_down, 1000000);
+  EXPECT_EQ(check->uplink_mbps, 16);
+  EXPECT_EQ(check->downlink_mbps, 32);
+  // Upper bounds only (load can slow the emulator, never speed it up): one
+  // bucket of burst is all it can run ahead.
+  EXPECT_GT(check->achieved_uplink_mbps, 0);
+  EXPECT_LE(check->achieved_uplink_mbps, 16 * 1.05);
+  EXPECT_GT(check->achieved_downlink_mbps, 0);
+  EXPECT_LE(check->achieved_downlink_mbps, 32 * 1.05);
+  EXPECT_GE(check->max_error, 0);
+}
+
+TEST(MeasureLinkTest, AProfileWithoutARateIsRefused) {
+  EXPECT_EQ(MeasureLink(LinkProfile{"none", 0, 10, absl::ZeroDuration()})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ShapingProxyTest, GrpcDownloadThroughACutLinkResumes) {
   TransferStore store;
   std::string bytes(3 << 20, 'q');
