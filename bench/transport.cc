@@ -44,6 +44,9 @@ ABSL_FLAG(std::string, only, "",
 ABSL_FLAG(int64_t, throughput_mb, 100, "Payload for the throughput part.");
 ABSL_FLAG(int64_t, link_mb, 10, "Update size for the links part.");
 ABSL_FLAG(int64_t, memory_mb, 300, "Tensor set for the memory part.");
+ABSL_FLAG(int64_t, chunk_kb, 0,
+          "Chunk size of the throughput and links parts (0: fedge's "
+          "default, transport::kDefaultChunkBytes).");
 ABSL_FLAG(int64_t, window_kb, -1,
           "HTTP/2 stream window for the throughput and memory parts (-1: "
           "fedge's default, 0: gRPC's adaptive BDP-probed window).");
@@ -81,6 +84,11 @@ class BufferSink final : public ft::ChunkSink {
   }
   std::string buffer;
 };
+
+int64_t ChunkBytes() {
+  const int64_t kb = absl::GetFlag(FLAGS_chunk_kb);
+  return kb > 0 ? kb * 1024 : ft::kDefaultChunkBytes;
+}
 
 ft::ChannelOptions BenchChannel() {
   ft::ChannelOptions options;
@@ -165,7 +173,7 @@ void Throughput() {
   for (int round = 0; round < 3; ++round) {
     BufferSink sink;
     const auto start = Clock::now();
-    Check(client.Download("bench", "model", ft::kDefaultChunkBytes, &sink));
+    Check(client.Download("bench", "model", ChunkBytes(), &sink));
     best_grpc = std::max(best_grpc, bytes / 1e6 / Since(start));
     best_tcp = std::max(best_tcp, RawTcpMbPerS(payload));
   }
@@ -289,9 +297,9 @@ void Links() {
     const ft::TransferInfo info = Check(ft::DescribePayload(
         source, "update-" + link.name, 0, ft::PayloadFormat::kEncodedUpdate));
     const auto start = Clock::now();
-    Check(client.Upload("bench", info, source, ft::kDefaultChunkBytes));
+    Check(client.Upload("bench", info, source, ChunkBytes()));
     const double measured = Since(start);
-    Check(server.store.CompletedUpload(info.transfer_id));
+    Check(server.store.CompletedUpload(info.transfer_id).status());
     server.store.DropUpload(info.transfer_id);
     const double ideal =
         absl::ToDoubleSeconds(ft::IdealTransferTime(link, bytes, true));

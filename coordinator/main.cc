@@ -30,6 +30,16 @@ ABSL_FLAG(int64_t, validation_examples, 256,
           "global model (--reward_pruning_cost); 0: not measured.");
 ABSL_FLAG(std::string, run_dir, "runs/coordinator",
           "Where clients.csv, rounds.csv and checkpoint/ go.");
+ABSL_FLAG(std::string, upload_staging_dir, "",
+          "Where uploads wait between their last byte and the acceptance of "
+          "their update, as unnamed files that vanish with the coordinator "
+          "(empty: RUN_DIR/uploads). Dense updates are the model's size: on "
+          "disk, the coordinator's memory does not grow with the devices "
+          "uploading at once.");
+ABSL_FLAG(int64_t, upload_staging_min_kb, 1024,
+          "Uploads declaring at least this many KiB go to "
+          "--upload_staging_dir, smaller ones (LoRA adapters) stay in memory; "
+          "-1: every upload in memory.");
 ABSL_FLAG(bool, resume, false,
           "Continue the federation checkpointed in --run_dir (an error if "
           "there is no checkpoint).");
@@ -66,6 +76,12 @@ ABSL_FLAG(int, rpc_workers, 4,
           "builds), the other SubmitUpdate (decoding, folding) and split "
           "steps, so that gRPC's own threads only read requests and answer "
           "(>= 1).");
+ABSL_FLAG(int64_t, decode_budget_mb, 64,
+          "MiB of uploaded updates decoded, checked and folded at once; "
+          "further submissions wait their turn, their uploads staged. Bounds "
+          "the coordinator's memory with dense updates (each costs a few "
+          "times its size in hand; one larger than the budget runs alone). "
+          "0: no bound.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads for evaluation (0: all).");
 ABSL_FLAG(bool, quiet, false, "No per-round progress lines.");
 
@@ -94,6 +110,14 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
     return absl::InvalidArgumentError("--eval_every must be >= 1");
   }
   c.run_dir = absl::GetFlag(FLAGS_run_dir);
+  c.upload_staging_dir = absl::GetFlag(FLAGS_upload_staging_dir);
+  const int64_t staging_kb = absl::GetFlag(FLAGS_upload_staging_min_kb);
+  if (staging_kb < -1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--upload_staging_min_kb must be -1 (memory) or >= 0, not ",
+        staging_kb));
+  }
+  c.upload_staging_min_bytes = staging_kb < 0 ? -1 : staging_kb * 1024;
   c.resume = absl::GetFlag(FLAGS_resume);
   c.resume_if_present = absl::GetFlag(FLAGS_resume_if_present);
   c.listen = absl::GetFlag(FLAGS_listen);
@@ -137,6 +161,13 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
   }
   c.service.stream_idle_timeout =
       idle > 0 ? absl::Seconds(idle) : absl::InfiniteDuration();
+  const int64_t decode_budget_mb = absl::GetFlag(FLAGS_decode_budget_mb);
+  if (decode_budget_mb < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--decode_budget_mb must be >= 0 (0: no bound), not ",
+        decode_budget_mb));
+  }
+  c.service.decode_budget_bytes = decode_budget_mb << 20;
   c.service.workers = absl::GetFlag(FLAGS_rpc_workers);
   if (c.service.workers < 1) {
     return absl::InvalidArgumentError(

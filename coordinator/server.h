@@ -39,6 +39,11 @@ struct ServerConfig {
   // measured.
   int64_t validation_examples = 256;
   std::string run_dir = "runs/coordinator";  // CSVs and the checkpoint.
+  // Where uploads of at least upload_staging_min_bytes wait for their
+  // submission (unnamed files; transport::UploadStaging). Empty:
+  // run_dir/uploads. A negative minimum keeps every upload in memory.
+  std::string upload_staging_dir;
+  int64_t upload_staging_min_bytes = 1 << 20;
   bool resume = false;             // Require a checkpoint and continue it.
   bool resume_if_present = false;  // Continue one if there is, else start.
   std::string listen = "127.0.0.1:7070";  // Port 0 picks a free port.

@@ -149,6 +149,7 @@ CoordinatorService::CoordinatorService(Engine* engine,
       metrics_(metrics),
       registrations_(options_.max_registrations_per_s,
                      options_.registration_burst),
+      decode_budget_(options_.decode_budget_bytes),
       task_workers_(std::make_unique<WorkerPool>(options_.workers)),
       update_workers_(std::make_unique<WorkerPool>(options_.workers)) {}
 
@@ -381,12 +382,22 @@ absl::Status CoordinatorService::DoSubmit(const v1::UpdateReport& report) {
       transport::FromProto(report.importance());
   if (!importance.ok()) return importance.status();
   s.importance = std::move(*importance);
-  absl::StatusOr<std::shared_ptr<const std::string>> bytes =
+  // One budget of updates in hand at a time; the rest wait staged.
+  absl::StatusOr<std::pair<int64_t, transport::TransferInfo>> progress =
+      store_->UploadProgress(report.upload_transfer_id());
+  if (!progress.ok()) return progress.status();
+  const ByteBudget::Lease lease =
+      decode_budget_.Acquire(progress->second.total_bytes);
+  absl::StatusOr<std::shared_ptr<const transport::PayloadBytes>> bytes =
       store_->CompletedUpload(report.upload_transfer_id());
   if (!bytes.ok()) return bytes.status();
+  // The wire size the coordinator itself received.
+  const auto bytes_up = static_cast<int64_t>((*bytes)->view().size());
   const transport::CodecOptions codec = UploadCodec(engine_options_);
   absl::StatusOr<NamedTensors> update =
-      transport::DecodeUpdate(**bytes, options_.decode_limits, &codec);
+      transport::DecodeUpdate((*bytes)->view(), options_.decode_limits, &codec);
+  // Decoded: a staged upload's mapping goes now, not after the fold.
+  bytes->reset();
   if (!update.ok()) return update.status();
   s.update = std::move(*update);
   s.carries_change = transport::CarriesChange(codec.codec);
@@ -395,8 +406,7 @@ absl::Status CoordinatorService::DoSubmit(const v1::UpdateReport& report) {
   s.loss_after = report.loss_after();
   s.split_steps = report.split_steps();
   s.timings = TimingsFromProto(report.timings());
-  // The wire size the coordinator itself received.
-  s.timings.bytes_up = static_cast<int64_t>((*bytes)->size());
+  s.timings.bytes_up = bytes_up;
   absl::Status accepted = engine_->Submit(s, options_.clock());
   if (accepted.ok()) store_->DropUpload(report.upload_transfer_id());
   return accepted;

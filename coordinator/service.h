@@ -6,11 +6,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
 #include "absl/time/time.h"
 
+#include "coordinator/byte_budget.h"
 #include "coordinator/engine.h"
 #include "coordinator/rate_limiter.h"
 #include "coordinator/worker_pool.h"
@@ -49,6 +51,11 @@ struct ServiceOptions {
   // other SubmitUpdate (decoding, checks, folding, which wait on each
   // other) and split steps, so that polls never queue behind folds (>= 1).
   int workers = 4;
+  // Uploaded bytes decoded, checked and folded at once (ByteBudget); a
+  // submission beyond it waits, its upload staged. Bounds the memory of
+  // dense updates, each a few times its size while in hand; LoRA updates
+  // (kilobytes) never wait. <= 0: no bound.
+  int64_t decode_budget_bytes = 64 << 20;
   std::function<absl::Time()> clock;  // Default absl::Now().
   // Called after each accepted update, outside the engine's lock: it may
   // have completed its round, which the next Engine::Tick closes (the
@@ -136,6 +143,11 @@ class CoordinatorService : public transport::TransferService {
   const ServiceOptions options_;
   metrics::Registry* const metrics_;  // Not owned; may be null.
   RateLimiter registrations_;
+  ByteBudget decode_budget_;
+  absl::Mutex delta_mu_;
+  // Digest of the unpruned dense payload of the last two model versions
+  // tasks were answered for.
+  std::map<int64_t, std::string> full_digests_ ABSL_GUARDED_BY(delta_mu_);
   // Last: joined first.
   std::unique_ptr<WorkerPool> task_workers_;    // GetTask.
   std::unique_ptr<WorkerPool> update_workers_;  // SubmitUpdate, split steps.

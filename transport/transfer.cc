@@ -98,11 +98,29 @@ absl::StatusOr<TransferInfo> DescribePayload(const PayloadSource& source,
 }
 
 absl::Status StringSink::Write(int64_t offset, absl::string_view data) {
-  if (offset != static_cast<int64_t>(bytes_.size())) {
+  if (offset != static_cast<int64_t>(bytes_->size())) {
     return absl::InternalError("string sink: bytes out of order");
   }
-  bytes_.append(data.data(), data.size());
+  bytes_->append(data.data(), data.size());
   return absl::OkStatus();
+}
+
+namespace {
+
+class SharedStringBytes final : public PayloadBytes {
+ public:
+  explicit SharedStringBytes(std::shared_ptr<const std::string> bytes)
+      : bytes_(std::move(bytes)) {}
+  absl::string_view view() const override { return *bytes_; }
+
+ private:
+  std::shared_ptr<const std::string> bytes_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const PayloadBytes>> StringSink::Read() {
+  return std::make_shared<SharedStringBytes>(bytes_);
 }
 
 absl::Status TensorSink::Write(int64_t offset, absl::string_view data) {

@@ -8,7 +8,8 @@
 // materialising it (header bytes, then each tensor's bytes read in place).
 // Receiver side: a ChunkAssembler accepts consecutive chunks, hashes them,
 // and hands the bytes to a sink: StringSink for small payloads (updates),
-// TensorSink to rebuild named tensors directly in their own storage.
+// FileSink (file_sink.h) to stage large ones on disk, TensorSink to
+// rebuild named tensors directly in their own storage.
 #pragma once
 
 #include <cstdint>
@@ -96,19 +97,36 @@ class ChunkSink {
   virtual absl::Status Write(int64_t offset, absl::string_view data) = 0;
 };
 
-// Accumulates the payload in memory.
-class StringSink final : public ChunkSink {
+// A complete payload's bytes, read-only, valid while this object lives.
+class PayloadBytes {
  public:
+  virtual ~PayloadBytes() = default;
+  virtual absl::string_view view() const = 0;
+};
+
+// A sink that keeps the whole payload, to be read once every byte arrived.
+class StoringSink : public ChunkSink {
+ public:
+  // The bytes written, for as long as the caller holds them (they outlive
+  // the sink). May be called more than once.
+  virtual absl::StatusOr<std::shared_ptr<const PayloadBytes>> Read() = 0;
+};
+
+// Accumulates the payload in memory.
+class StringSink final : public StoringSink {
+ public:
+  StringSink() : bytes_(std::make_shared<std::string>()) {}
   // Reserves the declared size (the store checked it against its limits
   // first), so a large payload is not copied as the string grows.
   void Begin(const TransferInfo& info) override {
-    bytes_.reserve(static_cast<size_t>(info.total_bytes));
+    bytes_->reserve(static_cast<size_t>(info.total_bytes));
   }
   absl::Status Write(int64_t offset, absl::string_view data) override;
-  std::string& bytes() { return bytes_; }
+  absl::StatusOr<std::shared_ptr<const PayloadBytes>> Read() override;
+  std::string& bytes() { return *bytes_; }
 
  private:
-  std::string bytes_;
+  std::shared_ptr<std::string> bytes_;
 };
 
 // Rebuilds the named tensors of a safetensors payload as it streams in:

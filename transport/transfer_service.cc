@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
+#include "transport/file_sink.h"
 #include "transport/status_convert.h"
 
 namespace fedge::transport {
@@ -292,8 +293,21 @@ absl::Status TransferStore::BeginUpload(const TransferInfo& info) {
   // New, or a different payload under the same id: the device re-encoded
   // its update (after a refusal, or a restart mid-upload), which replaces
   // what was stored.
+  std::unique_ptr<StoringSink> sink;
+  if (!staging_.dir.empty() && info.total_bytes >= staging_.min_bytes) {
+    absl::StatusOr<std::unique_ptr<FileSink>> file =
+        FileSink::Create(staging_.dir);
+    if (!file.ok()) {
+      return absl::Status(file.status().code(),
+                          absl::StrCat("upload ", info.transfer_id, ": ",
+                                       file.status().message()));
+    }
+    sink = *std::move(file);
+  } else {
+    sink = std::make_unique<StringSink>();
+  }
   absl::StatusOr<std::unique_ptr<ChunkAssembler>> assembler =
-      ChunkAssembler::Create(info, std::make_unique<StringSink>(), limits_);
+      ChunkAssembler::Create(info, std::move(sink), limits_);
   if (!assembler.ok()) return assembler.status();
   auto entry = std::make_shared<UploadEntry>();
   {
@@ -312,7 +326,7 @@ absl::Status TransferStore::AppendUpload(const std::string& transfer_id,
   if (!entry)
     return absl::NotFoundError(absl::StrCat("no upload ", transfer_id));
   absl::MutexLock lock(&entry->mu);
-  if (entry->bytes != nullptr) {
+  if (entry->complete) {
     // Complete already: a resumed stream that had nothing left to send.
     if (data.empty() && offset == entry->assembler->committed()) {
       return absl::OkStatus();
@@ -338,8 +352,7 @@ absl::Status TransferStore::AppendUpload(const std::string& transfer_id,
                      "; the upload was dropped: send it "
                      "again from offset 0"));
   }
-  entry->bytes = std::make_shared<const std::string>(
-      std::move(static_cast<StringSink*>(entry->assembler->sink())->bytes()));
+  entry->complete = true;
   return absl::OkStatus();
 }
 
@@ -361,13 +374,15 @@ absl::StatusOr<std::pair<int64_t, TransferInfo>> TransferStore::UploadProgress(
                         entry->assembler->info());
 }
 
-absl::StatusOr<std::shared_ptr<const std::string>>
+absl::StatusOr<std::shared_ptr<const PayloadBytes>>
 TransferStore::CompletedUpload(const std::string& transfer_id) {
   std::shared_ptr<UploadEntry> entry = FindUpload(transfer_id);
   if (!entry)
     return absl::NotFoundError(absl::StrCat("no upload ", transfer_id));
   absl::MutexLock lock(&entry->mu);
-  if (entry->bytes != nullptr) return entry->bytes;
+  if (entry->complete) {
+    return static_cast<StoringSink*>(entry->assembler->sink())->Read();
+  }
   // AppendUpload verifies the last byte and BeginUpload refuses empty
   // payloads, so an upload without bytes is incomplete.
   return absl::FailedPreconditionError(absl::StrCat(

@@ -28,6 +28,15 @@
 
 namespace fedge::transport {
 
+// Where uploads wait, from their first byte until DropUpload: in memory,
+// or, those that declare at least `min_bytes` when `dir` is set, in
+// unnamed files in `dir` (FileSink), so that the store's memory does not
+// grow with the number of large uploads in flight.
+struct UploadStaging {
+  std::string dir;  // Empty: every upload in memory.
+  int64_t min_bytes = 1 << 20;
+};
+
 // Thread-safe.
 class TransferStore {
  public:
@@ -35,8 +44,11 @@ class TransferStore {
   // ExpectUpload (a coordinator: one upload per task, of a bounded size),
   // so a peer cannot make the store buffer uploads nobody asked for.
   explicit TransferStore(AssemblerLimits limits = {},
-                         bool expected_uploads_only = false)
-      : limits_(limits), expected_only_(expected_uploads_only) {}
+                         bool expected_uploads_only = false,
+                         UploadStaging staging = {})
+      : limits_(limits),
+        expected_only_(expected_uploads_only),
+        staging_(std::move(staging)) {}
 
   // Makes a payload downloadable under info.transfer_id (replacing any).
   void Offer(const TransferInfo& info,
@@ -67,11 +79,14 @@ class TransferStore {
   // a malformed or empty header or one that says
   // PayloadFormat::kSafetensors (an upload is an update); ResourceExhausted
   // over the limits or the announced size; NotFound if uploads must be
-  // announced and this one was not (or its round has been withdrawn).
+  // announced and this one was not (or its round has been withdrawn);
+  // Unavailable if the staging directory cannot take a file.
   absl::Status BeginUpload(const TransferInfo& info) ABSL_LOCKS_EXCLUDED(mu_);
   // Appends at `offset` (which must equal the committed size). The chunk
   // that completes the payload is followed by the digest check: DataLoss
   // on a mismatch, and the upload is dropped (send it again from 0).
+  // Unavailable if the staging file cannot be written (disk full); what
+  // was committed before stays.
   absl::Status AppendUpload(const std::string& transfer_id, int64_t offset,
                             absl::string_view data) ABSL_LOCKS_EXCLUDED(mu_);
   // Bytes committed so far; NotFound if the upload is unknown.
@@ -83,10 +98,11 @@ class TransferStore {
       const std::string& transfer_id) const ABSL_LOCKS_EXCLUDED(mu_);
   // The bytes of a complete, verified upload. It stays stored (a refused
   // submission must not destroy the upload it names) until DropUpload,
-  // a replacing BeginUpload or Withdraw. FailedPrecondition if incomplete
-  // (the message says how far it got), NotFound if unknown (or dropped
-  // after a digest mismatch).
-  absl::StatusOr<std::shared_ptr<const std::string>> CompletedUpload(
+  // a replacing BeginUpload or Withdraw; the bytes returned stay valid
+  // while the caller holds them. FailedPrecondition if incomplete (the
+  // message says how far it got), NotFound if unknown (or dropped after a
+  // digest mismatch), Unavailable if a staged file cannot be mapped.
+  absl::StatusOr<std::shared_ptr<const PayloadBytes>> CompletedUpload(
       const std::string& transfer_id) ABSL_LOCKS_EXCLUDED(mu_);
   // Forgets an upload (once its update was accepted).
   void DropUpload(const std::string& transfer_id) ABSL_LOCKS_EXCLUDED(mu_);
@@ -102,9 +118,10 @@ class TransferStore {
   // One upload; its own lock keeps appends to different uploads parallel.
   struct UploadEntry {
     absl::Mutex mu;
+    // Its sink is a StoringSink.
     std::unique_ptr<ChunkAssembler> assembler ABSL_GUARDED_BY(mu);
     // Set once the payload is complete and its digest matched.
-    std::shared_ptr<const std::string> bytes ABSL_GUARDED_BY(mu);
+    bool complete ABSL_GUARDED_BY(mu) = false;
   };
   std::shared_ptr<UploadEntry> FindUpload(const std::string& transfer_id) const
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -120,6 +137,7 @@ class TransferStore {
 
   const AssemblerLimits limits_;
   const bool expected_only_;
+  const UploadStaging staging_;
   mutable absl::Mutex mu_;
   std::map<std::string, Offered> offered_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Expected> expected_ ABSL_GUARDED_BY(mu_);

@@ -64,7 +64,8 @@ class FlakySource final : public PayloadSource {
   const int64_t fail_at_;
 };
 
-class TransferServiceTest : public ::testing::Test {
+// Every test runs twice: uploads staged in memory, and in files.
+class TransferServiceTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     grpc::ServerBuilder builder;
@@ -83,14 +84,24 @@ class TransferServiceTest : public ::testing::Test {
     return retry;
   }
 
-  TransferStore store_;
+  static UploadStaging Staging(bool on_disk) {
+    UploadStaging staging;
+    if (on_disk) {
+      staging.dir = ::testing::TempDir();
+      staging.min_bytes = 1;
+    }
+    return staging;
+  }
+
+  TransferStore store_{AssemblerLimits(), /*expected_uploads_only=*/false,
+                       Staging(GetParam())};
   TransferService service_{&store_};
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 
-TEST_F(TransferServiceTest, DownloadsTensorsInChunks) {
+TEST_P(TransferServiceTest, DownloadsTensorsInChunks) {
   const model::NamedTensors tensors = SomeTensors();
   std::shared_ptr<SafetensorsSource> source =
       *SafetensorsSource::Create(tensors);
@@ -110,7 +121,7 @@ TEST_F(TransferServiceTest, DownloadsTensorsInChunks) {
   EXPECT_EQ(stats.resumes, 0);
 }
 
-TEST_F(TransferServiceTest, BrokenDownloadResumesFromTheCommittedOffset) {
+TEST_P(TransferServiceTest, BrokenDownloadResumesFromTheCommittedOffset) {
   const model::NamedTensors tensors = SomeTensors();
   std::shared_ptr<SafetensorsSource> inner =
       *SafetensorsSource::Create(tensors);
@@ -133,13 +144,13 @@ TEST_F(TransferServiceTest, BrokenDownloadResumesFromTheCommittedOffset) {
   EXPECT_EQ(std::adjacent_find(offsets.begin(), offsets.end()), offsets.end());
 }
 
-TEST_F(TransferServiceTest, UnknownDownloadIsNotFound) {
+TEST_P(TransferServiceTest, UnknownDownloadIsNotFound) {
   TransferClient client(stub_.get(), FastRetry());
   EXPECT_EQ(client.DownloadTensors("d", "nope", 1000).status().code(),
             absl::StatusCode::kNotFound);
 }
 
-TEST_F(TransferServiceTest, UploadResumesAfterAPartialStream) {
+TEST_P(TransferServiceTest, UploadResumesAfterAPartialStream) {
   std::string payload(50000, '\0');
   for (size_t i = 0; i < payload.size(); ++i)
     payload[i] = static_cast<char>(i * 7);
@@ -168,10 +179,10 @@ TEST_F(TransferServiceTest, UploadResumesAfterAPartialStream) {
 
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->bytes, 30000);  // Only the missing part crossed.
-  absl::StatusOr<std::shared_ptr<const std::string>> received =
+  absl::StatusOr<std::shared_ptr<const PayloadBytes>> received =
       store_.CompletedUpload("update-1");
   ASSERT_TRUE(received.ok()) << received.status();
-  EXPECT_EQ(**received, payload);
+  EXPECT_EQ((*received)->view(), payload);
   // Kept until dropped: a refused submission must not destroy it.
   EXPECT_TRUE(store_.CompletedUpload("update-1").ok());
   store_.DropUpload("update-1");
@@ -179,7 +190,7 @@ TEST_F(TransferServiceTest, UploadResumesAfterAPartialStream) {
             absl::StatusCode::kNotFound);
 }
 
-TEST_F(TransferServiceTest, IncompleteUploadSaysHowFarItGot) {
+TEST_P(TransferServiceTest, IncompleteUploadSaysHowFarItGot) {
   StringSource source(std::string(1000, 'a'));
   const TransferInfo info =
       *DescribePayload(source, "half", 0, PayloadFormat::kEncodedUpdate);
@@ -196,7 +207,7 @@ TEST_F(TransferServiceTest, IncompleteUploadSaysHowFarItGot) {
   EXPECT_THAT(incomplete.message(), HasSubstr("400 of 1000 bytes"));
 }
 
-TEST_F(TransferServiceTest, ADifferentHeaderStartsTheUploadOver) {
+TEST_P(TransferServiceTest, ADifferentHeaderStartsTheUploadOver) {
   StringSource a(std::string(1000, 'a'));
   StringSource b(std::string(500, 'b'));
   const TransferInfo info_a =
@@ -208,14 +219,14 @@ TEST_F(TransferServiceTest, ADifferentHeaderStartsTheUploadOver) {
   // The device re-encoded its update (after a refusal or a restart).
   ASSERT_TRUE(client.Upload("d", info_b, b, 300).ok());
 
-  EXPECT_EQ(**store_.CompletedUpload("up"), std::string(500, 'b'));
+  EXPECT_EQ((*store_.CompletedUpload("up"))->view(), std::string(500, 'b'));
   // Uploading a complete payload again sends nothing and succeeds.
   absl::StatusOr<TransferStats> again = client.Upload("d", info_b, b, 300);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->bytes, 0);
 }
 
-TEST_F(TransferServiceTest, AnUploadIsNeverSafetensors) {
+TEST_P(TransferServiceTest, AnUploadIsNeverSafetensors) {
   StringSource source(std::string(10, 'a'));
   const TransferInfo info =
       *DescribePayload(source, "st", 0, PayloadFormat::kSafetensors);
@@ -227,7 +238,7 @@ TEST_F(TransferServiceTest, AnUploadIsNeverSafetensors) {
   EXPECT_THAT(status.message(), HasSubstr("PAYLOAD_FORMAT_ENCODED_UPDATE"));
 }
 
-TEST_F(TransferServiceTest, UploadRejectsBadStreams) {
+TEST_P(TransferServiceTest, UploadRejectsBadStreams) {
   StringSource source(std::string(1000, 'a'));
   TransferInfo info =
       *DescribePayload(source, "u", 0, PayloadFormat::kEncodedUpdate);
@@ -264,6 +275,28 @@ TEST_F(TransferServiceTest, UploadRejectsBadStreams) {
 
 // A coordinator-like store: only announced uploads, each of a bounded size
 // from one owner; stalled streams cancelled after 300 ms.
+INSTANTIATE_TEST_SUITE_P(Staging, TransferServiceTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Disk" : "Memory";
+                         });
+
+TEST(TransferStoreTest, AStagingDirectoryThatCannotTakeFilesIsUnavailable) {
+  TransferStore store(AssemblerLimits(), /*expected_uploads_only=*/false,
+                      UploadStaging{"/nonexistent/fedge-staging", 1000});
+  StringSource large(std::string(1000, 'a'));
+  StringSource small(std::string(999, 'b'));
+
+  const absl::Status refused = store.BeginUpload(
+      *DescribePayload(large, "large", 0, PayloadFormat::kEncodedUpdate));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(refused.message(), HasSubstr("/nonexistent/fedge-staging"));
+  // Below the threshold an upload stays in memory.
+  EXPECT_TRUE(store
+                  .BeginUpload(*DescribePayload(small, "small", 0,
+                                                PayloadFormat::kEncodedUpdate))
+                  .ok());
+}
+
 class GuardedTransferTest : public ::testing::Test {
  protected:
   // Allows an upload only when the test's `caller` is its owner.
@@ -321,7 +354,7 @@ TEST_F(GuardedTransferTest, OnlyAnnouncedUploadsOfTheirSizeFromTheirOwner) {
             absl::StatusCode::kPermissionDenied);  // Someone else's.
   service_.caller = "dev-a";
   ASSERT_TRUE(Send({First(info, std::string(1000, 'a'))}).ok());
-  EXPECT_EQ(**store_.CompletedUpload(info.transfer_id), std::string(1000, 'a'));
+  EXPECT_EQ((*store_.CompletedUpload(info.transfer_id))->view(), std::string(1000, 'a'));
 
   store_.Withdraw("round-1/");  // The round closed: nothing more expected.
   EXPECT_EQ(Send({First(info, std::string(1000, 'a'))}).code(),
@@ -376,7 +409,7 @@ TEST_F(GuardedTransferTest, SlowButSteadyUploadIsNotCancelled) {
   writer->WritesDone();
   ASSERT_TRUE(FromGrpcStatus(writer->Finish()).ok());
   EXPECT_EQ(service_.watchdog().cancelled(), 0);
-  EXPECT_EQ(**store_.CompletedUpload(info.transfer_id), std::string(1000, 'a'));
+  EXPECT_EQ((*store_.CompletedUpload(info.transfer_id))->view(), std::string(1000, 'a'));
 }
 
 // TLS over a real socket, with certificates from deploy/certs.

@@ -1,0 +1,92 @@
+#include "transport/file_sink.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace fedge::transport {
+namespace {
+
+absl::Status SystemError(absl::string_view what, const std::string& dir,
+                         int error) {
+  return absl::UnavailableError(absl::StrCat(what, " in upload staging ",
+                                             "directory ", dir, ": ",
+                                             std::strerror(error)));
+}
+
+class MappedBytes final : public PayloadBytes {
+ public:
+  MappedBytes(const void* data, size_t size) : data_(data), size_(size) {}
+  ~MappedBytes() override { munmap(const_cast<void*>(data_), size_); }
+  absl::string_view view() const override {
+    return absl::string_view(static_cast<const char*>(data_), size_);
+  }
+
+ private:
+  const void* data_;
+  size_t size_;
+};
+
+class EmptyBytes final : public PayloadBytes {
+ public:
+  absl::string_view view() const override { return {}; }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FileSink>> FileSink::Create(
+    const std::string& dir) {
+  int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    // A file system without O_TMPFILE: a named file, unlinked at once.
+    std::string path = dir + "/upload-XXXXXX";
+    fd = mkostemp(path.data(), O_CLOEXEC);
+    if (fd >= 0) unlink(path.c_str());
+  }
+  if (fd < 0) return SystemError("cannot create a file", dir, errno);
+  return std::unique_ptr<FileSink>(new FileSink(fd, dir));
+}
+
+FileSink::~FileSink() { close(fd_); }
+
+absl::Status FileSink::Write(int64_t offset, absl::string_view data) {
+  if (offset != size_) {
+    return absl::InternalError("file sink: bytes out of order");
+  }
+  int64_t end = offset;
+  for (absl::string_view rest = data; !rest.empty();) {
+    const ssize_t n = pwrite(fd_, rest.data(), rest.size(), end);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      // Nothing of this chunk counts: the same chunk may be sent again.
+      return SystemError(absl::StrCat("cannot write ", data.size(),
+                                      " bytes at offset ", offset),
+                         dir_, errno);
+    }
+    rest.remove_prefix(static_cast<size_t>(n));
+    end += n;
+  }
+  size_ = end;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const PayloadBytes>> FileSink::Read() {
+  if (size_ == 0) return std::make_shared<EmptyBytes>();
+  // Populated at once: the reader is about to touch every page, and one
+  // call is cheaper than a fault per page.
+  void* data = mmap(nullptr, static_cast<size_t>(size_), PROT_READ,
+                    MAP_PRIVATE | MAP_POPULATE, fd_, 0);
+  if (data == MAP_FAILED) {
+    return SystemError(absl::StrCat("cannot map ", size_, " staged bytes"),
+                       dir_, errno);
+  }
+  return std::make_shared<MappedBytes>(data, static_cast<size_t>(size_));
+}
+
+}  // namespace fedge::transport
