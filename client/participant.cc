@@ -220,6 +220,90 @@ void Participant::Heartbeat(int64_t round, const char* phase, double progress) {
   (void)link_->Heartbeat(request, absl::Now() + absl::Seconds(5));
 }
 
+absl::StatusOr<model::NamedTensors> Participant::DownloadPayload(
+    const v1::Task& task, RoundReport& report) {
+  const auto start = Clock::now();
+  absl::StatusOr<model::NamedTensors> payload =
+      absl::FailedPreconditionError("no compressed change to apply");
+  if (!task.delta_transfer_id().empty() && held_.has_value() &&
+      held_->sha256 == task.delta_base_sha256()) {
+    payload = RebuildFromDelta(task, report);
+    if (!payload.ok()) {
+      if (stop_) return payload.status();
+      // Still correct, only larger: the whole payload is always offered.
+      Say("download", task.round(), {},
+          absl::StrCat("round ", task.round(),
+                       " compressed download unusable (",
+                       payload.status().message(),
+                       "); downloading the whole model"));
+    }
+  }
+  if (!payload.ok()) {
+    transport::TensorSink sink;
+    absl::StatusOr<transport::TransferStats> down =
+        link_->Download(options_.device_id, task.adapter_transfer_id(),
+                        task.chunk_bytes(), &sink);
+    if (!down.ok()) return down.status();
+    payload = sink.Take();
+    if (!payload.ok()) return payload.status();
+    report.bytes_down += down->bytes;
+    report.raw_bytes_down = down->bytes;
+    report.transfer_resumes += down->resumes;
+    report.delta_download = false;
+  }
+  report.download_s =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  held_.reset();
+  if (task.dense() && !task.payload_sha256().empty()) {
+    // Training copies the weights into its model; these stay as received.
+    held_ = Held{task.payload_sha256(), *payload};
+  }
+  return payload;
+}
+
+absl::StatusOr<model::NamedTensors> Participant::RebuildFromDelta(
+    const v1::Task& task, RoundReport& report) {
+  transport::StringSink sink;
+  absl::StatusOr<transport::TransferStats> down = link_->Download(
+      options_.device_id, task.delta_transfer_id(), task.chunk_bytes(), &sink);
+  if (!down.ok()) return down.status();
+  report.bytes_down += down->bytes;
+  report.transfer_resumes += down->resumes;
+  absl::StatusOr<model::NamedTensors> change =
+      transport::DecodeUpdate(sink.bytes());
+  if (!change.ok()) return change.status();
+  if (change->size() != held_->tensors.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the change has ", change->size(), " tensors, the model ",
+                     held_->tensors.size()));
+  }
+  model::NamedTensors rebuilt;
+  for (const auto& item : held_->tensors) {
+    const at::Tensor* d = change->find(item.key());
+    if (d == nullptr || d->sizes() != item.value().sizes()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the change lacks or reshapes tensor '", item.key(), "'"));
+    }
+    rebuilt.insert(item.key(), item.value() + *d);
+  }
+  // The coordinator applied the same decoded values to the same weights;
+  // the digest proves it (a different float rounding would not match).
+  absl::StatusOr<std::unique_ptr<transport::SafetensorsSource>> source =
+      transport::SafetensorsSource::Create(rebuilt);
+  if (!source.ok()) return source.status();
+  absl::StatusOr<transport::TransferInfo> info = transport::DescribePayload(
+      **source, "rebuilt", 0, transport::PayloadFormat::kSafetensors);
+  if (!info.ok()) return info.status();
+  if (info->sha256 != task.payload_sha256()) {
+    return absl::FailedPreconditionError(
+        "the rebuilt weights do not hash to the round's payload digest");
+  }
+  // What the whole payload would have moved.
+  report.raw_bytes_down = (*source)->size();
+  report.delta_download = true;
+  return rebuilt;
+}
+
 absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   RoundReport report;
   report.round = task.round();
@@ -234,16 +318,8 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   };
   // 1. The payload: the sub-model's adapter (LoRA) or weights (dense).
   enter("download");
-  transport::TensorSink payload_sink;
-  absl::StatusOr<transport::TransferStats> down =
-      link_->Download(options_.device_id, task.adapter_transfer_id(),
-                      task.chunk_bytes(), &payload_sink);
-  if (!down.ok()) return down.status();
-  absl::StatusOr<model::NamedTensors> payload = payload_sink.Take();
+  absl::StatusOr<model::NamedTensors> payload = DownloadPayload(task, report);
   if (!payload.ok()) return payload.status();
-  report.download_s = down->seconds;
-  report.bytes_down = down->bytes;
-  report.transfer_resumes = down->resumes;
 
   // 2-3. The physically pruned sub-model, trained locally.
   enter("build");
@@ -352,7 +428,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   timings->set_upload_s(report.upload_s);
   timings->set_bytes_down(report.bytes_down);
   timings->set_bytes_up(report.bytes_up);
-  timings->set_raw_bytes_down(report.bytes_down);
+  timings->set_raw_bytes_down(report.raw_bytes_down);
   timings->set_raw_bytes_up(report.raw_bytes_up);
   timings->set_peak_rss_bytes(report.peak_rss_bytes);
   timings->set_split_bytes_up(report.split_bytes_up);

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,6 +74,10 @@ struct RoundReport {
          total_s = 0;
   double dilation_s = 0;  // Of train_s: the compute_slowdown wait.
   int64_t bytes_down = 0, bytes_up = 0, raw_bytes_up = 0;
+  // The whole payload's size (bytes_down is less with a compressed change,
+  // Task.delta_transfer_id).
+  int64_t raw_bytes_down = 0;
+  bool delta_download = false;  // The payload was rebuilt from a change.
   // Split rounds: the Split stream's messages (during train_s), and the
   // steps applied on both sides.
   int64_t split_bytes_up = 0, split_bytes_down = 0, split_steps = 0;
@@ -118,6 +123,15 @@ class Participant {
   // the memory budget and the coordinator has been told.
   absl::StatusOr<RoundReport> RunRound(const v1::Task& task);
   absl::Status Decline(const v1::Task& task, int64_t estimated_bytes);
+  // The round's starting tensors, with the download's figures in `report`:
+  // rebuilt from the task's compressed change when this device holds that
+  // change's base (dense mode), else downloaded whole.
+  absl::StatusOr<model::NamedTensors> DownloadPayload(const v1::Task& task,
+                                                      RoundReport& report);
+  // held_ plus the task's change, checked against Task.payload_sha256.
+  // FailedPrecondition when they do not fit or hash to something else.
+  absl::StatusOr<model::NamedTensors> RebuildFromDelta(const v1::Task& task,
+                                                       RoundReport& report);
   // Runs `rpc` with a fresh deadline (rpc_deadline from now) until it
   // succeeds, fails for good, or the give-up time passes; waits with capped
   // exponential back-off.
@@ -142,6 +156,13 @@ class Participant {
   std::unique_ptr<model::SafetensorsReader> base_;
   std::string cached_digest_;
   transport::ErrorFeedback feedback_;  // Top-k residual across rounds.
+  // Dense mode: the last payload received and its digest
+  // (Task.payload_sha256), the base of the next compressed change.
+  struct Held {
+    std::string sha256;
+    model::NamedTensors tensors;
+  };
+  std::optional<Held> held_;
   absl::Time last_heartbeat_ = absl::InfinitePast();
 };
 

@@ -286,6 +286,13 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
     budget_bytes = (*device)->facts.memory_budget_bytes;
     payload_seed = DeviceSeed(options_.seed, device_id, round_->salt());
   }
+  task.model_version = global_->version();
+  if (task.combined_ratio == 0) {
+    std::optional<DenseDelta> delta = global_->LastDelta();
+    if (delta.has_value() && delta->from + 1 == task.model_version) {
+      task.delta = std::move(delta->bytes);
+    }
+  }
   // The heavy part: plan, cut, payload (SVDs, each computed once for all
   // devices that need it: GlobalModel::Factorize), serialising, hashing.
   absl::StatusOr<BuiltTask> built =

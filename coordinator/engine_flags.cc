@@ -100,6 +100,13 @@ ABSL_FLAG(bool, balanced_softmax, true,
 ABSL_FLAG(std::string, upload_codec, "int8_row",
           "Update codec: float32, float16, bfloat16, int8_row or topk.");
 ABSL_FLAG(bool, zstd, true, "zstd on top of the codec.");
+ABSL_FLAG(std::string, download_codec, "float32",
+          "Dense mode: float32 sends each round's weights whole; float16, "
+          "bfloat16 or int8_row send a device that holds last round's "
+          "weights only their change, in that codec (with --zstd), rounded "
+          "with error feedback on the coordinator (docs/architecture.md, "
+          "large payloads). Devices that hold something else get the "
+          "weights whole.");
 ABSL_FLAG(double, topk_fraction, 0.01, "topk: share of entries sent.");
 ABSL_FLAG(std::string, split, "auto",
           "Split fine-tuning (LoRA mode): off; auto (a device whose memory "
@@ -218,6 +225,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   }
   e.upload_codec = absl::GetFlag(FLAGS_upload_codec);
   e.upload_zstd = absl::GetFlag(FLAGS_zstd);
+  e.download_codec = absl::GetFlag(FLAGS_download_codec);
   e.topk_fraction = absl::GetFlag(FLAGS_topk_fraction);
   e.max_devices = absl::GetFlag(FLAGS_max_devices);
   for (absl::string_view id : absl::StrSplit(absl::GetFlag(FLAGS_allow_list),

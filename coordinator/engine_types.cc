@@ -100,6 +100,20 @@ absl::Status EngineOptions::Validate() const {
       !codec.ok()) {
     return codec.status();
   }
+  if (absl::StatusOr<transport::Codec> codec =
+          transport::ParseCodec(download_codec);
+      !codec.ok() || *codec == transport::Codec::kTopK) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "download codec '", download_codec,
+        "': float32, float16, bfloat16 or int8_row (topk's sparse change "
+        "would leave most of a round's step to the next)"));
+  }
+  if (download_codec != "float32" && mode != Mode::kDense) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "download codec '", download_codec,
+        "' is for dense mode (--mode=dense); LoRA payloads are small "
+        "adapters, sent whole"));
+  }
   if (absl::StatusOr<int64_t> cut = ParseSplitMode(split.mode); !cut.ok()) {
     return cut.status();
   }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -102,6 +103,11 @@ struct EngineOptions {
   SplitPolicy split;
   std::string upload_codec = "int8_row";
   bool upload_zstd = true;
+  // Dense mode: how a device that holds last round's weights gets this
+  // round's (GlobalModel::SetDenseRounding): float32 sends them whole;
+  // float16, bfloat16 or int8_row send the change, through that codec (and
+  // zstd with upload_zstd), rounded with error feedback on the server.
+  std::string download_codec = "float32";
   double topk_fraction = 0.01;
   double importance_ema = 0.5;
   int64_t max_examples = 1000000;  // Cap on a device's claimed weight.
@@ -145,6 +151,13 @@ struct Task {
   int64_t rank = 0;        // LoRA mode.
   int64_t cut = 0;         // Split before this block; 0: train locally.
   std::string payload_id;  // Transfer id of the payload.
+  // The global model's version the payload was cut from
+  // (GlobalModel::version()).
+  int64_t model_version = 0;
+  // Dense mode with compressed downloads, an unpruned plan, and a model
+  // that changed by one Commit since the last version: that change,
+  // compressed (GlobalModel::LastDelta); null otherwise.
+  std::shared_ptr<const std::string> delta;
   absl::Time issued;
   absl::Time deadline;
 };

@@ -27,5 +27,21 @@ TEST(EngineOptionsTest, AnUnknownRoundScheduleIsRefused) {
   EXPECT_NE(s.message().find("round schedule"), std::string::npos) << s;
 }
 
+TEST(EngineOptionsTest, CompressedDownloadsAreDenseAndNotSparse) {
+  EngineOptions o;
+  o.mode = Mode::kDense;
+  o.download_codec = "int8_row";
+  EXPECT_TRUE(o.Validate().ok());
+  o.download_codec = "topk";
+  EXPECT_TRUE(absl::IsInvalidArgument(o.Validate()));
+  o.download_codec = "int9";
+  EXPECT_TRUE(absl::IsInvalidArgument(o.Validate()));
+  o.mode = Mode::kLora;
+  o.download_codec = "float16";
+  const absl::Status s = o.Validate();
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_NE(s.message().find("dense mode"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace fedge::coordinator

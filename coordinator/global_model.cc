@@ -323,6 +323,35 @@ absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
   absl::StatusOr<strategies::ServerStepResult> next =
       strategies::ServerStep(server_, current, *mean, server_state);
   if (!next.ok()) return next.status();
+  NamedTensors residual;
+  std::optional<DenseDelta> delta;
+  if (rounding_) {
+    // The step as devices will rebuild it, plus what earlier roundings
+    // left out; what this one leaves out waits for the next.
+    NamedTensors step;
+    {
+      absl::MutexLock lock(&mu_);
+      residual = residual_;
+    }
+    for (const auto& item : current) {
+      at::Tensor change = next->next[item.key()] - item.value();
+      if (const at::Tensor* left = residual.find(item.key())) change += *left;
+      step.insert(item.key(), std::move(change));
+    }
+    absl::StatusOr<RoundedChange> rounded = rounding_(step);
+    if (!rounded.ok()) return rounded.status();
+    for (auto& item : step) {
+      const at::Tensor* applied = rounded->applied.find(item.key());
+      if (applied == nullptr || applied->sizes() != item.value().sizes()) {
+        return absl::InternalError(absl::StrCat(
+            "the download rounding lost or reshaped '", item.key(), "'"));
+      }
+      next->next[item.key()] = current[item.key()] + *applied;
+      item.value() -= *applied;
+    }
+    residual = std::move(step);
+    delta = DenseDelta{0, std::move(rounded->bytes)};
+  }
   pruning::GroupScores scores = Scores();
   auto blend = [ema](at::Tensor& global, const at::Tensor& sums,
                      const at::Tensor& counts) {
@@ -343,12 +372,32 @@ absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
     trained_ = std::move(next->next);
     server_state_ = std::move(next->state);
     scores_ = std::move(scores);
+    if (delta.has_value()) {
+      residual_ = std::move(residual);
+      delta->from = version_;
+      last_delta_ = std::move(delta);
+    }
     ++version_;
   }
   absl::MutexLock lock(&memo_mu_);
   factorized_.clear();
   sliced_.clear();
   return absl::OkStatus();
+}
+
+absl::Status GlobalModel::SetDenseRounding(DenseRounding rounding) {
+  if (mode_ != Mode::kDense) {
+    return absl::FailedPreconditionError(
+        "compressed downloads of the weights are for dense mode; LoRA "
+        "payloads are adapters");
+  }
+  rounding_ = std::move(rounding);
+  return absl::OkStatus();
+}
+
+std::optional<DenseDelta> GlobalModel::LastDelta() const {
+  absl::MutexLock lock(&mu_);
+  return last_delta_;
 }
 
 absl::StatusOr<model::Model> GlobalModel::Materialize(double ratio) const {
@@ -523,6 +572,9 @@ absl::Status GlobalModel::Restore(const NamedTensors& state) {
     trained_ = std::move(trained);
     server_state_ = std::move(server_state);
     scores_ = std::move(scores);
+    // No device holds the restored weights' predecessor for sure.
+    residual_ = NamedTensors();
+    last_delta_.reset();
     ++version_;
   }
   absl::MutexLock lock(&memo_mu_);

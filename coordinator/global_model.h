@@ -22,7 +22,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -57,6 +59,23 @@ struct RoundAggregate {
   std::vector<at::Tensor> channel_sums, channel_counts;
 };
 
+// Dense mode with compressed downloads: a change of the dense weights as
+// devices will reconstruct it from the compressed bytes they download
+// (decode(encode(change)), so both sides apply the same values), and
+// those bytes. Supplied by the caller, which owns the wire format.
+struct RoundedChange {
+  NamedTensors applied;
+  std::shared_ptr<const std::string> bytes;
+};
+using DenseRounding =
+    std::function<absl::StatusOr<RoundedChange>(const NamedTensors& change)>;
+
+// The compressed change from version `from` to version `from` + 1.
+struct DenseDelta {
+  int64_t from = 0;
+  std::shared_ptr<const std::string> bytes;
+};
+
 // Thread-safe. Reads (Plan, Payload, AddUpdate, AddScores, BeginRound,
 // Materialize, State) may run concurrently with each other and with a
 // Commit or Restore; each sees the version before or after it, never a
@@ -72,6 +91,17 @@ class GlobalModel {
   static absl::StatusOr<std::unique_ptr<GlobalModel>> Create(
       model::Model base, Mode mode, const lora::LoraOptions& lora,
       const strategies::ServerOptimizerOptions& server = {});
+
+  // Dense mode: every Commit moves the weights by `rounding`'s rounding
+  // of its step plus what earlier roundings left out (error feedback on
+  // the server), so the committed weights are exactly what a device holding
+  // the previous version rebuilds from LastDelta's bytes, and no rounding
+  // error is lost for good. Call before the first Commit; FailedPrecondition
+  // in LoRA mode.
+  absl::Status SetDenseRounding(DenseRounding rounding);
+  // The last Commit's compressed change, if SetDenseRounding is on and no
+  // Restore came after it.
+  std::optional<DenseDelta> LastDelta() const;
 
   Mode mode() const { return mode_; }
   const model::ModelImpl& base() const { return *base_; }
@@ -193,6 +223,13 @@ class GlobalModel {
   // Commit and for FedAvg).
   NamedTensors server_state_ ABSL_GUARDED_BY(mu_);
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  // Compressed downloads (SetDenseRounding): set before use, then read
+  // only by Commit.
+  DenseRounding rounding_;
+  // What the roundings left out so far, per trained_ tensor; not
+  // checkpointed (a restored model starts without: one rounding error).
+  NamedTensors residual_ ABSL_GUARDED_BY(mu_);
+  std::optional<DenseDelta> last_delta_ ABSL_GUARDED_BY(mu_);
   // One SVD, computed once: the first device to need it computes it, the
   // others (a whole round's GetTasks arrive together) wait for it.
   struct Factorized {

@@ -236,6 +236,56 @@ TEST(GlobalModelTest, DenseDevicesWithOnePlanShareOneSliceUntilACommit) {
   EXPECT_TRUE(torch::allclose(after[w], a[w] + 1.0));
 }
 
+// Compressed downloads: a coarse grid stands for a codec.
+TEST(GlobalModelTest, RoundedDenseStepsKeepWhatTheRoundingLeftOut) {
+  auto global = MakeGlobal(Mode::kDense);
+  int calls = 0;
+  ASSERT_TRUE(global
+                  ->SetDenseRounding([&calls](const NamedTensors& change)
+                                         -> absl::StatusOr<RoundedChange> {
+                    RoundedChange out;
+                    for (const auto& item : change) {
+                      out.applied.insert(item.key(),
+                                         (item.value() / 0.25).round() * 0.25);
+                    }
+                    out.bytes = std::make_shared<const std::string>(
+                        "delta " + std::to_string(++calls));
+                    return out;
+                  })
+                  .ok());
+  EXPECT_FALSE(global->LastDelta().has_value());
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  const std::string w = "layers.0.mlp.up_proj.weight";
+  const NamedTensors v0 = *global->Payload(full, 1, 1);
+  auto step_by = [&](double amount) {
+    const NamedTensors held = *global->Payload(full, 1, 1);
+    NamedTensors moved;
+    for (const auto& item : held) moved.insert(item.key(), item.value() + amount);
+    auto round = global->BeginRound({});
+    ASSERT_TRUE(global->AddUpdate(*round, full, moved, NamedTensors(), 1).ok());
+    ASSERT_TRUE(global->Commit(*round, 0.0).ok());
+  };
+
+  step_by(0.1);  // Rounds to nothing: 0.1 is left over.
+  const NamedTensors v1 = *global->Payload(full, 1, 1);
+  EXPECT_TRUE(torch::equal(v1[w], v0[w]));
+  ASSERT_TRUE(global->LastDelta().has_value());
+  EXPECT_EQ(global->LastDelta()->from, 0);
+  EXPECT_EQ(*global->LastDelta()->bytes, "delta 1");
+
+  step_by(0.1);  // 0.1 + the 0.1 left over rounds to 0.25.
+  const NamedTensors v2 = *global->Payload(full, 1, 1);
+  EXPECT_TRUE(torch::allclose(v2[w], v0[w] + 0.25));
+  EXPECT_EQ(global->LastDelta()->from, 1);
+  EXPECT_EQ(*global->LastDelta()->bytes, "delta 2");
+
+  // A restored model has no predecessor any device is sure to hold.
+  ASSERT_TRUE(global->Restore(global->State()).ok());
+  EXPECT_FALSE(global->LastDelta().has_value());
+  EXPECT_EQ(MakeGlobal(Mode::kLora)->SetDenseRounding(nullptr).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(GlobalModelTest, ReportedScoresSteerThePlan) {
   auto global = MakeGlobal(Mode::kLora);
   const pruning::PruningPlan full = *global->Plan(0.0);

@@ -122,6 +122,30 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   absl::StatusOr<std::unique_ptr<GlobalModel>> global = GlobalModel::Create(
       s.base_, c.engine.mode, c.engine.lora, c.engine.server_optimizer);
   if (!global.ok()) return global.status();
+  if (c.engine.download_codec != "float32") {
+    // EngineOptions::Validate checked the name (and dense mode).
+    transport::CodecOptions codec;
+    codec.codec = *transport::ParseCodec(c.engine.download_codec);
+    codec.zstd = c.engine.upload_zstd;
+    if (absl::Status st = (*global)->SetDenseRounding(
+            [codec](const NamedTensors& change)
+                -> absl::StatusOr<RoundedChange> {
+              absl::StatusOr<transport::EncodedPayload> encoded =
+                  transport::EncodeUpdate(change, codec);
+              if (!encoded.ok()) return encoded.status();
+              // What a device decodes: the same function on the same bytes.
+              absl::StatusOr<NamedTensors> decoded =
+                  transport::DecodeUpdate(encoded->bytes);
+              if (!decoded.ok()) return decoded.status();
+              return RoundedChange{
+                  *std::move(decoded),
+                  std::make_shared<const std::string>(
+                      std::move(encoded->bytes))};
+            });
+        !st.ok()) {
+      return st;
+    }
+  }
   DeclareMetrics(s.metrics_);
   EngineHooks hooks;
   hooks.validation_loss = ValidationLoss(&s.validation_);

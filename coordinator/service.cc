@@ -338,6 +338,16 @@ absl::Status CoordinatorService::DoGetTask(const v1::GetTaskRequest& request,
           payload.ok() ? payload->info.total_bytes : 0;
       store_->ExpectUpload(response->task().upload_transfer_id(),
                            2 * payload_bytes + (1 << 20), request.device_id());
+      if (payload.ok()) {
+        response->mutable_task()->set_payload_sha256(payload->info.sha256);
+        if (absl::Status s = OfferDelta(*task, payload->info.sha256,
+                                        response->mutable_task());
+            !s.ok()) {
+          // The whole payload still serves: the device downloads it.
+          LOG(ERROR) << "compressed download of round " << task->round
+                     << " not offered: " << s;
+        }
+      }
     } else if (absl::IsUnavailable(task.status())) {
       response->set_retry_after_ms(options_.retry_after_ms);
       response->set_reason(std::string(task.status().message()));
@@ -355,6 +365,43 @@ absl::Status CoordinatorService::DoGetTask(const v1::GetTaskRequest& request,
     }
   }
   return status;
+}
+
+absl::Status CoordinatorService::OfferDelta(const Task& task,
+                                            const std::string& payload_sha256,
+                                            v1::Task* out) {
+  // Only unpruned dense payloads have digests worth remembering: the
+  // delta's base is the previous version's such payload.
+  if (engine_options_.mode != Mode::kDense || task.combined_ratio != 0) {
+    return absl::OkStatus();
+  }
+  std::string base_sha256;
+  {
+    absl::MutexLock lock(&delta_mu_);
+    full_digests_[task.model_version] = payload_sha256;
+    while (full_digests_.size() > 2) full_digests_.erase(full_digests_.begin());
+    auto base = full_digests_.find(task.model_version - 1);
+    // No device got the previous version here (a restart): none holds it.
+    if (task.delta == nullptr || base == full_digests_.end()) {
+      return absl::OkStatus();
+    }
+    base_sha256 = base->second;
+  }
+  // "round-N.A/...": withdrawn with the round's other payloads.
+  const std::string id =
+      absl::StrCat(task.payload_id.substr(0, task.payload_id.find('/') + 1),
+                   "delta-", task.model_version);
+  if (!store_->Find(id).ok()) {
+    auto source = std::make_shared<transport::StringSource>(*task.delta);
+    absl::StatusOr<transport::TransferInfo> info = transport::DescribePayload(
+        *source, id, source->size(), transport::PayloadFormat::kEncodedUpdate);
+    if (!info.ok()) return info.status();
+    // Two devices may describe it at once; either offer serves.
+    store_->Offer(*info, std::move(source));
+  }
+  out->set_delta_transfer_id(id);
+  out->set_delta_base_sha256(base_sha256);
+  return absl::OkStatus();
 }
 
 absl::Status CoordinatorService::DoSubmit(const v1::UpdateReport& report) {

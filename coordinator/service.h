@@ -136,6 +136,12 @@ class CoordinatorService : public transport::TransferService {
                               absl::Status identity,
                               v1::SubmitUpdateResponse* response);
   absl::Status DoSubmit(const v1::UpdateReport& report);
+  // Dense mode with compressed downloads: offers `task`'s delta (once per
+  // round) and names it in `out`, if the previous version's unpruned
+  // payload went to some device from here (its digest is the delta's
+  // base). Records `payload_sha256` as this version's.
+  absl::Status OfferDelta(const Task& task, const std::string& payload_sha256,
+                          v1::Task* out) ABSL_LOCKS_EXCLUDED(delta_mu_);
 
   Engine* const engine_;                   // Not owned.
   transport::TransferStore* const store_;  // Not owned.

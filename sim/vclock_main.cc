@@ -72,6 +72,12 @@ int main(int argc, char** argv) {
   absl::StatusOr<fedge::coordinator::EngineOptions> engine =
       fedge::coordinator::EngineOptionsFromFlags();
   if (!engine.ok()) return Fail(engine.status());
+  if (engine->download_codec != "float32") {
+    return Fail(absl::InvalidArgumentError(
+        "--download_codec: the virtual clock charges dense downloads as "
+        "float32 weights; compressed downloads run on the real clock "
+        "(fedge-coordinator, fedge-sim)"));
+  }
   const int clients = absl::GetFlag(FLAGS_clients);
   if (clients < 1) {
     return Fail(absl::InvalidArgumentError("--clients must be >= 1"));

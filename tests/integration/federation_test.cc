@@ -59,7 +59,8 @@ struct Federation {
 // the coordinator ticks every `tick`.
 Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
                          const std::string& split = "off",
-                         absl::Duration tick = absl::Milliseconds(20)) {
+                         absl::Duration tick = absl::Milliseconds(20),
+                         const std::string& download_codec = "float32") {
   Federation f;
   f.dir = TempDir(mode == coordinator::Mode::kDense ? "dense"
                   : split == "off"                  ? "lora"
@@ -97,6 +98,7 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
   e.train.batch_size = 32;
   e.train.learning_rate = mode == coordinator::Mode::kDense ? 2e-3 : 5e-3;
   e.split.mode = split;
+  e.download_codec = download_codec;
   auto server = coordinator::CoordinatorServer::Start(config);
   EXPECT_TRUE(server.ok()) << server.status();
   if (!server.ok()) return f;
@@ -249,6 +251,34 @@ TEST(FederationTest, DenseFedAvgRaisesAccuracy) {
   model::ConfigureRuntime(1);
   Federation f = RunFederation(coordinator::Mode::kDense, 3, 0.0);
   ASSERT_NE(f.server, nullptr);
+  const auto rounds = ReadCsv(f.dir + "/run/rounds.csv");
+  ASSERT_EQ(rounds.size(), 3u);
+  const double final_accuracy = std::stod(rounds.back().at("accuracy"));
+  EXPECT_GT(final_accuracy, f.base_accuracy + 0.3)
+      << "base " << f.base_accuracy << " final " << final_accuracy;
+}
+
+// Compressed downloads: from round 2 each device holds the last round's
+// weights and rebuilds this round's from their int8 change, digest-checked.
+TEST(FederationTest, DenseDevicesRebuildEachRoundFromACompressedChange) {
+  model::ConfigureRuntime(1);
+  Federation f = RunFederation(coordinator::Mode::kDense, 3, 0.0, "off",
+                               absl::Milliseconds(20), "int8_row");
+  ASSERT_NE(f.server, nullptr);
+  ASSERT_EQ(f.reports.size(), 3u);
+  for (const auto& [device, rounds] : f.reports) {
+    ASSERT_EQ(rounds.size(), 3u) << device;
+    const client::RoundReport& first = rounds.at(1);
+    EXPECT_FALSE(first.delta_download) << device;
+    EXPECT_EQ(first.bytes_down, first.raw_bytes_down) << device;
+    for (int64_t r = 2; r <= 3; ++r) {
+      const client::RoundReport& later = rounds.at(r);
+      EXPECT_TRUE(later.delta_download) << device << " round " << r;
+      EXPECT_EQ(later.raw_bytes_down, first.raw_bytes_down) << device;
+      // int8 values and a scale per row, zstd: under a third of float32.
+      EXPECT_LT(later.bytes_down * 3, later.raw_bytes_down) << device;
+    }
+  }
   const auto rounds = ReadCsv(f.dir + "/run/rounds.csv");
   ASSERT_EQ(rounds.size(), 3u);
   const double final_accuracy = std::stod(rounds.back().at("accuracy"));
