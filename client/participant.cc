@@ -232,10 +232,9 @@ absl::StatusOr<model::NamedTensors> Participant::DownloadPayload(
       if (stop_) return payload.status();
       // Still correct, only larger: the whole payload is always offered.
       Say("download", task.round(), {},
-          absl::StrCat("round ", task.round(),
-                       " compressed download unusable (",
-                       payload.status().message(),
-                       "); downloading the whole model"));
+          absl::StrCat(
+              "round ", task.round(), " compressed download unusable (",
+              payload.status().message(), "); downloading the whole model"));
     }
   }
   if (!payload.ok()) {

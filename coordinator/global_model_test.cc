@@ -260,7 +260,8 @@ TEST(GlobalModelTest, RoundedDenseStepsKeepWhatTheRoundingLeftOut) {
   auto step_by = [&](double amount) {
     const NamedTensors held = *global->Payload(full, 1, 1);
     NamedTensors moved;
-    for (const auto& item : held) moved.insert(item.key(), item.value() + amount);
+    for (const auto& item : held)
+      moved.insert(item.key(), item.value() + amount);
     auto round = global->BeginRound({});
     ASSERT_TRUE(global->AddUpdate(*round, full, moved, NamedTensors(), 1).ok());
     ASSERT_TRUE(global->Commit(*round, 0.0).ok());

@@ -128,8 +128,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     codec.codec = *transport::ParseCodec(c.engine.download_codec);
     codec.zstd = c.engine.upload_zstd;
     if (absl::Status st = (*global)->SetDenseRounding(
-            [codec](const NamedTensors& change)
-                -> absl::StatusOr<RoundedChange> {
+            [codec](
+                const NamedTensors& change) -> absl::StatusOr<RoundedChange> {
               absl::StatusOr<transport::EncodedPayload> encoded =
                   transport::EncodeUpdate(change, codec);
               if (!encoded.ok()) return encoded.status();
@@ -137,10 +137,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
               absl::StatusOr<NamedTensors> decoded =
                   transport::DecodeUpdate(encoded->bytes);
               if (!decoded.ok()) return decoded.status();
-              return RoundedChange{
-                  *std::move(decoded),
-                  std::make_shared<const std::string>(
-                      std::move(encoded->bytes))};
+              return RoundedChange{*std::move(decoded),
+                                   std::make_shared<const std::string>(
+                                       std::move(encoded->bytes))};
             });
         !st.ok()) {
       return st;

@@ -66,7 +66,8 @@ size_t ExpectedSize(const std::string& path) {
   unsigned char magic[2] = {0, 0};
   unsigned char trailer[4] = {0, 0, 0, 0};
   size_t size = 0;
-  if (std::fread(magic, 1, 2, file) == 2 && std::fseek(file, 0, SEEK_END) == 0) {
+  if (std::fread(magic, 1, 2, file) == 2 &&
+      std::fseek(file, 0, SEEK_END) == 0) {
     const long end = std::ftell(file);
     if (magic[0] != 0x1f || magic[1] != 0x8b) {
       size = end > 0 ? static_cast<size_t>(end) : 0;

@@ -131,8 +131,8 @@ TEST(FashionMnistTest, PixelsSelectedThenNormalisedEqualTheNormalisedSet) {
   EXPECT_TRUE(torch::equal(shard.inputs, expected.inputs));
   EXPECT_TRUE(torch::equal(shard.targets, expected.targets));
   // Normalised data passes through untouched.
-  EXPECT_TRUE(torch::equal(NormalizeFashionMnist(expected).inputs,
-                           expected.inputs));
+  EXPECT_TRUE(
+      torch::equal(NormalizeFashionMnist(expected).inputs, expected.inputs));
 }
 
 TEST(FashionMnistTest, AGzipTrailerThatLiesOnlyCostsAReallocation) {

@@ -80,8 +80,8 @@ class ImageTaskData : public TaskData {
   // so neither holds the whole set as float32.
   absl::Status LoadTrain() {
     if (train_.size() > 0) return absl::OkStatus();
-    absl::StatusOr<model::Dataset> train = model::LoadFashionMnistPixels(
-        spec().data.corpus, model::Split::kTrain);
+    absl::StatusOr<model::Dataset> train =
+        model::LoadFashionMnistPixels(spec().data.corpus, model::Split::kTrain);
     if (!train.ok()) return train.status();
     train_ = *std::move(train);
     return absl::OkStatus();

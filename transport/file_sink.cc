@@ -1,7 +1,6 @@
 #include "transport/file_sink.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +8,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+
+#include <sys/mman.h>
 
 namespace fedge::transport {
 namespace {

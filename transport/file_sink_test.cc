@@ -1,13 +1,14 @@
 #include "transport/file_sink.h"
 
 #include <signal.h>
-#include <sys/resource.h>
 
 #include <filesystem>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+
+#include <sys/resource.h>
 
 namespace fedge::transport {
 namespace {

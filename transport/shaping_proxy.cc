@@ -250,8 +250,8 @@ struct Listener {
 absl::StatusOr<Listener> ListenLoopback(int port, absl::string_view who) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat(who, ": socket() failed: ",
-                                               std::strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat(who, ": socket() failed: ", std::strerror(errno)));
   }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -286,8 +286,9 @@ bool SendAll(int fd, absl::string_view bytes) {
 bool ReadExactly(int fd, int64_t count) {
   char buffer[1 << 16];
   while (count > 0) {
-    const ssize_t n = ::read(
-        fd, buffer, static_cast<size_t>(std::min<int64_t>(count, sizeof(buffer))));
+    const ssize_t n =
+        ::read(fd, buffer,
+               static_cast<size_t>(std::min<int64_t>(count, sizeof(buffer))));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     count -= n;
@@ -312,8 +313,7 @@ absl::StatusOr<std::unique_ptr<ShapingProxy>> ShapingProxy::Start(
       target_host, target_port, options, listener->fd, listener->port));
 }
 
-absl::StatusOr<LinkCheck> MeasureLink(const LinkProfile& link,
-                                      double seconds) {
+absl::StatusOr<LinkCheck> MeasureLink(const LinkProfile& link, double seconds) {
   if (!(link.uplink_mbps > 0) || !(link.downlink_mbps > 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "link check of ", link.name, ": needs both rates, got ",
@@ -340,9 +340,10 @@ absl::StatusOr<LinkCheck> MeasureLink(const LinkProfile& link,
   });
   absl::StatusOr<std::unique_ptr<ShapingProxy>> proxy = ShapingProxy::Start(
       "127.0.0.1", far->port, ShapingOptions::FromProfile(link));
-  absl::StatusOr<LinkCheck> result = absl::UnavailableError(absl::StrCat(
-      "link check of ", link.name, ": the connection through the emulator "
-      "failed"));
+  absl::StatusOr<LinkCheck> result = absl::UnavailableError(
+      absl::StrCat("link check of ", link.name,
+                   ": the connection through the emulator "
+                   "failed"));
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (proxy.ok() && fd >= 0) {
     sockaddr_in addr{};
@@ -376,11 +377,11 @@ absl::StatusOr<LinkCheck> MeasureLink(const LinkProfile& link,
         c.bytes_down = down;
         c.uplink_mbps = link.uplink_mbps;
         c.downlink_mbps = link.downlink_mbps;
-        c.max_error = std::max(
-            check(std::chrono::duration<double>(t1 - t0).count(), up, true,
-                  &c.achieved_uplink_mbps),
-            check(std::chrono::duration<double>(t2 - t1).count(), down, false,
-                  &c.achieved_downlink_mbps));
+        c.max_error =
+            std::max(check(std::chrono::duration<double>(t1 - t0).count(), up,
+                           true, &c.achieved_uplink_mbps),
+                     check(std::chrono::duration<double>(t2 - t1).count(), down,
+                           false, &c.achieved_downlink_mbps));
         result = c;
       }
     }

@@ -40,8 +40,8 @@ struct ShapingOptions {
 
 // What an emulated link achieved against what its profile claims.
 struct LinkCheck {
-  std::string link;  // The profile's name.
-  int64_t bytes_up = 0, bytes_down = 0;  // Sent each way.
+  std::string link;                           // The profile's name.
+  int64_t bytes_up = 0, bytes_down = 0;       // Sent each way.
   double uplink_mbps = 0, downlink_mbps = 0;  // Claimed.
   // Rates achieved, from the measured times less the profile's RTT.
   double achieved_uplink_mbps = 0, achieved_downlink_mbps = 0;

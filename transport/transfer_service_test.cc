@@ -354,7 +354,8 @@ TEST_F(GuardedTransferTest, OnlyAnnouncedUploadsOfTheirSizeFromTheirOwner) {
             absl::StatusCode::kPermissionDenied);  // Someone else's.
   service_.caller = "dev-a";
   ASSERT_TRUE(Send({First(info, std::string(1000, 'a'))}).ok());
-  EXPECT_EQ((*store_.CompletedUpload(info.transfer_id))->view(), std::string(1000, 'a'));
+  EXPECT_EQ((*store_.CompletedUpload(info.transfer_id))->view(),
+            std::string(1000, 'a'));
 
   store_.Withdraw("round-1/");  // The round closed: nothing more expected.
   EXPECT_EQ(Send({First(info, std::string(1000, 'a'))}).code(),
@@ -409,7 +410,8 @@ TEST_F(GuardedTransferTest, SlowButSteadyUploadIsNotCancelled) {
   writer->WritesDone();
   ASSERT_TRUE(FromGrpcStatus(writer->Finish()).ok());
   EXPECT_EQ(service_.watchdog().cancelled(), 0);
-  EXPECT_EQ((*store_.CompletedUpload(info.transfer_id))->view(), std::string(1000, 'a'));
+  EXPECT_EQ((*store_.CompletedUpload(info.transfer_id))->view(),
+            std::string(1000, 'a'));
 }
 
 // TLS over a real socket, with certificates from deploy/certs.
