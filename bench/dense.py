@@ -19,6 +19,11 @@ the physical references: loopback TCP throughput (fedge-bench-transport's
 raw-socket part, as `bench/run transport`) and memcpy bandwidth, and reports
 the overhead also as a multiple of (bytes moved / loopback throughput).
 
+Then compressed downloads (--download_codec=int8_row against float32, both
+with zstd): the bytes down per steady round with 4 clients on the same
+model, and the accuracy effect where training moves the model: the default
+ViT, 4 clients, 10 rounds of 10 steps, same seeds, full test set.
+
 Prints a table on stderr and `metric NAME VALUE` lines on stdout.
 
 Usage: dense.py BIN_DIR OUT_DIR [--clients=4,16] [--rounds=5] [--threads=1]
@@ -124,24 +129,26 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def pretrain(bin_dir, base, task):
+def pretrain(bin_dir, base, task, vit_flags=VIT_FLAGS):
     """The task's base in `base`, unless an earlier run left it there."""
     if os.path.exists(os.path.join(base, "metrics.json")):
         return
-    log("dense: pretraining the 10M-parameter ViT base (a few steps; its "
-        "accuracy does not matter here)")
+    log(f"dense: pretraining a ViT base {' '.join(vit_flags) or '(default)'} "
+        "(a few steps)")
     subprocess.run(
         [os.path.join(bin_dir, "fedge-pretrain"), f"--task={task}",
          f"--out={base}", "--epochs=1", "--progress_every=1000000",
          "--task_set=simulation.public_fraction=0.01",
-         "--task_set=evaluation.examples=256"] + VIT_FLAGS,
+         "--task_set=evaluation.examples=256"] + vit_flags,
         check=True, stdout=subprocess.DEVNULL)
 
 
 def startup_peak_mb(bin_dir, out, task):
     """A client's start-up peak: it loads its shard, then finds no
-    coordinator and gives up, so its whole life is start-up. The larger of
-    the sampled VmHWM and the exit rusage."""
+    coordinator and gives up, so its whole life is start-up. The sampled
+    VmHWM only: the exit rusage's ru_maxrss keeps the high-water mark of
+    the memory the child had before exec, a copy of this Python process
+    (hundreds of MiB after the memcpy reference), not the client's own."""
     with PeakSampler(period=0.01) as sampler:
         p = subprocess.Popen(
             [os.path.join(bin_dir, "fedge-client"), "--insecure",
@@ -151,13 +158,15 @@ def startup_peak_mb(bin_dir, out, task):
              f"--cache_dir={out}/startup_cache"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sampler.watch("client", p.pid)
-        _, _, usage = os.wait4(p.pid, 0)
-    return max(sampler.peak["client"], usage.ru_maxrss / 1024.0)
+        p.wait()
+    return sampler.peak["client"]
 
 
-def run_federation(bin_dir, out, task, clients, rounds, threads):
-    """One coordinator and `clients` client processes; returns the figures."""
-    run_dir = os.path.join(out, f"run_{clients}")
+def run_federation(bin_dir, out, task, clients, rounds, threads, name=None,
+                   flags=()):
+    """One coordinator and `clients` client processes; returns the figures.
+    `flags` go to the coordinator after the defaults (the last one wins)."""
+    run_dir = os.path.join(out, name or f"run_{clients}")
     subprocess.run(["rm", "-rf", run_dir], check=True)
     os.makedirs(run_dir)
     port = free_port()
@@ -169,7 +178,7 @@ def run_federation(bin_dir, out, task, clients, rounds, threads):
         "--zstd=false",
         "--batch_size=32", "--evaluate=false", "--metrics_listen=",
         f"--run_dir={run_dir}/coordinator", "--quiet", "--retry_after_ms=50",
-        f"--threads={threads}", "--deadline_s=600"]
+        f"--threads={threads}", "--deadline_s=600"] + list(flags)
     with PeakSampler() as sampler:
         coordinator_log = open(os.path.join(run_dir, "coordinator.log"), "w")
         coordinator = subprocess.Popen(coordinator_cmd, stdout=coordinator_log,
@@ -228,6 +237,7 @@ def run_federation(bin_dir, out, task, clients, rounds, threads):
         })
     if len(per_round) != rounds:
         raise SystemExit(f"dense: {len(per_round)} of {rounds} rounds committed")
+    evaluated = [r["accuracy"] for r in round_rows if r["accuracy"]]
     client_peaks = [sampler.peak[f"client{i}"] for i in range(clients)]
     coordinator_peak = sampler.peak["coordinator"]
     return {
@@ -235,8 +245,10 @@ def run_federation(bin_dir, out, task, clients, rounds, threads):
         "coordinator_cpu_s": usage.ru_utime + usage.ru_stime,
         "coordinator_sys_s": usage.ru_stime,
         "coordinator_minor_faults": usage.ru_minflt,
-        "coordinator_peak_mb": max(coordinator_peak, usage.ru_maxrss / 1024.0),
+        # Sampled only (see startup_peak_mb for why not ru_maxrss).
+        "coordinator_peak_mb": coordinator_peak,
         "client_peak_mb": client_peaks,
+        "final_accuracy": float(evaluated[-1]) if evaluated else None,
     }
 
 
@@ -321,6 +333,59 @@ def main():
         total_cpu += run["coordinator_cpu_s"]
     print(f"metric dense_coordinator_cpu_s_per_gb_moved "
           f"{total_cpu / (total_bytes / 1e9):.2f}")
+
+    downlink(args, task, model_bytes)
+
+
+def downlink(args, task, model_bytes):
+    """Compressed downloads (--download_codec): the bytes on the 10M model,
+    then the accuracy effect where training moves the model, on the default
+    ViT (fast enough for 10 rounds of 10 steps), float32 against int8_row
+    with the same seeds, shards and schedule."""
+    clients = 4
+    log(f"dense: {clients} clients x {args.rounds} rounds, int8_row downloads")
+    runs = {}
+    for codec in ("float32", "int8_row"):
+        runs[codec] = run_federation(
+            args.bin_dir, args.out_dir, task, clients, args.rounds,
+            args.threads, name=f"down_{codec}",
+            flags=[f"--download_codec={codec}", "--zstd=true"])
+    # Round 1 has no previous version to change from: steady rounds only.
+    down = {codec: statistics.median(r["bytes_down"]
+                                     for r in run["rounds"][1:])
+            for codec, run in runs.items()}
+    log(f"  bytes down per steady round: float32 {down['float32'] / 1e6:.1f}"
+        f" MB, int8_row {down['int8_row'] / 1e6:.1f} MB; coordinator peak "
+        f"{runs['int8_row']['coordinator_peak_mb']:.0f} MiB with int8_row")
+    print(f"metric dense_downlink_bytes_over_float32 "
+          f"{down['int8_row'] / down['float32']:.3f}")
+    print(f"metric dense_coordinator_rss_mb_4_clients_int8_download "
+          f"{runs['int8_row']['coordinator_peak_mb']:.0f}")
+
+    small = os.path.join(args.out_dir, "small_task.json")
+    with open(task) as f:
+        spec = json.load(f)
+    spec["base"] = os.path.join(args.out_dir, "small_base")
+    with open(small, "w") as f:
+        json.dump(spec, f)
+    pretrain(args.bin_dir, spec["base"], small, vit_flags=[])
+    rounds = 10
+    accuracy = {}
+    for codec in ("float32", "int8_row"):
+        log(f"dense: accuracy, default ViT, {clients} clients x {rounds} "
+            f"rounds of 10 steps, {codec} downloads")
+        run = run_federation(
+            args.bin_dir, args.out_dir, small, clients, rounds, args.threads,
+            name=f"accuracy_{codec}",
+            flags=[f"--download_codec={codec}", "--zstd=true",
+                   "--max_steps=10", "--evaluate=true",
+                   "--eval_examples=10000", f"--eval_every={rounds}"])
+        accuracy[codec] = run["final_accuracy"]
+        log(f"  final accuracy {accuracy[codec]:.4f}")
+    print(f"metric dense_accuracy_float32_download {accuracy['float32']:.4f}")
+    print(f"metric dense_accuracy_int8_row_download {accuracy['int8_row']:.4f}")
+    print(f"metric dense_int8_download_accuracy_change "
+          f"{accuracy['int8_row'] - accuracy['float32']:+.4f}")
 
 
 if __name__ == "__main__":
