@@ -334,10 +334,10 @@ def main():
     print(f"metric dense_coordinator_cpu_s_per_gb_moved "
           f"{total_cpu / (total_bytes / 1e9):.2f}")
 
-    downlink(args, task, model_bytes)
+    downlink(args, task)
 
 
-def downlink(args, task, model_bytes):
+def downlink(args, task):
     """Compressed downloads (--download_codec): the bytes on the 10M model,
     then the accuracy effect where training moves the model, on the default
     ViT (fast enough for 10 rounds of 10 steps), float32 against int8_row
@@ -380,6 +380,9 @@ def downlink(args, task, model_bytes):
             flags=[f"--download_codec={codec}", "--zstd=true",
                    "--max_steps=10", "--evaluate=true",
                    "--eval_examples=10000", f"--eval_every={rounds}"])
+        if run["final_accuracy"] is None:
+            raise SystemExit(f"dense: the {codec} accuracy run recorded no "
+                             "evaluation: no figure")
         accuracy[codec] = run["final_accuracy"]
         log(f"  final accuracy {accuracy[codec]:.4f}")
     print(f"metric dense_accuracy_float32_download {accuracy['float32']:.4f}")

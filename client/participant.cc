@@ -248,7 +248,6 @@ absl::StatusOr<model::NamedTensors> Participant::DownloadPayload(
     report.bytes_down += down->bytes;
     report.raw_bytes_down = down->bytes;
     report.transfer_resumes += down->resumes;
-    report.delta_download = false;
   }
   report.download_s =
       std::chrono::duration<double>(Clock::now() - start).count();

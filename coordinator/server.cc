@@ -109,12 +109,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   // Served from the base's own tensors, not a copy (a base-sized saving):
   // nothing changes the base in place (GlobalModel's contract), and if
   // anything did, devices would see the digest fail, not wrong weights.
-  NamedTensors base_weights;
-  for (const auto& item : s.base_->named_parameters(/*recurse=*/true)) {
-    base_weights.insert(item.key(), item.value().detach());
-  }
   absl::StatusOr<std::unique_ptr<transport::SafetensorsSource>> source =
-      transport::SafetensorsSource::Create(base_weights);
+      transport::SafetensorsSource::Create(
+          s.base_->named_parameters(/*recurse=*/true));
   if (!source.ok()) return source.status();
   std::shared_ptr<const transport::PayloadSource> base_source =
       std::move(*source);

@@ -370,9 +370,10 @@ absl::Status CoordinatorService::DoGetTask(const v1::GetTaskRequest& request,
 absl::Status CoordinatorService::OfferDelta(const Task& task,
                                             const std::string& payload_sha256,
                                             v1::Task* out) {
-  // Only unpruned dense payloads have digests worth remembering: the
-  // delta's base is the previous version's such payload.
-  if (engine_options_.mode != Mode::kDense || task.combined_ratio != 0) {
+  // With compressed downloads (dense mode only, EngineOptions::Validate),
+  // only unpruned payloads have digests worth remembering: the delta's
+  // base is the previous version's such payload.
+  if (engine_options_.download_codec == "float32" || task.combined_ratio != 0) {
     return absl::OkStatus();
   }
   std::string base_sha256;

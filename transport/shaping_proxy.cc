@@ -344,46 +344,40 @@ absl::StatusOr<LinkCheck> MeasureLink(const LinkProfile& link, double seconds) {
       absl::StrCat("link check of ", link.name,
                    ": the connection through the emulator "
                    "failed"));
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (proxy.ok() && fd >= 0) {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>((*proxy)->port()));
+  const int fd = proxy.ok() ? Connect("127.0.0.1", (*proxy)->port()) : -1;
+  if (fd >= 0) {
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     const std::string payload(static_cast<size_t>(up), 'u');
     char byte = 'r';
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-      const Clock::time_point t0 = Clock::now();
-      const bool uploaded = SendAll(fd, payload) && ReadExactly(fd, 1);
-      const Clock::time_point t1 = Clock::now();
-      const bool downloaded =
-          uploaded && SendAll(fd, {&byte, 1}) && ReadExactly(fd, down);
-      const Clock::time_point t2 = Clock::now();
-      if (downloaded) {
-        const double rtt = absl::ToDoubleSeconds(link.rtt);
-        auto check = [&](double measured, int64_t bytes, bool uplink,
-                         double* achieved_mbps) {
-          const double ideal =
-              absl::ToDoubleSeconds(IdealTransferTime(link, bytes, uplink));
-          *achieved_mbps = 8e-6 * static_cast<double>(bytes) /
-                           std::max(measured - rtt, 1e-9);
-          return std::abs(measured - ideal) / ideal;
-        };
-        LinkCheck c;
-        c.link = link.name;
-        c.bytes_up = up;
-        c.bytes_down = down;
-        c.uplink_mbps = link.uplink_mbps;
-        c.downlink_mbps = link.downlink_mbps;
-        c.max_error =
-            std::max(check(std::chrono::duration<double>(t1 - t0).count(), up,
-                           true, &c.achieved_uplink_mbps),
-                     check(std::chrono::duration<double>(t2 - t1).count(), down,
-                           false, &c.achieved_downlink_mbps));
-        result = c;
-      }
+    const Clock::time_point t0 = Clock::now();
+    const bool uploaded = SendAll(fd, payload) && ReadExactly(fd, 1);
+    const Clock::time_point t1 = Clock::now();
+    const bool downloaded =
+        uploaded && SendAll(fd, {&byte, 1}) && ReadExactly(fd, down);
+    const Clock::time_point t2 = Clock::now();
+    if (downloaded) {
+      const double rtt = absl::ToDoubleSeconds(link.rtt);
+      auto check = [&](double measured, int64_t bytes, bool uplink,
+                       double* achieved_mbps) {
+        const double ideal =
+            absl::ToDoubleSeconds(IdealTransferTime(link, bytes, uplink));
+        *achieved_mbps =
+            8e-6 * static_cast<double>(bytes) / std::max(measured - rtt, 1e-9);
+        return std::abs(measured - ideal) / ideal;
+      };
+      LinkCheck c;
+      c.link = link.name;
+      c.bytes_up = up;
+      c.bytes_down = down;
+      c.uplink_mbps = link.uplink_mbps;
+      c.downlink_mbps = link.downlink_mbps;
+      c.max_error =
+          std::max(check(std::chrono::duration<double>(t1 - t0).count(), up,
+                         true, &c.achieved_uplink_mbps),
+                   check(std::chrono::duration<double>(t2 - t1).count(), down,
+                         false, &c.achieved_downlink_mbps));
+      result = c;
     }
   }
   if (fd >= 0) ::close(fd);
