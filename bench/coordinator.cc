@@ -7,7 +7,6 @@
 // scatter-back and streamed aggregation. Prints `metric` lines: peak RSS,
 // RSS before the round, and aggregation throughput. Run once per N in a
 // fresh process so the peak belongs to that N.
-#include <malloc.h>
 
 #include <chrono>
 #include <cstdio>
@@ -83,7 +82,7 @@ int main(int argc, char** argv) {
     }
     // The server's ticker returns freed heap pages to the system once a
     // second (CoordinatorServer::TickLoop); do the same here.
-    if (i % 16 == 15) malloc_trim(0);
+    if (i % 16 == 15) fedge::model::ReleaseFreeHeap();
   }
   const double after_tasks_mb = PeakRssMb();
   double seconds = 0;

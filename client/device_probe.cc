@@ -1,9 +1,6 @@
 #include "client/device_probe.h"
 
 #include <unistd.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 #include <algorithm>
 #include <chrono>
@@ -107,12 +104,6 @@ int64_t PeakRssBytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
-}
-
-void ReleaseFreeMemory() {
-#ifdef __GLIBC__
-  malloc_trim(0);
-#endif
 }
 
 void ResetPeakRss() {

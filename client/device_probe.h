@@ -27,14 +27,6 @@ int64_t RssBytes();
 // last ResetPeakRss(): VmHWM from /proc/self/status, else getrusage.
 int64_t PeakRssBytes();
 
-// Returns heap memory freed since the last call to the operating system
-// (glibc malloc_trim; a no-op elsewhere). LibTorch frees a round's
-// activations into malloc's arenas, which keep them resident: without this
-// the next round's RSS still holds the last round's peak, so a board's
-// memory stays claimed between rounds and RssBytes() overstates what is in
-// use. Called at the start of every round.
-void ReleaseFreeMemory();
-
 // Starts a new peak-RSS window (Linux: writes 5 to /proc/self/clear_refs),
 // so a round's peak is its own and not the data loading's.
 void ResetPeakRss();

@@ -14,6 +14,7 @@
 #include "client/local_round.h"
 #include "model/file_io.h"
 #include "model/safetensors.h"
+#include "model/threads.h"
 #include "model/trainer.h"
 #include "transport/sha256.h"
 #include "transport/task_proto.h"
@@ -308,7 +309,10 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.prune_ratio = task.prune_ratio();
   report.rank = task.lora().rank();
   const auto round_start = Clock::now();
-  ReleaseFreeMemory();
+  // LibTorch frees a round's activations into malloc's arenas, which keep
+  // them resident: without this the next round's RSS still holds the last
+  // round's peak, and a board's memory stays claimed between rounds.
+  model::ReleaseFreeHeap();
   ResetPeakRss();
 
   auto enter = [&](const char* phase) {

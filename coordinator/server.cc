@@ -1,7 +1,5 @@
 #include "coordinator/server.h"
 
-#include <malloc.h>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +17,7 @@
 #include "model/dataset.h"
 #include "model/file_io.h"
 #include "model/safetensors.h"
+#include "model/threads.h"
 #include "transport/sha256.h"
 #include "transport/transfer.h"
 #include "transport/update_codec.h"
@@ -276,7 +275,7 @@ void CoordinatorServer::TickLoop() {
   TickFailures failures(kMaxTickFailures, engine_->rounds_closed());
   while (!stop_) {
     // The tick first: woken by an update that completed its round, close
-    // it now (malloc_trim can take tens of ms).
+    // it now (trimming the heap can take tens of ms).
     const absl::Status tick = engine_->Tick(absl::Now());
     if (!tick.ok()) {
       metrics_.Increment("fedge_engine_errors_total");
@@ -302,7 +301,7 @@ void CoordinatorServer::TickLoop() {
     // peak at 903 MiB instead of 622 (docs/architecture.md, large
     // payloads).
     if (absl::Now() - last_trim > absl::Seconds(1)) {
-      malloc_trim(0);
+      model::ReleaseFreeHeap();
       last_trim = absl::Now();
     }
     metrics_.Set("fedge_round", {}, static_cast<double>(engine_->round()));

@@ -7,6 +7,15 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FEDGE_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define FEDGE_ASAN 1
+#endif
+
 namespace fedge::model {
 
 int ConfigureRuntime(int threads) {
@@ -25,6 +34,12 @@ int ConfigureRuntime(int threads) {
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 128 << 20);
   return threads;
+}
+
+void ReleaseFreeHeap() {
+#if defined(__GLIBC__) && !defined(FEDGE_ASAN)
+  malloc_trim(0);
+#endif
 }
 
 }  // namespace fedge::model

@@ -13,4 +13,11 @@ namespace fedge::model {
 // in again every step (threads.cc). Call once, before any tensor work.
 int ConfigureRuntime(int threads);
 
+// Returns heap memory freed since the last call to the operating system
+// (glibc malloc_trim). A no-op where malloc is not glibc's, and under
+// AddressSanitizer, whose allocator serves every allocation: there glibc's
+// arenas are never set up, and two threads' first malloc_trim raced on
+// initialising them (a CI crash). Thread-safe; can take tens of ms.
+void ReleaseFreeHeap();
+
 }  // namespace fedge::model
