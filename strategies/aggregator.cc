@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/types.h>
 
 namespace fedge::strategies {
@@ -34,6 +35,19 @@ absl::StatusOr<std::unique_ptr<UpdateAggregator>> UpdateAggregator::Create(
   if (!(options.clip_norm >= 0) || !std::isfinite(options.clip_norm)) {
     return absl::InvalidArgumentError(
         absl::StrCat("clip_norm must be >= 0; got ", options.clip_norm));
+  }
+  if (!(options.noise_stddev >= 0) || !std::isfinite(options.noise_stddev)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("noise_stddev must be >= 0; got ", options.noise_stddev));
+  }
+  if (!(options.fixed_denominator >= 0) ||
+      !std::isfinite(options.fixed_denominator) ||
+      (options.fixed_denominator > 0 &&
+       options.kind != AggregatorKind::kMean) ||
+      (options.noise_stddev > 0 && options.fixed_denominator == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a fixed denominator (got ", options.fixed_denominator,
+        ") must be >= 0, is for the mean only, and noise needs one"));
   }
   if (reference.is_empty()) {
     return absl::InvalidArgumentError("aggregation reference is empty");
@@ -165,10 +179,26 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
     return absl::FailedPreconditionError("no updates to aggregate");
   }
   NamedTensors result;
+  at::Generator noise = at::make_generator<at::CPUGeneratorImpl>(
+      options_.noise_seed);
   for (const std::string& name : order_) {
     const Slot& slot = slots_.at(name);
     at::Tensor delta;
-    if (options_.kind == AggregatorKind::kMean) {
+    if (options_.fixed_denominator > 0) {
+      // Noise where this round's clients covered a value. Under
+      // differential privacy every device has the same plan (the engine
+      // refuses per-device arms), so that is the plan's coverage, which
+      // the coordinator chose and which reveals nothing of the data.
+      const at::Tensor covered =
+          slot.full_weight > 0 || !slot.coverage.defined()
+              ? torch::ones(slot.weighted.sizes(), torch::kFloat64)
+              : (slot.coverage > 0).to(torch::kFloat64);
+      delta = (slot.weighted +
+               covered * torch::randn(slot.weighted.sizes(), noise,
+                                      torch::kFloat64) *
+                   options_.noise_stddev) /
+              options_.fixed_denominator;
+    } else if (options_.kind == AggregatorKind::kMean) {
       at::Tensor denominator =
           slot.coverage.defined()
               ? slot.coverage + slot.full_weight

@@ -49,6 +49,17 @@ struct AggregatorOptions {
   // > 0: each client's delta (all tensors together) is scaled down to this
   // L2 norm if longer. 0: no clipping.
   double clip_norm = 0;
+  // Differential privacy (strategies/privacy.h), kMean only. With
+  // `fixed_denominator` > 0 the mean is the sum of the weighted, clipped
+  // deltas, plus Gaussian noise of `noise_stddev` on every coordinate a
+  // client covered, divided by `fixed_denominator` instead of the weights
+  // that came, so it reveals neither who came nor how many. Noise needs a
+  // fixed denominator.
+  double noise_stddev = 0;
+  double fixed_denominator = 0;
+  // Seeds the noise (LibTorch's CPU generator); the caller draws it from
+  // the operating system unless a run asks to be repeatable.
+  uint64_t noise_seed = 0;
 };
 
 // Not thread-safe: the caller serialises Add() (the coordinator holds its
@@ -72,8 +83,9 @@ class UpdateAggregator {
 
   int64_t count() const { return count_; }
 
-  // The reference plus the aggregated delta. FailedPrecondition if nothing
-  // was added.
+  // The reference plus the aggregated delta (noised, with noise_stddev;
+  // each call draws the same noise). FailedPrecondition if nothing was
+  // added.
   absl::StatusOr<NamedTensors> Finish() const;
 
  private:

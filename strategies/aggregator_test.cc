@@ -153,6 +153,57 @@ TEST(AggregatorTest, ClippingBoundsEachClientsDelta) {
   EXPECT_NEAR(out["b"][0].item<float>(), 1.0, 1e-6);
 }
 
+// Differential privacy's mean: clipped sums over a fixed denominator, not
+// over the weights that came.
+TEST(AggregatorTest, AFixedDenominatorDividesTheClippedSum) {
+  AggregatorOptions options;
+  options.clip_norm = 1.0;
+  options.fixed_denominator = 4.0;
+  auto agg = UpdateAggregator::Create(Reference(), options);
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  // The reference is 0.5 in "a" and 0 in "b".
+  NamedTensors far = Named(torch::full({3, 4}, 0.5), torch::zeros({5}));
+  far["b"][0] = 10.0;  // Delta of norm 10: clipped to 1.
+  NamedTensors near = Named(torch::full({3, 4}, 0.5), torch::zeros({5}));
+  near["b"][1] = 0.5;  // Delta of norm 0.5: kept.
+  ASSERT_TRUE((*agg)->Add(far, NamedTensors(), 1.0).ok());
+  ASSERT_TRUE((*agg)->Add(near, NamedTensors(), 1.0).ok());
+  const NamedTensors out = *(*agg)->Finish();
+  EXPECT_NEAR(out["b"][0].item<float>(), 1.0 / 4, 1e-6);
+  EXPECT_NEAR(out["b"][1].item<float>(), 0.5 / 4, 1e-6);
+  EXPECT_NEAR(out["a"][0][0].item<float>(), 0.5, 1e-6);
+}
+
+TEST(AggregatorTest, NoiseHasItsStddevWhereCoveredAndNowhereElse) {
+  NamedTensors reference;
+  reference.insert("w", torch::zeros({200, 500}));
+  NamedTensors values;
+  values.insert("w", torch::zeros({200, 500}));
+  NamedTensors coverage;
+  at::Tensor mask = torch::zeros({200, 500});
+  mask.slice(0, 0, 100) = 1;  // The first half of the rows is covered.
+  coverage.insert("w", mask);
+  AggregatorOptions options;
+  options.fixed_denominator = 2.0;
+  options.noise_stddev = 3.0;
+  options.noise_seed = 7;
+  auto agg = UpdateAggregator::Create(reference, options);
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  ASSERT_TRUE((*agg)->Add(values, coverage, 1.0).ok());
+  const at::Tensor out = (*(*agg)->Finish())["w"];
+  const at::Tensor covered = out.slice(0, 0, 100);
+  // 50,000 draws of N(0, 1.5^2): the sample stddev is within 2%.
+  EXPECT_NEAR(covered.std().item<double>(), 1.5, 0.03);
+  EXPECT_NEAR(covered.mean().item<double>(), 0.0, 0.03);
+  EXPECT_EQ(out.slice(0, 100, 200).abs().max().item<float>(), 0.0f);
+  // The same seed draws the same noise; another seed other noise.
+  EXPECT_TRUE(torch::equal((*(*agg)->Finish())["w"], out));
+  options.noise_seed = 8;
+  auto other = UpdateAggregator::Create(reference, options);
+  ASSERT_TRUE((*other)->Add(values, coverage, 1.0).ok());
+  EXPECT_FALSE(torch::equal((*(*other)->Finish())["w"], out));
+}
+
 TEST(AggregatorTest, ATransposedUpdateFoldsLikeAContiguousOne) {
   // A value with a transposed layout (a view of a [4, 3] tensor), with and
   // without clipping: the same norm and the same mean as its copy.
@@ -247,6 +298,12 @@ TEST(AggregatorTest, FinishNeedsAnUpdateAndOptionsAreChecked) {
   options.trim_fraction = 0.5;
   EXPECT_FALSE(UpdateAggregator::Create(Reference(), options).ok());
   EXPECT_FALSE(UpdateAggregator::Create(NamedTensors(), {}).ok());
+  options = AggregatorOptions();
+  options.noise_stddev = 1.0;  // Noise without a fixed denominator.
+  EXPECT_FALSE(UpdateAggregator::Create(Reference(), options).ok());
+  options.fixed_denominator = 2.0;
+  options.kind = AggregatorKind::kMedian;
+  EXPECT_FALSE(UpdateAggregator::Create(Reference(), options).ok());
   EXPECT_FALSE(ParseAggregatorKind("mode").ok());
   EXPECT_EQ(*ParseAggregatorKind("trimmed_mean"), AggregatorKind::kTrimmedMean);
 }
