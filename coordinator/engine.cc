@@ -38,7 +38,12 @@ Engine::Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
       meter_(global_.get(), options_.reward.pruning_cost > 0
                                 ? hooks_.validation_loss
                                 : ValidationLossFn()),
-      registry_(&options_, pruning::PrunableShare(global_->base())) {}
+      registry_(&options_, pruning::PrunableShare(global_->base())) {
+  if (options_.privacy.enabled()) {
+    privacy_.emplace(options_.privacy, options_.aggregator.clip_norm,
+                     options_.privacy_seed);
+  }
+}
 
 absl::StatusOr<std::string> Engine::Register(const DeviceFacts& facts,
                                              absl::Time now) {
@@ -159,18 +164,28 @@ absl::Status Engine::OpenRound(absl::Time now) {
     TimedLock lock(&mu_, &hooks_.lock_held, "open");
     costs_.Add(measured);
   }
+  strategies::AggregatorOptions aggregator = options_.aggregator;
+  std::optional<PrivateRound> privacy;
+  if (options_.privacy.enabled()) {
+    TimedLock lock(&mu_, &hooks_.lock_held, "open");
+    if (absl::Status s = OpenPrivately(aggregator, privacy); !s.ok()) {
+      failure_ = s;
+      return absl::OkStatus();
+    }
+  }
   // The aggregate copies the global model: outside the lock too. Only
   // ticks change the global model, and they are serialised.
-  absl::StatusOr<RoundAggregate> aggregate =
-      global_->BeginRound(options_.aggregator);
+  absl::StatusOr<RoundAggregate> aggregate = global_->BeginRound(aggregator);
   if (!aggregate.ok()) return aggregate.status();
 
   TimedLock lock(&mu_, &hooks_.lock_held, "open");
   // Registrations may have changed meanwhile (a device forgotten).
   const std::vector<strategies::Candidate> candidates = Candidates();
   if (candidates.empty()) return absl::OkStatus();
-  std::mt19937_64 rng(
-      DeviceSeed(options_.seed, "", next_round_ * 1000 + attempt_));
+  const int64_t salt = next_round_ * 1000 + attempt_;
+  // Under differential privacy who is sampled is secret, like the noise.
+  std::mt19937_64 rng(privacy_ ? privacy_->SamplingSeed(salt)
+                               : DeviceSeed(options_.seed, "", salt));
   const strategies::Selection selection = strategies::SelectClients(
       candidates, options_.selection,
       absl::ToDoubleSeconds(options_.round_deadline), rng);
@@ -185,6 +200,7 @@ absl::Status Engine::OpenRound(absl::Time now) {
   round.global_ratio = options_.schedule.Ratio(next_round_);
   round.target = std::max<int64_t>(selection.target_updates, 1);
   round.fold = std::make_shared<Fold>();
+  round.privacy = privacy;
   {
     absl::MutexLock fold(&round.fold->mu);
     round.fold->aggregate = *std::move(aggregate);
@@ -199,6 +215,30 @@ absl::Status Engine::OpenRound(absl::Time now) {
     round_->capability_budget_s =
         CapabilityBudget(options_, devices, round_->global_ratio);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::OpenPrivately(strategies::AggregatorOptions& aggregator,
+                                   std::optional<PrivateRound>& round) {
+  const strategies::PrivacyOptions& privacy = options_.privacy;
+  if (privacy.epsilon_budget > 0 &&
+      privacy_->EpsilonAfter(1) > privacy.epsilon_budget) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the privacy budget is spent: round ", next_round_,
+        " would take epsilon to ", privacy_->EpsilonAfter(1), " (delta ",
+        privacy.delta, "), over --dp_epsilon_budget=",
+        privacy.epsilon_budget));
+  }
+  // The devices registered as the round opens; at least one, so that the
+  // denominator is positive while registrations change.
+  const int64_t candidates =
+      std::max<int64_t>(1, static_cast<int64_t>(Candidates().size()));
+  absl::StatusOr<PrivateRound> opened = privacy_->Open(
+      candidates, next_round_ * 1000 + attempt_, aggregator);
+  if (!opened.ok()) {
+    return absl::FailedPreconditionError(opened.status().message());
+  }
+  round = *opened;
   return absl::OkStatus();
 }
 
@@ -388,15 +428,22 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
       }
     }
     if (absl::Status s = ValidateUpdate(expected, *checked); !s.ok()) return s;
-    const double weight = static_cast<double>(
-        std::min(submission.num_examples, options_.max_examples));
+    // Under differential privacy every device weighs the same: a weight
+    // from the device's data would change its sensitivity.
+    const double weight =
+        options_.privacy.enabled()
+            ? 1.0
+            : static_cast<double>(
+                  std::min(submission.num_examples, options_.max_examples));
     // The heavy part in parallel with other Submits; only adding it to the
     // round's sums is serialised.
     absl::StatusOr<pruning::Scattered> prepared =
         global_->PrepareUpdate(plan, checked->update, sent);
     if (!prepared.ok()) return prepared.status();
     absl::MutexLock fold_lock(&fold->mu);
-    if (!submission.importance.is_empty()) {
+    // Importance reports come unclipped and unnoised from each device's
+    // data: differential privacy leaves them out.
+    if (!submission.importance.is_empty() && !options_.privacy.enabled()) {
       if (absl::Status s =
               global_->AddScores(fold->aggregate, plan, submission.importance);
           !s.ok()) {
@@ -746,6 +793,15 @@ absl::Status Engine::CloseRound(absl::Time now) {
     if (committed) costs_.Advance();
     record = RecordRound(round, now, committed);
     record.aggregate_s = aggregate_s;
+    if (committed && round.privacy) {
+      std::vector<double> norms;
+      for (const auto& [id, p] : round.participants) {
+        if (p.stage == Stage::kAccepted) norms.push_back(p.update_norm);
+      }
+      const PrivacyRecord spent = privacy_->Commit(*round.privacy, norms);
+      record.dp_epsilon = spent.epsilon;
+      record.dp_clip_norm = spent.clip_norm;
+    }
     if (committed) {
       ++next_round_;
       attempt_ = 0;
@@ -814,6 +870,7 @@ Engine::State Engine::SnapshotLocked() const {
   State state;
   state.next_round = next_round_;
   registry_.Save(state);
+  if (privacy_) state.privacy = privacy_->State();
   // Tensor handles of the current version, never changed in place.
   state.global = global_->State();
   return state;
@@ -830,6 +887,20 @@ absl::Status Engine::Restore(const State& state) {
     return absl::InvalidArgumentError("checkpoint: next_round must be >= 1");
   }
   if (absl::Status s = global_->Restore(state.global); !s.ok()) return s;
+  // A run's accountant covers all its rounds or none.
+  if (privacy_ && state.privacy.rdp.empty() && state.next_round > 1) {
+    return absl::InvalidArgumentError(
+        "checkpoint: its rounds ran without differential privacy, which "
+        "cannot be accounted for now; start a new run");
+  }
+  if (!privacy_ && !state.privacy.rdp.empty()) {
+    return absl::InvalidArgumentError(
+        "checkpoint: its rounds ran with differential privacy; resume with "
+        "the same --dp_ flags");
+  }
+  if (privacy_ && !state.privacy.rdp.empty()) {
+    if (absl::Status s = privacy_->Restore(state.privacy); !s.ok()) return s;
+  }
   if (absl::Status s = registry_.Restore(state); !s.ok()) return s;
   next_round_ = state.next_round;
   return absl::OkStatus();

@@ -253,6 +253,8 @@ class Engine {
     // BanditKind::kStatic: the capability rule's budget (rewards.h); 0
     // before any prediction.
     double capability_budget_s = 0;
+    // Differential privacy: what the round's aggregate was told.
+    std::optional<PrivateRound> privacy;
   };
 
   Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
@@ -276,6 +278,13 @@ class Engine {
   // one round old.
   void MeasureAhead(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(tick_mu_)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Under differential privacy, as a round opens: its aggregator options
+  // (`aggregator` changed in place) and what they were told (`round`), or
+  // why the federation must stop (FailedPrecondition: the budget is spent,
+  // or adaptive clipping cannot run at this many devices).
+  absl::Status OpenPrivately(strategies::AggregatorOptions& aggregator,
+                             std::optional<PrivateRound>& round)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether the open round can close at `now`: its deadline passed, it has
   // its target count of updates, or no participant is waited for.
   bool RoundDone(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -338,6 +347,8 @@ class Engine {
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::vector<RoundRecord> history_ ABSL_GUARDED_BY(mu_);
   PruningCostTable costs_ ABSL_GUARDED_BY(mu_);
+  // Set when EngineOptions::privacy is enabled.
+  std::optional<PrivateRounds> privacy_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fedge::coordinator

@@ -21,8 +21,12 @@ ABSL_FLAG(double, deadline_s, 600, "Round deadline in seconds.");
 ABSL_FLAG(double, heartbeat_timeout_s, 120,
           "A silent device is dropped from its round after this.");
 ABSL_FLAG(std::string, selection, "all",
-          "Client selection: all, random (k per round) or deadline "
-          "(deadline-aware with over-commit).");
+          "Client selection: all, random (k per round), deadline "
+          "(deadline-aware with over-commit) or poisson (each device with "
+          "probability --sampling_rate).");
+ABSL_FLAG(double, sampling_rate, 1.0,
+          "--selection=poisson: the probability that a device joins a "
+          "round; differential privacy's accountant assumes it.");
 ABSL_FLAG(int, clients_per_round, 0, "k for random/deadline; 0: all.");
 ABSL_FLAG(double, overcommit, 1.3, "Invite k * overcommit (deadline).");
 ABSL_FLAG(std::string, bandit, "auto",
@@ -66,7 +70,34 @@ ABSL_FLAG(int64_t, sparsity_end_round, 10, "... and reaches its target here.");
 ABSL_FLAG(std::string, aggregator, "mean",
           "mean (FedAvg), median or trimmed_mean.");
 ABSL_FLAG(double, trim_fraction, 0.1, "trimmed_mean: share cut per end.");
-ABSL_FLAG(double, clip_norm, 0.0, "Clip each update's delta norm (0: off).");
+ABSL_FLAG(double, clip_norm, 0.0,
+          "Clip each update's delta norm (0: off); with "
+          "--dp_noise_multiplier, the (initial) clip.");
+ABSL_FLAG(double, dp_noise_multiplier, 0.0,
+          "User-level differential privacy (docs/privacy.md): Gaussian noise "
+          "of this many clip norms on each round's sum (0: off). Needs "
+          "--clip_norm, --aggregator=mean, --bandit=fixed and Poisson "
+          "sampling (--selection=poisson, or all with --sampling_rate=1).");
+ABSL_FLAG(double, dp_delta, 1e-5,
+          "Differential privacy: the delta epsilon is reported at (keep it "
+          "below 1 / devices).");
+ABSL_FLAG(double, dp_epsilon_budget, 0.0,
+          "Differential privacy: refuse a run whose --rounds would spend "
+          "more epsilon than this, and stop one that would (0: no budget).");
+ABSL_FLAG(double, dp_target_quantile, 0.0,
+          "Differential privacy: adaptive clipping towards this quantile of "
+          "the devices' change norms, e.g. 0.5 (0: the clip stays at "
+          "--clip_norm).");
+ABSL_FLAG(double, dp_clip_learning_rate, 0.2,
+          "Adaptive clipping: the clip moves by exp(-rate * (unclipped share "
+          "- quantile)) each round.");
+ABSL_FLAG(double, dp_clipped_count_stddev, 0.0,
+          "Adaptive clipping: the noise on the count of unclipped devices "
+          "(0: expected devices per round / 20).");
+ABSL_FLAG(uint64_t, dp_seed, 0,
+          "Differential privacy: 0 draws each round's noise and sample from "
+          "the operating system; anything else repeats them (tests and "
+          "benchmarks only: the noise is then no secret).");
 ABSL_FLAG(std::string, server_optimizer, "none",
           "The step on each round's mean change: none (FedAvg), momentum "
           "(FedAvgM) or adam (FedAdam); docs/architecture.md.");
@@ -161,6 +192,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.selection.kind = *selection;
   e.selection.clients_per_round = absl::GetFlag(FLAGS_clients_per_round);
   e.selection.overcommit = absl::GetFlag(FLAGS_overcommit);
+  e.selection.sampling_rate = absl::GetFlag(FLAGS_sampling_rate);
   std::string bandit_name = absl::GetFlag(FLAGS_bandit);
   if (bandit_name == "auto") {
     bandit_name = e.mode == Mode::kDense ? "fixed" : "fedspine";
@@ -200,6 +232,15 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   if (!aggregator.ok()) return FlagError("aggregator", aggregator.status());
   e.aggregator = {*aggregator, absl::GetFlag(FLAGS_trim_fraction),
                   absl::GetFlag(FLAGS_clip_norm)};
+  e.privacy.noise_multiplier = absl::GetFlag(FLAGS_dp_noise_multiplier);
+  e.privacy.sampling_rate = absl::GetFlag(FLAGS_sampling_rate);
+  e.privacy.delta = absl::GetFlag(FLAGS_dp_delta);
+  e.privacy.epsilon_budget = absl::GetFlag(FLAGS_dp_epsilon_budget);
+  e.privacy.target_quantile = absl::GetFlag(FLAGS_dp_target_quantile);
+  e.privacy.clip_learning_rate = absl::GetFlag(FLAGS_dp_clip_learning_rate);
+  e.privacy.clipped_count_stddev =
+      absl::GetFlag(FLAGS_dp_clipped_count_stddev);
+  e.privacy_seed = absl::GetFlag(FLAGS_dp_seed);
   auto server =
       fs::ParseServerOptimizerKind(absl::GetFlag(FLAGS_server_optimizer));
   if (!server.ok()) return FlagError("server_optimizer", server.status());

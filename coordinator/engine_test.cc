@@ -1093,3 +1093,163 @@ TEST(EngineConcurrencyTest, ManyThreadsDriveEveryRoundToItsEnd) {
 
 }  // namespace
 }  // namespace fedge::coordinator
+
+namespace fedge::coordinator {
+namespace {
+
+EngineOptions PrivateOptions() {
+  EngineOptions o = Options();
+  o.mode = Mode::kDense;
+  o.bandit.kind = strategies::BanditKind::kFixed;
+  o.bandit.fixed_arm = strategies::Arm{0.0, 2};
+  o.aggregator.clip_norm = 0.05;
+  o.privacy.noise_multiplier = 1.0;
+  o.privacy_seed = 11;
+  return o;
+}
+
+// Runs `rounds` rounds: every device asks, the invited ones submit.
+// Returns how many were invited each round.
+std::vector<int> RunPrivately(Harness& h, int devices, int rounds) {
+  std::vector<int> invited;
+  absl::Time now = kStart;
+  EXPECT_TRUE(h.engine->Tick(now).ok());
+  for (int r = 0; r < rounds; ++r) {
+    now += absl::Seconds(10);
+    int count = 0;
+    for (int i = 0; i < devices; ++i) {
+      const std::string id = "pi-" + std::to_string(i);
+      absl::StatusOr<Task> task = h.engine->GetTask(id, now);
+      if (!task.ok()) continue;
+      ++count;
+      EXPECT_TRUE(h.engine->Submit(Train(h, id, *task), now).ok());
+    }
+    invited.push_back(count);
+    EXPECT_TRUE(h.engine->Tick(now + absl::Seconds(1)).ok());
+  }
+  return invited;
+}
+
+TEST(EnginePrivacyTest, RefusesWhatItsGuaranteeDoesNotCover) {
+  const auto refused = [](const EngineOptions& o, const std::string& needle) {
+    const absl::Status s = o.Validate();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << needle;
+    EXPECT_NE(s.message().find(needle), std::string::npos) << s;
+  };
+  EXPECT_TRUE(PrivateOptions().Validate().ok());
+  EngineOptions o = PrivateOptions();
+  o.aggregator.clip_norm = 0;
+  refused(o, "--clip_norm");
+  o = PrivateOptions();
+  o.aggregator.kind = strategies::AggregatorKind::kMedian;
+  refused(o, "--aggregator=mean");
+  o = PrivateOptions();
+  o.bandit.kind = strategies::BanditKind::kFedSpine;
+  refused(o, "--bandit=fixed");
+  o = PrivateOptions();
+  o.selection.kind = strategies::SelectionKind::kRandomK;
+  refused(o, "--selection=poisson");
+  o = PrivateOptions();
+  o.privacy.sampling_rate = 0.5;  // Selection "all" invites everyone.
+  refused(o, "--selection=poisson");
+  // A budget just over one round's epsilon: 3 rounds are refused.
+  o = PrivateOptions();
+  o.privacy.epsilon_budget =
+      1.01 * strategies::SpentAfter(o.privacy, 1).epsilon;
+  refused(o, "which allows 1 rounds");
+  o.rounds = 1;
+  EXPECT_TRUE(o.Validate().ok());
+}
+
+// The round's mean is the clipped mean plus noise of z * clip / devices
+// per coordinate; the records carry the accountant's epsilon and the clip.
+TEST(EnginePrivacyTest, RoundsAreNoisedAccountedAndRecorded) {
+  constexpr int kDevices = 8;
+  EngineOptions plain_options = PrivateOptions();
+  plain_options.privacy.noise_multiplier = 0;  // The same clip, no noise.
+  Harness plain = MakeEngine(plain_options);
+  RegisterAll(plain, kDevices);
+  RunPrivately(plain, kDevices, 1);
+  Harness noised = MakeEngine(PrivateOptions());
+  RegisterAll(noised, kDevices);
+  EXPECT_EQ(RunPrivately(noised, kDevices, 2), std::vector<int>(2, kDevices));
+  ASSERT_EQ(noised.closed.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_TRUE(noised.closed[r].committed);
+    EXPECT_EQ(noised.closed[r].dp_clip_norm, 0.05);
+    EXPECT_NEAR(noised.closed[r].dp_epsilon,
+                strategies::SpentAfter(PrivateOptions().privacy, r + 1).epsilon,
+                1e-9);
+  }
+  EXPECT_EQ(plain.closed[0].dp_epsilon, 0);
+  // Round 1's global models differ by the noise alone: re-run round 1.
+  Harness once = MakeEngine(PrivateOptions());
+  RegisterAll(once, kDevices);
+  RunPrivately(once, kDevices, 1);
+  std::vector<at::Tensor> differences;
+  const NamedTensors a = once.engine->Snapshot().global;
+  const NamedTensors b = plain.engine->Snapshot().global;
+  for (const auto& item : a) {
+    differences.push_back((item.value() - b[item.key()]).reshape({-1}));
+  }
+  const at::Tensor difference = torch::cat(differences);
+  ASSERT_GT(difference.numel(), 10000);
+  EXPECT_NEAR(difference.std().item<double>(), 1.0 * 0.05 / kDevices,
+              0.05 * 0.05 / kDevices);
+}
+
+TEST(EnginePrivacyTest, PoissonSamplingIsWhatIsAccounted) {
+  constexpr int kDevices = 24;
+  EngineOptions o = PrivateOptions();
+  o.rounds = 6;
+  o.selection.kind = strategies::SelectionKind::kPoisson;
+  o.selection.sampling_rate = 0.25;
+  o.privacy.sampling_rate = 0.25;
+  Harness h = MakeEngine(o);
+  RegisterAll(h, kDevices);
+  const std::vector<int> invited = RunPrivately(h, kDevices, 6);
+  int total = 0;
+  for (int n : invited) {
+    EXPECT_LT(n, kDevices);
+    total += n;
+  }
+  // 144 draws at 0.25: 36 expected, stddev 5.2.
+  EXPECT_NEAR(total, 36, 20);
+  std::set<int> sizes(invited.begin(), invited.end());
+  EXPECT_GT(sizes.size(), 1u);
+  ASSERT_FALSE(h.closed.empty());
+  const RoundRecord& last = h.closed.back();
+  int committed = 0;
+  for (const RoundRecord& r : h.closed) committed += r.committed ? 1 : 0;
+  EXPECT_NEAR(last.dp_epsilon, strategies::SpentAfter(o.privacy, committed).epsilon,
+              1e-9);
+}
+
+TEST(EnginePrivacyTest, ACheckpointCarriesTheAccountantAndRunsDoNotMix) {
+  Harness h = MakeEngine(PrivateOptions());
+  RegisterAll(h, 4);
+  RunPrivately(h, 4, 1);
+  const Engine::State state = h.engine->Snapshot();
+  ASSERT_FALSE(state.privacy.rdp.empty());
+  Harness resumed = MakeEngine(PrivateOptions());
+  ASSERT_TRUE(resumed.engine->Restore(state).ok());
+  RunPrivately(resumed, 4, 1);
+  ASSERT_EQ(resumed.closed.size(), 1u);
+  EXPECT_NEAR(resumed.closed[0].dp_epsilon,
+              strategies::SpentAfter(PrivateOptions().privacy, 2).epsilon,
+              1e-9);
+  EngineOptions plain_options = PrivateOptions();
+  plain_options.privacy.noise_multiplier = 0;
+  Harness plain = MakeEngine(plain_options);
+  EXPECT_EQ(plain.engine->Restore(state).code(),
+            absl::StatusCode::kInvalidArgument);
+  Harness plain_run = MakeEngine(plain_options);
+  RegisterAll(plain_run, 4);
+  RunPrivately(plain_run, 4, 1);
+  Harness private_resume = MakeEngine(PrivateOptions());
+  EXPECT_EQ(private_resume.engine->Restore(plain_run.engine->Snapshot()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace fedge::coordinator

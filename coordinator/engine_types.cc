@@ -11,6 +11,57 @@
 #include "transport/update_codec.h"
 
 namespace fedge::coordinator {
+namespace {
+
+// EngineOptions::Validate's checks of differential privacy.
+absl::Status ValidatePrivacy(const EngineOptions& o) {
+  if (absl::Status s = strategies::ValidatePrivacyOptions(o.privacy); !s.ok()) {
+    return s;
+  }
+  if (!o.privacy.enabled()) return absl::OkStatus();
+  const auto refuse = [](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("differential privacy (--dp_noise_multiplier > 0) ", why));
+  };
+  if (!(o.aggregator.clip_norm > 0)) {
+    return refuse("bounds each device's change: set --clip_norm > 0");
+  }
+  if (o.aggregator.kind != strategies::AggregatorKind::kMean) {
+    return refuse(
+        "noises a sum: it needs --aggregator=mean (median and trimmed mean "
+        "have no bounded sensitivity to one device)");
+  }
+  const bool poisson =
+      o.selection.kind == strategies::SelectionKind::kPoisson &&
+      o.selection.sampling_rate == o.privacy.sampling_rate;
+  const bool everyone = o.selection.kind == strategies::SelectionKind::kAll &&
+                        o.privacy.sampling_rate == 1;
+  if (!poisson && !everyone) {
+    return refuse(
+        "accounts for Poisson sampling: use --selection=poisson (or all, "
+        "with --sampling_rate=1)");
+  }
+  if (o.bandit.kind != strategies::BanditKind::kFixed) {
+    return refuse(
+        "does not cover per-device arms, which bandits choose from each "
+        "device's losses: use --bandit=fixed");
+  }
+  if (o.privacy.epsilon_budget > 0) {
+    const double epsilon = strategies::SpentAfter(o.privacy, o.rounds).epsilon;
+    if (epsilon > o.privacy.epsilon_budget) {
+      return refuse(absl::StrCat(
+          "would spend epsilon ", epsilon, " at delta ", o.privacy.delta,
+          " in ", o.rounds, " rounds, over the budget of ",
+          o.privacy.epsilon_budget, ", which allows ",
+          strategies::RoundsWithin(o.privacy, o.privacy.epsilon_budget, o.rounds),
+          " rounds: lower --rounds or --sampling_rate, or raise "
+          "--dp_noise_multiplier"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 double TrainSpec::RoundLearningRate(int64_t round, int64_t rounds) const {
   if (round_schedule != "cosine" || rounds < 1) return learning_rate;
@@ -80,6 +131,12 @@ absl::Status EngineOptions::Validate() const {
         "min_updates (", min_updates, ") cannot exceed clients_per_round (",
         selection.clients_per_round, ")"));
   }
+  if (selection.kind == strategies::SelectionKind::kPoisson &&
+      !(selection.sampling_rate > 0 && selection.sampling_rate <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sampling rate must be in (0, 1]; got ", selection.sampling_rate));
+  }
+  if (absl::Status s = ValidatePrivacy(*this); !s.ok()) return s;
   if (absl::Status s = schedule.Validate(); !s.ok()) return s;
   if (absl::Status s = lora.Validate(); !s.ok()) return s;
   if (absl::Status s = server_optimizer.Validate(); !s.ok()) return s;

@@ -16,10 +16,12 @@
 #include "absl/time/time.h"
 
 #include "coordinator/global_model.h"
+#include "coordinator/private_rounds.h"
 #include "lora/lora.h"
 #include "pruning/plan.h"
 #include "strategies/aggregator.h"
 #include "strategies/bandit.h"
+#include "strategies/privacy.h"
 #include "strategies/reward.h"
 #include "strategies/schedule.h"
 #include "strategies/selection.h"
@@ -96,6 +98,16 @@ struct EngineOptions {
   strategies::RewardWeights reward;
   strategies::SparsitySchedule schedule;
   strategies::AggregatorOptions aggregator;
+  // User-level differential privacy (docs/privacy.md): with a noise
+  // multiplier > 0, aggregator.clip_norm is the (initial) clip, devices
+  // join by Poisson sampling at privacy.sampling_rate (selection kPoisson,
+  // or kAll at rate 1), every update weighs the same, the mean is noised
+  // over the expected count, and devices' importance reports are not used.
+  strategies::PrivacyOptions privacy;
+  // 0: every round's secret seeds (noise, sampling) come from the
+  // operating system. Otherwise they derive from this, for repeatable
+  // tests and benchmarks, and the noise is no secret.
+  uint64_t privacy_seed = 0;
   // The step taken on each round's mean (FedAvg, FedAvgM or FedAdam).
   strategies::ServerOptimizerOptions server_optimizer;
   lora::LoraOptions lora;  // alpha, dropout, targets; the rank is the arm's.
@@ -225,6 +237,10 @@ struct RoundRecord {
   double round_s = 0;      // Open to close.
   double aggregate_s = 0;  // Finish + commit (measured by the caller's clock).
   double mean_loss_after = 0;
+  // Differential privacy, committed rounds: epsilon spent so far (at
+  // EngineOptions::privacy.delta) and the clip this round used; 0 without.
+  double dp_epsilon = 0;
+  double dp_clip_norm = 0;
   std::vector<ClientRecord> clients;
 };
 
@@ -242,6 +258,8 @@ struct EngineState {
   std::map<std::string, double> expected_seconds;
   // Each device's time model (strategies/time_model.h).
   std::map<std::string, strategies::TimeModelState> time_models;
+  // Differential privacy's accountant and clip; empty without.
+  PrivacyState privacy;
   NamedTensors global;
 };
 

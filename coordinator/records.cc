@@ -106,7 +106,7 @@ const std::vector<std::string>& RoundLog::RoundColumns() {
       "invited",  "accepted",  "stragglers",         "declined",
       "dropped",  "round_s",   "aggregate_s",        "mean_loss_after",
       "accuracy", "test_loss", "test_bits_per_byte", "test_exact_match",
-      "eval_s",   "unix_time"};
+      "eval_s",   "dp_epsilon", "dp_clip_norm", "unix_time"};
   return *columns;
 }
 
@@ -203,6 +203,10 @@ absl::Status RoundLog::RecordRound(const RoundRecord& round) {
 absl::Status RoundLog::RecordEvaluation(
     const RoundRecord& round, const std::optional<model::EvalResult>& eval,
     double eval_seconds, absl::Time recorded) {
+  if (round.dp_clip_norm > 0 && metrics_ != nullptr) {
+    metrics_->Set("fedge_dp_epsilon", {}, round.dp_epsilon);
+    metrics_->Set("fedge_dp_clip_norm", {}, round.dp_clip_norm);
+  }
   if (eval && metrics_ != nullptr) {
     metrics_->Set("fedge_global_accuracy", {}, eval->accuracy);
     metrics_->Set("fedge_global_loss", {}, eval->loss);
@@ -222,6 +226,8 @@ absl::Status RoundLog::RecordEvaluation(
        eval && eval->bits_per_byte > 0 ? F(eval->bits_per_byte) : "",
        eval && eval->exact_match >= 0 ? F(eval->exact_match) : "",
        eval ? F(eval_seconds) : "",
+       round.dp_clip_norm > 0 ? F(round.dp_epsilon) : "",
+       round.dp_clip_norm > 0 ? F(round.dp_clip_norm) : "",
        absl::StrFormat("%.3f",
                        absl::ToDoubleSeconds(recorded - absl::UnixEpoch()))});
 }

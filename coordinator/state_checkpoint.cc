@@ -94,8 +94,12 @@ absl::Status SaveCheckpoint(const std::string& dir,
                              {"rank", p.arm.rank},
                              {"reward", p.reward}});
   }
+  if (!state.privacy.rdp.empty()) {
+    json["privacy"] = {{"clip_norm", state.privacy.clip_norm},
+                       {"rdp", state.privacy.rdp}};
+  }
   // nlohmann writes doubles with round-trip precision, so replayed rewards
-  // are bit-identical.
+  // and the accountant are bit-identical.
   // A coordinator killed mid-write leaves its temporary file (named after
   // its process id); the checkpoint itself is intact (atomic rename).
   const std::string stale =
@@ -167,6 +171,22 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& dir) {
     play.arm.rank = p.Int("rank");
     play.reward = p.Double("reward");
     checkpoint.state.plays.push_back(std::move(play));
+  }
+  if (r.Has("privacy")) {
+    model::JsonReader privacy = r.Object("privacy");
+    checkpoint.state.privacy.clip_norm = privacy.Double("clip_norm");
+    const nlohmann::json& rdp = (*json)["privacy"]["rdp"];
+    if (!rdp.is_array() || rdp.empty()) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": privacy.rdp is not a non-empty array"));
+    }
+    for (const nlohmann::json& value : rdp) {
+      if (!value.is_number()) {
+        return absl::DataLossError(
+            absl::StrCat(path, ": privacy.rdp holds a non-number"));
+      }
+      checkpoint.state.privacy.rdp.push_back(value.get<double>());
+    }
   }
   if (!r.status().ok()) return absl::DataLossError(r.status().message());
   checkpoint.state.global = std::move(file->tensors);

@@ -36,6 +36,8 @@ Checkpoint Sample() {
   c.state.expected_seconds["pi-7"] = 42.125;
   c.state.time_models["pi-7"] = {3, 1.5, 0.25, 0.125};
   c.state.plays.push_back({"pi-7", {0.1 + 0.2, 8}, -0.1234567890123456789});
+  c.state.privacy.clip_norm = 0.1 + 0.7;
+  c.state.privacy.rdp = {1.0 / 3, 2.0 / 7, 0.0};
   c.state.global.insert("layers.0.self_attn.q_proj.weight",
                         torch::randn({4, 4}));
   return c;
@@ -62,6 +64,8 @@ TEST(CheckpointTest, RoundTripsExactly) {
   // Bit-exact doubles: replayed bandits must match.
   EXPECT_EQ(loaded->state.plays[0].reward, c.state.plays[0].reward);
   EXPECT_EQ(loaded->state.plays[0].arm, c.state.plays[0].arm);
+  EXPECT_EQ(loaded->state.privacy.clip_norm, c.state.privacy.clip_norm);
+  EXPECT_EQ(loaded->state.privacy.rdp, c.state.privacy.rdp);
   EXPECT_TRUE(
       torch::equal(loaded->state.global["layers.0.self_attn.q_proj.weight"],
                    c.state.global["layers.0.self_attn.q_proj.weight"]));

@@ -98,6 +98,11 @@ class ProgressPrinter {
         absl::StrAppendFormat(&line, ", accuracy %.2f%%",
                               100 * RowNumber(r, "accuracy"));
       }
+      if (r.count("dp_epsilon") && !RowText(r, "dp_epsilon").empty()) {
+        absl::StrAppendFormat(&line, ", epsilon %.2f (clip %.3g)",
+                              RowNumber(r, "dp_epsilon"),
+                              RowNumber(r, "dp_clip_norm"));
+      }
       absl::StrAppendFormat(&line, ", %.1f s", RowNumber(r, "round_s"));
       const Row* slowest = nullptr;
       static const std::vector<Row> kNone;

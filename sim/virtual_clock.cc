@@ -224,14 +224,19 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     evaluator.Submit(r, state.global, evaluate,
                      fc::FinalExport(r, config.task, options, config.run_dir));
     if (config.progress != nullptr) {
+      const std::string privacy =
+          r.dp_clip_norm > 0
+              ? absl::StrFormat(", epsilon %.2f (clip %.3g)", r.dp_epsilon,
+                                r.dp_clip_norm)
+              : "";
       std::fprintf(config.progress,
-                   "round %d/%d%s: %d/%d updates (%d late, %d declined), "
+                   "round %d/%d%s: %d/%d updates (%d late, %d declined)%s, "
                    "%.1f virtual s\n",
                    static_cast<int>(r.round), static_cast<int>(options.rounds),
                    r.committed ? "" : " (too few updates, retrying)",
                    static_cast<int>(r.accepted), static_cast<int>(r.invited),
                    static_cast<int>(r.stragglers), static_cast<int>(r.declined),
-                   r.round_s);
+                   privacy.c_str(), r.round_s);
       std::fflush(config.progress);
     }
     return absl::OkStatus();

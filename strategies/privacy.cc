@@ -89,6 +89,24 @@ void RdpAccountant::Compose(double q, double z, int64_t rounds) {
   }
 }
 
+absl::Status RdpAccountant::Restore(const std::vector<double>& rdp) {
+  if (rdp.size() != orders_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("privacy accountant: ", rdp.size(), " RDP values for ",
+                     orders_.size(), " orders"));
+  }
+  for (double value : rdp) {
+    if (!(value >= 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("privacy accountant: RDP value ", value));
+    }
+  }
+  rdp_ = rdp;
+  composed_ = false;
+  for (double value : rdp) composed_ = composed_ || value > 0;
+  return absl::OkStatus();
+}
+
 PrivacySpent RdpAccountant::Spent(double delta) const {
   if (!composed_) return {0, orders_.empty() ? 0 : orders_.front()};
   PrivacySpent best{kInf, orders_.empty() ? 0 : orders_.front()};

@@ -80,6 +80,11 @@ class RdpAccountant {
   // any round; +inf where every order's RDP is.
   PrivacySpent Spent(double delta) const;
 
+  // Replaces the composed RDP with `rdp` (an earlier rdp()).
+  // InvalidArgument for a length other than orders()'s, or an entry that
+  // is negative or NaN.
+  absl::Status Restore(const std::vector<double>& rdp);
+
   const std::vector<int>& orders() const { return orders_; }
   const std::vector<double>& rdp() const { return rdp_; }
 

@@ -25,15 +25,17 @@ absl::StatusOr<SelectionKind> ParseSelectionKind(absl::string_view name) {
   if (name == "all") return SelectionKind::kAll;
   if (name == "random") return SelectionKind::kRandomK;
   if (name == "deadline") return SelectionKind::kDeadlineAware;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown client selection '", name, "' (want all, random or deadline)"));
+  if (name == "poisson") return SelectionKind::kPoisson;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown client selection '", name,
+                   "' (want all, random, deadline or poisson)"));
 }
 
 Selection SelectClients(const std::vector<Candidate>& candidates,
                         const SelectionOptions& options,
                         double deadline_seconds, std::mt19937_64& rng) {
   const int64_t n = static_cast<int64_t>(candidates.size());
-  const int64_t k = options.clients_per_round > 0
+  int64_t k = options.clients_per_round > 0
                         ? std::min<int64_t>(options.clients_per_round, n)
                         : n;
   std::vector<size_t> order(candidates.size());
@@ -44,6 +46,18 @@ Selection SelectClients(const std::vector<Candidate>& candidates,
     case SelectionKind::kAll:
       invite = n;
       break;
+    case SelectionKind::kPoisson: {
+      // One draw per candidate, in candidate order, whatever the others
+      // drew: independent inclusions.
+      std::vector<size_t> drawn;
+      for (size_t i = 0; i < order.size(); ++i) {
+        if (UniformUnit(rng) < options.sampling_rate) drawn.push_back(i);
+      }
+      order = std::move(drawn);
+      invite = static_cast<int64_t>(order.size());
+      k = invite;
+      break;
+    }
     case SelectionKind::kRandomK:
       Shuffle(order, rng);
       break;

@@ -19,15 +19,20 @@ enum class SelectionKind {
   // them), then those never measured, then the slowest last; the round
   // closes when k updates arrived or at the deadline.
   kDeadlineAware,
+  // Each device independently with probability sampling_rate (Poisson
+  // sampling, what differential privacy's accountant assumes); the round
+  // closes when every invited device has answered or at the deadline.
+  kPoisson,
 };
 
-// "all", "random", "deadline". InvalidArgument otherwise.
+// "all", "random", "deadline", "poisson". InvalidArgument otherwise.
 absl::StatusOr<SelectionKind> ParseSelectionKind(absl::string_view name);
 
 struct SelectionOptions {
   SelectionKind kind = SelectionKind::kAll;
   int clients_per_round = 0;  // k; 0 means all available.
   double overcommit = 1.3;    // kDeadlineAware, >= 1.
+  double sampling_rate = 1.0;  // kPoisson, in (0, 1].
 };
 
 struct Candidate {

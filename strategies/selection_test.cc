@@ -1,6 +1,8 @@
 #include "strategies/selection.h"
 
+#include <map>
 #include <set>
+#include <string>
 
 #include "gtest/gtest.h"
 
@@ -61,8 +63,34 @@ TEST(SelectionTest, DeadlineAwareOvercommitsAndPrefersFastDevices) {
   EXPECT_EQ(std::count(t.invited.begin(), t.invited.end(), "d9"), 0);
 }
 
+// Each device in with probability q, independently: over many rounds each
+// is invited about q of the time, round sizes vary (binomial), and the
+// round waits for everyone it invited.
+TEST(SelectionTest, PoissonSamplesEachDeviceIndependently) {
+  SelectionOptions options;
+  options.kind = SelectionKind::kPoisson;
+  options.sampling_rate = 0.3;
+  std::mt19937_64 rng(5);
+  std::map<std::string, int> invited;
+  std::set<size_t> sizes;
+  const int rounds = 4000;
+  for (int r = 0; r < rounds; ++r) {
+    const Selection s = SelectClients(Candidates(), options, 60, rng);
+    EXPECT_EQ(s.target_updates, static_cast<int64_t>(s.invited.size()));
+    sizes.insert(s.invited.size());
+    for (const std::string& id : s.invited) ++invited[id];
+  }
+  ASSERT_EQ(invited.size(), 10u);
+  for (const auto& [id, count] : invited) {
+    // Binomial(4000, 0.3): stddev 29; 5 stddevs.
+    EXPECT_NEAR(count, 0.3 * rounds, 145) << id;
+  }
+  EXPECT_TRUE(sizes.count(0) == 1 && sizes.count(6) == 1);
+}
+
 TEST(SelectionTest, ParsesNames) {
   EXPECT_EQ(*ParseSelectionKind("deadline"), SelectionKind::kDeadlineAware);
+  EXPECT_EQ(*ParseSelectionKind("poisson"), SelectionKind::kPoisson);
   EXPECT_FALSE(ParseSelectionKind("fastest").ok());
 }
 
