@@ -226,15 +226,14 @@ absl::Status Engine::OpenPrivately(strategies::AggregatorOptions& aggregator,
     return absl::FailedPreconditionError(absl::StrCat(
         "the privacy budget is spent: round ", next_round_,
         " would take epsilon to ", privacy_->EpsilonAfter(1), " (delta ",
-        privacy.delta, "), over --dp_epsilon_budget=",
-        privacy.epsilon_budget));
+        privacy.delta, "), over --dp_epsilon_budget=", privacy.epsilon_budget));
   }
   // The devices registered as the round opens; at least one, so that the
   // denominator is positive while registrations change.
   const int64_t candidates =
       std::max<int64_t>(1, static_cast<int64_t>(Candidates().size()));
-  absl::StatusOr<PrivateRound> opened = privacy_->Open(
-      candidates, next_round_ * 1000 + attempt_, aggregator);
+  absl::StatusOr<PrivateRound> opened =
+      privacy_->Open(candidates, next_round_ * 1000 + attempt_, aggregator);
   if (!opened.ok()) {
     return absl::FailedPreconditionError(opened.status().message());
   }

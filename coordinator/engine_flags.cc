@@ -5,6 +5,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 
 #include "transport/update_codec.h"
@@ -75,9 +76,15 @@ ABSL_FLAG(double, clip_norm, 0.0,
           "--dp_noise_multiplier, the (initial) clip.");
 ABSL_FLAG(double, dp_noise_multiplier, 0.0,
           "User-level differential privacy (docs/privacy.md): Gaussian noise "
-          "of this many clip norms on each round's sum (0: off). Needs "
+          "of this many clip norms on each round's sum (0: off; or set "
+          "--dp_epsilon). Needs "
           "--clip_norm, --aggregator=mean, --bandit=fixed and Poisson "
           "sampling (--selection=poisson, or all with --sampling_rate=1).");
+ABSL_FLAG(double, dp_epsilon, 0.0,
+          "Differential privacy calibrated to a target: the smallest "
+          "--dp_noise_multiplier whose --rounds rounds at --sampling_rate "
+          "spend at most this epsilon at --dp_delta (0: use "
+          "--dp_noise_multiplier as given).");
 ABSL_FLAG(double, dp_delta, 1e-5,
           "Differential privacy: the delta epsilon is reported at (keep it "
           "below 1 / devices).");
@@ -238,9 +245,19 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.privacy.epsilon_budget = absl::GetFlag(FLAGS_dp_epsilon_budget);
   e.privacy.target_quantile = absl::GetFlag(FLAGS_dp_target_quantile);
   e.privacy.clip_learning_rate = absl::GetFlag(FLAGS_dp_clip_learning_rate);
-  e.privacy.clipped_count_stddev =
-      absl::GetFlag(FLAGS_dp_clipped_count_stddev);
+  e.privacy.clipped_count_stddev = absl::GetFlag(FLAGS_dp_clipped_count_stddev);
   e.privacy_seed = absl::GetFlag(FLAGS_dp_seed);
+  if (const double epsilon = absl::GetFlag(FLAGS_dp_epsilon); epsilon != 0) {
+    if (e.privacy.noise_multiplier > 0) {
+      return absl::InvalidArgumentError(
+          "--dp_epsilon calibrates the noise: give it or "
+          "--dp_noise_multiplier, not both");
+    }
+    absl::StatusOr<double> z =
+        fs::NoiseMultiplierFor(e.privacy, e.rounds, epsilon);
+    if (!z.ok()) return FlagError("dp_epsilon", z.status());
+    e.privacy.noise_multiplier = *z;
+  }
   auto server =
       fs::ParseServerOptimizerKind(absl::GetFlag(FLAGS_server_optimizer));
   if (!server.ok()) return FlagError("server_optimizer", server.status());
@@ -281,6 +298,25 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.seed = absl::GetFlag(FLAGS_seed);
   if (absl::Status s = e.Validate(); !s.ok()) return s;
   return e;
+}
+
+std::string PrivacySummary(const EngineOptions& o) {
+  if (!o.privacy.enabled()) return "";
+  return absl::StrFormat(
+      "differential privacy: noise multiplier %.4g, clip %.4g (%s), "
+      "devices sampled at %.4g a round; epsilon %.3g at delta %.3g after all "
+      "%d rounds%s",
+      o.privacy.noise_multiplier, o.aggregator.clip_norm,
+      o.privacy.target_quantile > 0
+          ? absl::StrCat("adaptive, towards quantile ",
+                         o.privacy.target_quantile)
+          : "fixed",
+      o.privacy.sampling_rate,
+      strategies::SpentAfter(o.privacy, o.rounds).epsilon, o.privacy.delta,
+      static_cast<int>(o.rounds),
+      o.privacy_seed != 0 ? " (repeatable noise: --dp_seed is set, so it is "
+                            "no secret)"
+                          : "");
 }
 
 }  // namespace fedge::coordinator

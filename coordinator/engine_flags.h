@@ -4,6 +4,8 @@
 // is its documentation (--help).
 #pragma once
 
+#include <string>
+
 #include "absl/status/statusor.h"
 
 #include "coordinator/engine.h"
@@ -13,5 +15,10 @@ namespace fedge::coordinator {
 // The options the flags describe. InvalidArgument naming the flag for a
 // value that does not parse or does not validate.
 absl::StatusOr<EngineOptions> EngineOptionsFromFlags();
+
+// A line saying what differential privacy a run has (noise multiplier,
+// clip, sampling, epsilon after all its rounds), for binaries to print as
+// they start; empty when it is off.
+std::string PrivacySummary(const EngineOptions& options);
 
 }  // namespace fedge::coordinator

@@ -10,6 +10,12 @@
 ABSL_DECLARE_FLAG(std::string, mode);
 ABSL_DECLARE_FLAG(std::string, bandit);
 ABSL_DECLARE_FLAG(double, fixed_ratio);
+ABSL_DECLARE_FLAG(double, clip_norm);
+ABSL_DECLARE_FLAG(std::string, selection);
+ABSL_DECLARE_FLAG(double, sampling_rate);
+ABSL_DECLARE_FLAG(int64_t, rounds);
+ABSL_DECLARE_FLAG(double, dp_epsilon);
+ABSL_DECLARE_FLAG(double, dp_noise_multiplier);
 
 namespace fedge::coordinator {
 namespace {
@@ -39,6 +45,32 @@ TEST(EngineFlagsTest, AnUnknownBanditIsNamed) {
   absl::StatusOr<EngineOptions> options = EngineOptionsFromFlags();
   ASSERT_FALSE(options.ok());
   EXPECT_NE(options.status().message().find("--bandit"), std::string::npos)
+      << options.status();
+}
+
+// --dp_epsilon picks the noise for the run's rounds and sampling rate; the
+// start-up line says what the run will spend.
+TEST(EngineFlagsTest, PrivacyIsCalibratedToATargetEpsilon) {
+  absl::FlagSaver restore;
+  EXPECT_EQ(PrivacySummary(*EngineOptionsFromFlags()), "");
+  absl::SetFlag(&FLAGS_bandit, "fixed");
+  absl::SetFlag(&FLAGS_clip_norm, 0.5);
+  absl::SetFlag(&FLAGS_selection, "poisson");
+  absl::SetFlag(&FLAGS_sampling_rate, 0.05);
+  absl::SetFlag(&FLAGS_rounds, 15);
+  absl::SetFlag(&FLAGS_dp_epsilon, 8.0);
+  absl::StatusOr<EngineOptions> options = EngineOptionsFromFlags();
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_NEAR(strategies::SpentAfter(options->privacy, 15).epsilon, 8.0, 0.05);
+  EXPECT_EQ(options->privacy.sampling_rate, 0.05);
+  EXPECT_EQ(options->selection.sampling_rate, 0.05);
+  EXPECT_NE(PrivacySummary(*options).find("after all 15 rounds"),
+            std::string::npos)
+      << PrivacySummary(*options);
+  absl::SetFlag(&FLAGS_dp_noise_multiplier, 1.0);
+  options = EngineOptionsFromFlags();
+  ASSERT_FALSE(options.ok());
+  EXPECT_NE(options.status().message().find("not both"), std::string::npos)
       << options.status();
 }
 

@@ -1221,8 +1221,8 @@ TEST(EnginePrivacyTest, PoissonSamplingIsWhatIsAccounted) {
   const RoundRecord& last = h.closed.back();
   int committed = 0;
   for (const RoundRecord& r : h.closed) committed += r.committed ? 1 : 0;
-  EXPECT_NEAR(last.dp_epsilon, strategies::SpentAfter(o.privacy, committed).epsilon,
-              1e-9);
+  EXPECT_NEAR(last.dp_epsilon,
+              strategies::SpentAfter(o.privacy, committed).epsilon, 1e-9);
 }
 
 TEST(EnginePrivacyTest, ACheckpointCarriesTheAccountantAndRunsDoNotMix) {

@@ -53,7 +53,8 @@ absl::Status ValidatePrivacy(const EngineOptions& o) {
           "would spend epsilon ", epsilon, " at delta ", o.privacy.delta,
           " in ", o.rounds, " rounds, over the budget of ",
           o.privacy.epsilon_budget, ", which allows ",
-          strategies::RoundsWithin(o.privacy, o.privacy.epsilon_budget, o.rounds),
+          strategies::RoundsWithin(o.privacy, o.privacy.epsilon_budget,
+                                   o.rounds),
           " rounds: lower --rounds or --sampling_rate, or raise "
           "--dp_noise_multiplier"));
     }

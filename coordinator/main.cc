@@ -226,6 +226,11 @@ int main(int argc, char** argv) {
           ? absl::StrCat("port ", (*server)->metrics_port()).c_str()
           : "off",
       config->run_dir.c_str());
+  if (const std::string privacy =
+          fedge::coordinator::PrivacySummary(config->engine);
+      !privacy.empty()) {
+    std::printf("fedge-coordinator: %s\n", privacy.c_str());
+  }
   std::fflush(stdout);
   std::thread watcher([&] {
     while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -69,8 +69,7 @@ PrivacyRecord PrivateRounds::Commit(const PrivateRound& round,
     for (double norm : norms) unclipped += norm <= round.clip_norm ? 1 : 0;
     std::mt19937_64 rng(round.seed ^ 0x9e3779b97f4a7c15ULL);
     std::normal_distribution<double> noise(0, round.count_stddev);
-    const double fraction =
-        (unclipped + noise(rng)) / round.expected_devices;
+    const double fraction = (unclipped + noise(rng)) / round.expected_devices;
     clip_norm_ = strategies::NextClipNorm(round.clip_norm, fraction,
                                           options_.target_quantile,
                                           options_.clip_learning_rate);
@@ -81,8 +80,7 @@ PrivacyRecord PrivateRounds::Commit(const PrivateRound& round,
 
 double PrivateRounds::EpsilonAfter(int64_t more_rounds) const {
   strategies::RdpAccountant next = accountant_;
-  next.Compose(options_.sampling_rate, options_.noise_multiplier,
-               more_rounds);
+  next.Compose(options_.sampling_rate, options_.noise_multiplier, more_rounds);
   return next.Spent(options_.delta).epsilon;
 }
 

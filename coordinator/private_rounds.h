@@ -24,9 +24,9 @@ struct PrivateRound {
 
 // A committed round's privacy, for its record.
 struct PrivacyRecord {
-  double epsilon = 0;     // Spent so far, at the options' delta.
-  double clip_norm = 0;   // The clip the round used.
-  double next_clip = 0;   // The clip of the next round.
+  double epsilon = 0;    // Spent so far, at the options' delta.
+  double clip_norm = 0;  // The clip the round used.
+  double next_clip = 0;  // The clip of the next round.
 };
 
 // The state a checkpoint keeps.

@@ -102,11 +102,11 @@ const std::vector<std::string>& RoundLog::ClientColumns() {
 
 const std::vector<std::string>& RoundLog::RoundColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "round",    "attempt",   "committed",          "global_prune_ratio",
-      "invited",  "accepted",  "stragglers",         "declined",
-      "dropped",  "round_s",   "aggregate_s",        "mean_loss_after",
-      "accuracy", "test_loss", "test_bits_per_byte", "test_exact_match",
-      "eval_s",   "dp_epsilon", "dp_clip_norm", "unix_time"};
+      "round",    "attempt",    "committed",          "global_prune_ratio",
+      "invited",  "accepted",   "stragglers",         "declined",
+      "dropped",  "round_s",    "aggregate_s",        "mean_loss_after",
+      "accuracy", "test_loss",  "test_bits_per_byte", "test_exact_match",
+      "eval_s",   "dp_epsilon", "dp_clip_norm",       "unix_time"};
   return *columns;
 }
 
@@ -218,11 +218,20 @@ absl::Status RoundLog::RecordEvaluation(
     }
   }
   return rounds_->Write(
-      {I(round.round), I(round.attempt), round.committed ? "1" : "0",
-       F(round.global_ratio), I(round.invited), I(round.accepted),
-       I(round.stragglers), I(round.declined), I(round.dropped),
-       F(round.round_s), F(round.aggregate_s), F(round.mean_loss_after),
-       eval ? F(eval->accuracy) : "", eval ? F(eval->loss) : "",
+      {I(round.round),
+       I(round.attempt),
+       round.committed ? "1" : "0",
+       F(round.global_ratio),
+       I(round.invited),
+       I(round.accepted),
+       I(round.stragglers),
+       I(round.declined),
+       I(round.dropped),
+       F(round.round_s),
+       F(round.aggregate_s),
+       F(round.mean_loss_after),
+       eval ? F(eval->accuracy) : "",
+       eval ? F(eval->loss) : "",
        eval && eval->bits_per_byte > 0 ? F(eval->bits_per_byte) : "",
        eval && eval->exact_match >= 0 ? F(eval->exact_match) : "",
        eval ? F(eval_seconds) : "",

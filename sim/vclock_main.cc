@@ -10,6 +10,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 #include "cli/cli.h"
 #include "coordinator/engine_flags.h"
@@ -111,12 +112,21 @@ int main(int argc, char** argv) {
   fedge::model::ConfigureRuntime(1);  // Each device trains on one thread.
   if (config.progress != nullptr) {
     const int k = engine->selection.clients_per_round;
+    const std::string per_round =
+        engine->selection.kind == fedge::strategies::SelectionKind::kPoisson
+            ? absl::StrFormat("each with probability %g",
+                              engine->selection.sampling_rate)
+        : k > 0 ? absl::StrCat(k)
+                : std::string("all");
     std::printf(
         "fedge-vclock: VIRTUAL CLOCK: %d devices, %s per round train for "
         "real on this machine; download, compute and upload times are "
         "charged from the device and link profiles; records in %s\n",
-        clients, k > 0 ? absl::StrCat(k).c_str() : "all",
-        config.run_dir.c_str());
+        clients, per_round.c_str(), config.run_dir.c_str());
+    if (const std::string privacy = fedge::coordinator::PrivacySummary(*engine);
+        !privacy.empty()) {
+      std::printf("fedge-vclock: %s\n", privacy.c_str());
+    }
     std::fflush(stdout);
   }
   if (absl::Status s = fedge::sim::RunVirtualFederation(config, *engine);

@@ -225,10 +225,9 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
                      fc::FinalExport(r, config.task, options, config.run_dir));
     if (config.progress != nullptr) {
       const std::string privacy =
-          r.dp_clip_norm > 0
-              ? absl::StrFormat(", epsilon %.2f (clip %.3g)", r.dp_epsilon,
-                                r.dp_clip_norm)
-              : "";
+          r.dp_clip_norm > 0 ? absl::StrFormat(", epsilon %.2f (clip %.3g)",
+                                               r.dp_epsilon, r.dp_clip_norm)
+                             : "";
       std::fprintf(config.progress,
                    "round %d/%d%s: %d/%d updates (%d late, %d declined)%s, "
                    "%.1f virtual s\n",

@@ -179,8 +179,8 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
     return absl::FailedPreconditionError("no updates to aggregate");
   }
   NamedTensors result;
-  at::Generator noise = at::make_generator<at::CPUGeneratorImpl>(
-      options_.noise_seed);
+  at::Generator noise =
+      at::make_generator<at::CPUGeneratorImpl>(options_.noise_seed);
   for (const std::string& name : order_) {
     const Slot& slot = slots_.at(name);
     at::Tensor delta;
@@ -194,8 +194,8 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
               ? torch::ones(slot.weighted.sizes(), torch::kFloat64)
               : (slot.coverage > 0).to(torch::kFloat64);
       delta = (slot.weighted +
-               covered * torch::randn(slot.weighted.sizes(), noise,
-                                      torch::kFloat64) *
+               covered *
+                   torch::randn(slot.weighted.sizes(), noise, torch::kFloat64) *
                    options_.noise_stddev) /
               options_.fixed_denominator;
     } else if (options_.kind == AggregatorKind::kMean) {

@@ -142,6 +142,32 @@ int64_t RoundsWithin(const PrivacyOptions& options, double budget,
   return lo;
 }
 
+absl::StatusOr<double> NoiseMultiplierFor(const PrivacyOptions& options,
+                                          int64_t rounds, double epsilon) {
+  PrivacyOptions o = options;
+  const auto spent = [&](double z) {
+    o.noise_multiplier = z;
+    return SpentAfter(o, rounds).epsilon;
+  };
+  double lo = 1e-3, hi = 1000;
+  if (!(epsilon > 0) || spent(hi) > epsilon) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "no noise multiplier up to ", hi, " keeps ", rounds,
+        " rounds at sampling rate ", options.sampling_rate, " within epsilon ",
+        epsilon, " (delta ", options.delta, ")"));
+  }
+  // Epsilon falls as z grows: bisect on a log scale.
+  while (hi / lo > 1.001) {
+    const double mid = std::sqrt(lo * hi);
+    if (spent(mid) <= epsilon) {
+      hi = mid;
+    } else {
+      lo = mid;
+    }
+  }
+  return hi;
+}
+
 absl::StatusOr<double> UpdateNoiseMultiplier(double z, double count_stddev) {
   if (!(z > 0) || !(count_stddev > 0)) {
     return absl::InvalidArgumentError(

@@ -97,6 +97,13 @@ class RdpAccountant {
 // Epsilon after `rounds` rounds at `options`' q, z and delta.
 PrivacySpent SpentAfter(const PrivacyOptions& options, int64_t rounds);
 
+// The smallest noise multiplier (to 0.1%) whose `rounds` rounds at
+// `options`' sampling rate and delta spend at most `epsilon` (> 0):
+// calibrating the noise to a target epsilon, as DP-FedAvg deployments do.
+// InvalidArgument when even a multiplier of 1000 spends more.
+absl::StatusOr<double> NoiseMultiplierFor(const PrivacyOptions& options,
+                                          int64_t rounds, double epsilon);
+
 // The most rounds whose epsilon stays within `budget` (searched up to
 // `limit`).
 int64_t RoundsWithin(const PrivacyOptions& options, double budget,

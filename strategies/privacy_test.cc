@@ -81,6 +81,19 @@ TEST(RdpAccountantTest, RoundsWithinIsTheLastRoundUnderTheBudget) {
   EXPECT_GT(SpentAfter(o, rounds + 1).epsilon, 4.0);
 }
 
+TEST(RdpAccountantTest, NoiseIsCalibratedToATargetEpsilon) {
+  PrivacyOptions o;
+  o.sampling_rate = 0.1;
+  absl::StatusOr<double> z = NoiseMultiplierFor(o, 50, 8.0);
+  ASSERT_TRUE(z.ok()) << z.status();
+  o.noise_multiplier = *z;
+  EXPECT_LE(SpentAfter(o, 50).epsilon, 8.0);
+  o.noise_multiplier = *z * 0.99;
+  EXPECT_GT(SpentAfter(o, 50).epsilon, 8.0);
+  EXPECT_FALSE(NoiseMultiplierFor(o, 50, 0.0).ok());
+  EXPECT_FALSE(NoiseMultiplierFor(o, 50, 1e-9).ok());
+}
+
 // Andrew et al. 2021: z = 1 with count stddev sigma_b leaves
 // (1 - 1 / (4 sigma_b^2))^(-1/2) for the sum.
 TEST(PrivacyTest, AdaptiveClippingTakesItsShareOfTheNoise) {

@@ -36,8 +36,8 @@ Selection SelectClients(const std::vector<Candidate>& candidates,
                         double deadline_seconds, std::mt19937_64& rng) {
   const int64_t n = static_cast<int64_t>(candidates.size());
   int64_t k = options.clients_per_round > 0
-                        ? std::min<int64_t>(options.clients_per_round, n)
-                        : n;
+                  ? std::min<int64_t>(options.clients_per_round, n)
+                  : n;
   std::vector<size_t> order(candidates.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   Selection selection;

@@ -30,8 +30,8 @@ absl::StatusOr<SelectionKind> ParseSelectionKind(absl::string_view name);
 
 struct SelectionOptions {
   SelectionKind kind = SelectionKind::kAll;
-  int clients_per_round = 0;  // k; 0 means all available.
-  double overcommit = 1.3;    // kDeadlineAware, >= 1.
+  int clients_per_round = 0;   // k; 0 means all available.
+  double overcommit = 1.3;     // kDeadlineAware, >= 1.
   double sampling_rate = 1.0;  // kPoisson, in (0, 1].
 };
 
