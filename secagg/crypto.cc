@@ -1,0 +1,299 @@
+#include "secagg/crypto.h"
+
+#include <array>
+#include <memory>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+
+namespace fedge::secagg {
+namespace {
+
+constexpr int kNonceBytes = 12;
+constexpr int kTagBytes = 16;
+
+struct PkeyFree {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+};
+struct PkeyCtxFree {
+  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
+};
+struct CipherCtxFree {
+  void operator()(EVP_CIPHER_CTX* p) const { EVP_CIPHER_CTX_free(p); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
+
+const unsigned char* Bytes(absl::string_view s) {
+  return reinterpret_cast<const unsigned char*>(s.data());
+}
+unsigned char* Bytes(std::string& s) {
+  return reinterpret_cast<unsigned char*>(s.data());
+}
+
+absl::Status KeyLength(absl::string_view what, absl::string_view key) {
+  if (key.size() == kKeyBytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " is ", key.size(), " bytes; expected ", kKeyBytes));
+}
+
+absl::Status Failed(absl::string_view what) {
+  return absl::InternalError(absl::StrCat("OpenSSL: ", what, " failed"));
+}
+
+// GF(2^8) with the AES polynomial x^8 + x^4 + x^3 + x + 1, through
+// exponent and logarithm tables of the generator 3.
+struct Field {
+  std::array<uint8_t, 512> exp{};
+  std::array<int, 256> log{};
+  Field() {
+    int x = 1;
+    for (int i = 0; i < 255; ++i) {
+      exp[i] = static_cast<uint8_t>(x);
+      log[x] = i;
+      x ^= (x << 1) ^ ((x & 0x80) ? 0x11b : 0);  // x * 3.
+    }
+    for (int i = 255; i < 512; ++i) exp[i] = exp[i - 255];
+  }
+  uint8_t Mul(uint8_t a, uint8_t b) const {
+    if (a == 0 || b == 0) return 0;
+    return exp[log[a] + log[b]];
+  }
+  uint8_t Div(uint8_t a, uint8_t b) const {  // b != 0.
+    if (a == 0) return 0;
+    return exp[log[a] + 255 - log[b]];
+  }
+};
+
+const Field& GF() {
+  static const Field* field = new Field();
+  return *field;
+}
+
+}  // namespace
+
+absl::StatusOr<KeyPair> GenerateKeyPair() {
+  Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519"));
+  if (!key) return Failed("X25519 key generation");
+  KeyPair pair;
+  pair.private_key.resize(kKeyBytes);
+  pair.public_key.resize(kKeyBytes);
+  size_t length = kKeyBytes;
+  if (EVP_PKEY_get_raw_private_key(key.get(), Bytes(pair.private_key),
+                                   &length) != 1 ||
+      length != kKeyBytes) {
+    return Failed("reading the X25519 private key");
+  }
+  length = kKeyBytes;
+  if (EVP_PKEY_get_raw_public_key(key.get(), Bytes(pair.public_key), &length) !=
+          1 ||
+      length != kKeyBytes) {
+    return Failed("reading the X25519 public key");
+  }
+  return pair;
+}
+
+absl::StatusOr<std::string> AgreeKey(absl::string_view my_private,
+                                     absl::string_view peer_public,
+                                     absl::string_view context) {
+  if (absl::Status s = KeyLength("private key", my_private); !s.ok()) return s;
+  if (absl::Status s = KeyLength("peer public key", peer_public); !s.ok()) {
+    return s;
+  }
+  Pkey mine(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr,
+                                         Bytes(my_private), kKeyBytes));
+  Pkey peer(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr,
+                                        Bytes(peer_public), kKeyBytes));
+  if (!mine || !peer) return absl::InvalidArgumentError("unusable X25519 key");
+  PkeyCtx derive(EVP_PKEY_CTX_new(mine.get(), nullptr));
+  std::string secret(kKeyBytes, '\0');
+  size_t length = kKeyBytes;
+  if (!derive || EVP_PKEY_derive_init(derive.get()) != 1 ||
+      EVP_PKEY_derive_set_peer(derive.get(), peer.get()) != 1 ||
+      EVP_PKEY_derive(derive.get(), Bytes(secret), &length) != 1 ||
+      length != kKeyBytes) {
+    // OpenSSL refuses a peer key of small order (an all-zero secret).
+    return absl::InvalidArgumentError(
+        "X25519 agreement failed: the peer's public key is unusable");
+  }
+  if (secret == std::string(kKeyBytes, '\0')) {
+    return absl::InvalidArgumentError(
+        "X25519 agreement gave the all-zero secret");
+  }
+  PkeyCtx hkdf(EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr));
+  std::string key(kKeyBytes, '\0');
+  length = kKeyBytes;
+  if (!hkdf || EVP_PKEY_derive_init(hkdf.get()) != 1 ||
+      EVP_PKEY_CTX_set_hkdf_md(hkdf.get(), EVP_sha256()) != 1 ||
+      EVP_PKEY_CTX_set1_hkdf_key(hkdf.get(), Bytes(secret), kKeyBytes) != 1 ||
+      EVP_PKEY_CTX_add1_hkdf_info(hkdf.get(), Bytes(context),
+                                  static_cast<int>(context.size())) != 1 ||
+      EVP_PKEY_derive(hkdf.get(), Bytes(key), &length) != 1) {
+    return Failed("HKDF-SHA256");
+  }
+  return key;
+}
+
+absl::StatusOr<std::vector<uint32_t>> ExpandMask(absl::string_view seed,
+                                                 size_t n) {
+  if (absl::Status s = KeyLength("mask seed", seed); !s.ok()) return s;
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  const std::array<unsigned char, 16> iv{};  // Counter and nonce at zero.
+  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_chacha20(), nullptr,
+                                 Bytes(seed), iv.data()) != 1) {
+    return Failed("ChaCha20 set-up");
+  }
+  std::vector<uint32_t> mask(n, 0);
+  // Encrypting zeros gives the keystream; in pieces, so that a length
+  // beyond int's range works too.
+  auto* out = reinterpret_cast<unsigned char*>(mask.data());
+  size_t left = n * sizeof(uint32_t);
+  while (left > 0) {
+    const int piece = static_cast<int>(std::min<size_t>(left, 1 << 30));
+    int written = 0;
+    if (EVP_EncryptUpdate(ctx.get(), out, &written, out, piece) != 1 ||
+        written != piece) {
+      return Failed("ChaCha20");
+    }
+    out += piece;
+    left -= static_cast<size_t>(piece);
+  }
+  // The keystream's bytes as little-endian words, on any host.
+  for (uint32_t& word : mask) {
+    const auto* b = reinterpret_cast<const unsigned char*>(&word);
+    word = static_cast<uint32_t>(b[0]) | static_cast<uint32_t>(b[1]) << 8 |
+           static_cast<uint32_t>(b[2]) << 16 |
+           static_cast<uint32_t>(b[3]) << 24;
+  }
+  return mask;
+}
+
+absl::StatusOr<std::string> Seal(absl::string_view key,
+                                 absl::string_view plaintext,
+                                 absl::string_view associated) {
+  if (absl::Status s = KeyLength("sealing key", key); !s.ok()) return s;
+  std::string sealed(kNonceBytes + plaintext.size() + kTagBytes, '\0');
+  if (RAND_bytes(Bytes(sealed), kNonceBytes) != 1) return Failed("RAND_bytes");
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  int written = 0;
+  if (!ctx ||
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, Bytes(key),
+                         Bytes(sealed)) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), nullptr, &written, Bytes(associated),
+                        static_cast<int>(associated.size())) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), Bytes(sealed) + kNonceBytes, &written,
+                        Bytes(plaintext),
+                        static_cast<int>(plaintext.size())) != 1 ||
+      EVP_EncryptFinal_ex(ctx.get(), Bytes(sealed) + kNonceBytes + written,
+                          &written) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTagBytes,
+                          Bytes(sealed) + kNonceBytes + plaintext.size()) !=
+          1) {
+    return Failed("AES-256-GCM sealing");
+  }
+  return sealed;
+}
+
+absl::StatusOr<std::string> Open(absl::string_view key,
+                                 absl::string_view sealed,
+                                 absl::string_view associated) {
+  if (absl::Status s = KeyLength("opening key", key); !s.ok()) return s;
+  if (sealed.size() < kNonceBytes + kTagBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sealed message of ", sealed.size(), " bytes is too short"));
+  }
+  const size_t length = sealed.size() - kNonceBytes - kTagBytes;
+  std::string plain(length, '\0');
+  std::string tag(sealed.substr(kNonceBytes + length));
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  int written = 0;
+  if (!ctx ||
+      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, Bytes(key),
+                         Bytes(sealed)) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), nullptr, &written, Bytes(associated),
+                        static_cast<int>(associated.size())) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), Bytes(plain), &written,
+                        Bytes(sealed) + kNonceBytes,
+                        static_cast<int>(length)) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagBytes,
+                          Bytes(tag)) != 1 ||
+      EVP_DecryptFinal_ex(ctx.get(), Bytes(plain) + written, &written) != 1) {
+    return absl::InvalidArgumentError(
+        "sealed message does not authenticate (changed, or another key)");
+  }
+  return plain;
+}
+
+absl::StatusOr<std::vector<Share>> SplitSecret(absl::string_view secret,
+                                               int threshold, int count) {
+  if (!(threshold >= 1 && threshold <= count && count <= kMaxShares)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("secret sharing needs 1 <= threshold (", threshold,
+                     ") <= shares (", count, ") <= ", kMaxShares));
+  }
+  const Field& f = GF();
+  // Per byte of the secret, a polynomial of degree threshold - 1 with the
+  // byte as its constant term and random other coefficients.
+  std::string coefficients(secret.size() * (threshold - 1), '\0');
+  if (!coefficients.empty() &&
+      RAND_bytes(Bytes(coefficients), static_cast<int>(coefficients.size())) !=
+          1) {
+    return Failed("RAND_bytes");
+  }
+  std::vector<Share> shares(count);
+  for (int i = 0; i < count; ++i) {
+    const auto x = static_cast<uint8_t>(i + 1);
+    shares[i].x = x;
+    shares[i].y.resize(secret.size());
+    for (size_t b = 0; b < secret.size(); ++b) {
+      // Horner, highest coefficient first.
+      uint8_t y = 0;
+      for (int k = threshold - 2; k >= 0; --k) {
+        y = f.Mul(y, x) ^
+            static_cast<uint8_t>(coefficients[b * (threshold - 1) + k]);
+      }
+      shares[i].y[b] =
+          static_cast<char>(f.Mul(y, x) ^ static_cast<uint8_t>(secret[b]));
+    }
+  }
+  return shares;
+}
+
+absl::StatusOr<std::string> CombineShares(const std::vector<Share>& shares,
+                                          int threshold) {
+  if (threshold < 1 || static_cast<int>(shares.size()) < threshold) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(shares.size(), " shares; ", threshold, " needed"));
+  }
+  std::set<uint8_t> points;
+  for (int i = 0; i < threshold; ++i) {
+    if (shares[i].x == 0 || !points.insert(shares[i].x).second ||
+        shares[i].y.size() != shares[0].y.size()) {
+      return absl::InvalidArgumentError(
+          "shares must have distinct non-zero points and equal lengths");
+    }
+  }
+  const Field& f = GF();
+  // Lagrange at 0: the weight of share i is prod_{j != i} x_j / (x_j - x_i),
+  // subtraction being XOR in GF(2^8).
+  std::string secret(shares[0].y.size(), '\0');
+  for (int i = 0; i < threshold; ++i) {
+    uint8_t weight = 1;
+    for (int j = 0; j < threshold; ++j) {
+      if (j == i) continue;
+      weight = f.Mul(weight, f.Div(shares[j].x, shares[j].x ^ shares[i].x));
+    }
+    for (size_t b = 0; b < secret.size(); ++b) {
+      secret[b] = static_cast<char>(
+          static_cast<uint8_t>(secret[b]) ^
+          f.Mul(weight, static_cast<uint8_t>(shares[i].y[b])));
+    }
+  }
+  return secret;
+}
+
+}  // namespace fedge::secagg

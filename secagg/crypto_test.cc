@@ -1,0 +1,97 @@
+#include "secagg/crypto.h"
+
+#include <algorithm>
+
+#include "gtest/gtest.h"
+
+namespace fedge::secagg {
+namespace {
+
+TEST(CryptoTest, BothSidesAgreeOnAKeyPerContext) {
+  const KeyPair a = *GenerateKeyPair();
+  const KeyPair b = *GenerateKeyPair();
+  ASSERT_EQ(a.public_key.size(), 32u);
+  const absl::StatusOr<std::string> ab =
+      AgreeKey(a.private_key, b.public_key, "mask");
+  const absl::StatusOr<std::string> ba =
+      AgreeKey(b.private_key, a.public_key, "mask");
+  ASSERT_TRUE(ab.ok()) << ab.status();
+  ASSERT_TRUE(ba.ok()) << ba.status();
+  EXPECT_EQ(*ab, *ba);
+  EXPECT_NE(*AgreeKey(a.private_key, b.public_key, "seal"), *ab);
+  const KeyPair c = *GenerateKeyPair();
+  EXPECT_NE(*AgreeKey(a.private_key, c.public_key, "mask"), *ab);
+}
+
+TEST(CryptoTest, BadPeerKeysAreRefused) {
+  const KeyPair a = *GenerateKeyPair();
+  EXPECT_EQ(AgreeKey(a.private_key, "short", "mask").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // The all-zero point has small order: the agreed secret would be zero.
+  EXPECT_EQ(
+      AgreeKey(a.private_key, std::string(32, '\0'), "mask").status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+// RFC 8439 appendix A.1, test vector 1: key, counter and nonce all zero.
+TEST(CryptoTest, TheMaskIsTheChaCha20Keystream) {
+  const std::vector<uint32_t> mask = *ExpandMask(std::string(32, '\0'), 4);
+  EXPECT_EQ(mask[0], 0xade0b876u);  // Bytes 76 b8 e0 ad.
+  EXPECT_EQ(mask[1], 0x903df1a0u);  // a0 f1 3d 90.
+  EXPECT_EQ(mask[2], 0xe56a5d40u);  // 40 5d 6a e5.
+  EXPECT_EQ(mask[3], 0x28bd8653u);  // 53 86 bd 28.
+}
+
+TEST(CryptoTest, MasksAreRepeatableAndLookUniform) {
+  const std::string seed(32, '\x07');
+  const std::vector<uint32_t> long_mask = *ExpandMask(seed, 100000);
+  const std::vector<uint32_t> short_mask = *ExpandMask(seed, 10);
+  EXPECT_TRUE(
+      std::equal(short_mask.begin(), short_mask.end(), long_mask.begin()));
+  EXPECT_NE(*ExpandMask(std::string(32, '\x08'), 10), short_mask);
+  double mean = 0;
+  for (uint32_t w : long_mask) mean += w / 4294967296.0;
+  mean /= long_mask.size();
+  EXPECT_NEAR(mean, 0.5, 0.005);  // Stddev of the mean: 0.0009.
+  EXPECT_FALSE(ExpandMask("short", 10).ok());
+}
+
+TEST(CryptoTest, SealedSharesOpenOnlyUnchangedAndWithTheKey) {
+  const std::string key(32, '\x01');
+  const std::string sealed = *Seal(key, "share bytes", "from 3 to 7");
+  absl::StatusOr<std::string> opened = Open(key, sealed, "from 3 to 7");
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(*opened, "share bytes");
+  EXPECT_FALSE(Open(key, sealed, "from 4 to 7").ok());
+  EXPECT_FALSE(Open(std::string(32, '\x02'), sealed, "from 3 to 7").ok());
+  std::string changed = sealed;
+  changed[14] ^= 1;
+  EXPECT_FALSE(Open(key, changed, "from 3 to 7").ok());
+  EXPECT_FALSE(Open(key, "tiny", "").ok());
+  EXPECT_NE(*Seal(key, "share bytes", "from 3 to 7"), sealed);  // Nonce.
+}
+
+TEST(CryptoTest, AnyThresholdOfSharesRebuildsTheSecret) {
+  const std::string secret = "0123456789abcdef0123456789abcdef";
+  const std::vector<Share> shares = *SplitSecret(secret, 3, 7);
+  ASSERT_EQ(shares.size(), 7u);
+  for (size_t a = 0; a < shares.size(); ++a) {
+    for (size_t b = a + 1; b < shares.size(); ++b) {
+      for (size_t c = b + 1; c < shares.size(); ++c) {
+        EXPECT_EQ(*CombineShares({shares[a], shares[b], shares[c]}, 3), secret);
+      }
+    }
+  }
+  // Two shares of a threshold-3 secret say nothing of it: combined as if
+  // two were enough, they give something else.
+  EXPECT_NE(*CombineShares({shares[0], shares[1]}, 2), secret);
+  EXPECT_FALSE(CombineShares({shares[0], shares[1]}, 3).ok());
+  EXPECT_FALSE(CombineShares({shares[0], shares[0], shares[1]}, 3).ok());
+  EXPECT_FALSE(SplitSecret(secret, 4, 3).ok());
+  EXPECT_FALSE(SplitSecret(secret, 1, 256).ok());
+  // Threshold 1: every share is the secret itself.
+  EXPECT_EQ(*CombineShares({(*SplitSecret(secret, 1, 2))[1]}, 1), secret);
+}
+
+}  // namespace
+}  // namespace fedge::secagg
