@@ -97,6 +97,37 @@ absl::StatusOr<KeyPair> GenerateKeyPair() {
   return pair;
 }
 
+absl::StatusOr<std::string> PublicKeyOf(absl::string_view private_key) {
+  if (absl::Status s = KeyLength("private key", private_key); !s.ok()) {
+    return s;
+  }
+  Pkey key(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr,
+                                        Bytes(private_key), kKeyBytes));
+  std::string public_key(kKeyBytes, '\0');
+  size_t length = kKeyBytes;
+  if (!key ||
+      EVP_PKEY_get_raw_public_key(key.get(), Bytes(public_key), &length) != 1) {
+    return absl::InvalidArgumentError("unusable X25519 private key");
+  }
+  return public_key;
+}
+
+absl::StatusOr<std::string> RandomBytes(size_t n) {
+  std::string bytes(n, '\0');
+  if (n > 0 && RAND_bytes(Bytes(bytes), static_cast<int>(n)) != 1) {
+    return Failed("RAND_bytes");
+  }
+  return bytes;
+}
+
+std::string Sha256(absl::string_view data) {
+  std::string digest(32, '\0');
+  unsigned int length = 32;
+  EVP_Digest(data.data(), data.size(), Bytes(digest), &length, EVP_sha256(),
+             nullptr);
+  return digest;
+}
+
 absl::StatusOr<std::string> AgreeKey(absl::string_view my_private,
                                      absl::string_view peer_public,
                                      absl::string_view context) {

@@ -28,6 +28,14 @@ struct KeyPair {
 };
 
 absl::StatusOr<KeyPair> GenerateKeyPair();
+// The public key of an X25519 private key (kKeyBytes each).
+absl::StatusOr<std::string> PublicKeyOf(absl::string_view private_key);
+
+// `n` bytes from OpenSSL's CSPRNG.
+absl::StatusOr<std::string> RandomBytes(size_t n);
+
+// SHA-256 of `data` (32 bytes): a commitment to a random secret.
+std::string Sha256(absl::string_view data);
 
 // X25519(my_private, peer_public), through HKDF-SHA256 with `context` as
 // its info: kKeyBytes both parties derive alike (they must use the same
