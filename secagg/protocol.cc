@@ -64,6 +64,24 @@ absl::Status ValidateParameters(const Parameters& p) {
   return absl::OkStatus();
 }
 
+int NeighboursFor(int64_t devices, double dropout, double failure) {
+  const int most = static_cast<int>(
+      std::min<int64_t>(devices - 1, kMaxShares - (kMaxShares % 2)));
+  for (int k = 2; k < most; k += 2) {
+    // P(fewer than k / 2 + 1 of k neighbours answer), answering with
+    // probability 1 - dropout each.
+    const int t = k / 2 + 1;
+    double tail = 0;
+    for (int a = 0; a < t; ++a) {
+      tail += std::exp(std::lgamma(k + 1.0) - std::lgamma(a + 1.0) -
+                       std::lgamma(k - a + 1.0) + a * std::log1p(-dropout) +
+                       (k - a) * std::log(dropout));
+    }
+    if (static_cast<double>(devices) * tail < failure) return k;
+  }
+  return most;
+}
+
 std::vector<std::vector<int64_t>> NeighbourGraph(int64_t devices,
                                                  int neighbours,
                                                  uint64_t seed) {
@@ -331,15 +349,13 @@ absl::Status Coordinator::AddMaskedInput(int64_t from,
         absl::StrCat("device ", from, ": masked input of ", masked.size(),
                      " words; the round sums ", parameters_.length));
   }
-  masked_[from] = std::move(masked);
+  if (masked_sum_.empty()) masked_sum_.assign(masked.size(), 0);
+  for (size_t k = 0; k < masked.size(); ++k) masked_sum_[k] += masked[k];
+  masked_.insert(from);
   return absl::OkStatus();
 }
 
-std::set<int64_t> Coordinator::Survivors() const {
-  std::set<int64_t> out;
-  for (const auto& [id, y] : masked_) out.insert(id);
-  return out;
-}
+std::set<int64_t> Coordinator::Survivors() const { return masked_; }
 
 absl::Status Coordinator::AddUnmaskShares(const UnmaskShares& shares) {
   const int64_t from = shares.from;
@@ -377,11 +393,9 @@ absl::Status Coordinator::AddUnmaskShares(const UnmaskShares& shares) {
 
 absl::StatusOr<std::vector<uint32_t>> Coordinator::Sum() const {
   const int t = parameters_.threshold;
-  std::vector<uint32_t> sum(parameters_.length, 0);
-  for (const auto& [id, y] : masked_) {
-    for (size_t k = 0; k < sum.size(); ++k) sum[k] += y[k];
-  }
-  for (const auto& [id, y] : masked_) {
+  std::vector<uint32_t> sum = masked_sum_;
+  sum.resize(parameters_.length, 0);
+  for (int64_t id : masked_) {
     auto shares = seed_shares_.find(id);
     if (shares == seed_shares_.end() ||
         static_cast<int>(shares->second.size()) < t) {

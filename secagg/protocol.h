@@ -51,6 +51,14 @@ struct Parameters {
 // (or n - 1), threshold in (neighbours / 2, neighbours], length >= 1.
 absl::Status ValidateParameters(const Parameters& p);
 
+// The neighbours each of `devices` devices needs so that, with the
+// threshold at neighbours / 2 + 1, a round in which each device drops
+// after masking with probability `dropout` still unmasks with probability
+// at least 1 - `failure` (every survivor keeps a threshold of answering
+// neighbours; binomial tails, union bound). Even, at most devices - 1 (the
+// full graph, SecAgg without the plus).
+int NeighboursFor(int64_t devices, double dropout, double failure);
+
 // Each device's neighbours, symmetric, from the public seed.
 std::vector<std::vector<int64_t>> NeighbourGraph(int64_t devices,
                                                  int neighbours, uint64_t seed);
@@ -132,7 +140,10 @@ class Coordinator {
   std::map<int64_t, Advertisement> advertised_;
   std::map<int64_t, std::vector<SealedShares>> inbox_;  // By receiver.
   std::set<int64_t> shared_;
-  std::map<int64_t, std::vector<uint32_t>> masked_;
+  // Masked inputs are folded into their sum as they arrive: the
+  // coordinator holds one vector, not one per device.
+  std::set<int64_t> masked_;
+  std::vector<uint32_t> masked_sum_;
   std::map<int64_t, std::vector<Share>> seed_shares_, key_shares_;
   std::set<int64_t> unmasked_;
 };

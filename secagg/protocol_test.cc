@@ -182,6 +182,16 @@ TEST(SecAggTest, AMalformedUnmaskingShareIsCaughtNotSummed) {
       << sum.status();
 }
 
+TEST(SecAggTest, NeighboursGrowSlowlyWithTheDevices) {
+  const int hundred = NeighboursFor(100, 0.3, 0.01);
+  const int thousand = NeighboursFor(1000, 0.3, 0.01);
+  EXPECT_EQ(hundred % 2, 0);
+  EXPECT_LT(hundred, 99);
+  EXPECT_GT(thousand, hundred);
+  EXPECT_LT(thousand, hundred * 3 / 2);        // Logarithmic, not linear.
+  EXPECT_EQ(NeighboursFor(10, 0.3, 0.01), 9);  // Full graph.
+}
+
 TEST(SecAggTest, ParametersAreChecked) {
   EXPECT_TRUE(ValidateParameters(Params(30, 8, 5)).ok());
   EXPECT_TRUE(ValidateParameters(Params(5, 4, 3)).ok());    // Full graph.

@@ -488,6 +488,9 @@ StrategySummary Summarize(const StrategyRun& run, double target) {
   for (const Row& r : run.rounds) {
     if (RowText(r, "committed") != "1") continue;
     ++s.rounds;
+    if (!RowText(r, "dp_epsilon").empty()) {
+      s.dp_epsilon = RowNumber(r, "dp_epsilon");
+    }
     const double t = RowNumber(r, "unix_time") - run.start_unix;
     s.wall_s = std::max(s.wall_s, t);
     const double value = run.metric.Read(r);
@@ -628,6 +631,7 @@ std::string SummaryJson(const std::vector<StrategySummary>& summaries,
                     {"mean_rank", s.mean_rank},
                     {"bytes_up", s.bytes_up},
                     {"bytes_down", s.bytes_down},
+                    {"dp_epsilon", s.dp_epsilon},
                     {"links", links}});
   }
   out["strategies"] = list;
@@ -655,8 +659,8 @@ std::string HtmlReport(const std::vector<StrategyRun>& runs,
       Escape(info.metric.label), "</th>",
       absl::StrFormat("<th>time to %s</th>", info.metric.Format(info.target)),
       "<th>wall time</th><th>mean pruning</th><th>mean rank</th>"
-      "<th>MB up</th><th>MB down</th><th>speedup of the first "
-      "</th></tr>");
+      "<th>MB up</th><th>MB down</th><th>DP epsilon</th><th>speedup of the "
+      "first </th></tr>");
   const double first = summaries.empty() ? -1 : summaries[0].time_to_target_s;
   for (const StrategySummary& s : summaries) {
     const std::string speedup =
@@ -667,10 +671,13 @@ std::string HtmlReport(const std::vector<StrategyRun>& runs,
         &h,
         "<tr><td>%s</td><td>%d</td><td>%s</td><td>%s</td><td>%s</td>"
         "<td>%.3f</td><td>%.1f</td><td>%.2f</td><td>%.2f</td><td>%s</td>"
-        "</tr>",
+        "<td>%s</td></tr>",
         Escape(s.name), s.rounds, info.metric.Format(s.final_value),
         Seconds(s.time_to_target_s), Seconds(s.wall_s), s.mean_prune_ratio,
-        s.mean_rank, s.bytes_up / 1e6, s.bytes_down / 1e6, speedup);
+        s.mean_rank, s.bytes_up / 1e6, s.bytes_down / 1e6,
+        s.dp_epsilon >= 0 ? absl::StrFormat("%.2f", s.dp_epsilon)
+                          : std::string("-"),
+        speedup);
   }
   absl::StrAppend(&h, "</table>", RefusalsTable(runs), "<h2>Held-out ",
                   Escape(info.metric.label), " versus wall time</h2>",

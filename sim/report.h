@@ -89,6 +89,9 @@ struct StrategySummary {
   double mean_prune_ratio = 0;   // Over accepted updates.
   double mean_rank = 0;
   int64_t bytes_up = 0, bytes_down = 0;
+  // Differential privacy: epsilon spent by the last committed round; -1
+  // for a run without.
+  double dp_epsilon = -1;
   std::map<std::string, PhaseShares> by_link;
 };
 

@@ -80,6 +80,21 @@ TEST(ReportTest, SummarisesTimeToTargetBytesAndUploadShares) {
   const std::string json = SummaryJson({s}, Info("t", {"note"}, 0.84));
   nlohmann::json parsed = nlohmann::json::parse(json);
   EXPECT_EQ(parsed["strategies"][0]["time_to_target_s"], 20);
+  EXPECT_EQ(parsed["strategies"][0]["dp_epsilon"], -1);
+}
+
+// A run with differential privacy: the epsilon its last committed round
+// had spent, in the summary and the report's table.
+TEST(ReportTest, ThePrivacySpentIsReported) {
+  absl::StatusOr<StrategyRun> run = LoadRun("dp", WriteRun("dp"), 1000);
+  ASSERT_TRUE(run.ok()) << run.status();
+  run->rounds[0]["dp_epsilon"] = "3.5";
+  run->rounds[1]["dp_epsilon"] = "4.25";
+  const StrategySummary s = Summarize(*run, 0.84);
+  EXPECT_DOUBLE_EQ(s.dp_epsilon, 4.25);
+  const std::string html = HtmlReport({*run}, {s}, Info("t", {}, 0.84));
+  EXPECT_NE(html.find("<th>DP epsilon</th>"), std::string::npos);
+  EXPECT_NE(html.find("<td>4.25</td>"), std::string::npos);
 }
 
 TEST(ReportTest, MedianUploadIgnoresAFewSlowedUploads) {
