@@ -1253,3 +1253,33 @@ TEST(EnginePrivacyTest, ACheckpointCarriesTheAccountantAndRunsDoNotMix) {
 
 }  // namespace
 }  // namespace fedge::coordinator
+
+namespace fedge::coordinator {
+namespace {
+
+// A resumed run whose checkpoint spent more than its flags would have
+// (it ran with less noise) stops at the budget, saying why.
+TEST(EnginePrivacyTest, ARunStopsWhenTheBudgetIsSpent) {
+  EngineOptions noisy = PrivateOptions();
+  noisy.privacy.noise_multiplier = 0.5;
+  Harness first = MakeEngine(noisy);
+  RegisterAll(first, 4);
+  RunPrivately(first, 4, 2);
+  EngineOptions budgeted = PrivateOptions();  // z = 1, 3 rounds.
+  budgeted.privacy.epsilon_budget =
+      strategies::SpentAfter(budgeted.privacy, 3).epsilon;
+  Harness resumed = MakeEngine(budgeted);
+  ASSERT_TRUE(resumed.engine->Restore(first.engine->Snapshot()).ok());
+  RegisterAll(resumed, 4);
+  ASSERT_TRUE(resumed.engine->Tick(kStart).ok());
+  EXPECT_TRUE(resumed.engine->finished());
+  EXPECT_EQ(resumed.engine->failure().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(resumed.engine->failure().message().find("budget is spent"),
+            std::string::npos)
+      << resumed.engine->failure();
+  EXPECT_TRUE(resumed.closed.empty());
+}
+
+}  // namespace
+}  // namespace fedge::coordinator
