@@ -15,6 +15,7 @@
 #include "pruning/importance.h"
 #include "pruning/plan.h"
 #include "split/client.h"
+#include "strategies/privacy.h"
 #include "strategies/schedule.h"
 #include "transport/task_proto.h"
 
@@ -186,6 +187,18 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
   }
   result.update =
       task.dense() ? model::CopyWeights(net) : lora::ExtractAdapters(net);
+  if (t.local_dp_clip() > 0) {
+    // Noised from a seed of the device's own, never the task's.
+    absl::StatusOr<model::NamedTensors> private_update =
+        strategies::ApplyLocalPrivacy(result.update, payload, t.local_dp_clip(),
+                                      t.local_dp_noise_multiplier());
+    if (!private_update.ok()) return private_update.status();
+    result.update = *std::move(private_update);
+    // Its losses and importance scores come from its data unnoised: a
+    // device that does not trust the coordinator keeps them.
+    result.loss_before = result.loss_after = 0;
+    scorer.reset();
+  }
   if (scorer != nullptr && scorer->updates() > 0) {
     const pruning::GroupScores& scores = scorer->scores();
     for (size_t b = 0; b < scores.heads.size(); ++b) {

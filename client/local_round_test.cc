@@ -1,5 +1,6 @@
 #include "client/local_round.h"
 
+#include <cmath>
 #include <memory>
 #include <string>
 
@@ -125,6 +126,43 @@ TEST_F(LocalRoundTest, LossBeforeAndAfterAreOnTheSameExamples) {
   ASSERT_TRUE(trained.ok()) << trained.status();
   EXPECT_EQ(trained->loss_before, still->loss_before);
   EXPECT_LT(trained->loss_after, trained->loss_before);
+}
+
+// Local differential privacy: the upload differs from the payload by at
+// most the clip without noise, and by noise of the asked size with it;
+// the device keeps its losses and importance scores.
+TEST_F(LocalRoundTest, LocalPrivacyClipsNoisesAndWithholdsTheRest) {
+  task_.mutable_train()->set_learning_rate(3e-2);
+  task_.mutable_train()->set_local_dp_clip(1e-3);
+  absl::StatusOr<LocalResult> clipped =
+      TrainLocally(task_, config_json_, *base_, payload_, data_);
+  ASSERT_TRUE(clipped.ok()) << clipped.status();
+  double squared = 0;
+  int64_t values = 0;
+  for (const auto& item : payload_) {
+    const at::Tensor d =
+        (clipped->update[item.key()] - item.value()).to(torch::kFloat64);
+    squared += (d * d).sum().item<double>();
+    values += d.numel();
+  }
+  EXPECT_LE(std::sqrt(squared), 1e-3 * (1 + 1e-4));
+  EXPECT_GT(std::sqrt(squared), 0.9e-3);  // Training moved it further.
+  EXPECT_EQ(clipped->loss_before, 0);
+  EXPECT_EQ(clipped->loss_after, 0);
+  EXPECT_TRUE(clipped->importance.is_empty());
+
+  task_.mutable_train()->set_local_dp_noise_multiplier(100);
+  absl::StatusOr<LocalResult> noised =
+      TrainLocally(task_, config_json_, *base_, payload_, data_);
+  ASSERT_TRUE(noised.ok()) << noised.status();
+  squared = 0;
+  for (const auto& item : payload_) {
+    const at::Tensor d =
+        (noised->update[item.key()] - item.value()).to(torch::kFloat64);
+    squared += (d * d).sum().item<double>();
+  }
+  // Noise of 100 clips a value: the change's norm is about 0.1 sqrt(values).
+  EXPECT_NEAR(std::sqrt(squared / values), 0.1, 0.02);
 }
 
 TEST_F(LocalRoundTest, AdmitCanDeclineBeforeAnyStep) {

@@ -85,6 +85,12 @@ ABSL_FLAG(double, dp_epsilon, 0.0,
           "--dp_noise_multiplier whose --rounds rounds at --sampling_rate "
           "spend at most this epsilon at --dp_delta (0: use "
           "--dp_noise_multiplier as given).");
+ABSL_FLAG(double, local_dp_clip, 0.0,
+          "Local differential privacy (docs/privacy.md): each device clips "
+          "its change to this L2 norm and noises it itself before upload, "
+          "for a coordinator it does not trust (0: off; needs --split=off).");
+ABSL_FLAG(double, local_dp_noise_multiplier, 0.0,
+          "Local differential privacy: the device's noise, in clips.");
 ABSL_FLAG(double, dp_delta, 1e-5,
           "Differential privacy: the delta epsilon is reported at (keep it "
           "below 1 / devices).");
@@ -149,8 +155,9 @@ ABSL_FLAG(double, topk_fraction, 0.01, "topk: share of entries sent.");
 ABSL_FLAG(std::string, split, "auto",
           "Split fine-tuning (LoRA mode): off; auto (a device whose memory "
           "budget cannot hold training its whole sub-model trains only the "
-          "first blocks that fit, the coordinator the rest); or a block "
-          "number N (every device runs blocks [0, N)).");
+          "first blocks that fit, the coordinator the rest; off under "
+          "--local_dp_clip, which does not cover streamed activations); or a "
+          "block number N (every device runs blocks [0, N)).");
 ABSL_FLAG(std::string, split_codec, "float16",
           "Split activations and gradients: float32, float16, bfloat16 or "
           "int8_row.");
@@ -276,6 +283,9 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.train.weight_decay = absl::GetFlag(FLAGS_weight_decay);
   e.train.fedprox_mu = absl::GetFlag(FLAGS_fedprox_mu);
   e.train.balanced_softmax = absl::GetFlag(FLAGS_balanced_softmax);
+  e.train.local_dp_clip = absl::GetFlag(FLAGS_local_dp_clip);
+  e.train.local_dp_noise_multiplier =
+      absl::GetFlag(FLAGS_local_dp_noise_multiplier);
   if (auto codec =
           fedge::transport::ParseCodec(absl::GetFlag(FLAGS_upload_codec));
       !codec.ok()) {
@@ -291,6 +301,9 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
     e.allow_list.insert(std::string(id));
   }
   e.split.mode = absl::GetFlag(FLAGS_split);
+  if (e.train.local_dp_clip > 0 && e.split.mode == "auto") {
+    e.split.mode = "off";
+  }
   e.split.activation_codec = absl::GetFlag(FLAGS_split_codec);
   e.split.local_loss_steps = absl::GetFlag(FLAGS_split_local_steps);
   e.split.keep_fraction = absl::GetFlag(FLAGS_split_keep);
@@ -301,22 +314,41 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
 }
 
 std::string PrivacySummary(const EngineOptions& o) {
-  if (!o.privacy.enabled()) return "";
+  std::string local;
+  if (o.train.local_dp_clip > 0) {
+    local = absl::StrFormat(
+        "local differential privacy: each device clips its change to %.4g "
+        "and adds noise of %.4g clips, spending epsilon %.3g at delta %.3g "
+        "each round it joins (%.3g if it joins all %d rounds)",
+        o.train.local_dp_clip, o.train.local_dp_noise_multiplier,
+        strategies::LocalSpent(o.train.local_dp_noise_multiplier, 1,
+                               o.privacy.delta)
+            .epsilon,
+        o.privacy.delta,
+        strategies::LocalSpent(o.train.local_dp_noise_multiplier, o.rounds,
+                               o.privacy.delta)
+            .epsilon,
+        static_cast<int>(o.rounds));
+  }
+  if (!o.privacy.enabled()) return local;
+  if (!local.empty()) local = "; " + local;
   return absl::StrFormat(
-      "differential privacy: noise multiplier %.4g, clip %.4g (%s), "
-      "devices sampled at %.4g a round; epsilon %.3g at delta %.3g after all "
-      "%d rounds%s",
-      o.privacy.noise_multiplier, o.aggregator.clip_norm,
-      o.privacy.target_quantile > 0
-          ? absl::StrCat("adaptive, towards quantile ",
-                         o.privacy.target_quantile)
-          : "fixed",
-      o.privacy.sampling_rate,
-      strategies::SpentAfter(o.privacy, o.rounds).epsilon, o.privacy.delta,
-      static_cast<int>(o.rounds),
-      o.privacy_seed != 0 ? " (repeatable noise: --dp_seed is set, so it is "
-                            "no secret)"
-                          : "");
+             "differential privacy: noise multiplier %.4g, clip %.4g (%s), "
+             "devices sampled at %.4g a round; epsilon %.3g at delta %.3g "
+             "after all %d rounds%s",
+             o.privacy.noise_multiplier, o.aggregator.clip_norm,
+             o.privacy.target_quantile > 0
+                 ? absl::StrCat("adaptive, towards quantile ",
+                                o.privacy.target_quantile)
+                 : "fixed",
+             o.privacy.sampling_rate,
+             strategies::SpentAfter(o.privacy, o.rounds).epsilon,
+             o.privacy.delta, static_cast<int>(o.rounds),
+             o.privacy_seed != 0
+                 ? " (repeatable noise: --dp_seed is set, so it is "
+                   "no secret)"
+                 : "") +
+         local;
 }
 
 }  // namespace fedge::coordinator

@@ -16,9 +16,10 @@ namespace fedge::coordinator {
 // value that does not parse or does not validate.
 absl::StatusOr<EngineOptions> EngineOptionsFromFlags();
 
-// A line saying what differential privacy a run has (noise multiplier,
-// clip, sampling, epsilon after all its rounds), for binaries to print as
-// they start; empty when it is off.
+// A line saying what differential privacy a run has (central: noise
+// multiplier, clip, sampling, epsilon after all its rounds; local: the
+// devices' clip and noise, and what a device joining every round spends),
+// for binaries to print as they start; empty when both are off.
 std::string PrivacySummary(const EngineOptions& options);
 
 }  // namespace fedge::coordinator

@@ -16,6 +16,9 @@ ABSL_DECLARE_FLAG(double, sampling_rate);
 ABSL_DECLARE_FLAG(int64_t, rounds);
 ABSL_DECLARE_FLAG(double, dp_epsilon);
 ABSL_DECLARE_FLAG(double, dp_noise_multiplier);
+ABSL_DECLARE_FLAG(double, local_dp_clip);
+ABSL_DECLARE_FLAG(double, local_dp_noise_multiplier);
+ABSL_DECLARE_FLAG(std::string, split);
 
 namespace fedge::coordinator {
 namespace {
@@ -72,6 +75,25 @@ TEST(EngineFlagsTest, PrivacyIsCalibratedToATargetEpsilon) {
   ASSERT_FALSE(options.ok());
   EXPECT_NE(options.status().message().find("not both"), std::string::npos)
       << options.status();
+}
+
+// Local DP reaches the devices through the task; split training, which it
+// does not cover, stays off unless a cut is asked for, which is refused.
+TEST(EngineFlagsTest, LocalPrivacyTurnsAutomaticSplittingOff) {
+  absl::FlagSaver restore;
+  absl::SetFlag(&FLAGS_local_dp_clip, 1.0);
+  absl::SetFlag(&FLAGS_local_dp_noise_multiplier, 1.3);
+  absl::StatusOr<EngineOptions> options = EngineOptionsFromFlags();
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->split.mode, "off");
+  EXPECT_EQ(options->train.local_dp_noise_multiplier, 1.3);
+  EXPECT_NE(PrivacySummary(*options).find("local differential privacy"),
+            std::string::npos);
+  absl::SetFlag(&FLAGS_split, "2");
+  EXPECT_FALSE(EngineOptionsFromFlags().ok());
+  absl::SetFlag(&FLAGS_split, "auto");
+  absl::SetFlag(&FLAGS_local_dp_clip, 0.0);
+  EXPECT_FALSE(EngineOptionsFromFlags().ok());  // Noise without a clip.
 }
 
 }  // namespace

@@ -138,6 +138,19 @@ absl::Status EngineOptions::Validate() const {
         "sampling rate must be in (0, 1]; got ", selection.sampling_rate));
   }
   if (absl::Status s = ValidatePrivacy(*this); !s.ok()) return s;
+  if (!(train.local_dp_clip >= 0) || !std::isfinite(train.local_dp_clip) ||
+      !(train.local_dp_noise_multiplier >= 0) ||
+      !std::isfinite(train.local_dp_noise_multiplier) ||
+      (train.local_dp_noise_multiplier > 0 && train.local_dp_clip == 0)) {
+    return absl::InvalidArgumentError(
+        "local differential privacy needs --local_dp_clip > 0 for its noise, "
+        "and neither may be negative");
+  }
+  if (train.local_dp_clip > 0 && split.mode != "off") {
+    return absl::InvalidArgumentError(
+        "local differential privacy covers what a device uploads, not the "
+        "activations split training streams: use --split=off or auto");
+  }
   if (absl::Status s = schedule.Validate(); !s.ok()) return s;
   if (absl::Status s = lora.Validate(); !s.ok()) return s;
   if (absl::Status s = server_optimizer.Validate(); !s.ok()) return s;

@@ -64,6 +64,10 @@ struct TrainSpec {
   double fedprox_mu = 0.0;
   // model::TrainOptions::balanced_softmax, on classifiers' devices.
   bool balanced_softmax = true;
+  // Local differential privacy on the devices (strategies::
+  // ApplyLocalPrivacy): the clip (> 0: on) and the noise multiplier.
+  double local_dp_clip = 0;
+  double local_dp_noise_multiplier = 0;
 };
 
 // Split fine-tuning (docs/split.md): which devices train only the first

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 
 #include "absl/strings/str_cat.h"
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/types.h>
 
 namespace fedge::strategies {
 namespace {
@@ -182,6 +185,62 @@ absl::StatusOr<double> UpdateNoiseMultiplier(double z, double count_stddev) {
         " allows: raise the stddev above z / 2 = ", z / 2, " or lower z"));
   }
   return 1 / std::sqrt(left);
+}
+
+absl::StatusOr<model::NamedTensors> ApplyLocalPrivacy(
+    const model::NamedTensors& trained, const model::NamedTensors& sent,
+    double clip, double noise_multiplier, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  if (!(clip > 0) || !std::isfinite(clip) || !(noise_multiplier >= 0) ||
+      !std::isfinite(noise_multiplier)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("local privacy needs clip > 0 and a noise multiplier "
+                     ">= 0; got ",
+                     clip, " and ", noise_multiplier));
+  }
+  if (trained.size() != sent.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("local privacy: ", trained.size(), " trained tensors, ",
+                     sent.size(), " sent"));
+  }
+  double squared = 0;
+  for (const auto& item : trained) {
+    const at::Tensor* start = sent.find(item.key());
+    if (start == nullptr || start->sizes() != item.value().sizes() ||
+        !item.value().is_floating_point()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "local privacy: '", item.key(), "' was not sent with its shape"));
+    }
+    const at::Tensor delta =
+        (item.value().to(torch::kFloat64) - start->to(torch::kFloat64))
+            .reshape({-1});
+    squared += torch::dot(delta, delta).item<double>();
+  }
+  const double norm = std::sqrt(squared);
+  const double scale = norm > clip ? clip / norm : 1.0;
+  if (seed == 0) {
+    std::random_device device;
+    seed = (static_cast<uint64_t>(device()) << 32) ^ device();
+  }
+  at::Generator noise = at::make_generator<at::CPUGeneratorImpl>(seed);
+  model::NamedTensors out;
+  for (const auto& item : trained) {
+    const at::Tensor& start = sent[item.key()];
+    at::Tensor value =
+        (item.value().to(torch::kFloat64) - start.to(torch::kFloat64))
+            .mul_(scale)
+            .add_(torch::randn(start.sizes(), noise, torch::kFloat64),
+                  noise_multiplier * clip)
+            .add_(start.to(torch::kFloat64));
+    out.insert(item.key(), value.to(item.value().scalar_type()));
+  }
+  return out;
+}
+
+PrivacySpent LocalSpent(double noise_multiplier, int64_t rounds, double delta) {
+  RdpAccountant accountant;
+  accountant.Compose(1.0, noise_multiplier / 2, rounds);
+  return accountant.Spent(delta);
 }
 
 double NextClipNorm(double clip, double unclipped_fraction, double target,

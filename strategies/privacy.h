@@ -27,6 +27,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+#include "model/model.h"
+
 namespace fedge::strategies {
 
 struct PrivacyOptions {
@@ -121,5 +123,22 @@ absl::StatusOr<double> UpdateNoiseMultiplier(double z, double count_stddev);
 // `unclipped_fraction` being the noised count over the expected devices.
 double NextClipNorm(double clip, double unclipped_fraction, double target,
                     double rate);
+
+// Local differential privacy, on the device, for a coordinator it does
+// not trust: `trained` minus `sent` (all tensors together) clipped to L2
+// norm `clip`, Gaussian noise of noise_multiplier * clip added to every
+// value, and the result added back to `sent`. `seed` 0 draws the noise's
+// seed from the operating system (a device must: the coordinator knows
+// every seed it hands out). InvalidArgument for names or shapes that
+// differ, non-float tensors, clip <= 0 or a multiplier < 0.
+absl::StatusOr<model::NamedTensors> ApplyLocalPrivacy(
+    const model::NamedTensors& trained, const model::NamedTensors& sent,
+    double clip, double noise_multiplier, uint64_t seed = 0);
+
+// What `rounds` of a device's locally privatised uploads spend: each is a
+// Gaussian mechanism whose output can move by 2 clips when the device's
+// data is replaced, so multiplier z counts as z / 2; no sampling
+// amplification (the device knows it was asked).
+PrivacySpent LocalSpent(double noise_multiplier, int64_t rounds, double delta);
 
 }  // namespace fedge::strategies

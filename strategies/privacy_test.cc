@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "gtest/gtest.h"
+#include <torch/types.h>
 
 namespace fedge::strategies {
 namespace {
@@ -92,6 +93,34 @@ TEST(RdpAccountantTest, NoiseIsCalibratedToATargetEpsilon) {
   EXPECT_GT(SpentAfter(o, 50).epsilon, 8.0);
   EXPECT_FALSE(NoiseMultiplierFor(o, 50, 0.0).ok());
   EXPECT_FALSE(NoiseMultiplierFor(o, 50, 1e-9).ok());
+}
+
+TEST(LocalPrivacyTest, TheChangeIsClippedAndNoisedOnTheDevice) {
+  model::NamedTensors sent, trained;
+  sent.insert("w", torch::zeros({400, 250}));
+  trained.insert("w", torch::zeros({400, 250}));
+  trained["w"][0][0] = 10.0;  // A change of norm 10.
+  // No noise: the change is clipped to 2.
+  absl::StatusOr<model::NamedTensors> clipped =
+      ApplyLocalPrivacy(trained, sent, 2.0, 0.0, 1);
+  ASSERT_TRUE(clipped.ok()) << clipped.status();
+  EXPECT_NEAR((*clipped)["w"][0][0].item<float>(), 2.0, 1e-6);
+  // Noise of 0.5 x 2 on each of 100,000 values.
+  absl::StatusOr<model::NamedTensors> noised =
+      ApplyLocalPrivacy(trained, sent, 2.0, 0.5, 1);
+  ASSERT_TRUE(noised.ok());
+  EXPECT_NEAR((*noised)["w"].std().item<double>(), 1.0, 0.01);
+  // Without a seed, two calls draw different noise.
+  EXPECT_FALSE(
+      torch::equal((*ApplyLocalPrivacy(trained, sent, 2.0, 0.5))["w"],
+                   (*ApplyLocalPrivacy(trained, sent, 2.0, 0.5))["w"]));
+  model::NamedTensors other;
+  other.insert("v", torch::zeros({400, 250}));
+  EXPECT_FALSE(ApplyLocalPrivacy(trained, other, 2.0, 0.5).ok());
+  EXPECT_FALSE(ApplyLocalPrivacy(trained, sent, 0.0, 0.5).ok());
+  // Replace-one sensitivity: z counts as z / 2.
+  EXPECT_NEAR(LocalSpent(2.0, 5, 1e-5).epsilon,
+              SpentAfter({1.0, 1.0, 1e-5}, 5).epsilon, 1e-12);
 }
 
 // Andrew et al. 2021: z = 1 with count stddev sigma_b leaves
