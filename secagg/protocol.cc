@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -382,17 +384,40 @@ absl::Status Coordinator::AddUnmaskShares(const UnmaskShares& shares) {
     }
   }
   for (const auto& [j, share] : shares.seed_shares) {
-    seed_shares_[j].push_back(share);
+    seed_shares_[j].emplace_back(from, share);
   }
   for (const auto& [j, share] : shares.key_shares) {
-    key_shares_[j].push_back(share);
+    key_shares_[j].emplace_back(from, share);
   }
   unmasked_.insert(from);
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<uint32_t>> Coordinator::Sum() const {
+absl::StatusOr<std::vector<uint32_t>> Coordinator::Sum() {
   const int t = parameters_.threshold;
+  // A secret from the first t shares; if `valid` refuses it, from t shares
+  // leaving each share out in turn, naming the one whose absence fixes it.
+  const auto rebuild = [&](const std::vector<std::pair<int64_t, Share>>& held,
+                           const std::function<bool(const std::string&)>& valid)
+      -> std::optional<std::string> {
+    for (int out = -1; out < static_cast<int>(held.size()); ++out) {
+      std::vector<Share> shares;
+      for (int k = 0; k < static_cast<int>(held.size()) &&
+                      static_cast<int>(shares.size()) < t;
+           ++k) {
+        if (k != out) shares.push_back(held[k].second);
+      }
+      if (static_cast<int>(shares.size()) < t) break;
+      absl::StatusOr<std::string> secret = CombineShares(shares, t);
+      if (secret.ok() && valid(*secret)) {
+        if (out >= 0) faulty_.insert(held[out].first);
+        return *secret;
+      }
+      // Leaving out a share past the first t changes nothing.
+      if (out >= t - 1) break;
+    }
+    return std::nullopt;
+  };
   std::vector<uint32_t> sum = masked_sum_;
   sum.resize(parameters_.length, 0);
   for (int64_t id : masked_) {
@@ -404,12 +429,15 @@ absl::StatusOr<std::vector<uint32_t>> Coordinator::Sum() const {
           shares == seed_shares_.end() ? 0 : shares->second.size(), " shares; ",
           t, " needed (too many dropped: retry the round)"));
     }
-    absl::StatusOr<std::string> seed = CombineShares(shares->second, t);
-    if (!seed.ok() || Sha256(*seed) != advertised_.at(id).seed_digest) {
+    const std::string& digest = advertised_.at(id).seed_digest;
+    const std::optional<std::string> seed =
+        rebuild(shares->second,
+                [&](const std::string& s) { return Sha256(s) == digest; });
+    if (!seed) {
       return absl::InvalidArgumentError(
           absl::StrCat("survivor ", id,
                        "'s self-mask seed does not rebuild from its "
-                       "shares (a malformed share)"));
+                       "shares (more than one malformed share)"));
     }
     if (absl::Status s = AddMask(sum, *seed, false); !s.ok()) return s;
   }
@@ -422,15 +450,17 @@ absl::StatusOr<std::vector<uint32_t>> Coordinator::Sum() const {
           "dropped device ", dropped, "'s masking key has too few shares; ", t,
           " needed (retry the round)"));
     }
-    absl::StatusOr<std::string> key = CombineShares(shares->second, t);
-    absl::StatusOr<std::string> public_key =
-        key.ok() ? PublicKeyOf(*key) : key.status();
-    if (!public_key.ok() ||
-        *public_key != advertised_.at(dropped).mask_public) {
+    const std::string& mask_public = advertised_.at(dropped).mask_public;
+    const std::optional<std::string> key =
+        rebuild(shares->second, [&](const std::string& k) {
+          absl::StatusOr<std::string> public_key = PublicKeyOf(k);
+          return public_key.ok() && *public_key == mask_public;
+        });
+    if (!key) {
       return absl::InvalidArgumentError(
           absl::StrCat("dropped device ", dropped,
                        "'s masking key does not rebuild from "
-                       "its shares (a malformed share)"));
+                       "its shares (more than one malformed share)"));
     }
     // Survivors that held its shares added +-PRG(s_j,dropped): take it out.
     for (int64_t j : graph_[dropped]) {

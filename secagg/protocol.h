@@ -131,8 +131,15 @@ class Coordinator {
   absl::Status AddUnmaskShares(const UnmaskShares& shares);
   // The sum over the survivors, once every needed secret has threshold
   // shares. FailedPrecondition naming the first device whose secret
-  // lacks shares (too many dropped: the round must be retried).
-  absl::StatusOr<std::vector<uint32_t>> Sum() const;
+  // lacks shares (too many dropped: the round must be retried). A secret
+  // whose shares do not rebuild it (checked against the seed's digest or
+  // the key's public key) is rebuilt without one share at a time: a single
+  // malformed share among more than threshold is left out and its sender
+  // named in faulty(); InvalidArgument naming the secret's device when no
+  // such rebuild passes. Never a wrong sum.
+  absl::StatusOr<std::vector<uint32_t>> Sum();
+  // The devices whose unmasking shares Sum found malformed.
+  const std::set<int64_t>& faulty() const { return faulty_; }
 
  private:
   const Parameters parameters_;
@@ -144,7 +151,10 @@ class Coordinator {
   // coordinator holds one vector, not one per device.
   std::set<int64_t> masked_;
   std::vector<uint32_t> masked_sum_;
-  std::map<int64_t, std::vector<Share>> seed_shares_, key_shares_;
+  // Per device whose secret they rebuild: (sender, share).
+  std::map<int64_t, std::vector<std::pair<int64_t, Share>>> seed_shares_,
+      key_shares_;
+  std::set<int64_t> faulty_;
   std::set<int64_t> unmasked_;
 };
 
