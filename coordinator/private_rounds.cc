@@ -8,23 +8,14 @@
 #include "coordinator/task_builder.h"
 
 namespace fedge::coordinator {
-namespace {
-
-// A 64-bit seed from the operating system (getrandom through
-// std::random_device on Linux).
-uint64_t SystemSeed() {
-  std::random_device device;
-  return (static_cast<uint64_t>(device()) << 32) ^ device();
-}
-
-}  // namespace
 
 PrivateRounds::PrivateRounds(const strategies::PrivacyOptions& options,
                              double clip_norm, uint64_t seed)
     : options_(options), seed_(seed), clip_norm_(clip_norm) {}
 
 uint64_t PrivateRounds::SamplingSeed(int64_t salt) const {
-  return seed_ == 0 ? SystemSeed() : DeviceSeed(seed_, "sampling", salt);
+  return seed_ == 0 ? strategies::SystemSeed()
+                    : DeviceSeed(seed_, "sampling", salt);
 }
 
 absl::StatusOr<PrivateRound> PrivateRounds::Open(
@@ -34,7 +25,8 @@ absl::StatusOr<PrivateRound> PrivateRounds::Open(
   round.expected_devices =
       options_.sampling_rate * static_cast<double>(candidates);
   round.clip_norm = clip_norm_;
-  round.seed = seed_ == 0 ? SystemSeed() : DeviceSeed(seed_, "noise", salt);
+  round.seed =
+      seed_ == 0 ? strategies::SystemSeed() : DeviceSeed(seed_, "noise", salt);
   double z = options_.noise_multiplier;
   if (options_.target_quantile > 0) {
     round.count_stddev = options_.clipped_count_stddev > 0

@@ -465,11 +465,13 @@ absl::StatusOr<std::vector<uint32_t>> Coordinator::Sum() {
     // Survivors that held its shares added +-PRG(s_j,dropped): take it out.
     for (int64_t j : graph_[dropped]) {
       if (masked_.count(j) == 0) continue;
-      const std::vector<SealedShares> inbox = SharesFor(j);
-      const bool included =
-          std::any_of(inbox.begin(), inbox.end(),
-                      [&](const SealedShares& s) { return s.from == dropped; });
-      if (!included) continue;
+      auto inbox = inbox_.find(j);
+      if (inbox == inbox_.end() ||
+          std::none_of(
+              inbox->second.begin(), inbox->second.end(),
+              [&](const SealedShares& s) { return s.from == dropped; })) {
+        continue;
+      }
       absl::StatusOr<std::string> pair = AgreeKey(
           *key, advertised_.at(j).mask_public, Context(parameters_, "mask"));
       if (!pair.ok()) return pair.status();

@@ -189,15 +189,13 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
       // differential privacy every device has the same plan (the engine
       // refuses per-device arms), so that is the plan's coverage, which
       // the coordinator chose and which reveals nothing of the data.
-      const at::Tensor covered =
-          slot.full_weight > 0 || !slot.coverage.defined()
-              ? torch::ones(slot.weighted.sizes(), torch::kFloat64)
-              : (slot.coverage > 0).to(torch::kFloat64);
-      delta = (slot.weighted +
-               covered *
-                   torch::randn(slot.weighted.sizes(), noise, torch::kFloat64) *
-                   options_.noise_stddev) /
-              options_.fixed_denominator;
+      at::Tensor noised =
+          torch::randn(slot.weighted.sizes(), noise, torch::kFloat64)
+              .mul_(options_.noise_stddev);
+      if (slot.full_weight == 0 && slot.coverage.defined()) {
+        noised.mul_(slot.coverage > 0);
+      }
+      delta = noised.add_(slot.weighted).div_(options_.fixed_denominator);
     } else if (options_.kind == AggregatorKind::kMean) {
       at::Tensor denominator =
           slot.coverage.defined()

@@ -218,10 +218,7 @@ absl::StatusOr<model::NamedTensors> ApplyLocalPrivacy(
   }
   const double norm = std::sqrt(squared);
   const double scale = norm > clip ? clip / norm : 1.0;
-  if (seed == 0) {
-    std::random_device device;
-    seed = (static_cast<uint64_t>(device()) << 32) ^ device();
-  }
+  if (seed == 0) seed = SystemSeed();
   at::Generator noise = at::make_generator<at::CPUGeneratorImpl>(seed);
   model::NamedTensors out;
   for (const auto& item : trained) {
@@ -238,9 +235,12 @@ absl::StatusOr<model::NamedTensors> ApplyLocalPrivacy(
 }
 
 PrivacySpent LocalSpent(double noise_multiplier, int64_t rounds, double delta) {
-  RdpAccountant accountant;
-  accountant.Compose(1.0, noise_multiplier / 2, rounds);
-  return accountant.Spent(delta);
+  return SpentAfter({noise_multiplier / 2, 1.0, delta}, rounds);
+}
+
+uint64_t SystemSeed() {
+  std::random_device device;
+  return (static_cast<uint64_t>(device()) << 32) ^ device();
 }
 
 double NextClipNorm(double clip, double unclipped_fraction, double target,

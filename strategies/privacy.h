@@ -124,6 +124,11 @@ absl::StatusOr<double> UpdateNoiseMultiplier(double z, double count_stddev);
 double NextClipNorm(double clip, double unclipped_fraction, double target,
                     double rate);
 
+// 64 bits from the operating system (getrandom, through
+// std::random_device on Linux): the seed of noise or sampling that must
+// stay secret.
+uint64_t SystemSeed();
+
 // Local differential privacy, on the device, for a coordinator it does
 // not trust: `trained` minus `sent` (all tensors together) clipped to L2
 // norm `clip`, Gaussian noise of noise_multiplier * clip added to every
