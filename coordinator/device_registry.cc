@@ -11,10 +11,10 @@ DeviceRegistry::DeviceRegistry(const EngineOptions* options,
                                double prunable_share)
     : options_(*options), prunable_share_(prunable_share) {}
 
-Device DeviceRegistry::NewDevice() const {
+Device DeviceRegistry::NewDevice(const std::string& id) const {
   Device device;
   absl::StatusOr<std::unique_ptr<strategies::Bandit>> bandit =
-      strategies::CreateBandit(options_.bandit);
+      strategies::CreateBandit(BanditFor(options_, id));
   CHECK(bandit.ok()) << bandit.status();  // Checked by Engine::Create.
   device.bandit = *std::move(bandit);
   device.times = strategies::DeviceTimeModel(prunable_share_);
@@ -36,7 +36,7 @@ absl::Status DeviceRegistry::Register(
       return absl::ResourceExhaustedError(
           absl::StrCat("registry full (", options_.max_devices, " devices)"));
     }
-    it = devices_.emplace(facts.device_id, NewDevice()).first;
+    it = devices_.emplace(facts.device_id, NewDevice(facts.device_id)).first;
   }
   it->second.facts = facts;
   it->second.last_seen = now;
@@ -120,7 +120,7 @@ absl::Status DeviceRegistry::Restore(const EngineState& state) {
   std::map<std::string, Device> devices;
   for (const DeviceFacts& facts : state.devices) {
     if (absl::Status s = ValidateDeviceFacts(facts); !s.ok()) return s;
-    Device device = NewDevice();
+    Device device = NewDevice(facts.device_id);
     device.facts = facts;
     if (auto times = state.time_models.find(facts.device_id);
         times != state.time_models.end()) {

@@ -76,7 +76,8 @@ class DeviceRegistry {
   absl::Status Restore(const EngineState& state);
 
  private:
-  Device NewDevice() const;
+  // A device with its bandit (BanditFor its id) and a fresh time model.
+  Device NewDevice(const std::string& id) const;
   bool EvictOneSilent(absl::Time now,
                       const std::function<bool(const std::string&)>& busy);
 

@@ -1,5 +1,6 @@
 #include "coordinator/device_registry.h"
 
+#include <random>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -36,6 +37,28 @@ TEST(DeviceRegistryTest, RegistersChecksAndRefreshesDevices) {
   EXPECT_EQ(registry.at("pi-0").last_seen, kStart + absl::Seconds(1));
   EXPECT_EQ(registry.Touch("pi-1", kStart).status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST(DeviceRegistryTest, NamedDevicesPlayTheirOwnFixedArm) {
+  EngineOptions options;
+  options.bandit.kind = strategies::BanditKind::kFixed;
+  options.bandit.space.max_ratio = 0.4;
+  options.bandit.fixed_arm = {0.0, 16};
+  options.device_arms = {{"slow", strategies::Arm{0.4, 4}}};
+  ASSERT_TRUE(options.Validate().ok());
+  DeviceRegistry registry(&options, 0.9);
+  ASSERT_TRUE(registry.Register(Facts("slow"), kStart, kIdle).ok());
+  ASSERT_TRUE(registry.Register(Facts("fast"), kStart, kIdle).ok());
+  std::mt19937_64 rng(1);
+  EXPECT_EQ(registry.at("slow").bandit->Choose(rng), (strategies::Arm{0.4, 4}));
+  EXPECT_EQ(registry.at("fast").bandit->Choose(rng),
+            (strategies::Arm{0.0, 16}));
+  // Restored from a checkpoint, a device gets its own arm again.
+  EngineState state;
+  registry.Save(state);
+  DeviceRegistry restored(&options, 0.9);
+  ASSERT_TRUE(restored.Restore(state).ok());
+  EXPECT_EQ(restored.at("slow").bandit->Choose(rng), (strategies::Arm{0.4, 4}));
 }
 
 TEST(DeviceRegistryTest, AFullRegistryForgetsOnlySilentIdleDevices) {

@@ -51,6 +51,11 @@ ABSL_FLAG(int, ratio_ramp_plays, 10,
           "from round 1).");
 ABSL_FLAG(double, fixed_ratio, 0.0, "--bandit=fixed: the pruning ratio.");
 ABSL_FLAG(int64_t, fixed_rank, 8, "--bandit=fixed: the LoRA rank.");
+ABSL_FLAG(std::string, device_arms, "",
+          "--bandit=fixed: arms of named devices, which then play them "
+          "instead of --fixed_ratio/--fixed_rank, as "
+          "ID=RATIO:RANK,ID=RATIO:RANK (e.g. device-0=0.4:4,device-1=0.4:4), "
+          "each a ratio in [0, 1) and a rank >= 1 as a fixed arm's.");
 ABSL_FLAG(double, reward_loss, 1.0, "Reward weight of loss improvement.");
 ABSL_FLAG(double, reward_pruning, 0.3,
           "Reward weight of pruning progress: how far a device's ratio goes "
@@ -189,6 +194,29 @@ absl::Status FlagError(const char* flag, const absl::Status& status) {
 
 }  // namespace
 
+absl::StatusOr<std::map<std::string, strategies::Arm>> ParseDeviceArms(
+    absl::string_view spec) {
+  std::map<std::string, strategies::Arm> arms;
+  for (absl::string_view item : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
+    const std::vector<absl::string_view> id_arm =
+        absl::StrSplit(item, absl::MaxSplits('=', 1));
+    std::vector<absl::string_view> parts;
+    if (id_arm.size() == 2) parts = absl::StrSplit(id_arm[1], ':');
+    strategies::Arm arm;
+    if (id_arm.size() != 2 || id_arm[0].empty() || parts.size() != 2 ||
+        !absl::SimpleAtod(parts[0], &arm.prune_ratio) ||
+        !absl::SimpleAtoi(parts[1], &arm.rank)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", item, "' is not ID=RATIO:RANK (e.g. device-0=0.4:4)"));
+    }
+    if (!arms.emplace(std::string(id_arm[0]), arm).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device '", id_arm[0], "' is named twice"));
+    }
+  }
+  return arms;
+}
+
 absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   namespace fs = fedge::strategies;
   EngineOptions e;
@@ -235,6 +263,9 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.bandit.ramp_plays = absl::GetFlag(FLAGS_ratio_ramp_plays);
   e.bandit.fixed_arm = {absl::GetFlag(FLAGS_fixed_ratio),
                         absl::GetFlag(FLAGS_fixed_rank)};
+  auto device_arms = ParseDeviceArms(absl::GetFlag(FLAGS_device_arms));
+  if (!device_arms.ok()) return FlagError("device_arms", device_arms.status());
+  e.device_arms = *std::move(device_arms);
   e.reward = {
       absl::GetFlag(FLAGS_reward_loss), absl::GetFlag(FLAGS_reward_pruning),
       absl::GetFlag(FLAGS_reward_importance), absl::GetFlag(FLAGS_reward_time),

@@ -4,6 +4,7 @@
 // is its documentation (--help).
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -15,6 +16,12 @@ namespace fedge::coordinator {
 // The options the flags describe. InvalidArgument naming the flag for a
 // value that does not parse or does not validate.
 absl::StatusOr<EngineOptions> EngineOptionsFromFlags();
+
+// --device_arms: "ID=RATIO:RANK,..." (empty: none). InvalidArgument naming
+// a malformed item or a device named twice; the arms themselves are checked
+// by EngineOptions::Validate.
+absl::StatusOr<std::map<std::string, strategies::Arm>> ParseDeviceArms(
+    absl::string_view spec);
 
 // A line saying what differential privacy a run has (central: noise
 // multiplier, clip, sampling, epsilon after all its rounds; local: the

@@ -19,6 +19,7 @@ ABSL_DECLARE_FLAG(double, dp_noise_multiplier);
 ABSL_DECLARE_FLAG(double, local_dp_clip);
 ABSL_DECLARE_FLAG(double, local_dp_noise_multiplier);
 ABSL_DECLARE_FLAG(std::string, split);
+ABSL_DECLARE_FLAG(std::string, device_arms);
 
 namespace fedge::coordinator {
 namespace {
@@ -48,6 +49,48 @@ TEST(EngineFlagsTest, AnUnknownBanditIsNamed) {
   absl::StatusOr<EngineOptions> options = EngineOptionsFromFlags();
   ASSERT_FALSE(options.ok());
   EXPECT_NE(options.status().message().find("--bandit"), std::string::npos)
+      << options.status();
+}
+
+TEST(EngineFlagsTest, DeviceArmsParseAndAreCheckedAgainstTheSpace) {
+  absl::StatusOr<std::map<std::string, strategies::Arm>> arms =
+      ParseDeviceArms("device-0=0.4:4,device-12=0:32");
+  ASSERT_TRUE(arms.ok()) << arms.status();
+  ASSERT_EQ(arms->size(), 2u);
+  EXPECT_EQ(arms->at("device-0"), (strategies::Arm{0.4, 4}));
+  EXPECT_EQ(arms->at("device-12"), (strategies::Arm{0.0, 32}));
+  EXPECT_TRUE(ParseDeviceArms("")->empty());
+  for (const char* bad : {"device-0", "device-0=0.4", "=0.4:4", "d=x:4",
+                          "d=0.4:4.5", "d=0.1:4,d=0.2:4"}) {
+    absl::StatusOr<std::map<std::string, strategies::Arm>> parsed =
+        ParseDeviceArms(bad);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+
+  absl::FlagSaver restore;
+  absl::SetFlag(&FLAGS_device_arms, "device-0=0.4:4");
+  // A bandit chooses its own arms: the assignment is refused.
+  absl::SetFlag(&FLAGS_bandit, "fedspine");
+  absl::StatusOr<EngineOptions> options = EngineOptionsFromFlags();
+  ASSERT_FALSE(options.ok());
+  EXPECT_NE(options.status().message().find("--bandit=fixed"),
+            std::string::npos)
+      << options.status();
+  absl::SetFlag(&FLAGS_bandit, "fixed");
+  options = EngineOptionsFromFlags();
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->device_arms.at("device-0"), (strategies::Arm{0.4, 4}));
+  // An arm no fixed arm could be is named with its device.
+  absl::SetFlag(&FLAGS_device_arms, "device-3=0.2:0");
+  options = EngineOptionsFromFlags();
+  ASSERT_FALSE(options.ok());
+  EXPECT_NE(options.status().message().find("device-3"), std::string::npos)
+      << options.status();
+  absl::SetFlag(&FLAGS_device_arms, "device-3=0.2:x");
+  options = EngineOptionsFromFlags();
+  ASSERT_FALSE(options.ok());
+  EXPECT_NE(options.status().message().find("--device_arms"), std::string::npos)
       << options.status();
 }
 

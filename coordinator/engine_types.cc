@@ -111,8 +111,31 @@ absl::Status ValidateDeviceFacts(const DeviceFacts& facts) {
   return absl::OkStatus();
 }
 
+strategies::BanditOptions BanditFor(const EngineOptions& options,
+                                    const std::string& device_id) {
+  strategies::BanditOptions bandit = options.bandit;
+  if (auto it = options.device_arms.find(device_id);
+      it != options.device_arms.end()) {
+    bandit.fixed_arm = it->second;
+  }
+  return bandit;
+}
+
 absl::Status EngineOptions::Validate() const {
   if (rounds < 1) return absl::InvalidArgumentError("rounds must be >= 1");
+  if (!device_arms.empty() && bandit.kind != strategies::BanditKind::kFixed) {
+    return absl::InvalidArgumentError(
+        "per-device arms (--device_arms) need --bandit=fixed");
+  }
+  for (const auto& [id, arm] : device_arms) {
+    if (absl::Status s =
+            strategies::CreateBandit(BanditFor(*this, id)).status();
+        !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the arm of device ", id, " (",
+                       strategies::ArmToString(arm), "): ", s.message()));
+    }
+  }
   if (min_devices < 1 || min_updates < 1 || max_attempts < 1) {
     return absl::InvalidArgumentError(
         "min_devices, min_updates and max_attempts must be >= 1");

@@ -99,6 +99,13 @@ struct EngineOptions {
   absl::Duration heartbeat_timeout = absl::Minutes(2);
   strategies::SelectionOptions selection;
   strategies::BanditOptions bandit;
+  // --bandit=fixed only: arms by device id that replace bandit.fixed_arm
+  // for those devices (an assignment by tier, a heuristic's, or one found
+  // in hindsight as issue 22's oracle is); each is checked as a fixed arm
+  // is, and the prune-and-tune pace caps its ratio as it caps the fixed
+  // arm's.
+  // Devices not named play bandit.fixed_arm.
+  std::map<std::string, strategies::Arm> device_arms;
   strategies::RewardWeights reward;
   strategies::SparsitySchedule schedule;
   strategies::AggregatorOptions aggregator;
@@ -141,6 +148,11 @@ struct EngineOptions {
 
   absl::Status Validate() const;
 };
+
+// The bandit options of the device `device_id`: options.bandit, with its
+// fixed arm from device_arms where that names the device.
+strategies::BanditOptions BanditFor(const EngineOptions& options,
+                                    const std::string& device_id);
 
 struct Task {
   int64_t round = 0;

@@ -9,9 +9,20 @@ namespace fedge::coordinator {
 std::vector<double> CandidateCombinedRatios(const EngineOptions& options,
                                             double global_ratio,
                                             int64_t plays) {
+  const double cap = strategies::RatioCap(options.bandit, plays);
+  std::vector<double> device_ratios =
+      strategies::CandidateRatios(options.bandit, cap);
+  for (const auto& [id, arm] : options.device_arms) {
+    for (double ratio :
+         strategies::CandidateRatios(BanditFor(options, id), cap)) {
+      device_ratios.push_back(ratio);
+    }
+  }
+  std::sort(device_ratios.begin(), device_ratios.end());
+  device_ratios.erase(std::unique(device_ratios.begin(), device_ratios.end()),
+                      device_ratios.end());
   std::vector<double> combined;
-  for (double ratio : strategies::CandidateRatios(
-           options.bandit, strategies::RatioCap(options.bandit, plays))) {
+  for (double ratio : device_ratios) {
     combined.push_back(strategies::CombinedRatio(global_ratio, ratio));
   }
   return combined;
@@ -20,12 +31,13 @@ std::vector<double> CandidateCombinedRatios(const EngineOptions& options,
 double RoundPace(const EngineOptions& options,
                  const std::vector<const Device*>& participants,
                  double global_ratio) {
-  const std::vector<int64_t> ranks =
-      options.bandit.kind == strategies::BanditKind::kFixed
-          ? std::vector<int64_t>{options.bandit.fixed_arm.rank}
-          : options.bandit.space.ranks;
   std::vector<double> fastest;
   for (const Device* device : participants) {
+    const std::vector<int64_t> ranks =
+        options.bandit.kind == strategies::BanditKind::kFixed
+            ? std::vector<int64_t>{BanditFor(options, device->facts.device_id)
+                                       .fixed_arm.rank}
+            : options.bandit.space.ranks;
     double best = std::numeric_limits<double>::infinity();
     for (double ratio :
          CandidateCombinedRatios(options, global_ratio, device->plays)) {

@@ -24,7 +24,8 @@ namespace fedge::coordinator {
 
 // The combined ratios (global x device) the bandits may ask about in a
 // round at `global_ratio` when the most-played device has played `plays`
-// times (the prune-and-tune ramp caps the device's ratio).
+// times (the prune-and-tune ramp caps the device's ratio), every device's
+// own fixed arm (EngineOptions::device_arms) included; ascending, once each.
 std::vector<double> CandidateCombinedRatios(const EngineOptions& options,
                                             double global_ratio, int64_t plays);
 

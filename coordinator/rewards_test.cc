@@ -20,6 +20,12 @@ TEST(RewardsTest, CandidateRatiosCombineWithTheGlobalRatio) {
   const std::vector<double> ratios = CandidateCombinedRatios(options, 0.2, 0);
   ASSERT_EQ(ratios.size(), 1u);
   EXPECT_DOUBLE_EQ(ratios[0], strategies::CombinedRatio(0.2, 0.5));
+
+  // Devices with arms of their own add theirs, once each, ascending.
+  options.device_arms = {{"a", {0.1, 4}}, {"b", {0.5, 8}}, {"c", {0.1, 2}}};
+  EXPECT_EQ(CandidateCombinedRatios(options, 0.2, 0),
+            (std::vector<double>{strategies::CombinedRatio(0.2, 0.1),
+                                 strategies::CombinedRatio(0.2, 0.5)}));
 }
 
 TEST(RewardsTest, TheBanditIsToldTheCostAndTheTimePastThePace) {
