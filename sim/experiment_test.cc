@@ -39,6 +39,24 @@ ExperimentOptions TwoDevices(const std::string& bin_dir) {
   return options;
 }
 
+TEST(ExperimentTest, StrategiesNameTheirCoordinatorFlags) {
+  absl::StatusOr<std::vector<Strategy>> parsed =
+      ParseStrategies("fedspine,static,fixed:0.2:32");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->size(), 3u);
+  EXPECT_EQ((*parsed)[1].name, "static");
+  EXPECT_EQ((*parsed)[1].flags, std::vector<std::string>{"--bandit=static"});
+  EXPECT_EQ((*parsed)[2].flags,
+            (std::vector<std::string>{"--bandit=fixed", "--fixed_ratio=0.2",
+                                      "--fixed_rank=32"}));
+  EXPECT_EQ(ParseStrategies("fixed-grid")->size(), 8u);
+  for (const char* bad : {"", "oracle", "fixed:1:4", "fixed:0.2", "static,x"}) {
+    EXPECT_EQ(ParseStrategies(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
 TEST(ExperimentTest, EachTaskMetricIsReadFromItsColumn) {
   EXPECT_EQ(MetricOf(task::Metric::kAccuracy).column, AccuracyMetric().column);
   EXPECT_EQ(MetricOf(task::Metric::kLoss).column, LossMetric().column);

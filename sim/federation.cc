@@ -259,7 +259,7 @@ absl::StatusOr<std::vector<Strategy>> ParseStrategies(absl::string_view spec) {
     const std::string name(item);
     if (name == "fedspine" || name == "ucb1" || name == "discounted_ucb" ||
         name == "sliding_window_ucb" || name == "thompson" || name == "exp3" ||
-        name == "random") {
+        name == "random" || name == "static") {
       out.push_back({name, {"--bandit=" + name}});
     } else if (name == "fixed-grid") {
       for (double ratio : {0.0, 0.2, 0.4, 0.6}) {
@@ -289,7 +289,7 @@ absl::StatusOr<std::vector<Strategy>> ParseStrategies(absl::string_view spec) {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown strategy \"", name,
           "\" (fedspine, ucb1, discounted_ucb, sliding_window_ucb, thompson, "
-          "exp3, random, fixed:RATIO:RANK, fixed-grid)"));
+          "exp3, random, static, fixed:RATIO:RANK, fixed-grid)"));
     }
   }
   if (out.empty()) return absl::InvalidArgumentError("no strategy given");

@@ -64,7 +64,8 @@ struct Strategy {
 };
 
 // A comma list of: fedspine, ucb1, discounted_ucb, sliding_window_ucb,
-// thompson, exp3, random, fixed:RATIO:RANK, and fixed-grid (uniform fixed
+// thompson, exp3, random, static (the capability rule, --bandit=static),
+// fixed:RATIO:RANK, and fixed-grid (uniform fixed
 // arms over ratios {0, 0.2, 0.4, 0.6} x ranks {4, 8}). InvalidArgument
 // naming an unknown entry.
 absl::StatusOr<std::vector<Strategy>> ParseStrategies(absl::string_view spec);

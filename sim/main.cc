@@ -38,7 +38,8 @@ ABSL_FLAG(int, rounds, 10, "Federated rounds per strategy.");
 ABSL_FLAG(std::string, strategies, "fedspine",
           "Comma list of strategies to run on the same federation: "
           "fedspine, ucb1, discounted_ucb, sliding_window_ucb, thompson, "
-          "exp3, random, fixed:RATIO:RANK, fixed-grid (8 uniform fixed arms).");
+          "exp3, random, static (the capability rule), fixed:RATIO:RANK, "
+          "fixed-grid (8 uniform fixed arms).");
 ABSL_FLAG(std::string, devices, "mix", fedge::sim::kDevicesHelp);
 ABSL_FLAG(std::string, links, "mix", fedge::sim::kLinksHelp);
 ABSL_FLAG(int, local_steps, 40,
