@@ -260,7 +260,8 @@ Task Engine::DraftTask(const std::string& device_id, Device& device,
   const strategies::KnownReward known =
       KnownReward(options_, device, round.global_ratio, round.pace_s,
                   meter_.enabled(), charged);
-  task.arm = device.bandit->Choose(rng, known);
+  task.arm = device.bandit->Choose(
+      rng, known, OnPace(options_, device, round.global_ratio, round.pace_s));
   if (std::optional<strategies::Arm> arm = CapabilityArm(
           options_, device, round.global_ratio, round.capability_budget_s)) {
     task.arm = *arm;

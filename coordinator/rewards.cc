@@ -92,6 +92,22 @@ std::optional<strategies::Arm> CapabilityArm(const EngineOptions& options,
       budget_s);
 }
 
+strategies::WithinPace OnPace(const EngineOptions& options,
+                              const Device& device, double global_ratio,
+                              double pace_s) {
+  if (!(pace_s > 0) || device.times.state().observations == 0 ||
+      !(options.reward.time > 0)) {
+    return {};
+  }
+  return [&device, global_ratio, pace_s](const strategies::Arm& arm) {
+    return strategies::TimeOverPace(
+               *device.times.Predict(
+                   strategies::CombinedRatio(global_ratio, arm.prune_ratio),
+                   arm.rank),
+               pace_s) <= 0;
+  };
+}
+
 strategies::KnownReward KnownReward(
     const EngineOptions& options, const Device& device, double global_ratio,
     double pace_s, bool costs_known,

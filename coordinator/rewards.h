@@ -50,6 +50,15 @@ std::optional<strategies::Arm> CapabilityArm(const EngineOptions& options,
                                              double global_ratio,
                                              double budget_s);
 
+// Which arms keep a round at `global_ratio` on its pace `pace_s` for
+// `device`: its predicted time for the arm is not past the pace. Empty
+// (every arm) when the reward has no time term, the round no pace or the
+// device no time model. Borrows `device`: call it while it lives
+// (Bandit::Choose).
+strategies::WithinPace OnPace(const EngineOptions& options,
+                              const Device& device, double global_ratio,
+                              double pace_s);
+
 // What is known of each arm's reward for `device` in a round at
 // `global_ratio` and `pace_s`: minus the weighted charged pruning cost
 // (`charged_cost(combined ratio)`, when `costs_known`) and minus the

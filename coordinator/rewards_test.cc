@@ -28,6 +28,22 @@ TEST(RewardsTest, CandidateRatiosCombineWithTheGlobalRatio) {
                                  strategies::CombinedRatio(0.2, 0.5)}));
 }
 
+TEST(RewardsTest, OnPaceMeansPredictedWithinThePace) {
+  EngineOptions options;
+  options.reward.time = 0.5;
+  const Device fresh;  // No time model yet: no verdict.
+  EXPECT_FALSE(OnPace(options, fresh, 0.0, 10.0));
+  const Device timed = Timed(8.0);                 // 8 s at ratio 0, rank 4.
+  EXPECT_FALSE(OnPace(options, timed, 0.0, 0.0));  // No pace.
+  const strategies::WithinPace on_pace = OnPace(options, timed, 0.0, 10.0);
+  ASSERT_TRUE(on_pace);
+  EXPECT_TRUE(on_pace({0.0, 4}));
+  EXPECT_FALSE(OnPace(options, timed, 0.0, 6.0)({0.0, 4}));
+  EXPECT_TRUE(OnPace(options, timed, 0.0, 6.0)({0.5, 4}));  // Pruned: faster.
+  options.reward.time = 0;  // Time not rewarded: no verdict either.
+  EXPECT_FALSE(OnPace(options, timed, 0.0, 6.0));
+}
+
 TEST(RewardsTest, TheBanditIsToldTheCostAndTheTimePastThePace) {
   EngineOptions options;
   options.reward.pruning_cost = 2;

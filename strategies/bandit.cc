@@ -341,6 +341,11 @@ class FedSpine : public Bandit {
   }
 
   Arm Choose(std::mt19937_64& rng, const KnownReward& known) override {
+    return Choose(rng, known, WithinPace());
+  }
+
+  Arm Choose(std::mt19937_64& rng, const KnownReward& known,
+             const WithinPace& within_pace) override {
     const double cap = RatioCap(options_, plays_);
     double total = 0;
     for (const Cell& cell : cells_) total += cell.count;
@@ -374,17 +379,36 @@ class FedSpine : public Bandit {
       const bool unplayed = cell.plays == 0 && cell.count <= 1e-12;
       const double n = unplayed ? 1.0 : std::max(cell.count, 1e-6);
       const double mean = unplayed ? PriorMean() : cell.sum / n;
-      index[i] = mean +
-                 options_.exploration * Spread() *
-                     std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) / n) +
-                 options_.lipschitz * (cell.hi - cell.lo) + best_known;
+      // Exploring a cell that would lengthen the round costs every device.
+      bool explorable = !within_pace;
+      if (within_pace) {
+        for (double ratio : Points(cell, cap)) {
+          if (within_pace(Arm{ratio, cell.rank})) {
+            explorable = true;
+            break;
+          }
+        }
+      }
+      const double bonus =
+          explorable
+              ? options_.exploration * Spread() *
+                        std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) /
+                                  n) +
+                    options_.lipschitz * (cell.hi - cell.lo)
+              : 0.0;
+      index[i] = mean + bonus + best_known;
     }
     const size_t chosen = ArgMaxRandomTies(index, rng);
     const Cell& cell = cells_[chosen];
     if (known) {
-      // The least pruned of the best known points: pruning costs accuracy
-      // that a known reward may not hold (no validation data, or a cost
-      // within the tie).
+      // The least pruned of the best known points (on pace, if any is):
+      // pruning costs accuracy that a known reward may not hold (no
+      // validation data, or a cost within the tie).
+      for (double ratio : best_points[chosen]) {
+        if (!within_pace || within_pace(Arm{ratio, cell.rank})) {
+          return Arm{ratio, cell.rank};
+        }
+      }
       return Arm{best_points[chosen].front(), cell.rank};
     }
     // Any point of the cell under the cap may be played; a uniform one

@@ -121,6 +121,13 @@ struct BanditOptions {
 // only estimate with noise. Empty: nothing is known.
 using KnownReward = std::function<double(const Arm&)>;
 
+// Whether playing an arm keeps the round on its pace: the device's predicted
+// time for it does not pass the time the round takes anyway (RoundPace in
+// time_model.h). An arm that does lengthens the round for every device, so
+// trying it to learn its reward costs the whole federation. Empty: every
+// arm does.
+using WithinPace = std::function<bool(const Arm&)>;
+
 // Not thread-safe; the coordinator keeps one per device.
 class Bandit {
  public:
@@ -140,6 +147,17 @@ class Bandit {
   // The caller must then Update() with the reward less known(arm), so the
   // same part is not counted twice.
   virtual Arm Choose(std::mt19937_64& rng, const KnownReward& known) = 0;
+  // The same, told which arms keep the round on pace. FedSpine explores
+  // only those: a cell none of whose points is on pace gets no exploration
+  // bonus (neither the UCB term nor the width term) and, until played,
+  // counts as the device's mean, so it is played only if what is known
+  // and learnt favours it outright, never to find out. The other kinds
+  // ignore it (textbook baselines).
+  virtual Arm Choose(std::mt19937_64& rng, const KnownReward& known,
+                     const WithinPace& within_pace) {
+    (void)within_pace;
+    return Choose(rng, known);
+  }
   // Feeds back the reward observed for `arm`. Grid bandits credit the
   // nearest grid arm; a non-finite reward is ignored.
   virtual void Update(const Arm& arm, double reward) = 0;
