@@ -155,9 +155,10 @@ absl::StatusOr<ExperimentResult> RunExperiment(const ExperimentOptions& options,
     result.link_check = *std::move(links);
   }
 
-  if (config.virtual_clock) {
+  if (config.virtual_clock && config.compute_costs.empty()) {
     // Measured afresh for this build and machine, then shared by every
-    // strategy (sim/compute_costs.h).
+    // strategy (sim/compute_costs.h). A table the caller names is shared
+    // with other runs too, and kept.
     config.compute_costs = config.out_dir + "/compute_costs.tsv";
     std::error_code error;
     if (std::filesystem::remove(config.compute_costs, error); error) {

@@ -52,7 +52,8 @@ struct SimConfig {
   int clients_per_round = 0;  // Virtual clock: k devices per round; 0: all.
   int workers = 1;            // Virtual clock: devices trained at once.
   // Virtual clock: the compute-cost table every strategy reads and extends
-  // (sim/compute_costs.h); empty: each run keeps its own.
+  // (sim/compute_costs.h). RunExperiment makes a fresh one in out_dir when
+  // this is empty, and keeps a named one (runs that share it compare).
   std::string compute_costs;
   std::vector<std::string> coordinator_flags;  // Passed through.
 };

@@ -70,6 +70,12 @@ ABSL_FLAG(int, eval_examples, 10000,
           "Held-out examples per global evaluation (at most the task's "
           "evaluation.examples).");
 ABSL_FLAG(double, timeout_minutes, 60, "Give up on a strategy after this.");
+ABSL_FLAG(std::string, compute_costs, "",
+          "--clock=virtual: a compute-cost table (seconds per training FLOP) "
+          "to share with other fedge-sim runs, so that their charged times "
+          "compare: read where it exists, measured and written where not. "
+          "Empty: OUT/compute_costs.tsv, measured afresh for this run's "
+          "strategies.");
 ABSL_FLAG(std::string, coordinator_flags, "",
           "Extra fedge-coordinator flags, space-separated (e.g. "
           "\"--aggregator=median --lr=1e-3\").");
@@ -141,6 +147,7 @@ int main(int argc, char** argv) {
   config.virtual_clock = clock == "virtual";
   config.clients_per_round = absl::GetFlag(FLAGS_clients_per_round);
   config.workers = absl::GetFlag(FLAGS_workers);
+  config.compute_costs = absl::GetFlag(FLAGS_compute_costs);
   if (config.clients_per_round < 0 || config.workers < 1) {
     return Fail("--clients_per_round must be >= 0 and --workers >= 1");
   }
