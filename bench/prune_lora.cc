@@ -11,6 +11,11 @@
 //                                           fine-tune one epoch on the task's
 //                                           private data, report the task's
 //                                           metric on its held-out data
+//   fedge-bench-prune-lora --mode=curve [--task=FILE] [--ratios=...]
+//                                           issue 22's gate: the held-out
+//                                           metric against a uniform pruning
+//                                           ratio, one-shot and after
+//                                           recovery rounds
 //
 // Prints `metric NAME VALUE` lines for bench/run.
 #include <spawn.h>
@@ -21,6 +26,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -50,7 +56,8 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
-ABSL_FLAG(std::string, mode, "speed", "speed | quality | one (internal)");
+ABSL_FLAG(std::string, mode, "speed",
+          "speed | quality | curve | one (internal)");
 ABSL_FLAG(std::string, one, "",
           "Internal: model,ratio,rank for one child run.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads; 0 = all cores.");
@@ -61,7 +68,18 @@ ABSL_FLAG(std::string, base, "",
           "Quality: the pretrained checkpoint dir (empty: the task's base, "
           "pretrained on its public split; fine-tuning uses the rest).");
 ABSL_FLAG(int64_t, calibration_steps, 50,
-          "LoRA steps that accumulate importance before pruning (quality).");
+          "LoRA steps that accumulate importance before pruning (quality, "
+          "curve).");
+ABSL_FLAG(std::string, ratios, "0,0.1,0.2,0.3,0.4,0.5",
+          "Curve: the uniform pruning ratios, ascending, the first 0.");
+ABSL_FLAG(std::string, recovery_steps, "60,240",
+          "Curve: recovery runs of this many LoRA steps each, ascending.");
+ABSL_FLAG(int64_t, curve_rank, 16, "Curve: LoRA rank.");
+ABSL_FLAG(int64_t, curve_batch, 16, "Curve: mini-batch size.");
+ABSL_FLAG(double, curve_lr, 1e-2, "Curve: peak learning rate.");
+ABSL_FLAG(std::string, curve_targets,
+          "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+          "Curve: Linears that get adapters.");
 
 namespace fm = fedge::model;
 namespace fl = fedge::lora;
@@ -370,6 +388,118 @@ int RunQuality() {
   return 0;
 }
 
+// Parses a comma list of numbers, ascending; dies naming the flag otherwise.
+template <typename T>
+std::vector<T> AscendingList(const std::string& flag, const std::string& text) {
+  std::vector<T> values;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    T v{};
+    bool ok = false;
+    if constexpr (std::is_floating_point_v<T>) {
+      ok = absl::SimpleAtod(item, &v);
+    } else {
+      ok = absl::SimpleAtoi(item, &v);
+    }
+    if (!ok || v < 0 || (!values.empty() && v <= values.back())) {
+      Die(absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, " wants ascending non-negative numbers, got '", text,
+          "'")));
+    }
+    values.push_back(v);
+  }
+  return values;
+}
+
+// Issue 22's gate, first half: what a uniform pruning ratio costs the task's
+// base before and after recovery. Per ratio, from the base: LoRA on the
+// chosen targets, --calibration_steps steps accumulating LoRA-gradient
+// importance (the scores devices report), then the plan removing `ratio` of
+// every block's heads and channels (ratio 0 keeps everything but takes the
+// same steps), and the held-out metric: one-shot, and after each count of
+// --recovery_steps LoRA steps on the task's private data (one run of that
+// many steps from the pruned model, warm-up then cosine, as the central
+// reference trains; each count is its own run).
+int RunCurve() {
+  const fedge::task::TaskSpec spec = Check(fedge::task::TaskFromFlags());
+  const std::string base = absl::GetFlag(FLAGS_base).empty()
+                               ? spec.base_dir
+                               : absl::GetFlag(FLAGS_base);
+  const std::vector<double> ratios =
+      AscendingList<double>("ratios", absl::GetFlag(FLAGS_ratios));
+  const std::vector<int64_t> recovery = AscendingList<int64_t>(
+      "recovery_steps", absl::GetFlag(FLAGS_recovery_steps));
+  if (ratios.front() != 0 || ratios.back() >= 1) {
+    Die(absl::InvalidArgumentError(
+        "--ratios must start at 0 (the reference) and stay below 1"));
+  }
+  std::unique_ptr<fedge::task::TaskData> data =
+      Check(fedge::task::TaskData::Create(spec));
+  const fm::Dataset train = Check(data->Shard(0, 1));
+  const fm::Dataset test = Check(data->Eval());
+  const fedge::task::Metric metric = spec.evaluation.metric;
+  const std::string name(fedge::task::MetricName(metric));
+  fl::LoraOptions lora;
+  lora.rank = absl::GetFlag(FLAGS_curve_rank);
+  lora.target_modules.clear();
+  for (absl::string_view t :
+       absl::StrSplit(absl::GetFlag(FLAGS_curve_targets), ',')) {
+    lora.target_modules.emplace_back(t);
+  }
+  fm::TrainOptions options;
+  options.batch_size = absl::GetFlag(FLAGS_curve_batch);
+  options.learning_rate = absl::GetFlag(FLAGS_curve_lr);
+  options.weight_decay = 0;
+  std::printf(
+      "curve: %s of %s, LoRA r%lld, %lld calibration steps, "
+      "recovery at lr %g, batch %lld\n",
+      name.c_str(), base.c_str(), static_cast<long long>(lora.rank),
+      static_cast<long long>(absl::GetFlag(FLAGS_calibration_steps)),
+      options.learning_rate, static_cast<long long>(options.batch_size));
+  // The base with adapters, calibrated and pruned to `ratio`; the same
+  // every time it is asked for the same ratio.
+  auto pruned = [&](double ratio, double* removed) {
+    torch::manual_seed(1);
+    fm::Model model = Check(fm::LoadCheckpoint(base));
+    Check(fl::Inject(*model, lora));
+    auto scorer = Check(fp::LoraGradientScorer::Create(model.get()));
+    fm::TrainOptions calibrate = options;
+    calibrate.max_steps = absl::GetFlag(FLAGS_calibration_steps);
+    calibrate.seed = 1000;
+    calibrate.after_backward = [&] { scorer->Update(); };
+    Check(fm::Train(*model, train, calibrate));
+    const fp::PruningPlan plan =
+        Check(fp::PlanFromScores(*model, scorer->scores(), ratio));
+    *removed = fp::RemovedFraction(*model, plan);
+    return ratio > 0 ? Check(fp::ApplyPlan(*model, plan)) : model;
+  };
+  for (double ratio : ratios) {
+    double removed = 0;
+    fm::Model model = pruned(ratio, &removed);
+    const double oneshot = TaskMetric(*model, test, metric);
+    std::string row = absl::StrFormat(
+        "curve ratio %.2f (%.1f%% of block parameters): one-shot %.4f", ratio,
+        100 * removed, oneshot);
+    std::printf("metric gate_oneshot_%s_%.2f %.4f\n", name.c_str(), ratio,
+                oneshot);
+    for (int64_t steps : recovery) {
+      if (steps == 0) continue;
+      model = pruned(ratio, &removed);
+      fm::TrainOptions run = options;
+      run.max_steps = steps;
+      run.epochs = 1000;
+      Check(fm::Train(*model, train, run));
+      const double value = TaskMetric(*model, test, metric);
+      absl::StrAppendFormat(&row, ", after %lld steps %.4f",
+                            static_cast<long long>(steps), value);
+      std::printf("metric gate_recovered%lld_%s_%.2f %.4f\n",
+                  static_cast<long long>(steps), name.c_str(), ratio, value);
+    }
+    std::printf("%s\n", row.c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -379,5 +509,6 @@ int main(int argc, char** argv) {
   if (mode == "one") return RunOne(absl::GetFlag(FLAGS_one));
   if (mode == "speed") return RunSpeed();
   if (mode == "quality") return RunQuality();
+  if (mode == "curve") return RunCurve();
   Die(absl::InvalidArgumentError(absl::StrCat("unknown --mode=", mode)));
 }
