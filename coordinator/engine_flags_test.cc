@@ -52,7 +52,7 @@ TEST(EngineFlagsTest, AnUnknownBanditIsNamed) {
       << options.status();
 }
 
-TEST(EngineFlagsTest, DeviceArmsParseAndAreCheckedAgainstTheSpace) {
+TEST(EngineFlagsTest, DeviceArmsParseAndAreCheckedAsFixedArms) {
   absl::StatusOr<std::map<std::string, strategies::Arm>> arms =
       ParseDeviceArms("device-0=0.4:4,device-12=0:32");
   ASSERT_TRUE(arms.ok()) << arms.status();

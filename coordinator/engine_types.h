@@ -103,8 +103,7 @@ struct EngineOptions {
   // for those devices (an assignment by tier, a heuristic's, or one found
   // in hindsight as issue 22's oracle is); each is checked as a fixed arm
   // is, and the prune-and-tune pace caps its ratio as it caps the fixed
-  // arm's.
-  // Devices not named play bandit.fixed_arm.
+  // arm's. Devices not named play bandit.fixed_arm.
   std::map<std::string, strategies::Arm> device_arms;
   strategies::RewardWeights reward;
   strategies::SparsitySchedule schedule;

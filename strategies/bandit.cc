@@ -130,7 +130,8 @@ class Ucb : public GridBandit {
         counts_(arms_.size(), 0.0),
         sums_(arms_.size(), 0.0) {}
 
-  Arm Choose(std::mt19937_64& rng, const KnownReward& known) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward& known,
+             const WithinPace&) override {
     double total = 0;
     for (double n : counts_) total += n;
     std::vector<double> index(arms_.size());
@@ -190,7 +191,8 @@ class Thompson : public GridBandit {
         counts_(arms_.size(), 0.0),
         sums_(arms_.size(), 0.0) {}
 
-  Arm Choose(std::mt19937_64& rng, const KnownReward& known) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward& known,
+             const WithinPace&) override {
     const double range = options_.reward_max - options_.reward_min;
     const double prior_mean = options_.reward_min + 0.5 * range;
     const double prior_var = 0.25 * range * range;
@@ -224,7 +226,8 @@ class Exp3 : public GridBandit {
   explicit Exp3(const BanditOptions& options)
       : GridBandit(options), log_weights_(arms_.size(), 0.0) {}
 
-  Arm Choose(std::mt19937_64& rng, const KnownReward&) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward&,
+             const WithinPace&) override {
     const std::vector<double> p = Probabilities();
     double u = UniformUnit(rng);
     size_t last_open = 0;
@@ -282,7 +285,7 @@ class Exp3 : public GridBandit {
 class FixedArm : public Bandit {
  public:
   explicit FixedArm(const BanditOptions& options) : options_(options) {}
-  Arm Choose(std::mt19937_64&, const KnownReward&) override {
+  Arm Choose(std::mt19937_64&, const KnownReward&, const WithinPace&) override {
     Arm arm = options_.fixed_arm;
     arm.prune_ratio = std::min(arm.prune_ratio, RatioCap(options_, plays_));
     return arm;
@@ -299,7 +302,8 @@ class FixedArm : public Bandit {
 class RandomArm : public GridBandit {
  public:
   using GridBandit::GridBandit;
-  Arm Choose(std::mt19937_64& rng, const KnownReward&) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward&,
+             const WithinPace&) override {
     std::vector<size_t> open;
     for (size_t i = 0; i < arms_.size(); ++i) {
       if (Open(i)) open.push_back(i);
@@ -314,7 +318,8 @@ class RandomArm : public GridBandit {
 class Oracle : public GridBandit {
  public:
   using GridBandit::GridBandit;
-  Arm Choose(std::mt19937_64& rng, const KnownReward&) override {
+  Arm Choose(std::mt19937_64& rng, const KnownReward&,
+             const WithinPace&) override {
     std::vector<double> expected(arms_.size());
     for (size_t i = 0; i < arms_.size(); ++i) {
       expected[i] = options_.oracle(arms_[i]);
@@ -338,10 +343,6 @@ class FedSpine : public Bandit {
       cells_.push_back(
           Cell{rank, options.space.min_ratio, options.space.max_ratio, 0});
     }
-  }
-
-  Arm Choose(std::mt19937_64& rng, const KnownReward& known) override {
-    return Choose(rng, known, WithinPace());
   }
 
   Arm Choose(std::mt19937_64& rng, const KnownReward& known,

@@ -146,7 +146,9 @@ class Bandit {
   // (CandidateRatios lists them all).
   // The caller must then Update() with the reward less known(arm), so the
   // same part is not counted twice.
-  virtual Arm Choose(std::mt19937_64& rng, const KnownReward& known) = 0;
+  Arm Choose(std::mt19937_64& rng, const KnownReward& known) {
+    return Choose(rng, known, WithinPace());
+  }
   // The same, told which arms keep the round on pace. FedSpine explores
   // only those: a cell none of whose points is on pace gets no exploration
   // bonus (neither the UCB term nor the width term) and, until played,
@@ -154,10 +156,7 @@ class Bandit {
   // and learnt favours it outright, never to find out. The other kinds
   // ignore it (textbook baselines).
   virtual Arm Choose(std::mt19937_64& rng, const KnownReward& known,
-                     const WithinPace& within_pace) {
-    (void)within_pace;
-    return Choose(rng, known);
-  }
+                     const WithinPace& within_pace) = 0;
   // Feeds back the reward observed for `arm`. Grid bandits credit the
   // nearest grid arm; a non-finite reward is ignored.
   virtual void Update(const Arm& arm, double reward) = 0;
