@@ -16,9 +16,11 @@ output folders (summary.json, <strategy>/clients.csv, <strategy>/rounds.csv).
       device's charged round time under each arm (the virtual clock charges
       the same time for the same arm every round, once the prune-and-tune
       ramp is over) and each arm's final held-out value as a uniform arm.
-      Candidate k caps the round at the time the k-th slowest tier takes
-      with the best uniform arm; every device plays the best arm (by that
-      final value) that fits under the cap, or its fastest arm if none does.
+      A tier is a compute speed (devices charged the same training time under
+      the same arm). Candidate k caps the round at the time the k-th slowest
+      tier's slowest device takes with the best uniform arm; every device
+      plays the best arm (by that final value) that fits under the cap, or
+      its fastest arm if none does.
 
   fedspine_gate.py figures --fraction F [--curve FILE --svg FILE]
                            UNIFORM_RUN... -- ORACLE_RUN... [-- OTHER_RUN...]
@@ -56,28 +58,36 @@ def arm_of(strategy):  # "fixed:0.2:16" -> (0.2, 16)
     return float(ratio), int(rank)
 
 
-def device_times(clients, after_round):
-    """Median charged seconds (download + train + upload) per device over
-    the accepted updates of rounds after `after_round`."""
+def device_times(clients, after_round, column="elapsed_s"):
+    """Median charged seconds per device (elapsed_s: download + train +
+    upload) over the accepted updates of rounds after `after_round`."""
     times = {}
     for c in clients:
         if c["status"] == "accepted" and int(c["round"]) > after_round:
-            times.setdefault(c["device"], []).append(float(c["elapsed_s"]))
+            times.setdefault(c["device"], []).append(float(c[column]))
     return {d: statistics.median(t) for d, t in times.items()}
 
 
 def assign(runs, ramp=10):
     arms = {}
+    train = {}
     for run in runs:
         _, strategy, _, clients = load(run)
-        arms[arm_of(strategy["strategy"])] = (
-            strategy["final"], device_times(clients, ramp))
+        arm = arm_of(strategy["strategy"])
+        arms[arm] = (strategy["final"], device_times(clients, ramp))
+        train[arm] = device_times(clients, ramp, "train_s")
     best_arm = best_uniform(runs)
     by_quality = sorted(arms, key=lambda a: arms[a][0])
     times = {a: t for a, (_, t) in arms.items()}
     devices = sorted(times[best_arm], key=lambda d: int(d.rsplit("-", 1)[1]))
-    caps = sorted({round(times[best_arm][d], 3) for d in devices},
-                  reverse=True)
+    # A tier is a compute speed: the virtual clock charges the same training
+    # time to devices of the same speed under the same arm, whatever their
+    # links. Each tier's cap is its slowest device's time under the best arm.
+    tier_caps = {}
+    for d in devices:
+        tier = round(train[best_arm][d], 6)
+        tier_caps[tier] = max(tier_caps.get(tier, 0.0), times[best_arm][d])
+    caps = sorted(tier_caps.values(), reverse=True)
     seen = set()
     out = []
     for cap in caps[1:]:  # caps[0] is the best uniform arm itself.
@@ -129,6 +139,9 @@ def figures(fraction, uniform, oracle, others=()):
                "  (never reached: censored)" if censored else ""))
     best_uniform = min(results[r][0] for r in uniform)
     best_oracle = min(results[r][0] for r in oracle)
+    if all(results[r][1] for r in oracle):
+        print("gate: no oracle candidate reached the target; their times are "
+              "censored, so the figure is a lower bound")
     print("figure oracle_tta_over_best_uniform %.3f" %
           (best_oracle / best_uniform))
     for run in others:
