@@ -138,8 +138,12 @@ def figures(fraction, uniform, oracle, others=()):
                os.path.basename(run.rstrip("/")), strategy["final"], seconds,
                "  (never reached: censored)" if censored else ""))
     best_uniform = min(results[r][0] for r in uniform)
-    best_oracle = min(results[r][0] for r in oracle)
-    if all(results[r][1] for r in oracle):
+    if not oracle:  # Every candidate was a uniform arm: the oracle is one.
+        print("gate: every oracle candidate is a uniform arm")
+        best_oracle = best_uniform
+    else:
+        best_oracle = min(results[r][0] for r in oracle)
+    if oracle and all(results[r][1] for r in oracle):
         print("gate: no oracle candidate reached the target; their times are "
               "censored, so the figure is a lower bound")
     print("figure oracle_tta_over_best_uniform %.3f" %
