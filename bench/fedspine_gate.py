@@ -176,7 +176,7 @@ def svg(path, curves, results, uniform):
     runs hatched)."""
     w, h, pad = 420, 300, 50
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-           'font-family="sans-serif" font-size="11">' % (2 * w, h + 60),
+           'font-family="sans-serif" font-size="11">' % (2 * w + 40, h + 100),
            '<defs><pattern id="hatch" width="6" height="6" '
            'patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
            '<line x1="0" y1="0" x2="0" y2="6" stroke="#555" '

@@ -360,18 +360,28 @@ double QualityArm(const std::string& label, const std::string& base,
   return after;
 }
 
-int RunQuality() {
-  // The base was pretrained on the task's public split; fine-tune on all
-  // the rest (one device holding every private example).
+// What the quality and curve modes fine-tune and measure: the task's base
+// (or --base), pretrained on its public split, all the rest of its data as
+// one device's (every private example), its held-out data and metric.
+struct QualitySetup {
+  std::string base;
+  fm::Dataset train;
+  fm::Dataset test;
+  fedge::task::Metric metric;
+};
+
+QualitySetup LoadQualitySetup() {
   const fedge::task::TaskSpec spec = Check(fedge::task::TaskFromFlags());
-  const std::string base = absl::GetFlag(FLAGS_base).empty()
-                               ? spec.base_dir
-                               : absl::GetFlag(FLAGS_base);
   std::unique_ptr<fedge::task::TaskData> data =
       Check(fedge::task::TaskData::Create(spec));
-  const fm::Dataset train = Check(data->Shard(0, 1));
-  const fm::Dataset test = Check(data->Eval());
-  const fedge::task::Metric metric = spec.evaluation.metric;
+  return {absl::GetFlag(FLAGS_base).empty() ? spec.base_dir
+                                            : absl::GetFlag(FLAGS_base),
+          Check(data->Shard(0, 1)), Check(data->Eval()),
+          spec.evaluation.metric};
+}
+
+int RunQuality() {
+  const auto [base, train, test, metric] = LoadQualitySetup();
   const double unpruned =
       QualityArm("unpruned LoRA r8", base, train, test, metric, 0.0,
                  fp::ImportanceKind::kMagnitude);
@@ -420,10 +430,6 @@ std::vector<T> AscendingList(const std::string& flag, const std::string& text) {
 // many steps from the pruned model, warm-up then cosine, as the central
 // reference trains; each count is its own run).
 int RunCurve() {
-  const fedge::task::TaskSpec spec = Check(fedge::task::TaskFromFlags());
-  const std::string base = absl::GetFlag(FLAGS_base).empty()
-                               ? spec.base_dir
-                               : absl::GetFlag(FLAGS_base);
   const std::vector<double> ratios =
       AscendingList<double>("ratios", absl::GetFlag(FLAGS_ratios));
   const std::vector<int64_t> recovery = AscendingList<int64_t>(
@@ -432,11 +438,12 @@ int RunCurve() {
     Die(absl::InvalidArgumentError(
         "--ratios must start at 0 (the reference) and stay below 1"));
   }
-  std::unique_ptr<fedge::task::TaskData> data =
-      Check(fedge::task::TaskData::Create(spec));
-  const fm::Dataset train = Check(data->Shard(0, 1));
-  const fm::Dataset test = Check(data->Eval());
-  const fedge::task::Metric metric = spec.evaluation.metric;
+  // Named, not bound: C++17 lambdas cannot capture structured bindings.
+  const QualitySetup setup = LoadQualitySetup();
+  const std::string& base = setup.base;
+  const fm::Dataset& train = setup.train;
+  const fm::Dataset& test = setup.test;
+  const fedge::task::Metric metric = setup.metric;
   const std::string name(fedge::task::MetricName(metric));
   fl::LoraOptions lora;
   lora.rank = absl::GetFlag(FLAGS_curve_rank);
