@@ -76,8 +76,8 @@ def assign(runs, ramp=10):
         arm = arm_of(strategy["strategy"])
         arms[arm] = (strategy["final"], device_times(clients, ramp))
         train[arm] = device_times(clients, ramp, "train_s")
-    best_arm = best_uniform(runs)
     by_quality = sorted(arms, key=lambda a: arms[a][0])
+    best_arm = by_quality[0]
     times = {a: t for a, (_, t) in arms.items()}
     devices = sorted(times[best_arm], key=lambda d: int(d.rsplit("-", 1)[1]))
     # A tier is a compute speed: the virtual clock charges the same training
@@ -238,8 +238,10 @@ def svg(path, curves, results, uniform):
 
 
 def best_uniform(runs):
-    finals = {arm_of(load(run)[1]["strategy"]): load(run)[1]["final"]
-              for run in runs}
+    finals = {}
+    for run in runs:
+        strategy = load(run)[1]
+        finals[arm_of(strategy["strategy"])] = strategy["final"]
     return min(finals, key=finals.get)
 
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <utility>
 
 namespace fedge::coordinator {
 
@@ -92,19 +94,35 @@ std::optional<strategies::Arm> CapabilityArm(const EngineOptions& options,
       budget_s);
 }
 
-strategies::WithinPace OnPace(const EngineOptions& options,
-                              const Device& device, double global_ratio,
-                              double pace_s) {
+namespace {
+
+// How far past `pace_s` `device`'s predicted time for an arm ends
+// (strategies::TimeOverPace); empty when the reward has no time term, the
+// round no pace or the device no time model. Borrows `device`.
+std::function<double(const strategies::Arm&)> TimePastPace(
+    const EngineOptions& options, const Device& device, double global_ratio,
+    double pace_s) {
   if (!(pace_s > 0) || device.times.state().observations == 0 ||
       !(options.reward.time > 0)) {
     return {};
   }
   return [&device, global_ratio, pace_s](const strategies::Arm& arm) {
     return strategies::TimeOverPace(
-               *device.times.Predict(
-                   strategies::CombinedRatio(global_ratio, arm.prune_ratio),
-                   arm.rank),
-               pace_s) <= 0;
+        *device.times.Predict(
+            strategies::CombinedRatio(global_ratio, arm.prune_ratio), arm.rank),
+        pace_s);
+  };
+}
+
+}  // namespace
+
+strategies::WithinPace OnPace(const EngineOptions& options,
+                              const Device& device, double global_ratio,
+                              double pace_s) {
+  auto past = TimePastPace(options, device, global_ratio, pace_s);
+  if (!past) return {};
+  return [past = std::move(past)](const strategies::Arm& arm) {
+    return past(arm) <= 0;
   };
 }
 
@@ -112,22 +130,17 @@ strategies::KnownReward KnownReward(
     const EngineOptions& options, const Device& device, double global_ratio,
     double pace_s, bool costs_known,
     const std::function<double(double)>& charged_cost) {
-  const bool timed = pace_s > 0 && device.times.state().observations > 0 &&
-                     options.reward.time > 0;
-  if (!costs_known && !timed) return {};
-  return [&options, &device, &charged_cost, global_ratio, pace_s, costs_known,
-          timed](const strategies::Arm& arm) {
-    const double combined =
-        strategies::CombinedRatio(global_ratio, arm.prune_ratio);
+  auto past = TimePastPace(options, device, global_ratio, pace_s);
+  if (!costs_known && !past) return {};
+  return [&options, &charged_cost, global_ratio, costs_known,
+          past = std::move(past)](const strategies::Arm& arm) {
     double known = 0;
     if (costs_known) {
-      known -= options.reward.pruning_cost * charged_cost(combined);
+      known -=
+          options.reward.pruning_cost * charged_cost(strategies::CombinedRatio(
+                                            global_ratio, arm.prune_ratio));
     }
-    if (timed) {
-      known -= options.reward.time *
-               strategies::TimeOverPace(
-                   *device.times.Predict(combined, arm.rank), pace_s);
-    }
+    if (past) known -= options.reward.time * past(arm);
     return known;
   };
 }

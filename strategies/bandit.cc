@@ -360,9 +360,11 @@ class FedSpine : public Bandit {
         index[i] = -kInf;
         continue;
       }
+      // The cell's points, which what is known and the pace are asked about.
+      const std::vector<double> ratios =
+          known || within_pace ? Points(cell, cap) : std::vector<double>();
       double best_known = 0;
       if (known) {
-        const std::vector<double> ratios = Points(cell, cap);
         std::vector<double> values;
         for (double ratio : ratios) {
           values.push_back(Finite(known(Arm{ratio, cell.rank})));
@@ -383,7 +385,7 @@ class FedSpine : public Bandit {
       // Exploring a cell that would lengthen the round costs every device.
       bool explorable = !within_pace;
       if (within_pace) {
-        for (double ratio : Points(cell, cap)) {
+        for (double ratio : ratios) {
           if (within_pace(Arm{ratio, cell.rank})) {
             explorable = true;
             break;
