@@ -182,7 +182,7 @@ absl::Status Engine::OpenRound(absl::Time now) {
   // Registrations may have changed meanwhile (a device forgotten).
   const std::vector<strategies::Candidate> candidates = Candidates();
   if (candidates.empty()) return absl::OkStatus();
-  const int64_t salt = next_round_ * 1000 + attempt_;
+  const int64_t salt = Round::SaltOf(next_round_, attempt_);
   // Under differential privacy who is sampled is secret, like the noise.
   std::mt19937_64 rng(privacy_ ? privacy_->SamplingSeed(salt)
                                : DeviceSeed(options_.seed, "", salt));
@@ -232,8 +232,8 @@ absl::Status Engine::OpenPrivately(strategies::AggregatorOptions& aggregator,
   // denominator is positive while registrations change.
   const int64_t candidates =
       std::max<int64_t>(1, static_cast<int64_t>(Candidates().size()));
-  absl::StatusOr<PrivateRound> opened =
-      privacy_->Open(candidates, next_round_ * 1000 + attempt_, aggregator);
+  absl::StatusOr<PrivateRound> opened = privacy_->Open(
+      candidates, Round::SaltOf(next_round_, attempt_), aggregator);
   if (!opened.ok()) {
     return absl::FailedPreconditionError(opened.status().message());
   }

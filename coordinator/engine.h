@@ -235,8 +235,12 @@ class Engine {
     int64_t number = 0;
     int64_t attempt = 0;
     int64_t serial = 0;  // Counts opened rounds: tells attempts apart.
-    // Seeds this attempt's choices and payloads (DeviceSeed).
-    int64_t salt() const { return number * 1000 + attempt; }
+    // Seeds this attempt's choices and payloads (DeviceSeed), and its
+    // privacy noise and sample; SaltOf is the same before the round exists.
+    static int64_t SaltOf(int64_t number, int64_t attempt) {
+      return number * 1000 + attempt;
+    }
+    int64_t salt() const { return SaltOf(number, attempt); }
     absl::Time opened;
     absl::Time deadline;
     double global_ratio = 0;
