@@ -22,6 +22,14 @@ void Shuffle(std::vector<int64_t>& v, std::mt19937_64& rng) {
 
 }  // namespace
 
+std::vector<int64_t> Permutation(int64_t n, uint64_t seed) {
+  std::vector<int64_t> order(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed);
+  Shuffle(order, rng);
+  return order;
+}
+
 absl::StatusOr<PublicSplit> SplitPublic(int64_t n, double fraction,
                                         uint64_t seed) {
   if (!(fraction >= 0.0 && fraction <= 1.0)) {

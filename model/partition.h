@@ -26,6 +26,9 @@ struct PublicSplit {
 absl::StatusOr<PublicSplit> SplitPublic(int64_t n, double fraction,
                                         uint64_t seed);
 
+// A uniformly random permutation of 0..n-1 (empty for n <= 0).
+std::vector<int64_t> Permutation(int64_t n, uint64_t seed);
+
 // Shuffles `indices` and deals them into `num_clients` parts whose sizes
 // differ by at most one. InvalidArgument if num_clients < 1.
 absl::StatusOr<Partition> PartitionIid(absl::Span<const int64_t> indices,

@@ -43,6 +43,15 @@ TEST(PartitionTest, PublicSplitIsDisjointCompleteAndReproducible) {
   EXPECT_FALSE(SplitPublic(10, 1.5, 0).ok());
 }
 
+TEST(PartitionTest, PermutationIsReproducibleAndComplete) {
+  std::vector<int64_t> a = Permutation(20, 3);
+  EXPECT_EQ(a, Permutation(20, 3));
+  EXPECT_NE(a, Permutation(20, 4));
+  std::sort(a.begin(), a.end());
+  EXPECT_EQ(a, Range(20));
+  EXPECT_TRUE(Permutation(0, 1).empty());
+}
+
 TEST(PartitionTest, IidCoversEverySampleOnceWithBalancedSizes) {
   const std::vector<int64_t> pool = {5, 9, 11, 20, 21, 40, 41, 42, 43, 99};
   absl::StatusOr<Partition> parts = PartitionIid(pool, 3, 1);

@@ -64,10 +64,11 @@ class LoraGradientScorer {
 };
 
 // The plan that removes `ratio` (in [0, 1)) of each block's heads and
-// channels, keeping the highest-scored; at least one head and one channel
-// stay in every block that has any. With GQA, whole KV groups are kept or
-// removed by their summed score. InvalidArgument for a bad ratio or scores
-// that do not match the model.
+// channels, keeping the highest-scored, rounded so that no more than `ratio`
+// of either goes (e.g. ratio 0.3 of 2 KV groups removes none); at least one
+// head and one channel stay in every block that has any. With GQA, whole KV
+// groups are kept or removed by their summed score. InvalidArgument for a bad
+// ratio or scores that do not match the model.
 absl::StatusOr<PruningPlan> PlanFromScores(const model::ModelImpl& model,
                                            const GroupScores& scores,
                                            double ratio);

@@ -148,5 +148,27 @@ TEST(ImportanceTest, PlanKeepsWholeKvGroupsAndValidatesRatio) {
   EXPECT_FALSE(PlanFromScores(*llama, scores, 0.5).ok());
 }
 
+TEST(ImportanceTest, PlanNeverRemovesMoreThanTheRatio) {
+  model::LlamaConfig config;
+  config.hidden_size = 16;
+  config.head_dim = 4;
+  config.layers = {{4, 2, 5}};
+  model::Llama llama = *model::CreateLlama(config);
+  GroupScores scores;
+  scores.heads = {torch::tensor({0.1, 0.2, 0.9, 0.0}, torch::kFloat64)};
+  scores.channels = {torch::arange(5, torch::kFloat64)};
+
+  // Ratio 0.3 of two KV groups would be 0.6 of a group: none goes. Of five
+  // channels, 1.5 may go: one does.
+  absl::StatusOr<PruningPlan> plan = PlanFromScores(*llama, scores, 0.3);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->blocks[0].kv_heads, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(plan->blocks[0].channels, (std::vector<int64_t>{1, 2, 3, 4}));
+
+  // Exactly representable fractions are kept exactly: 0.2 of five is one.
+  plan = PlanFromScores(*llama, scores, 0.2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->blocks[0].channels.size(), 4u);
+}
 }  // namespace
 }  // namespace fedge::pruning

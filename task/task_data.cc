@@ -321,7 +321,10 @@ class TextTaskData : public TaskData {
     }
     // by_file / by_category: whole groups, the largest first, each to the
     // device holding the fewest bytes so far (deterministic; sizes stay
-    // close).
+    // close). Ties go by a seeded permutation of the devices, not by their
+    // index: the first groups are the largest, and device 0 taking the
+    // largest would tie shard size to whatever the device list orders
+    // (fedge-sim lists its speed tiers slowest first).
     const bool by_category = sim.partition == "by_category";
     const int groups =
         by_category ? static_cast<int>(corpus_->categories.size()) : files;
@@ -351,9 +354,12 @@ class TextTaskData : public TaskData {
     });
     model::Partition parts(static_cast<size_t>(count));
     std::vector<int64_t> load(static_cast<size_t>(count), 0);
+    const std::vector<int64_t> devices = model::Permutation(count, sim.seed);
     for (int f : order) {
-      const size_t device = static_cast<size_t>(
-          std::min_element(load.begin(), load.end()) - load.begin());
+      const size_t device = static_cast<size_t>(*std::min_element(
+          devices.begin(), devices.end(), [&](int64_t a, int64_t b) {
+            return load[static_cast<size_t>(a)] < load[static_cast<size_t>(b)];
+          }));
       load[device] += bytes[static_cast<size_t>(f)];
       const std::vector<int64_t>& records = by_group[static_cast<size_t>(f)];
       parts[device].insert(parts[device].end(), records.begin(), records.end());

@@ -122,6 +122,28 @@ TEST_F(TextTaskTest, SplitsAreDisjointAndByFileGivesWholeFiles) {
   EXPECT_TRUE((*iid_data)->Shards(7).ok());
 }
 
+// The largest file does not always land on device 0: ties among empty
+// devices go by a seeded permutation, so shard size is not tied to the
+// device list's order (fedge-sim's tiers).
+TEST_F(TextTaskTest, ByFileDoesNotGiveTheLargestShardToDeviceZero) {
+  std::set<size_t> largest;
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    TaskSpec spec = spec_;
+    spec.simulation.seed = seed;
+    absl::StatusOr<std::unique_ptr<TaskData>> data = TaskData::Create(spec);
+    ASSERT_TRUE(data.ok()) << data.status();
+    absl::StatusOr<std::vector<model::Dataset>> shards = (*data)->Shards(6);
+    ASSERT_TRUE(shards.ok()) << shards.status();
+    std::vector<int64_t> bytes;
+    for (const model::Dataset& s : *shards) {
+      bytes.push_back(s.target_bytes.sum().item<int64_t>());
+    }
+    largest.insert(static_cast<size_t>(
+        std::max_element(bytes.begin(), bytes.end()) - bytes.begin()));
+  }
+  EXPECT_GT(largest.size(), 1u);
+}
+
 // public_by file: the base's files and the devices' files are disjoint, and
 // the held-out records come from the devices' files.
 TEST_F(TextTaskTest, PublicByFileKeepsTheDevicesDomainApart) {
