@@ -58,6 +58,9 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
   if (!sub.ok()) return sub.status();
   model::ModelImpl& net = **sub;
   std::unique_ptr<pruning::LoraGradientScorer> scorer;
+  // LoRA: a frozen residual of the global change may come with the adapter
+  // (lora::AddResiduals); the update is the adapter alone.
+  const auto [adapters, residuals] = lora::SeparateResiduals(payload);
   if (task.dense()) {
     if (absl::Status s = model::LoadWeights(net, payload); !s.ok()) return s;
   } else {
@@ -72,7 +75,10 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
         !injected.ok()) {
       return injected.status();
     }
-    if (absl::Status s = lora::LoadAdapters(net, payload); !s.ok()) return s;
+    if (absl::Status s = lora::AddResiduals(net, residuals); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = lora::LoadAdapters(net, adapters); !s.ok()) return s;
     if (cut == 0) {
       absl::StatusOr<std::unique_ptr<pruning::LoraGradientScorer>> created =
           pruning::LoraGradientScorer::Create(&net);
@@ -190,7 +196,8 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
   if (t.local_dp_clip() > 0) {
     // Noised from a seed of the device's own, never the task's.
     absl::StatusOr<model::NamedTensors> private_update =
-        strategies::ApplyLocalPrivacy(result.update, payload, t.local_dp_clip(),
+        strategies::ApplyLocalPrivacy(result.update, adapters,
+                                      t.local_dp_clip(),
                                       t.local_dp_noise_multiplier());
     if (!private_update.ok()) return private_update.status();
     result.update = *std::move(private_update);

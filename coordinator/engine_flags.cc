@@ -124,6 +124,10 @@ ABSL_FLAG(double, server_momentum, 0.9, "momentum: its factor; adam: beta1.");
 ABSL_FLAG(double, server_beta2, 0.99, "adam: beta2.");
 ABSL_FLAG(double, server_epsilon, 1e-3, "adam: epsilon (tau).");
 ABSL_FLAG(double, lora_alpha, 16.0, "LoRA alpha (scale alpha / rank).");
+ABSL_FLAG(int64_t, global_rank, 0,
+          "LoRA mode: hold each Linear's global change at this rank (SVD "
+          "after every round), so devices of that rank train from exactly "
+          "the global model. 0: unbounded (docs/architecture.md).");
 ABSL_FLAG(std::string, lora_targets,
           "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
           "Linears that get adapters (last path component; names a model "
@@ -304,6 +308,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
                         absl::GetFlag(FLAGS_server_beta2),
                         absl::GetFlag(FLAGS_server_epsilon)};
   e.lora.alpha = absl::GetFlag(FLAGS_lora_alpha);
+  e.global_rank = absl::GetFlag(FLAGS_global_rank);
   e.lora.target_modules =
       absl::StrSplit(absl::GetFlag(FLAGS_lora_targets), ',');
   e.train.epochs = absl::GetFlag(FLAGS_epochs);

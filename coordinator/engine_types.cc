@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -111,6 +112,17 @@ absl::Status ValidateDeviceFacts(const DeviceFacts& facts) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<GlobalModel>> CreateGlobalModel(
+    model::Model base, const EngineOptions& options) {
+  absl::StatusOr<std::unique_ptr<GlobalModel>> global = GlobalModel::Create(
+      std::move(base), options.mode, options.lora, options.server_optimizer);
+  if (!global.ok() || options.global_rank == 0) return global;
+  if (absl::Status s = (*global)->SetGlobalRank(options.global_rank); !s.ok()) {
+    return s;
+  }
+  return global;
+}
+
 strategies::BanditOptions BanditFor(const EngineOptions& options,
                                     const std::string& device_id) {
   strategies::BanditOptions bandit = options.bandit;
@@ -207,6 +219,11 @@ absl::Status EngineOptions::Validate() const {
         "download codec '", download_codec,
         "' is for dense mode (--mode=dense); LoRA payloads are small "
         "adapters, sent whole"));
+  }
+  if (global_rank < 0 || (global_rank > 0 && mode != Mode::kLora)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("global rank ", global_rank,
+                     ": 0 (unbounded) or a positive rank, in LoRA mode only"));
   }
   if (absl::StatusOr<int64_t> cut = ParseSplitMode(split.mode); !cut.ok()) {
     return cut.status();

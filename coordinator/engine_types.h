@@ -121,6 +121,9 @@ struct EngineOptions {
   // The step taken on each round's mean (FedAvg, FedAvgM or FedAdam).
   strategies::ServerOptimizerOptions server_optimizer;
   lora::LoraOptions lora;  // alpha, dropout, targets; the rank is the arm's.
+  // LoRA mode, > 0: the global change is held at this rank
+  // (GlobalModel::SetGlobalRank). 0: unbounded.
+  int64_t global_rank = 0;
   TrainSpec train;
   SplitPolicy split;
   std::string upload_codec = "int8_row";
@@ -147,6 +150,11 @@ struct EngineOptions {
 
   absl::Status Validate() const;
 };
+
+// The global model the options describe: their mode, LoRA options, server
+// optimizer and global rank. Errors as GlobalModel::Create's.
+absl::StatusOr<std::unique_ptr<GlobalModel>> CreateGlobalModel(
+    model::Model base, const EngineOptions& options);
 
 // The bandit options of the device `device_id`: options.bandit, with its
 // fixed arm from device_arms where that names the device.

@@ -43,5 +43,18 @@ TEST(EngineOptionsTest, CompressedDownloadsAreDenseAndNotSparse) {
   EXPECT_NE(s.message().find("dense mode"), std::string::npos) << s;
 }
 
+TEST(EngineOptionsTest, AGlobalRankIsPositiveAndForLora) {
+  EngineOptions o;
+  o.global_rank = 16;
+  EXPECT_TRUE(o.Validate().ok());
+  o.global_rank = -1;
+  EXPECT_TRUE(absl::IsInvalidArgument(o.Validate()));
+  o.global_rank = 16;
+  o.mode = Mode::kDense;
+  const absl::Status s = o.Validate();
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_NE(s.message().find("global rank"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace fedge::coordinator

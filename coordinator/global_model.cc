@@ -114,6 +114,26 @@ absl::StatusOr<NamedTensors> GlobalModel::Payload(
     }
   }
   lora::ReviveDeadComponents(adapters, seed);
+  if (global_rank_ > rank) {
+    // What the rank-`rank` adapter leaves of the global change: components
+    // rank..global_rank of the same SVD, frozen on the device.
+    for (const auto& item : *sliced) {
+      const std::string path =
+          item.key().substr(0, item.key().size() - kWeight.size());
+      absl::StatusOr<NamedTensors> full =
+          Factorize(path, item.value(), global_rank_);
+      if (!full.ok()) return full.status();
+      const at::Tensor a = (*full)[absl::StrCat(path, ".", lora::kLoraA)];
+      const at::Tensor b = (*full)[absl::StrCat(path, ".", lora::kLoraB)];
+      const int64_t rest = a.size(0) - rank;
+      if (rest <= 0) continue;
+      const double scale = lora_.alpha / static_cast<double>(global_rank_);
+      adapters.insert(absl::StrCat(path, ".", lora::kResidualA),
+                      a.narrow(0, rank, rest).clone());
+      adapters.insert(absl::StrCat(path, ".", lora::kResidualB),
+                      b.narrow(1, rank, rest) * scale);
+    }
+  }
   return adapters;
 }
 
@@ -235,7 +255,9 @@ absl::StatusOr<pruning::Scattered> GlobalModel::PrepareUpdate(
     absl::StatusOr<NamedTensors> trained =
         lora::AdapterDeltas(update, lora_.alpha);
     if (!trained.ok()) return trained.status();
-    absl::StatusOr<NamedTensors> given = lora::AdapterDeltas(sent, lora_.alpha);
+    // The residual sent with the adapter is frozen: not part of the change.
+    absl::StatusOr<NamedTensors> given = lora::AdapterDeltas(
+        lora::SeparateResiduals(sent).adapters, lora_.alpha);
     if (!given.ok()) return given.status();
     absl::StatusOr<NamedTensors> global =
         pruning::SliceTensors(*base_, plan, Trained());
@@ -352,6 +374,19 @@ absl::Status GlobalModel::Commit(const RoundAggregate& round, double ema) {
     residual = std::move(step);
     delta = DenseDelta{0, std::move(rounded->bytes)};
   }
+  if (global_rank_ > 0) {
+    for (auto& item : next->next) {
+      at::Tensor& d = item.value();
+      if (d.dim() != 2 || std::min(d.size(0), d.size(1)) <= global_rank_) {
+        continue;
+      }
+      auto [u, s, vh] = at::linalg_svd(d.to(torch::kFloat64), false);
+      const int64_t r = global_rank_;
+      d = (u.narrow(1, 0, r) * s.narrow(0, 0, r))
+              .matmul(vh.narrow(0, 0, r))
+              .to(d.scalar_type());
+    }
+  }
   pruning::GroupScores scores = Scores();
   auto blend = [ema](at::Tensor& global, const at::Tensor& sums,
                      const at::Tensor& counts) {
@@ -392,6 +427,19 @@ absl::Status GlobalModel::SetDenseRounding(DenseRounding rounding) {
         "payloads are adapters");
   }
   rounding_ = std::move(rounding);
+  return absl::OkStatus();
+}
+
+absl::Status GlobalModel::SetGlobalRank(int64_t rank) {
+  if (mode_ != Mode::kLora) {
+    return absl::FailedPreconditionError(
+        "a global rank is for LoRA mode; dense mode has no adapters");
+  }
+  if (rank < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("global rank ", rank, " is negative"));
+  }
+  global_rank_ = rank;
   return absl::OkStatus();
 }
 
@@ -507,7 +555,13 @@ absl::StatusOr<model::Model> GlobalModel::DeviceModel(
       !injected.ok()) {
     return injected.status();
   }
-  if (absl::Status s = lora::LoadAdapters(**sub, payload); !s.ok()) return s;
+  const lora::SeparatedPayload parts = lora::SeparateResiduals(payload);
+  if (absl::Status s = lora::AddResiduals(**sub, parts.residuals); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = lora::LoadAdapters(**sub, parts.adapters); !s.ok()) {
+    return s;
+  }
   return sub;
 }
 

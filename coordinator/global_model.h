@@ -11,7 +11,11 @@
 // sliced to P at rank r (components the SVD leaves empty get a fresh A, see
 // lora::ReviveDeadComponents); its trained adapter's product is scattered
 // back and averaged into D over the devices that hold each position
-// (FlexLoRA-style, papers.md section 9).
+// (FlexLoRA-style, papers.md section 9). With a global rank R
+// (SetGlobalRank) D is held at rank R, and a device of rank r < R also gets
+// the rest of D (components r..R) as a frozen residual, so it trains from
+// exactly the global model; without one it trains from D's rank-r
+// truncation while its change is added to the whole D.
 //
 // Versioned: Commit and Restore install a new set of tensors (never
 // changing the old ones in place), so every read works on one consistent
@@ -99,6 +103,17 @@ class GlobalModel {
   // error is lost for good. Call before the first Commit; FailedPrecondition
   // in LoRA mode.
   absl::Status SetDenseRounding(DenseRounding rounding);
+  // LoRA mode: every Commit truncates each Linear's global change D to its
+  // best rank-`rank` approximation (SVD), and Payload sends a device of a
+  // lower rank the rest of D as a frozen residual (lora::kResidualA), so
+  // every device starts from exactly the global model. Without it (0, the
+  // default) D's rank grows with the rounds and a device trains from its
+  // rank-r truncation while its change is added to the whole D (AddUpdate):
+  // what the truncation hid, the device partly learns again and D gets
+  // twice (docs/architecture.md). Call before the first Commit;
+  // FailedPrecondition in dense mode, InvalidArgument for a negative rank.
+  absl::Status SetGlobalRank(int64_t rank);
+
   // The last Commit's compressed change, if SetDenseRounding is on and no
   // Restore came after it.
   std::optional<DenseDelta> LastDelta() const;
@@ -113,7 +128,8 @@ class GlobalModel {
   absl::StatusOr<pruning::PruningPlan> Plan(double ratio) const;
 
   // What a device with `plan` (and `rank`, LoRA mode) downloads, in the
-  // sub-model's names; its update must have the same names and shapes.
+  // sub-model's names; its update must have the same names and shapes,
+  // less the frozen residual's (lora::IsResidual) if the payload has one.
   // `seed` initialises revived adapter components. Dense mode: devices with
   // the same plan get the same tensors (one slice per plan and version,
   // shared until the next Commit); they must not be changed in place.
@@ -226,6 +242,8 @@ class GlobalModel {
   // Compressed downloads (SetDenseRounding): set before use, then read
   // only by Commit.
   DenseRounding rounding_;
+  // SetGlobalRank's; set before use, then read only by Commit.
+  int64_t global_rank_ = 0;
   // What the roundings left out so far, per trained_ tensor; not
   // checkpointed (a restored model starts without: one rounding error).
   NamedTensors residual_ ABSL_GUARDED_BY(mu_);

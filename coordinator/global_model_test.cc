@@ -159,6 +159,72 @@ TEST(GlobalModelTest, LowRankDevicesDoNotTruncateTheGlobalChange) {
   EXPECT_FALSE(global->AddUpdate(*round, full, low, other, 1.0).ok());
 }
 
+TEST(GlobalModelTest, GlobalRankHoldsTheChangeAtThatRank) {
+  auto global = MakeGlobal(Mode::kLora);
+  ASSERT_TRUE(global->SetGlobalRank(2).ok());
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  const NamedTensors first = *global->Payload(full, 8, 1);
+  auto round = global->BeginRound({});
+  ASSERT_TRUE(
+      global->AddUpdate(*round, full, Train(first, 21), first, 1.0).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  const std::string name = "layers.0.self_attn.q_proj.weight";
+  const at::Tensor held = global->State()[name];
+  EXPECT_EQ(torch::linalg_matrix_rank(held).item<int64_t>(), 2);
+  // A device of that rank starts from exactly the global change.
+  const NamedTensors payload = *global->Payload(full, 2, 2);
+  const at::Tensor a = payload.find("layers.0.self_attn.q_proj.adapter.lora_A")
+                           ->to(torch::kFloat64);
+  const at::Tensor b = payload.find("layers.0.self_attn.q_proj.adapter.lora_B")
+                           ->to(torch::kFloat64);
+  const double scale = global->lora().alpha / 2;
+  EXPECT_TRUE(torch::allclose(scale * b.matmul(a), held.to(torch::kFloat64),
+                              1e-4, 1e-5));
+
+  EXPECT_EQ(global->SetGlobalRank(-1).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeGlobal(Mode::kDense)->SetGlobalRank(2).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+TEST(GlobalModelTest, ALowRankDeviceTrainsFromExactlyTheGlobalModel) {
+  auto global = MakeGlobal(Mode::kLora);
+  ASSERT_TRUE(global->SetGlobalRank(6).ok());
+  const pruning::PruningPlan full = *global->Plan(0.0);
+  const NamedTensors first = *global->Payload(full, 8, 1);
+  EXPECT_EQ(first.size(), 8u);  // Rank 8 >= 6: no residual.
+  auto round = global->BeginRound({});
+  ASSERT_TRUE(
+      global->AddUpdate(*round, full, Train(first, 21), first, 1.0).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+
+  const NamedTensors payload = *global->Payload(full, 2, 2);
+  const std::string path = "layers.1.self_attn.v_proj";
+  ASSERT_NE(payload.find(path + ".residual.lora_A"), nullptr);
+  EXPECT_EQ(payload.find(path + ".residual.lora_A")->size(0), 4);
+  absl::StatusOr<model::Model> device = global->DeviceModel(full, 2, payload);
+  ASSERT_TRUE(device.ok()) << device.status();
+  // Its weight plus its adapter's product is the global model's weight.
+  const lora::SeparatedPayload parts = lora::SeparateResiduals(payload);
+  const at::Tensor product = (global->lora().alpha / 2) *
+                             parts.adapters[path + ".adapter.lora_B"].matmul(
+                                 parts.adapters[path + ".adapter.lora_A"]);
+  const at::Tensor merged =
+      model::CopyWeights(**global->Materialize(0.0))[path + ".weight"];
+  EXPECT_TRUE(
+      torch::allclose((*device)->named_parameters()[path + ".weight"] + product,
+                      merged, 1e-4, 1e-5));
+
+  // The device's update is its adapter alone; the residual stays out of
+  // the change it folds in (an untrained adapter changes nothing).
+  const NamedTensors before = global->State();
+  round = global->BeginRound({});
+  ASSERT_TRUE(
+      global->AddUpdate(*round, full, parts.adapters, payload, 1.0).ok());
+  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  EXPECT_TRUE(torch::allclose(global->State()[path + ".weight"],
+                              before[path + ".weight"], 1e-4, 1e-5));
+}
+
 TEST(GlobalModelTest, PayloadsFactorizeEachSliceOnceAndStayExact) {
   auto global = MakeGlobal(Mode::kLora);
   const pruning::PruningPlan full = *global->Plan(0.0);

@@ -122,8 +122,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   s.base_digest_ = transport::ToHex(base_info->sha256);
   s.store_->Offer(*base_info, base_source);
 
-  absl::StatusOr<std::unique_ptr<GlobalModel>> global = GlobalModel::Create(
-      s.base_, c.engine.mode, c.engine.lora, c.engine.server_optimizer);
+  absl::StatusOr<std::unique_ptr<GlobalModel>> global =
+      CreateGlobalModel(s.base_, c.engine);
   if (!global.ok()) return global.status();
   if (c.engine.download_codec != "float32") {
     // EngineOptions::Validate checked the name (and dense mode).

@@ -5,6 +5,7 @@
 
 #include "absl/strings/escaping.h"
 
+#include "lora/lora.h"
 #include "model/trainer.h"
 #include "pruning/plan.h"
 
@@ -97,6 +98,8 @@ absl::StatusOr<BuiltTask> BuildTask(const GlobalModel& global,
   if (!payload.ok()) return payload.status();
   built.payload = *std::move(payload);
   for (const auto& item : built.payload) {
+    // A frozen residual is downloaded, not trained: no update carries it.
+    if (lora::IsResidual(item.key())) continue;
     built.expected[item.key()] = item.value().sizes().vec();
   }
   return built;

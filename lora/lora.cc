@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -179,6 +182,74 @@ absl::Status LoadAdapters(torch::nn::Module& model,
     a.adapter->lora_A.copy_(adapters[absl::StrCat(a.path, ".", kLoraA)]);
     a.adapter->lora_B.copy_(adapters[absl::StrCat(a.path, ".", kLoraB)]);
   }
+  return absl::OkStatus();
+}
+
+bool IsResidual(absl::string_view name) {
+  return absl::EndsWith(name, absl::StrCat(".", kResidualA)) ||
+         absl::EndsWith(name, absl::StrCat(".", kResidualB));
+}
+
+SeparatedPayload SeparateResiduals(const NamedTensors& payload) {
+  SeparatedPayload out;
+  for (const auto& item : payload) {
+    (IsResidual(item.key()) ? out.residuals : out.adapters)
+        .insert(item.key(), item.value());
+  }
+  return out;
+}
+
+absl::Status AddResiduals(torch::nn::Module& model,
+                          const NamedTensors& residuals) {
+  const std::string suffix_a = absl::StrCat(".", kResidualA);
+  const std::string suffix_b = absl::StrCat(".", kResidualB);
+  NamedTensors weights = model.named_parameters(/*recurse=*/true);
+  std::vector<std::pair<at::Tensor, at::Tensor>> products;  // weight, B A.
+  for (const auto& item : residuals) {
+    const std::string& name = item.key();
+    if (absl::EndsWith(name, suffix_b)) {
+      const std::string path = name.substr(0, name.size() - suffix_b.size());
+      if (residuals.find(path + suffix_a) == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "lora: residual \"", name, "\" comes without its lora_A"));
+      }
+      continue;
+    }
+    if (!absl::EndsWith(name, suffix_a)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("lora: \"", name, "\" is not a residual tensor"));
+    }
+    const std::string path = name.substr(0, name.size() - suffix_a.size());
+    const at::Tensor* b = residuals.find(path + suffix_b);
+    at::Tensor* weight = weights.find(path + ".weight");
+    if (b == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "lora: residual \"", name, "\" comes without its lora_B"));
+    }
+    if (weight == nullptr || weight->dim() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "lora: residual \"", name, "\" names no Linear of the model"));
+    }
+    const at::Tensor& a = item.value();
+    if (a.dim() != 2 || b->dim() != 2 || !at::isFloatingType(a.scalar_type()) ||
+        !at::isFloatingType(b->scalar_type()) || a.size(0) != b->size(1) ||
+        b->size(0) != weight->size(0) || a.size(1) != weight->size(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "lora: residual of \"", path, "\" should be float [k, ",
+          weight->size(1), "] and [", weight->size(0), ", k], got ",
+          c10::str(a.sizes()), " and ", c10::str(b->sizes())));
+    }
+    if (!torch::isfinite(a).all().item<bool>() ||
+        !torch::isfinite(*b).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "lora: residual of \"", path, "\" has NaN or infinite values"));
+    }
+    products.emplace_back(
+        *weight,
+        b->to(weight->scalar_type()).matmul(a.to(weight->scalar_type())));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [weight, product] : products) weight.add_(product);
   return absl::OkStatus();
 }
 

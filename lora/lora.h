@@ -111,6 +111,30 @@ NamedTensors ExtractAdapters(torch::nn::Module& model);
 absl::Status LoadAdapters(torch::nn::Module& model,
                           const NamedTensors& adapters);
 
+// A frozen residual: when the global change of a Linear has more rank than
+// a device's adapter, the rest travels with the adapter as
+// "<path>.residual.lora_A" [k, in] and "<path>.residual.lora_B" [out, k],
+// whose product (no scale) belongs in the Linear's weight while the adapter
+// trains, so the device starts from exactly the global model
+// (coordinator/global_model.h).
+inline constexpr char kResidualA[] = "residual.lora_A";
+inline constexpr char kResidualB[] = "residual.lora_B";
+bool IsResidual(absl::string_view name);
+
+// `payload`'s tensors, the residual's (IsResidual) apart from the rest.
+struct SeparatedPayload {
+  NamedTensors adapters;
+  NamedTensors residuals;
+};
+SeparatedPayload SeparateResiduals(const NamedTensors& payload);
+
+// Adds each residual's product B A to the weight of the Linear at its path
+// ("<path>.weight" among `model`'s parameters). Strict: every A has its B,
+// shapes fit the weight, values are finite; otherwise InvalidArgument
+// naming the first problem and nothing is modified.
+absl::Status AddResiduals(torch::nn::Module& model,
+                          const NamedTensors& residuals);
+
 // Folds every adapter into its base weight (W += scale B A) and disables it,
 // for inference at the base model's cost. FailedPrecondition if any adapter
 // is already merged. Unmerge subtracts it again and re-enables the adapter

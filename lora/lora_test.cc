@@ -161,6 +161,53 @@ TEST(LoraTest, LoadRejectsWrongShapesNanAndUnknownNames) {
   EXPECT_TRUE(torch::equal(after[a_name], good[a_name]));
 }
 
+TEST(LoraTest, ResidualsAddTheirProductToTheWeightOrNothing) {
+  model::Vit vit = SmallVit();
+  const std::string path = "layers.0.self_attn.q_proj";
+  const at::Tensor before = vit->named_parameters()[path + ".weight"].clone();
+  torch::manual_seed(3);
+  NamedTensors residuals;
+  residuals.insert(path + ".residual.lora_A", torch::randn({3, 32}));
+  residuals.insert(path + ".residual.lora_B", torch::randn({32, 3}));
+  NamedTensors payload = residuals;
+  payload.insert(path + ".adapter.lora_A", torch::zeros({8, 32}));
+  const SeparatedPayload parts = SeparateResiduals(payload);
+  EXPECT_EQ(parts.residuals.size(), 2u);
+  EXPECT_EQ(parts.adapters.size(), 1u);
+  EXPECT_TRUE(IsResidual(path + ".residual.lora_B"));
+  EXPECT_FALSE(IsResidual(path + ".adapter.lora_B"));
+
+  // Refused, naming the problem, and nothing changes.
+  NamedTensors unpaired;
+  unpaired.insert(path + ".residual.lora_A",
+                  residuals[path + ".residual.lora_A"]);
+  absl::Status s = AddResiduals(*vit, unpaired);
+  EXPECT_NE(s.message().find("without its lora_B"), std::string::npos) << s;
+  NamedTensors wrong = residuals;
+  wrong[path + ".residual.lora_B"] = torch::randn({16, 3});
+  s = AddResiduals(*vit, wrong);
+  EXPECT_NE(s.message().find("should be float [k, 32]"), std::string::npos)
+      << s;
+  NamedTensors nan = residuals;
+  nan[path + ".residual.lora_A"] = residuals[path + ".residual.lora_A"].clone();
+  nan[path + ".residual.lora_A"][0][0] =
+      std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(AddResiduals(*vit, nan).code(), absl::StatusCode::kInvalidArgument);
+  NamedTensors elsewhere;
+  elsewhere.insert("layers.9.mlp.residual.lora_A", torch::randn({3, 32}));
+  elsewhere.insert("layers.9.mlp.residual.lora_B", torch::randn({32, 3}));
+  s = AddResiduals(*vit, elsewhere);
+  EXPECT_NE(s.message().find("names no Linear"), std::string::npos) << s;
+  EXPECT_TRUE(torch::equal(vit->named_parameters()[path + ".weight"], before));
+
+  ASSERT_TRUE(AddResiduals(*vit, residuals).ok());
+  EXPECT_TRUE(
+      torch::allclose(vit->named_parameters()[path + ".weight"],
+                      before + residuals[path + ".residual.lora_B"].matmul(
+                                   residuals[path + ".residual.lora_A"]),
+                      1e-5, 1e-5));
+}
+
 TEST(LoraTest, InjectErrors) {
   model::Vit vit = SmallVit();
   LoraOptions none;

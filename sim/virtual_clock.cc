@@ -149,8 +149,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
 
   // The engine, publishing payloads into memory.
   absl::StatusOr<std::unique_ptr<fc::GlobalModel>> global =
-      fc::GlobalModel::Create(*base, options.mode, options.lora,
-                              options.server_optimizer);
+      fc::CreateGlobalModel(*base, options);
   if (!global.ok()) return global.status();
   absl::StatusOr<std::unique_ptr<fc::RoundLog>> log =
       fc::RoundLog::Open(config.run_dir, 1, nullptr);
