@@ -128,6 +128,33 @@ TEST_F(LocalRoundTest, LossBeforeAndAfterAreOnTheSameExamples) {
   EXPECT_LT(trained->loss_after, trained->loss_before);
 }
 
+// A frozen residual of the global change comes with the adapter: it moves
+// the model the device starts from, is not trained and is not uploaded; a
+// malformed one is refused.
+TEST_F(LocalRoundTest, AFrozenResidualMovesTheStartAndStaysHome) {
+  task_.mutable_train()->set_learning_rate(1e-12);
+  absl::StatusOr<LocalResult> plain =
+      TrainLocally(task_, config_json_, *base_, payload_, data_);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+
+  const std::string path = "layers.0.self_attn.q_proj";
+  const at::Tensor weight = sub_->named_parameters()[path + ".weight"];
+  model::NamedTensors with = payload_;
+  with.insert(path + ".residual.lora_A", torch::randn({3, weight.size(1)}));
+  with.insert(path + ".residual.lora_B", torch::randn({weight.size(0), 3}));
+  absl::StatusOr<LocalResult> moved =
+      TrainLocally(task_, config_json_, *base_, with, data_);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_NE(moved->loss_before, plain->loss_before);
+  EXPECT_EQ(moved->update.size(), payload_.size());
+  EXPECT_EQ(moved->update.find(path + ".residual.lora_A"), nullptr);
+
+  with[path + ".residual.lora_B"] = torch::randn({weight.size(0) + 1, 3});
+  absl::StatusOr<LocalResult> bad =
+      TrainLocally(task_, config_json_, *base_, with, data_);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // Local differential privacy: the upload differs from the payload by at
 // most the clip without noise, and by noise of the asked size with it;
 // the device keeps its losses and importance scores.
