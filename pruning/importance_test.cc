@@ -125,15 +125,26 @@ TEST(ImportanceTest, ScorerNeedsAdapters) {
             absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(ImportanceTest, PlanKeepsWholeKvGroupsAndValidatesRatio) {
+// One block of 4 query heads in 2 KV groups and `channels` MLP channels,
+// with head scores favouring group 1 and channel scores rising with the
+// index.
+struct GqaBlock {
+  model::Llama llama;
+  GroupScores scores;
+};
+GqaBlock MakeGqaBlock(int64_t channels) {
   model::LlamaConfig config;
   config.hidden_size = 16;
   config.head_dim = 4;
-  config.layers = {{4, 2, 8}};
-  model::Llama llama = *model::CreateLlama(config);
-  GroupScores scores;
-  scores.heads = {torch::tensor({0.1, 0.2, 0.9, 0.0}, torch::kFloat64)};
-  scores.channels = {torch::arange(8, torch::kFloat64)};
+  config.layers = {{4, 2, channels}};
+  GqaBlock block{*model::CreateLlama(config), {}};
+  block.scores.heads = {torch::tensor({0.1, 0.2, 0.9, 0.0}, torch::kFloat64)};
+  block.scores.channels = {torch::arange(channels, torch::kFloat64)};
+  return block;
+}
+
+TEST(ImportanceTest, PlanKeepsWholeKvGroupsAndValidatesRatio) {
+  auto [llama, scores] = MakeGqaBlock(8);
 
   absl::StatusOr<PruningPlan> plan = PlanFromScores(*llama, scores, 0.5);
 
@@ -149,14 +160,7 @@ TEST(ImportanceTest, PlanKeepsWholeKvGroupsAndValidatesRatio) {
 }
 
 TEST(ImportanceTest, PlanNeverRemovesMoreThanTheRatio) {
-  model::LlamaConfig config;
-  config.hidden_size = 16;
-  config.head_dim = 4;
-  config.layers = {{4, 2, 5}};
-  model::Llama llama = *model::CreateLlama(config);
-  GroupScores scores;
-  scores.heads = {torch::tensor({0.1, 0.2, 0.9, 0.0}, torch::kFloat64)};
-  scores.channels = {torch::arange(5, torch::kFloat64)};
+  const auto [llama, scores] = MakeGqaBlock(5);
 
   // Ratio 0.3 of two KV groups would be 0.6 of a group: none goes. Of five
   // channels, 1.5 may go: one does.
@@ -170,5 +174,6 @@ TEST(ImportanceTest, PlanNeverRemovesMoreThanTheRatio) {
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->blocks[0].channels.size(), 4u);
 }
+
 }  // namespace
 }  // namespace fedge::pruning
