@@ -126,8 +126,10 @@ ABSL_FLAG(double, server_epsilon, 1e-3, "adam: epsilon (tau).");
 ABSL_FLAG(double, lora_alpha, 16.0, "LoRA alpha (scale alpha / rank).");
 ABSL_FLAG(int64_t, global_rank, 0,
           "LoRA mode: hold each Linear's global change at this rank (SVD "
-          "after every round), so devices of that rank train from exactly "
-          "the global model. 0: unbounded (docs/architecture.md).");
+          "after every round) and send devices of a lower rank the rest as "
+          "a frozen residual, so every device trains from exactly the "
+          "global model (e.g. the largest of --ranks). 0: unbounded, and a "
+          "device trains from its rank's truncation (docs/architecture.md).");
 ABSL_FLAG(std::string, lora_targets,
           "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
           "Linears that get adapters (last path component; names a model "
