@@ -30,6 +30,20 @@ NamedTensors Train(NamedTensors payload, uint64_t seed) {
   return payload;
 }
 
+// One committed round of one unpruned device of `rank`: the payload it
+// was sent, trained by Train(payload, train_seed).
+absl::Status CommitOneDevice(GlobalModel& global, int64_t rank,
+                             uint64_t train_seed) {
+  const pruning::PruningPlan full = *global.Plan(0.0);
+  const NamedTensors sent = *global.Payload(full, rank, 1);
+  absl::StatusOr<RoundAggregate> round = global.BeginRound({});
+  if (!round.ok()) return round.status();
+  absl::StatusOr<double> norm =
+      global.AddUpdate(*round, full, Train(sent, train_seed), sent, 1.0);
+  if (!norm.ok()) return norm.status();
+  return global.Commit(*round, 0.5);
+}
+
 TEST(GlobalModelTest, FirstPayloadIsAFreshAdapterOfTheSubModel) {
   auto global = MakeGlobal(Mode::kLora);
   auto plan = global->Plan(0.5);
@@ -138,17 +152,13 @@ TEST(GlobalModelTest, UpdatesPreparedConcurrentlyFoldAsOneAfterTheOther) {
 TEST(GlobalModelTest, LowRankDevicesDoNotTruncateTheGlobalChange) {
   auto global = MakeGlobal(Mode::kLora);
   const pruning::PruningPlan full = *global->Plan(0.0);
-  const NamedTensors first = *global->Payload(full, 8, 1);
-  auto round = global->BeginRound({});
-  ASSERT_TRUE(
-      global->AddUpdate(*round, full, Train(first, 21), first, 1.0).ok());
-  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  ASSERT_TRUE(CommitOneDevice(*global, 8, 21).ok());
   const NamedTensors before = global->State();
   const std::string name = "layers.0.self_attn.q_proj.weight";
   ASSERT_GT(torch::linalg_matrix_rank(before[name]).item<int64_t>(), 2);
 
   const NamedTensors low = *global->Payload(full, 2, 2);
-  round = global->BeginRound({});
+  auto round = global->BeginRound({});
   ASSERT_TRUE(global->AddUpdate(*round, full, low, low, 1.0).ok());
   ASSERT_TRUE(global->Commit(*round, 0.5).ok());
 
@@ -163,11 +173,7 @@ TEST(GlobalModelTest, GlobalRankHoldsTheChangeAtThatRank) {
   auto global = MakeGlobal(Mode::kLora);
   ASSERT_TRUE(global->SetGlobalRank(2).ok());
   const pruning::PruningPlan full = *global->Plan(0.0);
-  const NamedTensors first = *global->Payload(full, 8, 1);
-  auto round = global->BeginRound({});
-  ASSERT_TRUE(
-      global->AddUpdate(*round, full, Train(first, 21), first, 1.0).ok());
-  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  ASSERT_TRUE(CommitOneDevice(*global, 8, 21).ok());
   const std::string name = "layers.0.self_attn.q_proj.weight";
   const at::Tensor held = global->State()[name];
   EXPECT_EQ(torch::linalg_matrix_rank(held).item<int64_t>(), 2);
@@ -190,12 +196,8 @@ TEST(GlobalModelTest, ALowRankDeviceTrainsFromExactlyTheGlobalModel) {
   auto global = MakeGlobal(Mode::kLora);
   ASSERT_TRUE(global->SetGlobalRank(6).ok());
   const pruning::PruningPlan full = *global->Plan(0.0);
-  const NamedTensors first = *global->Payload(full, 8, 1);
-  EXPECT_EQ(first.size(), 8u);  // Rank 8 >= 6: no residual.
-  auto round = global->BeginRound({});
-  ASSERT_TRUE(
-      global->AddUpdate(*round, full, Train(first, 21), first, 1.0).ok());
-  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  EXPECT_EQ(global->Payload(full, 8, 1)->size(), 8u);  // 8 >= 6: no residual.
+  ASSERT_TRUE(CommitOneDevice(*global, 8, 21).ok());
 
   const NamedTensors payload = *global->Payload(full, 2, 2);
   const std::string path = "layers.1.self_attn.v_proj";
@@ -217,7 +219,7 @@ TEST(GlobalModelTest, ALowRankDeviceTrainsFromExactlyTheGlobalModel) {
   // The device's update is its adapter alone; the residual stays out of
   // the change it folds in (an untrained adapter changes nothing).
   const NamedTensors before = global->State();
-  round = global->BeginRound({});
+  auto round = global->BeginRound({});
   ASSERT_TRUE(
       global->AddUpdate(*round, full, parts.adapters, payload, 1.0).ok());
   ASSERT_TRUE(global->Commit(*round, 0.5).ok());
@@ -227,12 +229,7 @@ TEST(GlobalModelTest, ALowRankDeviceTrainsFromExactlyTheGlobalModel) {
 
 TEST(GlobalModelTest, PayloadsFactorizeEachSliceOnceAndStayExact) {
   auto global = MakeGlobal(Mode::kLora);
-  const pruning::PruningPlan full = *global->Plan(0.0);
-  auto round = global->BeginRound({});
-  ASSERT_TRUE(round.ok());
-  const NamedTensors sent = *global->Payload(full, 8, 1);
-  ASSERT_TRUE(global->AddUpdate(*round, full, Train(sent, 5), sent, 1.0).ok());
-  ASSERT_TRUE(global->Commit(*round, 0.5).ok());
+  ASSERT_TRUE(CommitOneDevice(*global, 8, 5).ok());
   // Two plans that prune MLP channels differently keep the same heads, so
   // q_proj's slice (and its SVD) is shared; each device still gets its own
   // copy, revived from its own seed, equal to a fresh factorization.
@@ -380,11 +377,7 @@ TEST(GlobalModelTest, ReportedScoresSteerThePlan) {
 // device.
 std::unique_ptr<GlobalModel> AfterOneRound() {
   auto global = MakeGlobal(Mode::kLora);
-  const pruning::PruningPlan full = *global->Plan(0.0);
-  auto round = global->BeginRound({});
-  const NamedTensors sent = *global->Payload(full, 4, 1);
-  EXPECT_TRUE(global->AddUpdate(*round, full, Train(sent, 5), sent, 1.0).ok());
-  EXPECT_TRUE(global->Commit(*round, 0.5).ok());
+  EXPECT_TRUE(CommitOneDevice(*global, 4, 5).ok());
   return global;
 }
 
