@@ -124,12 +124,14 @@ ABSL_FLAG(double, server_momentum, 0.9, "momentum: its factor; adam: beta1.");
 ABSL_FLAG(double, server_beta2, 0.99, "adam: beta2.");
 ABSL_FLAG(double, server_epsilon, 1e-3, "adam: epsilon (tau).");
 ABSL_FLAG(double, lora_alpha, 16.0, "LoRA alpha (scale alpha / rank).");
-ABSL_FLAG(int64_t, global_rank, 0,
+ABSL_FLAG(std::string, global_rank, "auto",
           "LoRA mode: hold each Linear's global change at this rank (SVD "
           "after every round) and send devices of a lower rank the rest as "
           "a frozen residual, so every device trains from exactly the "
-          "global model (e.g. the largest of --ranks). 0: unbounded, and a "
-          "device trains from its rank's truncation (docs/architecture.md).");
+          "global model. auto: the largest rank a device may play (of "
+          "--ranks, the fixed arms' or --device_arms'). 0: unbounded, and a "
+          "device of a lower rank trains from its rank's truncation, which "
+          "aggregation then partly counts twice (docs/architecture.md).");
 ABSL_FLAG(std::string, lora_targets,
           "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
           "Linears that get adapters (last path component; names a model "
@@ -310,7 +312,14 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
                         absl::GetFlag(FLAGS_server_beta2),
                         absl::GetFlag(FLAGS_server_epsilon)};
   e.lora.alpha = absl::GetFlag(FLAGS_lora_alpha);
-  e.global_rank = absl::GetFlag(FLAGS_global_rank);
+  if (const std::string rank = absl::GetFlag(FLAGS_global_rank);
+      rank == "auto") {
+    e.global_rank = kAutoGlobalRank;
+  } else if (!absl::SimpleAtoi(rank, &e.global_rank) || e.global_rank < 0) {
+    return FlagError("global_rank",
+                     absl::InvalidArgumentError(absl::StrCat(
+                         "'", rank, "' is not auto, 0 or a positive rank")));
+  }
   e.lora.target_modules =
       absl::StrSplit(absl::GetFlag(FLAGS_lora_targets), ',');
   e.train.epochs = absl::GetFlag(FLAGS_epochs);

@@ -20,6 +20,7 @@ ABSL_DECLARE_FLAG(double, local_dp_clip);
 ABSL_DECLARE_FLAG(double, local_dp_noise_multiplier);
 ABSL_DECLARE_FLAG(std::string, split);
 ABSL_DECLARE_FLAG(std::string, device_arms);
+ABSL_DECLARE_FLAG(std::string, global_rank);
 
 namespace fedge::coordinator {
 namespace {
@@ -92,6 +93,25 @@ TEST(EngineFlagsTest, DeviceArmsParseAndAreCheckedAsFixedArms) {
   ASSERT_FALSE(options.ok());
   EXPECT_NE(options.status().message().find("--device_arms"), std::string::npos)
       << options.status();
+}
+
+TEST(EngineFlagsTest, GlobalRankIsAutoZeroOrARank) {
+  absl::FlagSaver restore;
+  absl::StatusOr<EngineOptions> options = EngineOptionsFromFlags();
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->global_rank, kAutoGlobalRank);
+  absl::SetFlag(&FLAGS_global_rank, "0");
+  EXPECT_EQ(EngineOptionsFromFlags()->global_rank, 0);
+  absl::SetFlag(&FLAGS_global_rank, "32");
+  EXPECT_EQ(EngineOptionsFromFlags()->global_rank, 32);
+  for (const char* bad : {"-1", "x", "", "16.5"}) {
+    absl::SetFlag(&FLAGS_global_rank, bad);
+    options = EngineOptionsFromFlags();
+    ASSERT_FALSE(options.ok()) << bad;
+    EXPECT_NE(options.status().message().find("--global_rank"),
+              std::string::npos)
+        << options.status();
+  }
 }
 
 // --dp_epsilon picks the noise for the run's rounds and sampling rate; the

@@ -116,11 +116,22 @@ absl::StatusOr<std::unique_ptr<GlobalModel>> CreateGlobalModel(
     model::Model base, const EngineOptions& options) {
   absl::StatusOr<std::unique_ptr<GlobalModel>> global = GlobalModel::Create(
       std::move(base), options.mode, options.lora, options.server_optimizer);
-  if (!global.ok() || options.global_rank == 0) return global;
-  if (absl::Status s = (*global)->SetGlobalRank(options.global_rank); !s.ok()) {
-    return s;
-  }
+  const int64_t rank = EffectiveGlobalRank(options);
+  if (!global.ok() || rank == 0) return global;
+  if (absl::Status s = (*global)->SetGlobalRank(rank); !s.ok()) return s;
   return global;
+}
+
+int64_t EffectiveGlobalRank(const EngineOptions& options) {
+  if (options.mode != Mode::kLora) return 0;
+  if (options.global_rank != kAutoGlobalRank) return options.global_rank;
+  int64_t rank = options.bandit.kind == strategies::BanditKind::kFixed
+                     ? options.bandit.fixed_arm.rank
+                     : options.bandit.space.ranks.back();
+  for (const auto& [id, arm] : options.device_arms) {
+    rank = std::max(rank, arm.rank);
+  }
+  return rank;
 }
 
 strategies::BanditOptions BanditFor(const EngineOptions& options,
@@ -220,10 +231,11 @@ absl::Status EngineOptions::Validate() const {
         "' is for dense mode (--mode=dense); LoRA payloads are small "
         "adapters, sent whole"));
   }
-  if (global_rank < 0 || (global_rank > 0 && mode != Mode::kLora)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("global rank ", global_rank,
-                     ": 0 (unbounded) or a positive rank, in LoRA mode only"));
+  if (global_rank < kAutoGlobalRank ||
+      (global_rank > 0 && mode != Mode::kLora)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "global rank ", global_rank,
+        ": auto, 0 (unbounded) or a positive rank, in LoRA mode only"));
   }
   if (absl::StatusOr<int64_t> cut = ParseSplitMode(split.mode); !cut.ok()) {
     return cut.status();

@@ -88,6 +88,10 @@ struct SplitPolicy {
 // cut before block k >= 1. InvalidArgument otherwise.
 absl::StatusOr<int64_t> ParseSplitMode(absl::string_view mode);
 
+// EngineOptions::global_rank: hold the global change at the largest rank a
+// device may play.
+inline constexpr int64_t kAutoGlobalRank = -1;
+
 struct EngineOptions {
   Mode mode = Mode::kLora;
   int64_t rounds = 20;       // The federation stops after this many.
@@ -122,8 +126,9 @@ struct EngineOptions {
   strategies::ServerOptimizerOptions server_optimizer;
   lora::LoraOptions lora;  // alpha, dropout, targets; the rank is the arm's.
   // LoRA mode, > 0: the global change is held at this rank
-  // (GlobalModel::SetGlobalRank). 0: unbounded.
-  int64_t global_rank = 0;
+  // (GlobalModel::SetGlobalRank). 0: unbounded. kAutoGlobalRank: the
+  // largest rank a device may play (EffectiveGlobalRank).
+  int64_t global_rank = kAutoGlobalRank;
   TrainSpec train;
   SplitPolicy split;
   std::string upload_codec = "int8_row";
@@ -151,8 +156,14 @@ struct EngineOptions {
   absl::Status Validate() const;
 };
 
+// The global rank `options` ask for, resolved: in LoRA mode with
+// global_rank == kAutoGlobalRank, the largest rank any device may play
+// (the bandit's ranks, or the fixed arms' for the fixed kind, and every
+// --device_arms rank); 0 in dense mode; otherwise global_rank.
+int64_t EffectiveGlobalRank(const EngineOptions& options);
+
 // The global model the options describe: their mode, LoRA options, server
-// optimizer and global rank. Errors as GlobalModel::Create's.
+// optimizer and effective global rank. Errors as GlobalModel::Create's.
 absl::StatusOr<std::unique_ptr<GlobalModel>> CreateGlobalModel(
     model::Model base, const EngineOptions& options);
 

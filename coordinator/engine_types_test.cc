@@ -47,13 +47,37 @@ TEST(EngineOptionsTest, AGlobalRankIsPositiveAndForLora) {
   EngineOptions o;
   o.global_rank = 16;
   EXPECT_TRUE(o.Validate().ok());
-  o.global_rank = -1;
+  o.global_rank = kAutoGlobalRank;
+  EXPECT_TRUE(o.Validate().ok());
+  o.global_rank = -2;
   EXPECT_TRUE(absl::IsInvalidArgument(o.Validate()));
   o.global_rank = 16;
   o.mode = Mode::kDense;
   const absl::Status s = o.Validate();
   EXPECT_TRUE(absl::IsInvalidArgument(s));
   EXPECT_NE(s.message().find("global rank"), std::string::npos) << s;
+}
+
+// auto: the largest rank any device may play, whichever way arms are
+// given; nothing in dense mode; an explicit rank as asked.
+TEST(EngineOptionsTest, TheAutomaticGlobalRankIsTheLargestPlayable) {
+  EngineOptions o;
+  o.bandit.space.ranks = {4, 16, 32};
+  EXPECT_EQ(EffectiveGlobalRank(o), 32);
+  o.bandit.kind = strategies::BanditKind::kFixed;
+  o.bandit.fixed_arm = {0.2, 16};
+  EXPECT_EQ(EffectiveGlobalRank(o), 16);
+  o.device_arms["device-3"] = {0.4, 4};
+  EXPECT_EQ(EffectiveGlobalRank(o), 16);
+  o.device_arms["device-7"] = {0.0, 64};
+  EXPECT_EQ(EffectiveGlobalRank(o), 64);
+  o.global_rank = 8;
+  EXPECT_EQ(EffectiveGlobalRank(o), 8);
+  o.global_rank = 0;
+  EXPECT_EQ(EffectiveGlobalRank(o), 0);
+  o.global_rank = kAutoGlobalRank;
+  o.mode = Mode::kDense;
+  EXPECT_EQ(EffectiveGlobalRank(o), 0);
 }
 
 }  // namespace
