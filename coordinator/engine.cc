@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -690,17 +691,20 @@ RoundRecord Engine::RecordRound(const Round& round, absl::Time now,
   record.global_ratio = round.global_ratio;
   record.invited = static_cast<int64_t>(round.participants.size());
   record.round_s = absl::ToDoubleSeconds(now - round.opened);
-  std::vector<double> elapsed, norms;
+  std::vector<double> elapsed;
+  std::map<int64_t, std::vector<double>> norms;  // By task rank.
   for (const auto& [id, p] : round.participants) {
     if (p.stage != Stage::kAccepted) continue;
     elapsed.push_back(absl::ToDoubleSeconds(p.submitted - p.task->issued));
-    norms.push_back(p.update_norm);
+    norms[p.task->rank].push_back(p.update_norm);
   }
   RoundPay pay;
   pay.global_ratio = round.global_ratio;
   pay.pace_s = round.pace_s;
   pay.median_elapsed_s = strategies::Median(elapsed);
-  pay.median_update_norm = strategies::Median(norms);
+  for (auto& [rank, of_rank] : norms) {
+    pay.median_update_norm[rank] = strategies::Median(std::move(of_rank));
+  }
   double loss_sum = 0;
   for (const auto& [id, p] : round.participants) {
     Device& device = registry_.at(id);

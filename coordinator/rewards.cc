@@ -154,7 +154,10 @@ void PayClient(const EngineOptions& options, const RoundPay& round,
   in.target_ratio =
       strategies::RatioToTarget(round.global_ratio, options.schedule.target);
   in.update_norm = client.update_norm;
-  in.median_update_norm = round.median_update_norm;
+  if (auto it = round.median_update_norm.find(client.rank);
+      it != round.median_update_norm.end()) {
+    in.median_update_norm = it->second;
+  }
   in.seconds = client.elapsed_s;
   in.pace_seconds = round.pace_s;
   in.median_seconds = round.median_elapsed_s;

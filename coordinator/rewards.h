@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -75,7 +76,12 @@ struct RoundPay {
   double global_ratio = 0;
   double pace_s = 0;
   double median_elapsed_s = 0;
-  double median_update_norm = 0;
+  // Per task rank (0 in dense mode), the median norm of the round's
+  // accepted updates of that rank. A device's update importance is its norm
+  // over its rank's median: a rank-r adapter's step scales with
+  // alpha / r, so across ranks the norm measures the rank, not the
+  // update (issue 22: it steered fast devices to the lowest rank).
+  std::map<int64_t, double> median_update_norm;
 };
 
 // Fills `client.terms` and `client.reward` for an accepted or straggling

@@ -93,7 +93,7 @@ TEST(RewardsTest, AStragglerIsPaidLessThanTheSameDeviceOnTime) {
   RoundPay round;
   round.pace_s = 10;
   round.median_elapsed_s = 10;
-  round.median_update_norm = 1;
+  round.median_update_norm = {{0, 1.0}};
   ClientRecord c;
   c.loss_before = 2;
   c.loss_after = 1.5;
@@ -106,6 +106,29 @@ TEST(RewardsTest, AStragglerIsPaidLessThanTheSameDeviceOnTime) {
   ClientRecord costly = c;
   PayClient(options, round, false, 0.5, costly);
   EXPECT_LT(costly.reward, c.reward);
+}
+
+// A rank-4 adapter's step is alpha / 4 against alpha / 32 at rank 32, so
+// its update is larger whatever its data: importance compares an update
+// with the round's updates of its own rank.
+TEST(RewardsTest, ImportanceComparesAnUpdateWithItsOwnRank) {
+  EngineOptions options;
+  RoundPay round;
+  round.median_update_norm = {{4, 2.0}, {32, 0.5}};
+  ClientRecord low, high, unknown;
+  low.rank = 4;
+  low.update_norm = 3.0;
+  high.rank = 32;
+  high.update_norm = 0.75;
+  unknown.rank = 16;
+  unknown.update_norm = 5.0;
+  PayClient(options, round, false, 0.0, low);
+  PayClient(options, round, false, 0.0, high);
+  PayClient(options, round, false, 0.0, unknown);
+  EXPECT_DOUBLE_EQ(low.terms.update_importance, 1.5);
+  EXPECT_DOUBLE_EQ(high.terms.update_importance, 1.5);
+  EXPECT_DOUBLE_EQ(low.reward, high.reward);
+  EXPECT_DOUBLE_EQ(unknown.terms.update_importance, 1.0);  // No median.
 }
 
 }  // namespace

@@ -16,7 +16,8 @@ struct RewardTerms {
   // a target (RewardInputs::target_ratio 0) pruning is worth only the time
   // it saves.
   double pruning_progress = 0;
-  // The update's norm over the round's median update norm, capped at 2.
+  // The update's norm over the round's median update norm (the
+  // coordinator's: the median of updates of the same rank), capped at 2.
   double update_importance = 0;
   // How far past the round's pace the device finished (TimeOverPace in
   // time_model.h), [0, 4]: finishing before the round would have ended
