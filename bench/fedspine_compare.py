@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Issue 22's comparison: FedSpine against the baselines over seeds.
+
+Runs of fedge-sim on the virtual clock, one strategy each, laid out by
+bench/run fedspine_compare as SEED_DIR/<run>/ with uniform arms named
+uniform_<ratio>_<rank> and the per-tier oracle's candidates oracle_<k>
+(read as fedspine_gate.py reads them).
+
+  fedspine_compare.py hetlora --ranks R1,R2,... RUN
+      The HetLoRA-style baseline's arms as a --device_arms value: rank by
+      the device's uplink, no extra pruning. Links are ordered by the
+      median uplink rate their devices achieved in RUN (bytes_up /
+      upload_s in clients.csv); the slowest link gets the smallest rank,
+      the fastest the largest, and link i of n the rank at index
+      round(i * (ranks - 1) / (n - 1)).
+
+  fedspine_compare.py figures --fraction F SEED_DIR...
+      Per seed: the target is base - F x (base - the best final value of
+      any uniform arm on that seed), fixed before any strategy's time is
+      read; every run's time to it, censored at the run's end when never
+      reached. Each strategy's time over the best uniform arm's (in
+      hindsight) and over the median uniform arm's; the oracle is its best
+      candidate. Prints every seed beside the median over seeds, `*` marking
+      a seed where a side was censored (the ratio is then a bound, not a
+      value), and one `figure NAME VALUE` line per median.
+"""
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fedspine_gate as gate  # noqa: E402
+
+
+def hetlora(ranks, run):
+    _, _, _, clients = gate.load(run)
+    rates, link_of = {}, {}
+    for c in clients:
+        if c["status"] != "accepted" or float(c["upload_s"]) <= 0:
+            continue
+        link_of[c["device"]] = c["link"]
+        rates.setdefault(c["link"], []).append(
+            float(c["bytes_up"]) / float(c["upload_s"]))
+    if not rates:
+        sys.exit("%s: no accepted upload to measure links by" % run)
+    links = sorted(rates, key=lambda l: statistics.median(rates[l]))
+    rank_of = {}
+    for i, link in enumerate(links):
+        at = 0 if len(links) == 1 else round(i * (len(ranks) - 1) /
+                                             (len(links) - 1))
+        rank_of[link] = ranks[at]
+    devices = sorted(link_of, key=lambda d: int(d.rsplit("-", 1)[1]))
+    return ",".join("%s=0:%d" % (d, rank_of[link_of[d]]) for d in devices)
+
+
+def seed_results(fraction, seed_dir):
+    """{name: (seconds, censored, final)} for every run in seed_dir, the
+    best and median uniform arms' times and the target."""
+    runs = sorted(d for d in os.listdir(seed_dir)
+                  if os.path.isfile(os.path.join(seed_dir, d, "summary.json")))
+    loaded = {}
+    for run in runs:
+        path = os.path.join(seed_dir, run)
+        if os.path.exists(os.path.join(path, "INCONSISTENT")):
+            print("compare: %s: records inconsistent, no figure" % path)
+            continue
+        loaded[run] = gate.load(path)
+    uniform = [r for r in loaded if r.startswith("uniform_")]
+    if not uniform:
+        sys.exit("%s: no uniform arm's run" % seed_dir)
+    base = loaded[uniform[0]][0]["base"]
+    best_final = min(loaded[r][1]["final"] for r in uniform)
+    target = base - fraction * (base - best_final)
+    out = {}
+    for run, (_, strategy, rounds, _) in loaded.items():
+        seconds, censored = gate.tta(rounds, target)
+        out[run] = (seconds, censored, strategy["final"])
+    # The best uniform arm in hindsight is the fastest to the target; a
+    # censored time is a lower bound, so it ranks last among equals.
+    ranked = sorted(uniform, key=lambda r: (out[r][0], out[r][1]))
+    best = ranked[0]
+    median = ranked[len(ranked) // 2]
+    # Every candidate a uniform arm (none run): the oracle is the best one.
+    oracle = [r for r in loaded if r.startswith("oracle_")] or [best]
+    out["oracle"] = min((out[r] for r in oracle), key=lambda v: (v[0], v[1]))
+    return out, best, median, target, base
+
+
+def figures(fraction, seed_dirs):
+    per_seed = []
+    for seed_dir in seed_dirs:
+        out, best, median, target, base = seed_results(fraction, seed_dir)
+        print("compare: %s: base %.4f, target %.4f; best uniform %s, median "
+              "uniform %s" % (seed_dir, base, target, best, median))
+        for run in sorted(out):
+            seconds, censored, final = out[run]
+            print("compare: %s %-22s final %.4f  time to target %7.1f s%s" %
+                  (os.path.basename(seed_dir.rstrip("/")), run, final,
+                   seconds, "  (never reached: censored)" if censored
+                   else ""))
+        per_seed.append((out, best, median))
+    names = sorted(set.intersection(*(set(o) for o, _, _ in per_seed)) -
+                   {r for o, _, _ in per_seed for r in o
+                    if r.startswith("uniform_") or r.startswith("oracle_")})
+    names.append("median_uniform")
+    for name in names:
+        for against in ("best", "median"):
+            values, shown = [], []
+            for out, best, median in per_seed:
+                run = median if name == "median_uniform" else name
+                ref = best if against == "best" else median
+                if name == "median_uniform" and against == "median":
+                    continue
+                ratio = out[run][0] / out[ref][0]
+                values.append(ratio)
+                flag = "*" if out[run][1] or out[ref][1] else ""
+                shown.append("%.3f%s" % (ratio, flag))
+            if not values:
+                continue
+            key = "%s_tta_over_%s_uniform" % (name, against)
+            print("compare: %s median %.3f, per seed %s" %
+                  (key, statistics.median(values), " ".join(shown)))
+            print("figure %s %.3f" % (key, statistics.median(values)))
+            print("figure %s_seeds %s" % (key, ",".join(shown)))
+
+
+def main(argv):
+    if len(argv) == 4 and argv[0] == "hetlora" and argv[1] == "--ranks":
+        print(hetlora([int(r) for r in argv[2].split(",")], argv[3]))
+        return
+    if len(argv) >= 4 and argv[0] == "figures" and argv[1] == "--fraction":
+        figures(float(argv[2]), argv[3:])
+        return
+    sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
