@@ -8,8 +8,8 @@
 namespace fedge::coordinator {
 
 DeviceRegistry::DeviceRegistry(const EngineOptions* options,
-                               double prunable_share)
-    : options_(*options), prunable_share_(prunable_share) {}
+                               const strategies::WorkShares& shares)
+    : options_(*options), shares_(shares) {}
 
 Device DeviceRegistry::NewDevice(const std::string& id) const {
   Device device;
@@ -17,7 +17,7 @@ Device DeviceRegistry::NewDevice(const std::string& id) const {
       strategies::CreateBandit(BanditFor(options_, id));
   CHECK(bandit.ok()) << bandit.status();  // Checked by Engine::Create.
   device.bandit = *std::move(bandit);
-  device.times = strategies::DeviceTimeModel(prunable_share_);
+  device.times = strategies::DeviceTimeModel(shares_);
   return device;
 }
 

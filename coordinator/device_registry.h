@@ -18,6 +18,7 @@
 #include "coordinator/engine_types.h"
 #include "strategies/bandit.h"
 #include "strategies/time_model.h"
+#include "strategies/time_model.h"
 
 namespace fedge::coordinator {
 
@@ -31,7 +32,7 @@ struct Device {
   // checkpoint (it must register again).
   std::string session;
   // How long its tasks take under each arm.
-  strategies::DeviceTimeModel times{1.0};
+  strategies::DeviceTimeModel times{strategies::WorkShares{1.0, 0.0}};
   int64_t plays = 0;  // Rewards fed to its bandit: its ramp's progress.
 };
 
@@ -39,9 +40,10 @@ class DeviceRegistry {
  public:
   // `options` must outlive the registry and hold a valid bandit kind
   // (EngineOptions::Validate and strategies::CreateBandit accepted it).
-  // `prunable_share` (pruning::PrunableShare of the base) starts every
-  // device's time model.
-  DeviceRegistry(const EngineOptions* options, double prunable_share);
+  // `shares` (of the base's training work) start every device's time
+  // model.
+  DeviceRegistry(const EngineOptions* options,
+                 const strategies::WorkShares& shares);
 
   // Adds `facts`' device, or refreshes it (it keeps its bandit and
   // history), marked seen at `now` and not yet polled. When the registry is
@@ -82,7 +84,7 @@ class DeviceRegistry {
                       const std::function<bool(const std::string&)>& busy);
 
   const EngineOptions& options_;
-  const double prunable_share_;
+  const strategies::WorkShares shares_;
   std::map<std::string, Device> devices_;
   std::vector<BanditPlay> plays_;  // Every bandit update, in order.
 };

@@ -20,7 +20,7 @@ DeviceFacts Facts(const std::string& id) {
 TEST(DeviceRegistryTest, RegistersChecksAndRefreshesDevices) {
   EngineOptions options;
   options.allow_list = {"pi-0", "pi-1"};
-  DeviceRegistry registry(&options, 0.9);
+  DeviceRegistry registry(&options, {0.9, 0.0});
   EXPECT_EQ(registry.Register(Facts("bad id"), kStart, kIdle).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(registry.Register(Facts("pi-9"), kStart, kIdle).code(),
@@ -46,7 +46,7 @@ TEST(DeviceRegistryTest, NamedDevicesPlayTheirOwnFixedArm) {
   options.bandit.fixed_arm = {0.0, 16};
   options.device_arms = {{"slow", strategies::Arm{0.4, 4}}};
   ASSERT_TRUE(options.Validate().ok());
-  DeviceRegistry registry(&options, 0.9);
+  DeviceRegistry registry(&options, {0.9, 0.0});
   ASSERT_TRUE(registry.Register(Facts("slow"), kStart, kIdle).ok());
   ASSERT_TRUE(registry.Register(Facts("fast"), kStart, kIdle).ok());
   std::mt19937_64 rng(1);
@@ -56,7 +56,7 @@ TEST(DeviceRegistryTest, NamedDevicesPlayTheirOwnFixedArm) {
   // Restored from a checkpoint, a device gets its own arm again.
   EngineState state;
   registry.Save(state);
-  DeviceRegistry restored(&options, 0.9);
+  DeviceRegistry restored(&options, {0.9, 0.0});
   ASSERT_TRUE(restored.Restore(state).ok());
   EXPECT_EQ(restored.at("slow").bandit->Choose(rng), (strategies::Arm{0.4, 4}));
 }
@@ -65,7 +65,7 @@ TEST(DeviceRegistryTest, AFullRegistryForgetsOnlySilentIdleDevices) {
   EngineOptions options;
   options.max_devices = 2;
   options.heartbeat_timeout = absl::Seconds(10);
-  DeviceRegistry registry(&options, 0.9);
+  DeviceRegistry registry(&options, {0.9, 0.0});
   ASSERT_TRUE(registry.Register(Facts("a"), kStart, kIdle).ok());
   ASSERT_TRUE(registry.Register(Facts("b"), kStart, kIdle).ok());
   // Not yet silent past the timeout: nobody is forgotten.
@@ -86,7 +86,7 @@ TEST(DeviceRegistryTest, AFullRegistryForgetsOnlySilentIdleDevices) {
 
 TEST(DeviceRegistryTest, SaveAndRestoreRebuildTheBanditsFromThePlays) {
   EngineOptions options;
-  DeviceRegistry first(&options, 0.9);
+  DeviceRegistry first(&options, {0.9, 0.0});
   ASSERT_TRUE(first.Register(Facts("a"), kStart, kIdle).ok());
   ASSERT_TRUE(first.Register(Facts("b"), kStart, kIdle).ok());
   first.Play("a", strategies::Arm{0.0, 8}, 0.3);
@@ -98,7 +98,7 @@ TEST(DeviceRegistryTest, SaveAndRestoreRebuildTheBanditsFromThePlays) {
   first.Save(state);
   EXPECT_EQ(state.plays.size(), 3u);
 
-  DeviceRegistry second(&options, 0.9);
+  DeviceRegistry second(&options, {0.9, 0.0});
   ASSERT_TRUE(second.Restore(state).ok());
   EXPECT_EQ(second.at("a").plays, 2);
   EXPECT_EQ(second.MostPlays(), 2);
@@ -109,7 +109,7 @@ TEST(DeviceRegistryTest, SaveAndRestoreRebuildTheBanditsFromThePlays) {
             absl::StatusCode::kFailedPrecondition);
 
   state.plays.push_back({"ghost", strategies::Arm{}, 0});
-  DeviceRegistry third(&options, 0.9);
+  DeviceRegistry third(&options, {0.9, 0.0});
   EXPECT_EQ(third.Restore(state).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(third.size(), 0);  // Nothing half-restored.
 }

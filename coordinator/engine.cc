@@ -39,7 +39,7 @@ Engine::Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
       meter_(global_.get(), options_.reward.pruning_cost > 0
                                 ? hooks_.validation_loss
                                 : ValidationLossFn()),
-      registry_(&options_, pruning::PrunableShare(global_->base())) {
+      registry_(&options_, TrainingWork(global_->base(), options_)) {
   if (options_.privacy.enabled()) {
     privacy_.emplace(options_.privacy, options_.aggregator.clip_norm,
                      options_.privacy_seed);

@@ -374,7 +374,8 @@ std::vector<std::map<std::string, Task>> RunTimedRounds(
   std::vector<std::map<std::string, Task>> rounds;
   RegisterAll(h, static_cast<int>(seconds_per_work.size()));
   EXPECT_TRUE(h.engine->Tick(kStart).ok());
-  const double share = pruning::PrunableShare(*testing::TinyVit(16));
+  const strategies::WorkShares shares =
+      TrainingWork(*testing::TinyVit(16), options);
   absl::Time now = kStart;
   for (int round = 1; round <= options.rounds; ++round) {
     std::map<std::string, Task>& tasks = rounds.emplace_back();
@@ -387,7 +388,8 @@ std::vector<std::map<std::string, Task>> RunTimedRounds(
     for (const auto& [id, s] : seconds_per_work) {
       Submission sub = Train(h, id, tasks[id]);
       sub.timings.train_s =
-          s * strategies::RelativeWork(tasks[id].combined_ratio, share);
+          s * strategies::RelativeWork(tasks[id].combined_ratio,
+                                       tasks[id].rank, shares);
       EXPECT_TRUE(
           h.engine->Submit(sub, now + absl::Seconds(sub.timings.train_s)).ok());
     }

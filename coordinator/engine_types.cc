@@ -6,9 +6,11 @@
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
+#include "pruning/plan.h"
 #include "transport/update_codec.h"
 
 namespace fedge::coordinator {
@@ -120,6 +122,27 @@ absl::StatusOr<std::unique_ptr<GlobalModel>> CreateGlobalModel(
   if (!global.ok() || rank == 0) return global;
   if (absl::Status s = (*global)->SetGlobalRank(rank); !s.ok()) return s;
   return global;
+}
+
+strategies::WorkShares TrainingWork(const model::ModelImpl& base,
+                                    const EngineOptions& options) {
+  strategies::WorkShares shares;
+  shares.prunable = pruning::PrunableShare(base);
+  if (options.mode != Mode::kLora) return shares;
+  constexpr absl::string_view kWeight = ".weight";
+  double all = 0, adapter = 0;
+  for (const auto& item : base.named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    if (absl::StrContains(name, ".adapter.")) continue;
+    all += static_cast<double>(item.value().numel());
+    if (item.value().dim() == 2 && absl::EndsWith(name, kWeight) &&
+        options.lora.Targets(name.substr(0, name.size() - kWeight.size()))) {
+      adapter += static_cast<double>(item.value().size(0) +
+                                     item.value().size(1));
+    }
+  }
+  shares.per_rank = all > 0 ? adapter / all : 0.0;
+  return shares;
 }
 
 int64_t EffectiveGlobalRank(const EngineOptions& options) {

@@ -162,6 +162,12 @@ struct EngineOptions {
 // --device_arms rank); 0 in dense mode; otherwise global_rank.
 int64_t EffectiveGlobalRank(const EngineOptions& options);
 
+// The parts of a task's training work on `base` (strategies::WorkShares):
+// its prunable share, and in LoRA mode a rank-1 adapter on each of
+// options.lora's targets.
+strategies::WorkShares TrainingWork(const model::ModelImpl& base,
+                                    const EngineOptions& options);
+
 // The global model the options describe: their mode, LoRA options, server
 // optimizer and effective global rank. Errors as GlobalModel::Create's.
 absl::StatusOr<std::unique_ptr<GlobalModel>> CreateGlobalModel(

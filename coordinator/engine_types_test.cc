@@ -1,6 +1,8 @@
 #include "coordinator/engine_types.h"
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "tests/testing/tiny_models.h"
 
 namespace fedge::coordinator {
 namespace {
@@ -78,6 +80,30 @@ TEST(EngineOptionsTest, TheAutomaticGlobalRankIsTheLargestPlayable) {
   o.global_rank = kAutoGlobalRank;
   o.mode = Mode::kDense;
   EXPECT_EQ(EffectiveGlobalRank(o), 0);
+}
+
+// A rank-1 adapter on q and v of every block adds (in + out) per target
+// over the base's parameters; dense mode trains no adapter.
+TEST(EngineOptionsTest, TrainingWorkCountsTheAdaptersPerRank) {
+  const model::Vit vit = testing::TinyVit(16);
+  EngineOptions o;
+  o.lora.target_modules = {"q_proj", "v_proj"};
+  const strategies::WorkShares lora = TrainingWork(*vit, o);
+  double all = 0, adapter = 0;
+  for (const auto& item : vit->named_parameters()) {
+    all += static_cast<double>(item.value().numel());
+    const std::string& name = item.key();
+    if (absl::EndsWith(name, "q_proj.weight") ||
+        absl::EndsWith(name, "v_proj.weight")) {
+      adapter += static_cast<double>(item.value().size(0) +
+                                     item.value().size(1));
+    }
+  }
+  ASSERT_GT(adapter, 0);
+  EXPECT_DOUBLE_EQ(lora.per_rank, adapter / all);
+  EXPECT_DOUBLE_EQ(lora.prunable, pruning::PrunableShare(*vit));
+  o.mode = Mode::kDense;
+  EXPECT_EQ(TrainingWork(*vit, o).per_rank, 0.0);
 }
 
 }  // namespace

@@ -7,7 +7,7 @@ namespace {
 
 Device Timed(double train_s) {
   Device d;
-  d.times = strategies::DeviceTimeModel(1.0);
+  d.times = strategies::DeviceTimeModel({1.0, 0.0});
   d.times.Observe({0.0, 4, train_s, 1.0, 0.0});
   return d;
 }

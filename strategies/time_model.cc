@@ -10,9 +10,15 @@ bool NonNegative(double x) { return std::isfinite(x) && x >= 0; }
 
 }  // namespace
 
-double RelativeWork(double combined_ratio, double prunable_share) {
-  return std::max(1e-6, 1.0 - std::clamp(prunable_share, 0.0, 1.0) *
-                                  std::clamp(combined_ratio, 0.0, 1.0));
+double RelativeWork(double combined_ratio, int64_t rank,
+                    const WorkShares& shares) {
+  const double p = std::clamp(combined_ratio, 0.0, 1.0);
+  const double per_rank =
+      std::isfinite(shares.per_rank) ? std::max(shares.per_rank, 0.0) : 0.0;
+  return std::max(1e-6, 1.0 - std::clamp(shares.prunable, 0.0, 1.0) * p +
+                            per_rank *
+                                static_cast<double>(std::max<int64_t>(rank, 0)) *
+                                (1.0 - 0.5 * p));
 }
 
 double RelativeBytes(double combined_ratio, int64_t rank) {
@@ -27,7 +33,7 @@ bool DeviceTimeModel::Observe(const TaskTime& task) {
     return false;
   }
   const double work_s =
-      task.train_s / RelativeWork(task.combined_ratio, share_);
+      task.train_s / RelativeWork(task.combined_ratio, task.rank, shares_);
   const double byte_s =
       task.transfer_s / RelativeBytes(task.combined_ratio, task.rank);
   const double w = state_.observations == 0 ? 1.0 : 0.5;
@@ -41,7 +47,7 @@ bool DeviceTimeModel::Observe(const TaskTime& task) {
 std::optional<double> DeviceTimeModel::Predict(double combined_ratio,
                                                int64_t rank) const {
   if (state_.observations == 0) return std::nullopt;
-  return state_.work_s * RelativeWork(combined_ratio, share_) +
+  return state_.work_s * RelativeWork(combined_ratio, rank, shares_) +
          state_.byte_s * RelativeBytes(combined_ratio, rank) + state_.other_s;
 }
 

@@ -8,7 +8,7 @@ namespace fedge::strategies {
 namespace {
 
 TEST(TimeModelTest, OneTaskPredictsEveryArm) {
-  DeviceTimeModel model(/*prunable_share=*/0.8);
+  DeviceTimeModel model({/*prunable=*/0.8, /*per_rank=*/0.0});
   EXPECT_FALSE(model.Predict(0, 8).has_value());
   // Dense, rank 8: 10 s training, 4 s transfer, 1 s else.
   ASSERT_TRUE(model.Observe({0.0, 8, 10.0, 4.0, 1.0}));
@@ -19,8 +19,22 @@ TEST(TimeModelTest, OneTaskPredictsEveryArm) {
   EXPECT_DOUBLE_EQ(*model.Predict(0, 32), 10.0 + 16.0 + 1.0);
 }
 
+// An adapter's training work grows with its rank: at rank 32 with 0.01 of
+// the base's work per rank, training is 1.32 of the base's; the model
+// learns that from a rank-4 task and predicts rank 32 from it.
+TEST(TimeModelTest, TrainingWorkGrowsWithTheRank) {
+  const WorkShares shares{0.8, 0.01};
+  EXPECT_DOUBLE_EQ(RelativeWork(0, 32, shares), 1.32);
+  EXPECT_DOUBLE_EQ(RelativeWork(0.5, 32, shares), 1.0 - 0.4 + 0.32 * 0.75);
+  DeviceTimeModel model(shares);
+  // Rank 4, dense: 1.04 units of work in 10.4 s, so 10 s a unit.
+  ASSERT_TRUE(model.Observe({0.0, 4, 10.4, 0.0, 0.0}));
+  EXPECT_DOUBLE_EQ(*model.Predict(0, 32), 13.2);
+  EXPECT_GT(*model.Predict(0, 32), *model.Predict(0, 4));
+}
+
 TEST(TimeModelTest, ObservationsAtOtherArmsGiveTheSameConstants) {
-  DeviceTimeModel a(0.8), b(0.8);
+  DeviceTimeModel a({0.8, 0.0}), b({0.8, 0.0});
   ASSERT_TRUE(a.Observe({0.0, 8, 10.0, 4.0, 1.0}));
   // The same device at p=0.5, r=4: 6 s training, 1.5 s transfer.
   ASSERT_TRUE(b.Observe({0.5, 4, 6.0, 1.5, 1.0}));
@@ -28,7 +42,7 @@ TEST(TimeModelTest, ObservationsAtOtherArmsGiveTheSameConstants) {
 }
 
 TEST(TimeModelTest, FollowsASpeedChangeWithinAFewTasks) {
-  DeviceTimeModel model(1.0);
+  DeviceTimeModel model({1.0, 0.0});
   for (int i = 0; i < 10; ++i) model.Observe({0.0, 4, 10.0, 0.0, 0.0});
   // The device became ten times slower.
   for (int i = 0; i < 3; ++i) model.Observe({0.0, 4, 100.0, 0.0, 0.0});
@@ -37,12 +51,12 @@ TEST(TimeModelTest, FollowsASpeedChangeWithinAFewTasks) {
 }
 
 TEST(TimeModelTest, BadTasksAreIgnored) {
-  DeviceTimeModel model(0.8);
+  DeviceTimeModel model({0.8, 0.0});
   EXPECT_FALSE(model.Observe({0.0, 8, NAN, 1.0, 0.0}));
   EXPECT_FALSE(model.Observe({0.0, 8, 1.0, -1.0, 0.0}));
   EXPECT_FALSE(model.Observe({0.0, 0, 1.0, 1.0, 0.0}));
   EXPECT_FALSE(model.Predict(0, 8).has_value());
-  DeviceTimeModel restored(0.8);
+  DeviceTimeModel restored({0.8, 0.0});
   ASSERT_TRUE(model.Observe({0.0, 8, 10.0, 4.0, 1.0}));
   restored.Restore(model.state());
   EXPECT_EQ(*restored.Predict(0.3, 2), *model.Predict(0.3, 2));
@@ -60,7 +74,7 @@ TEST(TimeModelTest, PaceIsTheSlowestDevicesFastestArm) {
 
 TEST(TimeModelTest, CapabilityRuleTakesTheLeastPruningThatFitsTheBudget) {
   const std::vector<Arm> arms = GridArms({0.0, 0.4, 3, {4, 16, 32}});
-  DeviceTimeModel slow(1.0);
+  DeviceTimeModel slow({1.0, 0.0});
   ASSERT_TRUE(slow.Observe({0.0, 4, 20.0, 0.4, 0.0}));  // 0.1 s per rank.
   const auto seconds = [&](const Arm& a) {
     return *slow.Predict(a.prune_ratio, a.rank);
