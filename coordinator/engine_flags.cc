@@ -44,6 +44,11 @@ ABSL_FLAG(int, ratio_steps, 4, "Ratios in the grid of grid bandits.");
 ABSL_FLAG(std::string, ranks, "2,4,8,16", "LoRA ranks arms may have.");
 ABSL_FLAG(double, discount, 0.97, "Bandit discount per play (drift).");
 ABSL_FLAG(double, exploration, 0.2, "Bandit exploration weight.");
+ABSL_FLAG(bool, capacity_ties, true,
+          "FedSpine: of the arms that keep the round on pace and whose "
+          "index is within one play's exploration bonus of the best, play "
+          "the highest rank's least pruned (docs/architecture.md). false: "
+          "the best index.");
 ABSL_FLAG(int, ratio_ramp_plays, 10,
           "Prune-and-tune pace: a device's pruning ratio may reach "
           "--max_ratio only after this many of its rounds, rising linearly "
@@ -268,6 +273,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   }
   e.bandit.discount = absl::GetFlag(FLAGS_discount);
   e.bandit.exploration = absl::GetFlag(FLAGS_exploration);
+  e.bandit.capacity_ties = absl::GetFlag(FLAGS_capacity_ties);
   e.bandit.ramp_plays = absl::GetFlag(FLAGS_ratio_ramp_plays);
   e.bandit.fixed_arm = {absl::GetFlag(FLAGS_fixed_ratio),
                         absl::GetFlag(FLAGS_fixed_rank)};

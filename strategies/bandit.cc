@@ -4,6 +4,7 @@
 #include <cmath>
 #include <deque>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -351,6 +352,10 @@ class FedSpine : public Bandit {
     double total = 0;
     for (const Cell& cell : cells_) total += cell.count;
     std::vector<double> index(cells_.size());
+    // The index less the width bonus, and whether the cell is on pace:
+    // what capacity ties compare.
+    std::vector<double> tied(cells_.size(), -kInf);
+    std::vector<bool> on_pace(cells_.size(), false);
     // With a known reward: the cell's points that are within kKnownTie of
     // its best known reward, ascending.
     std::vector<std::vector<double>> best_points(cells_.size());
@@ -392,16 +397,21 @@ class FedSpine : public Bandit {
           }
         }
       }
+      on_pace[i] = within_pace && explorable;
       const double bonus =
-          explorable
-              ? options_.exploration * Spread() *
-                        std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) /
-                                  n) +
-                    options_.lipschitz * (cell.hi - cell.lo)
-              : 0.0;
-      index[i] = mean + bonus + best_known;
+          explorable ? options_.exploration * Spread() *
+                           std::sqrt(2.0 *
+                                     std::log(std::max(total, 1.0) + 1.0) / n)
+                     : 0.0;
+      tied[i] = mean + bonus + best_known;
+      index[i] =
+          tied[i] + (explorable ? options_.lipschitz * (cell.hi - cell.lo) : 0);
     }
-    const size_t chosen = ArgMaxRandomTies(index, rng);
+    std::optional<size_t> capacity;
+    if (options_.capacity_ties && within_pace) {
+      capacity = MostCapacityNearBest(tied, on_pace, total);
+    }
+    const size_t chosen = capacity ? *capacity : ArgMaxRandomTies(index, rng);
     const Cell& cell = cells_[chosen];
     if (known) {
       // The least pruned of the best known points (on pace, if any is):
@@ -461,6 +471,31 @@ class FedSpine : public Bandit {
     double sum = 0;     // Discounted.
     int64_t plays = 0;  // Since the cell was made.
   };
+
+  // BanditOptions::capacity_ties: of the cells on pace whose index less
+  // the width bonus (`tied`) is within one play's exploration bonus of the
+  // best, the highest rank's least pruned; none when no cell on pace is.
+  // The width bonus is left out: it favours cells that have not split,
+  // whatever their rewards, and is larger than the tie.
+  std::optional<size_t> MostCapacityNearBest(const std::vector<double>& tied,
+                                             const std::vector<bool>& on_pace,
+                                             double total) const {
+    const size_t best = static_cast<size_t>(
+        std::max_element(tied.begin(), tied.end()) - tied.begin());
+    const double tie =
+        options_.exploration * Spread() *
+        std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0));
+    std::optional<size_t> chosen;
+    for (size_t i = 0; i < cells_.size(); ++i) {
+      if (!on_pace[i] || !(tied[i] >= tied[best] - tie)) continue;
+      if (!chosen || cells_[i].rank > cells_[*chosen].rank ||
+          (cells_[i].rank == cells_[*chosen].rank &&
+           cells_[i].lo < cells_[*chosen].lo)) {
+        chosen = i;
+      }
+    }
+    return chosen;
+  }
 
   // The discounted mean of the device's rewards over every cell; 0 before
   // the first.

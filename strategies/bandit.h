@@ -109,6 +109,15 @@ struct BanditOptions {
   // cap are not played; the fixed arm prunes up to the cap. 0: the whole
   // space from the first play.
   int ramp_plays = 0;
+  // FedSpine, told which arms keep the round on pace: of the cells on pace
+  // whose index is within one play's exploration bonus of the best
+  // (c * s * sqrt(2 ln n)), play the highest rank's least pruned instead
+  // of the best. Arms that close are not told apart by the plays a device
+  // gets, and on pace more capacity costs the round nothing while the
+  // global model gains from it (issue 22: a device the round does not
+  // wait for learned nothing from 20 plays that told rank 4 from rank 32,
+  // and played each about a third of the time). false: the best index.
+  bool capacity_ties = true;
   Arm fixed_arm;  // kFixed.
   // kOracle: the expected reward of an arm, known in hindsight (e.g. from
   // the simulator's profiles). Required for kOracle.

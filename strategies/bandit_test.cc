@@ -221,6 +221,59 @@ TEST(FedSpineBanditTest, ExploresOnlyArmsThatKeepTheRoundOnPace) {
   }
 }
 
+// A device the round does not wait for: every arm on pace, and what it
+// learns (the loss improvement) differs between ranks by less than one
+// play's noise. With capacity ties it settles on the most capacity, rank
+// 32 unpruned; without, it spreads its plays over the ranks. A slow device
+// for which only the pruned low ranks are on pace plays the most capacity
+// among those.
+TEST(FedSpineBanditTest, OnPaceTiesGoToTheMostCapacity) {
+  BanditOptions options;
+  options.kind = BanditKind::kFedSpine;
+  options.space.max_ratio = 0.4;
+  options.space.ranks = {4, 16, 32};
+  const auto flat = [](const Arm& arm) {
+    return 0.001 * std::log2(static_cast<double>(arm.rank));
+  };
+  // The coordinator always tells a known part with the pace (its time
+  // term); here it is nothing.
+  const KnownReward zero = [](const Arm&) { return 0.0; };
+  const WithinPace everything = [](const Arm&) { return true; };
+  for (const bool ties : {false, true}) {
+    options.capacity_ties = ties;
+    auto bandit = CreateBandit(options);
+    ASSERT_TRUE(bandit.ok());
+    std::mt19937_64 rng(7);
+    std::normal_distribution<double> noise(0.0, 0.01);
+    int top = 0;
+    for (int t = 0; t < 30; ++t) {
+      const Arm arm = (*bandit)->Choose(rng, zero, everything);
+      if (t >= 10 && arm.rank == 32 && arm.prune_ratio < 0.1) ++top;
+      (*bandit)->Update(arm, flat(arm) + noise(rng));
+    }
+    if (ties) {
+      EXPECT_EQ(top, 20);
+    } else {
+      EXPECT_LT(top, 15) << "the ties decide nothing: the setup is vacuous";
+    }
+  }
+  options.capacity_ties = true;
+  auto slow = CreateBandit(options);
+  ASSERT_TRUE(slow.ok());
+  std::mt19937_64 rng(7);
+  const WithinPace pruned_low_rank = [](const Arm& arm) {
+    return arm.rank <= 16 && arm.prune_ratio >= 0.2;
+  };
+  for (int t = 0; t < 30; ++t) {
+    const Arm arm = (*slow)->Choose(rng, zero, pruned_low_rank);
+    if (t >= 10) {
+      EXPECT_EQ(arm.rank, 16) << t;
+      EXPECT_GE(arm.prune_ratio, 0.2) << t;
+    }
+    (*slow)->Update(arm, flat(arm));
+  }
+}
+
 // The best arm moves after three quarters of the plays: the discounted
 // learners follow within the last quarter; UCB1 clings to the old optimum.
 double DriftingReward(const Arm& arm, int t, int plays) {
