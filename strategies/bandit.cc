@@ -398,11 +398,7 @@ class FedSpine : public Bandit {
         }
       }
       on_pace[i] = within_pace && explorable;
-      const double bonus =
-          explorable ? options_.exploration * Spread() *
-                           std::sqrt(2.0 *
-                                     std::log(std::max(total, 1.0) + 1.0) / n)
-                     : 0.0;
+      const double bonus = explorable ? Bonus(total, n) : 0.0;
       tied[i] = mean + bonus + best_known;
       index[i] =
           tied[i] + (explorable ? options_.lipschitz * (cell.hi - cell.lo) : 0);
@@ -482,9 +478,7 @@ class FedSpine : public Bandit {
                                              double total) const {
     const size_t best = static_cast<size_t>(
         std::max_element(tied.begin(), tied.end()) - tied.begin());
-    const double tie =
-        options_.exploration * Spread() *
-        std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0));
+    const double tie = Bonus(total, 1.0);
     std::optional<size_t> chosen;
     for (size_t i = 0; i < cells_.size(); ++i) {
       if (!on_pace[i] || !(tied[i] >= tied[best] - tie)) continue;
@@ -495,6 +489,13 @@ class FedSpine : public Bandit {
       }
     }
     return chosen;
+  }
+
+  // The UCB bonus of a cell played `n` (discounted) times of `total`:
+  // c * s * sqrt(2 ln n_total / n).
+  double Bonus(double total, double n) const {
+    return options_.exploration * Spread() *
+           std::sqrt(2.0 * std::log(std::max(total, 1.0) + 1.0) / n);
   }
 
   // The discounted mean of the device's rewards over every cell; 0 before
