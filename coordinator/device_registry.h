@@ -18,7 +18,6 @@
 #include "coordinator/engine_types.h"
 #include "strategies/bandit.h"
 #include "strategies/time_model.h"
-#include "strategies/time_model.h"
 
 namespace fedge::coordinator {
 

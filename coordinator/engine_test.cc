@@ -388,8 +388,8 @@ std::vector<std::map<std::string, Task>> RunTimedRounds(
     for (const auto& [id, s] : seconds_per_work) {
       Submission sub = Train(h, id, tasks[id]);
       sub.timings.train_s =
-          s * strategies::RelativeWork(tasks[id].combined_ratio,
-                                       tasks[id].rank, shares);
+          s * strategies::RelativeWork(tasks[id].combined_ratio, tasks[id].rank,
+                                       shares);
       EXPECT_TRUE(
           h.engine->Submit(sub, now + absl::Seconds(sub.timings.train_s)).ok());
     }

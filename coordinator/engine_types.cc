@@ -137,8 +137,8 @@ strategies::WorkShares TrainingWork(const model::ModelImpl& base,
     all += static_cast<double>(item.value().numel());
     if (item.value().dim() == 2 && absl::EndsWith(name, kWeight) &&
         options.lora.Targets(name.substr(0, name.size() - kWeight.size()))) {
-      adapter += static_cast<double>(item.value().size(0) +
-                                     item.value().size(1));
+      adapter +=
+          static_cast<double>(item.value().size(0) + item.value().size(1));
     }
   }
   shares.per_rank = all > 0 ? adapter / all : 0.0;

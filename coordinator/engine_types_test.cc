@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+
 #include "tests/testing/tiny_models.h"
 
 namespace fedge::coordinator {
@@ -95,8 +96,8 @@ TEST(EngineOptionsTest, TrainingWorkCountsTheAdaptersPerRank) {
     const std::string& name = item.key();
     if (absl::EndsWith(name, "q_proj.weight") ||
         absl::EndsWith(name, "v_proj.weight")) {
-      adapter += static_cast<double>(item.value().size(0) +
-                                     item.value().size(1));
+      adapter +=
+          static_cast<double>(item.value().size(0) + item.value().size(1));
     }
   }
   ASSERT_GT(adapter, 0);
