@@ -105,18 +105,16 @@ def figures(fraction, seed_dirs):
     names.append("median_uniform")
     for name in names:
         for against in ("best", "median"):
+            if name == "median_uniform" and against == "median":
+                continue
             values, shown = [], []
             for out, best, median in per_seed:
                 run = median if name == "median_uniform" else name
                 ref = best if against == "best" else median
-                if name == "median_uniform" and against == "median":
-                    continue
                 ratio = out[run][0] / out[ref][0]
                 values.append(ratio)
                 flag = "*" if out[run][1] or out[ref][1] else ""
                 shown.append("%.3f%s" % (ratio, flag))
-            if not values:
-                continue
             key = "%s_tta_over_%s_uniform" % (name, against)
             print("compare: %s median %.3f, per seed %s" %
                   (key, statistics.median(values), " ".join(shown)))

@@ -15,10 +15,9 @@ double RelativeWork(double combined_ratio, int64_t rank,
   const double p = std::clamp(combined_ratio, 0.0, 1.0);
   const double per_rank =
       std::isfinite(shares.per_rank) ? std::max(shares.per_rank, 0.0) : 0.0;
-  return std::max(
-      1e-6, 1.0 - std::clamp(shares.prunable, 0.0, 1.0) * p +
-                per_rank * static_cast<double>(std::max<int64_t>(rank, 0)) *
-                    (1.0 - 0.5 * p));
+  // The adapter's work grows as its size does: RelativeBytes.
+  return std::max(1e-6, 1.0 - std::clamp(shares.prunable, 0.0, 1.0) * p +
+                            per_rank * RelativeBytes(p, rank));
 }
 
 double RelativeBytes(double combined_ratio, int64_t rank) {
