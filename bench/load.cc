@@ -50,6 +50,7 @@
 
 #include "bench/check.h"
 #include "fedge/v1/coordinator_service.grpc.pb.h"
+#include "lora/lora.h"
 #include "model/safetensors.h"
 #include "strategies/time_model.h"
 #include "task/spec.h"
@@ -277,14 +278,16 @@ class LoadClient {
     return true;
   }
 
-  // The update: the adapter plus 1e-3 of seeded noise (not training).
+  // The update: the adapter plus 1e-3 of seeded noise (not training). A
+  // residual of the global change that came with it is never uploaded
+  // (docs/protocol.md, section 4).
   absl::StatusOr<transport::EncodedPayload> MakeUpdate(
       const v1::Task& task, const model::NamedTensors& payload) {
     torch::NoGradGuard no_grad;
     auto generator = at::detail::createCPUGenerator(
         static_cast<uint64_t>(index_) * 100003 + task.round());
     model::NamedTensors update;
-    for (const auto& item : payload) {
+    for (const auto& item : lora::SeparateResiduals(payload).adapters) {
       const at::Tensor& t = item.value();
       update.insert(item.key(),
                     t + 1e-3 * at::randn(t.sizes(), generator, t.options()));

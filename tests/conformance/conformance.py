@@ -348,12 +348,38 @@ def update_payload(pb, task, sent, round_number):
                          task.topk_fraction)
 
 
+def separate_residuals(payload, transfer_id):
+    """docs/protocol.md section 4: (adapter, residual). The residual of
+    the global change is added to the frozen weights and never uploaded;
+    each target's residual comes in two halves whose outer widths are the
+    adapter's."""
+    marker = ".residual."
+    adapter = {n: v for n, v in payload.items() if marker not in n}
+    residual = {n: v for n, v in payload.items() if marker in n}
+    for name, value in residual.items():
+        module, half = name.split(marker)
+        other = module + marker + ("lora_B" if half == "lora_A" else "lora_A")
+        mine = adapter.get(module + ".adapter." + half)
+        if other not in residual or mine is None:
+            fail("download %s: residual %s has no matching half or adapter"
+                 % (transfer_id, name))
+            continue
+        rank = residual[module + marker + "lora_A"].shape[0]
+        if half == "lora_A" and value.shape[1:] != mine.shape[1:] or \
+                half == "lora_B" and (value.shape[0] != mine.shape[0] or
+                                      value.shape[1] != rank):
+            fail("download %s: residual %s has shape %s against adapter %s"
+                 % (transfer_id, name, value.shape, mine.shape))
+    return adapter, residual
+
+
 def honest_round(device, task):
     """Download, "train", upload and submit; True if accepted."""
     data = device.download(task.adapter_transfer_id)
     if data is None:
         return False
-    sent = read_safetensors(data)
+    sent, _ = separate_residuals(read_safetensors(data),
+                                 task.adapter_transfer_id)
     payload = update_payload(device.pb, task, sent, task.round)
     if device.upload(task.upload_transfer_id, payload) != "OK":
         return False
@@ -366,16 +392,24 @@ def honest_round(device, task):
 
 def run_device(device, rounds_done, before_submit=None, after_submit=None):
     """Rounds until the federation ends; the hooks run once, around the
-    first round."""
+    first round. Gives up after three refused rounds in a row: a client
+    that cannot get an update accepted must not spin until the timeout."""
+    refused = 0
     while True:
         task, code = device.get_task()
         if task is None:
+            return
+        if refused >= 3:
+            fail("%s: three rounds in a row refused; giving up" % device.id)
             return
         if before_submit is not None:
             before_submit(device, task)
             before_submit = None
         if honest_round(device, task):
             rounds_done.append(task.round)
+            refused = 0
+        else:
+            refused += 1
         if after_submit is not None:
             after_submit(device, task)
             after_submit = None
@@ -428,7 +462,9 @@ def abuse(x, z, b_task, pb):
             if e.code() != grpc.StatusCode.CANCELLED:
                 fail("stalled download: %s" % e.code().name)
         # Upload.
-        sent = read_safetensors(device.download(task.adapter_transfer_id))
+        sent, _ = separate_residuals(
+            read_safetensors(device.download(task.adapter_transfer_id)),
+            task.adapter_transfer_id)
         good = update_payload(pb, task, sent, task.round)
         headerless = iter([t.Chunk(offset=0, data=b"x")])
         device.call("Upload", headerless, "INVALID_ARGUMENT")
