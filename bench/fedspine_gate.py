@@ -41,15 +41,18 @@ import sys
 
 
 def load(run):
-    summary = json.load(open(os.path.join(run, "summary.json")))
+    with open(os.path.join(run, "summary.json")) as f:
+        summary = json.load(f)
     if len(summary["strategies"]) != 1:
         sys.exit("%s: one strategy per run expected" % run)
     if os.path.exists(os.path.join(run, "INCONSISTENT")):
         sys.exit("%s: its records failed the consistency check" % run)
     strategy = summary["strategies"][0]
     folder = os.path.join(run, strategy["strategy"].replace(":", "-"))
-    rounds = list(csv.DictReader(open(os.path.join(folder, "rounds.csv"))))
-    clients = list(csv.DictReader(open(os.path.join(folder, "clients.csv"))))
+    with open(os.path.join(folder, "rounds.csv")) as f:
+        rounds = list(csv.DictReader(f))
+    with open(os.path.join(folder, "clients.csv")) as f:
+        clients = list(csv.DictReader(f))
     return summary, strategy, rounds, clients
 
 

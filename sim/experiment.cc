@@ -129,6 +129,15 @@ absl::StatusOr<ExperimentResult> RunExperiment(const ExperimentOptions& options,
   if (options.strategies.empty()) {
     return absl::InvalidArgumentError("no strategy to run");
   }
+  if (!config.swap_speeds.empty()) {
+    if (!config.virtual_clock) {
+      return absl::InvalidArgumentError(
+          "--swap_speeds needs the virtual clock (--clock=virtual)");
+    }
+    absl::StatusOr<SpeedSwap> swap = ParseSpeedSwap(
+        config.swap_speeds, static_cast<int>(config.devices.size()));
+    if (!swap.ok()) return swap.status();
+  }
   if (absl::Status s = CheckTools(config); !s.ok()) return s;
   if (absl::Status s = model::MakeDirectories(config.out_dir); !s.ok()) {
     return s;
@@ -249,8 +258,13 @@ std::vector<std::string> ReportNotes(const ExperimentOptions& options,
               : "",
           spec.simulation.seed, config.local_steps, metric.label,
           metric.Format(result.base_value)),
-      absl::StrFormat("Time to target: first evaluation at %s or better.",
-                      metric.Format(result.target)),
+      absl::StrFormat(
+          "Time to target: first evaluation at %s or better.%s",
+          metric.Format(result.target),
+          config.swap_speeds.empty()
+              ? ""
+              : absl::StrCat(" Devices trade speeds (round:pairs): ",
+                             config.swap_speeds, ".")),
       result.problems.empty()
           ? "Consistency checks: all records consistent."
           : absl::StrCat("Consistency problems: ", result.problems.size(),

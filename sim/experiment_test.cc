@@ -100,6 +100,27 @@ TEST(ExperimentTest, DevicesAndLinksMustPair) {
   EXPECT_TRUE(absl::IsInvalidArgument(RunExperiment(options, stderr).status()));
 }
 
+// A speed swap is checked before anything runs: the virtual clock only, and
+// devices that exist.
+TEST(ExperimentTest, ASpeedSwapNeedsTheVirtualClockAndItsDevices) {
+  ExperimentOptions options = TwoDevices("/nonexistent");
+  options.config.swap_speeds = "3:0-1";
+  absl::StatusOr<ExperimentResult> result = RunExperiment(options, stderr);
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_THAT(result.status().message(), HasSubstr("--clock=virtual"));
+
+  options.config.virtual_clock = true;
+  options.config.swap_speeds = "3:0-2";
+  result = RunExperiment(options, stderr);
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status())) << result.status();
+  EXPECT_THAT(result.status().message(), HasSubstr("3:0-2"));
+
+  // A valid swap passes the checks: the missing binary is what stops it.
+  options.config.swap_speeds = "3:0-1";
+  result = RunExperiment(options, stderr);
+  EXPECT_TRUE(absl::IsFailedPrecondition(result.status())) << result.status();
+}
+
 TEST(ExperimentTest, NotesSayTheModeTheTargetAndTheVerdict) {
   ExperimentOptions options = TwoDevices("/bin");
   ExperimentResult result;
@@ -116,9 +137,11 @@ TEST(ExperimentTest, NotesSayTheModeTheTargetAndTheVerdict) {
   EXPECT_EQ(notes[5], "Consistency checks: all records consistent.");
 
   options.config.virtual_clock = true;
+  options.config.swap_speeds = "9:0-15";
   result.problems = {"fedspine: round 3 bytes differ", "fedspine: ..."};
   notes = ReportNotes(options, result);
   EXPECT_THAT(notes[0], HasSubstr("VIRTUAL CLOCK"));
+  EXPECT_THAT(notes[4], HasSubstr("trade speeds (round:pairs): 9:0-15"));
   EXPECT_EQ(notes[5], "Consistency problems: 2 (see stderr)");
 }
 

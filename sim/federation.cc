@@ -207,6 +207,9 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
       absl::StrCat("--workers=", config.workers),
       "--compute_costs=" + config.compute_costs,
   };
+  if (!config.swap_speeds.empty()) {
+    argv.push_back("--swap_speeds=" + config.swap_speeds);
+  }
   if (config.clients_per_round > 0) {
     argv.push_back("--selection=random");
     argv.push_back(

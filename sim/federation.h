@@ -55,6 +55,9 @@ struct SimConfig {
   // (sim/compute_costs.h). RunExperiment makes a fresh one in out_dir when
   // this is empty, and keeps a named one (runs that share it compare).
   std::string compute_costs;
+  // Virtual clock: devices that trade speeds at a round, as fedge-vclock's
+  // --swap_speeds (ParseSpeedSwap in sim/profiles.h); "" none.
+  std::string swap_speeds;
   std::vector<std::string> coordinator_flags;  // Passed through.
 };
 

@@ -76,6 +76,10 @@ ABSL_FLAG(std::string, compute_costs, "",
           "compare: read where it exists, measured and written where not. "
           "Empty: OUT/compute_costs.tsv, measured afresh for this run's "
           "strategies.");
+ABSL_FLAG(std::string, swap_speeds, "",
+          "--clock=virtual: ROUND:A-B[,C-D...]: from round ROUND on, device A "
+          "computes at B's speed and B at A's (devices numbered from 0), to "
+          "test how a strategy re-adapts. Empty: none.");
 ABSL_FLAG(std::string, coordinator_flags, "",
           "Extra fedge-coordinator flags, space-separated (e.g. "
           "\"--aggregator=median --lr=1e-3\").");
@@ -148,6 +152,7 @@ int main(int argc, char** argv) {
   config.clients_per_round = absl::GetFlag(FLAGS_clients_per_round);
   config.workers = absl::GetFlag(FLAGS_workers);
   config.compute_costs = absl::GetFlag(FLAGS_compute_costs);
+  config.swap_speeds = absl::GetFlag(FLAGS_swap_speeds);
   if (config.clients_per_round < 0 || config.workers < 1) {
     return Fail("--clients_per_round must be >= 0 and --workers >= 1");
   }
