@@ -14,7 +14,8 @@ uniform_<ratio>_<rank> and the per-tier oracle's candidates oracle_<k>
       the fastest the largest, and link i of n the rank at index
       round(i * (ranks - 1) / (n - 1)).
 
-  fedspine_compare.py figures --fraction F [--swap ROUND:A-B,...] SEED_DIR...
+  fedspine_compare.py figures --fraction F [--swap ROUND:A-B,...]
+                             [--html FILE] SEED_DIR...
       Per seed: the target is base - F x (base - the best final value of
       any uniform arm on that seed), fixed before any strategy's time is
       read; every run's time to it, censored at the run's end when never
@@ -37,6 +38,16 @@ uniform_<ratio>_<rank> and the per-tier oracle's candidates oracle_<k>
       (rounds past the run's end do not), censored at the rounds left when
       it never does. A run's figure is its slowest swapped device's k. These rules
       were fixed before any swapped run was read.
+
+      With --html FILE: the comparison's report (svg panels in one page):
+      time to target per strategy (bar at the median over seeds, whisker
+      from the least to the most, hatched where a seed never reached it);
+      final bits per byte per strategy with the unpruned FedAvg of LoRA at
+      the largest rank (uniform 0:32) as a line; FedSpine's arm per device
+      and round on each seed (and on the swapped run, the swap marked),
+      devices in index order, which is tier order in bench/run's
+      federation; and FedSpine's elapsed time less the per-tier oracle's
+      best candidate's, round by round (regret in seconds).
 """
 import os
 import statistics
@@ -153,7 +164,197 @@ def print_figure(key, values, shown):
     print("figure %s_seeds %s" % (key, ",".join(shown)))
 
 
-def figures(fraction, seed_dirs, swap=None):
+HATCH = ('<defs><pattern id="hatch" width="6" height="6" '
+         'patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+         '<line x1="0" y1="0" x2="0" y2="6" stroke="#555" stroke-width="2"/>'
+         '</pattern></defs>')
+
+
+def bars_svg(title, series, unit, line=None):
+    """series: [(label, [(value, censored) per seed])]: a bar at the median,
+    a whisker over the range, hatched if any seed is censored; `line`: a
+    (value, label) drawn across."""
+    w, h, pad = 100 + 56 * len(series), 300, 60
+    values = [v for _, vs in series for v, _ in vs] + (
+        [line[0]] if line else [])
+    lo, hi = min(0.0, min(values)), max(values) * 1.05 or 1.0
+    if unit == "bits per byte":  # Differences are small: zoom on them.
+        span = max(max(values) - min(values), 0.01)
+        lo, hi = min(values) - 0.2 * span, max(values) + 0.2 * span
+
+    def y(v):
+        return h - pad - (h - 2 * pad) * (v - lo) / ((hi - lo) or 1)
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+           'font-family="sans-serif" font-size="11">%s' % (w, h + 40, HATCH),
+           '<text x="10" y="16">%s</text>' % title,
+           '<text x="%d" y="%.0f" text-anchor="end">%.4g</text>' %
+           (pad - 4, y(hi) + 4, hi),
+           '<text x="%d" y="%.0f" text-anchor="end">%.4g</text>' %
+           (pad - 4, y(lo) + 4, lo)]
+    for i, (label, vs) in enumerate(series):
+        x = pad + 56 * i
+        mid = statistics.median(v for v, _ in vs)
+        fill = "url(#hatch)" if any(c for _, c in vs) else (
+            "#ff7f0e" if label == "fedspine" else "#1f77b4")
+        out.append('<rect x="%.1f" y="%.1f" width="40" height="%.1f" '
+                   'fill="%s" stroke="black"><title>%s: %s</title></rect>' %
+                   (x, y(mid), y(lo) - y(mid), fill, label, ", ".join(
+                       "%.4g%s" % (v, "*" if c else "") for v, c in vs)))
+        out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" '
+                   'stroke="black"/>' % (x + 20, y(min(v for v, _ in vs)),
+                                         x + 20, y(max(v for v, _ in vs))))
+        out.append('<text transform="translate(%.1f,%d) rotate(50)">%s'
+                   '</text>' % (x + 14, h - pad + 10, label))
+    if line:
+        out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="red" '
+                   'stroke-dasharray="4"/><text x="%d" y="%.1f" fill="red">'
+                   '%s</text>' % (pad, y(line[0]), w - 10, y(line[0]), pad,
+                                  y(line[0]) - 4, line[1]))
+    return "\n".join(out + ["</svg>"])
+
+
+def heatmap_svg(title, clients, swap_round=None):
+    """Each device's arm per round: colour by rank, the pruning ratio in
+    tenths as the cell's number."""
+    arm = {}
+    for c in clients:
+        arm.setdefault((int(c["device"].rsplit("-", 1)[1]), int(c["round"])),
+                       (int(c["rank"]), float(c["prune_ratio"])))
+    devices = sorted({d for d, _ in arm})
+    rounds = sorted({r for _, r in arm})
+    ranks = sorted({k for k, _ in arm.values()})
+    palette = ["#c6dbef", "#6baed6", "#2171b5", "#08306b", "#999999"]
+    colour = {k: palette[min(i, len(palette) - 1)]
+              for i, k in enumerate(ranks)}
+    cw, ch, left, top = 16, 14, 70, 40
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+           'font-family="sans-serif" font-size="9">' %
+           (max(left + cw * len(rounds) + 20, 460),
+            top + ch * len(devices) + 40),
+           '<text x="4" y="14" font-size="11">%s</text>' % title,
+           '<text x="4" y="28">colour: rank (%s); number: pruning ratio '
+           'in tenths</text>' % ", ".join(
+               '<tspan fill="%s">&#9632;</tspan> %d' % (colour[k], k)
+               for k in ranks)]
+    for j, r in enumerate(rounds):
+        if r % 5 == 0:
+            out.append('<text x="%d" y="%d">%d</text>' %
+                       (left + cw * j, top + ch * len(devices) + 12, r))
+    for i, d in enumerate(devices):
+        out.append('<text x="4" y="%d">device-%d</text>' %
+                   (top + ch * i + 10, d))
+        for j, r in enumerate(rounds):
+            if (d, r) not in arm:
+                continue
+            rank, ratio = arm[(d, r)]
+            x, yy = left + cw * j, top + ch * i
+            out.append('<rect x="%d" y="%d" width="%d" height="%d" fill="%s">'
+                       '<title>device-%d round %d: rank %d, ratio %.3f'
+                       '</title></rect>' % (x, yy, cw - 1, ch - 1,
+                                            colour[rank], d, r, rank, ratio))
+            out.append('<text x="%d" y="%d" fill="%s">%d</text>' %
+                       (x + 4, yy + 10, "white" if rank >= ranks[-1] else
+                        "black", round(ratio * 10)))
+    if swap_round in rounds:
+        x = left + cw * rounds.index(swap_round) - 1
+        out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="red" '
+                   'stroke-width="2"/>' % (x, top - 4, x,
+                                           top + ch * len(devices)))
+    return "\n".join(out + ["</svg>"])
+
+
+def regret_svg(lines):
+    """lines: [(label, [seconds per round])]: FedSpine's elapsed time less
+    the oracle's."""
+    w, h, pad = 460, 260, 50
+    values = [v for _, vs in lines for v in vs] + [0.0]
+    lo, hi = min(values), max(values)
+    n = max(len(vs) for _, vs in lines)
+
+    def x(i):
+        return pad + (w - 2 * pad) * i / max(n - 1, 1)
+
+    def y(v):
+        return h - pad - (h - 2 * pad) * (v - lo) / ((hi - lo) or 1)
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+           'font-family="sans-serif" font-size="11">' % (w, h),
+           '<text x="10" y="16">FedSpine elapsed - per-tier oracle elapsed '
+           '(s), by round</text>',
+           '<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#999"/>' %
+           (pad, y(0), w - pad, y(0)),
+           '<text x="%d" y="%.0f" text-anchor="end">%.1f</text>' %
+           (pad - 4, y(hi) + 4, hi),
+           '<text x="%d" y="%.0f" text-anchor="end">%.1f</text>' %
+           (pad - 4, y(lo) + 4, lo),
+           '<text x="%d" y="%d">round 1 .. %d</text>' % (pad, h - pad + 16, n)]
+    colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]
+    for i, (label, vs) in enumerate(lines):
+        c = colours[i % len(colours)]
+        out.append('<polyline fill="none" stroke="%s" stroke-width="2" '
+                   'points="%s"/><text x="%d" y="%d" fill="%s">%s</text>' %
+                   (c, " ".join("%.1f,%.1f" % (x(j), y(v))
+                                for j, v in enumerate(vs)),
+                    w - pad - 60, pad + 14 * i, c, label))
+    return "\n".join(out + ["</svg>"])
+
+
+def elapsed(rounds):
+    total, out = 0.0, []
+    for r in rounds:
+        total += float(r["round_s"])
+        out.append(total)
+    return out
+
+
+def write_report(path, seed_dirs, per_seed, swap):
+    names = ["fedspine", "static", "hetlora", "ucb1", "random", "oracle"]
+    tta, final, regret, panels = [], [], [], []
+    for label in names + ["best_uniform", "median_uniform"]:
+        runs = [(best if label == "best_uniform" else
+                 median if label == "median_uniform" else label, out)
+                for out, best, median in per_seed]
+        if all(run in out for run, out in runs):
+            tta.append((label, [out[run][:2] for run, out in runs]))
+            final.append((label, [(out[run][2], False) for run, out in runs]))
+    ceiling = [out["uniform_0_32"][2] for out, _, _ in per_seed
+               if "uniform_0_32" in out]
+    for seed_dir, (out, _, _) in zip(seed_dirs, per_seed):
+        seed = os.path.basename(seed_dir.rstrip("/"))
+        if "fedspine" not in out:
+            continue
+        fedspine = gate.load(os.path.join(seed_dir, "fedspine"))
+        panels.append(heatmap_svg("%s: FedSpine's arms" % seed, fedspine[3]))
+        oracles = [r for r in out if r.startswith("oracle_")]
+        if oracles:
+            oracle = min(oracles, key=lambda r: out[r][:2])
+            theirs = elapsed(gate.load(os.path.join(seed_dir, oracle))[2])
+            mine = elapsed(fedspine[2])
+            regret.append((seed, [a - b for a, b in zip(mine, theirs)]))
+        swapped = os.path.join(seed_dir, "fedspine_swap")
+        if swap and os.path.isfile(os.path.join(swapped, "summary.json")):
+            panels.append(heatmap_svg(
+                "%s: FedSpine's arms, speeds swapped from round %d (%s)" %
+                (seed, swap[0], ", ".join("%d-%d" % p for p in swap[1])),
+                gate.load(swapped)[3], swap[0]))
+    body = [bars_svg("virtual seconds to target (hatched: a seed never "
+                     "reached it)", tta, "s"),
+            bars_svg("final held-out bits per byte (lower is better)", final,
+                     "bits per byte",
+                     (statistics.median(ceiling), "unpruned, rank 32")
+                     if ceiling else None)]
+    if regret:
+        body.append(regret_svg(regret))
+    with open(path, "w") as f:
+        f.write("<!doctype html><meta charset=\"utf-8\"><title>fedge: "
+                "FedSpine against the baselines</title><h1>FedSpine "
+                "against the baselines</h1><p>Seeds: %s. Bars: median over "
+                "seeds; whiskers: range; hover for every seed's value.</p>"
+                % ", ".join(os.path.basename(d.rstrip("/"))
+                            for d in seed_dirs))
+        f.write("\n".join("<div>%s</div>" % b for b in body + panels))
+
+
+def figures(fraction, seed_dirs, swap=None, html=None):
     per_seed = []
     for seed_dir in seed_dirs:
         out, best, median, target, base = seed_results(fraction, seed_dir)
@@ -166,6 +367,8 @@ def figures(fraction, seed_dirs, swap=None):
                    seconds, "  (never reached: censored)" if censored
                    else ""))
         per_seed.append((out, best, median))
+    if html:
+        write_report(html, seed_dirs, per_seed, swap)
     # Runs with swapped speeds compare only with each other.
     names = sorted(set.intersection(*(set(o) for o, _, _ in per_seed)) -
                    {r for o, _, _ in per_seed for r in o
@@ -212,9 +415,10 @@ def figures(fraction, seed_dirs, swap=None):
             moved = readapt(gate.load(run)[3], swap)
             slowest = max(moved, key=lambda d: moved[d])
             for d in sorted(moved):
-                print("compare: %s %s re-adapted after %d rounds%s" %
-                      (run, d, moved[d][0],
-                       " (never: censored)" if moved[d][1] else ""))
+                print(("compare: %s %s did not re-adapt in the %d rounds "
+                       "left (censored)" if moved[d][1] else
+                       "compare: %s %s re-adapted after %d rounds") %
+                      (run, d, moved[d][0]))
             values.append(moved[slowest][0])
             shown.append("%d%s" % (moved[slowest][0],
                                    "*" if moved[slowest][1] else ""))
@@ -227,10 +431,15 @@ def main(argv):
         print(hetlora([int(r) for r in argv[2].split(",")], argv[3]))
         return
     if len(argv) >= 4 and argv[0] == "figures" and argv[1] == "--fraction":
-        if len(argv) >= 6 and argv[3] == "--swap":
-            figures(float(argv[2]), argv[5:], parse_swap(argv[4]))
-        else:
-            figures(float(argv[2]), argv[3:])
+        options, rest = {}, argv[3:]
+        while len(rest) >= 2 and rest[0] in ("--swap", "--html"):
+            options[rest[0]] = rest[1]
+            rest = rest[2:]
+        if not rest:
+            sys.exit(__doc__)
+        swap = options.get("--swap")
+        figures(float(argv[2]), rest, parse_swap(swap) if swap else None,
+                options.get("--html"))
         return
     sys.exit(__doc__)
 

@@ -78,8 +78,10 @@ class ReadaptTest(unittest.TestCase):
                          (16, [(0, 12), (1, 13)]))
 
 
-def write_run(seed_dir, name, strategy, base, bpb_by_round, final=None):
-    """A run directory as fedge-sim leaves it: 10 s rounds."""
+def write_run(seed_dir, name, strategy, base, bpb_by_round, final=None,
+              arms=None):
+    """A run directory as fedge-sim leaves it: 10 s rounds; `arms`: each
+    device's (rank, ratio) per round, on one link."""
     run = os.path.join(seed_dir, name)
     folder = os.path.join(run, strategy.replace(":", "-"))
     os.makedirs(folder)
@@ -92,7 +94,12 @@ def write_run(seed_dir, name, strategy, base, bpb_by_round, final=None):
         for i, v in enumerate(bpb_by_round):
             w.writerow([i + 1, 10, 1, v])
     with open(os.path.join(folder, "clients.csv"), "w") as f:
-        csv.writer(f).writerow(["round", "device", "status"])
+        w = csv.DictWriter(f, ["round", "device", "link", "status", "rank",
+                               "prune_ratio"])
+        w.writeheader()
+        for device, played in enumerate(arms or []):
+            for row in rows("device-%d" % device, "lte", played):
+                w.writerow(row)
 
 
 class FiguresTest(unittest.TestCase):
@@ -121,6 +128,39 @@ class FiguresTest(unittest.TestCase):
                              "0.500*")
             self.assertEqual(figures["fedspine_bpb_minus_best_uniform"],
                              "0.100")
+
+    def test_the_report_draws_every_panel(self):
+        slow, fast = (4, 0.4), (32, 0.0)
+        arms = [[slow] * 6, [fast] * 6]
+        swapped = [[slow] * 3 + [fast] * 3, [fast] * 3 + [slow] * 3]
+        with tempfile.TemporaryDirectory() as tmp:
+            seed = os.path.join(tmp, "seed_1")
+            for name, strategy, curve, played in (
+                    ("uniform_0_32", "fixed:0:32", [2.8, 2.6, 2.4, 2.3, 2.2,
+                                                    2.1], arms),
+                    ("oracle_1", "fixed:0:32", [2.6, 2.3, 2.2, 2.1, 2.1,
+                                                2.1], arms),
+                    ("fedspine", "fedspine", [2.7, 2.4, 2.2, 2.1, 2.1, 2.1],
+                     arms),
+                    ("fedspine_swap", "fedspine", [2.7] * 6, swapped),
+                    ("static_swap", "static", [2.7] * 6, arms)):
+                write_run(seed, name, strategy, 3.0, curve, arms=played)
+            html = os.path.join(tmp, "report.html")
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                compare.figures(0.75, [seed], (4, [(0, 1)]), html)
+            with open(html) as f:
+                page = f.read()
+            # Time, quality, regret, FedSpine's arms, and its swapped run.
+            self.assertEqual(page.count("<svg"), 5)
+            self.assertIn("unpruned, rank 32", page)
+            self.assertIn("speeds swapped from round 4 (0-1)", page)
+            self.assertIn("figure fedspine_readapt_rounds 0.000\n",
+                          printed.getvalue())
+            self.assertIn("figure static_readapt_rounds 3.000\n",
+                          printed.getvalue())  # Never: 3 rounds left.
+            self.assertIn("figure static_readapt_rounds_seeds 3*\n",
+                          printed.getvalue())
 
     def test_tta_is_censored_at_the_last_round(self):
         rounds = [{"round_s": "5", "committed": "1",
