@@ -43,7 +43,9 @@ uniform_<ratio>_<rank> and the per-tier oracle's candidates oracle_<k>
       time to target per strategy (bar at the median over seeds, whisker
       from the least to the most, hatched where a seed never reached it);
       final bits per byte per strategy with the unpruned FedAvg of LoRA at
-      the largest rank (uniform 0:32) as a line; FedSpine's arm per device
+      the largest rank (uniform 0:32) as a line; each strategy's median
+      download, train and upload time per speed tier (first seed; tiers read
+      from fedge-sim's plan lines in <run>.log); FedSpine's arm per device
       and round on each seed (and on the swapped run, the swap marked),
       devices in index order, which is tier order in bench/run's
       federation; and FedSpine's elapsed time less the per-tier oracle's
@@ -298,6 +300,67 @@ def regret_svg(lines):
     return "\n".join(out + ["</svg>"])
 
 
+def speeds(log):
+    """{device: speed} from fedge-sim's plan lines ("  device-3: ...,
+    speed 0.20 of a laptop core, ...") in a run's log."""
+    out = {}
+    with open(log) as f:
+        for line in f:
+            words = line.split()
+            if (len(words) > 4 and words[0].startswith("device-") and
+                    "speed" in words):
+                out[words[0].rstrip(":")] = float(
+                    words[words.index("speed") + 1])
+    return out
+
+
+def tier_phases(seed_dir, run):
+    """{speed: (download, train, upload)}: median seconds of each phase over
+    the accepted updates of the tier's devices, all rounds."""
+    tier = speeds(os.path.join(seed_dir, run + ".log"))
+    phases = {}
+    for c in gate.load(os.path.join(seed_dir, run))[3]:
+        if c["status"] == "accepted" and c["device"] in tier:
+            phases.setdefault(tier[c["device"]], []).append(
+                [float(c[k]) for k in ("download_s", "train_s", "upload_s")])
+    return {t: tuple(statistics.median(p[i] for p in ps) for i in range(3))
+            for t, ps in phases.items()}
+
+
+def tiers_svg(title, groups):
+    """groups: [(strategy, {speed: (download, train, upload)})]: per
+    strategy a stacked bar per tier."""
+    tiers = sorted({t for _, g in groups for t in g})
+    top = max(sum(v) for _, g in groups for v in g.values()) or 1.0
+    bw, gap, pad, h = 14, 18, 50, 300
+    w = pad + len(groups) * (len(tiers) * bw + gap) + 20
+    colours = ["#9ecae1", "#3182bd", "#fd8d3c"]  # Download, train, upload.
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+           'font-family="sans-serif" font-size="11">' % (max(w, 460), h + 60),
+           '<text x="10" y="16">%s</text>' % title,
+           '<text x="10" y="30">stacked: <tspan fill="%s">download</tspan>, '
+           '<tspan fill="%s">train</tspan>, <tspan fill="%s">upload</tspan>'
+           '; bars per tier, slowest first (speeds %s)</text>' %
+           (colours[0], colours[1], colours[2],
+            ", ".join("%g" % t for t in tiers)),
+           '<text x="%d" y="%d" text-anchor="end">%.1f s</text>' %
+           (pad - 4, pad + 4, top)]
+    for i, (name, g) in enumerate(groups):
+        x0 = pad + i * (len(tiers) * bw + gap)
+        for j, t in enumerate(tiers):
+            y = h - pad
+            for k, v in enumerate(g.get(t, (0, 0, 0))):
+                bh = (h - 2 * pad) * v / top
+                out.append('<rect x="%d" y="%.1f" width="%d" height="%.1f" '
+                           'fill="%s"><title>%s, speed %g: %.2f s</title>'
+                           '</rect>' % (x0 + j * bw, y - bh, bw - 2, bh,
+                                        colours[k], name, t, v))
+                y -= bh
+        out.append('<text transform="translate(%d,%d) rotate(50)">%s</text>'
+                   % (x0 + 4, h - pad + 10, name))
+    return "\n".join(out + ["</svg>"])
+
+
 def elapsed(rounds):
     total, out = 0.0, []
     for r in rounds:
@@ -344,6 +407,22 @@ def write_report(path, seed_dirs, per_seed, swap):
                      if ceiling else None)]
     if regret:
         body.append(regret_svg(regret))
+    # Per-tier phases on the first seed (the others are alike by design).
+    out, best, _ = per_seed[0]
+    groups = []
+    for label in names + ["best_uniform"]:
+        run = best if label == "best_uniform" else label
+        if label == "oracle":
+            oracles = [r for r in out if r.startswith("oracle_")]
+            run = min(oracles, key=lambda r: out[r][:2]) if oracles else None
+        if run in out and os.path.isfile(
+                os.path.join(seed_dirs[0], run + ".log")):
+            groups.append((label, tier_phases(seed_dirs[0], run)))
+    if groups and any(g for _, g in groups):
+        body.append(tiers_svg(
+            "%s: a device's median download, train and upload time per "
+            "speed tier" % os.path.basename(seed_dirs[0].rstrip("/")),
+            groups))
     with open(path, "w") as f:
         f.write("<!doctype html><meta charset=\"utf-8\"><title>fedge: "
                 "FedSpine against the baselines</title><h1>FedSpine "

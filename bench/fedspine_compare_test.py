@@ -20,7 +20,8 @@ def rows(device, link, arms, first_round=1):
     """clients.csv rows of one device playing arms[i] in round first + i."""
     return [{"device": device, "link": link, "round": str(first_round + i),
              "rank": str(rank), "prune_ratio": str(ratio),
-             "status": "accepted"} for i, (rank, ratio) in enumerate(arms)]
+             "status": "accepted", "download_s": "1", "train_s": str(rank),
+             "upload_s": "0.5"} for i, (rank, ratio) in enumerate(arms)]
 
 
 class ReadaptTest(unittest.TestCase):
@@ -95,11 +96,16 @@ def write_run(seed_dir, name, strategy, base, bpb_by_round, final=None,
             w.writerow([i + 1, 10, 1, v])
     with open(os.path.join(folder, "clients.csv"), "w") as f:
         w = csv.DictWriter(f, ["round", "device", "link", "status", "rank",
-                               "prune_ratio"])
+                               "prune_ratio", "download_s", "train_s",
+                               "upload_s"])
         w.writeheader()
         for device, played in enumerate(arms or []):
             for row in rows("device-%d" % device, "lte", played):
                 w.writerow(row)
+    with open(run + ".log", "w") as f:  # fedge-sim's plan lines.
+        for device in range(len(arms or [])):
+            f.write("  device-%d: cpu:%g (a board), speed %.2f of a laptop "
+                    "core, link lte\n" % (device, 0.1 + device, 0.1 + device))
 
 
 class FiguresTest(unittest.TestCase):
@@ -151,8 +157,11 @@ class FiguresTest(unittest.TestCase):
                 compare.figures(0.75, [seed], (4, [(0, 1)]), html)
             with open(html) as f:
                 page = f.read()
-            # Time, quality, regret, FedSpine's arms, and its swapped run.
-            self.assertEqual(page.count("<svg"), 5)
+            # Time, quality, regret, phases per tier, FedSpine's arms, and
+            # its swapped run.
+            self.assertEqual(page.count("<svg"), 6)
+            self.assertIn("speeds 0.1, 1.1", page)
+            self.assertIn("fedspine, speed 0.1: 4.00 s", page)  # Rank 4 trains 4 s.
             self.assertIn("unpruned, rank 32", page)
             self.assertIn("speeds swapped from round 4 (0-1)", page)
             self.assertIn("figure fedspine_readapt_rounds 0.000\n",
