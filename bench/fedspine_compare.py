@@ -27,6 +27,10 @@ uniform_<ratio>_<rank> and the per-tier oracle's candidates oracle_<k>
       ratio is then a bound, not a value), and one `figure NAME VALUE` line
       per median.
 
+      Where every SEED_DIR has a sparse/ part (runs at a common sparsity,
+      laid out alike; dense LoRA pruned one-shot is `oneshot`), the same
+      figures for it, prefixed sparse_, with its own target.
+
       With --swap (fedge-sim's --swap_speeds of the runs named <strategy>_swap,
       whose pairs share a link): re-adaptation. A swapped device's new tier
       arm is the median rank and pruning ratio its partner, which had the
@@ -433,7 +437,11 @@ def write_report(path, seed_dirs, per_seed, swap):
         f.write("\n".join("<div>%s</div>" % b for b in body + panels))
 
 
-def figures(fraction, seed_dirs, swap=None, html=None):
+def time_figures(fraction, seed_dirs, prefix=""):
+    """One part's table and figures (names prefixed): times to target over
+    the uniform arms and FedSpine's over each other strategy's, and
+    FedSpine's final value less the best uniform arm's. Returns per seed
+    (results, best uniform run, median uniform run)."""
     per_seed = []
     for seed_dir in seed_dirs:
         out, best, median, target, base = seed_results(fraction, seed_dir)
@@ -446,13 +454,15 @@ def figures(fraction, seed_dirs, swap=None, html=None):
                    seconds, "  (never reached: censored)" if censored
                    else ""))
         per_seed.append((out, best, median))
-    if html:
-        write_report(html, seed_dirs, per_seed, swap)
-    # Runs with swapped speeds compare only with each other.
+    # Runs with swapped speeds compare only with each other. A part without
+    # oracle candidates has no oracle (seed_results' stand-in is a uniform
+    # arm).
     names = sorted(set.intersection(*(set(o) for o, _, _ in per_seed)) -
                    {r for o, _, _ in per_seed for r in o
                     if r.startswith("uniform_") or r.startswith("oracle_") or
                     r.endswith("_swap")})
+    if not any(r.startswith("oracle_") for o, _, _ in per_seed for r in o):
+        names = [n for n in names if n != "oracle"]
     names.append("median_uniform")
     for name in names:
         for against in ("best", "median"):
@@ -466,23 +476,35 @@ def figures(fraction, seed_dirs, swap=None, html=None):
                 values.append(ratio)
                 flag = "*" if out[run][1] or out[ref][1] else ""
                 shown.append("%.3f%s" % (ratio, flag))
-            print_figure("%s_tta_over_%s_uniform" % (name, against), values,
-                         shown)
+            print_figure("%s%s_tta_over_%s_uniform" % (prefix, name, against),
+                         values, shown)
     if "fedspine" not in names:
-        return
+        return per_seed
     # FedSpine against each other strategy, and its final quality.
     others = {"static": "static_rule", "random": "random", "ucb1": "ucb1",
-              "hetlora": "hetlora", "oracle": "oracle"}
+              "hetlora": "hetlora", "oracle": "oracle", "oneshot": "oneshot"}
     for name in (n for n in names if n in others):
         values, shown = [], []
         for out, _, _ in per_seed:
             values.append(out["fedspine"][0] / out[name][0])
             flag = "*" if out["fedspine"][1] or out[name][1] else ""
             shown.append("%.3f%s" % (values[-1], flag))
-        print_figure("fedspine_tta_over_%s" % others[name], values, shown)
+        print_figure("%sfedspine_tta_over_%s" % (prefix, others[name]), values,
+                     shown)
     values = [out["fedspine"][2] - out[best][2] for out, best, _ in per_seed]
-    print_figure("fedspine_bpb_minus_best_uniform", values,
+    print_figure("%sfedspine_bpb_minus_best_uniform" % prefix, values,
                  ["%.4f" % v for v in values])
+    return per_seed
+
+
+def figures(fraction, seed_dirs, swap=None, html=None):
+    per_seed = time_figures(fraction, seed_dirs)
+    if html:
+        write_report(html, seed_dirs, per_seed, swap)
+    # The part at a common sparsity, where every seed has it.
+    sparse = [os.path.join(d, "sparse") for d in seed_dirs]
+    if all(os.path.isdir(d) for d in sparse):
+        time_figures(fraction, sparse, "sparse_")
     if swap is None:
         return
     for name in ("fedspine_swap", "static_swap"):

@@ -171,6 +171,32 @@ class FiguresTest(unittest.TestCase):
             self.assertIn("figure static_readapt_rounds_seeds 3*\n",
                           printed.getvalue())
 
+    def test_the_part_at_a_common_sparsity_has_its_own_figures(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            seed = os.path.join(tmp, "seed_1")
+            write_run(seed, "uniform_0_4", "fixed:0:4", 3.0, [2.5, 2.0])
+            write_run(seed, "fedspine", "fedspine", 3.0, [2.4, 2.0])
+            sparse = os.path.join(seed, "sparse")
+            # Target 3.0 - 0.75 x (3.0 - 2.2) = 2.4.
+            write_run(sparse, "uniform_0_4", "fixed:0:4", 3.0,
+                      [2.8, 2.5, 2.4, 2.2])
+            write_run(sparse, "fedspine", "fedspine", 3.0, [2.6, 2.4, 2.3])
+            write_run(sparse, "oneshot", "fixed:0:4", 3.0, [2.9, 2.9, 2.7])
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                compare.figures(0.75, [seed])
+            figures = {line.split()[1]: line.split()[2]
+                       for line in printed.getvalue().splitlines()
+                       if line.startswith("figure ")}
+            self.assertEqual(figures["sparse_fedspine_tta_over_best_uniform"],
+                             "0.667")  # 20 s over 30 s.
+            self.assertEqual(figures["sparse_fedspine_tta_over_oneshot_seeds"],
+                             "0.667*")  # One-shot never: 30 s, censored.
+            self.assertEqual(figures["sparse_fedspine_bpb_minus_best_uniform"],
+                             "0.100")
+            self.assertNotIn("sparse_oracle_tta_over_best_uniform", figures)
+            self.assertIn("fedspine_tta_over_best_uniform", figures)
+
     def test_tta_is_censored_at_the_last_round(self):
         rounds = [{"round_s": "5", "committed": "1",
                    "test_bits_per_byte": "2.5"}] * 3
