@@ -76,10 +76,7 @@ ABSL_FLAG(std::string, compute_costs, "",
           "compare: read where it exists, measured and written where not. "
           "Empty: OUT/compute_costs.tsv, measured afresh for this run's "
           "strategies.");
-ABSL_FLAG(std::string, swap_speeds, "",
-          "--clock=virtual: ROUND:A-B[,C-D...]: from round ROUND on, device A "
-          "computes at B's speed and B at A's (devices numbered from 0), to "
-          "test how a strategy re-adapts. Empty: none.");
+ABSL_FLAG(std::string, swap_speeds, "", fedge::sim::kSwapSpeedsHelp);
 ABSL_FLAG(std::string, coordinator_flags, "",
           "Extra fedge-coordinator flags, space-separated (e.g. "
           "\"--aggregator=median --lr=1e-3\").");

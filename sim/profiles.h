@@ -61,6 +61,10 @@ struct SpeedSwap {
   int64_t round = 0;  // 0: none.
   std::vector<std::pair<int64_t, int64_t>> pairs;
 };
+inline constexpr char kSwapSpeedsHelp[] =
+    "Virtual clock only. ROUND:A-B[,C-D...]: from round ROUND on, device A "
+    "computes at B's speed and B at A's (devices numbered from 0), to test "
+    "how a strategy re-adapts. Empty: none.";
 
 // "" is no swap. InvalidArgument unless ROUND >= 1 and every index is a
 // device in [0, count) that appears once.

@@ -47,10 +47,7 @@ ABSL_FLAG(std::string, attack, "signflip",
           "(p - s(u - p)) or nan (a NaN crafted past the encoder); p: the "
           "payload they got, u: what they trained, s: --attack_scale.");
 ABSL_FLAG(double, attack_scale, 10.0, "s of --attack.");
-ABSL_FLAG(std::string, swap_speeds, "",
-          "ROUND:A-B[,C-D...]: from round ROUND on, device A computes at "
-          "B's speed and B at A's (devices numbered from 0), to test how a "
-          "strategy re-adapts. Empty: none.");
+ABSL_FLAG(std::string, swap_speeds, "", fedge::sim::kSwapSpeedsHelp);
 ABSL_FLAG(bool, quiet, false, "No per-round progress lines.");
 
 namespace {
