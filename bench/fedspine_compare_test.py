@@ -108,6 +108,16 @@ def write_run(seed_dir, name, strategy, base, bpb_by_round, final=None,
                     "core, link lte\n" % (device, 0.1 + device, 0.1 + device))
 
 
+def printed_figures(seed_dir):
+    """{name: value} of the `figure` lines figures() prints for one seed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        compare.figures(0.75, [seed_dir])
+    return {line.split()[1]: line.split()[2]
+            for line in printed.getvalue().splitlines()
+            if line.startswith("figure ")}
+
+
 class FiguresTest(unittest.TestCase):
     def test_ratios_censoring_and_quality(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -119,12 +129,7 @@ class FiguresTest(unittest.TestCase):
                       [2.9, 2.8, 2.7, 2.6])  # Never: censored at 40 s.
             write_run(seed, "fedspine", "fedspine", 3.0, [2.6, 2.2, 2.1])
             write_run(seed, "static", "static", 3.0, [2.7, 2.5, 2.4, 2.3])
-            printed = io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                compare.figures(0.75, [seed])
-            figures = {line.split()[1]: line.split()[2]
-                       for line in printed.getvalue().splitlines()
-                       if line.startswith("figure ")}
+            figures = printed_figures(seed)
             self.assertEqual(figures["fedspine_tta_over_best_uniform"],
                              "0.667")  # 20 s over 30 s.
             # static never reaches 2.25: censored at 40 s, and flagged.
@@ -182,12 +187,7 @@ class FiguresTest(unittest.TestCase):
                       [2.8, 2.5, 2.4, 2.2])
             write_run(sparse, "fedspine", "fedspine", 3.0, [2.6, 2.4, 2.3])
             write_run(sparse, "oneshot", "fixed:0:4", 3.0, [2.9, 2.9, 2.7])
-            printed = io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                compare.figures(0.75, [seed])
-            figures = {line.split()[1]: line.split()[2]
-                       for line in printed.getvalue().splitlines()
-                       if line.startswith("figure ")}
+            figures = printed_figures(seed)
             self.assertEqual(figures["sparse_fedspine_tta_over_best_uniform"],
                              "0.667")  # 20 s over 30 s.
             self.assertEqual(figures["sparse_fedspine_tta_over_oneshot_seeds"],
