@@ -170,6 +170,12 @@ def print_figure(key, values, shown):
     print("figure %s_seeds %s" % (key, ",".join(shown)))
 
 
+def svg_open(width, height, font_size=11):
+    return ('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+            'font-family="sans-serif" font-size="%d">' %
+            (width, height, font_size))
+
+
 HATCH = ('<defs><pattern id="hatch" width="6" height="6" '
          'patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
          '<line x1="0" y1="0" x2="0" y2="6" stroke="#555" stroke-width="2"/>'
@@ -190,8 +196,7 @@ def bars_svg(title, series, unit, line=None):
 
     def y(v):
         return h - pad - (h - 2 * pad) * (v - lo) / ((hi - lo) or 1)
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-           'font-family="sans-serif" font-size="11">%s' % (w, h + 40, HATCH),
+    out = [svg_open(w, h + 40) + HATCH,
            '<text x="10" y="16">%s</text>' % title,
            '<text x="%d" y="%.0f" text-anchor="end">%.4g</text>' %
            (pad - 4, y(hi) + 4, hi),
@@ -233,10 +238,8 @@ def heatmap_svg(title, clients, swap_round=None):
     colour = {k: palette[min(i, len(palette) - 1)]
               for i, k in enumerate(ranks)}
     cw, ch, left, top = 16, 14, 70, 40
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-           'font-family="sans-serif" font-size="9">' %
-           (max(left + cw * len(rounds) + 20, 460),
-            top + ch * len(devices) + 40),
+    out = [svg_open(max(left + cw * len(rounds) + 20, 460),
+                    top + ch * len(devices) + 40, 9),
            '<text x="4" y="14" font-size="11">%s</text>' % title,
            '<text x="4" y="28">colour: rank (%s); number: pruning ratio '
            'in tenths</text>' % ", ".join(
@@ -282,8 +285,7 @@ def regret_svg(lines):
 
     def y(v):
         return h - pad - (h - 2 * pad) * (v - lo) / ((hi - lo) or 1)
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-           'font-family="sans-serif" font-size="11">' % (w, h),
+    out = [svg_open(w, h),
            '<text x="10" y="16">FedSpine elapsed - per-tier oracle elapsed '
            '(s), by round</text>',
            '<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#999"/>' %
@@ -339,8 +341,7 @@ def tiers_svg(title, groups):
     bw, gap, pad, h = 14, 18, 50, 300
     w = pad + len(groups) * (len(tiers) * bw + gap) + 20
     colours = ["#9ecae1", "#3182bd", "#fd8d3c"]  # Download, train, upload.
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-           'font-family="sans-serif" font-size="11">' % (max(w, 460), h + 60),
+    out = [svg_open(max(w, 460), h + 60),
            '<text x="10" y="16">%s</text>' % title,
            '<text x="10" y="30">stacked: <tspan fill="%s">download</tspan>, '
            '<tspan fill="%s">train</tspan>, <tspan fill="%s">upload</tspan>'
