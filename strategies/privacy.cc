@@ -203,6 +203,9 @@ absl::StatusOr<model::NamedTensors> ApplyLocalPrivacy(
         absl::StrCat("local privacy: ", trained.size(), " trained tensors, ",
                      sent.size(), " sent"));
   }
+  // The change, in float64, computed once: its norm first, then clipped,
+  // noised and added back to what was sent.
+  model::NamedTensors deltas;
   double squared = 0;
   for (const auto& item : trained) {
     const at::Tensor* start = sent.find(item.key());
@@ -211,10 +214,11 @@ absl::StatusOr<model::NamedTensors> ApplyLocalPrivacy(
       return absl::InvalidArgumentError(absl::StrCat(
           "local privacy: '", item.key(), "' was not sent with its shape"));
     }
-    const at::Tensor delta =
-        (item.value().to(torch::kFloat64) - start->to(torch::kFloat64))
-            .reshape({-1});
-    squared += torch::dot(delta, delta).item<double>();
+    at::Tensor delta =
+        item.value().to(torch::kFloat64) - start->to(torch::kFloat64);
+    const at::Tensor flat = delta.reshape({-1});
+    squared += torch::dot(flat, flat).item<double>();
+    deltas.insert(item.key(), std::move(delta));
   }
   const double norm = std::sqrt(squared);
   const double scale = norm > clip ? clip / norm : 1.0;
@@ -224,7 +228,7 @@ absl::StatusOr<model::NamedTensors> ApplyLocalPrivacy(
   for (const auto& item : trained) {
     const at::Tensor& start = sent[item.key()];
     at::Tensor value =
-        (item.value().to(torch::kFloat64) - start.to(torch::kFloat64))
+        deltas[item.key()]
             .mul_(scale)
             .add_(torch::randn(start.sizes(), noise, torch::kFloat64),
                   noise_multiplier * clip)
