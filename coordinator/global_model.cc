@@ -102,38 +102,36 @@ absl::StatusOr<NamedTensors> GlobalModel::Payload(
   absl::StatusOr<NamedTensors> sliced =
       pruning::SliceTensors(*base_, plan, Trained());
   if (!sliced.ok()) return sliced.status();
-  NamedTensors adapters;
+  // One SVD per slice: at the global rank where it exceeds the device's,
+  // whose leading components are the device's adapter (rescaled from
+  // alpha / global_rank to alpha / rank) and whose rest is the residual
+  // the device holds frozen; else at the device's rank.
+  const int64_t factor_rank = std::max(rank, global_rank_);
+  const double rescale =
+      std::sqrt(static_cast<double>(rank) / static_cast<double>(factor_rank));
+  NamedTensors adapters, residuals;
   for (const auto& item : *sliced) {
-    const std::string& name = item.key();
-    absl::StatusOr<NamedTensors> factors = Factorize(
-        name.substr(0, name.size() - kWeight.size()), item.value(), rank);
+    const std::string path =
+        item.key().substr(0, item.key().size() - kWeight.size());
+    absl::StatusOr<NamedTensors> factors =
+        Factorize(path, item.value(), factor_rank);
     if (!factors.ok()) return factors.status();
+    const std::string a_name = absl::StrCat(path, ".", lora::kLoraA);
+    const std::string b_name = absl::StrCat(path, ".", lora::kLoraB);
+    const at::Tensor a = (*factors)[a_name];
+    const at::Tensor b = (*factors)[b_name];
     // Copies: revival below changes them in place.
-    for (const auto& f : *factors) {
-      adapters.insert(f.key(), f.value().clone());
-    }
+    adapters.insert(a_name, a.narrow(0, 0, rank) * rescale);
+    adapters.insert(b_name, b.narrow(1, 0, rank) * rescale);
+    if (factor_rank == rank) continue;
+    const double scale = lora_.alpha / static_cast<double>(factor_rank);
+    residuals.insert(absl::StrCat(path, ".", lora::kResidualA),
+                     a.narrow(0, rank, factor_rank - rank).clone());
+    residuals.insert(absl::StrCat(path, ".", lora::kResidualB),
+                     b.narrow(1, rank, factor_rank - rank) * scale);
   }
   lora::ReviveDeadComponents(adapters, seed);
-  if (global_rank_ > rank) {
-    // What the rank-`rank` adapter leaves of the global change: components
-    // rank..global_rank of the same SVD, frozen on the device.
-    for (const auto& item : *sliced) {
-      const std::string path =
-          item.key().substr(0, item.key().size() - kWeight.size());
-      absl::StatusOr<NamedTensors> full =
-          Factorize(path, item.value(), global_rank_);
-      if (!full.ok()) return full.status();
-      const at::Tensor a = (*full)[absl::StrCat(path, ".", lora::kLoraA)];
-      const at::Tensor b = (*full)[absl::StrCat(path, ".", lora::kLoraB)];
-      const int64_t rest = a.size(0) - rank;
-      if (rest <= 0) continue;
-      const double scale = lora_.alpha / static_cast<double>(global_rank_);
-      adapters.insert(absl::StrCat(path, ".", lora::kResidualA),
-                      a.narrow(0, rank, rest).clone());
-      adapters.insert(absl::StrCat(path, ".", lora::kResidualB),
-                      b.narrow(1, rank, rest) * scale);
-    }
-  }
+  for (const auto& item : residuals) adapters.insert(item.key(), item.value());
   return adapters;
 }
 
