@@ -15,7 +15,7 @@ uniform_<ratio>_<rank> and the per-tier oracle's candidates oracle_<k>
       round(i * (ranks - 1) / (n - 1)).
 
   fedspine_compare.py figures --fraction F [--swap ROUND:A-B,...]
-                             [--html FILE] SEED_DIR...
+                             [--html FILE [--gate SVG]] SEED_DIR...
       Per seed: the target is base - F x (base - the best final value of
       any uniform arm on that seed), fixed before any strategy's time is
       read; every run's time to it, censored at the run's end when never
@@ -44,7 +44,8 @@ uniform_<ratio>_<rank> and the per-tier oracle's candidates oracle_<k>
       were fixed before any swapped run was read.
 
       With --html FILE: the comparison's report (svg panels in one page):
-      time to target per strategy (bar at the median over seeds, whisker
+      the gate's pruning curve and times (--gate, bench/run fedspine's
+      gate.svg, where it has run); time to target per strategy (bar at the median over seeds, whisker
       from the least to the most, hatched where a seed never reached it);
       final bits per byte per strategy with the unpruned FedAvg of LoRA at
       the largest rank (uniform 0:32) as a line; each strategy's median
@@ -374,7 +375,7 @@ def elapsed(rounds):
     return out
 
 
-def write_report(path, seed_dirs, per_seed, swap):
+def write_report(path, seed_dirs, per_seed, swap, gate_svg=None):
     names = ["fedspine", "static", "hetlora", "ucb1", "random", "oracle"]
     tta, final, regret, panels = [], [], [], []
     for label in names + ["best_uniform", "median_uniform"]:
@@ -428,6 +429,10 @@ def write_report(path, seed_dirs, per_seed, swap):
             "%s: a device's median download, train and upload time per "
             "speed tier" % os.path.basename(seed_dirs[0].rstrip("/")),
             groups))
+    if gate_svg:  # bench/run fedspine's: the pruning curve and the gate.
+        with open(gate_svg) as f:
+            body.insert(0, "<p>The gate (bench/run fedspine, its pilot "
+                        "seed):</p>" + f.read())
     with open(path, "w") as f:
         f.write("<!doctype html><meta charset=\"utf-8\"><title>fedge: "
                 "FedSpine against the baselines</title><h1>FedSpine "
@@ -498,10 +503,10 @@ def time_figures(fraction, seed_dirs, prefix=""):
     return per_seed
 
 
-def figures(fraction, seed_dirs, swap=None, html=None):
+def figures(fraction, seed_dirs, swap=None, html=None, gate_svg=None):
     per_seed = time_figures(fraction, seed_dirs)
     if html:
-        write_report(html, seed_dirs, per_seed, swap)
+        write_report(html, seed_dirs, per_seed, swap, gate_svg)
     # The part at a common sparsity, where every seed has it.
     sparse = [os.path.join(d, "sparse") for d in seed_dirs]
     if all(os.path.isdir(d) for d in sparse):
@@ -534,14 +539,14 @@ def main(argv):
         return
     if len(argv) >= 4 and argv[0] == "figures" and argv[1] == "--fraction":
         options, rest = {}, argv[3:]
-        while len(rest) >= 2 and rest[0] in ("--swap", "--html"):
+        while len(rest) >= 2 and rest[0] in ("--swap", "--html", "--gate"):
             options[rest[0]] = rest[1]
             rest = rest[2:]
         if not rest:
             sys.exit(__doc__)
         swap = options.get("--swap")
         figures(float(argv[2]), rest, parse_swap(swap) if swap else None,
-                options.get("--html"))
+                options.get("--html"), options.get("--gate"))
         return
     sys.exit(__doc__)
 

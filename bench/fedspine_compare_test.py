@@ -157,14 +157,18 @@ class FiguresTest(unittest.TestCase):
                     ("static_swap", "static", [2.7] * 6, arms)):
                 write_run(seed, name, strategy, 3.0, curve, arms=played)
             html = os.path.join(tmp, "report.html")
+            gate_svg = os.path.join(tmp, "gate.svg")
+            with open(gate_svg, "w") as f:
+                f.write('<svg id="gate"></svg>')
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
-                compare.figures(0.75, [seed], (4, [(0, 1)]), html)
+                compare.figures(0.75, [seed], (4, [(0, 1)]), html, gate_svg)
             with open(html) as f:
                 page = f.read()
-            # Time, quality, regret, phases per tier, FedSpine's arms, and
-            # its swapped run.
-            self.assertEqual(page.count("<svg"), 6)
+            # The gate, time, quality, regret, phases per tier, FedSpine's
+            # arms, and its swapped run.
+            self.assertEqual(page.count("<svg"), 7)
+            self.assertIn('<svg id="gate">', page)
             self.assertIn("speeds 0.1, 1.1", page)
             self.assertIn("fedspine, speed 0.1: 4.00 s", page)  # Rank 4 trains 4 s.
             self.assertIn("unpruned, rank 32", page)
