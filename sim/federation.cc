@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 #include "metrics/csv.h"
 #include "sim/cpu_limit.h"
@@ -64,15 +65,14 @@ std::string Tail(const std::string& path, size_t bytes = 2000) {
 class ProgressPrinter {
  public:
   ProgressPrinter(std::string run_dir, std::string strategy, int rounds,
-                  const std::vector<DeviceProfile>& devices, std::FILE* out)
+                  const std::vector<DeviceProfile>& devices, SpeedSwap swap,
+                  std::FILE* out)
       : run_dir_(std::move(run_dir)),
         strategy_(std::move(strategy)),
         rounds_(rounds),
-        out_(out) {
-    for (size_t i = 0; i < devices.size(); ++i) {
-      profiles_[absl::StrCat("device-", i)] = devices[i].name;
-    }
-  }
+        out_(out),
+        devices_(devices),
+        swap_(std::move(swap)) {}
 
   void Poll() {
     absl::StatusOr<std::vector<Row>> rounds =
@@ -122,8 +122,8 @@ class ProgressPrinter {
             &line,
             "; slowest %s (%s, %s, p=%.2f r=%s): down %.2f + train %.2f + up "
             "%.2f s",
-            RowText(c, "device"), profiles_[RowText(c, "device")],
-            RowText(c, "link"), RowNumber(c, "prune_ratio"), RowText(c, "rank"),
+            RowText(c, "device"), Profile(c), RowText(c, "link"),
+            RowNumber(c, "prune_ratio"), RowText(c, "rank"),
             RowNumber(c, "download_s"), RowNumber(c, "train_s"),
             RowNumber(c, "upload_s"));
       }
@@ -137,8 +137,21 @@ class ProgressPrinter {
   const std::string strategy_;
   const int rounds_;
   std::FILE* const out_;
-  std::map<std::string, std::string> profiles_;
+  const std::vector<DeviceProfile> devices_;
+  const SpeedSwap swap_;
   size_t printed_ = 0;
+
+  // The profile a clients.csv row's device computed at in its round.
+  std::string Profile(const Row& c) const {
+    int64_t index = -1;
+    const std::string device = RowText(c, "device");
+    if (!absl::SimpleAtoi(absl::StripPrefix(device, "device-"), &index) ||
+        index < 0 || index >= static_cast<int64_t>(devices_.size())) {
+      return "?";
+    }
+    return ProfileInRound(devices_, swap_, index,
+                          static_cast<int64_t>(RowNumber(c, "round")));
+  }
 };
 
 // Polls the coordinator (or fedge-vclock) until it exits, printing rounds
@@ -148,8 +161,13 @@ absl::Status WaitForCoordinator(const SimConfig& config,
                                 const std::string& run_dir,
                                 const std::string& log, ChildProcess& process,
                                 std::FILE* progress) {
-  ProgressPrinter printer(run_dir, strategy.name, config.rounds, config.devices,
-                          progress);
+  // RunExperiment checked the swap; a bad one here prints no swap.
+  ProgressPrinter printer(
+      run_dir, strategy.name, config.rounds, config.devices,
+      ParseSpeedSwap(config.swap_speeds,
+                     static_cast<int>(config.devices.size()))
+          .value_or(SpeedSwap{}),
+      progress);
   const absl::Time deadline = absl::Now() + config.timeout;
   absl::StatusOr<int> exit_code = absl::DeadlineExceededError("");
   while (true) {

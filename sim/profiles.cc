@@ -147,6 +147,20 @@ absl::StatusOr<SpeedSwap> ParseSpeedSwap(absl::string_view spec, int count) {
   return swap;
 }
 
+std::string ProfileInRound(const std::vector<DeviceProfile>& devices,
+                           const SpeedSwap& swap, int64_t index,
+                           int64_t round) {
+  const std::string& name = devices[index].name;
+  if (swap.round == 0 || round < swap.round) return name;
+  for (const auto& [a, b] : swap.pairs) {
+    if (a == index || b == index) {
+      return absl::StrCat(name, " at ", devices[a == index ? b : a].name,
+                          "'s speed");
+    }
+  }
+  return name;
+}
+
 std::vector<double> CpuShares(const std::vector<DeviceProfile>& devices,
                               double usable_cores) {
   double total = 0;

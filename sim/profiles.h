@@ -70,6 +70,12 @@ inline constexpr char kSwapSpeedsHelp[] =
 // device in [0, count) that appears once.
 absl::StatusOr<SpeedSwap> ParseSpeedSwap(absl::string_view spec, int count);
 
+// How device `index` computes in `round`, for records and progress lines:
+// its profile's name, or "NAME at PARTNER's speed" once `swap` has traded
+// its speed. `index` must be a device of `devices`.
+std::string ProfileInRound(const std::vector<DeviceProfile>& devices,
+                           const SpeedSwap& swap, int64_t index, int64_t round);
+
 // CPU share (cores) for each device: its relative speed times one scale
 // chosen so the shares sum to at most `usable_cores`, keeping the ratios
 // between devices exact on a host too small for them all at full speed.

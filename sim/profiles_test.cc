@@ -69,6 +69,15 @@ TEST(ProfilesTest, SpeedSwaps) {
   }
 }
 
+TEST(ProfilesTest, ASwappedDeviceIsNamedWithItsPartnersSpeed) {
+  const std::vector<DeviceProfile> devices = *AssignDevices("cpu:0.1,cpu:1", 2);
+  const SpeedSwap swap = *ParseSpeedSwap("3:0-1", 2);
+  EXPECT_EQ(ProfileInRound(devices, swap, 0, 2), "cpu:0.1");
+  EXPECT_EQ(ProfileInRound(devices, swap, 0, 3), "cpu:0.1 at cpu:1's speed");
+  EXPECT_EQ(ProfileInRound(devices, swap, 1, 4), "cpu:1 at cpu:0.1's speed");
+  EXPECT_EQ(ProfileInRound(devices, SpeedSwap{}, 1, 4), "cpu:1");
+}
+
 TEST(ProfilesTest, CpuSharesKeepRatiosAndFitTheCores) {
   const std::vector<DeviceProfile> devices = *AssignDevices("mix", 8);
   const std::vector<double> shares = CpuShares(devices, 1.8);
