@@ -40,13 +40,14 @@ uniform_<ratio>_<rank> and the per-tier oracle's candidates oracle_<k>
       has re-adapted k rounds after the swap when round swap + k is the first
       that follows with at least 3 of the 5 rounds from it on following
       (rounds past the run's end do not), censored at the rounds left when
-      it never does. A run's figure is its slowest swapped device's k. These rules
-      were fixed before any swapped run was read.
+      it never does. A run's figure is its slowest swapped device's k.
+      These rules were fixed before any swapped run was read.
 
       With --html FILE: the comparison's report (svg panels in one page):
       the gate's pruning curve and times (--gate, bench/run fedspine's
-      gate.svg, where it has run); time to target per strategy (bar at the median over seeds, whisker
-      from the least to the most, hatched where a seed never reached it);
+      gate.svg, where it has run); time to target per strategy (bar at the
+      median over seeds, whisker from the least to the most, hatched where a
+      seed never reached it);
       final bits per byte per strategy with the unpruned FedAvg of LoRA at
       the largest rank (uniform 0:32) as a line; each strategy's median
       download, train and upload time per speed tier (first seed; tiers read
@@ -85,15 +86,22 @@ def hetlora(ranks, run):
     return ",".join("%s=0:%d" % (d, rank_of[link_of[d]]) for d in devices)
 
 
+def arms_played(clients):
+    """{(device, round): (rank, pruning ratio)} from one run's clients.csv
+    rows: a device's first row of a round names its arm."""
+    arm = {}
+    for c in clients:
+        arm.setdefault((c["device"], int(c["round"])),
+                       (int(c["rank"]), float(c["prune_ratio"])))
+    return arm
+
+
 def readapt(clients, swap, window=5, need=3, reference=5):
     """{device: (rounds, censored)} for each device of swap = (round,
     [(a, b), ...]) in one run's clients.csv rows (module docstring)."""
     swap_round, pairs = swap
-    arm, link = {}, {}
-    for c in clients:  # A device's first row of a round names its arm.
-        arm.setdefault((c["device"], int(c["round"])),
-                       (int(c["rank"]), float(c["prune_ratio"])))
-        link[c["device"]] = c["link"]
+    arm = arms_played(clients)
+    link = {c["device"]: c["link"] for c in clients}
     last = max(r for _, r in arm)
     out = {}
     for a, b in pairs:
@@ -130,6 +138,13 @@ def parse_swap(spec):
                      for p in pairs.split(",")]
 
 
+def best_oracle(out):
+    """The per-tier oracle's fastest candidate run in seed_results' `out`
+    (a censored time ranks last among equals), or None where none ran."""
+    oracles = [r for r in out if r.startswith("oracle_")]
+    return min(oracles, key=lambda r: out[r][:2]) if oracles else None
+
+
 def seed_results(fraction, seed_dir):
     """{name: (seconds, censored, final)} for every run in seed_dir, the
     best and median uniform arms' times and the target."""
@@ -158,8 +173,7 @@ def seed_results(fraction, seed_dir):
     best = ranked[0]
     median = ranked[len(ranked) // 2]
     # Every candidate a uniform arm (none run): the oracle is the best one.
-    oracle = [r for r in loaded if r.startswith("oracle_")] or [best]
-    out["oracle"] = min((out[r] for r in oracle), key=lambda v: (v[0], v[1]))
+    out["oracle"] = out[best_oracle(out) or best]
     return out, best, median, target, base
 
 
@@ -171,16 +185,12 @@ def print_figure(key, values, shown):
     print("figure %s_seeds %s" % (key, ",".join(shown)))
 
 
-def svg_open(width, height, font_size=11):
-    return ('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-            'font-family="sans-serif" font-size="%d">' %
-            (width, height, font_size))
-
-
-HATCH = ('<defs><pattern id="hatch" width="6" height="6" '
-         'patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
-         '<line x1="0" y1="0" x2="0" y2="6" stroke="#555" stroke-width="2"/>'
-         '</pattern></defs>')
+def print_time_ratio(key, pairs):
+    """pairs: per seed, two (seconds, censored) times; the first over the
+    second, `*` where either side is censored."""
+    values = [a[0] / b[0] for a, b in pairs]
+    print_figure(key, values, ["%.3f%s" % (v, "*" if a[1] or b[1] else "")
+                               for v, (a, b) in zip(values, pairs)])
 
 
 def bars_svg(title, series, unit, line=None):
@@ -197,7 +207,7 @@ def bars_svg(title, series, unit, line=None):
 
     def y(v):
         return h - pad - (h - 2 * pad) * (v - lo) / ((hi - lo) or 1)
-    out = [svg_open(w, h + 40) + HATCH,
+    out = [gate.svg_open(w, h + 40) + gate.HATCH,
            '<text x="10" y="16">%s</text>' % title,
            '<text x="%d" y="%.0f" text-anchor="end">%.4g</text>' %
            (pad - 4, y(hi) + 4, hi),
@@ -228,10 +238,8 @@ def bars_svg(title, series, unit, line=None):
 def heatmap_svg(title, clients, swap_round=None):
     """Each device's arm per round: colour by rank, the pruning ratio in
     tenths as the cell's number."""
-    arm = {}
-    for c in clients:
-        arm.setdefault((int(c["device"].rsplit("-", 1)[1]), int(c["round"])),
-                       (int(c["rank"]), float(c["prune_ratio"])))
+    arm = {(int(d.rsplit("-", 1)[1]), r): played
+           for (d, r), played in arms_played(clients).items()}
     devices = sorted({d for d, _ in arm})
     rounds = sorted({r for _, r in arm})
     ranks = sorted({k for k, _ in arm.values()})
@@ -239,7 +247,7 @@ def heatmap_svg(title, clients, swap_round=None):
     colour = {k: palette[min(i, len(palette) - 1)]
               for i, k in enumerate(ranks)}
     cw, ch, left, top = 16, 14, 70, 40
-    out = [svg_open(max(left + cw * len(rounds) + 20, 460),
+    out = [gate.svg_open(max(left + cw * len(rounds) + 20, 460),
                     top + ch * len(devices) + 40, 9),
            '<text x="4" y="14" font-size="11">%s</text>' % title,
            '<text x="4" y="28">colour: rank (%s); number: pruning ratio '
@@ -286,7 +294,7 @@ def regret_svg(lines):
 
     def y(v):
         return h - pad - (h - 2 * pad) * (v - lo) / ((hi - lo) or 1)
-    out = [svg_open(w, h),
+    out = [gate.svg_open(w, h),
            '<text x="10" y="16">FedSpine elapsed - per-tier oracle elapsed '
            '(s), by round</text>',
            '<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#999"/>' %
@@ -342,7 +350,7 @@ def tiers_svg(title, groups):
     bw, gap, pad, h = 14, 18, 50, 300
     w = pad + len(groups) * (len(tiers) * bw + gap) + 20
     colours = ["#9ecae1", "#3182bd", "#fd8d3c"]  # Download, train, upload.
-    out = [svg_open(max(w, 460), h + 60),
+    out = [gate.svg_open(max(w, 460), h + 60),
            '<text x="10" y="16">%s</text>' % title,
            '<text x="10" y="30">stacked: <tspan fill="%s">download</tspan>, '
            '<tspan fill="%s">train</tspan>, <tspan fill="%s">upload</tspan>'
@@ -393,9 +401,8 @@ def write_report(path, seed_dirs, per_seed, swap, gate_svg=None):
             continue
         fedspine = gate.load(os.path.join(seed_dir, "fedspine"))
         panels.append(heatmap_svg("%s: FedSpine's arms" % seed, fedspine[3]))
-        oracles = [r for r in out if r.startswith("oracle_")]
-        if oracles:
-            oracle = min(oracles, key=lambda r: out[r][:2])
+        oracle = best_oracle(out)
+        if oracle:
             theirs = elapsed(gate.load(os.path.join(seed_dir, oracle))[2])
             mine = elapsed(fedspine[2])
             regret.append((seed, [a - b for a, b in zip(mine, theirs)]))
@@ -419,8 +426,7 @@ def write_report(path, seed_dirs, per_seed, swap, gate_svg=None):
     for label in names + ["best_uniform"]:
         run = best if label == "best_uniform" else label
         if label == "oracle":
-            oracles = [r for r in out if r.startswith("oracle_")]
-            run = min(oracles, key=lambda r: out[r][:2]) if oracles else None
+            run = best_oracle(out)
         if run in out and os.path.isfile(
                 os.path.join(seed_dirs[0], run + ".log")):
             groups.append((label, tier_phases(seed_dirs[0], run)))
@@ -467,36 +473,27 @@ def time_figures(fraction, seed_dirs, prefix=""):
                    {r for o, _, _ in per_seed for r in o
                     if r.startswith("uniform_") or r.startswith("oracle_") or
                     r.endswith("_swap")})
-    if not any(r.startswith("oracle_") for o, _, _ in per_seed for r in o):
+    if not any(best_oracle(o) for o, _, _ in per_seed):
         names = [n for n in names if n != "oracle"]
     names.append("median_uniform")
     for name in names:
         for against in ("best", "median"):
             if name == "median_uniform" and against == "median":
                 continue
-            values, shown = [], []
-            for out, best, median in per_seed:
-                run = median if name == "median_uniform" else name
-                ref = best if against == "best" else median
-                ratio = out[run][0] / out[ref][0]
-                values.append(ratio)
-                flag = "*" if out[run][1] or out[ref][1] else ""
-                shown.append("%.3f%s" % (ratio, flag))
-            print_figure("%s%s_tta_over_%s_uniform" % (prefix, name, against),
-                         values, shown)
+            print_time_ratio(
+                "%s%s_tta_over_%s_uniform" % (prefix, name, against),
+                [(out[median if name == "median_uniform" else name],
+                  out[best if against == "best" else median])
+                 for out, best, median in per_seed])
     if "fedspine" not in names:
         return per_seed
     # FedSpine against each other strategy, and its final quality.
     others = {"static": "static_rule", "random": "random", "ucb1": "ucb1",
               "hetlora": "hetlora", "oracle": "oracle", "oneshot": "oneshot"}
     for name in (n for n in names if n in others):
-        values, shown = [], []
-        for out, _, _ in per_seed:
-            values.append(out["fedspine"][0] / out[name][0])
-            flag = "*" if out["fedspine"][1] or out[name][1] else ""
-            shown.append("%.3f%s" % (values[-1], flag))
-        print_figure("%sfedspine_tta_over_%s" % (prefix, others[name]), values,
-                     shown)
+        print_time_ratio("%sfedspine_tta_over_%s" % (prefix, others[name]),
+                         [(out["fedspine"], out[name])
+                          for out, _, _ in per_seed])
     values = [out["fedspine"][2] - out[best][2] for out, best, _ in per_seed]
     print_figure("%sfedspine_bpb_minus_best_uniform" % prefix, values,
                  ["%.4f" % v for v in values])

@@ -59,7 +59,8 @@ class ReadaptTest(unittest.TestCase):
                          (7, True))
 
     def test_a_ratio_within_half_a_step_follows(self):
-        clients = (rows("device-0", "wifi", [(4, 0.4)] * 5 + [(16, 0.08)] * 5) +
+        clients = (rows("device-0", "wifi",
+                        [(4, 0.4)] * 5 + [(16, 0.08)] * 5) +
                    rows("device-1", "wifi", [(16, 0.0)] * 10))
         self.assertEqual(compare.readapt(clients, (6, [(0, 1)]))["device-0"],
                          (0, False))
@@ -170,7 +171,8 @@ class FiguresTest(unittest.TestCase):
             self.assertEqual(page.count("<svg"), 7)
             self.assertIn('<svg id="gate">', page)
             self.assertIn("speeds 0.1, 1.1", page)
-            self.assertIn("fedspine, speed 0.1: 4.00 s", page)  # Rank 4 trains 4 s.
+            # Rank 4 trains 4 s.
+            self.assertIn("fedspine, speed 0.1: 4.00 s", page)
             self.assertIn("unpruned, rank 32", page)
             self.assertIn("speeds swapped from round 4 (0-1)", page)
             self.assertIn("figure fedspine_readapt_rounds 0.000\n",

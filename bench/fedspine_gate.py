@@ -174,16 +174,24 @@ def read_curve(path):
     return curves
 
 
+def svg_open(width, height, font_size=11):
+    return ('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+            'font-family="sans-serif" font-size="%d">' %
+            (width, height, font_size))
+
+
+# A fill for bars of runs that never reached the target: url(#hatch).
+HATCH = ('<defs><pattern id="hatch" width="6" height="6" '
+         'patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+         '<line x1="0" y1="0" x2="0" y2="6" stroke="#555" stroke-width="2"/>'
+         '</pattern></defs>')
+
+
 def svg(path, curves, results, uniform):
     """Two panels: the pruning curve, and time to target per run (censored
     runs hatched)."""
     w, h, pad = 420, 300, 50
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-           'font-family="sans-serif" font-size="11">' % (2 * w + 40, h + 100),
-           '<defs><pattern id="hatch" width="6" height="6" '
-           'patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
-           '<line x1="0" y1="0" x2="0" y2="6" stroke="#555" '
-           'stroke-width="2"/></pattern></defs>']
+    out = [svg_open(2 * w + 40, h + 100) + HATCH]
     values = [v for pts in curves.values() for _, v in pts]
     lo, hi = min(values), max(values)
     ratios = [r for pts in curves.values() for r, _ in pts]
