@@ -276,6 +276,16 @@ Task Engine::DraftTask(const std::string& device_id, Device& device,
   task.combined_ratio =
       strategies::CombinedRatio(round.global_ratio, task.arm.prune_ratio);
   task.pruning_cost = ChargedPruningCost(task.combined_ratio);
+  task.max_steps = options_.train.max_steps;
+  if (options_.train.fill_pace > 1) {
+    const int64_t rank = std::max<int64_t>(task.arm.rank, 1);
+    const double multiple = strategies::FillPace(
+        device.times.Predict(task.combined_ratio, rank).value_or(0),
+        device.times.PredictTrain(task.combined_ratio, rank).value_or(0),
+        round.pace_s, options_.train.fill_pace);
+    task.max_steps = static_cast<int64_t>(
+        std::floor(multiple * static_cast<double>(task.max_steps)));
+  }
   task.payload_id = absl::StrCat("round-", round.number, ".", round.attempt,
                                  "/", device_id, "/", task.nonce.substr(0, 8));
   task.issued = std::max(now, round.opened);
@@ -357,6 +367,8 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
   if (!built.ok()) return built.status();
   task.plan = std::move(built->plan);
   task.cut = built->cut;
+  // A split task's steps also run on the coordinator: not filled.
+  if (task.cut > 0) task.max_steps = options_.train.max_steps;
   participant.expected = std::move(built->expected);
   participant.sent =
       options_.mode == Mode::kLora ? std::move(built->payload) : NamedTensors();
@@ -717,6 +729,7 @@ RoundRecord Engine::RecordRound(const Round& round, absl::Time now,
       c.rank = p.task->rank;
       c.combined_ratio = p.task->combined_ratio;
       c.cut = p.task->cut;
+      c.max_steps = p.task->max_steps;
     }
     const bool straggler = p.stage == Stage::kInvited && p.task.has_value();
     if (p.stage == Stage::kAccepted) {
@@ -732,7 +745,11 @@ RoundRecord Engine::RecordRound(const Round& round, absl::Time now,
       device.times.Observe(
           {c.combined_ratio, std::max<int64_t>(c.arm.rank, 1), t.train_s,
            t.download_s + t.upload_s,
-           std::max(0.0, c.elapsed_s - t.train_s - t.download_s - t.upload_s)});
+           std::max(0.0, c.elapsed_s - t.train_s - t.download_s - t.upload_s),
+           options_.train.max_steps > 0
+               ? static_cast<double>(c.max_steps) /
+                     static_cast<double>(options_.train.max_steps)
+               : 1.0});
       ++record.accepted;
     } else if (straggler) {
       c.status = "straggler";

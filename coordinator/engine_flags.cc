@@ -145,6 +145,12 @@ ABSL_FLAG(std::string, lora_targets,
           "(docs/simulation.md).");
 ABSL_FLAG(int, epochs, 1, "Local epochs per round.");
 ABSL_FLAG(int64_t, max_steps, 0, "Local optimizer steps cap (0: none).");
+ABSL_FLAG(double, fill_pace, 1,
+          "Up to this many times --max_steps for a device predicted to "
+          "submit before the round's pace (the slowest device's fastest "
+          "predicted time): it trains while the round waits anyway, "
+          "instead of idling. 1: every task trains --max_steps "
+          "(docs/simulation.md).");
 ABSL_FLAG(int, batch_size, 32, "Local batch size.");
 ABSL_FLAG(double, lr, 1e-3,
           "Local learning rate (3e-3 made round 1 dip on the default task).");
@@ -330,6 +336,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
       absl::StrSplit(absl::GetFlag(FLAGS_lora_targets), ',');
   e.train.epochs = absl::GetFlag(FLAGS_epochs);
   e.train.max_steps = absl::GetFlag(FLAGS_max_steps);
+  e.train.fill_pace = absl::GetFlag(FLAGS_fill_pace);
   e.train.batch_size = absl::GetFlag(FLAGS_batch_size);
   e.train.learning_rate = absl::GetFlag(FLAGS_lr);
   e.train.round_schedule = absl::GetFlag(FLAGS_lr_rounds);

@@ -366,8 +366,8 @@ TEST(EngineTest, BanditsAreToldThePruningCostBeforeTheyChoose) {
 // the critical path, need not. What the bandit learns is the reward less
 // what it was told.
 // Runs `options.rounds` rounds of devices pi-0, pi-1, ... whose training
-// takes `seconds_per_work` per unit of strategies::RelativeWork; returns
-// each round's tasks.
+// takes `seconds_per_work` per unit of strategies::RelativeWork (per
+// options.train.max_steps steps, when set); returns each round's tasks.
 std::vector<std::map<std::string, Task>> RunTimedRounds(
     Harness& h, const EngineOptions& options,
     const std::map<std::string, double>& seconds_per_work) {
@@ -390,6 +390,10 @@ std::vector<std::map<std::string, Task>> RunTimedRounds(
       sub.timings.train_s =
           s * strategies::RelativeWork(tasks[id].combined_ratio, tasks[id].rank,
                                        shares);
+      if (options.train.max_steps > 0) {
+        sub.timings.train_s *= static_cast<double>(tasks[id].max_steps) /
+                               static_cast<double>(options.train.max_steps);
+      }
       EXPECT_TRUE(
           h.engine->Submit(sub, now + absl::Seconds(sub.timings.train_s)).ok());
     }
@@ -489,6 +493,40 @@ TEST(EngineTest, BanditsAreToldTheirTimeAtTheRoundsPace) {
   // The time models are checkpointed with the engine.
   EXPECT_EQ(h.engine->Snapshot().time_models.at("pi-0").observations,
             options.rounds);
+}
+
+// --fill_pace: once the time models know them, a device that would wait
+// for the slow one trains more steps instead, up to the cap, and its time
+// model still counts per usual task.
+TEST(EngineTest, FastDevicesFillTheRoundsPaceWithSteps) {
+  EngineOptions options = Options();
+  options.rounds = 3;
+  options.bandit.kind = strategies::BanditKind::kFixed;
+  options.bandit.fixed_arm = {0.0, 4};
+  options.train.max_steps = 10;
+  options.train.fill_pace = 4;
+  Harness h = MakeEngine(options);
+  const std::vector<std::map<std::string, Task>> rounds =
+      RunTimedRounds(h, options, {{"pi-0", 40}, {"pi-1", 5}, {"pi-2", 20}});
+  ASSERT_EQ(rounds.size(), 3u);
+  for (const auto& [id, task] : rounds[0]) {
+    EXPECT_EQ(task.max_steps, 10) << id << ": nothing known yet";
+  }
+  for (size_t r = 1; r < rounds.size(); ++r) {
+    EXPECT_EQ(rounds[r].at("pi-0").max_steps, 10) << "the slowest is the pace";
+    EXPECT_EQ(rounds[r].at("pi-1").max_steps, 40) << "8x fits; capped at 4x";
+    EXPECT_EQ(rounds[r].at("pi-2").max_steps, 20) << "2x fits";
+  }
+  EXPECT_EQ(h.closed.back().clients[1].max_steps, 40);
+  // pi-1's 40-step tasks took four times as long: still 5 s a unit.
+  EXPECT_NEAR(h.engine->Snapshot().time_models.at("pi-1").work_s, 5.0, 1e-9);
+
+  options.train.fill_pace = 1;
+  Harness off = MakeEngine(options);
+  for (const auto& round : RunTimedRounds(
+           off, options, {{"pi-0", 40}, {"pi-1", 5}, {"pi-2", 20}})) {
+    for (const auto& [id, task] : round) EXPECT_EQ(task.max_steps, 10) << id;
+  }
 }
 
 // The static capability rule: once its time model knows it, a device gets

@@ -226,6 +226,13 @@ absl::Status EngineOptions::Validate() const {
   if (!(importance_ema >= 0 && importance_ema <= 1)) {
     return absl::InvalidArgumentError("importance_ema must be in [0, 1]");
   }
+  if (!(train.fill_pace >= 1) || !std::isfinite(train.fill_pace) ||
+      (train.fill_pace > 1 && train.max_steps == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "fill_pace must be a finite multiple >= 1 of max_steps, and needs "
+        "max_steps > 0 above 1 (got fill_pace ",
+        train.fill_pace, ", max_steps ", train.max_steps, ")"));
+  }
   if (train.epochs < 1 || train.batch_size < 1 || train.max_steps < 0 ||
       !(train.learning_rate > 0) || !(train.fedprox_mu >= 0) ||
       (train.round_schedule != "constant" &&

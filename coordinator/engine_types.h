@@ -53,6 +53,11 @@ struct TrainSpec {
 
   int32_t epochs = 1;
   int64_t max_steps = 0;
+  // > 1 (with max_steps > 0): a device predicted to submit before the
+  // round's pace trains up to this many times max_steps to fill the time
+  // the round waits for its slowest device (strategies::FillPace); its
+  // update still weighs its examples. 1: every task trains max_steps.
+  double fill_pace = 1;
   int32_t batch_size = 32;
   double learning_rate = 1e-3;  // docs/simulation.md: 3e-3 dipped.
   // Across rounds: "constant", or "cosine" (round t of R trains at
@@ -200,8 +205,11 @@ struct Task {
   double global_ratio = 0;    // The schedule's ratio this round.
   double combined_ratio = 0;  // What the device's plan removes in all.
   pruning::PruningPlan plan;
-  int64_t rank = 0;        // LoRA mode.
-  int64_t cut = 0;         // Split before this block; 0: train locally.
+  int64_t rank = 0;  // LoRA mode.
+  int64_t cut = 0;   // Split before this block; 0: train locally.
+  // The task's optimizer step cap: TrainSpec::max_steps, times what
+  // TrainSpec::fill_pace grants a local task.
+  int64_t max_steps = 0;
   std::string payload_id;  // Transfer id of the payload.
   // The global model's version the payload was cut from
   // (GlobalModel::version()).
@@ -258,7 +266,8 @@ struct ClientRecord {
   strategies::Arm arm;
   int64_t rank = 0;  // The rank the device trained (0: dense mode).
   double combined_ratio = 0;
-  int64_t cut = 0;  // Split before this block; 0: trained locally.
+  int64_t cut = 0;        // Split before this block; 0: trained locally.
+  int64_t max_steps = 0;  // The task's step cap (Task::max_steps).
   Timings timings;
   double wait_s = 0;     // From its submission to the round's close.
   double elapsed_s = 0;  // From its task to its submission (server clock).

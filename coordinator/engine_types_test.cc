@@ -1,5 +1,7 @@
 #include "coordinator/engine_types.h"
 
+#include <cmath>
+
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 
@@ -28,6 +30,22 @@ TEST(EngineOptionsTest, AnUnknownRoundScheduleIsRefused) {
   const absl::Status s = o.Validate();
   EXPECT_TRUE(absl::IsInvalidArgument(s));
   EXPECT_NE(s.message().find("round schedule"), std::string::npos) << s;
+}
+
+TEST(EngineOptionsTest, FillingThePaceMultipliesAStepCap) {
+  EngineOptions o;
+  o.train.fill_pace = 4;
+  absl::Status s = o.Validate();
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_NE(s.message().find("needs max_steps > 0"), std::string::npos) << s;
+  o.train.max_steps = 10;
+  EXPECT_TRUE(o.Validate().ok());
+  for (double bad : {0.5, -1.0, double{NAN}, double{INFINITY}}) {
+    o.train.fill_pace = bad;
+    s = o.Validate();
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << bad;
+    EXPECT_NE(s.message().find("fill_pace"), std::string::npos) << s;
+  }
 }
 
 TEST(EngineOptionsTest, CompressedDownloadsAreDenseAndNotSparse) {

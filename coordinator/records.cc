@@ -96,7 +96,8 @@ const std::vector<std::string>& RoundLog::ClientColumns() {
                                                             "cut",
                                                             "split_bytes_up",
                                                             "split_bytes_down",
-                                                            "split_s"};
+                                                            "split_s",
+                                                            "max_steps"};
   return *columns;
 }
 
@@ -156,7 +157,8 @@ absl::Status RoundLog::RecordRound(const RoundRecord& round) {
                                       I(c.cut),
                                       I(t.split_bytes_up),
                                       I(t.split_bytes_down),
-                                      F(t.split_s)});
+                                      F(t.split_s),
+                                      I(c.max_steps)});
     if (!s.ok()) return s;
     if (metrics_ == nullptr) continue;
     const std::string link = c.link.empty() ? "unknown" : c.link;

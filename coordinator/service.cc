@@ -274,7 +274,7 @@ v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
   const TrainSpec& t = engine.train;
   v1::TrainConfig* train = out.mutable_train();
   train->set_epochs(t.epochs);
-  train->set_max_steps(t.max_steps);
+  train->set_max_steps(task.max_steps);
   train->set_batch_size(t.batch_size);
   train->set_learning_rate(task.learning_rate);
   train->set_weight_decay(t.weight_decay);

@@ -31,8 +31,11 @@ bool DeviceTimeModel::Observe(const TaskTime& task) {
       task.rank < 1) {
     return false;
   }
-  const double work_s =
-      task.train_s / RelativeWork(task.combined_ratio, task.rank, shares_);
+  if (!(task.step_multiple > 0) || !std::isfinite(task.step_multiple)) {
+    return false;
+  }
+  const double work_s = task.train_s / task.step_multiple /
+                        RelativeWork(task.combined_ratio, task.rank, shares_);
   const double byte_s =
       task.transfer_s / RelativeBytes(task.combined_ratio, task.rank);
   const double w = state_.observations == 0 ? 1.0 : 0.5;
@@ -48,6 +51,21 @@ std::optional<double> DeviceTimeModel::Predict(double combined_ratio,
   if (state_.observations == 0) return std::nullopt;
   return state_.work_s * RelativeWork(combined_ratio, rank, shares_) +
          state_.byte_s * RelativeBytes(combined_ratio, rank) + state_.other_s;
+}
+
+std::optional<double> DeviceTimeModel::PredictTrain(double combined_ratio,
+                                                    int64_t rank) const {
+  if (state_.observations == 0) return std::nullopt;
+  return state_.work_s * RelativeWork(combined_ratio, rank, shares_);
+}
+
+double FillPace(double predicted_s, double train_s, double pace_s,
+                double max_multiple) {
+  if (!NonNegative(predicted_s) || !(train_s > 0) || !std::isfinite(train_s) ||
+      !(pace_s > 0) || !std::isfinite(pace_s) || !(max_multiple >= 1)) {
+    return 1;
+  }
+  return std::clamp(1 + (pace_s - predicted_s) / train_s, 1.0, max_multiple);
 }
 
 double RoundPace(const std::vector<double>& fastest) {

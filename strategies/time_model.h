@@ -55,6 +55,9 @@ struct TaskTime {
   double train_s = 0;
   double transfer_s = 0;
   double other_s = 0;
+  // The task's optimizer steps over the steps the model predicts for
+  // (FillPace): training time is taken as proportional to them.
+  double step_multiple = 1;
 };
 
 // The checkpointed part of a DeviceTimeModel.
@@ -79,6 +82,8 @@ class DeviceTimeModel {
   // Seconds from task to submission under an arm; nullopt before the
   // first observation.
   std::optional<double> Predict(double combined_ratio, int64_t rank) const;
+  // The training part of Predict.
+  std::optional<double> PredictTrain(double combined_ratio, int64_t rank) const;
 
   const TimeModelState& state() const { return state_; }
   void Restore(const TimeModelState& state) { state_ = state; }
@@ -94,6 +99,16 @@ class DeviceTimeModel {
 // close sooner, so a device that finishes by then costs the round nothing.
 // 0 when no device has a prediction.
 double RoundPace(const std::vector<double>& fastest);
+
+// How many times its usual optimizer steps a device can train and still
+// submit by the round's pace: a device predicted to take `predicted_s`, of
+// which `train_s` training, has pace_s - predicted_s to spare, and each
+// extra multiple of its steps costs train_s. In [1, max_multiple]; 1 when
+// anything is unknown (0, negative or not finite). The coordinator's
+// --fill_pace: the round waits for its slowest device anyway, so faster
+// devices spend the wait training instead of idle.
+double FillPace(double predicted_s, double train_s, double pace_s,
+                double max_multiple);
 
 // The reward's time term (RewardTerms::time_over_pace): how far past the
 // pace a task of `seconds` ends, as a multiple of the pace,

@@ -72,6 +72,34 @@ TEST(TimeModelTest, PaceIsTheSlowestDevicesFastestArm) {
   EXPECT_EQ(TimeOverPace(NAN, 12), 0);
 }
 
+// A task of three times the steps took three times the training: the
+// model's constants are per usual task, so it predicts the same as from a
+// usual one.
+TEST(TimeModelTest, ATaskOfMoreStepsCountsPerUsualTask) {
+  DeviceTimeModel usual({0.8, 0.0}), filled({0.8, 0.0});
+  ASSERT_TRUE(usual.Observe({0.0, 8, 10.0, 4.0, 1.0}));
+  ASSERT_TRUE(filled.Observe({0.0, 8, 30.0, 4.0, 1.0, /*step_multiple=*/3}));
+  EXPECT_DOUBLE_EQ(*filled.Predict(0.5, 4), *usual.Predict(0.5, 4));
+  EXPECT_DOUBLE_EQ(*filled.PredictTrain(0, 8), 10.0);
+  EXPECT_FALSE(filled.Observe({0.0, 8, 30.0, 4.0, 1.0, 0.0}));
+  EXPECT_FALSE(filled.Observe({0.0, 8, 30.0, 4.0, 1.0, NAN}));
+}
+
+TEST(TimeModelTest, FillPaceSpendsTheWaitOnSteps) {
+  // 15 s predicted, 10 of them training, a 35 s pace: 20 s spare buys two
+  // more multiples of the steps.
+  EXPECT_DOUBLE_EQ(FillPace(15, 10, 35, 8), 3.0);
+  EXPECT_DOUBLE_EQ(FillPace(15, 10, 35, 2.5), 2.5);  // Capped.
+  EXPECT_DOUBLE_EQ(FillPace(15, 10, 12, 8), 1.0);    // Past the pace.
+  EXPECT_DOUBLE_EQ(FillPace(15, 10, 20, 8), 1.5);
+  // Unknown: the usual steps.
+  EXPECT_EQ(FillPace(15, 10, 0, 8), 1.0);
+  EXPECT_EQ(FillPace(15, 0, 35, 8), 1.0);
+  EXPECT_EQ(FillPace(NAN, 10, 35, 8), 1.0);
+  EXPECT_EQ(FillPace(15, 10, INFINITY, 8), 1.0);
+  EXPECT_EQ(FillPace(15, 10, 35, NAN), 1.0);
+}
+
 TEST(TimeModelTest, CapabilityRuleTakesTheLeastPruningThatFitsTheBudget) {
   const std::vector<Arm> arms = GridArms({0.0, 0.4, 3, {4, 16, 32}});
   DeviceTimeModel slow({1.0, 0.0});
