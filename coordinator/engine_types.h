@@ -59,7 +59,8 @@ struct TrainSpec {
   // update still weighs its examples. 1: every task trains max_steps.
   double fill_pace = 1;
   int32_t batch_size = 32;
-  double learning_rate = 1e-3;  // docs/simulation.md: 3e-3 dipped.
+  // The flags' defaults are 3e-3 and "cosine" (docs/simulation.md).
+  double learning_rate = 1e-3;
   // Across rounds: "constant", or "cosine" (round t of R trains at
   // learning_rate * (1 + cos(pi (t - 1) / R)) / 2). Within a round the
   // device warms up and decays as model::TrainOptions says.

@@ -39,6 +39,10 @@ struct SimConfig {
   std::string cache_dir = "runs/cache";
   int rounds = 10;
   int local_steps = 40;  // Optimizer steps per client per round (0: epoch).
+  // The coordinator's --fill_pace, passed when local_steps > 0: a device
+  // that would wait for the round's slowest trains up to this many times
+  // local_steps.
+  double fill_pace = 4;
   int eval_examples = 10000;
   std::vector<DeviceProfile> devices;  // One per client.
   std::vector<std::string> links;      // One per client.

@@ -6,6 +6,7 @@
 // federation (seeds, shards, profiles) under each, compared in one report.
 // Every flag is in --help.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -47,6 +48,12 @@ ABSL_FLAG(int, local_steps, 40,
           "A round's progress is about one device's steps: an epoch gains "
           "about 2.5x what 40 steps do (docs/simulation.md), but takes a "
           "Pi 4 profile over 3 minutes a round on the real clock.");
+ABSL_FLAG(double, fill_pace, 4,
+          "A device predicted to submit before the round's pace (its slowest "
+          "device's fastest predicted time) trains up to this many times "
+          "--local_steps instead of waiting (the coordinator's --fill_pace; "
+          "docs/simulation.md). 1: every device trains --local_steps. No "
+          "effect with --local_steps=0.");
 ABSL_FLAG(double, target, 0,
           "Value of the task's metric for time-to-target (accuracy in [0, "
           "1], or bits per byte). 0: halfway from the base model's value to "
@@ -108,8 +115,12 @@ int main(int argc, char** argv) {
   const int clients = absl::GetFlag(FLAGS_clients);
   config.rounds = absl::GetFlag(FLAGS_rounds);
   config.local_steps = absl::GetFlag(FLAGS_local_steps);
-  if (clients < 1 || config.rounds < 1 || config.local_steps < 0) {
-    return Fail("--clients and --rounds must be >= 1, --local_steps >= 0");
+  config.fill_pace = absl::GetFlag(FLAGS_fill_pace);
+  if (clients < 1 || config.rounds < 1 || config.local_steps < 0 ||
+      !(config.fill_pace >= 1) || !std::isfinite(config.fill_pace)) {
+    return Fail(
+        "--clients and --rounds must be >= 1, --local_steps >= 0, "
+        "--fill_pace a finite multiple >= 1");
   }
   absl::StatusOr<std::vector<sim::Strategy>> strategies =
       sim::ParseStrategies(absl::GetFlag(FLAGS_strategies));
