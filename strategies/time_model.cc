@@ -48,9 +48,10 @@ bool DeviceTimeModel::Observe(const TaskTime& task) {
 
 std::optional<double> DeviceTimeModel::Predict(double combined_ratio,
                                                int64_t rank) const {
-  if (state_.observations == 0) return std::nullopt;
-  return state_.work_s * RelativeWork(combined_ratio, rank, shares_) +
-         state_.byte_s * RelativeBytes(combined_ratio, rank) + state_.other_s;
+  const std::optional<double> train = PredictTrain(combined_ratio, rank);
+  if (!train.has_value()) return std::nullopt;
+  return *train + state_.byte_s * RelativeBytes(combined_ratio, rank) +
+         state_.other_s;
 }
 
 std::optional<double> DeviceTimeModel::PredictTrain(double combined_ratio,
