@@ -3,10 +3,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -103,8 +105,9 @@ class ProgressPrinter {
                               RowNumber(r, "dp_epsilon"),
                               RowNumber(r, "dp_clip_norm"));
       }
-      absl::StrAppendFormat(&line, ", %.1f s", RowNumber(r, "round_s"));
       const Row* slowest = nullptr;
+      // The accepted tasks' step caps, when --fill_pace made them differ.
+      std::optional<double> fewest_steps, most_steps;
       static const std::vector<Row> kNone;
       for (const Row& c : clients.ok() ? *clients : kNone) {
         if (RowText(c, "round") != RowText(r, "round") ||
@@ -115,7 +118,18 @@ class ProgressPrinter {
             RowNumber(c, "elapsed_s") > RowNumber(*slowest, "elapsed_s")) {
           slowest = &c;
         }
+        if (c.count("max_steps")) {
+          const double steps = RowNumber(c, "max_steps");
+          fewest_steps = std::min(fewest_steps.value_or(steps), steps);
+          most_steps = std::max(most_steps.value_or(steps), steps);
+        }
       }
+      if (fewest_steps.has_value() && *fewest_steps > 0 &&
+          *most_steps > *fewest_steps) {
+        absl::StrAppendFormat(&line, ", %.0f-%.0f steps", *fewest_steps,
+                              *most_steps);
+      }
+      absl::StrAppendFormat(&line, ", %.1f s", RowNumber(r, "round_s"));
       if (slowest != nullptr) {
         const Row& c = *slowest;
         absl::StrAppendFormat(
