@@ -55,6 +55,19 @@ std::string Slug(absl::string_view name) {
   return out;
 }
 
+// The rounds' flags that fedge-coordinator and fedge-vclock both take from
+// the experiment: every device in every round, its steps and evaluation.
+std::vector<std::string> RoundFlags(const SimConfig& config) {
+  return {
+      absl::StrCat("--rounds=", config.rounds),
+      absl::StrCat("--min_devices=", config.devices.size()),
+      absl::StrCat("--max_steps=", config.local_steps),
+      absl::StrCat("--fill_pace=",
+                   config.local_steps > 0 ? config.fill_pace : 1),
+      absl::StrCat("--eval_examples=", config.eval_examples),
+  };
+}
+
 std::string Tail(const std::string& path, size_t bytes = 2000) {
   std::ifstream in(path);
   std::string text((std::istreambuf_iterator<char>(in)),
@@ -232,15 +245,11 @@ absl::StatusOr<StrategyOutcome> RunVirtual(const SimConfig& config,
                           out->append(d.name);
                         }),
       "--links=" + absl::StrJoin(config.links, ","),
-      absl::StrCat("--rounds=", config.rounds),
-      absl::StrCat("--min_devices=", n),
-      absl::StrCat("--max_steps=", config.local_steps),
-      absl::StrCat("--fill_pace=",
-                   config.local_steps > 0 ? config.fill_pace : 1),
-      absl::StrCat("--eval_examples=", config.eval_examples),
       absl::StrCat("--workers=", config.workers),
       "--compute_costs=" + config.compute_costs,
   };
+  const std::vector<std::string> rounds = RoundFlags(config);
+  argv.insert(argv.end(), rounds.begin(), rounds.end());
   if (!config.swap_speeds.empty()) {
     argv.push_back("--swap_speeds=" + config.swap_speeds);
   }
@@ -394,16 +403,12 @@ absl::StatusOr<StrategyOutcome> RunStrategy(const SimConfig& config,
       "--insecure",
       absl::StrCat("--listen=127.0.0.1:", *port),
       "--run_dir=" + run_dir,
-      absl::StrCat("--rounds=", config.rounds),
-      absl::StrCat("--min_devices=", n),
-      absl::StrCat("--max_steps=", config.local_steps),
-      absl::StrCat("--fill_pace=",
-                   config.local_steps > 0 ? config.fill_pace : 1),
-      absl::StrCat("--eval_examples=", config.eval_examples),
       "--threads=1",
       "--retry_after_ms=200",
       "--metrics_listen=",
   };
+  const std::vector<std::string> rounds = RoundFlags(config);
+  argv.insert(argv.end(), rounds.begin(), rounds.end());
   argv.insert(argv.end(), config.task_args.begin(), config.task_args.end());
   argv.insert(argv.end(), strategy.flags.begin(), strategy.flags.end());
   argv.insert(argv.end(), config.coordinator_flags.begin(),
