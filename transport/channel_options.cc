@@ -1,5 +1,7 @@
 #include "transport/channel_options.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include <grpcpp/create_channel.h>
 
@@ -41,6 +43,12 @@ absl::Status ChannelOptions::Validate() const {
   return absl::OkStatus();
 }
 
+int64_t MaxFrameBytes(const ChannelOptions& options) {
+  if (options.stream_window_bytes <= 0) return 0;
+  return std::clamp<int64_t>(options.stream_window_bytes, kMinFrameBytes,
+                             kMaxFrameBytes);
+}
+
 grpc::ChannelArguments ClientChannelArguments(const ChannelOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
@@ -59,6 +67,8 @@ grpc::ChannelArguments ClientChannelArguments(const ChannelOptions& options) {
     args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
     args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
                 static_cast<int>(options.stream_window_bytes));
+    args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE,
+                static_cast<int>(MaxFrameBytes(options)));
   }
   return args;
 }
@@ -78,6 +88,8 @@ void ConfigureServer(const ChannelOptions& options,
     builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
                                static_cast<int>(options.stream_window_bytes));
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE,
+                               static_cast<int>(MaxFrameBytes(options)));
   }
 }
 
