@@ -271,6 +271,7 @@ Task Engine::DraftTask(const std::string& device_id, Device& device,
     const double told = known(task.arm);
     if (std::isfinite(told)) task.known_reward = told;
   }
+  task.time_known = TimeKnown(options_, device, round.pace_s);
   task.rank = options_.mode == Mode::kLora ? task.arm.rank : 0;
   task.global_ratio = round.global_ratio;
   task.combined_ratio =
@@ -768,7 +769,9 @@ RoundRecord Engine::RecordRound(const Round& round, absl::Time now,
       PayClient(options_, pay, straggler, p.task->pruning_cost, c);
       // The bandit was told part of the reward before it chose
       // (KnownReward): it learns the rest.
-      registry_.Play(id, c.arm, c.reward - p.task->known_reward);
+      registry_.Play(
+          id, c.arm,
+          LearnedReward(options_, c, p.task->known_reward, p.task->time_known));
     }
     record.clients.push_back(std::move(c));
   }

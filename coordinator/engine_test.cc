@@ -486,10 +486,24 @@ TEST(EngineTest, BanditsAreToldTheirTimeAtTheRoundsPace) {
   EXPECT_LT(late_ratio["pi-1"], 0.1) << "the fast device pruned for nothing";
   EXPECT_EQ(h.closed.back().clients[1].terms.time_over_pace, 0)
       << "the fast device is off the critical path";
-  // Round 1 knew nothing: its plays hold the whole reward.
+  // Round 1 knew nothing: its plays hold the whole reward but its time
+  // term, which the time models hold from then on.
   const std::vector<BanditPlay> plays = h.engine->Snapshot().plays;
   ASSERT_EQ(plays.size(), 2u * options.rounds);
-  EXPECT_EQ(plays[0].reward, h.closed[0].clients[0].reward);
+  const ClientRecord& first = h.closed[0].clients[0];
+  EXPECT_GT(first.terms.time_over_pace, 0) << "pi-0 overran round 1";
+  EXPECT_DOUBLE_EQ(
+      plays[0].reward,
+      first.reward + options.reward.time * first.terms.time_over_pace);
+  // Later rounds were told their time: they learn the reward less that.
+  double learned = 0, paid_less_known = 0;
+  for (size_t i = plays.size() - 2; i < plays.size(); ++i) {
+    learned += plays[i].reward;
+  }
+  for (const ClientRecord& c : h.closed.back().clients) {
+    paid_less_known += c.reward - rounds.back().at(c.device_id).known_reward;
+  }
+  EXPECT_NEAR(learned, paid_less_known, 1e-12);
   // The time models are checkpointed with the engine.
   EXPECT_EQ(h.engine->Snapshot().time_models.at("pi-0").observations,
             options.rounds);

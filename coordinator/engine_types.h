@@ -201,8 +201,11 @@ struct Task {
   // What the bandit was told of this arm's reward before it chose
   // (strategies::KnownReward): minus the weighted pruning cost and the
   // weighted time term its device's time model predicted. The bandit
-  // learns the reward less this.
+  // learns the reward less this (LearnedReward).
   double known_reward = 0;
+  // Whether known_reward holds the time term: the device had a time model
+  // and the round a pace when the task was made (TimeKnown).
+  bool time_known = false;
   double global_ratio = 0;    // The schedule's ratio this round.
   double combined_ratio = 0;  // What the device's plan removes in all.
   pruning::PruningPlan plan;

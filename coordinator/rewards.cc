@@ -94,6 +94,19 @@ std::optional<strategies::Arm> CapabilityArm(const EngineOptions& options,
       budget_s);
 }
 
+bool TimeKnown(const EngineOptions& options, const Device& device,
+               double pace_s) {
+  return pace_s > 0 && device.times.state().observations > 0 &&
+         options.reward.time > 0;
+}
+
+double LearnedReward(const EngineOptions& options, const ClientRecord& client,
+                     double known_reward, bool time_known) {
+  double learned = client.reward - known_reward;
+  if (!time_known) learned += options.reward.time * client.terms.time_over_pace;
+  return learned;
+}
+
 namespace {
 
 // How far past `pace_s` `device`'s predicted time for an arm ends
@@ -102,10 +115,7 @@ namespace {
 std::function<double(const strategies::Arm&)> TimePastPace(
     const EngineOptions& options, const Device& device, double global_ratio,
     double pace_s) {
-  if (!(pace_s > 0) || device.times.state().observations == 0 ||
-      !(options.reward.time > 0)) {
-    return {};
-  }
+  if (!TimeKnown(options, device, pace_s)) return {};
   return [&device, global_ratio, pace_s](const strategies::Arm& arm) {
     return strategies::TimeOverPace(
         *device.times.Predict(

@@ -60,6 +60,24 @@ strategies::WithinPace OnPace(const EngineOptions& options,
                               const Device& device, double global_ratio,
                               double pace_s);
 
+// Whether KnownReward includes the time term for `device` in a round at
+// `pace_s`: the reward has a time term, the round a pace and the device a
+// time model (one observed task).
+bool TimeKnown(const EngineOptions& options, const Device& device,
+               double pace_s);
+
+// What `client`'s bandit learns from its paid reward: the reward less what
+// it was told before it chose (`known_reward`). When the time term was not
+// known then (`time_known` false: the device's first task, or the round's
+// first), the time term is left out as well: how long the device took is
+// its speed, which its time model has learnt from this task and tells the
+// bandit from now on, not something its arm earned. Learnt instead, a
+// first task's overrun stayed in the arm's cells long after the time model
+// explained it, and a device kept the small arm it learned while slow
+// after it became fast (issue 22, docs/simulation.md).
+double LearnedReward(const EngineOptions& options, const ClientRecord& client,
+                     double known_reward, bool time_known);
+
 // What is known of each arm's reward for `device` in a round at
 // `global_ratio` and `pace_s`: minus the weighted charged pruning cost
 // (`charged_cost(combined ratio)`, when `costs_known`) and minus the

@@ -66,6 +66,25 @@ TEST(RewardsTest, TheBanditIsToldTheCostAndTheTimePastThePace) {
   EXPECT_LT(told({0.0, 4}), told({0.5, 4}));  // Pruning is faster.
 }
 
+TEST(RewardsTest, AnOverrunNobodyCouldPredictIsNotLearnt) {
+  EngineOptions options;
+  options.reward.time = 0.5;
+  EXPECT_FALSE(TimeKnown(options, Device(), 10.0)) << "no time model";
+  EXPECT_FALSE(TimeKnown(options, Timed(8.0), 0.0)) << "no pace";
+  EXPECT_TRUE(TimeKnown(options, Timed(8.0), 10.0));
+  ClientRecord late;
+  late.terms.time_over_pace = 2;
+  late.terms.loss_improvement = 0.1;
+  late.reward = 0.1 - 0.5 * 2;
+  // Told the time term (and a cost): it learns what it was not told.
+  EXPECT_DOUBLE_EQ(LearnedReward(options, late, -1.2, true), late.reward + 1.2);
+  // Told nothing of its time: the overrun is its speed, not its arm's.
+  EXPECT_DOUBLE_EQ(LearnedReward(options, late, -0.2, false),
+                   late.reward + 0.2 + 1.0);
+  options.reward.time = 0;
+  EXPECT_FALSE(TimeKnown(options, Timed(8.0), 10.0)) << "no time term";
+}
+
 TEST(RewardsTest, TheCapabilityRuleNeedsAStaticBanditABudgetAndATimeModel) {
   EngineOptions options;
   options.bandit.kind = strategies::BanditKind::kStatic;
