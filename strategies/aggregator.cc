@@ -173,6 +173,72 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
   return norm;
 }
 
+absl::Status UpdateAggregator::AddSum(const NamedTensors& weighted_sum,
+                                      const NamedTensors& coverage_sum,
+                                      int64_t clients) {
+  torch::NoGradGuard no_grad;
+  if (options_.kind != AggregatorKind::kMean) {
+    return absl::FailedPreconditionError(
+        "a secure sum needs the mean: the median and trimmed mean need each "
+        "update");
+  }
+  if (options_.clip_norm > 0) {
+    return absl::FailedPreconditionError(
+        "a sum cannot be clipped: under secure aggregation the clients clip");
+  }
+  if (clients < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a sum of ", clients, " clients"));
+  }
+  if (weighted_sum.size() != order_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sum has ", weighted_sum.size(), " tensors; expected ", order_.size()));
+  }
+  for (const auto& item : coverage_sum) {
+    if (slots_.count(item.key()) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("coverage sum names unknown tensor '", item.key(), "'"));
+    }
+  }
+  for (const std::string& name : order_) {
+    const at::Tensor* sum = weighted_sum.find(name);
+    const at::Tensor& reference = slots_.at(name).reference;
+    if (sum == nullptr || sum->sizes() != reference.sizes() ||
+        !sum->is_floating_point() ||
+        !torch::isfinite(*sum).all().item<bool>()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sum of '", name, "' must be finite floats of shape ",
+                       ShapeString(reference)));
+    }
+    const at::Tensor* cover = coverage_sum.find(name);
+    if (cover != nullptr &&
+        ((cover->dim() != 0 && cover->sizes() != reference.sizes()) ||
+         !torch::isfinite(*cover).all().item<bool>() ||
+         (*cover < 0).any().item<bool>())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "coverage sum of '", name, "' must be a scalar or of shape ",
+          ShapeString(reference), ", finite and >= 0"));
+    }
+  }
+  for (const std::string& name : order_) {
+    Slot& slot = slots_.at(name);
+    slot.weighted.add_(weighted_sum.find(name)->to(torch::kFloat64));
+    const at::Tensor* cover = coverage_sum.find(name);
+    if (cover == nullptr) {
+      slot.full_weight += static_cast<double>(clients);
+    } else if (cover->dim() == 0) {
+      slot.full_weight += cover->item<double>();
+    } else {
+      if (!slot.coverage.defined()) {
+        slot.coverage = torch::zeros(cover->sizes(), torch::kFloat64);
+      }
+      slot.coverage.add_(cover->to(torch::kFloat64));
+    }
+  }
+  count_ += clients;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
   torch::NoGradGuard no_grad;
   if (count_ == 0) {

@@ -81,6 +81,22 @@ class UpdateAggregator {
   absl::StatusOr<double> Add(const NamedTensors& values,
                              const NamedTensors& coverage, double weight);
 
+  // Folds in what secure aggregation reveals of `clients` clients: the sum
+  // of their weighted, masked changes, never one of them. `weighted_sum`
+  // has every reference name, full shapes, finite values: the sum over the
+  // clients of weight x (value - reference) x coverage. `coverage_sum`
+  // gives, per name, the sum over the clients of weight x coverage: a
+  // scalar (0-dim) where each covered the whole tensor, or the reference's
+  // shape; a name without an entry counts as covered whole by weights
+  // summing to `clients`. The coordinator computes it itself from the
+  // plans it chose, which are public to it. Clipping is the clients' (a sum
+  // cannot be clipped): FailedPrecondition with clip_norm > 0, and for the
+  // median and trimmed mean, which need each update. InvalidArgument
+  // naming the tensor for any mismatch, non-finite or negative value;
+  // the aggregate is unchanged then.
+  absl::Status AddSum(const NamedTensors& weighted_sum,
+                      const NamedTensors& coverage_sum, int64_t clients);
+
   int64_t count() const { return count_; }
 
   // The reference plus the aggregated delta (noised, with noise_stddev;

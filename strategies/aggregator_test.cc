@@ -290,6 +290,75 @@ TEST(AggregatorTest, RejectsBadUpdatesWithoutChangingTheAggregate) {
   EXPECT_TRUE(torch::equal(out["b"], torch::ones({5})));
 }
 
+// What secure aggregation reveals, the sum of the weighted changes and the
+// coverage sums, gives the mean that adding each client gives.
+TEST(AggregatorTest, ASumOfClientsFoldsLikeTheClients) {
+  const std::vector<Client> clients = MakeClients(5, /*partial=*/true, 7);
+  const NamedTensors reference = Reference();
+  auto each = UpdateAggregator::Create(reference, {});
+  auto summed = UpdateAggregator::Create(reference, {});
+  NamedTensors sum = Named(torch::zeros({3, 4}, torch::kFloat64),
+                           torch::zeros({5}, torch::kFloat64));
+  NamedTensors cover;
+  cover.insert("a", torch::zeros({3, 4}, torch::kFloat64));
+  cover.insert("b", torch::zeros({}, torch::kFloat64));
+  for (const Client& c : clients) {
+    ASSERT_TRUE((*each)->Add(c.values, c.coverage, c.weight).ok());
+    for (const std::string name : {"a", "b"}) {
+      at::Tensor delta = c.values[name].to(torch::kFloat64) - reference[name];
+      const at::Tensor* mask = c.coverage.find(name);
+      if (mask != nullptr) delta.mul_(*mask);
+      sum[name].add_(delta, c.weight);
+      cover[name].add_(mask != nullptr ? *mask : torch::ones({}), c.weight);
+    }
+  }
+  ASSERT_TRUE((*summed)->AddSum(sum, cover, 5).ok());
+  EXPECT_EQ((*summed)->count(), 5);
+  const NamedTensors want = *(*each)->Finish();
+  const NamedTensors got = *(*summed)->Finish();
+  for (const std::string name : {"a", "b"}) {
+    EXPECT_TRUE(torch::allclose(got[name], want[name], 1e-6, 1e-6)) << name;
+  }
+}
+
+TEST(AggregatorTest, ASumIsRefusedWhereItCannotBeFolded) {
+  const NamedTensors sum = Named(torch::ones({3, 4}), torch::ones({5}));
+  for (AggregatorKind kind :
+       {AggregatorKind::kMedian, AggregatorKind::kTrimmedMean}) {
+    AggregatorOptions options;
+    options.kind = kind;
+    auto agg = UpdateAggregator::Create(Reference(), options);
+    EXPECT_EQ((*agg)->AddSum(sum, NamedTensors(), 2).code(),
+              absl::StatusCode::kFailedPrecondition);
+  }
+  AggregatorOptions clipped;
+  clipped.clip_norm = 1;
+  EXPECT_EQ((*UpdateAggregator::Create(Reference(), clipped))
+                ->AddSum(sum, NamedTensors(), 2)
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto agg = UpdateAggregator::Create(Reference(), {});
+  const auto refused = [&](const NamedTensors& s, const NamedTensors& c,
+                           int64_t n, const std::string& fragment) {
+    const absl::Status status = (*agg)->AddSum(s, c, n);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << fragment;
+    EXPECT_NE(status.message().find(fragment), std::string::npos) << status;
+  };
+  refused(sum, NamedTensors(), 0, "0 clients");
+  refused(Named(torch::ones({4, 3}), torch::ones({5})), NamedTensors(), 2,
+          "sum of 'a'");
+  at::Tensor nan = torch::ones({5});
+  nan[1] = NAN;
+  refused(Named(torch::ones({3, 4}), nan), NamedTensors(), 2, "sum of 'b'");
+  NamedTensors negative;
+  negative.insert("b", torch::full({}, -1.0));
+  refused(sum, negative, 2, "coverage sum of 'b'");
+  NamedTensors unknown;
+  unknown.insert("c", torch::ones({}));
+  refused(sum, unknown, 2, "unknown tensor 'c'");
+  EXPECT_EQ((*agg)->count(), 0);
+}
+
 TEST(AggregatorTest, FinishNeedsAnUpdateAndOptionsAreChecked) {
   auto agg = UpdateAggregator::Create(Reference(), {});
   EXPECT_EQ((*agg)->Finish().status().code(),
