@@ -250,27 +250,20 @@ absl::StatusOr<pruning::Scattered> GlobalModel::PrepareUpdate(
   if (mode_ == Mode::kDense) {
     sub = update;
   } else {
-    absl::StatusOr<NamedTensors> trained =
-        lora::AdapterDeltas(update, lora_.alpha);
-    if (!trained.ok()) return trained.status();
-    // The residual sent with the adapter is frozen: not part of the change.
-    absl::StatusOr<NamedTensors> given = lora::AdapterDeltas(
-        lora::SeparateResiduals(sent).adapters, lora_.alpha);
-    if (!given.ok()) return given.status();
+    absl::StatusOr<NamedTensors> change =
+        lora::AdapterChange(update, sent, lora_.alpha);
+    if (!change.ok()) return change.status();
     absl::StatusOr<NamedTensors> global =
         pruning::SliceTensors(*base_, plan, Trained());
     if (!global.ok()) return global.status();
-    for (const auto& item : *trained) {
+    for (const auto& item : *change) {
       const std::string name = item.key() + std::string(kWeight);
-      const at::Tensor* before = given->find(item.key());
       const at::Tensor* current = global->find(name);
-      if (before == nullptr || current == nullptr ||
-          before->sizes() != item.value().sizes() ||
-          current->sizes() != item.value().sizes()) {
+      if (current == nullptr || current->sizes() != item.value().sizes()) {
         return absl::InvalidArgumentError(absl::StrCat(
             "update '", item.key(), "' does not match the payload sent"));
       }
-      sub.insert(name, *current + (item.value() - *before));
+      sub.insert(name, *current + item.value());
     }
   }
   return pruning::ScatterTensors(*base_, plan, sub);

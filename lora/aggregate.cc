@@ -9,6 +9,8 @@
 #include <torch/linalg.h>
 #include <torch/types.h>
 
+#include "lora/lora.h"
+
 namespace fedge::lora {
 namespace {
 
@@ -124,6 +126,26 @@ absl::StatusOr<NamedTensors> AdapterDeltas(const NamedTensors& adapters,
     out.insert(f.path, torch::matmul(f.b, f.a) * Scale(alpha, f.a.size(0)));
   }
   return out;
+}
+
+absl::StatusOr<NamedTensors> AdapterChange(const NamedTensors& update,
+                                           const NamedTensors& sent,
+                                           double alpha) {
+  absl::StatusOr<NamedTensors> trained = AdapterDeltas(update, alpha);
+  if (!trained.ok()) return trained.status();
+  absl::StatusOr<NamedTensors> given =
+      AdapterDeltas(SeparateResiduals(sent).adapters, alpha);
+  if (!given.ok()) return given.status();
+  NamedTensors change;
+  for (const auto& item : *trained) {
+    const at::Tensor* before = given->find(item.key());
+    if (before == nullptr || before->sizes() != item.value().sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update '", item.key(), "' does not match the payload sent"));
+    }
+    change.insert(item.key(), item.value() - *before);
+  }
+  return change;
 }
 
 absl::StatusOr<GlobalAdapter> Aggregate(

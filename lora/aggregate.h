@@ -87,4 +87,15 @@ int64_t ReviveDeadComponents(NamedTensors& adapters, uint64_t seed);
 absl::StatusOr<NamedTensors> AdapterDeltas(const NamedTensors& adapters,
                                            double alpha);
 
+// Per Linear path, what a device's training changed: AdapterDeltas of its
+// trained `update` minus AdapterDeltas of the adapters it was `sent` (the
+// frozen residual sent with them, IsResidual, is not part of the change).
+// The coordinator folds it into its global change (coordinator::
+// GlobalModel); under secure aggregation the device computes it itself.
+// InvalidArgument for a malformed set, or a path `sent` lacks or holds at
+// another shape.
+absl::StatusOr<NamedTensors> AdapterChange(const NamedTensors& update,
+                                           const NamedTensors& sent,
+                                           double alpha);
+
 }  // namespace fedge::lora

@@ -3,6 +3,8 @@
 #include "gtest/gtest.h"
 #include <torch/types.h>
 
+#include "lora/lora.h"
+
 namespace fedge::lora {
 namespace {
 
@@ -163,6 +165,33 @@ TEST(AggregateTest, RejectsMismatchedOrBadClients) {
           .ok());
   EXPECT_FALSE(ParseRankMethod("flora").ok());
   EXPECT_EQ(*ParseRankMethod("svd"), RankMethod::kSvd);
+}
+
+TEST(AggregateTest, AdapterChangeIsTheProductsDifferenceWithoutTheResidual) {
+  torch::manual_seed(3);
+  const NamedTensors sent_adapter =
+      Adapter(torch::randn({4, 6}), torch::randn({5, 4}));
+  NamedTensors sent = sent_adapter;
+  // A frozen residual travels with the adapter; it is not trained.
+  sent.insert(std::string(kPath) + "." + kResidualA, torch::randn({2, 6}));
+  sent.insert(std::string(kPath) + "." + kResidualB, torch::randn({5, 2}));
+  const NamedTensors update =
+      Adapter(torch::randn({4, 6}), torch::randn({5, 4}));
+  const auto change = AdapterChange(update, sent, kAlpha);
+  ASSERT_TRUE(change.ok()) << change.status();
+  ASSERT_EQ(change->size(), 1u);
+  EXPECT_TRUE(torch::allclose((*change)[kPath].to(torch::kFloat64),
+                              Product(update, 4) - Product(sent_adapter, 4),
+                              1e-5, 1e-5));
+  const NamedTensors wider =
+      Adapter(torch::randn({4, 7}), torch::randn({5, 4}));
+  EXPECT_EQ(AdapterChange(wider, sent, kAlpha).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  NamedTensors other;
+  other.insert("layers.1.mlp.up_proj.adapter.lora_A", torch::randn({4, 6}));
+  other.insert("layers.1.mlp.up_proj.adapter.lora_B", torch::randn({5, 4}));
+  EXPECT_EQ(AdapterChange(other, sent, kAlpha).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(AggregateTest, ReviveDeadComponentsKeepsTheProductAndEnablesTraining) {
