@@ -18,6 +18,25 @@ std::string ShapeString(const at::Tensor& t) {
 
 }  // namespace
 
+void UpdateAggregator::Slot::AddCoverage(const at::Tensor& cover,
+                                         double weight) {
+  if (!coverage.defined()) {
+    coverage = torch::zeros(cover.sizes(), torch::kFloat64);
+  }
+  coverage.add_(cover, weight);
+}
+
+absl::Status UpdateAggregator::NamesKnown(const NamedTensors& tensors,
+                                          absl::string_view what) const {
+  for (const auto& item : tensors) {
+    if (slots_.count(item.key()) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " names unknown tensor '", item.key(), "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<AggregatorKind> ParseAggregatorKind(absl::string_view name) {
   if (name == "mean") return AggregatorKind::kMean;
   if (name == "median") return AggregatorKind::kMedian;
@@ -113,11 +132,8 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
     checked.push_back(value);
     covers.push_back(cover);
   }
-  for (const auto& item : coverage) {
-    if (slots_.count(item.key()) == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("coverage names unknown tensor '", item.key(), "'"));
-    }
+  if (absl::Status known = NamesKnown(coverage, "coverage"); !known.ok()) {
+    return known;
   }
   // The change of one tensor, in float64: a copy of the value with the
   // reference subtracted in place, masked. Only one tensor's change is
@@ -155,10 +171,7 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
     if (options_.kind == AggregatorKind::kMean) {
       slot.weighted.add_(delta, weight * scale);
       if (cover != nullptr) {
-        if (!slot.coverage.defined()) {
-          slot.coverage = torch::zeros(cover->sizes(), torch::kFloat64);
-        }
-        slot.coverage.add_(*cover, weight);
+        slot.AddCoverage(*cover, weight);
       } else {
         slot.full_weight += weight;
       }
@@ -194,11 +207,9 @@ absl::Status UpdateAggregator::AddSum(const NamedTensors& weighted_sum,
     return absl::InvalidArgumentError(absl::StrCat(
         "sum has ", weighted_sum.size(), " tensors; expected ", order_.size()));
   }
-  for (const auto& item : coverage_sum) {
-    if (slots_.count(item.key()) == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("coverage sum names unknown tensor '", item.key(), "'"));
-    }
+  if (absl::Status known = NamesKnown(coverage_sum, "coverage sum");
+      !known.ok()) {
+    return known;
   }
   for (const std::string& name : order_) {
     const at::Tensor* sum = weighted_sum.find(name);
@@ -229,10 +240,7 @@ absl::Status UpdateAggregator::AddSum(const NamedTensors& weighted_sum,
     } else if (cover->dim() == 0) {
       slot.full_weight += cover->item<double>();
     } else {
-      if (!slot.coverage.defined()) {
-        slot.coverage = torch::zeros(cover->sizes(), torch::kFloat64);
-      }
-      slot.coverage.add_(cover->to(torch::kFloat64));
+      slot.AddCoverage(*cover, 1.0);
     }
   }
   count_ += clients;

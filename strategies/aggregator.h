@@ -112,7 +112,14 @@ class UpdateAggregator {
     double full_weight = 0;  // kMean: sum of w of clients covering all.
     std::vector<at::Tensor> deltas;  // Robust kinds: per client.
     std::vector<at::Tensor> covers;  // Robust kinds: per client, or {}.
+    // kMean: coverage += weight * `cover` (same shape).
+    void AddCoverage(const at::Tensor& cover, double weight);
   };
+
+  // InvalidArgument naming the first of `tensors` the reference lacks
+  // (`what`: the argument, for the message).
+  absl::Status NamesKnown(const NamedTensors& tensors,
+                          absl::string_view what) const;
 
   UpdateAggregator(const AggregatorOptions& options) : options_(options) {}
 
