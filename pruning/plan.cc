@@ -224,11 +224,14 @@ absl::StatusOr<NamedTensors> SliceTensors(const model::ModelImpl& model,
   return out;
 }
 
-absl::StatusOr<Scattered> ScatterTensors(const model::ModelImpl& model,
-                                         const PruningPlan& plan,
-                                         const NamedTensors& pruned) {
-  if (absl::Status s = ValidatePlan(model, plan); !s.ok()) return s;
-  const std::vector<model::BlockShape> shapes = model.block_shapes();
+namespace {
+
+// ScatterTensors against the full model's block `shapes`; `model` (full or
+// pruned: the block prefixes and head width are the same) names the blocks.
+// `plan` is valid for `shapes`.
+absl::StatusOr<Scattered> ScatterToShapes(
+    const model::ModelImpl& model, const std::vector<model::BlockShape>& shapes,
+    const PruningPlan& plan, const NamedTensors& pruned) {
   Scattered out;
   for (const auto& item : pruned) {
     const at::Tensor& t = item.value();
@@ -258,6 +261,29 @@ absl::StatusOr<Scattered> ScatterTensors(const model::ModelImpl& model,
     out.coverage.insert(item.key(), coverage);
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<Scattered> ScatterTensors(const model::ModelImpl& model,
+                                         const PruningPlan& plan,
+                                         const NamedTensors& pruned) {
+  if (absl::Status s = ValidatePlan(model, plan); !s.ok()) return s;
+  return ScatterToShapes(model, model.block_shapes(), plan, pruned);
+}
+
+absl::StatusOr<Scattered> ScatterTensors(const std::string& config_json,
+                                         const PruningPlan& plan,
+                                         const NamedTensors& pruned) {
+  absl::StatusOr<std::vector<model::BlockShape>> shapes =
+      model::BlockShapesFromConfig(config_json);
+  if (!shapes.ok()) return shapes.status();
+  if (absl::Status s = ValidatePlan(*shapes, plan); !s.ok()) return s;
+  // The sub-model's structure only names the blocks (no weights are read).
+  absl::StatusOr<model::Model> sub =
+      model::CreateModelFromConfig(config_json, PlannedShapes(plan));
+  if (!sub.ok()) return sub.status();
+  return ScatterToShapes(**sub, *shapes, plan, pruned);
 }
 
 absl::StatusOr<model::Model> ApplyPlan(model::ModelImpl& model,

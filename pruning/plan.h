@@ -112,6 +112,12 @@ struct Scattered {
 absl::StatusOr<Scattered> ScatterTensors(const model::ModelImpl& model,
                                          const PruningPlan& plan,
                                          const NamedTensors& pruned);
+// The same for a device that holds only the full model's config.json text
+// (and its sub-model): what it scatters its own change with under secure
+// aggregation. InvalidArgument for a config or plan that does not fit.
+absl::StatusOr<Scattered> ScatterTensors(const std::string& config_json,
+                                         const PruningPlan& plan,
+                                         const NamedTensors& pruned);
 
 // `inner` is a plan over the sub-model that `outer` produced; returns the
 // plan over the original model that gives the same sub-model.

@@ -135,6 +135,39 @@ TEST(PlanTest, ScatterThenSliceIsIdentityOnKeptEntries) {
   }
 }
 
+TEST(PlanTest, ScatteringFromTheConfigEqualsScatteringWithTheFullModel) {
+  torch::manual_seed(5);
+  model::Llama full = SmallLlama();
+  PruningPlan plan = FullPlan(*full);
+  plan.blocks[0].heads = {0, 1};
+  plan.blocks[0].kv_heads = {0};
+  plan.blocks[1].channels = {1, 4, 7};
+  model::Model pruned = *ApplyPlan(*full, plan);
+  const model::NamedTensors sub = model::CopyWeights(*pruned);
+
+  const absl::StatusOr<Scattered> want = ScatterTensors(*full, plan, sub);
+  const absl::StatusOr<Scattered> got =
+      ScatterTensors(full->ConfigJson(), plan, sub);
+
+  ASSERT_TRUE(want.ok()) << want.status();
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->tensors.size(), want->tensors.size());
+  ASSERT_EQ(got->coverage.size(), want->coverage.size());
+  EXPECT_GT(want->coverage.size(), 0u);
+  for (const auto& item : want->tensors) {
+    EXPECT_TRUE(torch::equal(got->tensors[item.key()], item.value()))
+        << item.key();
+  }
+  for (const auto& item : want->coverage) {
+    EXPECT_TRUE(torch::equal(got->coverage[item.key()], item.value()))
+        << item.key();
+  }
+  PruningPlan bad = plan;
+  bad.blocks[1].channels = {1, 99};
+  EXPECT_EQ(ScatterTensors(full->ConfigJson(), bad, sub).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(PlanTest, ScatteringWhatThePlanKeepsWholeNeitherCopiesNorMasks) {
   torch::manual_seed(4);
   model::Vit full = SmallVit();

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -10,20 +11,46 @@
 namespace fedge::strategies {
 
 absl::StatusOr<FlatLayout> FlatLayout::Create(const NamedTensors& reference) {
-  if (reference.is_empty()) {
-    return absl::InvalidArgumentError("flat layout: the reference is empty");
+  Shapes shapes;
+  for (const auto& item : reference) {
+    shapes.emplace_back(item.key(), item.value().sizes().vec());
+  }
+  return FromShapes(shapes);
+}
+
+absl::StatusOr<FlatLayout> FlatLayout::FromShapes(const Shapes& shapes) {
+  if (shapes.empty()) {
+    return absl::InvalidArgumentError("flat layout: no tensors");
   }
   FlatLayout layout;
-  for (const auto& item : reference) {
+  std::set<std::string> seen;
+  for (const auto& [name, shape] : shapes) {
+    if (name.empty() || !seen.insert(name).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "flat layout: empty or repeated tensor name '", name, "'"));
+    }
     Entry entry;
-    entry.name = item.key();
-    entry.shape = item.value().sizes().vec();
+    entry.name = name;
+    entry.shape = shape;
     entry.offset = layout.length_;
-    entry.size = item.value().numel();
+    entry.size = 1;
+    for (int64_t d : shape) {
+      if (d < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("flat layout: '", name, "' has a negative dimension"));
+      }
+      entry.size *= d;
+    }
     layout.length_ += entry.size;
     layout.entries_.push_back(std::move(entry));
   }
   return layout;
+}
+
+FlatLayout::Shapes FlatLayout::shapes() const {
+  Shapes out;
+  for (const Entry& entry : entries_) out.emplace_back(entry.name, entry.shape);
+  return out;
 }
 
 absl::StatusOr<std::vector<float>> FlatLayout::Flatten(

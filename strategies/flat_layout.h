@@ -32,6 +32,12 @@ class FlatLayout {
   // The names and shapes of `reference` (its values are not kept), in its
   // order. InvalidArgument for an empty reference.
   static absl::StatusOr<FlatLayout> Create(const NamedTensors& reference);
+  // Names and shapes, in order: what the coordinator tells its devices.
+  using Shapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+  // InvalidArgument for no entries, an empty or repeated name, or a
+  // negative dimension.
+  static absl::StatusOr<FlatLayout> FromShapes(const Shapes& shapes);
+  Shapes shapes() const;
 
   int64_t length() const { return length_; }
 

@@ -39,6 +39,25 @@ TEST(FlatLayoutTest, FlattensInTheReferencesOrderAndUnflattensBack) {
   EXPECT_TRUE(torch::equal((*back)["b"], b.to(torch::kFloat64)));
 }
 
+TEST(FlatLayoutTest, ShapesRebuildTheSameLayout) {
+  const auto layout =
+      FlatLayout::Create(Named(torch::zeros({2, 3}), torch::zeros({4})));
+  ASSERT_TRUE(layout.ok());
+  const FlatLayout::Shapes shapes = layout->shapes();
+  ASSERT_EQ(shapes.size(), 2u);
+  EXPECT_EQ(shapes[0].first, "a");
+  EXPECT_EQ(shapes[0].second, (std::vector<int64_t>{2, 3}));
+  const auto rebuilt = FlatLayout::FromShapes(shapes);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_EQ(rebuilt->length(), 10);
+  const NamedTensors values =
+      Named(torch::ones({2, 3}), torch::arange(4, torch::kFloat));
+  EXPECT_EQ(*rebuilt->Flatten(values, 0), *layout->Flatten(values, 0));
+  EXPECT_FALSE(FlatLayout::FromShapes({}).ok());
+  EXPECT_FALSE(FlatLayout::FromShapes({{"a", {2}}, {"a", {3}}}).ok());
+  EXPECT_FALSE(FlatLayout::FromShapes({{"a", {-2}}}).ok());
+}
+
 TEST(FlatLayoutTest, ClipsTheWholeVectorToItsNorm) {
   const auto layout =
       FlatLayout::Create(Named(torch::zeros({2}), torch::zeros({2})));
