@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string_view>
 
 #include "absl/strings/match.h"
@@ -267,6 +268,48 @@ absl::StatusOr<pruning::Scattered> GlobalModel::PrepareUpdate(
     }
   }
   return pruning::ScatterTensors(*base_, plan, sub);
+}
+
+absl::StatusOr<strategies::FlatLayout> GlobalModel::UpdateLayout() const {
+  if (mode_ != Mode::kLora) {
+    return absl::FailedPreconditionError(
+        "secure aggregation needs LoRA mode (--mode=lora)");
+  }
+  return strategies::FlatLayout::Create(Trained());
+}
+
+absl::Status GlobalModel::AddSecureSum(
+    RoundAggregate& round, const NamedTensors& sum,
+    const std::vector<pruning::PruningPlan>& plans) const {
+  torch::NoGradGuard no_grad;
+  const NamedTensors trained = Trained();
+  NamedTensors ones;
+  for (const auto& item : trained) {
+    ones.insert(item.key(), torch::ones_like(item.value()));
+  }
+  // Per name, how many of the devices held each position: a scalar while
+  // every plan kept the tensor whole.
+  std::map<std::string, at::Tensor> counts;
+  for (const auto& item : trained) {
+    counts[item.key()] = torch::zeros({}, torch::kFloat64);
+  }
+  for (const pruning::PruningPlan& plan : plans) {
+    absl::StatusOr<NamedTensors> held =
+        pruning::SliceTensors(*base_, plan, ones);
+    if (!held.ok()) return held.status();
+    absl::StatusOr<pruning::Scattered> cover =
+        pruning::ScatterTensors(*base_, plan, *held);
+    if (!cover.ok()) return cover.status();
+    for (auto& [name, count] : counts) {
+      const at::Tensor* partial = cover->coverage.find(name);
+      count = partial != nullptr ? count + partial->to(torch::kFloat64)
+                                 : count + 1.0;
+    }
+  }
+  NamedTensors coverage;
+  for (auto& [name, count] : counts) coverage.insert(name, count);
+  return round.updates->AddSum(sum, coverage,
+                               static_cast<int64_t>(plans.size()));
 }
 
 absl::Status GlobalModel::AddScores(RoundAggregate& round,

@@ -43,6 +43,7 @@
 #include "pruning/importance.h"
 #include "pruning/plan.h"
 #include "strategies/aggregator.h"
+#include "strategies/flat_layout.h"
 #include "strategies/server_optimizer.h"
 
 namespace fedge::coordinator {
@@ -171,6 +172,21 @@ class GlobalModel {
   absl::StatusOr<double> AddPrepared(RoundAggregate& round,
                                      const pruning::Scattered& prepared,
                                      double weight) const;
+
+  // Secure aggregation (docs/privacy.md), LoRA mode: the layout in which
+  // every device flattens its change (the global change's names and full
+  // shapes, client::SecureChange), the same for every round.
+  // FailedPrecondition in dense mode.
+  absl::StatusOr<strategies::FlatLayout> UpdateLayout() const;
+  // Folds into `round` the unmasked sum of the changes of the devices that
+  // held `plans` (one each, weight 1), `sum` as UpdateLayout unflattens it:
+  // each position's mean is over the devices whose plan held it, as
+  // AddUpdate's is. The coverage comes from the plans, which the
+  // coordinator chose. UpdateAggregator::AddSum's errors; InvalidArgument
+  // for a plan that does not fit the base.
+  absl::Status AddSecureSum(
+      RoundAggregate& round, const NamedTensors& sum,
+      const std::vector<pruning::PruningPlan>& plans) const;
 
   // Folds a device's importance report ("heads.N" [kept heads of block N],
   // "channels.N" [kept channels]) into `round`. InvalidArgument for names,

@@ -14,9 +14,12 @@
 #include "gtest/gtest.h"
 #include <torch/types.h>
 
+#include "client/secure_update.h"
+#include "coordinator/global_model.h"
 #include "secagg/protocol.h"
 #include "strategies/aggregator.h"
 #include "strategies/flat_layout.h"
+#include "tests/testing/tiny_models.h"
 
 namespace fedge {
 namespace {
@@ -136,6 +139,71 @@ TEST(SecureSumTest, TheUnmaskedSumFoldsToThePlainMeanOfHeterogeneousPlans) {
             .item<double>();
     EXPECT_LE(error, bound + 1e-7) << name;  // float32 results.
     EXPECT_GT((want[name] - reference[name]).abs().max().item<double>(), 0.01);
+  }
+}
+
+// What a device computes for itself under secure aggregation
+// (client::SecureChange) and what the coordinator folds from the sum
+// (GlobalModel::AddSecureSum) commit the same global model as the plain
+// path, for a pruned low-rank device beside an unpruned high-rank one, in
+// a round after one that made the global change non-zero.
+TEST(SecureSumTest, DeviceComputedChangesCommitWhatThePlainPathCommits) {
+  using coordinator::GlobalModel;
+  using coordinator::Mode;
+  const auto make = [] {
+    torch::manual_seed(0);
+    return *GlobalModel::Create(testing::TinyVit(16), Mode::kLora, {});
+  };
+  const auto train = [](NamedTensors payload, uint64_t seed) {
+    torch::manual_seed(seed);
+    for (auto& item : payload) {
+      item.value() = item.value() + 0.05 * torch::randn_like(item.value());
+    }
+    return payload;
+  };
+  std::unique_ptr<GlobalModel> plain = make(), secure = make();
+  const std::string config = plain->base().ConfigJson();
+  const double alpha = plain->lora().alpha;
+  const auto layout = secure->UpdateLayout();
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  for (int round = 0; round < 2; ++round) {
+    const pruning::PruningPlan full = *plain->Plan(0.0);
+    const pruning::PruningPlan half = *plain->Plan(0.5);
+    const std::vector<pruning::PruningPlan> plans = {full, half};
+    const std::vector<int64_t> ranks = {8, 2};
+    auto plain_round = plain->BeginRound({});
+    auto secure_round = secure->BeginRound({});
+    ASSERT_TRUE(plain_round.ok() && secure_round.ok());
+    std::vector<double> sum(static_cast<size_t>(layout->length()), 0.0);
+    for (size_t d = 0; d < plans.size(); ++d) {
+      const NamedTensors sent = *plain->Payload(plans[d], ranks[d], d + 1);
+      const NamedTensors update = train(sent, 10 * round + d);
+      ASSERT_TRUE(
+          plain->AddUpdate(*plain_round, plans[d], update, sent, 1.0).ok());
+      double norm = 0;
+      const auto change = client::SecureChange(config, plans[d], alpha, update,
+                                               sent, *layout, 0, &norm);
+      ASSERT_TRUE(change.ok()) << change.status();
+      EXPECT_GT(norm, 0);
+      for (size_t k = 0; k < sum.size(); ++k) sum[k] += (*change)[k];
+    }
+    const auto read = layout->Unflatten(sum);
+    ASSERT_TRUE(read.ok()) << read.status();
+    ASSERT_TRUE(secure->AddSecureSum(*secure_round, *read, plans).ok());
+    ASSERT_TRUE(plain->Commit(*plain_round, 0.5).ok());
+    ASSERT_TRUE(secure->Commit(*secure_round, 0.5).ok());
+    const NamedTensors want = plain->State(), got = secure->State();
+    for (const auto& item : want) {
+      if (item.key().rfind("scores.", 0) == 0) continue;  // Not reported.
+      const at::Tensor* mine = got.find(item.key());
+      ASSERT_NE(mine, nullptr) << item.key();
+      EXPECT_TRUE(torch::allclose(mine->to(torch::kFloat64),
+                                  item.value().to(torch::kFloat64), 1e-5, 1e-6))
+          << item.key() << " in round " << round;
+    }
+    EXPECT_GT(
+        (want["layers.0.self_attn.q_proj.weight"]).abs().sum().item<double>(),
+        0);
   }
 }
 
