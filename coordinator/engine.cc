@@ -27,18 +27,27 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     return probe.status();
   }
   if (!hooks.clock) hooks.clock = [] { return absl::Now(); };
-  return std::unique_ptr<Engine>(
-      new Engine(std::move(global), std::move(options), std::move(hooks)));
+  std::shared_ptr<const strategies::FlatLayout> secure_layout;
+  if (options.secure.enabled) {
+    absl::StatusOr<strategies::FlatLayout> layout = global->UpdateLayout();
+    if (!layout.ok()) return layout.status();
+    secure_layout =
+        std::make_shared<const strategies::FlatLayout>(*std::move(layout));
+  }
+  return std::unique_ptr<Engine>(new Engine(
+      std::move(global), std::move(options), std::move(hooks), secure_layout));
 }
 
 Engine::Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
-               EngineHooks hooks)
+               EngineHooks hooks,
+               std::shared_ptr<const strategies::FlatLayout> secure_layout)
     : global_(std::move(global)),
       options_(std::move(options)),
       hooks_(std::move(hooks)),
       meter_(global_.get(), options_.reward.pruning_cost > 0
                                 ? hooks_.validation_loss
                                 : ValidationLossFn()),
+      secure_layout_(std::move(secure_layout)),
       registry_(&options_, TrainingWork(global_->base(), options_)) {
   if (options_.privacy.enabled()) {
     privacy_.emplace(options_.privacy, options_.aggregator.clip_norm,
@@ -209,6 +218,12 @@ absl::Status Engine::OpenRound(absl::Time now) {
   for (const std::string& id : selection.invited) {
     round.participants[id];
   }
+  if (secure_layout_ != nullptr) {
+    if (absl::Status s = OpenSecurely(round); !s.ok()) {
+      failure_ = s;
+      return absl::OkStatus();
+    }
+  }
   round_ = std::move(round);
   const std::vector<const Device*> devices = ParticipantDevices();
   round_->pace_s = RoundPace(options_, devices, round_->global_ratio);
@@ -216,6 +231,48 @@ absl::Status Engine::OpenRound(absl::Time now) {
     round_->capability_budget_s =
         CapabilityBudget(options_, devices, round_->global_ratio);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::OpenSecurely(Round& round) {
+  std::vector<std::string> ids;
+  for (const auto& [id, p] : round.participants) ids.push_back(id);
+  const int64_t salt = round.salt();
+  absl::StatusOr<std::unique_ptr<SecureRound>> secure = SecureRound::Create(
+      ids, secure_layout_->length(), static_cast<uint64_t>(salt),
+      DeviceSeed(options_.seed, "secagg", salt), options_.secure, round.opened);
+  if (!secure.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "round ", round.number, " cannot run secure aggregation over ",
+        ids.size(), " invited device(s): ", secure.status().message(),
+        " (invite more: --clients_per_round)"));
+  }
+  round.secure = std::move(*secure);
+  return absl::OkStatus();
+}
+
+absl::Status Engine::FoldSecureSum(Round& round) {
+  if (round.secure_folded) return absl::OkStatus();
+  absl::StatusOr<std::vector<uint32_t>> sum = round.secure->Sum();
+  if (!sum.ok()) return sum.status();
+  const secagg::RingCodec ring(round.secure->parameters().devices,
+                               options_.secure.clip_norm);
+  absl::StatusOr<NamedTensors> read =
+      secure_layout_->Unflatten(ring.Decode(*sum));
+  if (!read.ok()) return read.status();
+  // The survivors are the accepted: Submit accepts a device only once its
+  // masked vector is in the sum.
+  std::vector<pruning::PruningPlan> plans;
+  for (const auto& [id, p] : round.participants) {
+    if (p.stage == Stage::kAccepted) plans.push_back(p.task->plan);
+  }
+  absl::MutexLock fold(&round.fold->mu);
+  if (absl::Status s =
+          global_->AddSecureSum(round.fold->aggregate, *read, plans);
+      !s.ok()) {
+    return s;
+  }
+  round.secure_folded = true;
   return absl::OkStatus();
 }
 
@@ -291,6 +348,14 @@ Task Engine::DraftTask(const std::string& device_id, Device& device,
                                  "/", device_id, "/", task.nonce.substr(0, 8));
   task.issued = std::max(now, round.opened);
   task.deadline = round.deadline;
+  if (round.secure) {
+    SecureTask secure;
+    secure.parameters = round.secure->parameters();
+    secure.index = round.secure->Index(device_id).value_or(-1);
+    secure.clip_norm = options_.secure.clip_norm;
+    secure.layout = secure_layout_;
+    task.secure = std::move(secure);
+  }
   return task;
 }
 
@@ -395,6 +460,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   std::map<std::string, std::vector<int64_t>> expected;
   std::shared_ptr<SplitSession> split;
   std::shared_ptr<Fold> fold;
+  std::shared_ptr<SecureRound> secure;
   {
     TimedLock lock(&mu_, &hooks_.lock_held, "submit");
     if (absl::Status s =
@@ -412,10 +478,31 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
     expected = participant.expected;
     split = participant.split;
     fold = round_->fold;
+    secure = round_->secure;
   }
 
   // Outside the engine's lock: the split tail, the checks, the fold.
   absl::StatusOr<double> norm = [&]() -> absl::StatusOr<double> {
+    if (secure != nullptr) {
+      if (submission.masked.empty() || !submission.update.is_empty()) {
+        return absl::InvalidArgumentError(
+            "under secure aggregation an update is a masked vector only");
+      }
+      if (!std::isfinite(submission.change_norm) ||
+          submission.change_norm < 0) {
+        return absl::InvalidArgumentError(
+            "the change norm must be finite and non-negative");
+      }
+      if (absl::Status s = secure->MaskedInput(id, submission.masked);
+          !s.ok()) {
+        return s;
+      }
+      return submission.change_norm;
+    }
+    if (!submission.masked.empty()) {
+      return absl::InvalidArgumentError(
+          "a masked vector came, but this round has no secure aggregation");
+    }
     Submission merged;
     const Submission* checked = &submission;
     if (cut > 0 || submission.carries_change) {
@@ -480,6 +567,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   participant.report = submission;
   participant.report.update = NamedTensors();
   participant.report.importance = NamedTensors();
+  participant.report.masked = {};
   const double elapsed = absl::ToDoubleSeconds(now - participant.task->issued);
   double& expected_s = registry_.at(id).expected_seconds;
   expected_s = expected_s < 0 ? elapsed : 0.7 * expected_s + 0.3 * elapsed;
@@ -545,6 +633,67 @@ absl::Status Engine::SplitFinish(const std::string& device_id, int64_t round,
   }
   if (!session.ok()) return session.status();
   return (*session)->Settle(applied_steps);
+}
+
+absl::StatusOr<SecureReply> Engine::Secure(const SecureRequest& request,
+                                           absl::Time now) {
+  const std::string& id = request.device_id;
+  std::shared_ptr<SecureRound> secure;
+  {
+    TimedLock lock(&mu_, &hooks_.lock_held, "secure");
+    if (!round_ || !round_->secure) {
+      return absl::FailedPreconditionError(
+          "no round with secure aggregation is open");
+    }
+    auto it = round_->participants.find(id);
+    if (request.round != round_->number || it == round_->participants.end() ||
+        !it->second.task || it->second.task->nonce != request.nonce) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", id, " holds no task of round ", request.round,
+                       " with that nonce; round ", round_->number, " is open"));
+    }
+    registry_.at(id).last_seen = now;
+    secure = round_->secure;
+  }
+  const int messages = request.advertise.has_value() +
+                       request.shares.has_value() + request.unmask.has_value();
+  if (messages > 1) {
+    return absl::InvalidArgumentError("secure aggregation: one message a step");
+  }
+  absl::Status posted;
+  if (request.advertise) posted = secure->Advertise(id, *request.advertise);
+  if (request.shares) posted = secure->ShareKeys(id, *request.shares);
+  if (request.unmask) posted = secure->Unmask(id, *request.unmask);
+  if (!posted.ok()) return posted;
+  // The phase only moves forward, so what it needs is there. A device
+  // that has acted in the phase gets nothing again.
+  SecureReply reply;
+  reply.phase = secure->phase();
+  if (secure->Answered(id, reply.phase)) return reply;
+  switch (reply.phase) {
+    case SecurePhase::kAdvertise:
+      break;
+    case SecurePhase::kShareKeys: {
+      auto ads = secure->Advertisements(id);
+      if (!ads.ok()) return ads.status();
+      reply.advertisements = *std::move(ads);
+      break;
+    }
+    case SecurePhase::kMaskedInput: {
+      auto shares = secure->Shares(id);
+      if (!shares.ok()) return shares.status();
+      reply.shares = *std::move(shares);
+      break;
+    }
+    case SecurePhase::kUnmask:
+    case SecurePhase::kDone: {
+      auto survivors = secure->Survivors(id);
+      if (!survivors.ok()) return survivors.status();
+      reply.survivors = *std::move(survivors);
+      break;
+    }
+  }
+  return reply;
 }
 
 absl::StatusOr<bool> Engine::Heartbeat(const std::string& device_id,
@@ -623,10 +772,31 @@ absl::Status Engine::Tick(absl::Time now) {
           p.stage = Stage::kDropped;
         }
       }
-      if (RoundDone(now)) {
-        // Updates being folded are waited for (milliseconds).
-        if (round_->folding == 0) step = Step::kClose;
-      } else if (!round_->measured_ahead && AllTasksOut()) {
+      // Updates being folded are waited for (milliseconds).
+      const bool done = RoundDone(now);
+      const bool collected = done && round_->folding == 0;
+      bool closing = collected;
+      if (round_->secure && collected &&
+          round_->accepted >= options_.min_updates) {
+        // The survivors' masks come off before the round can close.
+        closing = false;
+      }
+      if (round_->secure) {
+        SecureRound& secure = *round_->secure;
+        while (secure.Advance(now, collected)) {
+        }
+        for (const std::string& id : secure.Lost()) {
+          Participant& p = round_->participants.at(id);
+          if (p.stage != Stage::kInvited) continue;
+          LOG(INFO) << "device " << id << " missed secure aggregation's "
+                    << "key exchange; dropped from round " << round_->number;
+          p.stage = Stage::kDropped;
+        }
+        closing = closing || secure.phase() == SecurePhase::kDone;
+      }
+      if (closing) {
+        step = Step::kClose;
+      } else if (!done && !round_->measured_ahead && AllTasksOut()) {
         step = Step::kMeasureAhead;
       }
     }
@@ -704,6 +874,7 @@ RoundRecord Engine::RecordRound(const Round& round, absl::Time now,
   record.global_ratio = round.global_ratio;
   record.invited = static_cast<int64_t>(round.participants.size());
   record.round_s = absl::ToDoubleSeconds(now - round.opened);
+  if (round.secure) record.secure = round.secure->record();
   std::vector<double> elapsed;
   std::map<int64_t, std::vector<double>> norms;  // By task rank.
   for (const auto& [id, p] : round.participants) {
@@ -792,9 +963,17 @@ absl::Status Engine::CloseRound(absl::Time now) {
     committed = round.accepted >= options_.min_updates && round.accepted > 0;
   }
   double aggregate_s = 0;
+  const absl::Time start = hooks_.clock();
+  if (committed && round.secure) {
+    if (absl::Status s = FoldSecureSum(round); !s.ok()) {
+      LOG(WARNING) << "round " << round.number << " attempt " << round.attempt
+                   << ": secure aggregation could not unmask the sum ("
+                   << s.message() << "); retrying the round";
+      committed = false;
+    }
+  }
   if (committed) {
     model::KillPoint("aggregate");  // Crash tests (model/kill_point.h).
-    const absl::Time start = hooks_.clock();
     absl::Status s;
     {
       absl::MutexLock fold(&round.fold->mu);
@@ -853,6 +1032,12 @@ absl::Status Engine::CloseRound(absl::Time now) {
                                  : absl::OkStatus();
   if (absl::Status s = OpenRound(now); !s.ok()) return s;
   return hook_status;
+}
+
+std::optional<SecurePhase> Engine::secure_phase() const {
+  TimedLock lock(&mu_, &hooks_.lock_held, "read");
+  if (!round_ || !round_->secure) return std::nullopt;
+  return round_->secure->phase();
 }
 
 int64_t Engine::round() const {

@@ -17,6 +17,11 @@
 // retried (same round number, new selection), never silently accepted.
 // A closed round updates the global model, the bandits and the records,
 // and is checkpointed before the next one opens.
+// Under secure aggregation (EngineOptions::secure) the round also runs its
+// devices' SecAgg+ exchange (SecureRound, advanced by Tick): devices that
+// miss the key exchange are dropped, an update is a masked vector, and once
+// collecting stops the round waits for the survivors' unmasking shares
+// before it closes; a sum that cannot be unmasked retries the round.
 //
 // The engine composes its parts, each in its own file:
 // - DeviceRegistry (device_registry.h): devices, bandits, time models;
@@ -24,7 +29,8 @@
 // - update_intake.h: the checks on an update;
 // - SplitSession (split_session.h): the coordinator's half of a split round;
 // - PruningCostMeter and PruningCostTable (pruning_costs.h);
-// - rewards.h: what the bandits are told and paid, the capability rule.
+// - rewards.h: what the bandits are told and paid, the capability rule;
+// - SecureRound (secure_round.h): a round's secure aggregation.
 // What stays here is the round's lifecycle and who may do what when.
 //
 // Thread-safe. The engine's lock (mu_) is held only to read and change the
@@ -54,6 +60,7 @@
 #include "coordinator/engine_types.h"
 #include "coordinator/global_model.h"
 #include "coordinator/pruning_costs.h"
+#include "coordinator/secure_round.h"
 #include "coordinator/split_session.h"
 #include "coordinator/timed_lock.h"
 #include "split/protocol.h"
@@ -166,6 +173,18 @@ class Engine {
                            const std::string& nonce, int64_t applied_steps,
                            absl::Time now);
 
+  // Secure aggregation (EngineOptions::secure): one step of the device's
+  // part in its round's exchange (SecureRound, whose phases Tick
+  // advances). Posts the request's message, if any, and replies with the
+  // phase and what the device needs to act in it. The masked vector goes
+  // up through Submit. Outside the engine's lock. FailedPrecondition: no
+  // secure round open, wrong round or nonce, or the message does not
+  // belong to the phase (or the device was excluded); InvalidArgument:
+  // more than one message, or one the protocol refuses (the device is
+  // excluded from the round, with the reason in its record).
+  absl::StatusOr<SecureReply> Secure(const SecureRequest& request,
+                                     absl::Time now);
+
   // Liveness; true while the device's round is open for it.
   absl::StatusOr<bool> Heartbeat(const std::string& device_id, absl::Time now);
 
@@ -191,6 +210,9 @@ class Engine {
   // tries again) or of the on_round_closed hook.
   absl::Status Tick(absl::Time now);
 
+  // The open round's secure-aggregation phase; none without an open
+  // round or secure aggregation.
+  std::optional<SecurePhase> secure_phase() const;
   int64_t round() const;  // The current (or next) round number.
   bool finished() const;
   // Why the federation stopped early (a round failed max_attempts times);
@@ -259,10 +281,16 @@ class Engine {
     double capability_budget_s = 0;
     // Differential privacy: what the round's aggregate was told.
     std::optional<PrivateRound> privacy;
+    // Secure aggregation: the round's exchange (shared with calls in
+    // flight), and whether its sum is already in the aggregate (a failed
+    // commit is retried without unmasking again).
+    std::shared_ptr<SecureRound> secure;
+    bool secure_folded = false;
   };
 
   Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
-         EngineHooks hooks);
+         EngineHooks hooks,
+         std::shared_ptr<const strategies::FlatLayout> secure_layout);
 
   // The devices a round may invite now, or none while fewer than
   // min_devices are.
@@ -289,6 +317,13 @@ class Engine {
   absl::Status OpenPrivately(strategies::AggregatorOptions& aggregator,
                              std::optional<PrivateRound>& round)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Under secure aggregation, as a round opens: its exchange among the
+  // invited devices, or why the federation must stop (FailedPrecondition:
+  // fewer than two devices invited).
+  absl::Status OpenSecurely(Round& round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Secure aggregation, as `round` commits: unmasks its sum and folds it
+  // into its aggregate. Sum's error (too few shares: the round is retried).
+  absl::Status FoldSecureSum(Round& round) ABSL_LOCKS_EXCLUDED(mu_);
   // Whether the open round can close at `now`: its deadline passed, it has
   // its target count of updates, or no participant is waited for.
   bool RoundDone(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -339,6 +374,8 @@ class Engine {
   const EngineOptions options_;
   const EngineHooks hooks_;
   PruningCostMeter meter_;  // Thread-safe; used from Tick.
+  // Secure aggregation: GlobalModel::UpdateLayout; null without.
+  const std::shared_ptr<const strategies::FlatLayout> secure_layout_;
 
   // Serialises Tick (opening, closing, measuring). Taken before mu_.
   absl::Mutex tick_mu_ ABSL_ACQUIRED_BEFORE(mu_);

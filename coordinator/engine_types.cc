@@ -65,6 +65,41 @@ absl::Status ValidatePrivacy(const EngineOptions& o) {
   return absl::OkStatus();
 }
 
+// EngineOptions::Validate's checks of secure aggregation.
+absl::Status ValidateSecure(const EngineOptions& o) {
+  if (absl::Status s = ValidateSecureOptions(o.secure); !s.ok()) return s;
+  if (!o.secure.enabled) return absl::OkStatus();
+  const auto refuse = [](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("secure aggregation (--secure_aggregation) ", why));
+  };
+  if (o.mode != Mode::kLora) return refuse("needs --mode=lora");
+  if (o.aggregator.kind != strategies::AggregatorKind::kMean) {
+    return refuse(
+        "reveals only a sum: median and trimmed mean need each update; use "
+        "--aggregator=mean");
+  }
+  if (o.aggregator.clip_norm > 0) {
+    return refuse(
+        "cannot clip a masked update on the coordinator; devices clip to "
+        "--secure_clip_norm: leave --clip_norm at 0");
+  }
+  if (o.privacy.enabled()) {
+    return refuse(
+        "does not yet add distributed noise on the devices: central "
+        "differential privacy would see the sum before noising");
+  }
+  if (o.split.mode != "off") {
+    return refuse(
+        "gives the coordinator no update in the clear, but a split round "
+        "trains the tail on it: use --split=off");
+  }
+  if (o.min_devices < 2) {
+    return refuse("needs at least two devices a round: --min_devices >= 2");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 double TrainSpec::RoundLearningRate(int64_t round, int64_t rounds) const {
@@ -207,6 +242,7 @@ absl::Status EngineOptions::Validate() const {
         "sampling rate must be in (0, 1]; got ", selection.sampling_rate));
   }
   if (absl::Status s = ValidatePrivacy(*this); !s.ok()) return s;
+  if (absl::Status s = ValidateSecure(*this); !s.ok()) return s;
   if (!(train.local_dp_clip >= 0) || !std::isfinite(train.local_dp_clip) ||
       !(train.local_dp_noise_multiplier >= 0) ||
       !std::isfinite(train.local_dp_noise_multiplier) ||

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -17,10 +18,13 @@
 
 #include "coordinator/global_model.h"
 #include "coordinator/private_rounds.h"
+#include "coordinator/secure_round.h"
 #include "lora/lora.h"
 #include "pruning/plan.h"
+#include "secagg/protocol.h"
 #include "strategies/aggregator.h"
 #include "strategies/bandit.h"
+#include "strategies/flat_layout.h"
 #include "strategies/privacy.h"
 #include "strategies/reward.h"
 #include "strategies/schedule.h"
@@ -124,6 +128,13 @@ struct EngineOptions {
   // or kAll at rate 1), every update weighs the same, the mean is noised
   // over the expected count, and devices' importance reports are not used.
   strategies::PrivacyOptions privacy;
+  // Secure aggregation (docs/privacy.md): the coordinator learns only the
+  // sum of each round's changes (SecureRound). LoRA mode, the mean, no
+  // split rounds, no central differential privacy; devices clip their
+  // change to secure.clip_norm themselves, every update weighs the same,
+  // and devices' importance reports are not used (prune-and-tune keeps the
+  // scores it has).
+  SecureOptions secure;
   // 0: every round's secret seeds (noise, sampling) come from the
   // operating system. Otherwise they derive from this, for repeatable
   // tests and benchmarks, and the noise is no secret.
@@ -184,6 +195,38 @@ absl::StatusOr<std::unique_ptr<GlobalModel>> CreateGlobalModel(
 strategies::BanditOptions BanditFor(const EngineOptions& options,
                                     const std::string& device_id);
 
+// What a device needs for its round's secure aggregation.
+struct SecureTask {
+  secagg::Parameters parameters;  // The round's, the same for every device.
+  int64_t index = 0;              // The device's number in it.
+  double clip_norm = 0;           // Of its change, before encoding.
+  // The names and full shapes it flattens its change in
+  // (GlobalModel::UpdateLayout); the same for every round.
+  std::shared_ptr<const strategies::FlatLayout> layout;
+};
+
+// One step of a device's part in its round's secure aggregation
+// (Engine::Secure): any message it posts, at most one of them.
+struct SecureRequest {
+  std::string device_id;
+  int64_t round = 0;
+  std::string nonce;
+  std::optional<secagg::Advertisement> advertise;
+  std::optional<std::vector<secagg::SealedShares>> shares;
+  std::optional<secagg::UnmaskShares> unmask;
+};
+
+// The exchange's phase, and what the device needs to act in it, once the
+// phase before it has closed (empty before): its neighbours' keys in
+// kShareKeys, the sealed shares addressed to it in kMaskedInput, the
+// survivors in kUnmask.
+struct SecureReply {
+  SecurePhase phase = SecurePhase::kAdvertise;
+  std::vector<secagg::Advertisement> advertisements;
+  std::vector<secagg::SealedShares> shares;
+  std::set<int64_t> survivors;
+};
+
 struct Task {
   int64_t round = 0;
   std::string nonce;  // 16 random bytes, hex.
@@ -224,6 +267,8 @@ struct Task {
   std::shared_ptr<const std::string> delta;
   absl::Time issued;
   absl::Time deadline;
+  // Secure aggregation: the device's part in its round's exchange.
+  std::optional<SecureTask> secure;
 };
 
 struct Timings {
@@ -248,6 +293,12 @@ struct Submission {
   double loss_before = 0, loss_after = 0;
   int64_t split_steps = 0;  // Split rounds: the steps the device applied.
   Timings timings;          // As the device measured them.
+  // Secure aggregation: the masked vector replaces `update` and
+  // `importance`, and the device reports its change's norm before
+  // clipping (the bandits' update importance; the one number of its own
+  // the coordinator learns beyond its timings).
+  std::vector<uint32_t> masked;
+  double change_norm = 0;
 };
 
 // A SubmitUpdate the coordinator refused: who, for which round, and the
@@ -294,6 +345,8 @@ struct RoundRecord {
   // EngineOptions::privacy.delta) and the clip this round used; 0 without.
   double dp_epsilon = 0;
   double dp_clip_norm = 0;
+  // Secure aggregation's phases and bytes; empty without.
+  std::optional<SecureRecord> secure;
   std::vector<ClientRecord> clients;
 };
 

@@ -125,5 +125,36 @@ TEST(EngineOptionsTest, TrainingWorkCountsTheAdaptersPerRank) {
   EXPECT_EQ(TrainingWork(*vit, o).per_rank, 0.0);
 }
 
+TEST(EngineTypesTest, SecureAggregationRefusesWhatWouldSeeOneUpdate) {
+  EngineOptions o;
+  o.min_devices = 2;
+  o.split.mode = "off";
+  o.secure.enabled = true;
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate();
+  const auto refused = [](EngineOptions bad, absl::string_view names) {
+    const absl::Status s = bad.Validate();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << names;
+    EXPECT_NE(s.message().find(names), absl::string_view::npos) << s;
+  };
+  EngineOptions bad = o;
+  bad.mode = Mode::kDense;
+  refused(bad, "--mode=lora");
+  bad = o;
+  bad.aggregator.kind = strategies::AggregatorKind::kMedian;
+  refused(bad, "--aggregator=mean");
+  bad = o;
+  bad.aggregator.clip_norm = 1;
+  refused(bad, "--clip_norm");
+  bad = o;
+  bad.split.mode = "auto";
+  refused(bad, "--split=off");
+  bad = o;
+  bad.min_devices = 1;
+  refused(bad, "--min_devices");
+  bad = o;
+  bad.secure.clip_norm = 0;
+  refused(bad, "--secure_clip_norm");
+}
+
 }  // namespace
 }  // namespace fedge::coordinator

@@ -103,11 +103,14 @@ const std::vector<std::string>& RoundLog::ClientColumns() {
 
 const std::vector<std::string>& RoundLog::RoundColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "round",    "attempt",    "committed",          "global_prune_ratio",
-      "invited",  "accepted",   "stragglers",         "declined",
-      "dropped",  "round_s",    "aggregate_s",        "mean_loss_after",
-      "accuracy", "test_loss",  "test_bits_per_byte", "test_exact_match",
-      "eval_s",   "dp_epsilon", "dp_clip_norm",       "unix_time"};
+      "round", "attempt", "committed", "global_prune_ratio", "invited",
+      "accepted", "stragglers", "declined", "dropped", "round_s", "aggregate_s",
+      "mean_loss_after", "accuracy", "test_loss", "test_bits_per_byte",
+      "test_exact_match", "eval_s", "dp_epsilon", "dp_clip_norm",
+      // Secure aggregation's phases (SecureRecord); empty without.
+      "secagg_advertise_s", "secagg_share_keys_s", "secagg_unmask_s",
+      "secagg_sum_s", "secagg_bytes_up", "secagg_bytes_down", "secagg_excluded",
+      "unix_time"};
   return *columns;
 }
 
@@ -219,6 +222,7 @@ absl::Status RoundLog::RecordEvaluation(
       metrics_->Set("fedge_global_exact_match", {}, eval->exact_match);
     }
   }
+  const std::optional<SecureRecord>& secure = round.secure;
   return rounds_->Write(
       {I(round.round),
        I(round.attempt),
@@ -239,6 +243,13 @@ absl::Status RoundLog::RecordEvaluation(
        eval ? F(eval_seconds) : "",
        round.dp_clip_norm > 0 ? F(round.dp_epsilon) : "",
        round.dp_clip_norm > 0 ? F(round.dp_clip_norm) : "",
+       secure ? F(secure->advertise_s) : "",
+       secure ? F(secure->share_keys_s) : "",
+       secure ? F(secure->unmask_s) : "",
+       secure ? F(secure->sum_s) : "",
+       secure ? I(secure->bytes_up) : "",
+       secure ? I(secure->bytes_down) : "",
+       secure ? I(static_cast<int64_t>(secure->excluded.size())) : "",
        absl::StrFormat("%.3f",
                        absl::ToDoubleSeconds(recorded - absl::UnixEpoch()))});
 }

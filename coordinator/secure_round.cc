@@ -11,30 +11,6 @@ namespace {
 
 constexpr int64_t kIdBytes = 8;
 
-int64_t Bytes(const secagg::Advertisement& a) {
-  return kIdBytes +
-         static_cast<int64_t>(a.seal_public.size() + a.mask_public.size() +
-                              a.seed_digest.size());
-}
-
-int64_t Bytes(const std::vector<secagg::SealedShares>& shares) {
-  int64_t bytes = 0;
-  for (const auto& s : shares) {
-    bytes += 2 * kIdBytes + static_cast<int64_t>(s.sealed.size());
-  }
-  return bytes;
-}
-
-int64_t Bytes(const secagg::UnmaskShares& u) {
-  int64_t bytes = kIdBytes;
-  for (const auto* shares : {&u.seed_shares, &u.key_shares}) {
-    for (const auto& [j, share] : *shares) {
-      bytes += kIdBytes + 1 + static_cast<int64_t>(share.y.size());
-    }
-  }
-  return bytes;
-}
-
 std::map<std::string, int64_t> Numbered(const std::vector<std::string>& ids) {
   std::map<std::string, int64_t> index;
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -44,6 +20,34 @@ std::map<std::string, int64_t> Numbered(const std::vector<std::string>& ids) {
 }
 
 }  // namespace
+
+int64_t MessageBytes(const secagg::Advertisement& a) {
+  return kIdBytes +
+         static_cast<int64_t>(a.seal_public.size() + a.mask_public.size() +
+                              a.seed_digest.size());
+}
+
+int64_t MessageBytes(const std::vector<secagg::SealedShares>& shares) {
+  int64_t bytes = 0;
+  for (const auto& s : shares) {
+    bytes += 2 * kIdBytes + static_cast<int64_t>(s.sealed.size());
+  }
+  return bytes;
+}
+
+int64_t MessageBytes(const secagg::UnmaskShares& u) {
+  int64_t bytes = kIdBytes;
+  for (const auto* shares : {&u.seed_shares, &u.key_shares}) {
+    for (const auto& [j, share] : *shares) {
+      bytes += kIdBytes + 1 + static_cast<int64_t>(share.y.size());
+    }
+  }
+  return bytes;
+}
+
+int64_t MessageBytes(const std::set<int64_t>& survivors) {
+  return kIdBytes * static_cast<int64_t>(survivors.size());
+}
 
 absl::Status ValidateSecureOptions(const SecureOptions& o) {
   if (!o.enabled) return absl::OkStatus();
@@ -178,7 +182,7 @@ absl::Status SecureRound::Advertise(const std::string& device,
   }
   retries_[*i] = fingerprint;
   advertised_.insert(*i);
-  record_.bytes_up += Bytes(a);
+  record_.bytes_up += MessageBytes(a);
   return absl::OkStatus();
 }
 
@@ -204,7 +208,7 @@ absl::Status SecureRound::ShareKeys(
   }
   retries_[*i] = fingerprint;
   shared_.insert(*i);
-  record_.bytes_up += Bytes(shares);
+  record_.bytes_up += MessageBytes(shares);
   return absl::OkStatus();
 }
 
@@ -239,7 +243,7 @@ absl::Status SecureRound::Unmask(const std::string& device,
     return Exclude(*i, s);
   }
   unmasked_.insert(*i);
-  record_.bytes_up += Bytes(shares);
+  record_.bytes_up += MessageBytes(shares);
   return absl::OkStatus();
 }
 
@@ -252,7 +256,7 @@ absl::StatusOr<std::vector<secagg::Advertisement>> SecureRound::Advertisements(
     return absl::UnavailableError("the neighbours are still advertising");
   }
   std::vector<secagg::Advertisement> out = protocol_.AdvertisementsFor(*i);
-  for (const auto& a : out) record_.bytes_down += Bytes(a);
+  for (const auto& a : out) record_.bytes_down += MessageBytes(a);
   return out;
 }
 
@@ -265,7 +269,7 @@ absl::StatusOr<std::vector<secagg::SealedShares>> SecureRound::Shares(
     return absl::UnavailableError("the neighbours are still sharing keys");
   }
   std::vector<secagg::SealedShares> out = protocol_.SharesFor(*i);
-  record_.bytes_down += Bytes(out);
+  record_.bytes_down += MessageBytes(out);
   return out;
 }
 
@@ -277,8 +281,27 @@ absl::StatusOr<std::set<int64_t>> SecureRound::Survivors(
   if (phase_ != SecurePhase::kUnmask && phase_ != SecurePhase::kDone) {
     return absl::UnavailableError("the round is still collecting updates");
   }
-  record_.bytes_down += kIdBytes * static_cast<int64_t>(masked_.size());
+  record_.bytes_down += MessageBytes(masked_);
   return masked_;
+}
+
+bool SecureRound::Answered(const std::string& device, SecurePhase phase) const {
+  absl::StatusOr<int64_t> i = Index(device);
+  if (!i.ok()) return false;
+  absl::MutexLock lock(&mu_);
+  switch (phase) {
+    case SecurePhase::kAdvertise:
+      return advertised_.count(*i) > 0;
+    case SecurePhase::kShareKeys:
+      return shared_.count(*i) > 0;
+    case SecurePhase::kMaskedInput:
+      return masked_.count(*i) > 0;
+    case SecurePhase::kUnmask:
+      return unmasked_.count(*i) > 0;
+    case SecurePhase::kDone:
+      return true;
+  }
+  return false;
 }
 
 int64_t SecureRound::Waiting() const {

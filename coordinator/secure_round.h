@@ -79,6 +79,13 @@ struct SecureRecord {
   std::map<std::string, std::string> excluded;
 };
 
+// The bytes each exchange message carries (ids, keys, sealed shares), as
+// records count them; what fedge-vclock charges to a device's link.
+int64_t MessageBytes(const secagg::Advertisement& advertisement);
+int64_t MessageBytes(const std::vector<secagg::SealedShares>& shares);
+int64_t MessageBytes(const secagg::UnmaskShares& shares);
+int64_t MessageBytes(const std::set<int64_t>& survivors);
+
 class SecureRound {
  public:
   // `devices`: the round's participants; a device's number is its place.
@@ -115,6 +122,10 @@ class SecureRound {
   absl::StatusOr<std::vector<secagg::SealedShares>> Shares(
       const std::string& device);
   absl::StatusOr<std::set<int64_t>> Survivors(const std::string& device);
+
+  // Whether the device has posted `phase`'s message (for kMaskedInput:
+  // its masked vector), so it needs nothing more for it.
+  bool Answered(const std::string& device, SecurePhase phase) const;
 
   // Closes the current phase if everyone it waits for has answered or its
   // deadline has passed; kMaskedInput closes only once `collected` (the

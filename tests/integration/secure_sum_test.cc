@@ -15,6 +15,7 @@
 #include <torch/types.h>
 
 #include "client/secure_update.h"
+#include "coordinator/engine.h"
 #include "coordinator/global_model.h"
 #include "secagg/protocol.h"
 #include "strategies/aggregator.h"
@@ -52,6 +53,22 @@ Change DeviceChange(int64_t device) {
   c.values.insert("a", a);
   c.values.insert("b", torch::randn({16}) * 0.3);
   return c;
+}
+
+// The global changes of two models' states agree (the importance scores
+// are left out: secure aggregation does not use devices' reports).
+void ExpectSameModel(const NamedTensors& want, const NamedTensors& got) {
+  int compared = 0;
+  for (const auto& item : want) {
+    if (item.key().rfind("scores.", 0) == 0) continue;
+    const at::Tensor* mine = got.find(item.key());
+    ASSERT_NE(mine, nullptr) << item.key();
+    EXPECT_TRUE(torch::allclose(mine->to(torch::kFloat64),
+                                item.value().to(torch::kFloat64), 1e-5, 1e-6))
+        << item.key();
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
 }
 
 TEST(SecureSumTest, TheUnmaskedSumFoldsToThePlainMeanOfHeterogeneousPlans) {
@@ -192,19 +209,173 @@ TEST(SecureSumTest, DeviceComputedChangesCommitWhatThePlainPathCommits) {
     ASSERT_TRUE(secure->AddSecureSum(*secure_round, *read, plans).ok());
     ASSERT_TRUE(plain->Commit(*plain_round, 0.5).ok());
     ASSERT_TRUE(secure->Commit(*secure_round, 0.5).ok());
-    const NamedTensors want = plain->State(), got = secure->State();
-    for (const auto& item : want) {
-      if (item.key().rfind("scores.", 0) == 0) continue;  // Not reported.
-      const at::Tensor* mine = got.find(item.key());
-      ASSERT_NE(mine, nullptr) << item.key();
-      EXPECT_TRUE(torch::allclose(mine->to(torch::kFloat64),
-                                  item.value().to(torch::kFloat64), 1e-5, 1e-6))
-          << item.key() << " in round " << round;
-    }
-    EXPECT_GT(
-        (want["layers.0.self_attn.q_proj.weight"]).abs().sum().item<double>(),
-        0);
+    ExpectSameModel(plain->State(), secure->State());
+    EXPECT_GT(plain->State()["layers.0.self_attn.q_proj.weight"]
+                  .abs()
+                  .sum()
+                  .item<double>(),
+              0);
   }
+}
+
+// A whole engine round under secure aggregation commits the model a plain
+// engine commits from the same updates, with one device dropping after
+// sharing its keys (its update is in neither) and one after masking (its
+// update is in both; it does not help unmask).
+TEST(SecureSumTest, AnEngineRoundCommitsWhatThePlainRoundCommits) {
+  using namespace coordinator;  // NOLINT: the engine's vocabulary.
+  const absl::Time start = absl::FromUnixSeconds(1700000000);
+  const int n = 6;
+  struct Run {
+    std::unique_ptr<Engine> engine;
+    std::map<std::string, NamedTensors> published;
+    std::vector<RoundRecord> closed;
+  };
+  const auto make = [&](bool secure, Run& run) {
+    torch::manual_seed(0);
+    EngineOptions o;
+    o.rounds = 1;
+    o.min_devices = n;
+    o.round_deadline = absl::Seconds(60);
+    o.heartbeat_timeout = absl::Seconds(1000);
+    o.bandit.space.max_ratio = 0.5;
+    o.bandit.space.ranks = {2, 4};
+    o.split.mode = "off";
+    o.secure.enabled = secure;
+    o.secure.clip_norm = 100;  // Above every change: nothing is clipped.
+    o.secure.phase_timeout = absl::Seconds(20);
+    EngineHooks hooks;
+    hooks.publish = [&run](const std::string& id, const NamedTensors& t) {
+      run.published[id] = t;
+    };
+    hooks.on_round_closed = [&run](const RoundRecord& r, const EngineState&) {
+      run.closed.push_back(r);
+      return absl::OkStatus();
+    };
+    auto global = GlobalModel::Create(testing::TinyVit(16), o.mode, {});
+    ASSERT_TRUE(global.ok());
+    auto engine = Engine::Create(std::move(*global), o, hooks);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    run.engine = std::move(*engine);
+    for (int i = 0; i < n; ++i) {
+      DeviceFacts f;
+      f.device_id = "pi-" + std::to_string(i);
+      ASSERT_TRUE(run.engine->Register(f, start).ok());
+    }
+    ASSERT_TRUE(run.engine->Tick(start).ok());
+  };
+  const auto train = [](const NamedTensors& payload, int device) {
+    torch::manual_seed(100 + device);
+    NamedTensors out;
+    for (const auto& item : payload) {
+      out.insert(item.key(),
+                 item.value() + 0.01 * torch::randn_like(item.value()));
+    }
+    return out;
+  };
+  const auto id = [](int i) { return "pi-" + std::to_string(i); };
+  const int drops_after_sharing = 5, drops_after_masking = 4;
+
+  Run plain, secure;
+  make(false, plain);
+  make(true, secure);
+  std::vector<Task> tasks, plain_tasks;
+  std::vector<secagg::Device> devices;
+  for (int i = 0; i < n; ++i) {
+    auto want = plain.engine->GetTask(id(i), start);
+    auto task = secure.engine->GetTask(id(i), start);
+    ASSERT_TRUE(want.ok() && task.ok()) << task.status();
+    ASSERT_TRUE(task->secure.has_value());
+    EXPECT_EQ(task->arm.rank, want->arm.rank);
+    EXPECT_EQ(task->combined_ratio, want->combined_ratio);
+    tasks.push_back(*task);
+    plain_tasks.push_back(*want);
+    devices.emplace_back(task->secure->parameters, task->secure->index);
+  }
+  const auto step = [&](int i, SecureRequest request) {
+    request.device_id = id(i);
+    request.round = tasks[i].round;
+    request.nonce = tasks[i].nonce;
+    auto reply = secure.engine->Secure(request, start);
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    return reply.ok() ? *reply : SecureReply();
+  };
+  for (int i = 0; i < n; ++i) {
+    SecureRequest r;
+    r.advertise = *devices[i].Advertise();
+    EXPECT_EQ(step(i, r).phase, SecurePhase::kAdvertise);
+  }
+  ASSERT_TRUE(secure.engine->Tick(start).ok());
+  for (int i = 0; i < n; ++i) {
+    const SecureReply keys = step(i, {});
+    ASSERT_EQ(keys.phase, SecurePhase::kShareKeys);
+    SecureRequest r;
+    r.shares = *devices[i].ShareKeys(keys.advertisements);
+    step(i, r);
+  }
+  ASSERT_TRUE(secure.engine->Tick(start).ok());
+  const std::string config = testing::TinyVit(16)->ConfigJson();
+  for (int i = 0; i < n; ++i) {
+    if (i == drops_after_sharing) continue;
+    const NamedTensors& sent = plain.published.at(plain_tasks[i].payload_id);
+    for (const auto& item : sent) {  // Same seeds, same payloads.
+      ASSERT_TRUE(torch::equal(
+          item.value(), secure.published.at(tasks[i].payload_id)[item.key()]));
+    }
+    const NamedTensors update = train(sent, i);
+    Submission s;
+    s.device_id = id(i);
+    s.round = tasks[i].round;
+    s.nonce = tasks[i].nonce;
+    s.num_examples = 10;
+    s.loss_before = 2;
+    s.loss_after = 1.5;
+    Submission clear = s;
+    clear.nonce = plain_tasks[i].nonce;
+    clear.update = update;
+    ASSERT_TRUE(plain.engine->Submit(clear, start).ok());
+    const SecureTask& st = *tasks[i].secure;
+    const SecureReply inbox = step(i, {});
+    ASSERT_EQ(inbox.phase, SecurePhase::kMaskedInput);
+    const auto change = client::SecureChange(
+        config, tasks[i].plan, lora::LoraOptions().alpha, update, sent,
+        *st.layout, st.clip_norm, &s.change_norm);
+    ASSERT_TRUE(change.ok()) << change.status();
+    const secagg::RingCodec ring(st.parameters.devices, st.clip_norm);
+    auto masked = devices[i].MaskInput(ring.Encode(*change), inbox.shares);
+    ASSERT_TRUE(masked.ok()) << masked.status();
+    s.masked = *masked;
+    ASSERT_TRUE(secure.engine->Submit(s, start).ok());
+  }
+  // The deadline: device 5 is not waited for any longer.
+  const absl::Time deadline = start + absl::Seconds(60);
+  ASSERT_TRUE(plain.engine->Tick(deadline).ok());
+  ASSERT_EQ(plain.closed.size(), 1u);
+  ASSERT_TRUE(secure.engine->Tick(deadline).ok());
+  EXPECT_TRUE(secure.closed.empty());  // Unmasking.
+  for (int i = 0; i < n; ++i) {
+    if (i == drops_after_sharing || i == drops_after_masking) continue;
+    const SecureReply survivors = step(i, {});
+    ASSERT_EQ(survivors.phase, SecurePhase::kUnmask);
+    EXPECT_EQ(survivors.survivors.size(), 5u);
+    SecureRequest r;
+    r.unmask = *devices[i].Unmask(survivors.survivors);
+    step(i, r);
+  }
+  ASSERT_TRUE(secure.engine->Tick(deadline + absl::Seconds(1)).ok());
+  EXPECT_TRUE(secure.closed.empty());  // Device 4 is waited for...
+  ASSERT_TRUE(secure.engine->Tick(deadline + absl::Seconds(20)).ok());
+  ASSERT_EQ(secure.closed.size(), 1u);  // ... until the phase's deadline.
+  const RoundRecord& record = secure.closed[0];
+  EXPECT_TRUE(record.committed);
+  EXPECT_EQ(record.accepted, 5);
+  ASSERT_TRUE(record.secure.has_value());
+  EXPECT_EQ(record.secure->masked, 5);
+  EXPECT_EQ(record.secure->unmasked, 4);
+  EXPECT_GT(record.secure->bytes_up, 0);
+  EXPECT_TRUE(plain.closed[0].committed);
+  ExpectSameModel(plain.engine->Snapshot().global,
+                  secure.engine->Snapshot().global);
 }
 
 }  // namespace
