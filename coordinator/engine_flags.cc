@@ -84,6 +84,23 @@ ABSL_FLAG(double, trim_fraction, 0.1, "trimmed_mean: share cut per end.");
 ABSL_FLAG(double, clip_norm, 0.0,
           "Clip each update's delta norm (0: off); with "
           "--dp_noise_multiplier, the (initial) clip.");
+ABSL_FLAG(bool, secure_aggregation, false,
+          "Secure aggregation (SecAgg+, docs/privacy.md): the coordinator "
+          "learns only the sum of each round's changes, every device "
+          "weighing the same. Needs --mode=lora, "
+          "--aggregator=mean, --split=off, --clip_norm=0 and "
+          "--min_devices >= 2; fedge-vclock only until the client daemon "
+          "speaks it.");
+ABSL_FLAG(double, secure_clip_norm, 1.0,
+          "Secure aggregation: each device clips its change to this L2 norm "
+          "before masking (it also sets the ring's scale).");
+ABSL_FLAG(double, secure_dropout, 0.3,
+          "Secure aggregation: the share of a round's devices that may drop "
+          "after masking with the round still unmasking; sizes the "
+          "neighbour graph.");
+ABSL_FLAG(double, secure_phase_timeout_s, 60,
+          "Secure aggregation: how long the key exchange's two phases and "
+          "the unmasking each wait for devices at most.");
 ABSL_FLAG(double, dp_noise_multiplier, 0.0,
           "User-level differential privacy (docs/privacy.md): Gaussian noise "
           "of this many clip norms on each round's sum (0: off; or set "
@@ -303,6 +320,11 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   e.privacy.noise_multiplier = absl::GetFlag(FLAGS_dp_noise_multiplier);
   e.privacy.sampling_rate = absl::GetFlag(FLAGS_sampling_rate);
   e.privacy.delta = absl::GetFlag(FLAGS_dp_delta);
+  e.secure.enabled = absl::GetFlag(FLAGS_secure_aggregation);
+  e.secure.clip_norm = absl::GetFlag(FLAGS_secure_clip_norm);
+  e.secure.dropout = absl::GetFlag(FLAGS_secure_dropout);
+  e.secure.phase_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_secure_phase_timeout_s));
   e.privacy.epsilon_budget = absl::GetFlag(FLAGS_dp_epsilon_budget);
   e.privacy.target_quantile = absl::GetFlag(FLAGS_dp_target_quantile);
   e.privacy.clip_learning_rate = absl::GetFlag(FLAGS_dp_clip_learning_rate);

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <ctime>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -12,6 +13,13 @@
 #include "model/file_io.h"
 
 namespace fedge::sim {
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) +
+         1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 absl::StatusOr<std::unique_ptr<ComputeCostTable>> ComputeCostTable::Open(
     const std::string& path) {

@@ -14,6 +14,7 @@
 #include <torch/types.h>
 
 #include "client/local_round.h"
+#include "client/secure_update.h"
 #include "coordinator/evaluator.h"
 #include "coordinator/global_model.h"
 #include "coordinator/records.h"
@@ -24,6 +25,7 @@
 #include "model/safetensors.h"
 #include "model/trainer.h"
 #include "sim/compute_costs.h"
+#include "sim/secure_exchange.h"
 #include "task/task_data.h"
 #include "transport/link_profile.h"
 #include "transport/split_proto.h"
@@ -54,18 +56,12 @@ struct Job {
   bool declined = false;
   fc::Submission submission;  // Timings charged, not measured.
   double seconds = 0;         // Charged: from its task to its update.
+  // Secure aggregation: its part in the exchange, and when the round's
+  // tasks went out (its inbox's arrival counts from there).
+  SecureParty* party = nullptr;
+  absl::Time opened;
+  bool accepted = false;  // The engine took its update.
 };
-
-// CPU seconds of the calling thread. Compute is charged from this, not
-// from wall time: on a shared machine the workers wait for a core, and
-// wall time would charge that wait to the device (measured: the same
-// device and arm took 13 to 27 charged seconds across rounds).
-double ThreadCpuSeconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) +
-         1e-9 * static_cast<double>(ts.tv_nsec);
-}
 
 // The compute-cost table's key, followed by the mode (lora, dense): CPU
 // seconds of build + train + encode per training FLOP (client::LocalResult::
@@ -93,6 +89,12 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     return absl::InvalidArgumentError(
         "malicious must be in [0, devices], attack scale, signflip or nan, "
         "attack_scale > 0");
+  }
+  if (options.secure.enabled && config.malicious > 0) {
+    return absl::InvalidArgumentError(
+        "hostile devices (--malicious) are not simulated under secure "
+        "aggregation: the coordinator cannot see their updates to reject "
+        "them (docs/privacy.md)");
   }
 
   // The base, as the coordinator loads it and as devices read it.
@@ -323,31 +325,60 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     // Build and train on the device; the engine's split half is charged at
     // server speed below.
     double train_cpu_s = ThreadCpuSeconds() - cpu_start - server_cpu_s;
+    fc::Submission& s = job.submission;
     const double encode_start = ThreadCpuSeconds();
+    // Plain: the update as the task's codec sends it. Secure aggregation:
+    // the device computes its change itself, encodes it on the ring and
+    // masks it, charged apart from training (secure_s), since the
+    // compute-cost table's rate is training and the plain codec's encoding.
+    std::optional<transport::EncodedPayload> encoded;
+    transport::CodecOptions codec;
+    double secure_s = 0;
     const bool hostile = job.device_index < config.malicious;
-    if (hostile && config.attack != "nan") {
-      const double sign = config.attack == "signflip" ? -1.0 : 1.0;
-      for (auto& item : local->update) {
-        const at::Tensor& sent = payload[item.key()];
-        item.value() =
-            sent + sign * config.attack_scale * (item.value() - sent);
+    if (job.party != nullptr) {
+      SecureParty& party = *job.party;
+      const fc::SecureTask& secure = *job.task.secure;
+      absl::StatusOr<std::vector<float>> change = client::SecureChange(
+          config_json, job.task.plan, job.proto.lora().alpha(), local->update,
+          payload, *secure.layout, secure.clip_norm, &s.change_norm);
+      if (!change.ok()) {
+        job.error = change.status();
+        return;
       }
+      party.work_s += (ThreadCpuSeconds() - encode_start) / speed;
+      absl::StatusOr<std::vector<uint32_t>> masked = MaskChange(party, *change);
+      if (!masked.ok()) {
+        job.error = masked.status();
+        return;
+      }
+      s.masked = *std::move(masked);
+      secure_s = (ThreadCpuSeconds() - encode_start) / speed;
+    } else {
+      if (hostile && config.attack != "nan") {
+        const double sign = config.attack == "signflip" ? -1.0 : 1.0;
+        for (auto& item : local->update) {
+          const at::Tensor& sent = payload[item.key()];
+          item.value() =
+              sent + sign * config.attack_scale * (item.value() - sent);
+        }
+      }
+      codec = transport::UploadCodecOptions(job.proto);
+      absl::StatusOr<model::NamedTensors> update =
+          transport::UpdateToSend(local->update, payload, codec.codec);
+      if (!update.ok()) {
+        job.error = update.status();
+        return;
+      }
+      absl::StatusOr<transport::EncodedPayload> encoding =
+          transport::EncodeUpdate(*update, codec, &d.feedback);
+      if (!encoding.ok()) {
+        job.error = encoding.status();
+        return;
+      }
+      encoded = *std::move(encoding);
     }
-    const transport::CodecOptions codec =
-        transport::UploadCodecOptions(job.proto);
-    absl::StatusOr<model::NamedTensors> update =
-        transport::UpdateToSend(local->update, payload, codec.codec);
-    if (!update.ok()) {
-      job.error = update.status();
-      return;
-    }
-    absl::StatusOr<transport::EncodedPayload> encoded =
-        transport::EncodeUpdate(*update, codec, &d.feedback);
-    if (!encoded.ok()) {
-      job.error = encoded.status();
-      return;
-    }
-    const double encode_cpu_s = ThreadCpuSeconds() - encode_start;
+    const double encode_cpu_s =
+        job.party != nullptr ? 0 : ThreadCpuSeconds() - encode_start;
     double device_cpu_s = train_cpu_s + encode_cpu_s;
     if (job.task.cut == 0 && local->train_flops > 0) {
       const std::string key =
@@ -371,22 +402,23 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       }
       device_cpu_s = *rate * local->train_flops;
     }
-    absl::StatusOr<model::NamedTensors> decoded =
-        transport::DecodeUpdate(encoded->bytes, {}, &codec);
-    if (!decoded.ok()) {
-      job.error = decoded.status();
-      return;
+    if (encoded.has_value()) {
+      absl::StatusOr<model::NamedTensors> decoded =
+          transport::DecodeUpdate(encoded->bytes, {}, &codec);
+      if (!decoded.ok()) {
+        job.error = decoded.status();
+        return;
+      }
+      s.update = *std::move(decoded);
+      s.carries_change = transport::CarriesChange(codec.codec);
+      if (hostile && config.attack == "nan" && !s.update.is_empty()) {
+        s.update[0].value().view(-1)[0] = NAN;
+      }
+      s.importance = local->importance;
     }
-    fc::Submission& s = job.submission;
     s.device_id = d.facts.device_id;
     s.round = job.task.round;
     s.nonce = job.task.nonce;
-    s.update = *std::move(decoded);
-    s.carries_change = transport::CarriesChange(codec.codec);
-    if (hostile && config.attack == "nan" && !s.update.is_empty()) {
-      s.update[0].value().view(-1)[0] = NAN;
-    }
-    s.importance = local->importance;
     s.num_examples = local->examples;
     s.loss_before = local->loss_before;
     s.loss_after = local->loss_after;
@@ -404,12 +436,26 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
                   t.split_bytes_down / d.link.downlink_bytes_per_s();
       t.train_s += t.split_s;
     }
-    t.bytes_up = static_cast<int64_t>(encoded->bytes.size());
+    // A masked vector goes as 4-byte ring words, uncompressed (masks
+    // make it incompressible).
+    t.bytes_up = encoded.has_value()
+                     ? static_cast<int64_t>(encoded->bytes.size())
+                     : 4 * static_cast<int64_t>(s.masked.size());
+    t.raw_bytes_up = encoded.has_value() ? encoded->raw_bytes : t.bytes_up;
     t.upload_s = rtt + t.bytes_up / d.link.uplink_bytes_per_s();
     t.bytes_down = t.raw_bytes_down = (*served)->size();
-    t.raw_bytes_up = encoded->raw_bytes;
     t.peak_rss_bytes = config.runtime_bytes + local->estimated_bytes;
-    job.seconds = t.download_s + t.train_s + t.upload_s;
+    if (job.party != nullptr) {
+      // Masking waits for the shares addressed to it as well as its
+      // training; its change and masking count as its compute.
+      t.train_s += secure_s;
+      const double inbox_s =
+          absl::ToDoubleSeconds(job.party->inbox_at - job.opened);
+      job.seconds = std::max(t.download_s + t.train_s - secure_s, inbox_s) +
+                    secure_s + t.upload_s;
+    } else {
+      job.seconds = t.download_s + t.train_s + t.upload_s;
+    }
   };
 
   int64_t idle_ticks = 0;
@@ -464,6 +510,28 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     if (absl::Status s = engine.Tick(opened); !s.ok()) return s;
     const absl::Time measured =
         opened + absl::Seconds(ThreadCpuSeconds() - measure_start);
+    // Secure aggregation: the key exchange runs from the tasks' issue,
+    // beside the downloads and training.
+    std::vector<SecureParty> parties;
+    if (jobs.front().task.secure.has_value()) {
+      parties.reserve(jobs.size());
+      for (Job& job : jobs) {
+        SecureParty party;
+        party.device_id = job.device->facts.device_id;
+        party.task = job.task;
+        party.link = job.device->link;
+        party.speed = job.device->profile.relative_speed;
+        parties.push_back(std::move(party));
+      }
+      for (size_t i = 0; i < jobs.size(); ++i) {
+        jobs[i].party = &parties[i];
+        jobs[i].opened = opened;
+      }
+      if (absl::Status s = ExchangeKeys(engine, parties, opened, measured);
+          !s.ok()) {
+        return s;
+      }
+    }
     std::atomic<size_t> next{0};
     std::vector<std::thread> threads;
     const int workers =
@@ -491,11 +559,18 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
     std::sort(jobs.begin(), jobs.end(),
               [](const Job& a, const Job& b) { return a.seconds < b.seconds; });
     const int64_t closed = engine.rounds_closed();
+    // Under secure aggregation the round stays open after collecting,
+    // while it unmasks.
+    const auto collecting = [&] {
+      return engine.rounds_closed() == closed && !engine.finished() &&
+             engine.secure_phase().value_or(fc::SecurePhase::kMaskedInput) ==
+                 fc::SecurePhase::kMaskedInput;
+    };
     const auto still_open = [&] {
       return engine.rounds_closed() == closed && !engine.finished();
     };
     for (size_t i = 0; i < jobs.size(); ++i) {
-      const Job& job = jobs[i];
+      Job& job = jobs[i];
       const absl::Time at = opened + absl::Seconds(job.seconds);
       if (at > job.task.deadline) break;  // This one and the rest are late.
       now = std::max(at, measured);
@@ -507,6 +582,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
               ? engine.Decline(job.device->facts.device_id, job.task.round,
                                job.task.nonce, "memory", now)
               : engine.Submit(job.submission, now);
+      job.accepted = !job.declined && status.ok();
       // FailedPrecondition: the round has its target count already.
       // InvalidArgument from a hostile device: rejected, as it should be.
       if (absl::IsInvalidArgument(status) &&
@@ -524,15 +600,24 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
         return status;
       }
       if (absl::Status s = engine.Tick(now); !s.ok()) return s;
-      if (!still_open()) break;
+      if (!collecting()) break;
     }
-    if (still_open()) {
+    if (collecting()) {
       // Stragglers remain: the deadline closes the round.
       now = std::max(now, jobs.front().task.deadline);
       for (const Job& job : jobs) {
         (void)engine.Heartbeat(job.device->facts.device_id, now);
       }
       if (absl::Status s = engine.Tick(now); !s.ok()) return s;
+    }
+    if (!parties.empty() && still_open()) {
+      std::vector<SecureParty*> survivors;
+      for (Job& job : jobs) {
+        if (job.accepted) survivors.push_back(job.party);
+      }
+      absl::StatusOr<absl::Time> unmasked = Unmask(engine, survivors, now);
+      if (!unmasked.ok()) return unmasked.status();
+      now = *unmasked;
     }
     // This round's payloads are done with (the engine keeps what it needs).
     for (const Job& job : jobs) payloads.erase(job.task.payload_id);
