@@ -30,6 +30,11 @@
 // server). Its measuring of the next round's pruning costs, once the
 // round's tasks are out, overlaps the devices' work: no update is heard
 // before it is done.
+// Under secure aggregation (EngineOptions::secure) every device's part in
+// the exchange runs through the engine too (sim/secure_exchange.h): the key
+// exchange beside downloads and training, its change, encoding and masking
+// as its compute, its masked vector as its upload, and the round's
+// unmasking charged before it closes.
 // The run directory gets the coordinator's clients.csv and rounds.csv
 // (unix_time is virtual seconds since the start), so sim/report.h reads it
 // like a real run.
