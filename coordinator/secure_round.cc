@@ -305,26 +305,29 @@ bool SecureRound::Answered(const std::string& device, SecurePhase phase) const {
 }
 
 int64_t SecureRound::Waiting() const {
-  const auto missing = [&](const std::set<int64_t>& from,
-                           const std::set<int64_t>& answered) {
-    int64_t n = 0;
-    for (int64_t i : from) {
-      if (answered.count(i) == 0 && excluded_.count(i) == 0) ++n;
-    }
-    return n;
-  };
+  // Who the phase waits for, and who has answered it.
   std::set<int64_t> all;
   for (int64_t i = 0; i < parameters_.devices; ++i) all.insert(i);
+  const std::set<int64_t>* from = nullptr;
+  const std::set<int64_t>* answered = nullptr;
   switch (phase_) {
     case SecurePhase::kAdvertise:
-      return missing(all, advertised_);
+      from = &all, answered = &advertised_;
+      break;
     case SecurePhase::kShareKeys:
-      return missing(advertised_, shared_);
+      from = &advertised_, answered = &shared_;
+      break;
     case SecurePhase::kUnmask:
-      return missing(masked_, unmasked_);
+      from = &masked_, answered = &unmasked_;
+      break;
     default:
       return 0;
   }
+  int64_t n = 0;
+  for (int64_t i : *from) {
+    if (answered->count(i) == 0 && excluded_.count(i) == 0) ++n;
+  }
+  return n;
 }
 
 bool SecureRound::Advance(absl::Time now, bool collected) {
