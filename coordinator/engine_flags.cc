@@ -87,10 +87,10 @@ ABSL_FLAG(double, clip_norm, 0.0,
 ABSL_FLAG(bool, secure_aggregation, false,
           "Secure aggregation (SecAgg+, docs/privacy.md): the coordinator "
           "learns only the sum of each round's changes, every device "
-          "weighing the same. Needs --mode=lora, "
-          "--aggregator=mean, --split=off, --clip_norm=0 and "
-          "--min_devices >= 2; fedge-vclock only until the client daemon "
-          "speaks it.");
+          "weighing the same. Needs --mode=lora, --aggregator=mean, "
+          "--clip_norm=0 and --min_devices >= 2, and turns automatic "
+          "splitting off; fedge-vclock only until the client daemon speaks "
+          "it.");
 ABSL_FLAG(double, secure_clip_norm, 1.0,
           "Secure aggregation: each device clips its change to this L2 norm "
           "before masking (it also sets the ring's scale).");
@@ -386,7 +386,10 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
     e.allow_list.insert(std::string(id));
   }
   e.split.mode = absl::GetFlag(FLAGS_split);
-  if (e.train.local_dp_clip > 0 && e.split.mode == "auto") {
+  // Neither local DP nor secure aggregation covers split rounds: automatic
+  // splitting is off under them; an explicit cut is refused by Validate.
+  if ((e.train.local_dp_clip > 0 || e.secure.enabled) &&
+      e.split.mode == "auto") {
     e.split.mode = "off";
   }
   e.split.activation_codec = absl::GetFlag(FLAGS_split_codec);

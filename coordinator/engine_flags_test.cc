@@ -21,6 +21,10 @@ ABSL_DECLARE_FLAG(double, local_dp_noise_multiplier);
 ABSL_DECLARE_FLAG(std::string, split);
 ABSL_DECLARE_FLAG(std::string, device_arms);
 ABSL_DECLARE_FLAG(std::string, global_rank);
+ABSL_DECLARE_FLAG(bool, secure_aggregation);
+ABSL_DECLARE_FLAG(double, secure_clip_norm);
+ABSL_DECLARE_FLAG(double, secure_phase_timeout_s);
+ABSL_DECLARE_FLAG(int64_t, min_devices);
 
 namespace fedge::coordinator {
 namespace {
@@ -157,6 +161,30 @@ TEST(EngineFlagsTest, LocalPrivacyTurnsAutomaticSplittingOff) {
   absl::SetFlag(&FLAGS_split, "auto");
   absl::SetFlag(&FLAGS_local_dp_clip, 0.0);
   EXPECT_FALSE(EngineOptionsFromFlags().ok());  // Noise without a clip.
+}
+
+// Secure aggregation's flags reach its options; like local DP it turns
+// automatic splitting off, and what it cannot run under is refused.
+TEST(EngineFlagsTest, SecureAggregationTurnsAutomaticSplittingOff) {
+  absl::FlagSaver restore;
+  absl::SetFlag(&FLAGS_secure_aggregation, true);
+  absl::SetFlag(&FLAGS_secure_clip_norm, 2.5);
+  absl::SetFlag(&FLAGS_secure_phase_timeout_s, 30.0);
+  absl::SetFlag(&FLAGS_min_devices, 3);
+  absl::StatusOr<EngineOptions> options = EngineOptionsFromFlags();
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->secure.enabled);
+  EXPECT_EQ(options->secure.clip_norm, 2.5);
+  EXPECT_EQ(options->secure.phase_timeout, absl::Seconds(30));
+  EXPECT_EQ(options->split.mode, "off");
+  absl::SetFlag(&FLAGS_split, "2");
+  EXPECT_FALSE(EngineOptionsFromFlags().ok());
+  absl::SetFlag(&FLAGS_split, "auto");
+  absl::SetFlag(&FLAGS_mode, "dense");
+  EXPECT_FALSE(EngineOptionsFromFlags().ok());
+  absl::SetFlag(&FLAGS_mode, "lora");
+  absl::SetFlag(&FLAGS_min_devices, 1);
+  EXPECT_FALSE(EngineOptionsFromFlags().ok());
 }
 
 }  // namespace
