@@ -776,11 +776,6 @@ absl::Status Engine::Tick(absl::Time now) {
       const bool done = RoundDone(now);
       const bool collected = done && round_->folding == 0;
       bool closing = collected;
-      if (round_->secure && collected &&
-          round_->accepted >= options_.min_updates) {
-        // The survivors' masks come off before the round can close.
-        closing = false;
-      }
       if (round_->secure) {
         SecureRound& secure = *round_->secure;
         while (secure.Advance(now, collected)) {
@@ -792,7 +787,11 @@ absl::Status Engine::Tick(absl::Time now) {
                     << "key exchange; dropped from round " << round_->number;
           p.stage = Stage::kDropped;
         }
-        closing = closing || secure.phase() == SecurePhase::kDone;
+        // Enough masked vectors: their masks come off before the close,
+        // which still waits for any update being folded.
+        if (round_->accepted >= options_.min_updates) {
+          closing = collected && secure.phase() == SecurePhase::kDone;
+        }
       }
       if (closing) {
         step = Step::kClose;
