@@ -226,6 +226,26 @@ absl::StatusOr<NamedTensors> SliceTensors(const model::ModelImpl& model,
 
 namespace {
 
+// What a device works from without the full model: the full model's block
+// shapes from its config.json text, `plan` validated against them, and the
+// sub-model the plan leaves, built from the config with fresh weights
+// (its block prefixes and head width are the full model's).
+struct PlannedFromConfig {
+  std::vector<model::BlockShape> shapes;
+  model::Model sub;
+};
+absl::StatusOr<PlannedFromConfig> PlanFromConfig(const std::string& config_json,
+                                                 const PruningPlan& plan) {
+  absl::StatusOr<std::vector<model::BlockShape>> shapes =
+      model::BlockShapesFromConfig(config_json);
+  if (!shapes.ok()) return shapes.status();
+  if (absl::Status s = ValidatePlan(*shapes, plan); !s.ok()) return s;
+  absl::StatusOr<model::Model> sub =
+      model::CreateModelFromConfig(config_json, PlannedShapes(plan));
+  if (!sub.ok()) return sub.status();
+  return PlannedFromConfig{*std::move(shapes), *std::move(sub)};
+}
+
 // ScatterTensors against the full model's block `shapes`; `model` (full or
 // pruned: the block prefixes and head width are the same) names the blocks.
 // `plan` is valid for `shapes`.
@@ -275,15 +295,10 @@ absl::StatusOr<Scattered> ScatterTensors(const model::ModelImpl& model,
 absl::StatusOr<Scattered> ScatterTensors(const std::string& config_json,
                                          const PruningPlan& plan,
                                          const NamedTensors& pruned) {
-  absl::StatusOr<std::vector<model::BlockShape>> shapes =
-      model::BlockShapesFromConfig(config_json);
-  if (!shapes.ok()) return shapes.status();
-  if (absl::Status s = ValidatePlan(*shapes, plan); !s.ok()) return s;
   // The sub-model's structure only names the blocks (no weights are read).
-  absl::StatusOr<model::Model> sub =
-      model::CreateModelFromConfig(config_json, PlannedShapes(plan));
-  if (!sub.ok()) return sub.status();
-  return ScatterToShapes(**sub, *shapes, plan, pruned);
+  absl::StatusOr<PlannedFromConfig> planned = PlanFromConfig(config_json, plan);
+  if (!planned.ok()) return planned.status();
+  return ScatterToShapes(*planned->sub, planned->shapes, plan, pruned);
 }
 
 absl::StatusOr<model::Model> ApplyPlan(model::ModelImpl& model,
@@ -327,22 +342,19 @@ absl::StatusOr<model::Model> ApplyPlan(model::ModelImpl& model,
 absl::StatusOr<model::Model> LoadPrunedModel(
     const std::string& config_json, const PruningPlan& plan,
     const model::SafetensorsReader& weights) {
-  absl::StatusOr<std::vector<model::BlockShape>> shapes =
-      model::BlockShapesFromConfig(config_json);
-  if (!shapes.ok()) return shapes.status();
-  if (absl::Status s = ValidatePlan(*shapes, plan); !s.ok()) return s;
-  absl::StatusOr<model::Model> pruned =
-      model::CreateModelFromConfig(config_json, PlannedShapes(plan));
-  if (!pruned.ok()) return pruned.status();
+  absl::StatusOr<PlannedFromConfig> planned = PlanFromConfig(config_json, plan);
+  if (!planned.ok()) return planned.status();
+  const std::vector<model::BlockShape>& shapes = planned->shapes;
+  model::Model& pruned = planned->sub;
   // Block prefixes and the head width are the same in the sub-model.
   torch::NoGradGuard no_grad;
-  for (auto& item : (*pruned)->named_parameters(/*recurse=*/true)) {
+  for (auto& item : pruned->named_parameters(/*recurse=*/true)) {
     const model::SafetensorsEntry* entry = weights.Find(item.key());
     if (entry == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("weights lack parameter \"", item.key(), "\""));
     }
-    std::optional<Slice> slice = SliceFor(**pruned, plan, *shapes, item.key());
+    std::optional<Slice> slice = SliceFor(*pruned, plan, shapes, item.key());
     if (slice && (slice->dim >= static_cast<int64_t>(entry->shape.size()) ||
                   entry->shape[slice->dim] != slice->full_size)) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -365,7 +377,7 @@ absl::StatusOr<model::Model> LoadPrunedModel(
     }
     param.copy_(*value);
   }
-  return pruned;
+  return std::move(pruned);
 }
 
 absl::StatusOr<PruningPlan> ComposePlans(const PruningPlan& outer,
