@@ -49,6 +49,14 @@ absl::Status GrpcCoordinatorLink::SubmitUpdate(
       stub_->SubmitUpdate(&context, request, response));
 }
 
+absl::Status GrpcCoordinatorLink::Secure(const v1::SecureRequest& request,
+                                         absl::Time deadline,
+                                         v1::SecureResponse* response) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(deadline));
+  return transport::FromGrpcStatus(stub_->Secure(&context, request, response));
+}
+
 absl::Status GrpcCoordinatorLink::DeclineTask(
     const v1::DeclineTaskRequest& request, absl::Time deadline) {
   grpc::ClientContext context;

@@ -55,6 +55,9 @@ class CoordinatorLink {
                                     v1::SubmitUpdateResponse* response) = 0;
   virtual absl::Status DeclineTask(const v1::DeclineTaskRequest& request,
                                    absl::Time deadline) = 0;
+  virtual absl::Status Secure(const v1::SecureRequest& request,
+                              absl::Time deadline,
+                              v1::SecureResponse* response) = 0;
 
   // Transfers resume by themselves after a broken stream (their retry
   // policy is the link's); the errors they return are final.
@@ -89,6 +92,8 @@ class GrpcCoordinatorLink final : public CoordinatorLink {
                             v1::SubmitUpdateResponse* response) override;
   absl::Status DeclineTask(const v1::DeclineTaskRequest& request,
                            absl::Time deadline) override;
+  absl::Status Secure(const v1::SecureRequest& request, absl::Time deadline,
+                      v1::SecureResponse* response) override;
   absl::StatusOr<transport::TransferStats> Download(
       const std::string& device_id, const std::string& transfer_id,
       int64_t chunk_bytes, transport::ChunkSink* sink) override;

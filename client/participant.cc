@@ -12,10 +12,13 @@
 
 #include "client/device_probe.h"
 #include "client/local_round.h"
+#include "client/secure_update.h"
 #include "model/file_io.h"
 #include "model/safetensors.h"
 #include "model/threads.h"
 #include "model/trainer.h"
+#include "strategies/flat_layout.h"
+#include "transport/secure_proto.h"
 #include "transport/sha256.h"
 #include "transport/task_proto.h"
 #include "transport/tensor_proto.h"
@@ -303,6 +306,23 @@ absl::StatusOr<model::NamedTensors> Participant::RebuildFromDelta(
   return rebuilt;
 }
 
+absl::StatusOr<std::string> Participant::MaskedChange(
+    const v1::Task& task, SecureExchange& secure,
+    const model::NamedTensors& update, const model::NamedTensors& sent,
+    double* change_norm) {
+  absl::StatusOr<strategies::FlatLayout> layout =
+      strategies::FlatLayout::FromShapes(secure.spec().layout);
+  if (!layout.ok()) return layout.status();
+  absl::StatusOr<std::vector<float>> change =
+      SecureChange(registration_.model_config_json(),
+                   transport::PlanFromProto(task.plan()), task.lora().alpha(),
+                   update, sent, *layout, secure.spec().clip_norm, change_norm);
+  if (!change.ok()) return change.status();
+  absl::StatusOr<std::vector<uint32_t>> masked = secure.Mask(*change);
+  if (!masked.ok()) return masked.status();
+  return transport::WordsToBytes(*masked);
+}
+
 absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   RoundReport report;
   report.round = task.round();
@@ -318,6 +338,33 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   auto enter = [&](const char* phase) {
     if (on_phase) on_phase(task.round(), phase);
   };
+  // 0. Secure aggregation: the key exchange with the round's other devices.
+  std::unique_ptr<SecureExchange> secure;
+  if (task.has_secure()) {
+    enter("secure");
+    absl::StatusOr<std::unique_ptr<SecureExchange>> exchange =
+        SecureExchange::Create(
+            options_.device_id, task,
+            [&](const v1::SecureRequest& request, v1::SecureResponse* reply) {
+              return Retry("Secure", [&](absl::Time deadline) {
+                return link_->Secure(request, deadline, reply);
+              });
+            },
+            [&](absl::Duration pause) {
+              Heartbeat(task.round(), "secure", 0);
+              Pause(pause);
+              return !stop_.load();
+            });
+    if (!exchange.ok()) return exchange.status();
+    secure = *std::move(exchange);
+    if (absl::Status s = secure->ExchangeKeys(); !s.ok()) return s;
+    Say("secure", task.round(), {{"wait_s", secure->wait_s()}},
+        absl::StrFormat("round %d secure aggregation: keys exchanged with "
+                        "%d neighbours (%.2f s waiting)",
+                        task.round(), secure->spec().parameters.neighbours,
+                        secure->wait_s()));
+  }
+
   // 1. The payload: the sub-model's adapter (LoRA) or weights (dense).
   enter("download");
   absl::StatusOr<model::NamedTensors> payload = DownloadPayload(task, report);
@@ -373,18 +420,32 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.split_steps = local->split_steps;
   if (stop_) return absl::CancelledError("stopped after training");
 
-  // 4. Encode the update.
+  // 4. Encode the update: with the task's codec, or, under secure
+  // aggregation, as the masked change.
   enter("encode");
   const auto phase = Clock::now();
-  const transport::CodecOptions codec = transport::UploadCodecOptions(task);
-  absl::StatusOr<model::NamedTensors> update =
-      transport::UpdateToSend(local->update, *payload, codec.codec);
-  if (!update.ok()) return update.status();
-  absl::StatusOr<transport::EncodedPayload> encoded =
-      transport::EncodeUpdate(*update, codec, &feedback_);
-  if (!encoded.ok()) return encoded.status();
+  std::string upload_bytes;
+  transport::PayloadFormat format = transport::PayloadFormat::kEncodedUpdate;
+  double change_norm = 0;
+  if (secure != nullptr) {
+    absl::StatusOr<std::string> masked =
+        MaskedChange(task, *secure, local->update, *payload, &change_norm);
+    if (!masked.ok()) return masked.status();
+    upload_bytes = *std::move(masked);
+    format = transport::PayloadFormat::kMaskedWords;
+    report.raw_bytes_up = static_cast<int64_t>(upload_bytes.size());
+  } else {
+    const transport::CodecOptions codec = transport::UploadCodecOptions(task);
+    absl::StatusOr<model::NamedTensors> update =
+        transport::UpdateToSend(local->update, *payload, codec.codec);
+    if (!update.ok()) return update.status();
+    absl::StatusOr<transport::EncodedPayload> encoded =
+        transport::EncodeUpdate(*update, codec, &feedback_);
+    if (!encoded.ok()) return encoded.status();
+    upload_bytes = std::move(encoded->bytes);
+    report.raw_bytes_up = encoded->raw_bytes;
+  }
   report.encode_s = Since(phase);
-  report.raw_bytes_up = encoded->raw_bytes;
   if (options_.compute_slowdown > 1) {
     report.dilation_s = (options_.compute_slowdown - 1) *
                         (report.build_s + report.train_s + report.encode_s);
@@ -400,10 +461,9 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
 
   // 5. Upload and report.
   enter("upload");
-  const transport::StringSource source(std::move(encoded->bytes));
+  const transport::StringSource source(std::move(upload_bytes));
   absl::StatusOr<transport::TransferInfo> info = transport::DescribePayload(
-      source, task.upload_transfer_id(), report.raw_bytes_up,
-      transport::PayloadFormat::kEncodedUpdate);
+      source, task.upload_transfer_id(), report.raw_bytes_up, format);
   if (!info.ok()) return info.status();
   absl::StatusOr<transport::TransferStats> up =
       link_->Upload(options_.device_id, *info, source, task.chunk_bytes());
@@ -437,6 +497,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   timings->set_split_bytes_down(report.split_bytes_down);
   timings->set_split_s(report.split_s);
   r->set_split_steps(report.split_steps);
+  r->set_change_norm(change_norm);
   if (!local->importance.is_empty()) {
     if (absl::Status s =
             transport::ToProto(local->importance, r->mutable_importance());
@@ -453,6 +514,19 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   // coordinator has it.
   if (!submitted.ok() && !absl::IsAlreadyExists(submitted)) return submitted;
   report.accepted = true;
+  if (secure != nullptr) {
+    enter("unmask");
+    // The update is in; a round that unmasks without this device's shares
+    // still commits while enough neighbours answer.
+    if (absl::Status s = secure->Unmask(); !s.ok()) {
+      if (absl::IsCancelled(s)) return s;
+      LOG(WARNING) << options_.device_id << ": round " << task.round()
+                   << " unmasking shares not posted: " << s;
+    }
+    report.secure_s = secure->wait_s();
+    report.secure_bytes_up = secure->bytes_up();
+    report.secure_bytes_down = secure->bytes_down();
+  }
   report.total_s = Since(round_start);
   return report;
 }

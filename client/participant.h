@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 
 #include "client/coordinator_link.h"
+#include "client/secure_exchange.h"
 #include "fedge/v1/coordinator_service.pb.h"
 #include "model/dataset.h"
 #include "model/model.h"
@@ -88,6 +89,10 @@ struct RoundReport {
   int64_t peak_rss_bytes = 0;
   // RSS before training plus model::EstimateTrainingBytes.
   int64_t estimated_peak_bytes = 0;
+  // Secure aggregation: seconds waiting for the exchange's phases, and
+  // its messages both ways (the masked vector is bytes_up).
+  double secure_s = 0;
+  int64_t secure_bytes_up = 0, secure_bytes_down = 0;
   bool declined = false;  // Over the memory budget; nothing trained.
   bool accepted = false;
 };
@@ -112,8 +117,9 @@ class Participant {
   std::function<void(const RoundReport&)> on_round;
   // Called with the round number of each task declined for memory.
   std::function<void(int64_t)> on_decline;
-  // Called as each phase of a round starts: "download", "build", "train",
-  // "encode", "upload", "submit" (fault tests cut links here).
+  // Called as each phase of a round starts: ("secure"), "download",
+  // "build", "train", "encode", "upload", "submit", ("unmask") (fault
+  // tests cut links here).
   std::function<void(int64_t round, const char* phase)> on_phase;
 
  private:
@@ -123,6 +129,14 @@ class Participant {
   // the memory budget and the coordinator has been told.
   absl::StatusOr<RoundReport> RunRound(const v1::Task& task);
   absl::Status Decline(const v1::Task& task, int64_t estimated_bytes);
+  // Secure aggregation: the trained `update`'s change from `sent`
+  // (client::SecureChange in the task's layout), masked, as the upload's
+  // bytes; its norm before clipping in `change_norm`.
+  absl::StatusOr<std::string> MaskedChange(const v1::Task& task,
+                                           SecureExchange& secure,
+                                           const model::NamedTensors& update,
+                                           const model::NamedTensors& sent,
+                                           double* change_norm);
   // The round's starting tensors, with the download's figures in `report`:
   // rebuilt from the task's compressed change when this device holds that
   // change's base (dense mode), else downloaded whole.

@@ -75,6 +75,11 @@ class FakeCoordinator final : public CoordinatorLink {
   absl::Status DeclineTask(const v1::DeclineTaskRequest&, absl::Time) override {
     return Call("DeclineTask");
   }
+  absl::Status Secure(const v1::SecureRequest&, absl::Time,
+                      v1::SecureResponse*) override {
+    if (absl::Status s = Call("Secure"); !s.ok()) return s;
+    return absl::UnimplementedError("no secure aggregation in this fake");
+  }
   absl::StatusOr<transport::TransferStats> Download(
       const std::string&, const std::string& transfer_id, int64_t chunk_bytes,
       transport::ChunkSink* sink) override {

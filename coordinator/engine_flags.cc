@@ -89,8 +89,8 @@ ABSL_FLAG(bool, secure_aggregation, false,
           "learns only the sum of each round's changes, every device "
           "weighing the same. Needs --mode=lora, --aggregator=mean, "
           "--clip_norm=0 and --min_devices >= 2, and turns automatic "
-          "splitting off; fedge-vclock only until the client daemon speaks "
-          "it.");
+          "splitting off. Devices run the key exchange through the Secure "
+          "RPC and upload only their masked change.");
 ABSL_FLAG(double, secure_clip_norm, 1.0,
           "Secure aggregation: each device clips its change to this L2 norm "
           "before masking (it also sets the ring's scale).");

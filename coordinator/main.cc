@@ -151,12 +151,6 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
         "--bandit=oracle needs each arm's expected reward; only fedge-sim, "
         "which knows its profiles, can run it");
   }
-  if (engine->secure.enabled) {
-    return absl::InvalidArgumentError(
-        "--secure_aggregation runs in fedge-vclock only: the gRPC messages "
-        "and the client daemon's side are not built yet (docs/privacy.md), "
-        "and every device would miss the key exchange");
-  }
   c.engine = *std::move(engine);
   c.service.retry_after_ms = absl::GetFlag(FLAGS_retry_after_ms);
   c.service.max_registrations_per_s =

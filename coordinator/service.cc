@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
+#include "transport/secure_proto.h"
 #include "transport/split_proto.h"
 #include "transport/status_convert.h"
 #include "transport/task_proto.h"
@@ -305,6 +306,14 @@ v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
         static_cast<int32_t>(engine.split.local_loss_steps));
     split->set_dataset_keep_fraction(engine.split.keep_fraction);
   }
+  if (task.secure) {
+    transport::SecureSpec spec;
+    spec.parameters = task.secure->parameters;
+    spec.index = task.secure->index;
+    spec.clip_norm = task.secure->clip_norm;
+    spec.layout = task.secure->layout->shapes();
+    transport::SecureSpecToProto(spec, out.mutable_secure());
+  }
   return out;
 }
 
@@ -338,8 +347,13 @@ absl::Status CoordinatorService::DoGetTask(const v1::GetTaskRequest& request,
           store_->Find(task->payload_id);
       const int64_t payload_bytes =
           payload.ok() ? payload->info.total_bytes : 0;
-      store_->ExpectUpload(response->task().upload_transfer_id(),
-                           2 * payload_bytes + (1 << 20), request.device_id());
+      // Under secure aggregation the update is the masked vector, of
+      // exactly its length in words.
+      const int64_t upload_bytes = task->secure
+                                       ? 4 * task->secure->parameters.length
+                                       : 2 * payload_bytes + (1 << 20);
+      store_->ExpectUpload(response->task().upload_transfer_id(), upload_bytes,
+                           request.device_id());
       if (payload.ok()) {
         response->mutable_task()->set_payload_sha256(payload->info.sha256);
         if (absl::Status s = OfferDelta(*task, payload->info.sha256,
@@ -443,14 +457,31 @@ absl::Status CoordinatorService::DoSubmit(const v1::UpdateReport& report) {
   if (!bytes.ok()) return bytes.status();
   // The wire size the coordinator itself received.
   const auto bytes_up = static_cast<int64_t>((*bytes)->view().size());
-  const transport::CodecOptions codec = UploadCodec(engine_options_);
-  absl::StatusOr<NamedTensors> update =
-      transport::DecodeUpdate((*bytes)->view(), options_.decode_limits, &codec);
-  // Decoded: a staged upload's mapping goes now, not after the fold.
-  bytes->reset();
-  if (!update.ok()) return update.status();
-  s.update = std::move(*update);
-  s.carries_change = transport::CarriesChange(codec.codec);
+  if (engine_options_.secure.enabled) {
+    // The masked vector; the engine refuses one of the wrong length (and
+    // excludes its sender from the exchange).
+    if (progress->second.format != transport::PayloadFormat::kMaskedWords) {
+      return absl::InvalidArgumentError(
+          "under secure aggregation an update is a masked vector "
+          "(PAYLOAD_FORMAT_MASKED_WORDS)");
+    }
+    const absl::string_view view = (*bytes)->view();
+    absl::StatusOr<std::vector<uint32_t>> words =
+        transport::WordsFromBytes(view, static_cast<int64_t>(view.size() / 4));
+    bytes->reset();
+    if (!words.ok()) return words.status();
+    s.masked = *std::move(words);
+    s.change_norm = report.change_norm();
+  } else {
+    const transport::CodecOptions codec = UploadCodec(engine_options_);
+    absl::StatusOr<NamedTensors> update = transport::DecodeUpdate(
+        (*bytes)->view(), options_.decode_limits, &codec);
+    // Decoded: a staged upload's mapping goes now, not after the fold.
+    bytes->reset();
+    if (!update.ok()) return update.status();
+    s.update = std::move(*update);
+    s.carries_change = transport::CarriesChange(codec.codec);
+  }
   s.num_examples = report.num_examples();
   s.loss_before = report.loss_before();
   s.loss_after = report.loss_after();
@@ -525,6 +556,80 @@ grpc::ServerUnaryReactor* CoordinatorService::DeclineTask(
                               request->nonce(), reason, options_.clock());
   }
   return Finish(context, "DeclineTask", status);
+}
+
+namespace {
+
+v1::SecurePhase PhaseToProto(SecurePhase phase) {
+  switch (phase) {
+    case SecurePhase::kAdvertise:
+      return v1::SECURE_PHASE_ADVERTISE;
+    case SecurePhase::kShareKeys:
+      return v1::SECURE_PHASE_SHARE_KEYS;
+    case SecurePhase::kMaskedInput:
+      return v1::SECURE_PHASE_MASKED_INPUT;
+    case SecurePhase::kUnmask:
+      return v1::SECURE_PHASE_UNMASK;
+    case SecurePhase::kDone:
+      return v1::SECURE_PHASE_DONE;
+  }
+  return v1::SECURE_PHASE_UNSPECIFIED;
+}
+
+absl::StatusOr<SecureRequest> SecureRequestFromProto(
+    const v1::SecureRequest& proto) {
+  SecureRequest request;
+  request.device_id = proto.device_id();
+  request.round = proto.round();
+  request.nonce = proto.nonce();
+  switch (proto.message_case()) {
+    case v1::SecureRequest::kAdvertise: {
+      absl::StatusOr<secagg::Advertisement> a =
+          transport::AdvertisementFromProto(proto.advertise());
+      if (!a.ok()) return a.status();
+      request.advertise = *std::move(a);
+      break;
+    }
+    case v1::SecureRequest::kShares: {
+      absl::StatusOr<std::vector<secagg::SealedShares>> s =
+          transport::SharesFromProto(proto.shares().shares());
+      if (!s.ok()) return s.status();
+      request.shares = *std::move(s);
+      break;
+    }
+    case v1::SecureRequest::kUnmask: {
+      absl::StatusOr<secagg::UnmaskShares> u =
+          transport::UnmaskFromProto(proto.unmask());
+      if (!u.ok()) return u.status();
+      request.unmask = *std::move(u);
+      break;
+    }
+    case v1::SecureRequest::MESSAGE_NOT_SET:
+      break;
+  }
+  return request;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* CoordinatorService::Secure(
+    grpc::CallbackServerContext* context, const v1::SecureRequest* request,
+    v1::SecureResponse* response) {
+  absl::Status status = CheckIdentity(context, request->device_id());
+  absl::StatusOr<SecureRequest> converted =
+      status.ok() ? SecureRequestFromProto(*request) : status;
+  absl::StatusOr<SecureReply> reply =
+      converted.ok() ? engine_->Secure(*converted, options_.clock())
+                     : converted.status();
+  if (reply.ok()) {
+    response->set_phase(PhaseToProto(reply->phase));
+    for (const secagg::Advertisement& a : reply->advertisements) {
+      transport::AdvertisementToProto(a, response->add_advertisements());
+    }
+    transport::SharesToProto(reply->shares, response->mutable_shares());
+    for (int64_t s : reply->survivors) response->add_survivors(s);
+  }
+  return Finish(context, "Secure", reply.status());
 }
 
 }  // namespace fedge::coordinator

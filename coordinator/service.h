@@ -113,6 +113,12 @@ class CoordinatorService : public transport::TransferService {
   grpc::ServerBidiReactor<v1::SplitMessage, v1::SplitMessage>* Split(
       grpc::CallbackServerContext* context) override;
 
+  // Secure aggregation: one step of the device's exchange
+  // (Engine::Secure), answered on gRPC's callback thread (the engine's
+  // part is bookkeeping; unmasking runs in Tick).
+  grpc::ServerUnaryReactor* Secure(grpc::CallbackServerContext* context,
+                                   const v1::SecureRequest* request,
+                                   v1::SecureResponse* response) override;
   // With require_peer_identity, only the device named by the client
   // certificate may upload its task's update.
   absl::Status AuthorizeUpload(grpc::CallbackServerContext* context,

@@ -33,6 +33,7 @@ enum class PayloadFormat {
   kUnspecified,
   kSafetensors,    // A safetensors file: base models and adapters.
   kEncodedUpdate,  // A serialized fedge.v1.CompressedPayload: updates.
+  kMaskedWords,    // Secure aggregation's masked vector (uint32 words).
 };
 
 // Describes a whole payload; travels in the first chunk of a stream.

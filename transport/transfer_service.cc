@@ -26,6 +26,8 @@ v1::PayloadFormat FormatToProto(PayloadFormat format) {
       return v1::PAYLOAD_FORMAT_SAFETENSORS;
     case PayloadFormat::kEncodedUpdate:
       return v1::PAYLOAD_FORMAT_ENCODED_UPDATE;
+    case PayloadFormat::kMaskedWords:
+      return v1::PAYLOAD_FORMAT_MASKED_WORDS;
     case PayloadFormat::kUnspecified:
       break;
   }
@@ -38,6 +40,8 @@ PayloadFormat FormatFromProto(v1::PayloadFormat format) {
       return PayloadFormat::kSafetensors;
     case v1::PAYLOAD_FORMAT_ENCODED_UPDATE:
       return PayloadFormat::kEncodedUpdate;
+    case v1::PAYLOAD_FORMAT_MASKED_WORDS:
+      return PayloadFormat::kMaskedWords;
     default:
       return PayloadFormat::kUnspecified;
   }

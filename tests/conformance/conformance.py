@@ -542,6 +542,20 @@ def abuse(x, z, b_task, pb):
         device.call("Split", split(device.id, task.nonce, finish=False),
                     "INVALID_ARGUMENT")  # A step without activations.
 
+        # Secure: this coordinator runs without secure aggregation.
+        device.call("Secure", s.SecureRequest(
+            device_id="dev-b", round=task.round, nonce=task.nonce),
+            "PERMISSION_DENIED")
+        device.call("Secure", s.SecureRequest(
+            device_id=device.id, round=task.round, nonce=task.nonce),
+            "FAILED_PRECONDITION")
+        device.call("Secure", s.SecureRequest(
+            device_id=device.id, round=task.round, nonce=task.nonce,
+            advertise=s.SecAggAdvertisement(
+                device=0, seal_public=b"k" * 31, mask_public=b"k" * 32,
+                seed_digest=b"d" * 32)),
+            "INVALID_ARGUMENT")  # A key of the wrong size.
+
         def silent():
             time.sleep(2.5)
             return
