@@ -35,8 +35,9 @@ class DeviceSplitLink : public split::SplitLink {
   virtual double seconds() const = 0;
 };
 
-// Implementations say their own thread-safety; Participant uses one link
-// from one thread.
+// Implementations say their own thread-safety. Participant uses one link
+// from one thread, except that under secure aggregation Secure runs on a
+// second thread beside the other calls.
 class CoordinatorLink {
  public:
   virtual ~CoordinatorLink() = default;
@@ -74,7 +75,9 @@ class CoordinatorLink {
       absl::Time deadline) = 0;
 };
 
-// Over a fedge.v1.Coordinator stub. Thread-compatible.
+// Over a fedge.v1.Coordinator stub. Thread-compatible; the unary calls
+// (all but Download and Upload, which share a transfer client) may run
+// concurrently with anything, as gRPC stubs are thread-safe.
 class GrpcCoordinatorLink final : public CoordinatorLink {
  public:
   // `stub` must outlive the link; `transfer_retry` paces resumed streams.

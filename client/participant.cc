@@ -75,13 +75,16 @@ Participant::Participant(ParticipantOptions options, CoordinatorLink* link,
     : options_(std::move(options)), link_(link), data_(std::move(data)) {}
 
 absl::Status Participant::Retry(
-    const char* what, const std::function<absl::Status(absl::Time)>& rpc) {
+    const char* what, const std::function<absl::Status(absl::Time)>& rpc,
+    const std::atomic<bool>* abandon) {
   const absl::Time give_up = absl::Now() + options_.give_up_after;
   absl::Duration backoff = options_.initial_backoff;
   while (true) {
     const absl::Status status = rpc(absl::Now() + options_.rpc_deadline);
     if (status.ok() || !Transient(status)) return status;
-    if (stop_) return absl::CancelledError("stopped");
+    if (stop_ || (abandon != nullptr && *abandon)) {
+      return absl::CancelledError("stopped");
+    }
     if (absl::Now() + backoff > give_up) {
       return absl::UnavailableError(
           absl::StrCat(what, ": coordinator unreachable for ",
@@ -90,14 +93,15 @@ absl::Status Participant::Retry(
     }
     LOG(INFO) << what << " failed (" << status << "); retrying in "
               << absl::FormatDuration(backoff);
-    Pause(backoff);
+    Pause(backoff, abandon);
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
 }
 
-void Participant::Pause(absl::Duration duration) const {
+void Participant::Pause(absl::Duration duration,
+                        const std::atomic<bool>* abandon) const {
   const absl::Time until = absl::Now() + duration;
-  while (!stop_ && absl::Now() < until) {
+  while (!stop_ && !(abandon != nullptr && *abandon) && absl::Now() < until) {
     std::this_thread::sleep_for(absl::ToChronoMilliseconds(
         std::min(until - absl::Now(), absl::Milliseconds(50))));
   }
@@ -306,6 +310,58 @@ absl::StatusOr<model::NamedTensors> Participant::RebuildFromDelta(
   return rebuilt;
 }
 
+Participant::KeyExchange::~KeyExchange() {
+  abandon = true;
+  if (done.valid()) done.wait();
+}
+
+absl::StatusOr<std::unique_ptr<Participant::KeyExchange>>
+Participant::StartKeyExchange(const v1::Task& task) {
+  auto keys = std::make_unique<KeyExchange>();
+  KeyExchange* k = keys.get();
+  absl::StatusOr<std::unique_ptr<SecureExchange>> exchange =
+      SecureExchange::Create(
+          options_.device_id, task,
+          [this, k](const v1::SecureRequest& request,
+                    v1::SecureResponse* reply) {
+            return Retry(
+                "Secure",
+                [&](absl::Time deadline) {
+                  return link_->Secure(request, deadline, reply);
+                },
+                &k->abandon);
+          },
+          [this, k](absl::Duration pause) {
+            Pause(pause, &k->abandon);
+            return !stop_ && !k->abandon;
+          });
+  if (!exchange.ok()) return exchange.status();
+  keys->exchange = *std::move(exchange);
+  keys->done = std::async(std::launch::async,
+                          [k] { return k->exchange->ExchangeKeys(); });
+  return keys;
+}
+
+absl::Status Participant::AwaitKeys(const v1::Task& task, KeyExchange& keys,
+                                    RoundReport& report) {
+  const auto start = Clock::now();
+  while (keys.done.wait_for(std::chrono::milliseconds(50)) !=
+         std::future_status::ready) {
+    Heartbeat(task.round(), "secure", 1.0);
+  }
+  if (absl::Status s = keys.done.get(); !s.ok()) return s;
+  report.secure_s = Since(start);
+  const SecureExchange& e = *keys.exchange;
+  Say("secure", task.round(),
+      {{"wait_s", report.secure_s}, {"phase_wait_s", e.wait_s()}},
+      absl::StrFormat("round %d secure aggregation: keys exchanged with %d "
+                      "neighbours (phases %.2f s, %.2f s of it after "
+                      "training)",
+                      task.round(), e.spec().parameters.neighbours, e.wait_s(),
+                      report.secure_s));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> Participant::MaskedChange(
     const v1::Task& task, SecureExchange& secure,
     const model::NamedTensors& update, const model::NamedTensors& sent,
@@ -338,31 +394,15 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   auto enter = [&](const char* phase) {
     if (on_phase) on_phase(task.round(), phase);
   };
-  // 0. Secure aggregation: the key exchange with the round's other devices.
-  std::unique_ptr<SecureExchange> secure;
+  // 0. Secure aggregation: the key exchange with the round's other
+  // devices, beside the download and training.
+  std::unique_ptr<KeyExchange> keys;
   if (task.has_secure()) {
     enter("secure");
-    absl::StatusOr<std::unique_ptr<SecureExchange>> exchange =
-        SecureExchange::Create(
-            options_.device_id, task,
-            [&](const v1::SecureRequest& request, v1::SecureResponse* reply) {
-              return Retry("Secure", [&](absl::Time deadline) {
-                return link_->Secure(request, deadline, reply);
-              });
-            },
-            [&](absl::Duration pause) {
-              Heartbeat(task.round(), "secure", 0);
-              Pause(pause);
-              return !stop_.load();
-            });
-    if (!exchange.ok()) return exchange.status();
-    secure = *std::move(exchange);
-    if (absl::Status s = secure->ExchangeKeys(); !s.ok()) return s;
-    Say("secure", task.round(), {{"wait_s", secure->wait_s()}},
-        absl::StrFormat("round %d secure aggregation: keys exchanged with "
-                        "%d neighbours (%.2f s waiting)",
-                        task.round(), secure->spec().parameters.neighbours,
-                        secure->wait_s()));
+    absl::StatusOr<std::unique_ptr<KeyExchange>> started =
+        StartKeyExchange(task);
+    if (!started.ok()) return started.status();
+    keys = *std::move(started);
   }
 
   // 1. The payload: the sub-model's adapter (LoRA) or weights (dense).
@@ -419,6 +459,11 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.loss_after = local->loss_after;
   report.split_steps = local->split_steps;
   if (stop_) return absl::CancelledError("stopped after training");
+  SecureExchange* secure = nullptr;
+  if (keys != nullptr) {
+    if (absl::Status s = AwaitKeys(task, *keys, report); !s.ok()) return s;
+    secure = keys->exchange.get();
+  }
 
   // 4. Encode the update: with the task's codec, or, under secure
   // aggregation, as the masked change.
@@ -523,7 +568,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
       LOG(WARNING) << options_.device_id << ": round " << task.round()
                    << " unmasking shares not posted: " << s;
     }
-    report.secure_s = secure->wait_s();
+    report.secure_phase_wait_s = secure->wait_s();
     report.secure_bytes_up = secure->bytes_up();
     report.secure_bytes_down = secure->bytes_down();
   }

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -89,9 +90,11 @@ struct RoundReport {
   int64_t peak_rss_bytes = 0;
   // RSS before training plus model::EstimateTrainingBytes.
   int64_t estimated_peak_bytes = 0;
-  // Secure aggregation: seconds waiting for the exchange's phases, and
-  // its messages both ways (the masked vector is bytes_up).
-  double secure_s = 0;
+  // Secure aggregation: seconds the round waited after training for the
+  // key exchange (which runs beside download and training), the
+  // exchange's own waiting for its phases, and its messages both ways
+  // (the masked vector is bytes_up).
+  double secure_s = 0, secure_phase_wait_s = 0;
   int64_t secure_bytes_up = 0, secure_bytes_down = 0;
   bool declined = false;  // Over the memory budget; nothing trained.
   bool accepted = false;
@@ -146,14 +149,35 @@ class Participant {
   // FailedPrecondition when they do not fit or hash to something else.
   absl::StatusOr<model::NamedTensors> RebuildFromDelta(const v1::Task& task,
                                                        RoundReport& report);
+  // Secure aggregation: the round's key exchange on a thread of its own,
+  // beside the download and training (StartKeyExchange), awaited before
+  // masking (AwaitKeys). Destroying it abandons the exchange and waits for
+  // its thread, at most one RPC deadline.
+  struct KeyExchange {
+    std::unique_ptr<SecureExchange> exchange;
+    std::atomic<bool> abandon{false};
+    std::future<absl::Status> done;
+    ~KeyExchange();
+  };
+  absl::StatusOr<std::unique_ptr<KeyExchange>> StartKeyExchange(
+      const v1::Task& task);
+  // Waits for the exchange (heartbeating), its wait in report.secure_s;
+  // the exchange's error if it failed.
+  absl::Status AwaitKeys(const v1::Task& task, KeyExchange& keys,
+                         RoundReport& report);
   // Runs `rpc` with a fresh deadline (rpc_deadline from now) until it
   // succeeds, fails for good, or the give-up time passes; waits with capped
-  // exponential back-off.
+  // exponential back-off. Stops early (Cancelled) on Stop() or when
+  // `abandon` (optional) is set. Thread-safe.
   absl::Status Retry(const char* what,
-                     const std::function<absl::Status(absl::Time)>& rpc);
+                     const std::function<absl::Status(absl::Time)>& rpc,
+                     const std::atomic<bool>* abandon = nullptr);
+  // Main thread only.
   void Heartbeat(int64_t round, const char* phase, double progress);
-  // Sleeps for `duration`, or less if Stop() is called meanwhile.
-  void Pause(absl::Duration duration) const;
+  // Sleeps for `duration`, or less if Stop() is called or `abandon`
+  // (optional) is set meanwhile. Thread-safe.
+  void Pause(absl::Duration duration,
+             const std::atomic<bool>* abandon = nullptr) const;
   // One progress event: `text` for people, `event` with `round` and
   // `fields` as a JSON line for machines.
   void Say(absl::string_view event, int64_t round,

@@ -12,11 +12,11 @@
 //
 // Phases close on the coordinator (everyone answered, or its deadline), so
 // each step polls until the phase moves, from 20 ms up to 500 ms apart.
-// The key exchange runs before the device's download and training, not
-// beside them as fedge-vclock charges it: a device waits at most for the
-// slowest invited device's advertisement and shares (docs/privacy.md).
+// The participant runs ExchangeKeys on a thread of its own, beside its
+// download and training, as fedge-vclock charges it.
 //
-// Not thread-safe; one object per device and round.
+// Not thread-safe (one thread at a time); one object per device and
+// round.
 #pragma once
 
 #include <cstdint>
