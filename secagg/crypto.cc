@@ -1,5 +1,6 @@
 #include "secagg/crypto.h"
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <set>
@@ -169,8 +170,8 @@ absl::StatusOr<std::string> AgreeKey(absl::string_view my_private,
   return key;
 }
 
-absl::StatusOr<std::vector<uint32_t>> ExpandMask(absl::string_view seed,
-                                                 size_t n) {
+absl::Status AddKeystream(absl::string_view seed, bool add,
+                          absl::Span<uint32_t> words) {
   if (absl::Status s = KeyLength("mask seed", seed); !s.ok()) return s;
   CipherCtx ctx(EVP_CIPHER_CTX_new());
   const std::array<unsigned char, 16> iv{};  // Counter and nonce at zero.
@@ -178,27 +179,38 @@ absl::StatusOr<std::vector<uint32_t>> ExpandMask(absl::string_view seed,
                                  Bytes(seed), iv.data()) != 1) {
     return Failed("ChaCha20 set-up");
   }
-  std::vector<uint32_t> mask(n, 0);
-  // Encrypting zeros gives the keystream; in pieces, so that a length
-  // beyond int's range works too.
-  auto* out = reinterpret_cast<unsigned char*>(mask.data());
-  size_t left = n * sizeof(uint32_t);
-  while (left > 0) {
-    const int piece = static_cast<int>(std::min<size_t>(left, 1 << 30));
+  // Encrypting zeros gives the keystream: 16 KiB at a time into a buffer
+  // that stays in cache, so no mask of the vector's size is ever made.
+  constexpr size_t kWords = 4096;
+  std::array<unsigned char, 4 * kWords> stream;
+  for (size_t at = 0; at < words.size(); at += kWords) {
+    const size_t n = std::min(kWords, words.size() - at);
+    const int bytes = static_cast<int>(4 * n);
+    stream.fill(0);
     int written = 0;
-    if (EVP_EncryptUpdate(ctx.get(), out, &written, out, piece) != 1 ||
-        written != piece) {
+    if (EVP_EncryptUpdate(ctx.get(), stream.data(), &written, stream.data(),
+                          bytes) != 1 ||
+        written != bytes) {
       return Failed("ChaCha20");
     }
-    out += piece;
-    left -= static_cast<size_t>(piece);
+    // The keystream's bytes as little-endian words, on any host.
+    for (size_t k = 0; k < n; ++k) {
+      const unsigned char* b = stream.data() + 4 * k;
+      const uint32_t m =
+          static_cast<uint32_t>(b[0]) | static_cast<uint32_t>(b[1]) << 8 |
+          static_cast<uint32_t>(b[2]) << 16 | static_cast<uint32_t>(b[3]) << 24;
+      words[at + k] = add ? words[at + k] + m : words[at + k] - m;
+    }
   }
-  // The keystream's bytes as little-endian words, on any host.
-  for (uint32_t& word : mask) {
-    const auto* b = reinterpret_cast<const unsigned char*>(&word);
-    word = static_cast<uint32_t>(b[0]) | static_cast<uint32_t>(b[1]) << 8 |
-           static_cast<uint32_t>(b[2]) << 16 |
-           static_cast<uint32_t>(b[3]) << 24;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint32_t>> ExpandMask(absl::string_view seed,
+                                                 size_t n) {
+  std::vector<uint32_t> mask(n, 0);
+  if (absl::Status s = AddKeystream(seed, true, absl::MakeSpan(mask));
+      !s.ok()) {
+    return s;
   }
   return mask;
 }

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace fedge::secagg {
 
@@ -49,6 +50,11 @@ absl::StatusOr<std::string> AgreeKey(absl::string_view my_private,
 // counter and nonce at zero: a mask over Z_2^32.
 absl::StatusOr<std::vector<uint32_t>> ExpandMask(absl::string_view seed,
                                                  size_t n);
+// words += ExpandMask(seed, words.size()) (or -= when !add), over
+// Z_2^32, streamed in cache-sized pieces: what masking and unmasking use,
+// so that no vector-sized mask is allocated per neighbour.
+absl::Status AddKeystream(absl::string_view seed, bool add,
+                          absl::Span<uint32_t> words);
 
 // AES-256-GCM under `key` (kKeyBytes) with a random 12-byte nonce, which
 // leads the result, and `associated` authenticated but not encrypted.

@@ -1,8 +1,10 @@
 #include "secagg/crypto.h"
 
 #include <algorithm>
+#include <array>
 
 #include "gtest/gtest.h"
+#include <openssl/evp.h>
 
 namespace fedge::secagg {
 namespace {
@@ -54,6 +56,41 @@ TEST(CryptoTest, MasksAreRepeatableAndLookUniform) {
   mean /= long_mask.size();
   EXPECT_NEAR(mean, 0.5, 0.005);  // Stddev of the mean: 0.0009.
   EXPECT_FALSE(ExpandMask("short", 10).ok());
+}
+
+// The streamed keystream (16 KiB pieces) continues across its pieces: the
+// words from 4096 on are ChaCha20's blocks from counter 256, computed here
+// in one call; adding then subtracting it gives the vector back.
+TEST(CryptoTest, TheStreamedMaskContinuesAcrossPiecesAndCancels) {
+  const std::string seed(32, '\x05');
+  const std::vector<uint32_t> mask = *ExpandMask(seed, 10000);
+  std::array<unsigned char, 16> iv{};
+  iv[1] = 1;  // Counter 256, little-endian.
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  ASSERT_EQ(EVP_EncryptInit_ex(
+                ctx, EVP_chacha20(), nullptr,
+                reinterpret_cast<const unsigned char*>(seed.data()), iv.data()),
+            1);
+  std::vector<unsigned char> stream(4 * (10000 - 4096), 0);
+  int written = 0;
+  ASSERT_EQ(EVP_EncryptUpdate(ctx, stream.data(), &written, stream.data(),
+                              static_cast<int>(stream.size())),
+            1);
+  EVP_CIPHER_CTX_free(ctx);
+  for (size_t k = 0; k < 10000 - 4096; ++k) {
+    const unsigned char* b = stream.data() + 4 * k;
+    const uint32_t w =
+        b[0] | b[1] << 8 | b[2] << 16 | static_cast<uint32_t>(b[3]) << 24;
+    ASSERT_EQ(mask[4096 + k], w) << "word " << 4096 + k;
+  }
+  std::vector<uint32_t> y(10000);
+  for (size_t k = 0; k < y.size(); ++k) y[k] = static_cast<uint32_t>(7 * k);
+  const std::vector<uint32_t> before = y;
+  ASSERT_TRUE(AddKeystream(seed, true, absl::MakeSpan(y)).ok());
+  for (size_t k = 0; k < y.size(); ++k) ASSERT_EQ(y[k], before[k] + mask[k]);
+  ASSERT_TRUE(AddKeystream(seed, false, absl::MakeSpan(y)).ok());
+  EXPECT_EQ(y, before);
+  EXPECT_FALSE(AddKeystream("short", true, absl::MakeSpan(y)).ok());
 }
 
 TEST(CryptoTest, SealedSharesOpenOnlyUnchangedAndWithTheKey) {

@@ -31,12 +31,7 @@ absl::Status CheckKey(absl::string_view what, int64_t device,
 // y += sign * PRG(seed), over Z_2^32.
 absl::Status AddMask(std::vector<uint32_t>& y, absl::string_view seed,
                      bool add) {
-  absl::StatusOr<std::vector<uint32_t>> mask = ExpandMask(seed, y.size());
-  if (!mask.ok()) return mask.status();
-  for (size_t k = 0; k < y.size(); ++k) {
-    y[k] = add ? y[k] + (*mask)[k] : y[k] - (*mask)[k];
-  }
-  return absl::OkStatus();
+  return AddKeystream(seed, add, absl::MakeSpan(y));
 }
 
 }  // namespace
