@@ -543,7 +543,9 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   timings->set_split_s(report.split_s);
   r->set_split_steps(report.split_steps);
   r->set_change_norm(change_norm);
-  if (!local->importance.is_empty()) {
+  // Under secure aggregation the coordinator learns nothing of one
+  // device's update beyond its change's norm: no importance scores.
+  if (secure == nullptr && !local->importance.is_empty()) {
     if (absl::Status s =
             transport::ToProto(local->importance, r->mutable_importance());
         !s.ok()) {
