@@ -1,6 +1,7 @@
 #include "transport/secure_proto.h"
 
 #include <cmath>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 
@@ -15,14 +16,30 @@ absl::Status Bad(absl::string_view what) {
 // allocated for it (a vector of 2^31 words is 8 GiB).
 constexpr int64_t kMaxWords = int64_t{1} << 31;
 
-absl::StatusOr<secagg::Share> ShareFromProto(const v1::SecAggShare& proto,
-                                             int64_t from, int64_t about) {
-  if (proto.x() < 1 || proto.x() > secagg::kMaxShares || proto.y().empty()) {
-    return Bad(absl::StrCat("device ", from, "'s share of device ", about,
-                            "'s secret has point ", proto.x(), " and ",
-                            proto.y().size(), " bytes (1..255, non-empty)"));
+using ShareMap = google::protobuf::Map<int64_t, v1::SecAggShare>;
+
+// One map of an unmasking message (seed or key shares, by the device whose
+// secret they rebuild), each way.
+void SharesToMap(const std::map<int64_t, secagg::Share>& shares,
+                 ShareMap* proto) {
+  for (const auto& [device, share] : shares) {
+    v1::SecAggShare& out = (*proto)[device];
+    out.set_x(share.x);
+    out.set_y(share.y);
   }
-  return secagg::Share{static_cast<uint8_t>(proto.x()), proto.y()};
+}
+absl::Status SharesFromMap(const ShareMap& proto, int64_t from,
+                           std::map<int64_t, secagg::Share>* shares) {
+  for (const auto& [about, share] : proto) {
+    if (share.x() < 1 || share.x() > secagg::kMaxShares || share.y().empty()) {
+      return Bad(absl::StrCat("device ", from, "'s share of device ", about,
+                              "'s secret has point ", share.x(), " and ",
+                              share.y().size(), " bytes (1..255, non-empty)"));
+    }
+    (*shares)[about] =
+        secagg::Share{static_cast<uint8_t>(share.x()), share.y()};
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -141,31 +158,22 @@ absl::StatusOr<std::vector<secagg::SealedShares>> SharesFromProto(
 
 void UnmaskToProto(const secagg::UnmaskShares& u, v1::SecAggUnmask* proto) {
   proto->set_from(u.from);
-  for (const auto& [device, share] : u.seed_shares) {
-    v1::SecAggShare& out = (*proto->mutable_seed_shares())[device];
-    out.set_x(share.x);
-    out.set_y(share.y);
-  }
-  for (const auto& [device, share] : u.key_shares) {
-    v1::SecAggShare& out = (*proto->mutable_key_shares())[device];
-    out.set_x(share.x);
-    out.set_y(share.y);
-  }
+  SharesToMap(u.seed_shares, proto->mutable_seed_shares());
+  SharesToMap(u.key_shares, proto->mutable_key_shares());
 }
 
 absl::StatusOr<secagg::UnmaskShares> UnmaskFromProto(
     const v1::SecAggUnmask& proto) {
   secagg::UnmaskShares u;
   u.from = proto.from();
-  for (const auto& [device, share] : proto.seed_shares()) {
-    absl::StatusOr<secagg::Share> s = ShareFromProto(share, u.from, device);
-    if (!s.ok()) return s.status();
-    u.seed_shares[device] = *std::move(s);
+  if (absl::Status s =
+          SharesFromMap(proto.seed_shares(), u.from, &u.seed_shares);
+      !s.ok()) {
+    return s;
   }
-  for (const auto& [device, share] : proto.key_shares()) {
-    absl::StatusOr<secagg::Share> s = ShareFromProto(share, u.from, device);
-    if (!s.ok()) return s.status();
-    u.key_shares[device] = *std::move(s);
+  if (absl::Status s = SharesFromMap(proto.key_shares(), u.from, &u.key_shares);
+      !s.ok()) {
+    return s;
   }
   return u;
 }
