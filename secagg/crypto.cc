@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <memory>
 #include <set>
 
@@ -170,36 +171,100 @@ absl::StatusOr<std::string> AgreeKey(absl::string_view my_private,
   return key;
 }
 
-absl::Status AddKeystream(absl::string_view seed, bool add,
-                          absl::Span<uint32_t> words) {
-  if (absl::Status s = KeyLength("mask seed", seed); !s.ok()) return s;
-  CipherCtx ctx(EVP_CIPHER_CTX_new());
-  const std::array<unsigned char, 16> iv{};  // Counter and nonce at zero.
-  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_chacha20(), nullptr,
-                                 Bytes(seed), iv.data()) != 1) {
-    return Failed("ChaCha20 set-up");
+namespace {
+
+// The ChaCha20 keystream under a seed (counter and nonce at zero) as
+// little-endian 32-bit words on any host, 16 KiB at a time into a buffer
+// that stays in cache, so nothing of a vector's size is ever made.
+class Keystream {
+ public:
+  static constexpr size_t kWords = 4096;
+
+  absl::Status Start(absl::string_view seed) {
+    if (absl::Status s = KeyLength("keystream seed", seed); !s.ok()) return s;
+    const std::array<unsigned char, 16> iv{};
+    if (!ctx_ || EVP_EncryptInit_ex(ctx_.get(), EVP_chacha20(), nullptr,
+                                    Bytes(seed), iv.data()) != 1) {
+      return Failed("ChaCha20 set-up");
+    }
+    return absl::OkStatus();
   }
-  // Encrypting zeros gives the keystream: 16 KiB at a time into a buffer
-  // that stays in cache, so no mask of the vector's size is ever made.
-  constexpr size_t kWords = 4096;
-  std::array<unsigned char, 4 * kWords> stream;
-  for (size_t at = 0; at < words.size(); at += kWords) {
-    const size_t n = std::min(kWords, words.size() - at);
+
+  // The next `n` <= kWords words.
+  absl::StatusOr<const uint32_t*> Next(size_t n) {
     const int bytes = static_cast<int>(4 * n);
-    stream.fill(0);
+    stream_.fill(0);  // Encrypting zeros gives the keystream.
     int written = 0;
-    if (EVP_EncryptUpdate(ctx.get(), stream.data(), &written, stream.data(),
+    if (EVP_EncryptUpdate(ctx_.get(), stream_.data(), &written, stream_.data(),
                           bytes) != 1 ||
         written != bytes) {
       return Failed("ChaCha20");
     }
-    // The keystream's bytes as little-endian words, on any host.
     for (size_t k = 0; k < n; ++k) {
-      const unsigned char* b = stream.data() + 4 * k;
-      const uint32_t m =
+      const unsigned char* b = stream_.data() + 4 * k;
+      words_[k] =
           static_cast<uint32_t>(b[0]) | static_cast<uint32_t>(b[1]) << 8 |
           static_cast<uint32_t>(b[2]) << 16 | static_cast<uint32_t>(b[3]) << 24;
-      words[at + k] = add ? words[at + k] + m : words[at + k] - m;
+    }
+    return words_.data();
+  }
+
+ private:
+  CipherCtx ctx_{EVP_CIPHER_CTX_new()};
+  std::array<unsigned char, 4 * kWords> stream_;
+  std::array<uint32_t, kWords> words_;
+};
+
+// A uniform double in (0, 1] from two keystream words (53 bits).
+double Uniform(uint32_t high, uint32_t low) {
+  const uint64_t bits = (static_cast<uint64_t>(high) << 21) | (low >> 11);
+  return (static_cast<double>(bits) + 1.0) * 0x1.0p-53;
+}
+
+}  // namespace
+
+absl::Status AddKeystream(absl::string_view seed, bool add,
+                          absl::Span<uint32_t> words) {
+  Keystream stream;
+  if (absl::Status s = stream.Start(seed); !s.ok()) return s;
+  for (size_t at = 0; at < words.size(); at += Keystream::kWords) {
+    const size_t n = std::min(Keystream::kWords, words.size() - at);
+    absl::StatusOr<const uint32_t*> m = stream.Next(n);
+    if (!m.ok()) return m.status();
+    for (size_t k = 0; k < n; ++k) {
+      words[at + k] = add ? words[at + k] + (*m)[k] : words[at + k] - (*m)[k];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddGaussianNoise(absl::string_view seed, double stddev,
+                              absl::Span<uint32_t> words) {
+  if (!(stddev >= 0) || !(stddev < 1e9)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "noise standard deviation ", stddev, " is not in [0, 1e9) steps"));
+  }
+  Keystream stream;
+  if (absl::Status s = stream.Start(seed); !s.ok()) return s;
+  // Box-Muller: four words give two normals.
+  constexpr size_t kPairs = Keystream::kWords / 4;
+  for (size_t at = 0; at < words.size(); at += 2 * kPairs) {
+    const size_t values = std::min(2 * kPairs, words.size() - at);
+    const size_t pairs = (values + 1) / 2;
+    absl::StatusOr<const uint32_t*> m = stream.Next(4 * pairs);
+    if (!m.ok()) return m.status();
+    for (size_t p = 0; p < pairs; ++p) {
+      const uint32_t* w = *m + 4 * p;
+      const double radius =
+          stddev * std::sqrt(-2 * std::log(Uniform(w[0], w[1])));
+      const double angle = 2 * M_PI * Uniform(w[2], w[3]);
+      const double normals[2] = {radius * std::cos(angle),
+                                 radius * std::sin(angle)};
+      for (size_t j = 0; j < 2 && 2 * p + j < values; ++j) {
+        // Rounded to whole steps, added over Z_2^32 (two's complement).
+        words[at + 2 * p + j] += static_cast<uint32_t>(
+            static_cast<int64_t>(std::llround(normals[j])));
+      }
     }
   }
   return absl::OkStatus();

@@ -56,6 +56,14 @@ absl::StatusOr<std::vector<uint32_t>> ExpandMask(absl::string_view seed,
 absl::Status AddKeystream(absl::string_view seed, bool add,
                           absl::Span<uint32_t> words);
 
+// words += round(N(0, stddev^2)) each, over Z_2^32, `stddev` in ring steps
+// (in [0, 1e9)): Gaussian noise from the ChaCha20 keystream under `seed`
+// (kKeyBytes; draw it with RandomBytes, and never reuse it), through
+// Box-Muller on 53-bit uniforms, rounded to whole steps. Distributed
+// differential privacy's share of a device (RingCodec::AddNoise).
+absl::Status AddGaussianNoise(absl::string_view seed, double stddev,
+                              absl::Span<uint32_t> words);
+
 // AES-256-GCM under `key` (kKeyBytes) with a random 12-byte nonce, which
 // leads the result, and `associated` authenticated but not encrypted.
 absl::StatusOr<std::string> Seal(absl::string_view key,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 
 #include "gtest/gtest.h"
 #include <openssl/evp.h>
@@ -91,6 +92,41 @@ TEST(CryptoTest, TheStreamedMaskContinuesAcrossPiecesAndCancels) {
   ASSERT_TRUE(AddKeystream(seed, false, absl::MakeSpan(y)).ok());
   EXPECT_EQ(y, before);
   EXPECT_FALSE(AddKeystream("short", true, absl::MakeSpan(y)).ok());
+}
+
+// The noise is N(0, stddev^2) rounded: its moments and its one-sigma mass
+// match (200,000 draws: the mean within 5 standard errors), the same seed
+// gives the same noise and another seed other noise.
+TEST(CryptoTest, GaussianNoiseHasTheStatedSpreadAndFollowsItsSeed) {
+  const std::string seed(32, '\x05');
+  const double stddev = 1000;
+  std::vector<uint32_t> words(200001, 0);
+  ASSERT_TRUE(AddGaussianNoise(seed, stddev, absl::MakeSpan(words)).ok());
+  double sum = 0, squares = 0, within = 0;
+  for (uint32_t w : words) {
+    const double v = static_cast<int32_t>(w);
+    sum += v;
+    squares += v * v;
+    within += std::abs(v) <= stddev ? 1 : 0;
+  }
+  const double n = static_cast<double>(words.size());
+  EXPECT_LT(std::abs(sum / n), 5 * stddev / std::sqrt(n));
+  EXPECT_NEAR(std::sqrt(squares / n) / stddev, 1.0, 0.01);
+  EXPECT_NEAR(within / n, 0.6827, 0.005);
+  std::vector<uint32_t> again(words.size(), 0), other(words.size(), 0);
+  ASSERT_TRUE(AddGaussianNoise(seed, stddev, absl::MakeSpan(again)).ok());
+  EXPECT_EQ(again, words);
+  ASSERT_TRUE(
+      AddGaussianNoise(std::string(32, '\x06'), stddev, absl::MakeSpan(other))
+          .ok());
+  EXPECT_NE(other, words);
+  // Added, not written: zero noise leaves the words alone.
+  std::vector<uint32_t> kept = {1, 2, 3};
+  ASSERT_TRUE(AddGaussianNoise(seed, 0, absl::MakeSpan(kept)).ok());
+  EXPECT_EQ(kept, (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_FALSE(AddGaussianNoise(seed, -1, absl::MakeSpan(kept)).ok());
+  EXPECT_FALSE(AddGaussianNoise(seed, NAN, absl::MakeSpan(kept)).ok());
+  EXPECT_FALSE(AddGaussianNoise("short", 1, absl::MakeSpan(kept)).ok());
 }
 
 TEST(CryptoTest, SealedSharesOpenOnlyUnchangedAndWithTheKey) {

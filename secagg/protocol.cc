@@ -478,19 +478,30 @@ absl::StatusOr<std::vector<uint32_t>> Coordinator::Sum() {
   return sum;
 }
 
-RingCodec::RingCodec(int64_t devices, double clip)
+RingCodec::RingCodec(int64_t devices, double clip, double noise_stddev)
     : clip(clip),
-      scale(std::floor(2147483647.0 / (static_cast<double>(devices) * clip))) {}
+      noise_stddev(noise_stddev),
+      scale(std::floor(
+          2147483647.0 /
+          (static_cast<double>(devices) * clip +
+           10 * noise_stddev * std::sqrt(static_cast<double>(devices))))) {}
 
 std::vector<uint32_t> RingCodec::Encode(
     const std::vector<float>& values) const {
   std::vector<uint32_t> out(values.size());
   for (size_t k = 0; k < values.size(); ++k) {
     const double v = std::clamp<double>(values[k], -clip, clip);
-    out[k] =
-        static_cast<uint32_t>(static_cast<int32_t>(std::llround(v * scale)));
+    out[k] = static_cast<uint32_t>(
+        static_cast<int32_t>(static_cast<int64_t>(std::trunc(v * scale))));
   }
   return out;
+}
+
+absl::Status RingCodec::AddNoise(std::vector<uint32_t>& words) const {
+  if (noise_stddev == 0) return absl::OkStatus();
+  absl::StatusOr<std::string> seed = RandomBytes(kKeyBytes);
+  if (!seed.ok()) return seed.status();
+  return AddGaussianNoise(*seed, noise_stddev * scale, absl::MakeSpan(words));
 }
 
 std::vector<double> RingCodec::Decode(const std::vector<uint32_t>& sum) const {

@@ -159,14 +159,23 @@ class Coordinator {
 };
 
 // Fixed point in Z_2^32 for `devices` vectors of values clipped to
-// [-clip, clip]: the scale leaves the sum of all of them inside int32, so
-// it cannot wrap. Encode rounds to the nearest step; Decode reads a sum of
+// [-clip, clip], each with Gaussian noise of standard deviation
+// `noise_stddev` (in values; 0 without distributed differential privacy):
+// the scale leaves devices * clip plus ten standard deviations of the
+// summed noise inside int32, so a sum cannot wrap (short of a 10-sigma
+// tail). Encode truncates towards zero, so no value grows and an encoded
+// vector's L2 norm stays within its clip, the sensitivity the noise is
+// calibrated to; each value loses less than one step. Decode reads a sum of
 // encodings back.
 struct RingCodec {
-  RingCodec(int64_t devices, double clip);
+  RingCodec(int64_t devices, double clip, double noise_stddev = 0);
   std::vector<uint32_t> Encode(const std::vector<float>& values) const;
   std::vector<double> Decode(const std::vector<uint32_t>& sum) const;
+  // Adds the device's noise (noise_stddev * scale steps per word, seeded
+  // from OpenSSL's CSPRNG: nobody else can take it out). A no-op at 0.
+  absl::Status AddNoise(std::vector<uint32_t>& words) const;
   double clip;
+  double noise_stddev;
   double scale;  // Steps per unit.
 };
 

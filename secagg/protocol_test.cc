@@ -1,6 +1,7 @@
 #include "secagg/protocol.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 
@@ -251,11 +252,67 @@ TEST(RingCodecTest, SumsOfEncodingsDecodeWithinOneStepPerDevice) {
   }
   const std::vector<double> decoded = codec.Decode(sum);
   for (int k = 0; k < 3; ++k) {
-    EXPECT_NEAR(decoded[k], plain[k], 100 * 0.5 / codec.scale + 1e-9);
+    EXPECT_NEAR(decoded[k], plain[k], 100 / codec.scale + 1e-9);
   }
   // Clipped values saturate; the all-extreme sum does not wrap.
   EXPECT_NEAR(codec.Decode(sum)[0], 100.0, 1e-4);
   EXPECT_NEAR(codec.Decode(codec.Encode({5.0f}))[0], 1.0, 1e-6);
+}
+
+// Truncation never lengthens a vector: its encoding stays within the clip,
+// the sensitivity distributed DP calibrates to.
+TEST(RingCodecTest, EncodingNeverGrowsAValue) {
+  const RingCodec codec(1000, 1.0);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0, 1);
+  std::vector<float> v(10000);
+  double norm = 0;
+  for (float& x : v) {
+    x = normal(rng);
+    norm += static_cast<double>(x) * x;
+  }
+  for (float& x : v) x = static_cast<float>(x / std::sqrt(norm));
+  const std::vector<uint32_t> e = codec.Encode(v);
+  double encoded = 0;
+  for (size_t k = 0; k < v.size(); ++k) {
+    const double step = static_cast<int32_t>(e[k]) / codec.scale;
+    EXPECT_LE(std::abs(step), std::abs(static_cast<double>(v[k])));
+    encoded += step * step;
+  }
+  EXPECT_LE(std::sqrt(encoded), 1.0);
+}
+
+// With noise the scale leaves room for it; a sum of noised encodings
+// decodes to the plain sum plus noise of the summed spread.
+TEST(RingCodecTest, NoisedSumsKeepTheirSpreadAndDoNotWrap) {
+  const int devices = 50;
+  const double noise = 0.05;
+  const RingCodec plain(devices, 1.0), noised(devices, 1.0, noise);
+  EXPECT_LT(noised.scale, plain.scale);
+  EXPECT_GE(
+      2147483647.0 / noised.scale,
+      devices * 1.0 + 10 * noise * std::sqrt(static_cast<double>(devices)));
+  std::vector<uint32_t> sum(20000, 0);
+  for (int d = 0; d < devices; ++d) {
+    std::vector<uint32_t> e =
+        noised.Encode(std::vector<float>(sum.size(), 0.5f));
+    ASSERT_TRUE(noised.AddNoise(e).ok());
+    for (size_t k = 0; k < sum.size(); ++k) sum[k] += e[k];
+  }
+  const std::vector<double> decoded = noised.Decode(sum);
+  double mean = 0, squares = 0;
+  for (double x : decoded) mean += x;
+  mean /= static_cast<double>(decoded.size());
+  for (double x : decoded) squares += (x - mean) * (x - mean);
+  const double spread =
+      std::sqrt(squares / static_cast<double>(decoded.size()));
+  EXPECT_NEAR(mean, devices * 0.5, 0.02);
+  EXPECT_NEAR(spread / (noise * std::sqrt(devices * 1.0)), 1.0, 0.03);
+  // Two devices' noise differ: each draws its own seed.
+  std::vector<uint32_t> a(100, 0), b(100, 0);
+  ASSERT_TRUE(noised.AddNoise(a).ok());
+  ASSERT_TRUE(noised.AddNoise(b).ok());
+  EXPECT_NE(a, b);
 }
 
 }  // namespace
