@@ -58,6 +58,11 @@ void DeclareMetrics(metrics::Registry& r) {
   r.DeclareGauge("fedge_global_exact_match",
                  "Share of held-out instruction records the global model "
                  "answers exactly (instruction tasks).");
+  r.DeclareGauge("fedge_dp_epsilon",
+                 "Differential privacy: epsilon spent so far, at the run's "
+                 "delta (--dp_delta).");
+  r.DeclareGauge("fedge_dp_clip_norm",
+                 "Differential privacy: the clip of the last committed round.");
   r.DeclareGauge("fedge_global_prune_ratio",
                  "Share of block units the global schedule has removed.");
   r.DeclareCounter("fedge_arm_choices_total",
