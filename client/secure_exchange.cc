@@ -145,8 +145,11 @@ absl::StatusOr<std::vector<uint32_t>> SecureExchange::Mask(
     return absl::FailedPreconditionError(
         "secure aggregation: masking before the key exchange");
   }
-  const secagg::RingCodec ring(spec_.parameters.devices, spec_.clip_norm);
-  return device_.MaskInput(ring.Encode(change), inbox_);
+  const secagg::RingCodec ring(spec_.parameters.devices, spec_.clip_norm,
+                               spec_.noise_stddev);
+  std::vector<uint32_t> words = ring.Encode(change);
+  if (absl::Status s = ring.AddNoise(words); !s.ok()) return s;
+  return device_.MaskInput(words, inbox_);
 }
 
 absl::Status SecureExchange::Unmask() {
@@ -157,6 +160,15 @@ absl::Status SecureExchange::Unmask() {
   if (reply->phase() != v1::SECURE_PHASE_UNMASK) return absl::OkStatus();
   const std::set<int64_t> survivors(reply->survivors().begin(),
                                     reply->survivors().end());
+  // Fewer would unmask a sum with less noise than the device's share was
+  // calibrated for: its shares stay home.
+  if (static_cast<int64_t>(survivors.size()) < spec_.min_survivors) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "secure aggregation: the coordinator names ", survivors.size(),
+        " survivors, fewer than the ", spec_.min_survivors,
+        " this device's differential-privacy noise needs; no unmasking "
+        "shares sent"));
+  }
   absl::StatusOr<secagg::UnmaskShares> shares = device_.Unmask(survivors);
   if (!shares.ok()) return shares.status();
   v1::SecureRequest unmask;

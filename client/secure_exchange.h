@@ -56,10 +56,12 @@ class SecureExchange {
   // when the round's deadline passes first, Cancelled when stopped.
   absl::Status ExchangeKeys();
   // The masked words of `change` (spec().parameters.length floats, clipped
-  // to spec().clip_norm). FailedPrecondition before ExchangeKeys.
+  // to spec().clip_norm), with the device's noise under distributed DP
+  // (spec().noise_stddev). FailedPrecondition before ExchangeKeys.
   absl::StatusOr<std::vector<uint32_t>> Mask(const std::vector<float>& change);
   // Posts the unmasking shares once the round unmasks; OK without posting
-  // when the round is past it. Errors as ExchangeKeys.
+  // when the round is past it. Errors as ExchangeKeys; FailedPrecondition,
+  // without posting, for fewer survivors than spec().min_survivors.
   absl::Status Unmask();
 
   // The exchange's messages, serialized, both ways (the masked vector is

@@ -50,8 +50,12 @@ Engine::Engine(std::unique_ptr<GlobalModel> global, EngineOptions options,
       secure_layout_(std::move(secure_layout)),
       registry_(&options_, TrainingWork(global_->base(), options_)) {
   if (options_.privacy.enabled()) {
-    privacy_.emplace(options_.privacy, options_.aggregator.clip_norm,
-                     options_.privacy_seed);
+    // Under secure aggregation the devices clip and noise (distributed
+    // DP); the coordinator only divides by the expected devices.
+    privacy_.emplace(options_.privacy,
+                     options_.secure.enabled ? options_.secure.clip_norm
+                                             : options_.aggregator.clip_norm,
+                     options_.privacy_seed, options_.secure.enabled);
   }
 }
 
@@ -240,7 +244,8 @@ absl::Status Engine::OpenSecurely(Round& round) {
   const int64_t salt = round.salt();
   absl::StatusOr<std::unique_ptr<SecureRound>> secure = SecureRound::Create(
       ids, secure_layout_->length(), static_cast<uint64_t>(salt),
-      DeviceSeed(options_.seed, "secagg", salt), options_.secure, round.opened);
+      DeviceSeed(options_.seed, "secagg", salt), options_.secure, round.opened,
+      round.privacy ? options_.privacy.noise_multiplier : 0);
   if (!secure.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "round ", round.number, " cannot run secure aggregation over ",
@@ -256,7 +261,8 @@ absl::Status Engine::FoldSecureSum(Round& round) {
   absl::StatusOr<std::vector<uint32_t>> sum = round.secure->Sum();
   if (!sum.ok()) return sum.status();
   const secagg::RingCodec ring(round.secure->parameters().devices,
-                               options_.secure.clip_norm);
+                               options_.secure.clip_norm,
+                               round.secure->noise_stddev());
   absl::StatusOr<NamedTensors> read =
       secure_layout_->Unflatten(ring.Decode(*sum));
   if (!read.ok()) return read.status();
@@ -353,6 +359,8 @@ Task Engine::DraftTask(const std::string& device_id, Device& device,
     secure.parameters = round.secure->parameters();
     secure.index = round.secure->Index(device_id).value_or(-1);
     secure.clip_norm = options_.secure.clip_norm;
+    secure.noise_stddev = round.secure->noise_stddev();
+    secure.min_survivors = round.secure->min_survivors();
     secure.layout = secure_layout_;
     task.secure = std::move(secure);
   }

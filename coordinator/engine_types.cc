@@ -26,7 +26,7 @@ absl::Status ValidatePrivacy(const EngineOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("differential privacy (--dp_noise_multiplier > 0) ", why));
   };
-  if (!(o.aggregator.clip_norm > 0)) {
+  if (!(o.aggregator.clip_norm > 0) && !o.secure.enabled) {
     return refuse("bounds each device's change: set --clip_norm > 0");
   }
   if (o.aggregator.kind != strategies::AggregatorKind::kMean) {
@@ -84,10 +84,11 @@ absl::Status ValidateSecure(const EngineOptions& o) {
         "cannot clip a masked update on the coordinator; devices clip to "
         "--secure_clip_norm: leave --clip_norm at 0");
   }
-  if (o.privacy.enabled()) {
+  if (o.privacy.enabled() && o.privacy.target_quantile > 0) {
     return refuse(
-        "does not yet add distributed noise on the devices: central "
-        "differential privacy would see the sum before noising");
+        "with differential privacy noises on the devices at a fixed clip "
+        "(--secure_clip_norm): adaptive clipping would need a second secure "
+        "sum of who was clipped; use --dp_target_quantile=0");
   }
   if (o.split.mode != "off") {
     return refuse(

@@ -200,6 +200,10 @@ struct SecureTask {
   secagg::Parameters parameters;  // The round's, the same for every device.
   int64_t index = 0;              // The device's number in it.
   double clip_norm = 0;           // Of its change, before encoding.
+  // Distributed DP (SecureRound::noise_stddev, min_survivors): the noise
+  // it adds on the ring, and the fewest survivors it unmasks for.
+  double noise_stddev = 0;
+  int64_t min_survivors = 0;
   // The names and full shapes it flattens its change in
   // (GlobalModel::UpdateLayout); the same for every round.
   std::shared_ptr<const strategies::FlatLayout> layout;

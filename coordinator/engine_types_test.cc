@@ -154,6 +154,21 @@ TEST(EngineTypesTest, SecureAggregationRefusesWhatWouldSeeOneUpdate) {
   bad = o;
   bad.secure.clip_norm = 0;
   refused(bad, "--secure_clip_norm");
+  // Distributed DP: the devices clip to --secure_clip_norm, so --clip_norm
+  // stays 0; the clip must stay fixed.
+  EngineOptions dp = o;
+  dp.privacy.noise_multiplier = 1;
+  dp.bandit.kind = strategies::BanditKind::kFixed;
+  dp.selection.kind = strategies::SelectionKind::kAll;
+  EXPECT_TRUE(dp.Validate().ok()) << dp.Validate();
+  bad = dp;
+  bad.privacy.target_quantile = 0.5;
+  refused(bad, "--dp_target_quantile=0");
+  bad = dp;
+  bad.secure.enabled = false;
+  EXPECT_NE(bad.Validate().message().find("--clip_norm > 0"),
+            absl::string_view::npos)
+      << bad.Validate();
 }
 
 }  // namespace

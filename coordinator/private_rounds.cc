@@ -10,8 +10,11 @@
 namespace fedge::coordinator {
 
 PrivateRounds::PrivateRounds(const strategies::PrivacyOptions& options,
-                             double clip_norm, uint64_t seed)
-    : options_(options), seed_(seed), clip_norm_(clip_norm) {}
+                             double clip_norm, uint64_t seed, bool distributed)
+    : options_(options),
+      seed_(seed),
+      distributed_(distributed),
+      clip_norm_(clip_norm) {}
 
 uint64_t PrivateRounds::SamplingSeed(int64_t salt) const {
   return seed_ == 0 ? strategies::SystemSeed()
@@ -43,8 +46,9 @@ absl::StatusOr<PrivateRound> PrivateRounds::Open(
     }
     z = *z_sum;
   }
-  base.clip_norm = round.clip_norm;
   base.fixed_denominator = round.expected_devices;
+  if (distributed_) return round;
+  base.clip_norm = round.clip_norm;
   base.noise_stddev = z * round.clip_norm;
   base.noise_seed = round.seed;
   return round;

@@ -41,14 +41,18 @@ class PrivateRounds {
   // `options` enabled and validated; `clip_norm` > 0 is the initial clip;
   // `seed` 0 draws every round's secret seed from the operating system,
   // anything else makes runs repeatable (tests, benchmarks: not private).
+  // `distributed`: the devices clip and add the noise under secure
+  // aggregation (SecureRound), so a round's aggregator only divides by the
+  // expected devices; the clip must then stay fixed.
   PrivateRounds(const strategies::PrivacyOptions& options, double clip_norm,
-                uint64_t seed);
+                uint64_t seed, bool distributed = false);
 
   // A seed for the round's Poisson sampling, secret like the noise's.
   uint64_t SamplingSeed(int64_t salt) const;
 
   // The round opening over `candidates` devices: its aggregator options
-  // (`base` with this round's clip, noise and denominator). InvalidArgument
+  // (`base` with this round's clip, noise and denominator; distributed,
+  // the denominator alone). InvalidArgument
   // when adaptive clipping's count noise would spend more than the noise
   // multiplier allows at this many devices (the message names the flags).
   absl::StatusOr<PrivateRound> Open(int64_t candidates, int64_t salt,
@@ -71,6 +75,7 @@ class PrivateRounds {
  private:
   const strategies::PrivacyOptions options_;
   const uint64_t seed_;
+  const bool distributed_;
   strategies::RdpAccountant accountant_;
   double clip_norm_;
 };

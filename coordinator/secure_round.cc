@@ -1,5 +1,6 @@
 #include "coordinator/secure_round.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <utility>
@@ -87,8 +88,13 @@ const char* SecurePhaseName(SecurePhase phase) {
 
 absl::StatusOr<std::unique_ptr<SecureRound>> SecureRound::Create(
     std::vector<std::string> devices, int64_t length, uint64_t round,
-    uint64_t graph_seed, const SecureOptions& options, absl::Time now) {
+    uint64_t graph_seed, const SecureOptions& options, absl::Time now,
+    double noise_multiplier) {
   if (absl::Status s = ValidateSecureOptions(options); !s.ok()) return s;
+  if (!(noise_multiplier >= 0) || !std::isfinite(noise_multiplier)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "secure aggregation: noise multiplier ", noise_multiplier));
+  }
   const int64_t n = static_cast<int64_t>(devices.size());
   if (Numbered(devices).size() != devices.size()) {
     return absl::InvalidArgumentError(
@@ -104,23 +110,43 @@ absl::StatusOr<std::unique_ptr<SecureRound>> SecureRound::Create(
   p.round = round;
   p.graph_seed = graph_seed;
   if (absl::Status s = secagg::ValidateParameters(p); !s.ok()) return s;
-  return std::unique_ptr<SecureRound>(
-      new SecureRound(std::move(devices), p, options, now));
+  double noise_stddev = 0;
+  int64_t min_survivors = 0;
+  if (noise_multiplier > 0) {
+    min_survivors = std::max<int64_t>(
+        2, static_cast<int64_t>(
+               std::ceil((1 - options.dropout) * static_cast<double>(n))));
+    noise_stddev = noise_multiplier * options.clip_norm /
+                   std::sqrt(static_cast<double>(min_survivors));
+  }
+  return std::unique_ptr<SecureRound>(new SecureRound(
+      std::move(devices), p, options, now, noise_stddev, min_survivors));
 }
 
 SecureRound::SecureRound(std::vector<std::string> devices,
                          const secagg::Parameters& parameters,
-                         const SecureOptions& options, absl::Time now)
+                         const SecureOptions& options, absl::Time now,
+                         double noise_stddev, int64_t min_survivors)
     : devices_(std::move(devices)),
       index_(Numbered(devices_)),
       parameters_(parameters),
       options_(options),
+      noise_stddev_(noise_stddev),
+      min_survivors_(min_survivors),
       protocol_(parameters),
       phase_opened_(now) {
   record_.devices = parameters.devices;
   record_.neighbours = parameters.neighbours;
   record_.threshold = parameters.threshold;
   record_.length = parameters.length;
+}
+
+absl::Status SecureRound::Starved() const {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "secure aggregation: ", masked_.size(),
+      " masked vector(s) arrived, fewer than the ", min_survivors_,
+      " the devices' differential-privacy noise is calibrated for; the round "
+      "is not unmasked and is retried"));
 }
 
 absl::StatusOr<int64_t> SecureRound::Index(const std::string& device) const {
@@ -281,6 +307,7 @@ absl::StatusOr<std::set<int64_t>> SecureRound::Survivors(
   if (phase_ != SecurePhase::kUnmask && phase_ != SecurePhase::kDone) {
     return absl::UnavailableError("the round is still collecting updates");
   }
+  if (starved_) return Starved();
   record_.bytes_down += MessageBytes(masked_);
   return masked_;
 }
@@ -348,7 +375,9 @@ bool SecureRound::Advance(absl::Time now, bool collected) {
     case SecurePhase::kMaskedInput:
       if (!collected) return false;
       record_.masked = static_cast<int64_t>(masked_.size());
-      phase_ = SecurePhase::kUnmask;
+      starved_ = record_.masked < min_survivors_;
+      // Too few for the noise: nothing is unmasked.
+      phase_ = starved_ ? SecurePhase::kDone : SecurePhase::kUnmask;
       break;
     case SecurePhase::kUnmask:
       if (Waiting() > 0 && !timed_out) return false;
@@ -388,6 +417,7 @@ absl::StatusOr<std::vector<uint32_t>> SecureRound::Sum() {
   if (summed_) {
     return absl::FailedPreconditionError("secure aggregation: summed twice");
   }
+  if (starved_) return Starved();
   summed_ = true;
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::vector<uint32_t>> sum = protocol_.Sum();

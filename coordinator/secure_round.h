@@ -91,12 +91,24 @@ class SecureRound {
   // `devices`: the round's participants; a device's number is its place.
   // `length`: words a masked vector has. `round` binds the keys and shares
   // to this attempt; `graph_seed` draws the public neighbour graph.
-  // InvalidArgument for bad options or fewer than 2 devices.
+  // `noise_multiplier` z > 0: distributed differential privacy, each device
+  // adds Gaussian noise of z * clip / sqrt(t) to its encoding, t =
+  // min_survivors(), so that any t or more survivors' sum carries noise of
+  // at least z * clip, what the accountant assumes. InvalidArgument for
+  // bad options, fewer than 2 devices or a negative multiplier.
   static absl::StatusOr<std::unique_ptr<SecureRound>> Create(
       std::vector<std::string> devices, int64_t length, uint64_t round,
-      uint64_t graph_seed, const SecureOptions& options, absl::Time now);
+      uint64_t graph_seed, const SecureOptions& options, absl::Time now,
+      double noise_multiplier = 0);
 
   const secagg::Parameters& parameters() const { return parameters_; }
+  // Under distributed DP: each device's noise (in values) and the fewest
+  // masked vectors the round unmasks, max(2, ceil((1 - dropout) * n)).
+  // With fewer the noise would fall short: the round never opens
+  // kUnmask, Survivors and Sum answer FailedPrecondition, and the engine
+  // retries it. 0 and 0 without.
+  double noise_stddev() const { return noise_stddev_; }
+  int64_t min_survivors() const { return min_survivors_; }
   // The device's number; NotFound if it is not in the round.
   absl::StatusOr<int64_t> Index(const std::string& device) const;
   SecurePhase phase() const;
@@ -144,7 +156,8 @@ class SecureRound {
  private:
   SecureRound(std::vector<std::string> devices,
               const secagg::Parameters& parameters,
-              const SecureOptions& options, absl::Time now);
+              const SecureOptions& options, absl::Time now, double noise_stddev,
+              int64_t min_survivors);
   // The device's number if it may act in `phase`; see the errors above.
   absl::StatusOr<int64_t> Acting(const std::string& device,
                                  SecurePhase phase) const
@@ -152,6 +165,8 @@ class SecureRound {
   // Excludes `index` for `status` (returned).
   absl::Status Exclude(int64_t index, absl::Status status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FailedPrecondition: too few masked vectors for the noise.
+  absl::Status Starved() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The devices the current phase still waits for.
   int64_t Waiting() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -159,6 +174,8 @@ class SecureRound {
   const std::map<std::string, int64_t> index_;
   const secagg::Parameters parameters_;
   const SecureOptions options_;
+  const double noise_stddev_;
+  const int64_t min_survivors_;
   mutable absl::Mutex mu_;
   secagg::Coordinator protocol_ ABSL_GUARDED_BY(mu_);
   SecurePhase phase_ ABSL_GUARDED_BY(mu_) = SecurePhase::kAdvertise;
@@ -173,6 +190,8 @@ class SecureRound {
   // different second message excludes the device.
   std::map<int64_t, std::string> retries_ ABSL_GUARDED_BY(mu_);
   bool summed_ ABSL_GUARDED_BY(mu_) = false;
+  // kMaskedInput closed with fewer than min_survivors_ masked vectors.
+  bool starved_ ABSL_GUARDED_BY(mu_) = false;
   SecureRecord record_ ABSL_GUARDED_BY(mu_);
 };
 

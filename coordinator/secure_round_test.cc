@@ -1,5 +1,6 @@
 #include "coordinator/secure_round.h"
 
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
@@ -162,6 +163,58 @@ TEST(SecureRoundTest, TooManyDropsAfterMaskingFailTheSumInsteadOfGuessing) {
         r.Unmask(ids[i], *devices[i].Unmask(*r.Survivors(ids[i]))).ok());
   }
   ASSERT_TRUE(r.Advance(kStart + options.phase_timeout, true));
+  EXPECT_EQ(r.Sum().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Distributed DP: the noise is split so that the fewest survivors the
+// round unmasks for carry z * clip together; with fewer masked vectors the
+// round never unmasks.
+TEST(SecureRoundTest, DistributedNoiseNeedsItsSurvivors) {
+  SecureOptions options;
+  options.enabled = true;
+  options.clip_norm = 2;
+  options.dropout = 0.3;
+  options.phase_timeout = absl::Seconds(10);
+  const std::vector<std::string> ids = Ids(10);
+  auto plain = SecureRound::Create(ids, 8, 1, 2, options, kStart);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)->noise_stddev(), 0);
+  EXPECT_EQ((*plain)->min_survivors(), 0);
+  auto round = SecureRound::Create(ids, 8, 1, 2, options, kStart, 1.5);
+  ASSERT_TRUE(round.ok()) << round.status();
+  SecureRound& r = **round;
+  EXPECT_EQ(r.min_survivors(), 7);  // ceil(0.7 * 10).
+  EXPECT_DOUBLE_EQ(r.noise_stddev(), 1.5 * 2 / std::sqrt(7.0));
+  EXPECT_FALSE(SecureRound::Create(ids, 8, 1, 2, options, kStart, -1).ok());
+  EXPECT_EQ(SecureRound::Create(Ids(2), 8, 1, 2, options, kStart, 1)
+                .value()
+                ->min_survivors(),
+            2);
+
+  const secagg::Parameters& p = r.parameters();
+  std::vector<secagg::Device> devices;
+  for (int i = 0; i < 10; ++i) devices.emplace_back(p, i);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(r.Advertise(ids[i], *devices[i].Advertise()).ok());
+  }
+  ASSERT_TRUE(r.Advance(kStart, false));
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(
+        r.ShareKeys(ids[i], *devices[i].ShareKeys(*r.Advertisements(ids[i])))
+            .ok());
+  }
+  ASSERT_TRUE(r.Advance(kStart, false));
+  for (int i = 0; i < 6; ++i) {  // One short of 7.
+    ASSERT_TRUE(r.MaskedInput(ids[i], *devices[i].MaskInput(Input(i, 8),
+                                                            *r.Shares(ids[i])))
+                    .ok());
+  }
+  ASSERT_TRUE(r.Advance(kStart, true));
+  EXPECT_EQ(r.phase(), SecurePhase::kDone);  // Unmasking is skipped.
+  const absl::Status survivors = r.Survivors(ids[0]).status();
+  EXPECT_EQ(survivors.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(survivors.message().find("fewer than the 7"), std::string::npos)
+      << survivors;
   EXPECT_EQ(r.Sum().status().code(), absl::StatusCode::kFailedPrecondition);
 }
 

@@ -311,6 +311,8 @@ v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
     spec.parameters = task.secure->parameters;
     spec.index = task.secure->index;
     spec.clip_norm = task.secure->clip_norm;
+    spec.noise_stddev = task.secure->noise_stddev;
+    spec.min_survivors = task.secure->min_survivors;
     spec.layout = task.secure->layout->shapes();
     transport::SecureSpecToProto(spec, out.mutable_secure());
   }

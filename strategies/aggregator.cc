@@ -259,17 +259,20 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
     const Slot& slot = slots_.at(name);
     at::Tensor delta;
     if (options_.fixed_denominator > 0) {
-      // Noise where this round's clients covered a value. Under
+      // The noised sum where this round's clients covered a value. Under
       // differential privacy every device has the same plan (the engine
       // refuses per-device arms), so that is the plan's coverage, which
-      // the coordinator chose and which reveals nothing of the data.
+      // the coordinator chose and which reveals nothing of the data. (A
+      // secure sum carries the devices' own noise on every value: the
+      // uncovered ones are dropped the same way.)
       at::Tensor noised =
           torch::randn(slot.weighted.sizes(), noise, torch::kFloat64)
-              .mul_(options_.noise_stddev);
+              .mul_(options_.noise_stddev)
+              .add_(slot.weighted);
       if (slot.full_weight == 0 && slot.coverage.defined()) {
         noised.mul_(slot.coverage > 0);
       }
-      delta = noised.add_(slot.weighted).div_(options_.fixed_denominator);
+      delta = noised.div_(options_.fixed_denominator);
     } else if (options_.kind == AggregatorKind::kMean) {
       at::Tensor denominator =
           slot.coverage.defined()

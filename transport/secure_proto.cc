@@ -54,6 +54,8 @@ void SecureSpecToProto(const SecureSpec& spec, v1::SecureSpec* proto) {
   proto->set_graph_seed(p.graph_seed);
   proto->set_index(spec.index);
   proto->set_clip_norm(spec.clip_norm);
+  proto->set_noise_stddev(spec.noise_stddev);
+  proto->set_min_survivors(spec.min_survivors);
   for (const auto& [name, shape] : spec.layout) {
     v1::LayoutTensor* t = proto->add_layout();
     t->set_name(name);
@@ -84,6 +86,20 @@ absl::StatusOr<SecureSpec> SecureSpecFromProto(const v1::SecureSpec& proto) {
   if (!std::isfinite(spec.clip_norm) || spec.clip_norm <= 0) {
     return Bad(absl::StrCat("clip norm ", spec.clip_norm,
                             " must be finite and positive"));
+  }
+  spec.noise_stddev = proto.noise_stddev();
+  spec.min_survivors = proto.min_survivors();
+  if (!std::isfinite(spec.noise_stddev) || spec.noise_stddev < 0) {
+    return Bad(absl::StrCat("noise standard deviation ", spec.noise_stddev,
+                            " must be finite and >= 0"));
+  }
+  const bool noised = spec.noise_stddev > 0;
+  if (noised != (spec.min_survivors != 0) ||
+      (noised && (spec.min_survivors < 2 || spec.min_survivors > p.devices))) {
+    return Bad(absl::StrCat("min_survivors ", spec.min_survivors,
+                            " with noise ", spec.noise_stddev,
+                            ": noise needs a minimum in 2..", p.devices,
+                            ", and a minimum needs noise"));
   }
   int64_t words = 0;
   for (const v1::LayoutTensor& t : proto.layout()) {

@@ -26,14 +26,18 @@ struct SecureSpec {
   secagg::Parameters parameters;
   int64_t index = 0;
   double clip_norm = 0;
+  double noise_stddev = 0;    // Distributed DP; 0 without.
+  int64_t min_survivors = 0;  // Distributed DP; 0 without.
   // Names and full shapes, in order (strategies::FlatLayout::Shapes).
   std::vector<std::pair<std::string, std::vector<int64_t>>> layout;
 };
 
 void SecureSpecToProto(const SecureSpec& spec, v1::SecureSpec* proto);
 // InvalidArgument for parameters secagg::ValidateParameters refuses, an
-// index outside [0, devices), a clip norm that is not finite and > 0, or a
-// layout whose sizes do not add up to the length.
+// index outside [0, devices), a clip norm that is not finite and > 0, a
+// negative or non-finite noise, noise without min_survivors in [2,
+// devices] (or min_survivors without noise), or a layout whose sizes do
+// not add up to the length.
 absl::StatusOr<SecureSpec> SecureSpecFromProto(const v1::SecureSpec& proto);
 
 void AdvertisementToProto(const secagg::Advertisement& a,

@@ -14,6 +14,8 @@ TEST(SecureProtoTest, ARoundThroughTheProtosSumsExactly) {
   SecureSpec spec;
   spec.parameters = {3, 2, 2, 5, 7, 11};
   spec.clip_norm = 1;
+  spec.noise_stddev = 0.25;
+  spec.min_survivors = 2;
   spec.layout = {{"a.weight", {2, 2}}, {"b.weight", {1}}};
   std::vector<std::unique_ptr<secagg::Device>> devices;
   secagg::Coordinator coordinator(spec.parameters);
@@ -27,6 +29,8 @@ TEST(SecureProtoTest, ARoundThroughTheProtosSumsExactly) {
     EXPECT_EQ(back->index, i);
     EXPECT_EQ(back->layout, spec.layout);
     EXPECT_EQ(back->parameters.graph_seed, 11u);
+    EXPECT_EQ(back->noise_stddev, 0.25);
+    EXPECT_EQ(back->min_survivors, 2);
     devices.push_back(
         std::make_unique<secagg::Device>(back->parameters, back->index));
     v1::SecAggAdvertisement ad;
@@ -103,6 +107,18 @@ TEST(SecureProtoTest, RefusesWhatDoesNotFit) {
   p = good;
   p.set_threshold(1);
   refused(p, "threshold");
+  p = good;
+  p.set_noise_stddev(-1);
+  refused(p, "noise standard deviation -1");
+  p = good;
+  p.set_noise_stddev(0.5);
+  refused(p, "noise needs a minimum");
+  p.set_min_survivors(5);
+  refused(p, "min_survivors 5");
+  p.set_min_survivors(3);
+  EXPECT_TRUE(SecureSpecFromProto(p).ok());
+  p.set_noise_stddev(0);
+  refused(p, "a minimum needs noise");
   p = good;
   p.set_length(int64_t{1} << 40);
   refused(p, "words is over");

@@ -1,9 +1,11 @@
 // A whole federation over real gRPC: the coordinator server and three
 // participants in threads, talking through in-process channels.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -61,12 +63,15 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
                          const std::string& split = "off",
                          absl::Duration tick = absl::Milliseconds(20),
                          const std::string& download_codec = "float32",
-                         bool secure = false) {
+                         bool secure = false,
+                         const std::function<void(coordinator::EngineOptions&)>&
+                             configure = nullptr) {
   Federation f;
-  f.dir = TempDir(mode == coordinator::Mode::kDense ? "dense"
-                  : secure                          ? "secure"
-                  : split == "off"                  ? "lora"
-                                                    : "split");
+  f.dir = TempDir(std::string(mode == coordinator::Mode::kDense ? "dense"
+                              : secure                          ? "secure"
+                              : split == "off"                  ? "lora"
+                                                                : "split") +
+                  (configure ? "_configured" : ""));
   torch::manual_seed(0);
   model::Vit base = testing::TinyVit(32);
   EXPECT_TRUE(model::SaveCheckpoint(*base, f.dir + "/base").ok());
@@ -102,6 +107,7 @@ Federation RunFederation(coordinator::Mode mode, int rounds, double max_ratio,
   e.split.mode = split;
   e.download_codec = download_codec;
   e.secure.enabled = secure;
+  if (configure) configure(e);
   auto server = coordinator::CoordinatorServer::Start(config);
   EXPECT_TRUE(server.ok()) << server.status();
   if (!server.ok()) return f;
@@ -253,6 +259,30 @@ TEST(FederationTest, SecureAggregationRoundsCommitOverGrpc) {
   }
   // The full model's adapted products (q and v of 2 blocks of 32 x 32).
   EXPECT_EQ(length, 4 * 32 * 32);
+}
+
+// Distributed DP under secure aggregation: the devices add the noise on
+// the ring, the rounds commit, and the accountant reports epsilon.
+TEST(FederationTest, DistributedPrivacyNoisesOnTheDevicesOverGrpc) {
+  model::ConfigureRuntime(1);
+  Federation f = RunFederation(
+      coordinator::Mode::kLora, 2, 0.0, "off", absl::Milliseconds(20),
+      "float32", true, [](coordinator::EngineOptions& e) {
+        e.privacy.noise_multiplier = 0.5;
+        e.bandit.kind = strategies::BanditKind::kFixed;
+        e.selection.kind = strategies::SelectionKind::kAll;
+      });
+  ASSERT_NE(f.server, nullptr);
+  const auto rounds = ReadCsv(f.dir + "/run/rounds.csv");
+  ASSERT_EQ(rounds.size(), 2u);
+  double epsilon = 0;
+  for (const auto& row : rounds) {
+    EXPECT_EQ(row.at("committed"), "1");
+    EXPECT_EQ(std::stod(row.at("dp_clip_norm")), 1.0);
+    EXPECT_GT(std::stod(row.at("dp_epsilon")), epsilon);
+    epsilon = std::stod(row.at("dp_epsilon"));
+    EXPECT_TRUE(std::isfinite(std::stod(row.at("test_loss"))));
+  }
 }
 
 // Every device split after block 1: the coordinator trains the tail over
