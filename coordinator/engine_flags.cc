@@ -90,14 +90,18 @@ ABSL_FLAG(bool, secure_aggregation, false,
           "weighing the same. Needs --mode=lora, --aggregator=mean, "
           "--clip_norm=0 and --min_devices >= 2, and turns automatic "
           "splitting off. Devices run the key exchange through the Secure "
-          "RPC and upload only their masked change.");
+          "RPC and upload only their masked change. With "
+          "--dp_noise_multiplier the devices add the noise (distributed DP, "
+          "clip --secure_clip_norm, fixed).");
 ABSL_FLAG(double, secure_clip_norm, 1.0,
           "Secure aggregation: each device clips its change to this L2 norm "
           "before masking (it also sets the ring's scale).");
 ABSL_FLAG(double, secure_dropout, 0.3,
           "Secure aggregation: the share of a round's devices that may drop "
           "after masking with the round still unmasking; sizes the "
-          "neighbour graph.");
+          "neighbour graph. Under distributed DP each device's noise is "
+          "calibrated for this share dropping, and a round with fewer "
+          "masked vectors is retried, not unmasked.");
 ABSL_FLAG(double, secure_phase_timeout_s, 60,
           "Secure aggregation: how long the key exchange's two phases and "
           "the unmasking each wait for devices at most.");
@@ -424,8 +428,11 @@ std::string PrivacySummary(const EngineOptions& o) {
              "differential privacy: noise multiplier %.4g, clip %.4g (%s), "
              "devices sampled at %.4g a round; epsilon %.3g at delta %.3g "
              "after all %d rounds%s",
-             o.privacy.noise_multiplier, o.aggregator.clip_norm,
-             o.privacy.target_quantile > 0
+             o.privacy.noise_multiplier,
+             o.secure.enabled ? o.secure.clip_norm : o.aggregator.clip_norm,
+             o.secure.enabled ? "fixed; the devices clip and add the noise "
+                                "under secure aggregation"
+             : o.privacy.target_quantile > 0
                  ? absl::StrCat("adaptive, towards quantile ",
                                 o.privacy.target_quantile)
                  : "fixed",

@@ -185,6 +185,17 @@ TEST(EngineFlagsTest, SecureAggregationTurnsAutomaticSplittingOff) {
   absl::SetFlag(&FLAGS_mode, "lora");
   absl::SetFlag(&FLAGS_min_devices, 1);
   EXPECT_FALSE(EngineOptionsFromFlags().ok());
+  // With DP the devices clip to --secure_clip_norm and add the noise; the
+  // start-up line says so.
+  absl::SetFlag(&FLAGS_min_devices, 3);
+  absl::SetFlag(&FLAGS_bandit, "fixed");
+  absl::SetFlag(&FLAGS_dp_noise_multiplier, 1.0);
+  options = EngineOptionsFromFlags();
+  ASSERT_TRUE(options.ok()) << options.status();
+  const std::string summary = PrivacySummary(*options);
+  EXPECT_NE(summary.find("clip 2.5 (fixed; the devices clip and add the noise"),
+            std::string::npos)
+      << summary;
 }
 
 }  // namespace
