@@ -203,6 +203,11 @@ absl::Status Engine::OpenRound(absl::Time now) {
   const strategies::Selection selection = strategies::SelectClients(
       candidates, options_.selection,
       absl::ToDoubleSeconds(options_.round_deadline), rng);
+  if (secure_layout_ != nullptr && selection.invited.size() < 2) {
+    // Poisson sampling drew fewer devices than a secure sum needs: no
+    // round opens, and the next tick draws again (nothing is released).
+    return absl::OkStatus();
+  }
   Round round;
   round.number = next_round_;
   round.attempt = attempt_;

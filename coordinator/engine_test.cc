@@ -139,6 +139,25 @@ TEST(EngineTest, FullRoundsCloseWhenEveryoneSubmitted) {
 
 // Reruns with the same --seed train the same way: the training seed comes
 // from the seed, the device and the round, never from the random nonce.
+// Under secure aggregation a Poisson draw of fewer than two devices opens
+// no round, and the federation goes on drawing rather than failing.
+TEST(EngineTest, SecureRoundsWaitForTwoSampledDevices) {
+  EngineOptions o = Options();
+  o.min_devices = 2;
+  o.split.mode = "off";
+  o.secure.enabled = true;
+  o.selection.kind = strategies::SelectionKind::kPoisson;
+  o.selection.sampling_rate = 1e-9;
+  Harness h = MakeEngine(o);
+  RegisterAll(h, 3);
+  for (int tick = 0; tick < 5; ++tick) {
+    ASSERT_TRUE(h.engine->Tick(kStart + absl::Seconds(tick)).ok());
+  }
+  EXPECT_TRUE(h.engine->failure().ok()) << h.engine->failure();
+  EXPECT_FALSE(h.engine->GetTask("pi-0", kStart + absl::Seconds(5)).ok());
+  EXPECT_TRUE(h.closed.empty());
+}
+
 TEST(EngineTest, TasksCarryTheRoundsLearningRate) {
   EngineOptions options = Options();
   options.train.learning_rate = 0.01;
