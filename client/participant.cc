@@ -1,5 +1,6 @@
 #include "client/participant.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -541,6 +542,12 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   timings->set_split_bytes_up(report.split_bytes_up);
   timings->set_split_bytes_down(report.split_bytes_down);
   timings->set_split_s(report.split_s);
+  // Under secure aggregation the encoding step is the masking (on an
+  // emulated slower board, as slow as its training).
+  if (secure != nullptr) {
+    timings->set_secagg_mask_s(report.encode_s *
+                               std::max(1.0, options_.compute_slowdown));
+  }
   r->set_split_steps(report.split_steps);
   r->set_change_norm(change_norm);
   // Under secure aggregation the coordinator learns nothing of one

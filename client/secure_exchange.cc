@@ -145,11 +145,11 @@ absl::StatusOr<std::vector<uint32_t>> SecureExchange::Mask(
     return absl::FailedPreconditionError(
         "secure aggregation: masking before the key exchange");
   }
-  const secagg::RingCodec ring(spec_.parameters.devices, spec_.clip_norm,
-                               spec_.noise_stddev);
-  std::vector<uint32_t> words = ring.Encode(change);
-  if (absl::Status s = ring.AddNoise(words); !s.ok()) return s;
-  return device_.MaskInput(words, inbox_);
+  return secagg::MaskChange(
+      device_,
+      secagg::RingCodec(spec_.parameters.devices, spec_.clip_norm,
+                        spec_.noise_stddev),
+      change, inbox_);
 }
 
 absl::Status SecureExchange::Unmask() {

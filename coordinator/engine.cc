@@ -474,6 +474,7 @@ absl::Status Engine::Submit(const Submission& submission, absl::Time now) {
   std::shared_ptr<SplitSession> split;
   std::shared_ptr<Fold> fold;
   std::shared_ptr<SecureRound> secure;
+  if (absl::Status s = ValidateTimings(submission.timings); !s.ok()) return s;
   {
     TimedLock lock(&mu_, &hooks_.lock_held, "submit");
     if (absl::Status s =

@@ -832,6 +832,10 @@ TEST(EngineTest, RejectsBadUpdatesAndIdentities) {
   EXPECT_EQ(h.engine->Submit(s, kStart).code(),
             absl::StatusCode::kInvalidArgument);
   s = good;
+  s.timings.train_s = NAN;  // Would poison the bandit's time model.
+  EXPECT_EQ(h.engine->Submit(s, kStart).code(),
+            absl::StatusCode::kInvalidArgument);
+  s = good;
   s.round = 7;
   EXPECT_EQ(h.engine->Submit(s, kStart).code(),
             absl::StatusCode::kFailedPrecondition);

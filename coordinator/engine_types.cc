@@ -122,6 +122,35 @@ absl::StatusOr<int64_t> ParseSplitMode(absl::string_view mode) {
   return cut;
 }
 
+absl::Status ValidateTimings(const Timings& t) {
+  for (const auto& [name, seconds] :
+       {std::pair<const char*, double>{"download_s", t.download_s},
+        {"train_s", t.train_s},
+        {"upload_s", t.upload_s},
+        {"eval_s", t.eval_s},
+        {"split_s", t.split_s},
+        {"secagg_mask_s", t.secagg_mask_s}}) {
+    if (!std::isfinite(seconds) || seconds < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "timings.", name, " must be finite and non-negative, not ", seconds));
+    }
+  }
+  for (const auto& [name, count] :
+       {std::pair<const char*, int64_t>{"bytes_down", t.bytes_down},
+        {"bytes_up", t.bytes_up},
+        {"raw_bytes_down", t.raw_bytes_down},
+        {"raw_bytes_up", t.raw_bytes_up},
+        {"peak_rss_bytes", t.peak_rss_bytes},
+        {"split_bytes_up", t.split_bytes_up},
+        {"split_bytes_down", t.split_bytes_down}}) {
+    if (count < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("timings.", name, " must be non-negative, not ", count));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateDeviceFacts(const DeviceFacts& facts) {
   const std::string& id = facts.device_id;
   if (id.empty() || id.size() > 128) {

@@ -282,7 +282,15 @@ struct Timings {
   // Split rounds: the step messages both ways (part of train_s).
   int64_t split_bytes_up = 0, split_bytes_down = 0;
   double split_s = 0;  // Of train_s: waiting on the step exchanges.
+  // Secure rounds, of train_s: computing, clipping, encoding, noising and
+  // masking the change.
+  double secagg_mask_s = 0;
 };
+
+// InvalidArgument naming the first field that is negative or, for the
+// seconds, not finite: a device's report feeds the bandits' time models
+// and the records, so a NaN or negative value is refused, not stored.
+absl::Status ValidateTimings(const Timings& timings);
 
 struct Submission {
   std::string device_id;

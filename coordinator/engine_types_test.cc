@@ -171,5 +171,31 @@ TEST(EngineTypesTest, SecureAggregationRefusesWhatWouldSeeOneUpdate) {
       << bad.Validate();
 }
 
+// A device's timings feed the bandits and the records: each field that is
+// negative or not finite is refused by name.
+TEST(EngineTypesTest, TimingsMustBeFiniteAndNonNegative) {
+  EXPECT_TRUE(ValidateTimings(Timings()).ok());
+  const auto refused = [](const Timings& t, absl::string_view field) {
+    const absl::Status s = ValidateTimings(t);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(s.message().find(field), absl::string_view::npos) << s;
+  };
+  Timings t;
+  t.train_s = NAN;
+  refused(t, "timings.train_s");
+  t = Timings();
+  t.upload_s = INFINITY;
+  refused(t, "timings.upload_s");
+  t = Timings();
+  t.secagg_mask_s = -1;
+  refused(t, "timings.secagg_mask_s");
+  t = Timings();
+  t.raw_bytes_up = -4;
+  refused(t, "timings.raw_bytes_up");
+  t = Timings();
+  t.split_bytes_down = -1;
+  refused(t, "timings.split_bytes_down");
+}
+
 }  // namespace
 }  // namespace fedge::coordinator

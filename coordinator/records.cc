@@ -1,5 +1,7 @@
 #include "coordinator/records.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include <glog/logging.h>
@@ -102,7 +104,8 @@ const std::vector<std::string>& RoundLog::ClientColumns() {
                                                             "split_bytes_up",
                                                             "split_bytes_down",
                                                             "split_s",
-                                                            "max_steps"};
+                                                            "max_steps",
+                                                            "secagg_mask_s"};
   return *columns;
 }
 
@@ -113,9 +116,9 @@ const std::vector<std::string>& RoundLog::RoundColumns() {
       "mean_loss_after", "accuracy", "test_loss", "test_bits_per_byte",
       "test_exact_match", "eval_s", "dp_epsilon", "dp_clip_norm",
       // Secure aggregation's phases (SecureRecord); empty without.
-      "secagg_advertise_s", "secagg_share_keys_s", "secagg_unmask_s",
-      "secagg_sum_s", "secagg_bytes_up", "secagg_bytes_down", "secagg_excluded",
-      "unix_time"};
+      "secagg_advertise_s", "secagg_share_keys_s", "secagg_mask_s",
+      "secagg_unmask_s", "secagg_sum_s", "secagg_bytes_up", "secagg_bytes_down",
+      "secagg_excluded", "unix_time"};
   return *columns;
 }
 
@@ -166,7 +169,8 @@ absl::Status RoundLog::RecordRound(const RoundRecord& round) {
                                       I(t.split_bytes_up),
                                       I(t.split_bytes_down),
                                       F(t.split_s),
-                                      I(c.max_steps)});
+                                      I(c.max_steps),
+                                      F(t.secagg_mask_s)});
     if (!s.ok()) return s;
     if (metrics_ == nullptr) continue;
     const std::string link = c.link.empty() ? "unknown" : c.link;
@@ -228,6 +232,13 @@ absl::Status RoundLog::RecordEvaluation(
     }
   }
   const std::optional<SecureRecord>& secure = round.secure;
+  // Masking's critical path: the slowest accepted device's.
+  double mask_s = 0;
+  for (const ClientRecord& c : round.clients) {
+    if (c.status == "accepted") {
+      mask_s = std::max(mask_s, c.timings.secagg_mask_s);
+    }
+  }
   return rounds_->Write(
       {I(round.round),
        I(round.attempt),
@@ -250,6 +261,7 @@ absl::Status RoundLog::RecordEvaluation(
        round.dp_clip_norm > 0 ? F(round.dp_clip_norm) : "",
        secure ? F(secure->advertise_s) : "",
        secure ? F(secure->share_keys_s) : "",
+       secure ? F(mask_s) : "",
        secure ? F(secure->unmask_s) : "",
        secure ? F(secure->sum_s) : "",
        secure ? I(secure->bytes_up) : "",

@@ -28,6 +28,7 @@ Timings TimingsFromProto(const v1::Timings& t) {
   out.split_bytes_up = t.split_bytes_up();
   out.split_bytes_down = t.split_bytes_down();
   out.split_s = t.split_s();
+  out.secagg_mask_s = t.secagg_mask_s();
   return out;
 }
 

@@ -504,6 +504,14 @@ absl::Status RingCodec::AddNoise(std::vector<uint32_t>& words) const {
   return AddGaussianNoise(*seed, noise_stddev * scale, absl::MakeSpan(words));
 }
 
+absl::StatusOr<std::vector<uint32_t>> MaskChange(
+    Device& device, const RingCodec& ring, const std::vector<float>& change,
+    const std::vector<SealedShares>& received) {
+  std::vector<uint32_t> words = ring.Encode(change);
+  if (absl::Status s = ring.AddNoise(words); !s.ok()) return s;
+  return device.MaskInput(words, received);
+}
+
 std::vector<double> RingCodec::Decode(const std::vector<uint32_t>& sum) const {
   std::vector<double> out(sum.size());
   for (size_t k = 0; k < sum.size(); ++k) {

@@ -179,4 +179,11 @@ struct RingCodec {
   double scale;  // Steps per unit.
 };
 
+// A device's input for its round: `change` encoded on `ring`, the
+// device's noise added, masked with `received` (Device::MaskInput, and its
+// errors).
+absl::StatusOr<std::vector<uint32_t>> MaskChange(
+    Device& device, const RingCodec& ring, const std::vector<float>& change,
+    const std::vector<SealedShares>& received);
+
 }  // namespace fedge::secagg

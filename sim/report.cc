@@ -374,6 +374,34 @@ std::string RefusalsTable(const std::vector<StrategyRun>& runs) {
   return h + "</table>";
 }
 
+// The runs with secure aggregation, a row each; nothing if none had it.
+std::string SecureTable(const std::vector<StrategySummary>& summaries) {
+  std::string rows;
+  for (const StrategySummary& s : summaries) {
+    const StrategySummary::Secure& x = s.secure;
+    if (x.attempts == 0) continue;
+    absl::StrAppendFormat(
+        &rows,
+        "<tr><td>%s</td><td>%d</td><td>%.3f s</td><td>%.3f s</td>"
+        "<td>%.3f s</td><td>%.3f s</td><td>%.3f s</td><td>%.1f</td>"
+        "<td>%.1f</td><td>%d</td></tr>",
+        Escape(s.name), x.attempts, x.advertise_s, x.share_keys_s, x.mask_s,
+        x.unmask_s, x.sum_s, x.bytes_up / 1e3, x.bytes_down / 1e3, x.excluded);
+  }
+  if (rows.empty()) return "";
+  return absl::StrCat(
+      "<h2>Secure aggregation</h2><p>Median per round attempt: how long the "
+      "key "
+      "exchange's phases and the unmasking stayed open, the slowest "
+      "device's masking, the coordinator's CPU to remove the masks, and the "
+      "key, share and unmasking messages (the masked vectors are the "
+      "updates' bytes up). docs/privacy.md.</p><table id=\"secure\"><tr>"
+      "<th>strategy</th><th>attempts</th><th>advertise</th><th>share keys</th>"
+      "<th>masking</th><th>unmask</th><th>unmask CPU</th><th>kB up</th>"
+      "<th>kB down</th><th>excluded</th></tr>",
+      rows, "</table>");
+}
+
 std::string Seconds(double s) {
   return s < 0 ? "not reached" : absl::StrFormat("%.1f s", s);
 }
@@ -502,6 +530,27 @@ StrategySummary Summarize(const StrategyRun& run, double target) {
     if (s.time_to_target_s < 0 && run.metric.Reaches(value, target)) {
       s.time_to_target_s = t;
     }
+  }
+  StrategySummary::Secure& secure = s.secure;
+  const std::pair<double*, const char*> phases[] = {
+      {&secure.advertise_s, "secagg_advertise_s"},
+      {&secure.share_keys_s, "secagg_share_keys_s"},
+      {&secure.mask_s, "secagg_mask_s"},
+      {&secure.unmask_s, "secagg_unmask_s"},
+      {&secure.sum_s, "secagg_sum_s"},
+      {&secure.bytes_up, "secagg_bytes_up"},
+      {&secure.bytes_down, "secagg_bytes_down"}};
+  std::vector<std::vector<double>> values(std::size(phases));
+  for (const Row& r : run.rounds) {
+    if (RowText(r, "secagg_advertise_s").empty()) continue;
+    ++secure.attempts;
+    secure.excluded += static_cast<int64_t>(RowNumber(r, "secagg_excluded"));
+    for (size_t k = 0; k < std::size(phases); ++k) {
+      values[k].push_back(RowNumber(r, phases[k].second));
+    }
+  }
+  for (size_t k = 0; k < std::size(phases); ++k) {
+    *phases[k].first = strategies::Median(std::move(values[k]));
   }
   int64_t accepted = 0;
   std::map<std::string, std::vector<double>> uploads;  // By link.
@@ -633,6 +682,18 @@ std::string SummaryJson(const std::vector<StrategySummary>& summaries,
                     {"bytes_down", s.bytes_down},
                     {"dp_epsilon", s.dp_epsilon},
                     {"links", links}});
+    if (s.secure.attempts > 0) {
+      list.back()["secure_aggregation"] = {
+          {"attempts", s.secure.attempts},
+          {"advertise_s", s.secure.advertise_s},
+          {"share_keys_s", s.secure.share_keys_s},
+          {"mask_s", s.secure.mask_s},
+          {"unmask_s", s.secure.unmask_s},
+          {"sum_s", s.secure.sum_s},
+          {"bytes_up", s.secure.bytes_up},
+          {"bytes_down", s.secure.bytes_down},
+          {"excluded", s.secure.excluded}};
+    }
   }
   out["strategies"] = list;
   return out.dump(2);
@@ -679,8 +740,9 @@ std::string HtmlReport(const std::vector<StrategyRun>& runs,
                           : std::string("-"),
         speedup);
   }
-  absl::StrAppend(&h, "</table>", RefusalsTable(runs), "<h2>Held-out ",
-                  Escape(info.metric.label), " versus wall time</h2>",
+  absl::StrAppend(&h, "</table>", SecureTable(summaries), RefusalsTable(runs),
+                  "<h2>Held-out ", Escape(info.metric.label),
+                  " versus wall time</h2>",
                   MetricChart(runs, info.metric, info.target));
   if (!runs.empty()) {
     const StrategyRun& run = runs.front();

@@ -93,6 +93,17 @@ struct StrategySummary {
   // for a run without.
   double dp_epsilon = -1;
   std::map<std::string, PhaseShares> by_link;
+  // Secure aggregation (rounds.csv's secagg_* columns): the median over
+  // its round attempts (retried ones too: their exchange was spent) of
+  // each phase's seconds and of its key, share and unmasking bytes;
+  // attempts = 0 for a run without.
+  struct Secure {
+    int64_t attempts = 0;
+    double advertise_s = 0, share_keys_s = 0, mask_s = 0, unmask_s = 0;
+    double sum_s = 0;
+    double bytes_up = 0, bytes_down = 0;
+    int64_t excluded = 0;  // Devices excluded, over all its rounds.
+  } secure;
 };
 
 StrategySummary Summarize(const StrategyRun& run, double target);

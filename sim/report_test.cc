@@ -97,6 +97,53 @@ TEST(ReportTest, ThePrivacySpentIsReported) {
   EXPECT_NE(html.find("<td>4.25</td>"), std::string::npos);
 }
 
+// A run with secure aggregation: its phases' medians in the summary, the
+// JSON and a table of their own; a run without has none of them.
+TEST(ReportTest, SecureAggregationPhasesAreSummarised) {
+  absl::StatusOr<StrategyRun> run = LoadRun("secure", WriteRun("sa"), 1000);
+  ASSERT_TRUE(run.ok()) << run.status();
+  const StrategySummary plain = Summarize(*run, 0.84);
+  EXPECT_EQ(plain.secure.attempts, 0);
+  EXPECT_EQ(nlohmann::json::parse(
+                SummaryJson({plain}, Info("t", {}, 0.84)))["strategies"][0]
+                .count("secure_aggregation"),
+            0u);
+  EXPECT_EQ(
+      HtmlReport({*run}, {plain}, Info("t", {}, 0.84)).find("id=\"secure\""),
+      std::string::npos);
+
+  const std::vector<std::vector<std::string>> values = {
+      {"0.5", "0.25", "1.5", "0.75", "0.01", "2000", "4000", "0"},
+      {"0.7", "0.35", "2.5", "0.95", "0.03", "3000", "6000", "1"}};
+  for (size_t i = 0; i < 2; ++i) {
+    const std::vector<std::string> columns = {
+        "secagg_advertise_s", "secagg_share_keys_s", "secagg_mask_s",
+        "secagg_unmask_s",    "secagg_sum_s",        "secagg_bytes_up",
+        "secagg_bytes_down",  "secagg_excluded"};
+    for (size_t k = 0; k < columns.size(); ++k) {
+      run->rounds[i][columns[k]] = values[i][k];
+    }
+  }
+  const StrategySummary s = Summarize(*run, 0.84);
+  EXPECT_EQ(s.secure.attempts, 2);
+  EXPECT_DOUBLE_EQ(s.secure.advertise_s, 0.6);
+  EXPECT_DOUBLE_EQ(s.secure.mask_s, 2.0);
+  EXPECT_DOUBLE_EQ(s.secure.sum_s, 0.02);
+  EXPECT_DOUBLE_EQ(s.secure.bytes_down, 5000);
+  EXPECT_EQ(s.secure.excluded, 1);
+  const nlohmann::json json =
+      nlohmann::json::parse(SummaryJson({s}, Info("t", {}, 0.84)));
+  EXPECT_NEAR(
+      json["strategies"][0]["secure_aggregation"]["unmask_s"].get<double>(),
+      0.85, 1e-12);
+  const std::string html = HtmlReport({*run}, {s}, Info("t", {}, 0.84));
+  EXPECT_NE(html.find("<td>secure</td><td>2</td><td>0.600 s</td><td>0.300 "
+                      "s</td><td>2.000 s</td><td>0.850 s</td><td>0.020 s</td>"
+                      "<td>2.5</td><td>5.0</td><td>1</td>"),
+            std::string::npos)
+      << html;
+}
+
 TEST(ReportTest, MedianUploadIgnoresAFewSlowedUploads) {
   absl::StatusOr<StrategyRun> run = LoadRun("fedspine", WriteRun("m"), 1000);
   ASSERT_TRUE(run.ok()) << run.status();

@@ -138,12 +138,12 @@ absl::StatusOr<std::vector<uint32_t>> MaskChange(
     SecureParty& party, const std::vector<float>& change) {
   const fc::SecureTask& task = *party.task.secure;
   absl::Duration took;
-  return Charged(party, took, [&]() -> absl::StatusOr<std::vector<uint32_t>> {
-    const secagg::RingCodec ring(task.parameters.devices, task.clip_norm,
-                                 task.noise_stddev);
-    std::vector<uint32_t> words = ring.Encode(change);
-    if (absl::Status s = ring.AddNoise(words); !s.ok()) return s;
-    return party.protocol->MaskInput(words, party.inbox);
+  return Charged(party, took, [&] {
+    return secagg::MaskChange(
+        *party.protocol,
+        secagg::RingCodec(task.parameters.devices, task.clip_norm,
+                          task.noise_stddev),
+        change, party.inbox);
   });
 }
 

@@ -449,6 +449,7 @@ absl::Status RunVirtualFederation(const VirtualConfig& config,
       // Masking waits for the shares addressed to it as well as its
       // training; its change and masking count as its compute.
       t.train_s += secure_s;
+      t.secagg_mask_s = secure_s;
       const double inbox_s =
           absl::ToDoubleSeconds(job.party->inbox_at - job.opened);
       job.seconds = std::max(t.download_s + t.train_s - secure_s, inbox_s) +

@@ -238,6 +238,7 @@ TEST(FederationTest, SecureAggregationRoundsCommitOverGrpc) {
     EXPECT_EQ(row.at("secagg_excluded"), "0");
     EXPECT_GT(std::stoll(row.at("secagg_bytes_up")), 0);
     EXPECT_GT(std::stoll(row.at("secagg_bytes_down")), 0);
+    EXPECT_GT(std::stod(row.at("secagg_mask_s")), 0);
   }
   // The unmasked mean trained the model (a sum left masked would be noise
   // of the ring's whole range, and wreck it).
@@ -256,6 +257,11 @@ TEST(FederationTest, SecureAggregationRoundsCommitOverGrpc) {
     EXPECT_EQ(r.bytes_up / 4, length) << row.at("device");
     EXPECT_GT(r.secure_bytes_up, 0);
     EXPECT_GT(r.secure_bytes_down, 0);
+    // Masking is part of the device's compute, and what it reported.
+    const double mask_s = std::stod(row.at("secagg_mask_s"));
+    EXPECT_GT(mask_s, 0) << row.at("device");
+    EXPECT_NEAR(mask_s, r.encode_s, 1e-6) << row.at("device");
+    EXPECT_LE(mask_s, std::stod(row.at("train_s"))) << row.at("device");
   }
   // The full model's adapted products (q and v of 2 blocks of 32 x 32).
   EXPECT_EQ(length, 4 * 32 * 32);

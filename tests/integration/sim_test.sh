@@ -125,14 +125,18 @@ assert [r["committed"] for r in secure] == ["1", "1"], secure
 for r in secure:
     assert r["secagg_excluded"] == "0", r
     assert int(r["secagg_bytes_up"]) > 0 and float(r["secagg_unmask_s"]) > 0, r
+    assert float(r["secagg_mask_s"]) > 0, r
     assert rows["plain"][0]["secagg_bytes_up"] == "", rows["plain"][0]
 a, b = (float(rows[m][-1]["test_loss"]) for m in ("plain", "secure"))
 print(f"secure aggregation: held-out loss {b:.4f} vs plain {a:.4f}; "
       f"round-1 time {float(secure[0]['round_s']):.3f} s vs "
       f"{float(rows['plain'][0]['round_s']):.3f} s")
 assert abs(a - b) <= 0.05 * a, (a, b)
-ups = {int(r["bytes_up"]) for r in csv.DictReader(open(f"{work}/secure/clients.csv"))
-       if r["status"] == "accepted"}
+accepted = [r for r in csv.DictReader(open(f"{work}/secure/clients.csv"))
+            if r["status"] == "accepted"]
+for r in accepted:  # Masking is charged as the device's compute.
+    assert 0 < float(r["secagg_mask_s"]) <= float(r["train_s"]), r
+ups = {int(r["bytes_up"]) for r in accepted}
 assert len(ups) == 1 and ups.pop() % 4 == 0, ups
 PY
 
