@@ -99,8 +99,12 @@ class Pipe {
     Clock::time_point last = Clock::now();
     while (true) {
       Piece piece;
+      // Whether the link stayed busy since the last send: bytes were
+      // waiting, released, when this thread came back for them.
+      bool backlogged = false;
       {
         absl::MutexLock lock(&mu_);
+        backlogged = !queue_.empty();
         mu_.Await(absl::Condition(
             +[](Pipe* p) {
               p->mu_.AssertHeld();  // Await evaluates it under mu_.
@@ -116,15 +120,25 @@ class Pipe {
         queue_.pop_front();
         queued_ -= static_cast<int64_t>(piece.bytes.size());
       }
-      std::this_thread::sleep_until(piece.release);
+      if (piece.release > Clock::now()) {
+        backlogged = false;  // Nothing released yet: the link idles.
+        std::this_thread::sleep_until(piece.release);
+      }
       size_t sent = 0;
       while (sent < piece.bytes.size()) {
         size_t n = piece.bytes.size() - sent;
         if (rate_ > 0) {
           n = std::min<size_t>(n, burst_);
           const Clock::time_point now = Clock::now();
+          // An idle link keeps at most a bucket of tokens. A busy one
+          // keeps what it earned while this thread was not running (the
+          // machine's other threads preempt it for a time slice or more,
+          // longer than the bucket on a fast link, and a real link sends
+          // regardless), up to kCatchUp of its rate.
+          const double cap =
+              backlogged ? std::max<double>(burst_, rate_ * kCatchUp) : burst_;
           tokens = std::min<double>(
-              burst_,
+              cap,
               tokens +
                   rate_ * std::chrono::duration<double>(now - last).count());
           last = now;
@@ -149,9 +163,14 @@ class Pipe {
         }
         sent += static_cast<size_t>(w);
         counter_->fetch_add(w);
+        backlogged = true;  // The rest of the piece is waiting.
       }
     }
   }
+
+  // Seconds of tokens a busy link may catch up on (the router queue's
+  // length, QueueLimit).
+  static constexpr double kCatchUp = 0.05;
 
   const int from_;
   const int to_;
