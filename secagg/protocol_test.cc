@@ -238,6 +238,53 @@ TEST(SecAggTest, ParametersAreChecked) {
   }
 }
 
+// MaskChange is what a device sends: the masked encoding of its change,
+// so the coordinator's sum decodes to the changes' sum; a change of the
+// wrong length is refused.
+TEST(SecAggTest, MaskedChangesSumToTheChanges) {
+  const Parameters p = Params(5, 4, 3, 8);  // Changes within +-1.
+  const RingCodec ring(p.devices, 1.0);
+  std::vector<Device> devices;
+  for (int64_t i = 0; i < p.devices; ++i) devices.emplace_back(p, i);
+  Coordinator coordinator(p);
+  for (Device& d : devices)
+    ASSERT_TRUE(coordinator.AddAdvertisement(*d.Advertise()).ok());
+  for (int64_t i = 0; i < p.devices; ++i) {
+    ASSERT_TRUE(coordinator
+                    .AddShares(i, *devices[i].ShareKeys(
+                                      coordinator.AdvertisementsFor(i)))
+                    .ok());
+  }
+  std::vector<double> plain(p.length, 0);
+  for (int64_t i = 0; i < p.devices; ++i) {
+    std::vector<float> change(p.length);
+    for (int64_t k = 0; k < p.length; ++k) {
+      change[k] = 0.05f * static_cast<float>(k - i);
+      plain[k] += change[k];
+    }
+    EXPECT_EQ(MaskChange(devices[i], ring, {0.5f}, coordinator.SharesFor(i))
+                  .status()
+                  .code(),
+              absl::StatusCode::kInvalidArgument);
+    absl::StatusOr<std::vector<uint32_t>> y =
+        MaskChange(devices[i], ring, change, coordinator.SharesFor(i));
+    ASSERT_TRUE(y.ok()) << y.status();
+    EXPECT_NE(*y, ring.Encode(change));
+    ASSERT_TRUE(coordinator.AddMaskedInput(i, *y).ok());
+  }
+  const std::set<int64_t> survivors = coordinator.Survivors();
+  for (int64_t i : survivors) {
+    ASSERT_TRUE(
+        coordinator.AddUnmaskShares(*devices[i].Unmask(survivors)).ok());
+  }
+  absl::StatusOr<std::vector<uint32_t>> sum = coordinator.Sum();
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  const std::vector<double> decoded = ring.Decode(*sum);
+  for (int64_t k = 0; k < p.length; ++k) {
+    EXPECT_NEAR(decoded[k], plain[k], p.devices / ring.scale + 1e-9) << k;
+  }
+}
+
 TEST(RingCodecTest, SumsOfEncodingsDecodeWithinOneStepPerDevice) {
   const RingCodec codec(100, 1.0);
   std::vector<uint32_t> sum(3, 0);
