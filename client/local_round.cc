@@ -53,8 +53,11 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
   }
   auto phase = Clock::now();
   const pruning::PruningPlan plan = transport::PlanFromProto(task.plan());
+  // Dense: the payload holds every weight (LoadWeights below is strict),
+  // so the base is not read.
   absl::StatusOr<model::Model> sub =
-      pruning::LoadPrunedModel(model_config_json, plan, base);
+      task.dense() ? pruning::CreatePrunedModel(model_config_json, plan)
+                   : pruning::LoadPrunedModel(model_config_json, plan, base);
   if (!sub.ok()) return sub.status();
   model::ModelImpl& net = **sub;
   std::unique_ptr<pruning::LoraGradientScorer> scorer;

@@ -235,6 +235,47 @@ TEST_F(LocalRoundTest, CountsTheFlopsOfTheSubModelItTrained) {
       split::TrainingFlops(*sub_, 16, sub_->max_tokens(), 0, blocks) + probe);
 }
 
+// A dense round's payload is every weight of the sub-model: it trains
+// those, without reading the base (here a file with no tensors at all).
+TEST_F(LocalRoundTest, ADenseRoundBuildsFromThePayloadAlone) {
+  const std::string path = ::testing::TempDir() + "/empty.safetensors";
+  ASSERT_TRUE(model::WriteSafetensors(path, model::NamedTensors()).ok());
+  absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> empty =
+      model::SafetensorsReader::Open(path);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  absl::StatusOr<model::Model> sub = pruning::LoadPrunedModel(
+      config_json_, transport::PlanFromProto(task_.plan()), *base_);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  model::NamedTensors weights;
+  for (const auto& item : (*sub)->named_parameters()) {
+    weights.insert(item.key(), item.value().detach().clone() + 0.01);
+  }
+  v1::Task dense = task_;
+  dense.set_dense(true);
+  dense.clear_lora();
+  dense.mutable_train()->set_learning_rate(1e-4);  // 4 steps move < 0.001.
+
+  absl::StatusOr<LocalResult> result =
+      TrainLocally(dense, config_json_, **empty, weights, data_);
+
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->update.size(), weights.size());
+  // Trained from the payload: every weight stays near it, not the base.
+  for (const auto& item : weights) {
+    const at::Tensor* trained = result->update.find(item.key());
+    ASSERT_NE(trained, nullptr) << item.key();
+    EXPECT_LT((*trained - item.value()).abs().max().item<float>(), 0.005)
+        << item.key();
+  }
+  // A payload missing a weight is refused, not filled from elsewhere.
+  model::NamedTensors missing;
+  for (size_t i = 1; i < weights.size(); ++i) {
+    missing.insert(weights.keys()[i], weights.values()[i]);
+  }
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      TrainLocally(dense, config_json_, **empty, missing, data_).status()));
+}
+
 TEST_F(LocalRoundTest, PayloadOrPlanThatDoesNotFitIsRejected) {
   model::NamedTensors wrong;
   for (const auto& item : payload_) {

@@ -339,6 +339,13 @@ absl::StatusOr<model::Model> ApplyPlan(model::ModelImpl& model,
   return pruned;
 }
 
+absl::StatusOr<model::Model> CreatePrunedModel(const std::string& config_json,
+                                               const PruningPlan& plan) {
+  absl::StatusOr<PlannedFromConfig> planned = PlanFromConfig(config_json, plan);
+  if (!planned.ok()) return planned.status();
+  return std::move(planned->sub);
+}
+
 absl::StatusOr<model::Model> LoadPrunedModel(
     const std::string& config_json, const PruningPlan& plan,
     const model::SafetensorsReader& weights) {

@@ -89,6 +89,13 @@ absl::StatusOr<model::Model> LoadPrunedModel(
     const std::string& config_json, const PruningPlan& plan,
     const model::SafetensorsReader& weights);
 
+// The same sub-model's architecture alone, its weights freshly
+// initialised: for a caller that loads every parameter itself (a dense
+// round's payload holds them all), so nothing of the base is read.
+// InvalidArgument for a config or plan that does not fit.
+absl::StatusOr<model::Model> CreatePrunedModel(const std::string& config_json,
+                                               const PruningPlan& plan);
+
 // Slices named tensors of `model` (parameters or LoRA adapter tensors, by
 // their parameter names) to `plan`; names no rule matches are copied.
 // InvalidArgument if a sliced tensor's size disagrees with the model.

@@ -262,12 +262,26 @@ TEST(PlanTest, LoadPrunedModelEqualsApplyPlanOnTheFullModel) {
     EXPECT_TRUE(torch::equal((*loaded)->forward(c.input),
                              (*applied)->forward(c.input)));
 
+    // The architecture alone has the same names and shapes.
+    absl::StatusOr<model::Model> created =
+        CreatePrunedModel(c.full->ConfigJson(), c.plan);
+    ASSERT_TRUE(created.ok()) << created.status();
+    const model::NamedTensors fresh_params = (*created)->named_parameters();
+    ASSERT_EQ(fresh_params.size(), (*loaded)->named_parameters().size());
+    for (const auto& item : (*loaded)->named_parameters()) {
+      const at::Tensor* fresh = fresh_params.find(item.key());
+      ASSERT_NE(fresh, nullptr) << item.key();
+      EXPECT_EQ(fresh->sizes(), item.value().sizes()) << item.key();
+    }
+
     // A bad plan, and weights of another model, are named errors.
     PruningPlan bad = c.plan;
     bad.blocks.pop_back();
     EXPECT_EQ(
         LoadPrunedModel(c.full->ConfigJson(), bad, **reader).status().code(),
         absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(CreatePrunedModel(c.full->ConfigJson(), bad).status().code(),
+              absl::StatusCode::kInvalidArgument);
   }
   absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> vit_weights =
       model::SafetensorsReader::Open(dir + "/load_pruned.safetensors");
