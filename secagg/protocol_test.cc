@@ -28,6 +28,24 @@ std::vector<uint32_t> Input(int64_t device, int64_t length) {
   return x;
 }
 
+// Devices and their coordinator past the key exchange: every device has
+// advertised and shared its keys.
+struct KeyedRound {
+  explicit KeyedRound(const Parameters& p) : coordinator(p) {
+    for (int64_t i = 0; i < p.devices; ++i) devices.emplace_back(p, i);
+    for (Device& d : devices) {
+      absl::StatusOr<Advertisement> a = d.Advertise();
+      EXPECT_TRUE(a.ok() && coordinator.AddAdvertisement(*a).ok());
+    }
+    for (int64_t i = 0; i < p.devices; ++i) {
+      auto shares = devices[i].ShareKeys(coordinator.AdvertisementsFor(i));
+      EXPECT_TRUE(shares.ok() && coordinator.AddShares(i, *shares).ok());
+    }
+  }
+  std::vector<Device> devices;
+  Coordinator coordinator;
+};
+
 struct Outcome {
   absl::StatusOr<std::vector<uint32_t>> sum;
   std::vector<uint32_t> expected;  // Plain sum of the survivors' inputs.
@@ -37,19 +55,9 @@ struct Outcome {
 // masking (never help unmask).
 Outcome RunRound(const Parameters& p, const std::set<int64_t>& before,
                  const std::set<int64_t>& after) {
-  std::vector<Device> devices;
-  for (int64_t i = 0; i < p.devices; ++i) devices.emplace_back(p, i);
-  Coordinator coordinator(p);
-  for (Device& d : devices) {
-    absl::StatusOr<Advertisement> a = d.Advertise();
-    EXPECT_TRUE(a.ok()) << a.status();
-    EXPECT_TRUE(coordinator.AddAdvertisement(*a).ok());
-  }
-  for (int64_t i = 0; i < p.devices; ++i) {
-    auto shares = devices[i].ShareKeys(coordinator.AdvertisementsFor(i));
-    EXPECT_TRUE(shares.ok()) << shares.status();
-    EXPECT_TRUE(coordinator.AddShares(i, *shares).ok());
-  }
+  KeyedRound round(p);
+  std::vector<Device>& devices = round.devices;
+  Coordinator& coordinator = round.coordinator;
   Outcome outcome;
   outcome.expected.assign(p.length, 0);
   for (int64_t i = 0; i < p.devices; ++i) {
@@ -158,18 +166,9 @@ TEST(SecAggTest, BadMessagesAreRefusedAndNamed) {
 TEST(SecAggTest, AMalformedUnmaskingShareIsLeftOutAndNamed) {
   for (int bad : {1, 2}) {
     const Parameters p = Params(6, 4, 3, 4);
-    std::vector<Device> devices;
-    for (int64_t i = 0; i < p.devices; ++i) devices.emplace_back(p, i);
-    Coordinator coordinator(p);
-    for (Device& d : devices) {
-      ASSERT_TRUE(coordinator.AddAdvertisement(*d.Advertise()).ok());
-    }
-    for (int64_t i = 0; i < p.devices; ++i) {
-      ASSERT_TRUE(coordinator
-                      .AddShares(i, *devices[i].ShareKeys(
-                                        coordinator.AdvertisementsFor(i)))
-                      .ok());
-    }
+    KeyedRound round(p);
+    std::vector<Device>& devices = round.devices;
+    Coordinator& coordinator = round.coordinator;
     std::vector<uint32_t> expected(4, 0);
     for (int64_t i = 0; i < p.devices; ++i) {
       const std::vector<uint32_t> x = Input(i, 4);
@@ -244,17 +243,9 @@ TEST(SecAggTest, ParametersAreChecked) {
 TEST(SecAggTest, MaskedChangesSumToTheChanges) {
   const Parameters p = Params(5, 4, 3, 8);  // Changes within +-1.
   const RingCodec ring(p.devices, 1.0);
-  std::vector<Device> devices;
-  for (int64_t i = 0; i < p.devices; ++i) devices.emplace_back(p, i);
-  Coordinator coordinator(p);
-  for (Device& d : devices)
-    ASSERT_TRUE(coordinator.AddAdvertisement(*d.Advertise()).ok());
-  for (int64_t i = 0; i < p.devices; ++i) {
-    ASSERT_TRUE(coordinator
-                    .AddShares(i, *devices[i].ShareKeys(
-                                      coordinator.AdvertisementsFor(i)))
-                    .ok());
-  }
+  KeyedRound round(p);
+  std::vector<Device>& devices = round.devices;
+  Coordinator& coordinator = round.coordinator;
   std::vector<double> plain(p.length, 0);
   for (int64_t i = 0; i < p.devices; ++i) {
     std::vector<float> change(p.length);
