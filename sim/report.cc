@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include <nlohmann/json.hpp>
 
 #include "metrics/csv.h"
@@ -374,6 +375,21 @@ std::string RefusalsTable(const std::vector<StrategyRun>& runs) {
   return h + "</table>";
 }
 
+// rounds.csv's secure-aggregation columns Summarize takes the median of,
+// and where it keeps each.
+struct SecureColumn {
+  const char* column;
+  double StrategySummary::Secure::*median;
+};
+constexpr SecureColumn kSecureColumns[] = {
+    {"secagg_advertise_s", &StrategySummary::Secure::advertise_s},
+    {"secagg_share_keys_s", &StrategySummary::Secure::share_keys_s},
+    {"secagg_mask_s", &StrategySummary::Secure::mask_s},
+    {"secagg_unmask_s", &StrategySummary::Secure::unmask_s},
+    {"secagg_sum_s", &StrategySummary::Secure::sum_s},
+    {"secagg_bytes_up", &StrategySummary::Secure::bytes_up},
+    {"secagg_bytes_down", &StrategySummary::Secure::bytes_down}};
+
 // The runs with secure aggregation, a row each; nothing if none had it.
 std::string SecureTable(const std::vector<StrategySummary>& summaries) {
   std::string rows;
@@ -390,9 +406,8 @@ std::string SecureTable(const std::vector<StrategySummary>& summaries) {
   }
   if (rows.empty()) return "";
   return absl::StrCat(
-      "<h2>Secure aggregation</h2><p>Median per round attempt: how long the "
-      "key "
-      "exchange's phases and the unmasking stayed open, the slowest "
+      "<h2>Secure aggregation</h2><p>Median per round attempt: how long "
+      "the key exchange's phases and the unmasking stayed open, the slowest "
       "device's masking, the coordinator's CPU to remove the masks, and the "
       "key, share and unmasking messages (the masked vectors are the "
       "updates' bytes up). docs/privacy.md.</p><table id=\"secure\"><tr>"
@@ -532,25 +547,17 @@ StrategySummary Summarize(const StrategyRun& run, double target) {
     }
   }
   StrategySummary::Secure& secure = s.secure;
-  const std::pair<double*, const char*> phases[] = {
-      {&secure.advertise_s, "secagg_advertise_s"},
-      {&secure.share_keys_s, "secagg_share_keys_s"},
-      {&secure.mask_s, "secagg_mask_s"},
-      {&secure.unmask_s, "secagg_unmask_s"},
-      {&secure.sum_s, "secagg_sum_s"},
-      {&secure.bytes_up, "secagg_bytes_up"},
-      {&secure.bytes_down, "secagg_bytes_down"}};
-  std::vector<std::vector<double>> values(std::size(phases));
+  std::vector<std::vector<double>> values(std::size(kSecureColumns));
   for (const Row& r : run.rounds) {
     if (RowText(r, "secagg_advertise_s").empty()) continue;
     ++secure.attempts;
     secure.excluded += static_cast<int64_t>(RowNumber(r, "secagg_excluded"));
-    for (size_t k = 0; k < std::size(phases); ++k) {
-      values[k].push_back(RowNumber(r, phases[k].second));
+    for (size_t k = 0; k < std::size(kSecureColumns); ++k) {
+      values[k].push_back(RowNumber(r, kSecureColumns[k].column));
     }
   }
-  for (size_t k = 0; k < std::size(phases); ++k) {
-    *phases[k].first = strategies::Median(std::move(values[k]));
+  for (size_t k = 0; k < std::size(kSecureColumns); ++k) {
+    secure.*kSecureColumns[k].median = strategies::Median(std::move(values[k]));
   }
   int64_t accepted = 0;
   std::map<std::string, std::vector<double>> uploads;  // By link.
@@ -683,16 +690,14 @@ std::string SummaryJson(const std::vector<StrategySummary>& summaries,
                     {"dp_epsilon", s.dp_epsilon},
                     {"links", links}});
     if (s.secure.attempts > 0) {
-      list.back()["secure_aggregation"] = {
-          {"attempts", s.secure.attempts},
-          {"advertise_s", s.secure.advertise_s},
-          {"share_keys_s", s.secure.share_keys_s},
-          {"mask_s", s.secure.mask_s},
-          {"unmask_s", s.secure.unmask_s},
-          {"sum_s", s.secure.sum_s},
-          {"bytes_up", s.secure.bytes_up},
-          {"bytes_down", s.secure.bytes_down},
-          {"excluded", s.secure.excluded}};
+      nlohmann::json secure = {{"attempts", s.secure.attempts},
+                               {"excluded", s.secure.excluded}};
+      for (const SecureColumn& c : kSecureColumns) {
+        // "secagg_mask_s" -> "mask_s".
+        secure[std::string(absl::StripPrefix(c.column, "secagg_"))] =
+            s.secure.*c.median;
+      }
+      list.back()["secure_aggregation"] = std::move(secure);
     }
   }
   out["strategies"] = list;
