@@ -194,8 +194,15 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
                                               net.max_tokens(), 0, blocks) /
                              3.0;
   }
-  result.update =
-      task.dense() ? model::CopyWeights(net) : lora::ExtractAdapters(net);
+  if (task.dense()) {
+    // The sub-model ends with this function: its trained weights are the
+    // update as they are, without a model-sized copy.
+    for (const auto& item : net.named_parameters(/*recurse=*/true)) {
+      result.update.insert(item.key(), item.value().detach());
+    }
+  } else {
+    result.update = lora::ExtractAdapters(net);
+  }
   if (t.local_dp_clip() > 0) {
     // Noised from a seed of the device's own, never the task's.
     absl::StatusOr<model::NamedTensors> private_update =

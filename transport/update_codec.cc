@@ -3,18 +3,25 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
 #include <torch/types.h>
 
 #include "fedge/v1/transfer.pb.h"
 
 namespace fedge::transport {
 namespace {
+
+using google::protobuf::io::CodedInputStream;
+using google::protobuf::io::CodedOutputStream;
 
 constexpr struct {
   Codec codec;
@@ -25,9 +32,128 @@ constexpr struct {
                    {Codec::kInt8Row, "int8_row"},
                    {Codec::kTopK, "topk"}};
 
-std::string Bytes(const at::Tensor& t) {
-  const at::Tensor c = t.contiguous();
-  return std::string(static_cast<const char*>(c.data_ptr()), c.nbytes());
+// The large byte fields (a tensor's values, scales and indices, and the
+// payload's data) bypass protobuf: they are written straight from their
+// tensors into the payload and read as views of it, so that a model-sized
+// update is copied once on each side rather than once per nesting level.
+// The small fields go through protobuf; the bytes are ordinary wire format
+// (the large fields come last, which any parser accepts).
+constexpr int kDataField = v1::CompressedPayload::kDataFieldNumber;
+constexpr int kTensorsField = v1::EncodedUpdate::kTensorsFieldNumber;
+constexpr int kValuesField = v1::EncodedTensor::kValuesFieldNumber;
+constexpr int kScalesField = v1::EncodedTensor::kScalesFieldNumber;
+constexpr int kIndicesField = v1::EncodedTensor::kIndicesFieldNumber;
+
+uint32_t LengthDelimitedTag(int field) {
+  return static_cast<uint32_t>(field) << 3 | 2;
+}
+
+size_t FieldSize(int field, size_t bytes) {
+  return CodedOutputStream::VarintSize32(LengthDelimitedTag(field)) +
+         CodedOutputStream::VarintSize64(bytes) + bytes;
+}
+
+uint8_t* WriteFieldHeader(int field, size_t bytes, uint8_t* out) {
+  out = CodedOutputStream::WriteVarint32ToArray(LengthDelimitedTag(field), out);
+  return CodedOutputStream::WriteVarint64ToArray(bytes, out);
+}
+
+// One tensor's encoding: its small fields in `meta`, its large ones still
+// in contiguous tensors.
+struct TensorEncoding {
+  v1::EncodedTensor meta;
+  std::vector<std::pair<int, at::Tensor>> fields;  // Field number, data.
+  size_t size = 0;  // The serialized EncodedTensor's bytes (MeasureUpdate).
+
+  void Add(int field, const at::Tensor& data) {
+    fields.emplace_back(field, data.contiguous());
+  }
+};
+
+// Sets each tensor's size (and caches its meta's) and returns the
+// serialized EncodedUpdate's bytes.
+size_t MeasureUpdate(std::vector<TensorEncoding>& tensors) {
+  size_t total = 0;
+  for (TensorEncoding& t : tensors) {
+    t.size = t.meta.ByteSizeLong();
+    for (const auto& [field, data] : t.fields) {
+      // As protobuf does for proto3: an empty bytes field is not written.
+      if (data.nbytes() > 0) t.size += FieldSize(field, data.nbytes());
+    }
+    total += FieldSize(kTensorsField, t.size);
+  }
+  return total;
+}
+
+// Writes the EncodedUpdate that MeasureUpdate sized; returns its end.
+uint8_t* WriteUpdate(const std::vector<TensorEncoding>& tensors, uint8_t* out) {
+  for (const TensorEncoding& t : tensors) {
+    out = WriteFieldHeader(kTensorsField, t.size, out);
+    out = t.meta.SerializeWithCachedSizesToArray(out);
+    for (const auto& [field, data] : t.fields) {
+      if (data.nbytes() == 0) continue;
+      out = WriteFieldHeader(field, data.nbytes(), out);
+      std::memcpy(out, data.data_ptr(), data.nbytes());
+      out += data.nbytes();
+    }
+  }
+  return out;
+}
+
+// Splits one serialized message: the length-delimited fields numbered in
+// `viewed` become views of `bytes` (in order; for a singular field the
+// last one counts, as in a parse), and every other field is copied to
+// `rest` for protobuf to parse. False where `bytes` is not wire format (or
+// holds a group, which no fedge message has).
+bool SplitFields(absl::string_view bytes, std::initializer_list<int> viewed,
+                 std::vector<std::pair<int, absl::string_view>>* views,
+                 std::string* rest) {
+  if (bytes.size() > static_cast<size_t>(INT_MAX)) return false;
+  const int size = static_cast<int>(bytes.size());
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()), size);
+  while (in.CurrentPosition() < size) {
+    const int start = in.CurrentPosition();
+    const uint32_t tag = in.ReadTag();
+    const int field = static_cast<int>(tag >> 3);
+    if (field == 0) return false;
+    uint64_t word = 0;
+    uint32_t word32 = 0;
+    switch (tag & 7) {
+      case 0:  // Varint.
+        if (!in.ReadVarint64(&word)) return false;
+        break;
+      case 1:  // Fixed 64 bits.
+        if (!in.ReadLittleEndian64(&word)) return false;
+        break;
+      case 5:  // Fixed 32 bits.
+        if (!in.ReadLittleEndian32(&word32)) return false;
+        break;
+      case 2: {  // Length-delimited.
+        if (!in.ReadVarint32(&word32) || word32 > INT_MAX) return false;
+        const int at = in.CurrentPosition();
+        if (!in.Skip(static_cast<int>(word32))) return false;
+        if (std::find(viewed.begin(), viewed.end(), field) != viewed.end()) {
+          views->emplace_back(field, bytes.substr(at, word32));
+          continue;
+        }
+        break;
+      }
+      default:
+        return false;
+    }
+    rest->append(bytes.data() + start, in.CurrentPosition() - start);
+  }
+  return true;
+}
+
+// The last view of `field` (empty if none: an absent bytes field).
+absl::string_view LastView(
+    const std::vector<std::pair<int, absl::string_view>>& views, int field) {
+  absl::string_view found;
+  for (const auto& [number, view] : views) {
+    if (number == field) found = view;
+  }
+  return found;
 }
 
 // Rows for int8_row: every dimension but the last; a vector is one row.
@@ -45,7 +171,7 @@ absl::Status Bad(absl::string_view tensor, absl::string_view what) {
 
 // Builds a tensor from raw bytes after checking the size.
 absl::StatusOr<at::Tensor> FromBytes(absl::string_view name,
-                                     const std::string& bytes,
+                                     absl::string_view bytes,
                                      at::ScalarType type, int64_t numel,
                                      absl::string_view field) {
   const int64_t element = static_cast<int64_t>(c10::elementSize(type));
@@ -58,7 +184,13 @@ absl::StatusOr<at::Tensor> FromBytes(absl::string_view name,
   return t;
 }
 
+// A tensor's large fields, as views of the payload.
+struct TensorBytes {
+  absl::string_view values, scales, indices;
+};
+
 absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
+                                        const TensorBytes& bytes,
                                         const DecodeLimits& limits) {
   const std::string& name = e.name();
   std::vector<int64_t> shape;
@@ -83,7 +215,7 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
           : e.codec() == v1::CODEC_FLOAT16 ? torch::kFloat16
                                            : torch::kBFloat16;
       absl::StatusOr<at::Tensor> t =
-          FromBytes(name, e.values(), type, numel, "values");
+          FromBytes(name, bytes.values, type, numel, "values");
       if (!t.ok()) return t.status();
       flat = t->to(torch::kFloat32);
       break;
@@ -96,7 +228,7 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
           shape.empty() ? 1 : (e.scale_columns() ? shape[0] : shape.back());
       const int64_t rows = row == 0 ? 0 : numel / row;
       absl::StatusOr<at::Tensor> q =
-          FromBytes(name, e.values(), torch::kInt8, numel, "values");
+          FromBytes(name, bytes.values, torch::kInt8, numel, "values");
       if (!q.ok()) return q.status();
       if (numel > 0 && q->min().item<int8_t>() < -127) {
         return Bad(name, "int8 values must be in [-127, 127]");
@@ -107,7 +239,7 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
         return Bad(name, "int8 scales must be float16 or float32");
       }
       absl::StatusOr<at::Tensor> scales =
-          FromBytes(name, e.scales(),
+          FromBytes(name, bytes.scales,
                     e.scales_dtype() == v1::DTYPE_FLOAT16 ? torch::kFloat16
                                                           : torch::kFloat32,
                     rows, "scales");
@@ -122,8 +254,10 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
       break;
     }
     case v1::CODEC_TOPK: {
-      if (e.indices().size() % 4 != 0) return Bad(name, "indices not uint32");
-      const int64_t k = static_cast<int64_t>(e.indices().size() / 4);
+      if (bytes.indices.size() % 4 != 0) {
+        return Bad(name, "indices not uint32");
+      }
+      const int64_t k = static_cast<int64_t>(bytes.indices.size() / 4);
       if (k > numel) return Bad(name, "more indices than elements");
       const at::ScalarType type = e.values_dtype() == v1::DTYPE_FLOAT16
                                       ? torch::kFloat16
@@ -133,11 +267,11 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::EncodedTensor& e,
         return Bad(name, "top-k values must be float32 or float16");
       }
       absl::StatusOr<at::Tensor> values =
-          FromBytes(name, e.values(), type, k, "values");
+          FromBytes(name, bytes.values, type, k, "values");
       if (!values.ok()) return values.status();
       std::vector<uint32_t> idx(k);
       if (k > 0)
-        std::memcpy(idx.data(), e.indices().data(), e.indices().size());
+        std::memcpy(idx.data(), bytes.indices.data(), bytes.indices.size());
       for (int64_t i = 0; i < k; ++i) {
         if (idx[i] >= numel || (i > 0 && idx[i] <= idx[i - 1])) {
           return Bad(name, "top-k indices must be ascending and in range");
@@ -237,7 +371,8 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
     }
     if (!same) feedback->residual = NamedTensors();
   }
-  v1::EncodedUpdate encoded;
+  std::vector<TensorEncoding> encoded;
+  encoded.reserve(update.size());
   EncodedPayload out;
   std::set<std::string> names;
   for (const auto& item : update) {
@@ -254,19 +389,20 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
       return Bad(name, "contains NaN or infinite values");
     }
     out.raw_bytes += t.nbytes();
-    v1::EncodedTensor* e = encoded.add_tensors();
+    TensorEncoding& encoding = encoded.emplace_back();
+    v1::EncodedTensor* e = &encoding.meta;
     e->set_name(name);
     e->set_codec(CodecToProto(options.codec));
     for (int64_t d : t.sizes()) e->add_shape(d);
     switch (options.codec) {
       case Codec::kFloat32:
-        e->set_values(Bytes(t));
+        encoding.Add(kValuesField, t);
         break;
       case Codec::kFloat16:
-        e->set_values(Bytes(t.to(torch::kFloat16)));
+        encoding.Add(kValuesField, t.to(torch::kFloat16));
         break;
       case Codec::kBFloat16:
-        e->set_values(Bytes(t.to(torch::kBFloat16)));
+        encoding.Add(kValuesField, t.to(torch::kBFloat16));
         break;
       case Codec::kInt8Row: {
         const bool columns = ScaleColumns(t);
@@ -297,8 +433,8 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
                                  .round()
                                  .clamp(-127, 127)
                                  .to(torch::kInt8);
-        e->set_values(Bytes(q));
-        e->set_scales(Bytes(scale));
+        encoding.Add(kValuesField, q);
+        encoding.Add(kScalesField, scale);
         e->set_scales_dtype(half ? v1::DTYPE_FLOAT16 : v1::DTYPE_FLOAT32);
         break;
       }
@@ -316,9 +452,9 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
         const at::Tensor index =
             std::get<0>(std::get<1>(flat.abs().topk(k)).sort());
         const at::Tensor values = flat.index_select(0, index);
-        e->set_values(Bytes(values));
+        encoding.Add(kValuesField, values);
         e->set_values_dtype(v1::DTYPE_FLOAT32);
-        e->set_indices(Bytes(index.to(torch::kInt32)));
+        encoding.Add(kIndicesField, index.to(torch::kInt32));
         if (feedback != nullptr) {
           at::Tensor residual = flat.clone();
           residual.index_fill_(0, index, 0.0);
@@ -332,10 +468,16 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
       }
     }
   }
+  const size_t update_bytes = MeasureUpdate(encoded);
   v1::CompressedPayload payload;
-  std::string serialized = encoded.SerializeAsString();
-  payload.set_uncompressed_bytes(static_cast<int64_t>(serialized.size()));
+  payload.set_uncompressed_bytes(static_cast<int64_t>(update_bytes));
   if (options.zstd) {
+    std::string serialized(update_bytes, '\0');
+    uint8_t* start = reinterpret_cast<uint8_t*>(serialized.data());
+    if (WriteUpdate(encoded, start) != start + update_bytes) {
+      return absl::InternalError("update size mismatch");
+    }
+    encoded.clear();
     std::string compressed(ZSTD_compressBound(serialized.size()), '\0');
     const size_t n =
         ZSTD_compress(compressed.data(), compressed.size(), serialized.data(),
@@ -346,11 +488,20 @@ absl::StatusOr<EncodedPayload> EncodeUpdate(const NamedTensors& update,
     compressed.resize(n);
     payload.set_compression(v1::COMPRESSION_ZSTD);
     payload.set_data(std::move(compressed));
+    out.bytes = payload.SerializeAsString();
   } else {
+    // The payload's fields, then its data: the update, written in place.
     payload.set_compression(v1::COMPRESSION_NONE);
-    payload.set_data(std::move(serialized));
+    const size_t head = payload.ByteSizeLong();
+    out.bytes.resize(head + FieldSize(kDataField, update_bytes));
+    uint8_t* start = reinterpret_cast<uint8_t*>(out.bytes.data());
+    uint8_t* at = payload.SerializeWithCachedSizesToArray(start);
+    at = WriteFieldHeader(kDataField, update_bytes, at);
+    at = WriteUpdate(encoded, at);
+    if (at != start + out.bytes.size()) {
+      return absl::InternalError("update payload size mismatch");
+    }
   }
-  out.bytes = payload.SerializeAsString();
   return out;
 }
 
@@ -374,11 +525,16 @@ absl::StatusOr<NamedTensors> UpdateToSend(const NamedTensors& trained,
 absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
                                           const DecodeLimits& limits,
                                           const CodecOptions* required) {
+  // The data (the update, maybe compressed) stays where it is.
+  std::vector<std::pair<int, absl::string_view>> views;
+  std::string head;
   v1::CompressedPayload payload;
-  if (!payload.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+  if (!SplitFields(bytes, {kDataField}, &views, &head) ||
+      !payload.ParseFromString(head)) {
     return absl::InvalidArgumentError(
         "update payload is not a CompressedPayload");
   }
+  const absl::string_view data = LastView(views, kDataField);
   if (required != nullptr) {
     const v1::Compression want =
         required->zstd ? v1::COMPRESSION_ZSTD : v1::COMPRESSION_NONE;
@@ -395,14 +551,15 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
         absl::StrCat("update declares ", payload.uncompressed_bytes(),
                      " bytes, the limit is ", limits.max_payload_bytes));
   }
-  std::string serialized;
+  std::string decompressed;
+  absl::string_view serialized;
   switch (payload.compression()) {
     case v1::COMPRESSION_NONE:
-      serialized = std::move(*payload.mutable_data());
+      serialized = data;
       break;
     case v1::COMPRESSION_ZSTD: {
-      const unsigned long long content = ZSTD_getFrameContentSize(
-          payload.data().data(), payload.data().size());
+      const unsigned long long content =
+          ZSTD_getFrameContentSize(data.data(), data.size());
       if (content == ZSTD_CONTENTSIZE_ERROR ||
           content == ZSTD_CONTENTSIZE_UNKNOWN ||
           content !=
@@ -410,17 +567,15 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
         return absl::InvalidArgumentError(
             "zstd frame size missing or different from the declared size");
       }
-      serialized.resize(content);
-      const size_t n =
-          ZSTD_decompress(serialized.data(), serialized.size(),
-                          payload.data().data(), payload.data().size());
+      decompressed.resize(content);
+      const size_t n = ZSTD_decompress(decompressed.data(), decompressed.size(),
+                                       data.data(), data.size());
       if (ZSTD_isError(n) || n != content) {
         return absl::InvalidArgumentError(absl::StrCat(
             "zstd decompression failed: ",
             ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output"));
       }
-      // Frees the compressed bytes (clear() would keep their capacity).
-      std::string().swap(*payload.mutable_data());
+      serialized = decompressed;
       break;
     }
     default:
@@ -430,18 +585,29 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
     return absl::InvalidArgumentError(
         "update size differs from the declared size");
   }
-  v1::EncodedUpdate encoded;
-  if (!encoded.ParseFromString(serialized)) {
-    return absl::InvalidArgumentError("update is not an EncodedUpdate");
+  // Each tensor's values are copied once, from the payload into the tensor.
+  const absl::Status not_an_update =
+      absl::InvalidArgumentError("update is not an EncodedUpdate");
+  std::vector<std::pair<int, absl::string_view>> tensors;
+  std::string other;
+  v1::EncodedUpdate rest;
+  if (!SplitFields(serialized, {kTensorsField}, &tensors, &other) ||
+      !rest.ParseFromString(other)) {
+    return not_an_update;
   }
-  // A dense update is model-sized: no more copies of it alive at once
-  // than needed (the parsed message, then each tensor as it is decoded).
-  std::string().swap(serialized);
-  if (encoded.tensors_size() > limits.max_tensors) {
+  if (static_cast<int64_t>(tensors.size()) > limits.max_tensors) {
     return absl::ResourceExhaustedError("update has too many tensors");
   }
   NamedTensors out;
-  for (v1::EncodedTensor& e : *encoded.mutable_tensors()) {
+  for (const auto& [field, tensor] : tensors) {
+    std::vector<std::pair<int, absl::string_view>> large;
+    std::string small;
+    v1::EncodedTensor e;
+    if (!SplitFields(tensor, {kValuesField, kScalesField, kIndicesField},
+                     &large, &small) ||
+        !e.ParseFromString(small)) {
+      return not_an_update;
+    }
     if (e.name().empty() || out.contains(e.name())) {
       return Bad(e.name(), "empty or duplicate name");
     }
@@ -452,9 +618,11 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
                               v1::Codec_Name(CodecToProto(required->codec)),
                               " (Task.upload_codec)"));
     }
-    absl::StatusOr<at::Tensor> t = DecodeTensor(e, limits);
+    const TensorBytes in_place{LastView(large, kValuesField),
+                               LastView(large, kScalesField),
+                               LastView(large, kIndicesField)};
+    absl::StatusOr<at::Tensor> t = DecodeTensor(e, in_place, limits);
     if (!t.ok()) return t.status();
-    std::string().swap(*e.mutable_values());
     out.insert(e.name(), *std::move(t));
   }
   return out;

@@ -12,7 +12,10 @@
 //                                  with error feedback the client keeps
 //                                  what was not sent and adds it next time
 // followed by an optional lossless zstd stage. The payload is a serialized
-// fedge.v1.CompressedPayload around a fedge.v1.EncodedUpdate.
+// fedge.v1.CompressedPayload around a fedge.v1.EncodedUpdate. Their large
+// byte fields are written from the tensors and read in place: without
+// zstd, a model-sized update is copied once by each side, not once per
+// nesting level.
 //
 // What an update holds: the trained tensors themselves, except under topk,
 // which sends their change from the payload the device was sent (a dropped

@@ -284,6 +284,81 @@ TEST(UpdateCodecTest, DecodeRejectsEveryMalformedInput) {
   }
 }
 
+// EncodeUpdate writes the large fields itself; what it writes must still be
+// the messages protobuf reads, field for field.
+TEST(UpdateCodecTest, EncodedPayloadsAreOrdinaryProtobuf) {
+  const NamedTensors update = LoraLikeUpdate();
+  for (Codec codec :
+       {Codec::kFloat32, Codec::kFloat16, Codec::kInt8Row, Codec::kTopK}) {
+    for (bool zstd : {false, true}) {
+      CodecOptions options;
+      options.codec = codec;
+      options.zstd = zstd;
+      absl::StatusOr<EncodedPayload> encoded = EncodeUpdate(update, options);
+      ASSERT_TRUE(encoded.ok()) << encoded.status();
+      v1::CompressedPayload payload;
+      ASSERT_TRUE(payload.ParseFromString(encoded->bytes));
+      ASSERT_EQ(payload.compression(),
+                zstd ? v1::COMPRESSION_ZSTD : v1::COMPRESSION_NONE);
+      if (zstd) continue;  // The frame's contents were checked unzipped.
+      ASSERT_EQ(payload.uncompressed_bytes(),
+                static_cast<int64_t>(payload.data().size()));
+      v1::EncodedUpdate parsed;
+      ASSERT_TRUE(parsed.ParseFromString(payload.data()));
+      ASSERT_EQ(parsed.tensors_size(), static_cast<int>(update.size()));
+      // Re-serialized by protobuf (its own field order), it decodes to the
+      // same tensors as the hand-written bytes.
+      absl::StatusOr<NamedTensors> mine = DecodeUpdate(encoded->bytes);
+      absl::StatusOr<NamedTensors> theirs =
+          DecodeUpdate(payload.SerializeAsString());
+      ASSERT_TRUE(mine.ok()) << mine.status();
+      ASSERT_TRUE(theirs.ok()) << theirs.status();
+      for (const v1::EncodedTensor& t : parsed.tensors()) {
+        const at::Tensor& original = update[t.name()];
+        EXPECT_EQ(t.codec(), CodecToProto(codec)) << t.name();
+        EXPECT_EQ(std::vector<int64_t>(t.shape().begin(), t.shape().end()),
+                  original.sizes().vec())
+            << t.name();
+        if (codec == Codec::kFloat32) {
+          EXPECT_EQ(t.values(),
+                    std::string(static_cast<const char*>(original.data_ptr()),
+                                original.nbytes()))
+              << t.name();
+        }
+        EXPECT_TRUE(torch::equal((*mine)[t.name()], (*theirs)[t.name()]))
+            << t.name();
+      }
+    }
+  }
+}
+
+// The decoder reads the payload in place: no prefix of a valid payload may
+// yield tensors, crash or read past its end (ASan checks the last). A
+// prefix that ends before the data is a well-formed empty update.
+TEST(UpdateCodecTest, NoTruncationDecodesToTensors) {
+  NamedTensors update;
+  update.insert("w", torch::randn({3, 5}));
+  update.insert("b", torch::randn({5}));
+  for (Codec codec : {Codec::kFloat32, Codec::kInt8Row, Codec::kTopK}) {
+    CodecOptions options;
+    options.codec = codec;
+    options.zstd = false;
+    options.topk_fraction = 0.5;
+    absl::StatusOr<EncodedPayload> encoded = EncodeUpdate(update, options);
+    ASSERT_TRUE(encoded.ok()) << encoded.status();
+    ASSERT_TRUE(DecodeUpdate(encoded->bytes).ok());
+    int refused = 0;
+    for (size_t n = 1; n < encoded->bytes.size(); ++n) {
+      absl::StatusOr<NamedTensors> decoded =
+          DecodeUpdate(encoded->bytes.substr(0, n));
+      EXPECT_TRUE(!decoded.ok() || decoded->is_empty())
+          << CodecName(codec) << ", " << n << " bytes";
+      refused += decoded.ok() ? 0 : 1;
+    }
+    EXPECT_GT(refused, static_cast<int>(encoded->bytes.size()) - 8);
+  }
+}
+
 TEST(UpdateCodecTest, TheTasksCodecAndCompressionBind) {
   const NamedTensors update = LoraLikeUpdate();
   CodecOptions task;  // int8_row + zstd.
