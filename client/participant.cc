@@ -387,9 +387,10 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   report.rank = task.lora().rank();
   const auto round_start = Clock::now();
   // LibTorch frees a round's activations into malloc's arenas, which keep
-  // them resident: without this the next round's RSS still holds the last
-  // round's peak, and a board's memory stays claimed between rounds.
-  model::ReleaseFreeHeap();
+  // them resident (ParticipantOptions::release_memory_after).
+  if (options_.release_memory_after <= absl::ZeroDuration()) {
+    model::ReleaseFreeHeap();
+  }
   ResetPeakRss();
 
   auto enter = [&](const char* phase) {
@@ -416,9 +417,14 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   LocalHooks hooks;
   // Refuse a task that would not fit rather than be killed by the OS.
   hooks.admit = [&](int64_t estimated_bytes) {
+    const int64_t budget = options_.memory_budget_bytes;
     report.estimated_peak_bytes = RssBytes() + estimated_bytes;
-    return options_.memory_budget_bytes <= 0 ||
-           report.estimated_peak_bytes <= options_.memory_budget_bytes;
+    if (budget > 0 && report.estimated_peak_bytes > budget) {
+      // Part of the RSS may be what earlier rounds freed and kept.
+      model::ReleaseFreeHeap();
+      report.estimated_peak_bytes = RssBytes() + estimated_bytes;
+    }
+    return budget <= 0 || report.estimated_peak_bytes <= budget;
   };
   hooks.on_train_start = [&] { enter("train"); };
   hooks.on_progress = [&](const model::TrainProgress& p) {
@@ -595,6 +601,9 @@ absl::Status Participant::Run() {
   // checkpoint hands out the same round number again with a new nonce.
   std::string last_nonce;
   absl::Duration backoff = options_.initial_backoff;
+  // Since when no round ran, and whether what rounds freed went back.
+  absl::Time idle_since = absl::Now();
+  bool released = false;
   while (!stop_) {
     v1::GetTaskRequest request;
     request.set_device_id(options_.device_id);
@@ -615,11 +624,18 @@ absl::Status Participant::Run() {
     }
     if (!status.ok()) return status;
     if (!response.has_task() || response.task().nonce() == last_nonce) {
+      if (!released &&
+          absl::Now() - idle_since >= options_.release_memory_after) {
+        model::ReleaseFreeHeap();
+        released = true;
+      }
       const int64_t wait_ms = std::max<int64_t>(response.retry_after_ms(), 50);
       Pause(absl::Milliseconds(wait_ms));
       continue;
     }
     absl::StatusOr<RoundReport> round = RunRound(response.task());
+    idle_since = absl::Now();
+    released = false;
     if (round.ok() && round->declined) {  // Over the budget: next round.
       last_nonce = response.task().nonce();
       if (on_decline) on_decline(round->round);

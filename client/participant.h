@@ -48,6 +48,13 @@ struct ParticipantOptions {
   // model::EstimateTrainingBytes) exceeds it is declined (DeclineTask) for
   // that round instead of risking the OOM killer.
   int64_t memory_budget_bytes = 0;
+  // Memory a round freed stays with the process (malloc's arenas) while
+  // rounds follow each other: giving it back and faulting it in again cost
+  // a dense round ~20% of its time (docs/architecture.md). It goes back to
+  // the system once the device has waited this long for a task, and at
+  // once where a task would not fit the budget otherwise. Zero: before
+  // every round.
+  absl::Duration release_memory_after = absl::Seconds(10);
   absl::Duration rpc_deadline = absl::Seconds(30);
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);

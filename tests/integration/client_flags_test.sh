@@ -55,6 +55,7 @@ expect "--shard: '3' is not I/N" --device_id=a --shard=3
 expect "shard 5/4" --device_id=a --shard=5/4
 expect "--progress_format: 'xml'" --device_id=a --insecure --progress_format=xml
 expect "--memory_budget_mb" --device_id=a --insecure --memory_budget_mb=-3
+expect "--release_memory_after_s must be >= 0" --device_id=a --insecure --release_memory_after_s=-1
 expect "/nonexistent/train-images" --device_id=a --insecure --data=/nonexistent
 expect "/nonexistent/train-images" --device_id=a --insecure --task_set=data.corpus=/nonexistent
 expect "header promises 60000 images" --device_id=a --insecure --data="$work/cut"
