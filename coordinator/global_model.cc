@@ -158,7 +158,11 @@ absl::StatusOr<NamedTensors> GlobalModel::DenseSlice(
     // Commit replaces the tensors and then clears sliced_, and the engine
     // opens a round only after Commit returns: a round's tasks never
     // share a slice of an older version.
-    entry->tensors = pruning::SliceTensors(*base_, plan, Trained());
+    // A plan that keeps every unit is the model as it is: shared, not
+    // copied (Commit replaces trained_'s tensors and never writes to them).
+    entry->tensors = plan.blocks == pruning::FullPlan(*base_).blocks
+                         ? Trained()
+                         : pruning::SliceTensors(*base_, plan, Trained());
     entry->done.Notify();
   } else {
     entry->done.WaitForNotification();

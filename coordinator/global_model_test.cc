@@ -288,6 +288,8 @@ TEST(GlobalModelTest, DenseDevicesWithOnePlanShareOneSliceUntilACommit) {
   const NamedTensors c = *global->Payload(half, 1, 1);
   EXPECT_EQ(a[w].data_ptr(), b[w].data_ptr());
   EXPECT_NE(a[w].data_ptr(), c[w].data_ptr());
+  // The whole model is served as it is, without a copy.
+  EXPECT_EQ(a[w].data_ptr(), global->State()[w].data_ptr());
   EXPECT_EQ(c[w].size(0), 8);
 
   auto round = global->BeginRound({});
