@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -57,27 +58,38 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents) {
+  return WriteFileAtomically(path, absl::MakeConstSpan(&contents, 1));
+}
+
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::Span<const absl::string_view> pieces) {
   const std::string temp =
       absl::StrCat(path, ".tmp.", static_cast<int64_t>(::getpid()));
   const int fd =
       ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoToStatus(errno, "cannot create", temp);
-  size_t written = 0;
-  while (written < contents.size()) {
-    // Crash tests: die with half the bytes in the temporary file.
-    const size_t half = contents.size() / 2;
-    const size_t chunk =
-        written < half ? half - written : contents.size() - written;
-    if (written == half && half > 0) KillPoint("atomic_write");
-    const ssize_t n = ::write(fd, contents.data() + written, chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int saved = errno;
-      ::close(fd);
-      ::unlink(temp.c_str());
-      return ErrnoToStatus(saved, "cannot write", temp);
+  size_t total = 0;
+  for (absl::string_view piece : pieces) total += piece.size();
+  // Crash tests: die with half the bytes in the temporary file.
+  const size_t half = total / 2;
+  size_t written = 0;  // Over all the pieces.
+  for (absl::string_view piece : pieces) {
+    size_t done = 0;
+    while (done < piece.size()) {
+      if (written == half && half > 0) KillPoint("atomic_write");
+      size_t chunk = piece.size() - done;
+      if (written < half) chunk = std::min(chunk, half - written);
+      const ssize_t n = ::write(fd, piece.data() + done, chunk);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        const int saved = errno;
+        ::close(fd);
+        ::unlink(temp.c_str());
+        return ErrnoToStatus(saved, "cannot write", temp);
+      }
+      done += static_cast<size_t>(n);
+      written += static_cast<size_t>(n);
     }
-    written += static_cast<size_t>(n);
   }
   // fsync before rename: otherwise a power loss can leave the new name
   // pointing at an empty file on some file systems.

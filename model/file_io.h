@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace fedge::model {
 
@@ -19,6 +20,12 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // either the old file or the new one, never a mix. Creates no directories.
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents);
+
+// The same, with the contents given as pieces written back to back: a
+// gather write, so a file of model-sized parts (a checkpoint written from
+// the tensors' own memory) needs no buffer holding all of it.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::Span<const absl::string_view> pieces);
 
 // Creates `path` and its missing parents (like mkdir -p).
 absl::Status MakeDirectories(const std::string& path);

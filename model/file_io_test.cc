@@ -1,5 +1,8 @@
 #include "model/file_io.h"
 
+#include <string>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
@@ -17,6 +20,20 @@ TEST(FileIoTest, AtomicWriteReplacesContentsAndReadsBack) {
 
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(*read, std::string("second\0x", 8));
+}
+
+TEST(FileIoTest, PiecesAreWrittenBackToBack) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/pieces.bin");
+  const std::string big(100001, 'x');  // Its middle is the kill point's half.
+  const std::vector<absl::string_view> pieces = {"", "head", "", big, "tail"};
+  ASSERT_TRUE(WriteFileAtomically(path, pieces).ok());
+
+  absl::StatusOr<std::string> read = ReadFile(path);
+
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, absl::StrCat("head", big, "tail"));
+  ASSERT_TRUE(WriteFileAtomically(path, std::vector<absl::string_view>{}).ok());
+  EXPECT_EQ(*ReadFile(path), "");
 }
 
 TEST(FileIoTest, MissingFileIsNotFoundWithThePath) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include <nlohmann/json.hpp>
@@ -435,24 +436,49 @@ absl::StatusOr<std::string> SafetensorsHeader(
   return out + json;
 }
 
+namespace {
+
+// Each tensor's bytes, in `tensors`' order. `held` keeps the contiguous
+// copies of non-contiguous tensors alive (a contiguous one is not copied).
+std::vector<absl::string_view> DataViews(const NamedTensors& tensors,
+                                         std::vector<at::Tensor>& held) {
+  std::vector<absl::string_view> views;
+  views.reserve(tensors.size());
+  held.reserve(tensors.size());
+  for (const auto& item : tensors) {
+    const at::Tensor& c = held.emplace_back(item.value().detach().contiguous());
+    views.emplace_back(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  }
+  return views;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> SerializeSafetensors(
     const NamedTensors& tensors,
     const std::map<std::string, std::string>& metadata) {
   absl::StatusOr<std::string> out = SafetensorsHeader(tensors, metadata);
   if (!out.ok()) return out.status();
-  for (const auto& item : tensors) {
-    const at::Tensor c = item.value().detach().contiguous();
-    out->append(static_cast<const char*>(c.data_ptr()), c.nbytes());
-  }
+  std::vector<at::Tensor> held;
+  const std::vector<absl::string_view> data = DataViews(tensors, held);
+  size_t size = out->size();
+  for (absl::string_view d : data) size += d.size();
+  out->reserve(size);  // One allocation, not a doubling per append.
+  for (absl::string_view d : data) out->append(d.data(), d.size());
   return out;
 }
 
 absl::Status WriteSafetensors(
     const std::string& path, const NamedTensors& tensors,
     const std::map<std::string, std::string>& metadata) {
-  absl::StatusOr<std::string> bytes = SerializeSafetensors(tensors, metadata);
-  if (!bytes.ok()) return bytes.status();
-  return WriteFileAtomically(path, *bytes);
+  absl::StatusOr<std::string> header = SafetensorsHeader(tensors, metadata);
+  if (!header.ok()) return header.status();
+  // Written from the tensors' own memory: a checkpoint needs no second copy
+  // of the model (the coordinator writes one every round).
+  std::vector<at::Tensor> held;
+  std::vector<absl::string_view> pieces = DataViews(tensors, held);
+  pieces.insert(pieces.begin(), *header);
+  return WriteFileAtomically(path, pieces);
 }
 
 }  // namespace fedge::model

@@ -88,6 +88,27 @@ TEST(SafetensorsTest, FileRoundTripReadsTheSameTensors) {
       ::access((path + ".tmp." + std::to_string(::getpid())).c_str(), F_OK), 0);
 }
 
+TEST(SafetensorsTest, WrittenFileHoldsTheSerializedBytes) {
+  NamedTensors tensors;
+  tensors.insert("t", torch::arange(12, torch::kFloat32).reshape({3, 4}).t());
+  tensors.insert("empty", torch::zeros({0, 5}));
+  tensors.insert("i", torch::arange(5, torch::kInt64));
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "/written.safetensors");
+
+  ASSERT_TRUE(WriteSafetensors(path, tensors, {{"k", "v"}}).ok());
+
+  absl::StatusOr<std::string> expected =
+      SerializeSafetensors(tensors, {{"k", "v"}});
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  absl::StatusOr<std::string> written = ReadFile(path);
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(*written, *expected);
+  absl::StatusOr<SafetensorsFile> read = ReadSafetensors(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(SameBytes(read->tensors["t"], tensors["t"].contiguous()));
+}
+
 TEST(SafetensorsTest, DataSectionIsEightByteAligned) {
   NamedTensors tensors;
   tensors.insert("x", torch::ones({3}));
