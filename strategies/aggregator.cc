@@ -26,6 +26,14 @@ void UpdateAggregator::Slot::AddCoverage(const at::Tensor& cover,
   coverage.add_(cover, weight);
 }
 
+void UpdateAggregator::Slot::AddWeighted(at::Tensor delta, double weight) {
+  if (weighted.defined()) {
+    weighted.add_(delta, weight);
+  } else {
+    weighted = weight == 1 ? std::move(delta) : delta.mul_(weight);
+  }
+}
+
 absl::Status UpdateAggregator::NamesKnown(const NamedTensors& tensors,
                                           absl::string_view what) const {
   for (const auto& item : tensors) {
@@ -80,10 +88,9 @@ absl::StatusOr<std::unique_ptr<UpdateAggregator>> UpdateAggregator::Create(
           "aggregation reference '", item.key(), "' is not finite floats"));
     }
     Slot& slot = aggregator->slots_[item.key()];
-    slot.reference = t.detach().clone();
-    if (options.kind == AggregatorKind::kMean) {
-      slot.weighted = torch::zeros(t.sizes(), torch::kFloat64);
-    }
+    // Shared: a model-sized copy a round saved (GlobalModel replaces its
+    // tensors on commit, never writes into them).
+    slot.reference = t.detach();
     aggregator->order_.push_back(item.key());
   }
   return aggregator;
@@ -165,11 +172,11 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
                            : 1.0;
   for (size_t i = 0; i < order_.size(); ++i) {
     Slot& slot = slots_.at(order_[i]);
-    const at::Tensor delta = delta_of(i);
+    at::Tensor delta = delta_of(i);
     if (!clip) squared_norm += squared(delta);
     const at::Tensor* cover = covers[i];
     if (options_.kind == AggregatorKind::kMean) {
-      slot.weighted.add_(delta, weight * scale);
+      slot.AddWeighted(std::move(delta), weight * scale);
       if (cover != nullptr) {
         slot.AddCoverage(*cover, weight);
       } else {
@@ -233,7 +240,10 @@ absl::Status UpdateAggregator::AddSum(const NamedTensors& weighted_sum,
   }
   for (const std::string& name : order_) {
     Slot& slot = slots_.at(name);
-    slot.weighted.add_(weighted_sum.find(name)->to(torch::kFloat64));
+    slot.AddWeighted(weighted_sum.find(name)->to(torch::kFloat64,
+                                                 /*non_blocking=*/false,
+                                                 /*copy=*/true),
+                     1.0);
     const at::Tensor* cover = coverage_sum.find(name);
     if (cover == nullptr) {
       slot.full_weight += static_cast<double>(clients);
@@ -273,6 +283,14 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
         noised.mul_(slot.coverage > 0);
       }
       delta = noised.div_(options_.fixed_denominator);
+    } else if (options_.kind == AggregatorKind::kMean &&
+               !slot.coverage.defined() && slot.full_weight > 0) {
+      // Every update covered the whole tensor (dense FedAvg): two passes
+      // over it, and the same values as the general case below.
+      result.insert(name, slot.weighted.div(slot.full_weight)
+                              .add_(slot.reference)
+                              .to(slot.reference.scalar_type()));
+      continue;
     } else if (options_.kind == AggregatorKind::kMean) {
       at::Tensor denominator =
           slot.coverage.defined()

@@ -66,7 +66,8 @@ struct AggregatorOptions {
 // round lock).
 class UpdateAggregator {
  public:
-  // `reference` holds the current global values (float tensors); copied.
+  // `reference` holds the current global values (float tensors); held,
+  // not copied: nothing may write into them while the aggregator lives.
   // InvalidArgument for bad options or an empty or non-finite reference.
   static absl::StatusOr<std::unique_ptr<UpdateAggregator>> Create(
       const NamedTensors& reference, const AggregatorOptions& options);
@@ -106,14 +107,19 @@ class UpdateAggregator {
 
  private:
   struct Slot {
-    at::Tensor reference;    // float32, as given.
-    at::Tensor weighted;     // kMean: sum of w * delta * coverage (float64).
+    at::Tensor reference;    // float32, as given (shared, never written).
+    at::Tensor weighted;     // kMean: sum of w * delta * coverage (float64),
+                             // from the first update on (AddWeighted).
     at::Tensor coverage;     // kMean: sum of w * coverage, if any partial.
     double full_weight = 0;  // kMean: sum of w of clients covering all.
     std::vector<at::Tensor> deltas;  // Robust kinds: per client.
     std::vector<at::Tensor> covers;  // Robust kinds: per client, or {}.
     // kMean: coverage += weight * `cover` (same shape).
     void AddCoverage(const at::Tensor& cover, double weight);
+    // kMean: weighted += weight * `delta` (float64, the caller's to
+    // reuse). The first call takes `delta`'s memory as the sum, so a
+    // round opens without a model-sized allocation and the sum costs none.
+    void AddWeighted(at::Tensor delta, double weight);
   };
 
   // InvalidArgument naming the first of `tensors` the reference lacks
