@@ -187,8 +187,8 @@ absl::Status Engine::OpenRound(absl::Time now) {
       return absl::OkStatus();
     }
   }
-  // The aggregate copies the global model: outside the lock too. Only
-  // ticks change the global model, and they are serialised.
+  // The aggregate is set up outside the lock too. Only ticks change the
+  // global model, and they are serialised.
   absl::StatusOr<RoundAggregate> aggregate = global_->BeginRound(aggregator);
   if (!aggregate.ok()) return aggregate.status();
 
@@ -1038,12 +1038,17 @@ absl::Status Engine::CloseRound(absl::Time now) {
     history_.push_back(record);
     if (hooks_.on_round_closed) state = SnapshotLocked();
   }
-  // The checkpoint (fsync), the CSV and the evaluation queue, outside the
-  // lock; ticks are serialised, so hooks run in the rounds' order.
+  // The next round opens first, so that its devices download while this
+  // one's checkpoint (fsync), CSV and evaluation are written, outside the
+  // lock. Nothing is weakened: the next round cannot commit before a later
+  // tick, and ticks are serialised, so hooks run in the rounds' order and a
+  // crash before this checkpoint resumes from the one before, as it would
+  // during the write.
+  const absl::Status open_status = OpenRound(now);
   absl::Status hook_status = hooks_.on_round_closed
                                  ? hooks_.on_round_closed(record, state)
                                  : absl::OkStatus();
-  if (absl::Status s = OpenRound(now); !s.ok()) return s;
+  if (!open_status.ok()) return open_status;
   return hook_status;
 }
 

@@ -78,8 +78,9 @@ struct EngineHooks {
   // Takes back what publish offered for a task that was never handed out
   // (its round closed while it was built). Outside the engine's lock.
   std::function<void(const std::string& transfer_id)> withdraw;
-  // Called after each closed round (committed or retried), outside the
-  // engine's lock but before the next Tick, with the round's record and
+  // Called after each closed round (committed or retried) and the opening
+  // of the next, outside the engine's lock but before the next Tick (so
+  // no later round has closed), with the round's record and
   // the engine's state right after it (what to checkpoint); the place to
   // write the checkpoint and queue an evaluation. Calls come one at a
   // time, in the order of the rounds. Its error is returned by the Tick

@@ -1,6 +1,7 @@
 #include "coordinator/engine.h"
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -25,6 +26,7 @@ struct Harness {
   std::unique_ptr<Engine> engine;
   std::map<std::string, NamedTensors> published;
   std::vector<RoundRecord> closed;
+  std::function<void(const RoundRecord&)> on_close;  // Also called, if set.
 };
 
 Harness MakeEngine(EngineOptions options,
@@ -40,6 +42,7 @@ Harness MakeEngine(EngineOptions options,
   };
   hooks.on_round_closed = [&h](const RoundRecord& r, const EngineState&) {
     h.closed.push_back(r);
+    if (h.on_close) h.on_close(r);
     return absl::OkStatus();
   };
   auto engine = Engine::Create(std::move(*global), options, hooks);
@@ -135,6 +138,36 @@ TEST(EngineTest, FullRoundsCloseWhenEveryoneSubmitted) {
     EXPECT_EQ(r.clients[0].status, "accepted");
     EXPECT_NEAR(r.clients[0].terms.loss_improvement, 0.25, 1e-12);
   }
+}
+
+// The next round opens before the closed round's hook (its checkpoint and
+// fsync) runs, so devices download while the checkpoint is written.
+TEST(EngineTest, TheNextRoundIsOpenWhileTheClosedRoundsHookRuns) {
+  EngineOptions o = Options();
+  o.rounds = 2;
+  Harness h = MakeEngine(o);
+  RegisterAll(h, 2);
+  std::vector<std::string> during_hook;  // pi-0's GetTask in each hook.
+  h.on_close = [&](const RoundRecord&) {
+    absl::StatusOr<Task> task = h.engine->GetTask("pi-0", kStart);
+    during_hook.push_back(task.ok() ? absl::StrCat("round ", task->round)
+                                    : task.status().ToString());
+  };
+  ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  for (int r = 1; r <= 2; ++r) {
+    for (int i = 0; i < 2; ++i) {
+      const std::string id = "pi-" + std::to_string(i);
+      absl::StatusOr<Task> task = h.engine->GetTask(id, kStart);
+      ASSERT_TRUE(task.ok()) << task.status();
+      ASSERT_TRUE(h.engine->Submit(Train(h, id, *task), kStart).ok());
+    }
+    ASSERT_TRUE(h.engine->Tick(kStart).ok());
+  }
+  ASSERT_EQ(during_hook.size(), 2u);
+  EXPECT_EQ(during_hook[0], "round 2");
+  // After the last round there is nothing to open.
+  EXPECT_NE(during_hook[1].find("OUT_OF_RANGE"), std::string::npos)
+      << during_hook[1];
 }
 
 // Reruns with the same --seed train the same way: the training seed comes
