@@ -299,8 +299,12 @@ void CoordinatorServer::TickLoop() {
     // Still once a second: trimming only when a round closes spared dense
     // rounds a third of their page faults, but let 500 LoRA devices' round
     // peak at 903 MiB instead of 622 (docs/architecture.md, large
-    // payloads).
-    if (absl::Now() - last_trim > absl::Seconds(1)) {
+    // payloads). Not in dense mode, whose rounds free and allocate the
+    // same model-sized buffers: faulting them in again made each round's
+    // first update take several times as long to decode and fold, while
+    // the others waited for the decode budget (docs/architecture.md).
+    if (config_.engine.mode != Mode::kDense &&
+        absl::Now() - last_trim > absl::Seconds(1)) {
       model::ReleaseFreeHeap();
       last_trim = absl::Now();
     }
