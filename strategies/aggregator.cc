@@ -285,12 +285,9 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
       delta = noised.div_(options_.fixed_denominator);
     } else if (options_.kind == AggregatorKind::kMean &&
                !slot.coverage.defined() && slot.full_weight > 0) {
-      // Every update covered the whole tensor (dense FedAvg): two passes
-      // over it, and the same values as the general case below.
-      result.insert(name, slot.weighted.div(slot.full_weight)
-                              .add_(slot.reference)
-                              .to(slot.reference.scalar_type()));
-      continue;
+      // Every update covered the whole tensor (dense FedAvg): one pass,
+      // the same values as the general case below.
+      delta = slot.weighted.div(slot.full_weight);
     } else if (options_.kind == AggregatorKind::kMean) {
       at::Tensor denominator =
           slot.coverage.defined()
@@ -333,7 +330,10 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
                              torch::zeros_like(total));
       }
     }
-    result.insert(name, (slot.reference.to(torch::kFloat64) + delta)
+    // Every delta above is a new tensor: the reference is added into it,
+    // in float64, without another model-sized temporary.
+    result.insert(name, delta.to(torch::kFloat64)
+                            .add_(slot.reference)
                             .to(slot.reference.scalar_type()));
   }
   return result;
