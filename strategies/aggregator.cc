@@ -16,6 +16,11 @@ std::string ShapeString(const at::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]");
 }
 
+// The type a tensor's changes are summed in: its own, at least float32.
+at::ScalarType SumType(const at::Tensor& reference) {
+  return at::promote_types(reference.scalar_type(), torch::kFloat32);
+}
+
 }  // namespace
 
 void UpdateAggregator::Slot::AddCoverage(const at::Tensor& cover,
@@ -142,21 +147,23 @@ absl::StatusOr<double> UpdateAggregator::Add(const NamedTensors& values,
   if (absl::Status known = NamesKnown(coverage, "coverage"); !known.ok()) {
     return known;
   }
-  // The change of one tensor, in float64: a copy of the value with the
-  // reference subtracted in place, masked. Only one tensor's change is
-  // alive at a time (a dense model's whole update in float64 is twice the
-  // model), so clipping, which needs the norm first, computes it twice.
+  // The change of one tensor, in the sum's type: a copy of the value with
+  // the reference subtracted in place, masked. Only one tensor's change is
+  // alive at a time, so clipping, which needs the norm first, computes it
+  // twice.
   const auto delta_of = [&](size_t i) {
-    at::Tensor delta =
-        checked[i]
-            ->to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true)
-            .sub_(slots_.at(order_[i]).reference);
+    const Slot& slot = slots_.at(order_[i]);
+    at::Tensor delta = checked[i]
+                           ->to(SumType(slot.reference), /*non_blocking=*/false,
+                                /*copy=*/true)
+                           .sub_(slot.reference);
     if (covers[i] != nullptr) delta.mul_(*covers[i]);
     return delta;
   };
   const auto squared = [](const at::Tensor& delta) {
-    // reshape: a copy keeps a transposed value's strides.
-    const at::Tensor flat = delta.reshape({-1});
+    // In float64, one tensor at a time; reshape keeps a transposed value's
+    // strides apart.
+    const at::Tensor flat = delta.reshape({-1}).to(torch::kFloat64);
     return torch::dot(flat, flat).item<double>();
   };
   const bool clip = options_.clip_norm > 0;
@@ -240,10 +247,10 @@ absl::Status UpdateAggregator::AddSum(const NamedTensors& weighted_sum,
   }
   for (const std::string& name : order_) {
     Slot& slot = slots_.at(name);
-    slot.AddWeighted(weighted_sum.find(name)->to(torch::kFloat64,
-                                                 /*non_blocking=*/false,
-                                                 /*copy=*/true),
-                     1.0);
+    slot.AddWeighted(
+        weighted_sum.find(name)->to(SumType(slot.reference),
+                                    /*non_blocking=*/false, /*copy=*/true),
+        1.0);
     const at::Tensor* cover = coverage_sum.find(name);
     if (cover == nullptr) {
       slot.full_weight += static_cast<double>(clients);
@@ -278,6 +285,7 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
       at::Tensor noised =
           torch::randn(slot.weighted.sizes(), noise, torch::kFloat64)
               .mul_(options_.noise_stddev)
+              .to(slot.weighted.scalar_type())
               .add_(slot.weighted);
       if (slot.full_weight == 0 && slot.coverage.defined()) {
         noised.mul_(slot.coverage > 0);
@@ -296,7 +304,8 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
                             torch::kFloat64);
       delta = torch::where(denominator > 0,
                            slot.weighted / denominator.clamp_min(1e-300),
-                           torch::zeros_like(slot.weighted));
+                           torch::zeros_like(slot.weighted))
+                  .to(slot.weighted.scalar_type());
     } else {
       const at::Tensor d = torch::stack(slot.deltas);
       std::vector<at::Tensor> covers;
@@ -331,8 +340,8 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
       }
     }
     // Every delta above is a new tensor: the reference is added into it,
-    // in float64, without another model-sized temporary.
-    result.insert(name, delta.to(torch::kFloat64)
+    // in the sum's type, without another model-sized temporary.
+    result.insert(name, delta.to(SumType(slot.reference))
                             .add_(slot.reference)
                             .to(slot.reference.scalar_type()));
   }

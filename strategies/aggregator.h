@@ -12,7 +12,11 @@
 //
 // Internally every update is a delta from the reference, so norm clipping
 // bounds each client's influence and robust statistics compare like with
-// like:
+// like. The mean's sum is kept in the reference's type (at least float32),
+// since a float64 sum would be twice a float32 model; summing n changes
+// rounds within n float32 roundings of their size, far below the changes
+// (docs/architecture.md). Norms are computed in float64.
+//
 // - kMean: weighted mean (FedAvg). Streams.
 // - kMedian: coordinate-wise median over covering clients, unweighted; the
 //   lower middle value for an even count. Keeps every delta (clients x
@@ -107,18 +111,20 @@ class UpdateAggregator {
 
  private:
   struct Slot {
-    at::Tensor reference;    // float32, as given (shared, never written).
-    at::Tensor weighted;     // kMean: sum of w * delta * coverage (float64),
-                             // from the first update on (AddWeighted).
-    at::Tensor coverage;     // kMean: sum of w * coverage, if any partial.
+    at::Tensor reference;  // As given (shared, never written).
+    // kMean: sum of w * delta * coverage, in the reference's type (at
+    // least float32), from the first update on (AddWeighted).
+    at::Tensor weighted;
+    at::Tensor coverage;     // kMean: sum of w * coverage (float64), if any
+                             // partial.
     double full_weight = 0;  // kMean: sum of w of clients covering all.
     std::vector<at::Tensor> deltas;  // Robust kinds: per client.
     std::vector<at::Tensor> covers;  // Robust kinds: per client, or {}.
     // kMean: coverage += weight * `cover` (same shape).
     void AddCoverage(const at::Tensor& cover, double weight);
-    // kMean: weighted += weight * `delta` (float64, the caller's to
-    // reuse). The first call takes `delta`'s memory as the sum, so a
-    // round opens without a model-sized allocation and the sum costs none.
+    // kMean: weighted += weight * `delta`, which the caller gives up: the
+    // first call takes its memory as the sum, so a round opens without a
+    // model-sized allocation and the sum costs none.
     void AddWeighted(at::Tensor delta, double weight);
   };
 

@@ -1,6 +1,7 @@
 #include "strategies/aggregator.h"
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -119,6 +120,46 @@ TEST(AggregatorTest, MedianMatchesNaive) {
 }
 TEST(AggregatorTest, TrimmedMeanMatchesNaive) {
   ExpectMatches(AggregatorKind::kTrimmedMean, Trimmed, true);
+}
+
+TEST(AggregatorTest, AFloat32SumRoundsWithinTheRecursiveSummationBound) {
+  // A dense round's shape of numbers: weights near 0.05, 16 clients'
+  // changes of about 1e-3, weighted by example counts. The sum is kept in
+  // float32; the mean must stay within one unit in the last place of the
+  // float32 result plus recursive summation's bound, 16 roundings of the
+  // weighted changes' size (Higham, Accuracy and Stability, 4.2), of the
+  // exact float64 mean.
+  torch::manual_seed(5);
+  const int64_t n = 100000, clients = 16;
+  const at::Tensor reference = torch::randn({n}) * 0.05;
+  NamedTensors ref;
+  ref.insert("w", reference);
+  auto agg = UpdateAggregator::Create(ref, AggregatorOptions());
+  ASSERT_TRUE(agg.ok()) << agg.status();
+  at::Tensor sum = torch::zeros({n}, torch::kFloat64);
+  at::Tensor sum_abs = torch::zeros({n}, torch::kFloat64);
+  double weights = 0;
+  for (int64_t k = 0; k < clients; ++k) {
+    const double weight = 100 + 200 * k;
+    NamedTensors values;
+    values.insert("w", reference + torch::randn({n}) * 1e-3);
+    ASSERT_TRUE((*agg)->Add(values, NamedTensors(), weight).ok());
+    const at::Tensor delta =
+        values["w"].to(torch::kFloat64) - reference.to(torch::kFloat64);
+    sum += weight * delta;
+    sum_abs += weight * delta.abs();
+    weights += weight;
+  }
+  const at::Tensor want = sum / weights + reference.to(torch::kFloat64);
+  const at::Tensor got = (*(*agg)->Finish())["w"];
+  ASSERT_EQ(got.scalar_type(), torch::kFloat32);
+  const double eps = std::numeric_limits<float>::epsilon();
+  const at::Tensor ulp = want.abs() * eps;
+  const at::Tensor bound = ulp + clients * eps * sum_abs / weights;
+  EXPECT_TRUE(
+      ((got.to(torch::kFloat64) - want).abs() <= bound).all().item<bool>());
+  // Not trivially: the bound is far below the changes themselves.
+  EXPECT_LT(bound.max().item<double>(), 1e-6);
 }
 
 TEST(AggregatorTest, UncoveredPositionsKeepTheReference) {
