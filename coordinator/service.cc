@@ -477,8 +477,8 @@ absl::Status CoordinatorService::DoSubmit(const v1::UpdateReport& report) {
     s.change_norm = report.change_norm();
   } else {
     const transport::CodecOptions codec = UploadCodec(engine_options_);
-    absl::StatusOr<NamedTensors> update = transport::DecodeUpdate(
-        (*bytes)->view(), options_.decode_limits, &codec);
+    absl::StatusOr<NamedTensors> update =
+        transport::DecodeUpdate(**bytes, options_.decode_limits, &codec);
     // Decoded: a staged upload's mapping goes now, not after the fold.
     bytes->reset();
     if (!update.ok()) return update.status();

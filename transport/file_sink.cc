@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -27,6 +28,22 @@ class MappedBytes final : public PayloadBytes {
   ~MappedBytes() override { munmap(const_cast<void*>(data_), size_); }
   absl::string_view view() const override {
     return absl::string_view(static_cast<const char*>(data_), size_);
+  }
+  void DoneWith(absl::string_view part) const override {
+    const auto begin = reinterpret_cast<uintptr_t>(data_);
+    const auto first = reinterpret_cast<uintptr_t>(part.data());
+    if (part.empty() || first < begin || first + part.size() > begin + size_) {
+      return;
+    }
+    // The pages wholly inside `part`: a page it shares with its neighbours
+    // may still be read.
+    static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t from = (first + page - 1) / page * page;
+    const uintptr_t to = (first + part.size()) / page * page;
+    // A hint: if it fails the pages stay, as they would have.
+    if (from < to) {
+      (void)madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+    }
   }
 
  private:
@@ -79,10 +96,12 @@ absl::Status FileSink::Write(int64_t offset, absl::string_view data) {
 
 absl::StatusOr<std::shared_ptr<const PayloadBytes>> FileSink::Read() {
   if (size_ == 0) return std::make_shared<EmptyBytes>();
-  // Populated at once: the reader is about to touch every page, and one
-  // call is cheaper than a fault per page.
-  void* data = mmap(nullptr, static_cast<size_t>(size_), PROT_READ,
-                    MAP_PRIVATE | MAP_POPULATE, fd_, 0);
+  // Not populated at once: a reader that gives pages back as it goes
+  // (PayloadBytes::DoneWith) then never holds the whole file. A read fault
+  // maps the pages around it too (the kernel's fault-around), so this costs
+  // a fault per 16 pages, not per page.
+  void* data =
+      mmap(nullptr, static_cast<size_t>(size_), PROT_READ, MAP_PRIVATE, fd_, 0);
   if (data == MAP_FAILED) {
     return SystemError(absl::StrCat("cannot map ", size_, " staged bytes"),
                        dir_, errno);

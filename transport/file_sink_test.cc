@@ -2,7 +2,10 @@
 
 #include <signal.h>
 
+#include <cinttypes>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -47,6 +50,52 @@ TEST(FileSinkTest, ReadsBackWhatWasWrittenAndLeavesNoFileBehind) {
   // The bytes outlive the sink while a reader holds them.
   sink->reset();
   EXPECT_EQ((*first)->view(), payload);
+}
+
+// The resident size of the mapping that holds `address`, from smaps.
+int64_t MappedResidentKb(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t from = 0, to = 0;
+    // A mapping's first line: "from-to perms ..."; its fields follow.
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &from, &to) == 2) {
+      inside = from <= at && at < to;
+      continue;
+    }
+    long kb = 0;
+    if (inside && std::sscanf(line.c_str(), "Rss: %ld kB", &kb) == 1) {
+      return kb;
+    }
+  }
+  return -1;
+}
+
+TEST(FileSinkTest, PagesTheReaderIsDoneWithAreGivenBackAndReadAgain) {
+  const std::string dir = FreshDir("file_sink_done_with");
+  std::string payload(4 << 20, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = char(i * 13 % 251);
+  absl::StatusOr<std::unique_ptr<FileSink>> sink = FileSink::Create(dir);
+  ASSERT_TRUE(sink.ok()) << sink.status();
+  ASSERT_TRUE((*sink)->Write(0, payload).ok());
+  absl::StatusOr<std::shared_ptr<const PayloadBytes>> bytes = (*sink)->Read();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  const absl::string_view view = (*bytes)->view();
+  ASSERT_EQ(view, payload);  // Touches every page.
+  EXPECT_GE(MappedResidentKb(view.data()), 4000);
+
+  // The first 3 MiB and a byte. The kernel may give back more than asked
+  // (a large folio mapped whole goes whole), never less.
+  (*bytes)->DoneWith(view.substr(0, (3 << 20) + 1));
+  const int64_t kept = MappedResidentKb(view.data() + (3 << 20));
+  EXPECT_GE(kept, 0);
+  EXPECT_LE(kept, 1100);
+  // Parts outside the bytes are ignored.
+  (*bytes)->DoneWith(absl::string_view(payload).substr(0, 4 << 20));
+  EXPECT_EQ(MappedResidentKb(view.data() + (3 << 20)), kept);
+  // What was given back reads the same again.
+  EXPECT_EQ(view, payload);
 }
 
 TEST(FileSinkTest, AnEmptyPayloadReadsAsEmpty) {

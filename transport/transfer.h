@@ -103,6 +103,12 @@ class PayloadBytes {
  public:
   virtual ~PayloadBytes() = default;
   virtual absl::string_view view() const = 0;
+  // The reader will not read `part` (a range of view()) again, so memory
+  // that holds only it may be given back; reading it again stays correct.
+  // A mapped file gives back at least the pages wholly inside `part` (the
+  // kernel may give back a large folio whole); they are read from the file
+  // again if touched. Bytes in memory are kept.
+  virtual void DoneWith(absl::string_view /*part*/) const {}
 };
 
 // A sink that keeps the whole payload, to be read once every byte arrived.

@@ -16,6 +16,7 @@
 #include <torch/types.h>
 
 #include "fedge/v1/transfer.pb.h"
+#include "transport/transfer.h"
 
 namespace fedge::transport {
 namespace {
@@ -522,9 +523,13 @@ absl::StatusOr<NamedTensors> UpdateToSend(const NamedTensors& trained,
   return change;
 }
 
-absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
-                                          const DecodeLimits& limits,
-                                          const CodecOptions* required) {
+namespace {
+
+// DecodeUpdate of `bytes`, which are `source`'s view if `source` is set.
+absl::StatusOr<NamedTensors> Decode(absl::string_view bytes,
+                                    const DecodeLimits& limits,
+                                    const CodecOptions* required,
+                                    const PayloadBytes* source) {
   // The data (the update, maybe compressed) stays where it is.
   std::vector<std::pair<int, absl::string_view>> views;
   std::string head;
@@ -576,6 +581,7 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
             ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output"));
       }
       serialized = decompressed;
+      if (source != nullptr) source->DoneWith(data);
       break;
     }
     default:
@@ -624,8 +630,25 @@ absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view bytes,
     absl::StatusOr<at::Tensor> t = DecodeTensor(e, in_place, limits);
     if (!t.ok()) return t.status();
     out.insert(e.name(), *std::move(t));
+    if (source != nullptr && payload.compression() == v1::COMPRESSION_NONE) {
+      source->DoneWith(tensor);
+    }
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<NamedTensors> DecodeUpdate(absl::string_view payload,
+                                          const DecodeLimits& limits,
+                                          const CodecOptions* required) {
+  return Decode(payload, limits, required, nullptr);
+}
+
+absl::StatusOr<NamedTensors> DecodeUpdate(const PayloadBytes& payload,
+                                          const DecodeLimits& limits,
+                                          const CodecOptions* required) {
+  return Decode(payload.view(), limits, required, &payload);
 }
 
 }  // namespace fedge::transport

@@ -38,6 +38,8 @@
 
 namespace fedge::transport {
 
+class PayloadBytes;  // transport/transfer.h
+
 using model::NamedTensors;
 
 enum class Codec { kFloat32, kFloat16, kBFloat16, kInt8Row, kTopK };
@@ -104,6 +106,14 @@ struct DecodeLimits {
 // `limits`.
 absl::StatusOr<NamedTensors> DecodeUpdate(
     absl::string_view payload, const DecodeLimits& limits = {},
+    const CodecOptions* required = nullptr);
+// The same, of `payload.view()`, telling `payload` what it is done with as
+// it goes (PayloadBytes::DoneWith): each tensor's bytes once decoded, or
+// the compressed bytes once decompressed. A staged upload mapped from its
+// file then gives its pages back tensor by tensor rather than holding the
+// whole update beside its decoded tensors.
+absl::StatusOr<NamedTensors> DecodeUpdate(
+    const PayloadBytes& payload, const DecodeLimits& limits = {},
     const CodecOptions* required = nullptr);
 
 }  // namespace fedge::transport
