@@ -25,6 +25,21 @@ NamedTensors LoraLikeUpdate() {
   return u;
 }
 
+// Bytes in memory that record what the decoder says it is done with.
+class RecordingBytes final : public PayloadBytes {
+ public:
+  explicit RecordingBytes(std::string bytes) : bytes_(std::move(bytes)) {}
+  absl::string_view view() const override { return bytes_; }
+  void DoneWith(absl::string_view part) const override {
+    done_.push_back(part);
+  }
+  const std::vector<absl::string_view>& done() const { return done_; }
+
+ private:
+  std::string bytes_;
+  mutable std::vector<absl::string_view> done_;
+};
+
 TEST(UpdateCodecTest, LosslessCodecsRoundTripAndShrink) {
   const NamedTensors update = LoraLikeUpdate();
   for (bool zstd : {false, true}) {
@@ -33,13 +48,31 @@ TEST(UpdateCodecTest, LosslessCodecsRoundTripAndShrink) {
     options.zstd = zstd;
     absl::StatusOr<EncodedPayload> encoded = EncodeUpdate(update, options);
     ASSERT_TRUE(encoded.ok()) << encoded.status();
-    absl::StatusOr<NamedTensors> decoded = DecodeUpdate(encoded->bytes);
-    ASSERT_TRUE(decoded.ok()) << decoded.status();
-    for (const auto& item : update) {
-      EXPECT_TRUE(torch::equal((*decoded)[item.key()], item.value()))
-          << item.key();
+    // From bytes, and from PayloadBytes told what the decoder is done with.
+    const RecordingBytes bytes(encoded->bytes);
+    for (absl::StatusOr<NamedTensors> decoded :
+         {DecodeUpdate(encoded->bytes), DecodeUpdate(bytes)}) {
+      ASSERT_TRUE(decoded.ok()) << decoded.status();
+      for (const auto& item : update) {
+        EXPECT_TRUE(torch::equal((*decoded)[item.key()], item.value()))
+            << item.key();
+      }
     }
     EXPECT_EQ(encoded->raw_bytes, (8 * 128 * 2 + 1) * 4);
+    // Uncompressed: each tensor's bytes, in order, within the payload and
+    // not overlapping. Compressed: the compressed bytes, once.
+    const absl::string_view all = bytes.view();
+    ASSERT_EQ(bytes.done().size(), zstd ? 1u : update.size()) << zstd;
+    const char* after = all.data();
+    size_t total = 0;
+    for (absl::string_view part : bytes.done()) {
+      EXPECT_GE(part.data(), after);
+      EXPECT_LE(part.data() + part.size(), all.data() + all.size());
+      after = part.data() + part.size();
+      total += part.size();
+    }
+    // The parts cover the values, which are most of the payload.
+    EXPECT_GT(total, all.size() / 2) << zstd;
   }
 }
 
@@ -340,53 +373,6 @@ TEST(UpdateCodecTest, EncodedPayloadsAreOrdinaryProtobuf) {
 // The decoder reads the payload in place: no prefix of a valid payload may
 // yield tensors, crash or read past its end (ASan checks the last). A
 // prefix that ends before the data is a well-formed empty update.
-// Bytes in memory that record what the decoder says it is done with.
-class RecordingBytes final : public PayloadBytes {
- public:
-  explicit RecordingBytes(std::string bytes) : bytes_(std::move(bytes)) {}
-  absl::string_view view() const override { return bytes_; }
-  void DoneWith(absl::string_view part) const override {
-    done_.push_back(part);
-  }
-  std::vector<absl::string_view>& done() const { return done_; }
-
- private:
-  std::string bytes_;
-  mutable std::vector<absl::string_view> done_;
-};
-
-TEST(UpdateCodecTest, DecodingFromPayloadBytesSaysWhatItIsDoneWith) {
-  const NamedTensors update = LoraLikeUpdate();
-  for (bool zstd : {false, true}) {
-    CodecOptions options;
-    options.codec = Codec::kFloat32;
-    options.zstd = zstd;
-    absl::StatusOr<EncodedPayload> encoded = EncodeUpdate(update, options);
-    ASSERT_TRUE(encoded.ok()) << encoded.status();
-    const RecordingBytes bytes(encoded->bytes);
-    absl::StatusOr<NamedTensors> decoded = DecodeUpdate(bytes);
-    ASSERT_TRUE(decoded.ok()) << decoded.status();
-    for (const auto& item : update) {
-      EXPECT_TRUE(torch::equal((*decoded)[item.key()], item.value()))
-          << item.key();
-    }
-    // Uncompressed: each tensor's bytes, in order, within the payload and
-    // not overlapping. Compressed: the compressed bytes, once.
-    const absl::string_view all = bytes.view();
-    ASSERT_EQ(bytes.done().size(), zstd ? 1u : update.size()) << zstd;
-    const char* after = all.data();
-    size_t total = 0;
-    for (absl::string_view part : bytes.done()) {
-      EXPECT_GE(part.data(), after);
-      EXPECT_LE(part.data() + part.size(), all.data() + all.size());
-      after = part.data() + part.size();
-      total += part.size();
-    }
-    // The parts cover the values, which are most of the payload.
-    EXPECT_GT(total, all.size() / 2) << zstd;
-  }
-}
-
 TEST(UpdateCodecTest, NoTruncationDecodesToTensors) {
   NamedTensors update;
   update.insert("w", torch::randn({3, 5}));
