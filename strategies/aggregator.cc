@@ -293,8 +293,9 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
       delta = noised.div_(options_.fixed_denominator);
     } else if (options_.kind == AggregatorKind::kMean &&
                !slot.coverage.defined() && slot.full_weight > 0) {
-      // Every update covered the whole tensor (dense FedAvg): one pass,
-      // the same values as the general case below.
+      // Every update covered the whole tensor (dense FedAvg): two passes
+      // with the tail's addition, the same values as the general case
+      // below.
       delta = slot.weighted.div(slot.full_weight);
     } else if (options_.kind == AggregatorKind::kMean) {
       at::Tensor denominator =
@@ -304,8 +305,7 @@ absl::StatusOr<NamedTensors> UpdateAggregator::Finish() const {
                             torch::kFloat64);
       delta = torch::where(denominator > 0,
                            slot.weighted / denominator.clamp_min(1e-300),
-                           torch::zeros_like(slot.weighted))
-                  .to(slot.weighted.scalar_type());
+                           torch::zeros_like(slot.weighted));
     } else {
       const at::Tensor d = torch::stack(slot.deltas);
       std::vector<at::Tensor> covers;
