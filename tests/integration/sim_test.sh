@@ -140,8 +140,11 @@ ups = {int(r["bytes_up"]) for r in accepted}
 assert len(ups) == 1 and ups.pop() % 4 == 0, ups
 PY
 
+# --fill_pace=1: every device trains the same 20 steps. By default a fast
+# device fills the round's pace with up to 4 times the steps, so the laptop
+# could train as long as the Pi 4 with dilation working.
 "$bin/fedge-sim" --emulate_cpu=dilate --task_set=base="$work/base" \
-  --out="$work/dsim" --clients=4 --rounds=2 --local_steps=20 \
+  --out="$work/dsim" --clients=4 --rounds=2 --local_steps=20 --fill_pace=1 \
   --eval_examples=500 --cache_dir="$work/cache" >"$work/dsim.log"
 python3 - "$work" <<'PY'
 import csv, json, sys
@@ -151,6 +154,7 @@ assert any("time dilation" in n for n in notes), notes
 train = {}
 for r in csv.DictReader(open(f"{work}/dsim/fedspine/clients.csv")):
     train.setdefault(r["device"], []).append(float(r["train_s"]))
+    assert r["max_steps"] == "20", r
 pi4, laptop = sum(train["device-0"]), sum(train["device-3"])
 print(f"dilated training: pi4 {pi4:.2f} s, laptop {laptop:.2f} s")
 assert pi4 > 3 * laptop, train
