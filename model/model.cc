@@ -142,6 +142,14 @@ NamedTensors CopyWeights(const torch::nn::Module& module) {
   return out;
 }
 
+void DropWeights(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& item : module.named_parameters(/*recurse=*/true)) {
+    at::Tensor& p = item.value();
+    p.set_data(at::zeros({}, p.options()).expand(p.sizes()));
+  }
+}
+
 int64_t CountParameters(const torch::nn::Module& module, bool trainable_only) {
   int64_t count = 0;
   for (const at::Tensor& p : module.parameters(/*recurse=*/true)) {

@@ -141,6 +141,15 @@ absl::Status LoadWeights(torch::nn::Module& module,
 // Detached copies of all parameters, by name (a snapshot, not aliases).
 NamedTensors CopyWeights(const torch::nn::Module& module);
 
+// Keeps `module`'s structure and lets its weights' memory go: every
+// parameter becomes a zero-valued placeholder of its shape and dtype that
+// holds a single element (an expanded scalar). Names, shapes and block
+// shapes stay; values read afterwards are zeros. Tensors taken before with
+// detach() keep the values (they share the old storage, which goes with its
+// last holder). For a holder that needs only the structure once the
+// weights live elsewhere (the dense coordinator's base, served from disk).
+void DropWeights(torch::nn::Module& module);
+
 // Number of scalar parameters; with `trainable_only`, only those with
 // requires_grad.
 int64_t CountParameters(const torch::nn::Module& module,

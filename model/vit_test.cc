@@ -70,6 +70,29 @@ TEST(VitTest, PrunedConfigWithCopiedWeightsMatchesZeroedFullModel) {
                               (*full)->forward(images), 1e-4, 1e-5));
 }
 
+TEST(VitTest, DroppedWeightsKeepTheStructureAndFreeTheBytes) {
+  absl::StatusOr<Vit> vit = CreateVit(SmallConfig());
+  ASSERT_TRUE(vit.ok());
+  const std::string config = (*vit)->ConfigJson();
+  const NamedTensors before = CopyWeights(**vit);
+  NamedTensors taken;  // Handles taken before the drop keep the values.
+  for (const auto& item : (*vit)->named_parameters(/*recurse=*/true)) {
+    taken.insert(item.key(), item.value().detach());
+  }
+  DropWeights(**vit);
+  const auto after = (*vit)->named_parameters(/*recurse=*/true);
+  ASSERT_EQ(after.size(), before.size());
+  for (const auto& item : after) {
+    const at::Tensor& p = item.value();
+    EXPECT_EQ(p.sizes(), before[item.key()].sizes()) << item.key();
+    EXPECT_EQ(p.scalar_type(), before[item.key()].scalar_type());
+    EXPECT_LE(p.storage().nbytes(), p.element_size()) << item.key();
+    EXPECT_TRUE(p.eq(0).all().item<bool>()) << item.key();
+    EXPECT_TRUE(torch::equal(taken[item.key()], before[item.key()]));
+  }
+  EXPECT_EQ((*vit)->ConfigJson(), config);
+}
+
 TEST(VitTest, FullyPrunedBlockStillRuns) {
   VitConfig config = SmallConfig();
   config.layers[1] = {0, 0, 0};

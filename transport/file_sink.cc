@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -56,6 +57,20 @@ class EmptyBytes final : public PayloadBytes {
   absl::string_view view() const override { return {}; }
 };
 
+class StagedSource final : public PayloadSource {
+ public:
+  explicit StagedSource(std::unique_ptr<FileSink> sink, int64_t size)
+      : sink_(std::move(sink)), size_(size) {}
+  int64_t size() const override { return size_; }
+  absl::Status Read(int64_t offset, absl::Span<char> out) const override {
+    return sink_->ReadAt(offset, out);
+  }
+
+ private:
+  const std::unique_ptr<FileSink> sink_;
+  const int64_t size_;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<FileSink>> FileSink::Create(
@@ -94,6 +109,26 @@ absl::Status FileSink::Write(int64_t offset, absl::string_view data) {
   return absl::OkStatus();
 }
 
+absl::Status FileSink::ReadAt(int64_t offset, absl::Span<char> out) const {
+  if (offset < 0 || offset + static_cast<int64_t>(out.size()) > size_) {
+    return absl::OutOfRangeError(
+        absl::StrCat("read [", offset, ", +", out.size(), ") of ", size_));
+  }
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = pread(fd_, out.data() + done, out.size() - done,
+                            offset + static_cast<int64_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {  // 0: the file lost bytes written to it.
+      return SystemError(
+          absl::StrCat("cannot read ", out.size(), " bytes at offset ", offset),
+          dir_, n < 0 ? errno : EIO);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<const PayloadBytes>> FileSink::Read() {
   if (size_ == 0) return std::make_shared<EmptyBytes>();
   // Not populated at once: a reader that gives pages back as it goes
@@ -107,6 +142,22 @@ absl::StatusOr<std::shared_ptr<const PayloadBytes>> FileSink::Read() {
                        dir_, errno);
   }
   return std::make_shared<MappedBytes>(data, static_cast<size_t>(size_));
+}
+
+absl::StatusOr<std::unique_ptr<PayloadSource>> StageOnDisk(
+    const PayloadSource& source, const std::string& dir) {
+  absl::StatusOr<std::unique_ptr<FileSink>> sink = FileSink::Create(dir);
+  if (!sink.ok()) return sink.status();
+  constexpr int64_t kPiece = int64_t{4} << 20;
+  std::string piece;
+  for (int64_t offset = 0; offset < source.size(); offset += kPiece) {
+    piece.resize(static_cast<size_t>(std::min(kPiece, source.size() - offset)));
+    if (absl::Status s = source.Read(offset, absl::MakeSpan(piece)); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = (*sink)->Write(offset, piece); !s.ok()) return s;
+  }
+  return std::make_unique<StagedSource>(*std::move(sink), source.size());
 }
 
 }  // namespace fedge::transport

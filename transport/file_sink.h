@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 #include "transport/transfer.h"
 
@@ -35,6 +36,11 @@ class FileSink final : public StoringSink {
   // Unavailable when the disk is full or failing: none of `data` counts
   // (the bytes before `offset` stay), so the chunk may be written again.
   absl::Status Write(int64_t offset, absl::string_view data) override;
+  // Copies [offset, offset + out.size()) of the bytes written into `out`
+  // with pread, without mapping them. OutOfRange if the range leaves them;
+  // Unavailable if the disk fails. Safe from several threads once the
+  // writes are done.
+  absl::Status ReadAt(int64_t offset, absl::Span<char> out) const;
   // Maps the bytes written so far read-only. Each call maps them anew, and
   // the mapping goes with the last reference to it, so pages a reader
   // touched count in the process's memory only while it reads.
@@ -46,5 +52,14 @@ class FileSink final : public StoringSink {
   std::string dir_;
   int64_t size_ = 0;
 };
+
+// `source` copied once into an unnamed file in `dir` (a FileSink) and read
+// back from it on every Read (FileSink::ReadAt): its pages live in the
+// kernel's page cache, not in the process's memory, however many devices
+// it is served to. For a large payload that is served often and whose
+// in-memory form can then go (the dense coordinator's base). Thread-safe.
+// FileSink::Create's and Write's errors, naming `dir`.
+absl::StatusOr<std::unique_ptr<PayloadSource>> StageOnDisk(
+    const PayloadSource& source, const std::string& dir);
 
 }  // namespace fedge::transport

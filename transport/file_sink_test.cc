@@ -98,6 +98,38 @@ TEST(FileSinkTest, PagesTheReaderIsDoneWithAreGivenBackAndReadAgain) {
   EXPECT_EQ(view, payload);
 }
 
+TEST(FileSinkTest, AStagedSourceServesItsBytesFromTheFile) {
+  const std::string dir = FreshDir("file_sink_staged");
+  // Not a multiple of StageOnDisk's 4 MiB pieces.
+  std::string payload((9 << 20) + 123, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = char(i * 13 % 241);
+  absl::StatusOr<std::unique_ptr<PayloadSource>> staged =
+      StageOnDisk(StringSource(payload), dir);
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  ASSERT_EQ((*staged)->size(), static_cast<int64_t>(payload.size()));
+  std::string back(payload.size(), '\0');
+  ASSERT_TRUE((*staged)->Read(0, absl::MakeSpan(back)).ok());
+  EXPECT_EQ(back, payload);
+  std::string middle(1000, '\0');
+  ASSERT_TRUE((*staged)->Read(5 << 20, absl::MakeSpan(middle)).ok());
+  EXPECT_EQ(middle, payload.substr(5 << 20, 1000));
+  EXPECT_EQ((*staged)
+                ->Read(static_cast<int64_t>(payload.size()) - 10,
+                       absl::MakeSpan(middle))
+                .code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*staged)->Read(-1, absl::MakeSpan(middle)).code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+
+  absl::StatusOr<std::unique_ptr<PayloadSource>> nowhere =
+      StageOnDisk(StringSource(payload), "/nonexistent/fedge-staging");
+  ASSERT_FALSE(nowhere.ok());
+  EXPECT_EQ(nowhere.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(nowhere.status().message(),
+              HasSubstr("/nonexistent/fedge-staging"));
+}
+
 TEST(FileSinkTest, AnEmptyPayloadReadsAsEmpty) {
   absl::StatusOr<std::unique_ptr<FileSink>> sink =
       FileSink::Create(FreshDir("file_sink_empty"));
