@@ -56,7 +56,11 @@ absl::StatusOr<std::unique_ptr<GlobalModel>> GlobalModel::Create(
       new GlobalModel(std::move(base), mode, lora, server));
   NamedTensors trained;
   if (mode == Mode::kDense) {
-    trained = model::CopyWeights(*global->base_);
+    // Version 0 is the base's own weights, not a copy: nothing changes a
+    // version in place, and the base's holder may drop its handles.
+    for (const auto& item : global->base_->named_parameters(/*recurse=*/true)) {
+      trained.insert(item.key(), item.value().detach());
+    }
   } else {
     for (auto& [path, linear] : model::NamedLinears(*global->base_)) {
       if (!lora.Targets(path)) continue;
@@ -506,7 +510,13 @@ absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
                                               const NamedTensors& state,
                                               double ratio) {
   torch::NoGradGuard no_grad;
-  NamedTensors weights = model::CopyWeights(base);
+  // Dense: every weight comes from the state, and the base gives only the
+  // names and shapes (its weights may have been dropped); LoRA: the state's
+  // changes are added to copies of the base's weights.
+  NamedTensors weights = mode == Mode::kDense
+                             ? base.named_parameters(/*recurse=*/true)
+                             : model::CopyWeights(base);
+  size_t from_state = 0;
   pruning::GroupScores scores;
   for (const auto& item : state) {
     const std::string& name = item.key();
@@ -524,7 +534,14 @@ absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
       return absl::InvalidArgumentError(absl::StrCat(
           "global state tensor '", name, "' does not fit the base model"));
     }
-    *w = mode == Mode::kDense ? item.value().clone() : *w + item.value();
+    // LoadWeights copies the dense weights into the new model.
+    *w = mode == Mode::kDense ? item.value() : *w + item.value();
+    ++from_state;
+  }
+  if (mode == Mode::kDense && from_state != weights.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a dense global state holds ", from_state, " of the ",
+                     weights.size(), " weights of the base model"));
   }
   absl::StatusOr<model::Model> merged = CloneWith(base, weights);
   if (!merged.ok() || ratio <= 0) return merged;

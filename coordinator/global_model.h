@@ -92,7 +92,11 @@ class GlobalModel {
   // Takes the base model (without adapters). InvalidArgument for bad LoRA
   // or server optimizer options, or targets that match no Linear of the
   // base. `server` is the step Commit takes on each round's mean
-  // (strategies/server_optimizer.h; FedAvg by default).
+  // (strategies/server_optimizer.h; FedAvg by default). Dense mode takes
+  // the base's weights as version 0 without copying them and from then on
+  // reads only the base's structure, so the caller may drop the base's
+  // weights (model::DropWeights) once it needs them no more; Materialize
+  // then still works. LoRA mode reads the base's weights throughout.
   static absl::StatusOr<std::unique_ptr<GlobalModel>> Create(
       model::Model base, Mode mode, const lora::LoraOptions& lora,
       const strategies::ServerOptimizerOptions& server = {});
@@ -304,10 +308,13 @@ absl::StatusOr<double> WritePeftAdapter(const NamedTensors& state,
 absl::StatusOr<model::Model> LoadBase(const std::string& dir);
 
 // The base with `state` (as GlobalModel::State() gave it) applied and
-// merged, pruned to `ratio` by the state's own scores. Reads `base` only,
+// merged, pruned to `ratio` by the state's own scores. Dense mode takes
+// every weight from `state` and only the structure from `base` (whose
+// weights may have been dropped). Reads `base` only,
 // so evaluation threads may call it while the engine goes on (the engine
 // replaces its tensors rather than changing them in place).
-// InvalidArgument for a state that does not fit the base.
+// InvalidArgument for a state that does not fit the base, or a dense
+// state that lacks one of its weights.
 absl::StatusOr<model::Model> MaterializeState(const model::ModelImpl& base,
                                               Mode mode,
                                               const NamedTensors& state,

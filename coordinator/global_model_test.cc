@@ -278,6 +278,47 @@ TEST(GlobalModelTest, DenseModeAveragesWeightsAndKeepsUncoveredOnes) {
   }
 }
 
+// The coordinator serves a dense base from disk and drops its weights:
+// version 0 is the base's weights themselves, and nothing after reads them.
+TEST(GlobalModelTest, DenseModeWorksAfterTheBaseDropsItsWeights) {
+  torch::manual_seed(0);
+  const model::Model base = testing::TinyVit(16);
+  const NamedTensors original = model::CopyWeights(*base);
+  auto global = GlobalModel::Create(base, Mode::kDense, {});
+  ASSERT_TRUE(global.ok()) << global.status();
+  const std::string w = "layers.0.mlp.up_proj.weight";
+  EXPECT_EQ((*global)->State()[w].data_ptr(),
+            base->named_parameters()[w].data_ptr());
+  model::DropWeights(*base);
+
+  const pruning::PruningPlan full = *(*global)->Plan(0.0);
+  const pruning::PruningPlan half = *(*global)->Plan(0.5);
+  const NamedTensors payload = *(*global)->Payload(full, 1, 0);
+  for (const auto& item : original) {
+    EXPECT_TRUE(torch::equal(payload[item.key()], item.value())) << item.key();
+  }
+  auto round = (*global)->BeginRound({});
+  NamedTensors moved = *(*global)->Payload(half, 1, 0);
+  for (auto& item : moved) item.value() = item.value() + 1.0;
+  ASSERT_TRUE(
+      (*global)->AddUpdate(*round, half, moved, NamedTensors(), 1.0).ok());
+  ASSERT_TRUE((*global)->Commit(*round, 0.5).ok());
+  const NamedTensors state = (*global)->State();
+  absl::StatusOr<model::Model> merged = (*global)->Materialize(0.0);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_TRUE(torch::equal(model::CopyWeights(**merged)[w], state[w]));
+  absl::StatusOr<model::Model> pruned = (*global)->Materialize(0.5);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_LT(model::CountParameters(**pruned), model::CountParameters(**merged));
+
+  // A dense state must hold every weight: the base has none to fall back on.
+  NamedTensors partial = state;
+  partial.erase(w);
+  const absl::StatusOr<model::Model> refused =
+      MaterializeState(*base, Mode::kDense, partial, 0.0);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(GlobalModelTest, DenseDevicesWithOnePlanShareOneSliceUntilACommit) {
   auto global = MakeGlobal(Mode::kDense);
   const pruning::PruningPlan full = *global->Plan(0.0);

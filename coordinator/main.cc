@@ -39,11 +39,12 @@ ABSL_FLAG(std::string, upload_staging_dir, "",
           "their update, as unnamed files that vanish with the coordinator "
           "(empty: RUN_DIR/uploads). Dense updates are the model's size: on "
           "disk, the coordinator's memory does not grow with the devices "
-          "uploading at once.");
+          "uploading at once. In --mode=dense the base model is served from "
+          "an unnamed file here too, so the coordinator holds it once.");
 ABSL_FLAG(int64_t, upload_staging_min_kb, 1024,
           "Uploads declaring at least this many KiB go to "
           "--upload_staging_dir, smaller ones (LoRA adapters) stay in memory; "
-          "-1: every upload in memory.");
+          "-1: every upload, and a dense base, in memory.");
 ABSL_FLAG(bool, resume, false,
           "Continue the federation checkpointed in --run_dir (an error if "
           "there is no checkpoint).");

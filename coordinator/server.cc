@@ -18,6 +18,7 @@
 #include "model/file_io.h"
 #include "model/safetensors.h"
 #include "model/threads.h"
+#include "transport/file_sink.h"
 #include "transport/sha256.h"
 #include "transport/transfer.h"
 #include "transport/update_codec.h"
@@ -102,6 +103,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                        staging.dir, ": ", error.message()));
     }
   }
+  const std::string staging_dir = staging.dir;
   s.store_ = std::make_unique<transport::TransferStore>(
       transport::AssemblerLimits(), /*expected_uploads_only=*/true,
       std::move(staging));
@@ -114,6 +116,22 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (!source.ok()) return source.status();
   std::shared_ptr<const transport::PayloadSource> base_source =
       std::move(*source);
+  // Dense mode with staging: the same bytes are served from a file in the
+  // staging directory, so that the base's weights can go once the global
+  // model holds them (version 0 is them; see below). The coordinator then
+  // holds the model once, not twice. LoRA mode reads the base throughout.
+  const bool base_on_disk =
+      c.engine.mode == Mode::kDense && !staging_dir.empty();
+  if (base_on_disk) {
+    absl::StatusOr<std::unique_ptr<transport::PayloadSource>> staged =
+        transport::StageOnDisk(*base_source, staging_dir);
+    if (!staged.ok()) {
+      return absl::Status(staged.status().code(),
+                          absl::StrCat("staging the base model to serve it: ",
+                                       staged.status().message()));
+    }
+    base_source = std::move(*staged);
+  }
   absl::StatusOr<transport::TransferInfo> base_info =
       transport::DescribePayload(*base_source, c.service.base_transfer_id,
                                  base_source->size(),
@@ -125,6 +143,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   absl::StatusOr<std::unique_ptr<GlobalModel>> global =
       CreateGlobalModel(s.base_, c.engine);
   if (!global.ok()) return global.status();
+  if (base_on_disk) model::DropWeights(*s.base_);
   if (c.engine.download_codec != "float32") {
     // EngineOptions::Validate checked the name (and dense mode).
     transport::CodecOptions codec;

@@ -41,7 +41,9 @@ struct ServerConfig {
   std::string run_dir = "runs/coordinator";  // CSVs and the checkpoint.
   // Where uploads of at least upload_staging_min_bytes wait for their
   // submission (unnamed files; transport::UploadStaging). Empty:
-  // run_dir/uploads. A negative minimum keeps every upload in memory.
+  // run_dir/uploads. Dense mode serves the base from an unnamed file there
+  // as well. A negative minimum keeps every upload, and the base, in
+  // memory.
   std::string upload_staging_dir;
   int64_t upload_staging_min_bytes = 1 << 20;
   bool resume = false;             // Require a checkpoint and continue it.
@@ -103,6 +105,8 @@ class CoordinatorServer {
 
   ServerConfig config_;
   metrics::Registry metrics_;
+  // Dense mode with upload staging: its structure only once the global
+  // model holds its weights (served from a staged file, see Start).
   model::Model base_;
   model::Dataset test_;
   model::Dataset validation_;
