@@ -25,10 +25,16 @@ std::string FreshDir(const std::string& name) {
   return dir;
 }
 
+// `size` bytes that differ from their neighbours (no run of equal pages).
+std::string Patterned(size_t size) {
+  std::string bytes(size, '\0');
+  for (size_t i = 0; i < size; ++i) bytes[i] = char(i * 13 % 251);
+  return bytes;
+}
+
 TEST(FileSinkTest, ReadsBackWhatWasWrittenAndLeavesNoFileBehind) {
   const std::string dir = FreshDir("file_sink_roundtrip");
-  std::string payload(3 << 20, '\0');
-  for (size_t i = 0; i < payload.size(); ++i) payload[i] = char(i * 7 % 251);
+  const std::string payload = Patterned(3 << 20);
   absl::StatusOr<std::unique_ptr<FileSink>> sink = FileSink::Create(dir);
   ASSERT_TRUE(sink.ok()) << sink.status();
 
@@ -74,8 +80,7 @@ int64_t MappedResidentKb(const void* address) {
 
 TEST(FileSinkTest, PagesTheReaderIsDoneWithAreGivenBackAndReadAgain) {
   const std::string dir = FreshDir("file_sink_done_with");
-  std::string payload(4 << 20, '\0');
-  for (size_t i = 0; i < payload.size(); ++i) payload[i] = char(i * 13 % 251);
+  const std::string payload = Patterned(4 << 20);
   absl::StatusOr<std::unique_ptr<FileSink>> sink = FileSink::Create(dir);
   ASSERT_TRUE(sink.ok()) << sink.status();
   ASSERT_TRUE((*sink)->Write(0, payload).ok());
@@ -101,8 +106,7 @@ TEST(FileSinkTest, PagesTheReaderIsDoneWithAreGivenBackAndReadAgain) {
 TEST(FileSinkTest, AStagedSourceServesItsBytesFromTheFile) {
   const std::string dir = FreshDir("file_sink_staged");
   // Not a multiple of StageOnDisk's 4 MiB pieces.
-  std::string payload((9 << 20) + 123, '\0');
-  for (size_t i = 0; i < payload.size(); ++i) payload[i] = char(i * 13 % 241);
+  const std::string payload = Patterned((9 << 20) + 123);
   absl::StatusOr<std::unique_ptr<PayloadSource>> staged =
       StageOnDisk(StringSource(payload), dir);
   ASSERT_TRUE(staged.ok()) << staged.status();
