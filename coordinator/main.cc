@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "coordinator/engine_flags.h"
 #include "coordinator/server.h"
+#include "model/block_cache.h"
 #include "model/dataset.h"
 #include "model/threads.h"
 #include "task/task_flags.h"
@@ -45,6 +46,14 @@ ABSL_FLAG(int64_t, upload_staging_min_kb, 1024,
           "Uploads declaring at least this many KiB go to "
           "--upload_staging_dir, smaller ones (LoRA adapters) stay in memory; "
           "-1: every upload, and a dense base, in memory.");
+ABSL_FLAG(int64_t, tensor_cache_mb, 1024,
+          "Dense mode: tensors of 256 KiB or more get memory of their own, "
+          "and once freed up to this many MiB of it is kept for the next "
+          "tensor of the same size (model/block_cache.h): rounds allocate "
+          "the same model-sized buffers again and again, and reusing them "
+          "keeps the heap from growing round over round and spares faulting "
+          "them in again. It never holds more than the largest amount such "
+          "tensors held at once. 0: off, tensors come from malloc.");
 ABSL_FLAG(bool, resume, false,
           "Continue the federation checkpointed in --run_dir (an error if "
           "there is no checkpoint).");
@@ -204,6 +213,20 @@ int main(int argc, char** argv) {
   if (config->engine.mode == fedge::coordinator::Mode::kDense &&
       std::getenv("MALLOC_ARENA_MAX") == nullptr) {
     mallopt(M_ARENA_MAX, 1);
+  }
+  if (absl::GetFlag(FLAGS_tensor_cache_mb) < 0) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--tensor_cache_mb must be 0 (off) or more, not ",
+                     absl::GetFlag(FLAGS_tensor_cache_mb))));
+  }
+  if (config->engine.mode == fedge::coordinator::Mode::kDense &&
+      absl::GetFlag(FLAGS_tensor_cache_mb) > 0) {
+    fedge::model::BlockCacheOptions cache;
+    cache.cache_bytes =
+        static_cast<size_t>(absl::GetFlag(FLAGS_tensor_cache_mb)) << 20;
+    absl::StatusOr<fedge::model::BlockCache*> installed =
+        fedge::model::InstallBlockCache(cache);
+    if (!installed.ok()) return Fail(installed.status());
   }
   // One socket per device, and one staged file per large upload waiting
   // for its submission: the soft limit on open files (often 1024) would

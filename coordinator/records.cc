@@ -19,6 +19,9 @@ std::string I(int64_t v) { return std::to_string(v); }
 void DeclareMetrics(metrics::Registry& r) {
   r.DeclareGauge("fedge_round", "Current round number.");
   r.DeclareGauge("fedge_devices_registered", "Devices in the registry.");
+  r.DeclareGauge("fedge_tensor_cache_bytes",
+                 "Dense mode with --tensor_cache_mb: bytes of large tensors "
+                 "by state (live: in tensors; cached: freed, kept for reuse).");
   r.DeclareGauge("fedge_devices_in_round",
                  "Devices invited to the current round.");
   r.DeclareCounter("fedge_rounds_total",

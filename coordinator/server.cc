@@ -13,6 +13,7 @@
 #include "coordinator/state_checkpoint.h"
 #include "coordinator/tick_failures.h"
 #include "coordinator/validation.h"
+#include "model/block_cache.h"
 #include "model/checkpoint.h"
 #include "model/dataset.h"
 #include "model/file_io.h"
@@ -318,14 +319,23 @@ void CoordinatorServer::TickLoop() {
     // Still once a second: trimming only when a round closes spared dense
     // rounds a third of their page faults, but let 500 LoRA devices' round
     // peak at 903 MiB instead of 622 (docs/architecture.md, large
-    // payloads). Not in dense mode, whose rounds free and allocate the
-    // same model-sized buffers: faulting them in again made each round's
-    // first update take several times as long to decode and fold, while
-    // the others waited for the decode budget (docs/architecture.md).
-    if (config_.engine.mode != Mode::kDense &&
+    // payloads). In dense mode only with the block cache, which keeps the
+    // model-sized buffers rounds free and allocate again out of the heap:
+    // trimming them away made each round's first update take several
+    // times as long to decode and fold, faulting them in again, while the
+    // others waited for the decode budget (docs/architecture.md).
+    model::BlockCache* cache = model::InstalledBlockCache();
+    if ((config_.engine.mode != Mode::kDense || cache != nullptr) &&
         absl::Now() - last_trim > absl::Seconds(1)) {
       model::ReleaseFreeHeap();
       last_trim = absl::Now();
+    }
+    if (cache != nullptr) {
+      const model::BlockCacheStats blocks = cache->stats();
+      metrics_.Set("fedge_tensor_cache_bytes", {{"state", "live"}},
+                   static_cast<double>(blocks.live_bytes));
+      metrics_.Set("fedge_tensor_cache_bytes", {{"state", "cached"}},
+                   static_cast<double>(blocks.cached_bytes));
     }
     metrics_.Set("fedge_round", {}, static_cast<double>(engine_->round()));
     metrics_.Set("fedge_devices_registered", {},

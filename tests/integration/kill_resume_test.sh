@@ -7,7 +7,11 @@
 # tokenizer and decoder pretrained on two of six fortune files, each client
 # holding other files.
 #
-# Usage: kill_resume_test.sh BIN_DIR [text]   (ctest passes build/<preset>/bin)
+# With `dense`, the image task in --mode=dense (FedAvg of every weight):
+# the base served from the staging directory, and LibTorch's allocator
+# replaced by the coordinator's block cache (model/block_cache.h).
+#
+# Usage: kill_resume_test.sh BIN_DIR [text|dense]   (ctest passes build/<preset>/bin)
 set -euo pipefail
 bin=$1
 work=$(mktemp -d)
@@ -41,10 +45,12 @@ else
     --progress_every=1000 >"$work/pretrain.log"
 fi
 
+mode=()
+[ "${2:-}" = dense ] && mode=(--mode=dense)
 port=$((20000 + RANDOM % 20000))
 coordinator() {
   "$bin/fedge-coordinator" --insecure --listen=127.0.0.1:$port \
-    "${task[@]}" --run_dir="$work/run" --rounds=4 \
+    "${task[@]}" ${mode[@]+"${mode[@]}"} --run_dir="$work/run" --rounds=4 \
     --min_devices=2 --max_steps=5 --eval_examples=300 --retry_after_ms=100 \
     --metrics_listen= --threads=1 --quiet "$@" >>"$work/coordinator.log" 2>&1 &
   c=$!
