@@ -152,8 +152,11 @@ absl::Status Participant::EnsureBase() {
     const auto start = Clock::now();
     FileSink sink(path);
     absl::StatusOr<transport::TransferStats> stats =
+        // Chunks of the coordinator's choosing (0), not its largest: each
+        // stream holds one chunk twice there, and every device fetches the
+        // base at once when a federation starts.
         link_->Download(options_.device_id, registration_.base_transfer_id(),
-                        registration_.max_chunk_bytes(), &sink);
+                        /*chunk_bytes=*/0, &sink);
     if (!stats.ok()) return stats.status();
     if (absl::Status s = sink.Commit(); !s.ok()) return s;
     const double seconds = Since(start);

@@ -92,6 +92,7 @@ class FakeCoordinator final : public CoordinatorLink {
                                    transport::PayloadFormat::kSafetensors);
     if (!info.ok()) return info.status();
     sink->Begin(*info);
+    if (chunk_bytes == 0) chunk_bytes = 1024;  // The server's default.
     for (int64_t at = 0; at < source.size(); at += chunk_bytes) {
       const absl::string_view chunk =
           absl::string_view(it->second).substr(at, chunk_bytes);
