@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <list>
 #include <map>
+#include <memory>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -48,8 +49,8 @@ struct BlockCacheStats {
   int64_t unmapped = 0;      // Blocks handed back to the kernel.
 };
 
-// Thread-safe. Must outlive every block it handed out (Install's never
-// dies).
+// Thread-safe. Must outlive every block it handed out (the installed one
+// is never destroyed).
 class BlockCache final : public c10::Allocator {
  public:
   // InvalidArgument for min_bytes under a page.
