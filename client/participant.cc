@@ -151,10 +151,10 @@ absl::Status Participant::EnsureBase() {
   if (!have.ok()) {
     const auto start = Clock::now();
     FileSink sink(path);
+    // Chunks of the coordinator's choosing (0), not its largest: each
+    // stream holds one chunk twice there, and every device fetches the
+    // base at once when a federation starts.
     absl::StatusOr<transport::TransferStats> stats =
-        // Chunks of the coordinator's choosing (0), not its largest: each
-        // stream holds one chunk twice there, and every device fetches the
-        // base at once when a federation starts.
         link_->Download(options_.device_id, registration_.base_transfer_id(),
                         /*chunk_bytes=*/0, &sink);
     if (!stats.ok()) return stats.status();
