@@ -162,6 +162,45 @@ def startup_peak_mb(bin_dir, out, task):
     return sampler.peak["client"]
 
 
+def wait_federation(coordinator, procs, grace_s=60, limit_s=3600):
+    """Waits for the coordinator (its rusage kept in coordinator.usage)
+    and the clients; returns what failed. Clients still running `grace_s`
+    after the coordinator exited are killed and reported (they would
+    retry a dead coordinator for --give_up_after_s), as is everything
+    still running after `limit_s`."""
+    failed, pending = [], dict(enumerate(procs))
+    start, exited_at = time.time(), None
+    while pending or exited_at is None:
+        if exited_at is None:
+            pid, status, usage = os.wait4(coordinator.pid, os.WNOHANG)
+            if pid:
+                exited_at, coordinator.usage = time.time(), usage
+                coordinator.returncode = os.waitstatus_to_exitcode(status)
+                if coordinator.returncode != 0:
+                    failed.append(f"coordinator exited {coordinator.returncode}")
+        for i, p in list(pending.items()):
+            if p.poll() is not None:
+                if p.returncode != 0:
+                    failed.append(f"client {i} exited {p.returncode}")
+                del pending[i]
+        late = exited_at is not None and time.time() - exited_at > grace_s
+        if late or time.time() - start > limit_s:
+            for i, p in pending.items():
+                p.kill()
+                p.wait()
+                failed.append(f"client {i} still running "
+                              + (f"{grace_s} s after the coordinator exited"
+                                 if late else f"after {limit_s} s"))
+            pending.clear()
+            if exited_at is None:
+                coordinator.kill()
+                _, _, coordinator.usage = os.wait4(coordinator.pid, 0)
+                exited_at = time.time()
+                failed.append(f"coordinator still running after {limit_s} s")
+        time.sleep(0.2)
+    return failed
+
+
 def run_federation(bin_dir, out, task, clients, rounds, threads, name=None,
                    flags=()):
     """One coordinator and `clients` client processes; returns the figures.
@@ -197,14 +236,7 @@ def run_federation(bin_dir, out, task, clients, rounds, threads, name=None,
                 stdout=client_log, stderr=subprocess.STDOUT)
             sampler.watch(f"client{i}", p.pid)
             procs.append(p)
-        failed = []
-        for i, p in enumerate(procs):
-            if p.wait(timeout=3600) != 0:
-                failed.append(f"client {i} exited {p.returncode}")
-        _, status, usage = os.wait4(coordinator.pid, 0)
-        coordinator.returncode = os.waitstatus_to_exitcode(status)
-        if coordinator.returncode != 0:
-            failed.append(f"coordinator exited {coordinator.returncode}")
+        failed = wait_federation(coordinator, procs)
     if failed:
         raise SystemExit(f"dense: {clients} clients: " + "; ".join(failed) +
                          f" (logs in {run_dir})")
@@ -242,9 +274,10 @@ def run_federation(bin_dir, out, task, clients, rounds, threads, name=None,
     coordinator_peak = sampler.peak["coordinator"]
     return {
         "rounds": per_round,
-        "coordinator_cpu_s": usage.ru_utime + usage.ru_stime,
-        "coordinator_sys_s": usage.ru_stime,
-        "coordinator_minor_faults": usage.ru_minflt,
+        "coordinator_cpu_s": (coordinator.usage.ru_utime
+                              + coordinator.usage.ru_stime),
+        "coordinator_sys_s": coordinator.usage.ru_stime,
+        "coordinator_minor_faults": coordinator.usage.ru_minflt,
         # Sampled only (see startup_peak_mb for why not ru_maxrss).
         "coordinator_peak_mb": coordinator_peak,
         "client_peak_mb": client_peaks,
