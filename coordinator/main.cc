@@ -182,6 +182,12 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
                      decode_budget_mb));
   }
   c.service.decode_budget_bytes = decode_budget_mb << 20;
+  // Used by main(), which installs the cache before the server starts.
+  if (absl::GetFlag(FLAGS_tensor_cache_mb) < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tensor_cache_mb must be 0 (off) or more, not ",
+                     absl::GetFlag(FLAGS_tensor_cache_mb)));
+  }
   c.service.workers = absl::GetFlag(FLAGS_rpc_workers);
   if (c.service.workers < 1) {
     return absl::InvalidArgumentError(
@@ -213,11 +219,6 @@ int main(int argc, char** argv) {
   if (config->engine.mode == fedge::coordinator::Mode::kDense &&
       std::getenv("MALLOC_ARENA_MAX") == nullptr) {
     mallopt(M_ARENA_MAX, 1);
-  }
-  if (absl::GetFlag(FLAGS_tensor_cache_mb) < 0) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--tensor_cache_mb must be 0 (off) or more, not ",
-                     absl::GetFlag(FLAGS_tensor_cache_mb))));
   }
   if (config->engine.mode == fedge::coordinator::Mode::kDense &&
       absl::GetFlag(FLAGS_tensor_cache_mb) > 0) {

@@ -127,8 +127,8 @@ void BlockCache::Recycle(Block* block) const {
       stats_.cached_bytes += block->size;
     } else {
       evicted.push_back(block);
+      ++stats_.unmapped;
     }
-    stats_.unmapped += static_cast<int64_t>(evicted.size());
   }
   Unmap(evicted);
 }
@@ -147,6 +147,7 @@ std::list<BlockCache::Block*> BlockCache::EvictTo(size_t keep) const {
     by_age_.pop_front();
     by_size_.erase(oldest->size_entry);
     stats_.cached_bytes -= oldest->size;
+    ++stats_.unmapped;
     evicted.push_back(oldest);
   }
   return evicted;
@@ -163,7 +164,6 @@ void BlockCache::SetCacheBytes(size_t bytes) {
     absl::MutexLock lock(&mu_);
     cache_bytes_ = bytes;
     evicted = EvictTo(bytes);
-    stats_.unmapped += static_cast<int64_t>(evicted.size());
   }
   Unmap(evicted);
 }
@@ -173,7 +173,6 @@ void BlockCache::Release() {
   {
     absl::MutexLock lock(&mu_);
     evicted = EvictTo(0);
-    stats_.unmapped += static_cast<int64_t>(evicted.size());
   }
   Unmap(evicted);
 }

@@ -81,7 +81,8 @@ class BlockCache final : public c10::Allocator {
   Block* TakeCached(size_t size) const ABSL_LOCKS_EXCLUDED(mu_);
   void Recycle(Block* block) const ABSL_LOCKS_EXCLUDED(mu_);
   // Takes the oldest cached blocks out until at most `keep` bytes stay
-  // cached; the caller unmaps them outside the lock.
+  // cached, counting them unmapped; the caller unmaps them outside the
+  // lock.
   std::list<Block*> EvictTo(size_t keep) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void Unmap(const std::list<Block*>& blocks);
