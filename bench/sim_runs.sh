@@ -48,14 +48,19 @@ fedspine_run() {
     trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
     while [ "$(jobs -rp | wc -l)" -ge "$fedspine_jobs" ]; do wait -n || true; done
     fedspine_spawned+=("$1")
-    ( "$bin/fedge-sim" "${federation[@]}" --out="$1" --strategies="$2" \
-        --coordinator_flags="$3" >"$1.log" || sim_ok $? "$1"
-      echo "$key" >"$1/command.txt" ) &
+    fedspine_exec "$1" "$2" "$3" "$key" &
     return
   fi
+  fedspine_exec "$1" "$2" "$3" "$key"
+}
+
+# fedspine_exec DIR STRATEGY COORDINATOR_FLAGS KEY: fedspine_run's fedge-sim
+# run; KEY in DIR/command.txt marks it finished (fedspine_wait, and keeping
+# a finished run).
+fedspine_exec() {
   "$bin/fedge-sim" "${federation[@]}" --out="$1" --strategies="$2" \
     --coordinator_flags="$3" >"$1.log" || sim_ok $? "$1"
-  echo "$key" >"$1/command.txt"
+  echo "$4" >"$1/command.txt"
 }
 
 # fedspine_wait: waits for every run fedspine_run started in the background;

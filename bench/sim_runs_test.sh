@@ -24,7 +24,7 @@ for a in "$@"; do
   esac
 done
 echo "start $(basename "$out") $(date +%s.%N)" >>"$EVENTS"
-sleep 0.5
+sleep 1
 [ -f "$table" ] || echo "seconds_per_training_flop lora 1e-11" >"$table"
 [ "$strategy" = fail ] && exit 1
 mkdir -p "$out"
