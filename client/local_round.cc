@@ -103,6 +103,7 @@ absl::StatusOr<LocalResult> TrainLocally(const v1::Task& task,
   // A classifier's loss only: a language model's devices train plain.
   train.balanced_softmax =
       t.balanced_softmax() && net.task() != model::Task::kLanguageModel;
+  if (t.constant_lr_in_round()) train.schedule = model::LrSchedule::kConstant;
   train.progress_every = 10;
   std::function<void()> prox;
   if (t.fedprox_mu() > 0) {

@@ -128,6 +128,26 @@ TEST_F(LocalRoundTest, LossBeforeAndAfterAreOnTheSameExamples) {
   EXPECT_LT(trained->loss_after, trained->loss_before);
 }
 
+// The task says whether the rate decays within the round: by default it
+// falls by a cosine to near 0 at the last step; constant_lr_in_round holds
+// the task's rate to the end.
+TEST_F(LocalRoundTest, TheTaskSaysWhetherTheRateDecaysWithinTheRound) {
+  double last_rate = -1;
+  LocalHooks hooks;
+  hooks.on_progress = [&](const model::TrainProgress& p) {
+    last_rate = p.learning_rate;
+  };
+  const double rate = task_.train().learning_rate();
+  ASSERT_TRUE(
+      TrainLocally(task_, config_json_, *base_, payload_, data_, hooks).ok());
+  EXPECT_GT(last_rate, 0);
+  EXPECT_LT(last_rate, 0.5 * rate);
+  task_.mutable_train()->set_constant_lr_in_round(true);
+  ASSERT_TRUE(
+      TrainLocally(task_, config_json_, *base_, payload_, data_, hooks).ok());
+  EXPECT_DOUBLE_EQ(last_rate, rate);
+}
+
 // A frozen residual of the global change comes with the adapter: it moves
 // the model the device starts from, is not trained and is not uploaded; a
 // malformed one is refused.

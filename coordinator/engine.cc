@@ -456,6 +456,9 @@ absl::StatusOr<Task> Engine::GetTask(const std::string& device_id,
     model::TrainOptions train;
     train.batch_size = options_.train.batch_size;
     train.learning_rate = task.learning_rate;
+    train.schedule = options_.train.in_round_schedule == "constant"
+                         ? model::LrSchedule::kConstant
+                         : model::LrSchedule::kCosine;
     train.weight_decay = options_.train.weight_decay;
     train.max_grad_norm = options_.train.max_grad_norm;
     participant.split = std::make_shared<SplitSession>(

@@ -302,11 +302,14 @@ absl::Status EngineOptions::Validate() const {
   if (train.epochs < 1 || train.batch_size < 1 || train.max_steps < 0 ||
       !(train.learning_rate > 0) || !(train.fedprox_mu >= 0) ||
       (train.round_schedule != "constant" &&
-       train.round_schedule != "cosine")) {
-    return absl::InvalidArgumentError(
+       train.round_schedule != "cosine") ||
+      (train.in_round_schedule != "constant" &&
+       train.in_round_schedule != "cosine")) {
+    return absl::InvalidArgumentError(absl::StrCat(
         "training needs epochs >= 1, batch_size >= 1, max_steps >= 0, "
-        "learning_rate > 0, fedprox_mu >= 0 and a round schedule of "
-        "constant or cosine");
+        "learning_rate > 0, fedprox_mu >= 0, and a round schedule and an "
+        "in-round schedule of constant or cosine (got '",
+        train.round_schedule, "' and '", train.in_round_schedule, "')"));
   }
   if (absl::StatusOr<transport::Codec> codec =
           transport::ParseCodec(upload_codec);

@@ -66,9 +66,12 @@ struct TrainSpec {
   // The flags' defaults are 3e-3 and "cosine" (docs/simulation.md).
   double learning_rate = 1e-3;
   // Across rounds: "constant", or "cosine" (round t of R trains at
-  // learning_rate * (1 + cos(pi (t - 1) / R)) / 2). Within a round the
-  // device warms up and decays as model::TrainOptions says.
+  // learning_rate * (1 + cos(pi (t - 1) / R)) / 2).
   std::string round_schedule = "constant";
+  // Within a device's round, after its warm-up: "cosine" (decays to 0 by
+  // the round's last step) or "constant" (holds the round's rate; the
+  // flag's default, docs/simulation.md).
+  std::string in_round_schedule = "cosine";
   double weight_decay = 0.0;
   double max_grad_norm = 1.0;
   double fedprox_mu = 0.0;

@@ -32,6 +32,17 @@ TEST(EngineOptionsTest, AnUnknownRoundScheduleIsRefused) {
   EXPECT_NE(s.message().find("round schedule"), std::string::npos) << s;
 }
 
+TEST(EngineOptionsTest, AnUnknownInRoundScheduleIsRefusedByName) {
+  EngineOptions o;
+  o.train.in_round_schedule = "constant";
+  EXPECT_TRUE(o.Validate().ok());
+  o.train.in_round_schedule = "step";
+  const absl::Status s = o.Validate();
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_NE(s.message().find("in-round schedule"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("'step'"), std::string::npos) << s;
+}
+
 TEST(EngineOptionsTest, FillingThePaceMultipliesAStepCap) {
   EngineOptions o;
   o.train.fill_pace = 4;

@@ -283,6 +283,7 @@ v1::Task TaskToProto(const Task& task, const EngineOptions& engine,
   train->set_max_grad_norm(t.max_grad_norm);
   train->set_fedprox_mu(t.fedprox_mu);
   train->set_balanced_softmax(t.balanced_softmax);
+  train->set_constant_lr_in_round(t.in_round_schedule == "constant");
   train->set_local_dp_clip(t.local_dp_clip);
   train->set_local_dp_noise_multiplier(t.local_dp_noise_multiplier);
   train->set_seed(task.train_seed);
