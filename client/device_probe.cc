@@ -111,4 +111,12 @@ void ResetPeakRss() {
   clear << "5";
 }
 
+int64_t PredictedPeakBytes(int64_t resident, int64_t reusable,
+                           int64_t training_bytes) {
+  resident = std::max<int64_t>(0, resident);
+  reusable = std::clamp<int64_t>(reusable, 0, resident);
+  training_bytes = std::max<int64_t>(0, training_bytes);
+  return std::max(resident, resident - reusable + training_bytes);
+}
+
 }  // namespace fedge::client

@@ -31,4 +31,13 @@ int64_t PeakRssBytes();
 // so a round's peak is its own and not the data loading's.
 void ResetPeakRss();
 
+// The peak resident size a round will reach, predicted before it trains:
+// `training_bytes` (model::TrainingPeakBytes) on top of what is live now.
+// `resident` is the RSS now and `reusable` the part of it that is freed
+// memory the process kept (malloc's free heap, resident), which training's
+// allocations take before the kernel's. Never below `resident`; negative
+// inputs count as 0 and `reusable` at most as `resident`.
+int64_t PredictedPeakBytes(int64_t resident, int64_t reusable,
+                           int64_t training_bytes);
+
 }  // namespace fedge::client

@@ -218,6 +218,11 @@ void Participant::Say(absl::string_view event, int64_t round,
   std::fflush(stdout);
 }
 
+void Participant::ReleaseHeap() {
+  model::ReleaseFreeHeap();
+  heap_released_ = true;
+}
+
 void Participant::Heartbeat(int64_t round, const char* phase, double progress) {
   const absl::Duration interval = absl::Milliseconds(
       std::max<int64_t>(1000, registration_.heartbeat_interval_ms()));
@@ -392,7 +397,7 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   // LibTorch frees a round's activations into malloc's arenas, which keep
   // them resident (ParticipantOptions::release_memory_after).
   if (options_.release_memory_after <= absl::ZeroDuration()) {
-    model::ReleaseFreeHeap();
+    ReleaseHeap();
   }
   ResetPeakRss();
 
@@ -421,15 +426,20 @@ absl::StatusOr<RoundReport> Participant::RunRound(const v1::Task& task) {
   // Refuse a task that would not fit rather than be killed by the OS.
   hooks.admit = [&](int64_t estimated_bytes) {
     const int64_t budget = options_.memory_budget_bytes;
-    report.estimated_peak_bytes = RssBytes() + estimated_bytes;
-    if (budget > 0 && report.estimated_peak_bytes > budget) {
-      // Part of the RSS may be what earlier rounds freed and kept.
-      model::ReleaseFreeHeap();
-      report.estimated_peak_bytes = RssBytes() + estimated_bytes;
-    }
-    return budget <= 0 || report.estimated_peak_bytes <= budget;
+    // The admission bound counts the kept free heap as if training could
+    // not reuse it, since part of it may not be resident (an older
+    // release); near the budget it gives that memory back first.
+    if (budget > 0 && RssBytes() + estimated_bytes > budget) ReleaseHeap();
+    const int64_t resident = RssBytes();
+    // The prediction, reported, lets training take what was kept.
+    report.estimated_peak_bytes = PredictedPeakBytes(
+        resident, heap_released_ ? 0 : model::FreeHeapBytes(), estimated_bytes);
+    return budget <= 0 || resident + estimated_bytes <= budget;
   };
-  hooks.on_train_start = [&] { enter("train"); };
+  hooks.on_train_start = [&] {
+    heap_released_ = false;
+    enter("train");
+  };
   hooks.on_progress = [&](const model::TrainProgress& p) {
     const double fraction =
         p.total_steps > 0 ? static_cast<double>(p.step) / p.total_steps : 0;
@@ -629,7 +639,7 @@ absl::Status Participant::Run() {
     if (!response.has_task() || response.task().nonce() == last_nonce) {
       if (!released &&
           absl::Now() - idle_since >= options_.release_memory_after) {
-        model::ReleaseFreeHeap();
+        ReleaseHeap();
         released = true;
       }
       const int64_t wait_ms = std::max<int64_t>(response.retry_after_ms(), 50);

@@ -95,7 +95,9 @@ struct RoundReport {
   int64_t examples = 0;
   double loss_before = 0, loss_after = 0;
   int64_t peak_rss_bytes = 0;
-  // RSS before training plus model::EstimateTrainingBytes.
+  // The round's predicted peak RSS (PredictedPeakBytes): what is live
+  // before training plus model::EstimateTrainingBytes, the free heap kept
+  // from earlier rounds counted as reused.
   int64_t estimated_peak_bytes = 0;
   // Secure aggregation: seconds the round waited after training for the
   // key exchange (which runs beside download and training), the
@@ -181,6 +183,8 @@ class Participant {
                      const std::atomic<bool>* abandon = nullptr);
   // Main thread only.
   void Heartbeat(int64_t round, const char* phase, double progress);
+  // model::ReleaseFreeHeap, noted in heap_released_. Main thread only.
+  void ReleaseHeap();
   // Sleeps for `duration`, or less if Stop() is called or `abandon`
   // (optional) is set meanwhile. Thread-safe.
   void Pause(absl::Duration duration,
@@ -209,6 +213,10 @@ class Participant {
   };
   std::optional<Held> held_;
   absl::Time last_heartbeat_ = absl::InfinitePast();
+  // Whether malloc's free heap went back to the kernel since training last
+  // ran (or ever): then what it counts is not resident, and a round's
+  // predicted peak takes none of it as reusable. Main thread only.
+  bool heap_released_ = true;
 };
 
 }  // namespace fedge::client

@@ -42,4 +42,12 @@ void ReleaseFreeHeap() {
 #endif
 }
 
+int64_t FreeHeapBytes() {
+#if defined(__GLIBC__) && !defined(FEDGE_ASAN) && __GLIBC_PREREQ(2, 33)
+  return static_cast<int64_t>(mallinfo2().fordblks);
+#else
+  return 0;
+#endif
+}
+
 }  // namespace fedge::model

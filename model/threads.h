@@ -1,6 +1,8 @@
 // LibTorch's process-wide settings, applied once at start-up by each binary.
 #pragma once
 
+#include <cstdint>
+
 namespace fedge::model {
 
 // Sets LibTorch's intra-op threads (and OpenMP's, which OpenBLAS uses) to
@@ -19,5 +21,12 @@ int ConfigureRuntime(int threads);
 // arenas are never set up, and two threads' first malloc_trim raced on
 // initialising them (a CI crash). Thread-safe; can take tens of ms.
 void ReleaseFreeHeap();
+
+// Bytes of freed memory that glibc's malloc holds for reuse, over every
+// arena (mallinfo2's fordblks). After ReleaseFreeHeap most of it is no
+// longer resident, though still counted. 0 where malloc is not glibc's
+// (2.33 or later) and under AddressSanitizer. Thread-safe; walks the
+// arenas' free lists (microseconds to a few ms).
+int64_t FreeHeapBytes();
 
 }  // namespace fedge::model

@@ -1,0 +1,44 @@
+#include "model/threads.h"
+
+#include <malloc.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FEDGE_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define FEDGE_ASAN 1
+#endif
+
+namespace fedge::model {
+namespace {
+
+TEST(FreeHeapBytesTest, CountsABlockFreedIntoTheHeap) {
+#if defined(__GLIBC__) && !defined(FEDGE_ASAN) && __GLIBC_PREREQ(2, 33)
+  ConfigureRuntime(1);  // Its mmap threshold (64 MiB) keeps 8 MiB in the heap.
+  constexpr size_t kBytes = 8 << 20;
+  char* block = static_cast<char*>(std::malloc(kBytes));
+  // A live block after it, so the freed one is not the heap's top, which
+  // free may hand back to the kernel.
+  char* fence = static_cast<char*>(std::malloc(64));
+  ASSERT_NE(block, nullptr);
+  ASSERT_NE(fence, nullptr);
+  std::memset(block, 1, kBytes);
+  asm volatile("" : : "r"(block), "r"(fence) : "memory");
+  const int64_t before = FreeHeapBytes();
+  std::free(block);
+  EXPECT_GE(FreeHeapBytes() - before, static_cast<int64_t>(kBytes));
+  std::free(fence);
+#else
+  EXPECT_EQ(FreeHeapBytes(), 0);  // Not glibc's malloc: nothing to count.
+#endif
+}
+
+}  // namespace
+}  // namespace fedge::model
