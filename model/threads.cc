@@ -43,11 +43,12 @@ void ReleaseFreeHeap() {
 }
 
 int64_t FreeHeapBytes() {
-#if defined(__GLIBC__) && !defined(FEDGE_ASAN) && __GLIBC_PREREQ(2, 33)
+#if defined(__GLIBC__) && !defined(FEDGE_ASAN)
+#if __GLIBC_PREREQ(2, 33)
   return static_cast<int64_t>(mallinfo2().fordblks);
-#else
-  return 0;
 #endif
+#endif
+  return 0;
 }
 
 }  // namespace fedge::model
