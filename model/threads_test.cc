@@ -5,14 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FEDGE_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define FEDGE_ASAN 1
-#endif
+#include "model/asan.h"
 
 namespace fedge::model {
 namespace {
