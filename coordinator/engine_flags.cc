@@ -142,11 +142,17 @@ ABSL_FLAG(uint64_t, dp_seed, 0,
           "Differential privacy: 0 draws each round's noise and sample from "
           "the operating system; anything else repeats them (tests and "
           "benchmarks only: the noise is then no secret).");
-ABSL_FLAG(std::string, server_optimizer, "none",
+ABSL_FLAG(std::string, server_optimizer, "auto",
           "The step on each round's mean change: none (FedAvg), momentum "
-          "(FedAvgM) or adam (FedAdam); docs/architecture.md.");
+          "(FedAvgM) or adam (FedAdam); docs/architecture.md. auto: "
+          "momentum for image classification in LoRA mode (0.2-0.4 points "
+          "over FedAvg in 10 rounds of the default task), none for text "
+          "tasks (it gained less there) and in dense mode (plain FedAvg of "
+          "every weight); docs/simulation.md.");
 ABSL_FLAG(double, server_lr, 1.0, "Server optimizer learning rate.");
-ABSL_FLAG(double, server_momentum, 0.9, "momentum: its factor; adam: beta1.");
+ABSL_FLAG(double, server_momentum, 0.5,
+          "momentum: its factor (0.9 overshot on text and on images).");
+ABSL_FLAG(double, server_beta1, 0.9, "adam: beta1.");
 ABSL_FLAG(double, server_beta2, 0.99, "adam: beta2.");
 ABSL_FLAG(double, server_epsilon, 1e-3, "adam: epsilon (tau).");
 ABSL_FLAG(double, lora_alpha, 16.0, "LoRA alpha (scale alpha / rank).");
@@ -266,7 +272,8 @@ absl::StatusOr<std::map<std::string, strategies::Arm>> ParseDeviceArms(
   return arms;
 }
 
-absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
+absl::StatusOr<EngineOptions> EngineOptionsFromFlags(
+    task::Objective objective) {
   namespace fs = fedge::strategies;
   EngineOptions e;
   auto mode = ParseMode(absl::GetFlag(FLAGS_mode));
@@ -351,11 +358,17 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
     if (!z.ok()) return FlagError("dp_epsilon", z.status());
     e.privacy.noise_multiplier = *z;
   }
-  auto server =
-      fs::ParseServerOptimizerKind(absl::GetFlag(FLAGS_server_optimizer));
+  std::string server_name = absl::GetFlag(FLAGS_server_optimizer);
+  if (server_name == "auto") {
+    server_name =
+        e.mode == Mode::kDense || task::IsText(objective) ? "none" : "momentum";
+  }
+  auto server = fs::ParseServerOptimizerKind(server_name);
   if (!server.ok()) return FlagError("server_optimizer", server.status());
-  e.server_optimizer = {*server, absl::GetFlag(FLAGS_server_lr),
+  e.server_optimizer = {*server,
+                        absl::GetFlag(FLAGS_server_lr),
                         absl::GetFlag(FLAGS_server_momentum),
+                        absl::GetFlag(FLAGS_server_beta1),
                         absl::GetFlag(FLAGS_server_beta2),
                         absl::GetFlag(FLAGS_server_epsilon)};
   e.lora.alpha = absl::GetFlag(FLAGS_lora_alpha);

@@ -10,12 +10,14 @@
 #include "absl/status/statusor.h"
 
 #include "coordinator/engine.h"
+#include "task/spec.h"
 
 namespace fedge::coordinator {
 
-// The options the flags describe. InvalidArgument naming the flag for a
-// value that does not parse or does not validate.
-absl::StatusOr<EngineOptions> EngineOptionsFromFlags();
+// The options the flags describe for a task of `objective` (what the
+// "auto" defaults resolve to depends on it). InvalidArgument naming the flag
+// for a value that does not parse or does not validate.
+absl::StatusOr<EngineOptions> EngineOptionsFromFlags(task::Objective objective);
 
 // --device_arms: "ID=RATIO:RANK,..." (empty: none). InvalidArgument naming
 // a malformed item or a device named twice; the arms themselves are checked

@@ -18,6 +18,7 @@
 #include "model/block_cache.h"
 #include "model/dataset.h"
 #include "model/threads.h"
+#include "strategies/server_optimizer.h"
 #include "task/task_flags.h"
 #include <sys/resource.h>
 
@@ -154,7 +155,8 @@ absl::StatusOr<fedge::coordinator::ServerConfig> ConfigFromFlags() {
     return absl::InvalidArgumentError("--mtls needs --tls_ca");
   }
 
-  absl::StatusOr<fc::EngineOptions> engine = fc::EngineOptionsFromFlags();
+  absl::StatusOr<fc::EngineOptions> engine =
+      fc::EngineOptionsFromFlags(c.task.objective);
   if (!engine.ok()) return engine.status();
   if (engine->bandit.kind == fedge::strategies::BanditKind::kOracle) {
     return absl::InvalidArgumentError(
@@ -243,14 +245,15 @@ int main(int argc, char** argv) {
   if (!server.ok()) return Fail(server.status());
   std::printf(
       "fedge-coordinator: serving on port %d (%s), task %s, base %s, "
-      "digest %.12s..., metrics %s, run dir %s\n",
+      "digest %.12s..., metrics %s, run dir %s, server step %s\n",
       (*server)->port(), config->tls.insecure() ? "insecure" : "TLS",
       config->task.name.c_str(), config->task.base_dir.c_str(),
       (*server)->base_digest().c_str(),
       (*server)->metrics_port() > 0
           ? absl::StrCat("port ", (*server)->metrics_port()).c_str()
           : "off",
-      config->run_dir.c_str());
+      config->run_dir.c_str(),
+      fedge::strategies::Describe(config->engine.server_optimizer).c_str());
   if (const std::string privacy =
           fedge::coordinator::PrivacySummary(config->engine);
       !privacy.empty()) {

@@ -17,6 +17,7 @@
 #include "model/threads.h"
 #include "sim/profiles.h"
 #include "sim/virtual_clock.h"
+#include "strategies/server_optimizer.h"
 #include "task/task_flags.h"
 
 ABSL_FLAG(int, clients, 100, "Devices in the federation.");
@@ -67,8 +68,10 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return Fail(s);
   }
+  absl::StatusOr<fedge::task::TaskSpec> task = fedge::task::TaskFromFlags();
+  if (!task.ok()) return Fail(task.status());
   absl::StatusOr<fedge::coordinator::EngineOptions> engine =
-      fedge::coordinator::EngineOptionsFromFlags();
+      fedge::coordinator::EngineOptionsFromFlags(task->objective);
   if (!engine.ok()) return Fail(engine.status());
   if (engine->download_codec != "float32") {
     return Fail(absl::InvalidArgumentError(
@@ -93,8 +96,6 @@ int main(int argc, char** argv) {
       fedge::sim::ParseSpeedSwap(absl::GetFlag(FLAGS_swap_speeds), clients);
   if (!swap.ok()) return Fail(swap.status());
   config.swap = *std::move(swap);
-  absl::StatusOr<fedge::task::TaskSpec> task = fedge::task::TaskFromFlags();
-  if (!task.ok()) return Fail(task.status());
   config.task = *std::move(task);
   config.run_dir = absl::GetFlag(FLAGS_run_dir);
   config.eval_examples = absl::GetFlag(FLAGS_eval_examples);
@@ -118,8 +119,10 @@ int main(int argc, char** argv) {
     std::printf(
         "fedge-vclock: VIRTUAL CLOCK: %d devices, %s per round train for "
         "real on this machine; download, compute and upload times are "
-        "charged from the device and link profiles; records in %s\n",
-        clients, per_round.c_str(), config.run_dir.c_str());
+        "charged from the device and link profiles; records in %s; server "
+        "step %s\n",
+        clients, per_round.c_str(), config.run_dir.c_str(),
+        fedge::strategies::Describe(engine->server_optimizer).c_str());
     if (const std::string privacy = fedge::coordinator::PrivacySummary(*engine);
         !privacy.empty()) {
       std::printf("fedge-vclock: %s\n", privacy.c_str());

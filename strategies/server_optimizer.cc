@@ -26,6 +26,10 @@ absl::Status ServerOptimizerOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "server optimizer momentum must be in [0, 1), got ", momentum));
   }
+  if (!(beta1 >= 0 && beta1 < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server optimizer beta1 must be in [0, 1), got ", beta1));
+  }
   if (!(beta2 >= 0 && beta2 < 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("server optimizer beta2 must be in [0, 1), got ", beta2));
@@ -35,6 +39,21 @@ absl::Status ServerOptimizerOptions::Validate() const {
         absl::StrCat("server optimizer epsilon must be > 0, got ", epsilon));
   }
   return absl::OkStatus();
+}
+
+std::string Describe(const ServerOptimizerOptions& options) {
+  switch (options.kind) {
+    case ServerOptimizerKind::kNone:
+      return "FedAvg";
+    case ServerOptimizerKind::kMomentum:
+      return absl::StrCat("FedAvgM (momentum ", options.momentum,
+                          ", server lr ", options.learning_rate, ")");
+    case ServerOptimizerKind::kAdam:
+      return absl::StrCat("FedAdam (server lr ", options.learning_rate,
+                          ", beta1 ", options.beta1, ", beta2 ", options.beta2,
+                          ", tau ", options.epsilon, ")");
+  }
+  return "unknown";
 }
 
 bool IsServerOptimizerState(absl::string_view name) {
@@ -125,9 +144,9 @@ absl::StatusOr<ServerStepResult> ServerStep(
     } else {
       const std::string v_name = absl::StrCat(kServerVariancePrefix, name);
       const at::Tensor* v_old = state.find(v_name);
-      at::Tensor m = (1 - options.momentum) * delta;
+      at::Tensor m = (1 - options.beta1) * delta;
       at::Tensor v = (1 - options.beta2) * delta * delta;
-      if (m_old != nullptr) m += options.momentum * *m_old;
+      if (m_old != nullptr) m += options.beta1 * *m_old;
       if (v_old != nullptr) v += options.beta2 * *v_old;
       step = options.learning_rate * m / (v.sqrt() + options.epsilon);
       result.state.insert(m_name, std::move(m));

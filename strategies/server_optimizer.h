@@ -40,13 +40,18 @@ absl::StatusOr<ServerOptimizerKind> ParseServerOptimizerKind(
 struct ServerOptimizerOptions {
   ServerOptimizerKind kind = ServerOptimizerKind::kNone;
   double learning_rate = 1.0;  // > 0.
-  double momentum = 0.9;       // kMomentum's m and kAdam's b1, in [0, 1).
+  double momentum = 0.5;       // kMomentum's factor, in [0, 1).
+  double beta1 = 0.9;          // kAdam, in [0, 1).
   double beta2 = 0.99;         // kAdam, in [0, 1).
   double epsilon = 1e-3;       // kAdam's tau, > 0.
 
   // InvalidArgument naming the first bad field.
   absl::Status Validate() const;
 };
+
+// What the step is, for a binary's start-up line: "FedAvg", "FedAvgM
+// (momentum 0.5, server lr 1)" or "FedAdam (...)".
+std::string Describe(const ServerOptimizerOptions& options);
 
 // The prefix of the state tensors of `name`'s first and second moments.
 inline constexpr absl::string_view kServerMomentPrefix = "server_m.";

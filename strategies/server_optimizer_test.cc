@@ -49,7 +49,8 @@ TEST(ServerOptimizerTest, AdamMatchesItsFormula) {
   ServerOptimizerOptions o;
   o.kind = ServerOptimizerKind::kAdam;
   o.learning_rate = 0.1;
-  o.momentum = 0.9;
+  o.momentum = 0.3;  // Momentum's factor: FedAdam ignores it.
+  o.beta1 = 0.9;
   o.beta2 = 0.99;
   o.epsilon = 1e-3;
   absl::StatusOr<ServerStepResult> r =
@@ -71,6 +72,9 @@ TEST(ServerOptimizerTest, BadOptionsShapesAndStatesAreRefused) {
   o.momentum = 1;
   EXPECT_FALSE(ServerStep(o, current, current, NamedTensors()).ok());
   o.momentum = 0.9;
+  o.beta1 = 1;
+  EXPECT_FALSE(ServerStep(o, current, current, NamedTensors()).ok());
+  o.beta1 = 0.9;
   o.learning_rate = 0;
   EXPECT_FALSE(ServerStep(o, current, current, NamedTensors()).ok());
   o.learning_rate = 1;
@@ -96,6 +100,18 @@ TEST(ServerOptimizerTest, BadOptionsShapesAndStatesAreRefused) {
   EXPECT_EQ(ParseServerOptimizerKind("adam").value(),
             ServerOptimizerKind::kAdam);
   EXPECT_FALSE(ParseServerOptimizerKind("sgd").ok());
+}
+
+TEST(ServerOptimizerTest, DescribeNamesTheStepAndItsSettings) {
+  ServerOptimizerOptions o;
+  EXPECT_EQ(Describe(o), "FedAvg");
+  o.kind = ServerOptimizerKind::kMomentum;
+  o.momentum = 0.5;
+  EXPECT_EQ(Describe(o), "FedAvgM (momentum 0.5, server lr 1)");
+  o.kind = ServerOptimizerKind::kAdam;
+  o.learning_rate = 0.01;
+  EXPECT_EQ(Describe(o),
+            "FedAdam (server lr 0.01, beta1 0.9, beta2 0.99, tau 0.001)");
 }
 
 }  // namespace
