@@ -9,13 +9,48 @@
 
 namespace fedge::transport {
 
-absl::Status StringSource::Read(int64_t offset, absl::Span<char> out) const {
-  if (offset < 0 || offset + static_cast<int64_t>(out.size()) > size()) {
-    return absl::OutOfRangeError(
-        absl::StrCat("read [", offset, ", +", out.size(), ") of ", size()));
+namespace {
+
+bool InRange(int64_t offset, int64_t size, int64_t total) {
+  return offset >= 0 && size >= 0 && offset <= total - size;
+}
+
+// Copies a View's pieces into `out` (their sizes sum to out.size()).
+void CopyPieces(const std::vector<absl::string_view>& pieces,
+                absl::Span<char> out) {
+  char* dst = out.data();
+  for (absl::string_view piece : pieces) {
+    std::memcpy(dst, piece.data(), piece.size());
+    dst += piece.size();
   }
-  std::memcpy(out.data(), bytes_.data() + offset, out.size());
+}
+
+absl::Status OutOfRange(int64_t offset, size_t size, int64_t total) {
+  return absl::OutOfRangeError(
+      absl::StrCat("read [", offset, ", +", size, ") of ", total));
+}
+
+}  // namespace
+
+bool PayloadSource::View(int64_t, int64_t,
+                         std::vector<absl::string_view>*) const {
+  return false;
+}
+
+absl::Status StringSource::Read(int64_t offset, absl::Span<char> out) const {
+  std::vector<absl::string_view> pieces;
+  if (!View(offset, static_cast<int64_t>(out.size()), &pieces)) {
+    return OutOfRange(offset, out.size(), size());
+  }
+  CopyPieces(pieces, out);
   return absl::OkStatus();
+}
+
+bool StringSource::View(int64_t offset, int64_t size,
+                        std::vector<absl::string_view>* out) const {
+  if (!InRange(offset, size, this->size())) return false;
+  if (size > 0) out->push_back(absl::string_view(bytes_).substr(offset, size));
+  return true;
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsSource>> SafetensorsSource::Create(
@@ -36,19 +71,24 @@ absl::StatusOr<std::unique_ptr<SafetensorsSource>> SafetensorsSource::Create(
 
 absl::Status SafetensorsSource::Read(int64_t offset,
                                      absl::Span<char> out) const {
-  const int64_t end = offset + static_cast<int64_t>(out.size());
-  if (offset < 0 || end > size_) {
-    return absl::OutOfRangeError(
-        absl::StrCat("read [", offset, ", ", end, ") of ", size_));
+  std::vector<absl::string_view> pieces;
+  if (!View(offset, static_cast<int64_t>(out.size()), &pieces)) {
+    return OutOfRange(offset, out.size(), size_);
   }
-  char* dst = out.data();
+  CopyPieces(pieces, out);
+  return absl::OkStatus();
+}
+
+bool SafetensorsSource::View(int64_t offset, int64_t size,
+                             std::vector<absl::string_view>* out) const {
+  if (!InRange(offset, size, size_)) return false;
+  const int64_t end = offset + size;
   int64_t pos = offset;
   // Header part.
   const auto header_size = static_cast<int64_t>(header_.size());
-  if (pos < header_size) {
+  if (pos < header_size && pos < end) {
     const int64_t n = std::min(end, header_size) - pos;
-    std::memcpy(dst, header_.data() + pos, n);
-    dst += n;
+    out->push_back(absl::string_view(header_).substr(pos, n));
     pos += n;
   }
   // Tensor parts: find the first tensor that ends after `pos`.
@@ -60,13 +100,11 @@ absl::Status SafetensorsSource::Read(int64_t offset,
     const auto length = static_cast<int64_t>(tensors_[i].nbytes());
     if (pos >= start + length) continue;
     const int64_t n = std::min(end, start + length) - pos;
-    std::memcpy(
-        dst, static_cast<const char*>(tensors_[i].data_ptr()) + (pos - start),
-        n);
-    dst += n;
+    out->push_back(absl::string_view(
+        static_cast<const char*>(tensors_[i].data_ptr()) + (pos - start), n));
     pos += n;
   }
-  return absl::OkStatus();
+  return true;
 }
 
 absl::StatusOr<TransferInfo> DescribePayload(const PayloadSource& source,

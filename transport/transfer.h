@@ -54,6 +54,15 @@ class PayloadSource {
   // Copies [offset, offset + out.size()) into `out`. OutOfRange if the range
   // leaves the payload.
   virtual absl::Status Read(int64_t offset, absl::Span<char> out) const = 0;
+  // Where [offset, offset + size) already lies in memory that stays valid
+  // and unchanged for as long as the source lives: appends the pieces that
+  // make up the range, in order, to `out` and returns true, so that a
+  // sender can hand them to the wire without copying (a download's chunks,
+  // transfer_service.cc). False, with `out` unchanged, for a source whose
+  // bytes must be copied out with Read (a file) or a range that leaves the
+  // payload. The default is false.
+  virtual bool View(int64_t offset, int64_t size,
+                    std::vector<absl::string_view>* out) const;
 };
 
 // A payload held in memory.
@@ -62,6 +71,8 @@ class StringSource final : public PayloadSource {
   explicit StringSource(std::string bytes) : bytes_(std::move(bytes)) {}
   int64_t size() const override { return static_cast<int64_t>(bytes_.size()); }
   absl::Status Read(int64_t offset, absl::Span<char> out) const override;
+  bool View(int64_t offset, int64_t size,
+            std::vector<absl::string_view>* out) const override;
 
  private:
   std::string bytes_;
@@ -75,6 +86,9 @@ class SafetensorsSource final : public PayloadSource {
       const model::NamedTensors& tensors);
   int64_t size() const override { return size_; }
   absl::Status Read(int64_t offset, absl::Span<char> out) const override;
+  // The header's and the tensors' own bytes.
+  bool View(int64_t offset, int64_t size,
+            std::vector<absl::string_view>* out) const override;
 
  private:
   SafetensorsSource() = default;

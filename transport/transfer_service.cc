@@ -3,11 +3,18 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/wire_format_lite.h"
+#include <grpc/slice.h>
 
 #include "transport/file_sink.h"
 #include "transport/status_convert.h"
@@ -65,7 +72,8 @@ class BorrowedSink final : public ChunkSink {
   ChunkSink* const target_;
 };
 
-class DownloadReactor final : public grpc::ServerWriteReactor<v1::Chunk> {
+class DownloadReactor final
+    : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   DownloadReactor(TransferStore::Offered offered, int64_t offset,
                   int64_t chunk_bytes, grpc::CallbackServerContext* context,
@@ -99,19 +107,19 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::Chunk> {
       Finish(grpc::Status::OK);
       return;
     }
-    chunk_.Clear();
-    if (first_) ToProto(offered_.info, chunk_.mutable_header());
-    first_ = false;
     last_size_ = std::min(chunk_bytes_, size - offset_);
-    chunk_.set_offset(offset_);
-    std::string* data = chunk_.mutable_data();
-    data->resize(last_size_);
-    if (absl::Status s = offered_.source->Read(offset_, absl::MakeSpan(*data));
-        !s.ok()) {
-      Finish(ToGrpcStatus(s));
+    absl::StatusOr<grpc::ByteBuffer> message =
+        EncodeChunk(first_ ? &offered_.info : nullptr, offset_, last_size_,
+                    offered_.source);
+    first_ = false;
+    if (!message.ok()) {
+      Finish(ToGrpcStatus(message.status()));
       return;
     }
-    StartWrite(&chunk_);
+    // The last chunk's slices go as this one replaces them (gRPC holds
+    // its own references while it still needs them).
+    message_ = *std::move(message);
+    StartWrite(&message_);
   }
 
   const TransferStore::Offered offered_;
@@ -121,8 +129,13 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::Chunk> {
   const int64_t watch_;
   int64_t last_size_ = 0;
   bool first_ = true;
-  v1::Chunk chunk_;
+  grpc::ByteBuffer message_;
 };
+
+// A view slice's hold on its source (EncodeChunk).
+void ReleaseSource(void* source) {
+  delete static_cast<std::shared_ptr<const PayloadSource>*>(source);
+}
 
 class UploadReactor final : public grpc::ServerReadReactor<v1::Chunk> {
  public:
@@ -212,6 +225,54 @@ TransferInfo FromProto(const v1::TransferHeader& header) {
   info.raw_bytes = header.raw_bytes();
   info.format = FormatFromProto(header.format());
   return info;
+}
+
+absl::StatusOr<grpc::ByteBuffer> EncodeChunk(
+    const TransferInfo* header, int64_t offset, int64_t size,
+    const std::shared_ptr<const PayloadSource>& source) {
+  if (offset < 0 || size < 0 || offset > source->size() - size ||
+      size > std::numeric_limits<int32_t>::max()) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "chunk [", offset, ", +", size, ") of ", source->size(), " bytes"));
+  }
+  // The fields before the data, serialized by protobuf (field order: the
+  // header, the offset, then the data, as SerializeToString writes them).
+  v1::Chunk fields;
+  if (header != nullptr) ToProto(*header, fields.mutable_header());
+  fields.set_offset(offset);
+  std::string prefix = fields.SerializeAsString();
+  if (size > 0) {  // proto3 leaves empty bytes out.
+    using google::protobuf::internal::WireFormatLite;
+    google::protobuf::io::StringOutputStream stream(&prefix);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.WriteTag(
+        WireFormatLite::MakeTag(v1::Chunk::kDataFieldNumber,
+                                WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+    coded.WriteVarint32(static_cast<uint32_t>(size));
+  }
+  std::vector<grpc::Slice> slices;
+  slices.emplace_back(prefix);
+  std::vector<absl::string_view> pieces;
+  if (size > 0 && source->View(offset, size, &pieces)) {
+    for (absl::string_view piece : pieces) {
+      // gRPC only reads the bytes; its constructor takes them non-const.
+      slices.emplace_back(const_cast<char*>(piece.data()), piece.size(),
+                          &ReleaseSource,
+                          new std::shared_ptr<const PayloadSource>(source));
+    }
+  } else if (size > 0) {
+    grpc::Slice copy(grpc_slice_malloc(static_cast<size_t>(size)),
+                     grpc::Slice::STEAL_REF);
+    // A fresh slice, referenced only here until the buffer is built.
+    char* data = reinterpret_cast<char*>(const_cast<uint8_t*>(copy.begin()));
+    if (absl::Status s = source->Read(
+            offset, absl::MakeSpan(data, static_cast<size_t>(size)));
+        !s.ok()) {
+      return s;
+    }
+    slices.push_back(std::move(copy));
+  }
+  return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
 void TransferStore::Offer(const TransferInfo& info,
@@ -419,30 +480,36 @@ absl::Status TransferService::AuthorizeUpload(grpc::CallbackServerContext*,
   return absl::OkStatus();
 }
 
-grpc::ServerWriteReactor<v1::Chunk>* TransferService::Download(
-    grpc::CallbackServerContext* context, const v1::DownloadRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* TransferService::Download(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  v1::DownloadRequest request;
+  grpc::ByteBuffer copy(*raw);  // Deserialize takes its slices.
   absl::StatusOr<TransferStore::Offered> offered =
-      store_->Find(request->transfer_id());
+      grpc::SerializationTraits<v1::DownloadRequest>::Deserialize(&copy,
+                                                                  &request)
+              .ok()
+          ? store_->Find(request.transfer_id())
+          : absl::InvalidArgumentError("malformed DownloadRequest");
   absl::Status status = offered.status();
-  int64_t chunk = request->chunk_bytes() > 0 ? request->chunk_bytes()
-                                             : default_chunk_bytes_;
+  int64_t chunk =
+      request.chunk_bytes() > 0 ? request.chunk_bytes() : default_chunk_bytes_;
   chunk = std::min<int64_t>(chunk, store_->limits().max_chunk_bytes);
-  if (status.ok() && (request->offset() < 0 ||
-                      request->offset() > offered->info.total_bytes)) {
+  if (status.ok() &&
+      (request.offset() < 0 || request.offset() > offered->info.total_bytes)) {
     status = absl::OutOfRangeError(
-        absl::StrCat("offset ", request->offset(), " outside the payload of ",
+        absl::StrCat("offset ", request.offset(), " outside the payload of ",
                      offered->info.total_bytes, " bytes"));
   }
   if (!status.ok()) {
     // A reactor that finishes at once with the error.
-    class Failed final : public grpc::ServerWriteReactor<v1::Chunk> {
+    class Failed final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
      public:
       explicit Failed(const grpc::Status& s) { Finish(s); }
       void OnDone() override { delete this; }
     };
     return new Failed(ToGrpcStatus(status));
   }
-  return new DownloadReactor(*std::move(offered), request->offset(), chunk,
+  return new DownloadReactor(*std::move(offered), request.offset(), chunk,
                              context, &watchdog_);
 }
 

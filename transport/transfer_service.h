@@ -145,7 +145,28 @@ class TransferStore {
       ABSL_GUARDED_BY(mu_);
 };
 
-class TransferService : public v1::Coordinator::CallbackService {
+// The generated CallbackService with Download served raw (gRPC's raw
+// callback method): each chunk goes out as a ByteBuffer from EncodeChunk,
+// so the payload's bytes are not copied into a message and again into
+// gRPC's slices for every stream. The wire format is fedge.v1.Chunk, as
+// before; clients see no difference. Spelled out rather than stacked on
+// CallbackService, whose typed Download the raw one would hide (clang's
+// -Woverloaded-virtual). Every RPC of fedge.v1.Coordinator must appear: one
+// left out would stay synchronous, which this server does not serve
+// (TransferServiceBaseTest.EveryRpcIsACallbackOne checks).
+using CoordinatorCallbackBase = v1::Coordinator::WithCallbackMethod_Register<
+    v1::Coordinator::WithCallbackMethod_GetTask<
+        v1::Coordinator::WithRawCallbackMethod_Download<
+            v1::Coordinator::WithCallbackMethod_Upload<
+                v1::Coordinator::WithCallbackMethod_UploadStatus<
+                    v1::Coordinator::WithCallbackMethod_SubmitUpdate<
+                        v1::Coordinator::WithCallbackMethod_Heartbeat<
+                            v1::Coordinator::WithCallbackMethod_DeclineTask<
+                                v1::Coordinator::WithCallbackMethod_Split<
+                                    v1::Coordinator::WithCallbackMethod_Secure<
+                                        v1::Coordinator::Service>>>>>>>>>>;
+
+class TransferService : public CoordinatorCallbackBase {
  public:
   // `store` must outlive the service. Download and Upload streams that make
   // no progress (no chunk written or read) for `stream_idle_timeout` are
@@ -154,9 +175,13 @@ class TransferService : public v1::Coordinator::CallbackService {
       TransferStore* store, int64_t default_chunk_bytes = kDefaultChunkBytes,
       absl::Duration stream_idle_timeout = absl::InfiniteDuration());
 
-  grpc::ServerWriteReactor<v1::Chunk>* Download(
+  // The typed overloads stay declared (unused: the raw one serves).
+  using CoordinatorCallbackBase::Download;
+  // `request` is a serialized fedge.v1.DownloadRequest (InvalidArgument if
+  // it does not parse).
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Download(
       grpc::CallbackServerContext* context,
-      const v1::DownloadRequest* request) override;
+      const grpc::ByteBuffer* request) override;
   grpc::ServerReadReactor<v1::Chunk>* Upload(
       grpc::CallbackServerContext* context,
       v1::UploadResponse* response) override;
@@ -243,5 +268,16 @@ class TransferClient {
 // The proto form of a TransferInfo and back (validated by the assembler).
 void ToProto(const TransferInfo& info, v1::TransferHeader* header);
 TransferInfo FromProto(const v1::TransferHeader& header);
+
+// A serialized fedge.v1.Chunk of [offset, offset + size) of `source`,
+// carrying `header` if not null (a stream's first chunk): byte for byte
+// what the message's own serialization gives. Where the source can View the
+// range, the data are slices of its own memory, each keeping the source
+// alive until gRPC lets go of it; otherwise they are Read once into a slice
+// of their own. OutOfRange for a range that leaves the payload; the
+// source's Read errors.
+absl::StatusOr<grpc::ByteBuffer> EncodeChunk(
+    const TransferInfo* header, int64_t offset, int64_t size,
+    const std::shared_ptr<const PayloadSource>& source);
 
 }  // namespace fedge::transport

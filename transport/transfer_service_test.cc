@@ -64,6 +64,78 @@ class FlakySource final : public PayloadSource {
   const int64_t fail_at_;
 };
 
+// The bytes of a ByteBuffer, joined.
+std::string Joined(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(buffer.Dump(&slices).ok());
+  std::string out;
+  for (const grpc::Slice& slice : slices) {
+    out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return out;
+}
+
+TEST(EncodeChunkTest, IsTheMessagesOwnSerializationFromMemoryOrARead) {
+  std::shared_ptr<const SafetensorsSource> tensors =
+      *SafetensorsSource::Create(SomeTensors());
+  // Only Read: the copying path.
+  auto read_only =
+      std::make_shared<FlakySource>(tensors.get(), tensors->size());
+  const TransferInfo info = *DescribePayload(*tensors, "round-1.0/d/model", 3,
+                                             PayloadFormat::kSafetensors);
+  const int64_t size = tensors->size();
+  for (const std::shared_ptr<const PayloadSource>& source :
+       std::vector<std::shared_ptr<const PayloadSource>>{tensors, read_only}) {
+    // The header's bytes, tensors' boundaries, the end, an empty chunk.
+    for (auto [offset, length] :
+         std::vector<std::pair<int64_t, int64_t>>{{0, size},
+                                                  {0, 10},
+                                                  {5, 200},
+                                                  {100, 25700},
+                                                  {size - 3, 3},
+                                                  {size, 0},
+                                                  {0, 0}}) {
+      for (const TransferInfo* header : {&info, (const TransferInfo*)nullptr}) {
+        v1::Chunk expected;
+        if (header != nullptr) ToProto(*header, expected.mutable_header());
+        expected.set_offset(offset);
+        std::string data(length, '\0');
+        ASSERT_TRUE(tensors->Read(offset, absl::MakeSpan(data)).ok());
+        expected.set_data(data);
+
+        absl::StatusOr<grpc::ByteBuffer> got =
+            EncodeChunk(header, offset, length, source);
+
+        ASSERT_TRUE(got.ok()) << got.status();
+        EXPECT_EQ(Joined(*got), expected.SerializeAsString())
+            << offset << "+" << length;
+      }
+    }
+  }
+  EXPECT_EQ(EncodeChunk(nullptr, size - 2, 3, tensors).status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(EncodeChunk(nullptr, -1, 1, tensors).status().code(),
+            absl::StatusCode::kOutOfRange);
+}
+
+TEST(EncodeChunkTest, SlicesOfTheSourceKeepItAliveUntilGrpcLetsGo) {
+  std::shared_ptr<const PayloadSource> source =
+      *SafetensorsSource::Create(SomeTensors());
+  const std::weak_ptr<const PayloadSource> watch = source;
+  std::string expected(source->size(), '\0');
+  ASSERT_TRUE(source->Read(0, absl::MakeSpan(expected)).ok());
+
+  auto chunk = std::make_unique<grpc::ByteBuffer>(
+      *EncodeChunk(nullptr, 0, source->size(), source));
+  source.reset();
+  ASSERT_FALSE(watch.expired());
+  v1::Chunk parsed;
+  ASSERT_TRUE(parsed.ParseFromString(Joined(*chunk)));
+  EXPECT_EQ(parsed.data(), expected);
+  chunk.reset();
+  EXPECT_TRUE(watch.expired());
+}
+
 // Every test runs twice: uploads staged in memory, and in files.
 class TransferServiceTest : public ::testing::TestWithParam<bool> {
  protected:
@@ -100,6 +172,13 @@ class TransferServiceTest : public ::testing::TestWithParam<bool> {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
+
+TEST(TransferServiceBaseTest, EveryRpcIsACallbackOne) {
+  TransferStore store;
+  TransferService service(&store);
+  EXPECT_FALSE(service.has_synchronous_methods());
+  EXPECT_TRUE(service.has_callback_methods());
+}
 
 TEST_P(TransferServiceTest, DownloadsTensorsInChunks) {
   const model::NamedTensors tensors = SomeTensors();

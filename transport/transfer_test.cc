@@ -1,5 +1,6 @@
 #include "transport/transfer.h"
 
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include <torch/types.h>
 
@@ -60,6 +61,40 @@ TEST(TransferTest, SafetensorsSourceServesExactlyTheSerializedBytes) {
   std::string past(10, '\0');
   EXPECT_EQ((*source)->Read((*source)->size() - 5, absl::MakeSpan(past)).code(),
             absl::StatusCode::kOutOfRange);
+}
+
+TEST(TransferTest, ViewsAreTheSourcesOwnBytes) {
+  const model::NamedTensors tensors = SomeTensors();
+  auto source = *SafetensorsSource::Create(tensors);
+  const std::string expected = *model::SerializeSafetensors(tensors);
+  for (int64_t offset : {0, 3, 100, 150, 170, 300}) {
+    for (int64_t length : {0, 1, 7, 64, 500}) {
+      if (offset + length > source->size()) continue;
+      std::vector<absl::string_view> pieces;
+      ASSERT_TRUE(source->View(offset, length, &pieces));
+      EXPECT_EQ(absl::StrJoin(pieces, ""), expected.substr(offset, length))
+          << offset << "+" << length;
+    }
+  }
+  // Not copies: a tensor's whole range is its own storage.
+  const at::Tensor& a = tensors["a"];
+  const size_t a_start = expected.find(
+      std::string(static_cast<const char*>(a.data_ptr()), a.nbytes()));
+  ASSERT_NE(a_start, std::string::npos);
+  std::vector<absl::string_view> pieces;
+  ASSERT_TRUE(source->View(a_start, a.nbytes(), &pieces));
+  ASSERT_EQ(pieces.size(), 1u);
+  EXPECT_EQ(pieces[0].data(), static_cast<const char*>(a.data_ptr()));
+
+  std::vector<absl::string_view> none;
+  EXPECT_FALSE(source->View(source->size() - 5, 10, &none));
+  EXPECT_FALSE(source->View(-1, 1, &none));
+  EXPECT_TRUE(none.empty());
+
+  StringSource bytes("hello world");
+  ASSERT_TRUE(bytes.View(6, 5, &none));
+  EXPECT_EQ(none, std::vector<absl::string_view>{"world"});
+  EXPECT_FALSE(bytes.View(7, 5, &none));
 }
 
 TEST(TransferTest, TensorsCrossInAnyChunkSize) {
