@@ -15,19 +15,20 @@ bool InRange(int64_t offset, int64_t size, int64_t total) {
   return offset >= 0 && size >= 0 && offset <= total - size;
 }
 
-// Copies a View's pieces into `out` (their sizes sum to out.size()).
-void CopyPieces(const std::vector<absl::string_view>& pieces,
-                absl::Span<char> out) {
+// Read for a source whose every range has a View: copies its pieces.
+absl::Status ReadThroughView(const PayloadSource& source, int64_t offset,
+                             absl::Span<char> out) {
+  std::vector<absl::string_view> pieces;
+  if (!source.View(offset, static_cast<int64_t>(out.size()), &pieces)) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "read [", offset, ", +", out.size(), ") of ", source.size()));
+  }
   char* dst = out.data();
   for (absl::string_view piece : pieces) {
     std::memcpy(dst, piece.data(), piece.size());
     dst += piece.size();
   }
-}
-
-absl::Status OutOfRange(int64_t offset, size_t size, int64_t total) {
-  return absl::OutOfRangeError(
-      absl::StrCat("read [", offset, ", +", size, ") of ", total));
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -38,12 +39,7 @@ bool PayloadSource::View(int64_t, int64_t,
 }
 
 absl::Status StringSource::Read(int64_t offset, absl::Span<char> out) const {
-  std::vector<absl::string_view> pieces;
-  if (!View(offset, static_cast<int64_t>(out.size()), &pieces)) {
-    return OutOfRange(offset, out.size(), size());
-  }
-  CopyPieces(pieces, out);
-  return absl::OkStatus();
+  return ReadThroughView(*this, offset, out);
 }
 
 bool StringSource::View(int64_t offset, int64_t size,
@@ -71,12 +67,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsSource>> SafetensorsSource::Create(
 
 absl::Status SafetensorsSource::Read(int64_t offset,
                                      absl::Span<char> out) const {
-  std::vector<absl::string_view> pieces;
-  if (!View(offset, static_cast<int64_t>(out.size()), &pieces)) {
-    return OutOfRange(offset, out.size(), size_);
-  }
-  CopyPieces(pieces, out);
-  return absl::OkStatus();
+  return ReadThroughView(*this, offset, out);
 }
 
 bool SafetensorsSource::View(int64_t offset, int64_t size,
